@@ -1,0 +1,279 @@
+"""Storage adapters against hand-written baselines measured in the same run.
+
+For each adapter: a full scan in pages of 1000, then replacing every item and deleting
+every item in batches of 500, over N items (100k; ``--quick``: 10k). Baselines do the
+same work by hand: for SQLite a plain ``sqlite3`` loop on a ``(id PRIMARY KEY, doc)``
+table with ``json``; for memory a plain ``dict`` with a sorted key list. Targets:
+SQLite within 1.5x of its baseline, memory within 2x of its baseline. Then the peak
+Python memory (``tracemalloc``) of a full scan of a SQLite collection of growing size
+(10k, 100k, 1M; ``--quick``: 10k, 100k), which should stay flat.
+
+Run: ``.venv/bin/python benchmarks/bench_storage.py [--quick]``. Prints figures only;
+never passes or fails on time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sqlite3
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from typing import Any
+
+from taskengine.storage import MemoryStorage, SQLiteStorage
+from taskengine.storage.base import Storage
+
+PAGE = 1000
+BATCH = 500
+
+
+def make_items(n: int, version: int = 0) -> list[dict[str, Any]]:
+    """N small, typical items."""
+    return [
+        {
+            "_id": f"item{i:08d}",
+            "title": f"Title number {i}",
+            "n": i + version,
+            "price": i * 0.25,
+            "active": i % 2 == 0,
+            "tags": ["red", "green", f"t{i % 17}"],
+            "meta": {"owner": "someone", "rank": i % 100},
+        }
+        for i in range(n)
+    ]
+
+
+def timed(fn: Callable[[], object], repeat: int = 1) -> float:
+    """Best wall time of ``repeat`` runs."""
+    best = float("inf")
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+# -- the adapters ------------------------------------------------------------------------
+
+
+def storage_scan(storage: Storage) -> int:
+    """Full scan through the protocol."""
+    total = 0
+    after: str | None = None
+    while True:
+        page = storage.scan("c", "LIVE", after=after, limit=PAGE)
+        total += len(page.items)
+        if page.cursor is None:
+            return total
+        after = page.cursor
+
+
+def storage_replace(storage: Storage, items: list[dict[str, Any]]) -> None:
+    """Replace every item in batches."""
+    for start in range(0, len(items), BATCH):
+        storage.replace_items("c", "LIVE", items[start : start + BATCH])
+
+
+def storage_delete(storage: Storage, ids: list[str]) -> None:
+    """Delete every item in batches."""
+    for start in range(0, len(ids), BATCH):
+        storage.delete_items("c", "LIVE", ids[start : start + BATCH])
+
+
+# -- hand-written sqlite3 baseline -------------------------------------------------------
+
+
+def sqlite_baseline(
+    path: str, items: list[dict[str, Any]], changed: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Scan, replace, delete with a plain sqlite3 connection (same pragmas, same JSON)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("CREATE TABLE t (id TEXT PRIMARY KEY, doc TEXT NOT NULL) WITHOUT ROWID")
+        conn.execute("BEGIN")
+        conn.executemany(
+            "INSERT INTO t VALUES (?, ?)",
+            [(item["_id"], json.dumps(item, separators=(",", ":"))) for item in items],
+        )
+        conn.execute("COMMIT")
+
+        def scan() -> int:
+            total = 0
+            after = ""
+            loads = json.loads
+            while True:
+                rows = conn.execute(
+                    "SELECT id, doc FROM t WHERE id > ? ORDER BY id LIMIT ?", (after, PAGE)
+                ).fetchall()
+                docs = [loads(doc) for _, doc in rows]
+                total += len(docs)
+                if len(rows) < PAGE:
+                    return total
+                after = rows[-1][0]
+
+        def replace() -> None:
+            dumps = json.dumps
+            for start in range(0, len(changed), BATCH):
+                batch = changed[start : start + BATCH]
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "UPDATE t SET doc = ? WHERE id = ?",
+                    [(dumps(item, separators=(",", ":")), item["_id"]) for item in batch],
+                )
+                conn.execute("COMMIT")
+
+        def delete() -> None:
+            ids = [item["_id"] for item in items]
+            for start in range(0, len(ids), BATCH):
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "DELETE FROM t WHERE id = ?", [(i,) for i in ids[start : start + BATCH]]
+                )
+                conn.execute("COMMIT")
+
+        return {"scan": timed(scan, 3), "replace": timed(replace), "delete": timed(delete)}
+    finally:
+        conn.close()
+
+
+# -- hand-written dict baseline ----------------------------------------------------------
+
+
+def dict_baseline(items: list[dict[str, Any]], changed: list[dict[str, Any]]) -> dict[str, float]:
+    """Scan, replace, delete on a plain dict with a sorted key list (copies in and out)."""
+
+    def copy(doc: dict[str, Any]) -> dict[str, Any]:
+        out = doc.copy()
+        out["tags"] = doc["tags"].copy()
+        out["meta"] = doc["meta"].copy()
+        return out
+
+    store = {item["_id"]: copy(item) for item in items}
+    keys = sorted(store)
+
+    def scan() -> int:
+        total = 0
+        for start in range(0, len(keys), PAGE):
+            page = [copy(store[key]) for key in keys[start : start + PAGE]]
+            total += len(page)
+        return total
+
+    def replace() -> None:
+        for start in range(0, len(changed), BATCH):
+            for item in changed[start : start + BATCH]:
+                if item["_id"] in store:
+                    store[item["_id"]] = copy(item)
+
+    def delete() -> None:
+        ids = [item["_id"] for item in items]
+        for start in range(0, len(ids), BATCH):
+            for key in ids[start : start + BATCH]:
+                store.pop(key, None)
+        keys.clear()
+
+    return {"scan": timed(scan, 3), "replace": timed(replace), "delete": timed(delete)}
+
+
+def adapter_run(
+    storage: Storage, items: list[dict[str, Any]], changed: list[dict[str, Any]]
+) -> dict[str, float]:
+    """Scan, replace, delete through the Storage protocol."""
+    storage.create_collection("c")
+    for start in range(0, len(items), 10_000):
+        storage.insert_items("c", "LIVE", items[start : start + 10_000])
+    ids = [item["_id"] for item in items]
+    scan = timed(lambda: storage_scan(storage), 3)
+    replace = timed(lambda: storage_replace(storage, changed))
+    delete = timed(lambda: storage_delete(storage, ids))
+    assert storage.count("c", "LIVE").value == 0
+    return {"scan": scan, "replace": replace, "delete": delete}
+
+
+# -- peak memory of a scan ---------------------------------------------------------------
+
+
+def scan_peak(path: str, n: int) -> tuple[float, int]:
+    """(seconds, peak traced bytes) of a full scan of an n-item SQLite collection."""
+    with SQLiteStorage(path) as storage:
+        storage.create_collection("c")
+        step = 20_000
+        for start in range(0, n, step):
+            storage.insert_items("c", "LIVE", make_items_range(start, min(n, start + step)))
+        gc.collect()
+        tracemalloc.start()
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        started = time.perf_counter()
+        seen = storage_scan(storage)
+        seconds = time.perf_counter() - started
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        assert seen == n
+        return seconds, peak - base
+
+
+def make_items_range(start: int, stop: int) -> list[dict[str, Any]]:
+    """Items start..stop-1 of make_items."""
+    return [
+        {
+            "_id": f"item{i:08d}",
+            "title": f"Title number {i}",
+            "n": i,
+            "price": i * 0.25,
+            "active": i % 2 == 0,
+            "tags": ["red", "green", f"t{i % 17}"],
+            "meta": {"owner": "someone", "rank": i % 100},
+        }
+        for i in range(start, stop)
+    ]
+
+
+def main() -> None:
+    """Run the benchmark and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10k items; scan memory up to 100k")
+    args = parser.parse_args()
+    n = 10_000 if args.quick else 100_000
+    sizes = [10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    items = make_items(n)
+    changed = make_items(n, version=1)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        results: list[tuple[str, str, float, float]] = []
+        base = sqlite_baseline(os.path.join(tmp, "baseline.db"), items, changed)
+        with SQLiteStorage(os.path.join(tmp, "storage.db")) as storage:
+            ours = adapter_run(storage, items, changed)
+        for op in ("scan", "replace", "delete"):
+            results.append(("SQLiteStorage", op, ours[op], base[op]))
+        base = dict_baseline(items, changed)
+        ours = adapter_run(MemoryStorage(), items, changed)
+        for op in ("scan", "replace", "delete"):
+            results.append(("MemoryStorage", op, ours[op], base[op]))
+
+        print(f"{n:,} items; scan pages of {PAGE}, write batches of {BATCH}")
+        print(f"{'adapter':<14} {'op':<8} {'items/s':>11} {'baseline/s':>11} {'ratio':>6}  target")
+        for adapter, op, ours_s, base_s in results:
+            target = "1.5x" if adapter.startswith("SQLite") else "2x"
+            print(
+                f"{adapter:<14} {op:<8} {n / ours_s:>11,.0f} {n / base_s:>11,.0f} "
+                f"{ours_s / base_s:>5.2f}x  {target}"
+            )
+
+        print()
+        print("peak Python memory of a full SQLiteStorage scan (tracemalloc)")
+        print(f"{'items':>10} {'peak KiB':>9} {'scan s':>7}")
+        for size in sizes:
+            seconds, peak = scan_peak(os.path.join(tmp, f"peak{size}.db"), size)
+            print(f"{size:>10,} {peak / 1024:>9,.0f} {seconds:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,435 @@
+"""The ``wix`` filter dialect: the task API's query language, compiled.
+
+Operators: ``$eq $ne $gt $gte $lt $lte $in $nin $hasSome $hasAll $startsWith
+$endsWith $contains $exists $and $or $not`` (SPEC §5). The rules:
+
+* A field is named by a dotted path through subdocuments (a numeric component
+  also indexes an array). ``{f: v}`` is ``{f: {"$eq": v}}``; several operators on
+  one field must all hold.
+* Equality is type-strict (``1 == 1.0``, ``True != 1``, dates by instant with naive
+  = UTC, objects by content, arrays element by element) and case-sensitive.
+* On an array field ``$eq v`` means some element equals ``v``, ``$ne v`` that no
+  element does; an array operand means whole-array equality. Comparisons, ``$in``
+  and the string operators likewise hold when some element satisfies them.
+* ``$gt/$gte/$lt/$lte`` compare numbers with numbers, strings with strings (by code
+  point), dates with dates, booleans with booleans; anything else never matches.
+* ``$startsWith/$endsWith/$contains`` are case-insensitive and match strings only.
+* ``$hasSome`` = the field's values (the elements of an array, or the value itself)
+  intersect the list; ``$hasAll`` = they include every listed value.
+* ``{f: null}`` and ``$exists: false`` match a missing or null field; ``$exists:
+  true`` and ``$ne: null`` match any non-null value (``""`` and ``[]`` included).
+* Top-level ``$not`` takes an object or a one-element list. ``$regex`` is rejected.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from taskengine._values import date_instant, is_date_wrapper, values_equal
+from taskengine.errors import InvalidFilter
+
+__all__ = ["compile_wix"]
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+Test = Callable[[Any], bool]
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final[Any] = _Missing()
+
+_FIELD_OPS: Final = frozenset(
+    {
+        "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$hasSome",
+        "$hasAll", "$startsWith", "$endsWith", "$contains", "$exists",
+    }
+)
+
+
+def _check_value(value: object, path: str) -> None:
+    cls = value.__class__
+    if cls in (str, int, float, bool) or value is None:
+        return
+    if cls is list:
+        items: list[Any] = value  # type: ignore[assignment]
+        for i, item in enumerate(items):
+            _check_value(item, f"{path}.{i}")
+        return
+    if cls is dict:
+        obj: dict[Any, Any] = value  # type: ignore[assignment]
+        if "$date" in obj and not is_date_wrapper(obj):
+            raise InvalidFilter(path, '"$date" needs an ISO-8601 date string and no other key')
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                raise InvalidFilter(path, f"object keys must be strings, not {k!r}")
+            _check_value(v, f"{path}.{k}")
+        return
+    if isinstance(value, datetime):
+        return
+    raise InvalidFilter(path, f"unsupported value of type {type(value).__name__}")
+
+
+def _is_operator_object(value: object) -> bool:
+    if value.__class__ is not dict or not value:
+        return False
+    if is_date_wrapper(value):
+        return False
+    return any(isinstance(k, str) and k.startswith("$") for k in value)
+
+
+# ------------------------------------------------------------------ single values
+
+
+def _eq_scalar(c: object) -> Test:
+    """Equality of one (non-array) value with the constant ``c``."""
+    cls = c.__class__
+    if cls is str:
+        return lambda v: v.__class__ is str and v == c
+    if cls is bool:
+        return lambda v: v is c
+    if cls is int or cls is float:
+        if c != c:
+            return lambda v: v.__class__ is float and v != v
+
+        def num(v: Any) -> bool:
+            k = v.__class__
+            return (k is int or k is float) and v == c
+
+        return num
+    if c is None:
+        return lambda v: v is None or v is MISSING
+    if isinstance(c, datetime) or is_date_wrapper(c):
+        instant = date_instant(c)
+
+        def date(v: Any) -> bool:
+            k = v.__class__
+            if k is datetime or k is dict or isinstance(v, datetime):
+                return date_instant(v) == instant
+            return False
+
+        return date
+    return lambda v: v is not MISSING and values_equal(v, c)
+
+
+def _eq_test(c: object) -> Test:
+    """``$eq c`` on a field value (arrays: some element, or the whole array)."""
+    if c is None:
+        return lambda v: v is None or v is MISSING
+    if c.__class__ is list:
+        return lambda v: v.__class__ is list and values_equal(v, c)
+    scalar = _eq_scalar(c)
+
+    def test(v: Any) -> bool:
+        if v.__class__ is list:
+            for e in v:  # noqa: SIM110
+                if scalar(e):
+                    return True
+            return False
+        return scalar(v)
+
+    return test
+
+
+def _some(scalar: Test) -> Test:
+    """Lift a test on one value to a field: an array matches when some element does."""
+
+    def test(v: Any) -> bool:
+        if v.__class__ is list:
+            for e in v:  # noqa: SIM110
+                if scalar(e):
+                    return True
+            return False
+        return scalar(v)
+
+    return test
+
+
+_CMP: Final[dict[str, Callable[[Any, Any], bool]]] = {
+    "$gt": operator.gt,
+    "$gte": operator.ge,
+    "$lt": operator.lt,
+    "$lte": operator.le,
+}
+
+
+def _is_num(v: Any) -> bool:
+    k = v.__class__
+    return k is int or k is float
+
+
+def _cmp_scalar(op: str, c: object, path: str) -> Test:
+    """``$gt/$gte/$lt/$lte c`` on one value: same kind only (type-strict)."""
+    cls = c.__class__
+    cmp = _CMP[op]
+    if cls is int or cls is float:
+        if c != c:
+            raise InvalidFilter(path, f"{op} cannot compare with NaN")
+        return lambda v: _is_num(v) and cmp(v, c)
+    if cls is str:
+        return lambda v: v.__class__ is str and cmp(v, c)
+    if cls is bool:
+        return lambda v: v.__class__ is bool and cmp(v, c)
+    if isinstance(c, datetime) or is_date_wrapper(c):
+        bound = date_instant(c)
+
+        def date(v: Any) -> bool:
+            k = v.__class__
+            if k is datetime or k is dict or isinstance(v, datetime):
+                d = date_instant(v)
+                return d is not None and cmp(d, bound)
+            return False
+
+        return date
+    raise InvalidFilter(path, f"{op} needs a number, string, boolean or date")
+
+
+def _values_of(v: Any) -> list[Any]:
+    if v.__class__ is list:
+        return v
+    if v is MISSING or v is None:
+        return []
+    return [v]
+
+
+def _member(values: Sequence[object]) -> Test:
+    """Whether one value equals one of ``values`` (type-strict; no hash traps)."""
+    strs = frozenset(x for x in values if x.__class__ is str)
+    nums = frozenset(x for x in values if x.__class__ in (int, float) and x == x)
+    rest = [_eq_scalar(x) for x in values if x.__class__ not in (str, int, float) or x != x]
+
+    def test(v: Any) -> bool:
+        k = v.__class__
+        if k is str:
+            return v in strs
+        if (k is int or k is float) and v in nums:
+            return True
+        for t in rest:  # noqa: SIM110
+            if t(v):
+                return True
+        return False
+
+    return test
+
+
+def _string_test(op: str, needle: object, path: str) -> Test:
+    if not isinstance(needle, str):
+        raise InvalidFilter(path, f"{op} needs a string")
+    n = needle.casefold()
+    if op == "$startsWith":
+        return _some(lambda v: v.__class__ is str and v.casefold().startswith(n))
+    if op == "$endsWith":
+        return _some(lambda v: v.__class__ is str and v.casefold().endswith(n))
+    return _some(lambda v: v.__class__ is str and n in v.casefold())
+
+
+def _list_arg(op: str, arg: object, path: str) -> list[Any]:
+    if arg.__class__ is not list:
+        raise InvalidFilter(path, f"{op} needs an array")
+    _check_value(arg, path)
+    return arg
+
+
+def _op_test(op: str, arg: Any, path: str) -> Test:
+    """One field operator as a test on the field's value (MISSING when absent)."""
+    if op == "$eq":
+        _check_value(arg, path)
+        return _eq_test(arg)
+    if op == "$ne":
+        _check_value(arg, path)
+        eq = _eq_test(arg)
+        return lambda v: not eq(v)
+    if op in ("$gt", "$gte", "$lt", "$lte"):
+        _check_value(arg, path)
+        return _some(_cmp_scalar(op, arg, path))
+    if op in ("$in", "$nin", "$hasSome"):
+        member = _member(_list_arg(op, arg, path))
+        some = _some(member)
+        if op == "$nin":
+            return lambda v: not some(v)
+        return some
+    if op == "$hasAll":
+        wanted = _list_arg(op, arg, path)
+        tests = [_eq_scalar(x) for x in wanted]
+
+        def has_all(v: Any) -> bool:
+            have = _values_of(v)
+            for t in tests:
+                for e in have:
+                    if t(e):
+                        break
+                else:
+                    return False
+            return True
+
+        return has_all
+    if op in ("$startsWith", "$endsWith", "$contains"):
+        return _string_test(op, arg, path)
+    if op == "$exists":
+        if arg.__class__ is not bool:
+            raise InvalidFilter(path, "$exists needs true or false")
+        if arg:
+            return lambda v: v is not None and v is not MISSING
+        return lambda v: v is None or v is MISSING
+    if op == "$regex":
+        raise InvalidFilter(path, "$regex is not supported in this dialect")
+    raise InvalidFilter(path, f"unknown operator: {op}")
+
+
+# -------------------------------------------------------------------------- paths
+
+
+def _getter(field: str) -> Callable[[Mapping[str, Any]], Any]:
+    parts = tuple(field.split("."))
+    if len(parts) == 1:
+        key = parts[0]
+        return lambda doc: doc.get(key, MISSING)
+    index = tuple(int(p) if p.isascii() and p.isdigit() and str(int(p)) == p else -1 for p in parts)
+
+    def get(doc: Mapping[str, Any]) -> Any:
+        v: Any = doc
+        for p, i in zip(parts, index, strict=True):
+            k = v.__class__
+            if k is dict or v is doc:
+                if k is dict and len(v) == 1 and is_date_wrapper(v):
+                    return MISSING
+                v = v.get(p, MISSING)
+            elif k is list and 0 <= i < len(v):
+                v = v[i]
+            else:
+                return MISSING
+        return v
+
+    return get
+
+
+def _field_pred(field: str, tests: Sequence[Test]) -> Predicate:
+    get = _getter(field)
+    if "." not in field:
+        key = field
+        if len(tests) == 1:
+            t = tests[0]
+            return lambda doc: t(doc.get(key, MISSING))
+        if len(tests) == 2:
+            t1, t2 = tests
+            return lambda doc: t1(v := doc.get(key, MISSING)) and t2(v)
+    tt = tuple(tests)
+
+    def pred(doc: Mapping[str, Any]) -> bool:
+        v = get(doc)
+        for t in tt:  # noqa: SIM110
+            if not t(v):
+                return False
+        return True
+
+    return pred
+
+
+# ------------------------------------------------------------------------ compile
+
+
+def _always(doc: Mapping[str, Any]) -> bool:
+    return True
+
+
+def _and(preds: Sequence[Predicate]) -> Predicate:
+    if not preds:
+        return _always
+    if len(preds) == 1:
+        return preds[0]
+    if len(preds) == 2:
+        p1, p2 = preds
+        return lambda doc: p1(doc) and p2(doc)
+    if len(preds) == 3:
+        p1, p2, p3 = preds
+        return lambda doc: p1(doc) and p2(doc) and p3(doc)
+    pp = tuple(preds)
+
+    def pred(doc: Mapping[str, Any]) -> bool:
+        for p in pp:  # noqa: SIM110
+            if not p(doc):
+                return False
+        return True
+
+    return pred
+
+
+def _or(preds: Sequence[Predicate]) -> Predicate:
+    if len(preds) == 1:
+        return preds[0]
+    pp = tuple(preds)
+
+    def pred(doc: Mapping[str, Any]) -> bool:
+        for p in pp:  # noqa: SIM110
+            if p(doc):
+                return True
+        return False
+
+    return pred
+
+
+def _negate(inner: Predicate) -> Predicate:
+    return lambda doc: not inner(doc)
+
+
+def _sub_docs(op: str, arg: object, path: str) -> list[Predicate]:
+    if arg.__class__ is not list:
+        raise InvalidFilter(path, f"{op} needs an array of filters")
+    items: list[Any] = arg
+    if not items:
+        raise InvalidFilter(path, f"{op} needs at least one filter")
+    out = []
+    for i, sub in enumerate(items):
+        if not isinstance(sub, Mapping):
+            raise InvalidFilter(f"{path}.{i}", f"{op} entries must be objects")
+        out.append(_compile_doc(sub, f"{path}.{i}"))
+    return out
+
+
+def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
+    preds: list[Predicate] = []
+    for key, value in spec.items():
+        where = f"{path}.{key}" if path else str(key)
+        if not isinstance(key, str):
+            raise InvalidFilter(where, "field names must be strings")
+        if key == "$and":
+            preds.append(_and(_sub_docs(key, value, where)))
+        elif key == "$or":
+            preds.append(_or(_sub_docs(key, value, where)))
+        elif key == "$not":
+            if value.__class__ is list:
+                if len(value) != 1:
+                    raise InvalidFilter(where, "$not takes an object or a one-element list")
+                value = value[0]
+                where = f"{where}.0"
+            if not isinstance(value, Mapping):
+                raise InvalidFilter(where, "$not takes an object or a one-element list")
+            preds.append(_negate(_compile_doc(value, where)))
+        elif key == "$regex":
+            raise InvalidFilter(where, "$regex is not supported in this dialect")
+        elif key.startswith("$"):
+            raise InvalidFilter(where, f"unknown top level operator: {key}")
+        elif _is_operator_object(value):
+            tests = []
+            for op, arg in value.items():
+                if not (isinstance(op, str) and op.startswith("$")):
+                    raise InvalidFilter(f"{where}.{op}", f"unknown operator: {op}")
+                tests.append(_op_test(op, arg, f"{where}.{op}"))
+            preds.append(_field_pred(key, tests))
+        else:
+            _check_value(value, where)
+            preds.append(_field_pred(key, [_eq_test(value)]))
+    return _and(preds)
+
+
+def compile_wix(spec: Mapping[str, Any]) -> Predicate:
+    """Compile a wix filter into a predicate; raises only ``InvalidFilter``."""
+    return _compile_doc(spec, "")
+

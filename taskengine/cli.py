@@ -1,0 +1,773 @@
+"""The ``taskengine`` command (also ``python -m taskengine``).
+
+Subcommands::
+
+    taskengine demo    [--db PATH] [--items N]
+    taskengine import  --db PATH --collection NAME [--environment LIVE|SANDBOX]
+                       [--sandbox] [--publish-plugin] FILE.jsonl
+    taskengine run     --db PATH TASK.json [--no-wait]
+    taskengine tasks   list|get ID|cancel ID --db PATH
+    taskengine serve   --db PATH [--host H] [--port P] [--token T]
+
+Every command that takes ``--db`` keeps items *and* tasks in that one SQLite file, so
+``run`` in one terminal and ``tasks get`` in another see the same task, and ``serve``
+after a crash resumes unfinished tasks.
+
+Exit codes (:data:`EXIT_CODES`): 0 the task COMPLETED without item failures (or the
+command succeeded), 1 COMPLETED with item failures, 2 bad input (usage, files, JSON, task
+spec, unknown collection or task), 3 the task FAILED, 4 the task was CANCELLED, 5 a
+storage or internal error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from taskengine._wire import dumps, parse_json_object
+from taskengine.errors import (
+    CollectionNotFound,
+    InvalidRequest,
+    SandboxNotEnabled,
+    StorageError,
+    TaskEngineError,
+    TaskNotFound,
+    Violation,
+)
+
+if TYPE_CHECKING:
+    from taskengine.engine import TaskEngine
+    from taskengine.storage.sqlite import SQLiteStorage
+    from taskengine.task import Task
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_CANCELLED",
+    "EXIT_CODES",
+    "EXIT_ERROR",
+    "EXIT_FAILED",
+    "EXIT_ITEM_FAILURES",
+    "EXIT_OK",
+    "ProgressPrinter",
+    "exit_code_for",
+    "follow_task",
+    "format_table",
+    "load_task_spec",
+    "main",
+    "open_engine",
+]
+
+EXIT_OK = 0
+EXIT_ITEM_FAILURES = 1
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 3
+EXIT_CANCELLED = 4
+EXIT_ERROR = 5
+
+EXIT_CODES: Mapping[int, str] = {
+    EXIT_OK: "the task COMPLETED without item failures (or the command succeeded)",
+    EXIT_ITEM_FAILURES: "the task COMPLETED, and some items failed",
+    EXIT_BAD_INPUT: "bad input: usage, file, JSON, task spec, unknown collection or task",
+    EXIT_FAILED: "the task FAILED",
+    EXIT_CANCELLED: "the task was CANCELLED",
+    EXIT_ERROR: "a storage or internal error",
+}
+"""What each exit code of ``taskengine`` means."""
+
+IMPORT_BATCH = 1000
+"""Items per ``insert_items`` call during ``taskengine import``."""
+
+_MAX_LISTED = 20
+
+
+class CommandError(TaskEngineError):
+    """A command-line failure with the exit code it should produce."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- progress ------------------------------------------------------------------------------
+
+
+class ProgressPrinter:
+    """Shows how far a task has got: a redrawn bar on a terminal, plain lines otherwise.
+
+    Args:
+        stream: where to write (the command's stderr for ``run``, stdout for ``demo``).
+        label: what is running (``"DELETE_BY_QUERY"``).
+        tty: draw a bar redrawn in place; ``None`` = ``stream.isatty()``.
+        interval: seconds between plain lines when not on a terminal.
+    """
+
+    def __init__(
+        self, stream: TextIO, label: str, *, tty: bool | None = None, interval: float = 1.0
+    ) -> None:
+        self.stream = stream
+        self.label = label
+        self.tty = _isatty(stream) if tty is None else tty
+        self.interval = interval
+        self._started = time.monotonic()
+        self._last_line = self._started  # the first plain line comes after one interval
+        self._drawn = False
+
+    def update(self, task: Task) -> None:
+        """Show ``task``'s counters (at most once per ``interval`` off a terminal)."""
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r" + self._text(task, now) + "\x1b[K")
+            self.stream.flush()
+            self._drawn = True
+        elif now - self._last_line >= self.interval and not task.is_finished:
+            self._last_line = now
+            self.stream.write(self._text(task, now) + "\n")
+            self.stream.flush()
+
+    def finish(self, task: Task) -> None:
+        """Show the final state and end the line."""
+        now = time.monotonic()
+        text = self._text(task, now)
+        if self.tty:
+            self.stream.write("\r" + text + "\x1b[K\n")
+        else:
+            self.stream.write(text + "\n")
+        self.stream.flush()
+
+    def _text(self, task: Task, now: float) -> str:
+        done = task.items_succeeded + task.items_failed
+        total = max(task.estimated_item_count, done)
+        elapsed = max(now - self._started, 1e-9)
+        if task.is_finished:
+            fraction = 1.0 if task.status.value == "COMPLETED" else (done / total if total else 0)
+        else:
+            fraction = done / total if total else 0.0
+        state = task.status.value
+        if task.cancel_requested and not task.is_finished:
+            state = "CANCELLING"
+        elif task.is_finished and _is_cancelled(task):
+            state = "CANCELLED"
+        counts = f"{done:,}/{total:,} items"
+        if task.items_failed:
+            counts += f" ({task.items_failed:,} failed)"
+        rate = f"{done / elapsed:,.0f} items/s"
+        if self.tty:
+            width = 28
+            filled = round(fraction * width)
+            bar = "#" * filled + "-" * (width - filled)
+            return f"{self.label:<22} [{bar}] {fraction * 100:5.1f}%  {counts}  {rate}  {state}"
+        return f"{self.label}: {fraction * 100:.0f}% {counts}, {rate}, {state}"
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _is_cancelled(task: Task) -> bool:
+    failures = task.failures
+    return task.status.value == "FAILED" and bool(failures) and failures[0].code == "CANCELLED"
+
+
+def exit_code_for(task: Task) -> int:
+    """The exit code for a task's outcome (see :data:`EXIT_CODES`); NEW/RUNNING give 0."""
+    status = task.status.value
+    if status == "COMPLETED":
+        return EXIT_ITEM_FAILURES if task.items_failed else EXIT_OK
+    if status == "FAILED":
+        return EXIT_CANCELLED if _is_cancelled(task) else EXIT_FAILED
+    return EXIT_OK
+
+
+def follow_task(
+    engine: TaskEngine, task_id: str, printer: ProgressPrinter | None, *, poll: float = 0.1
+) -> Task:
+    """Poll ``task_id`` until it is finished, showing progress; return the final task.
+
+    A Ctrl-C (``KeyboardInterrupt``) while waiting cancels the task and keeps waiting for
+    it to end (a second Ctrl-C gives up waiting and re-raises).
+    """
+    cancelling = False
+    while True:
+        try:
+            task = engine.get_task(task_id)
+            if printer is not None:
+                printer.update(task)
+            if task.is_finished:
+                if printer is not None:
+                    printer.finish(task)
+                return task
+            engine.wait(task_id, timeout=poll)
+        except KeyboardInterrupt:
+            if cancelling:
+                raise
+            cancelling = True
+            if printer is not None:
+                printer.stream.write("\nCtrl-C: cancelling the task (Ctrl-C again to quit)\n")
+                printer.stream.flush()
+            engine.cancel_task(task_id)
+
+
+# -- opening the database ------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_engine(
+    db: str, *, create: bool = False, start: bool = False, workers: int = 1, batch_size: int = 500
+) -> Iterator[tuple[TaskEngine, SQLiteStorage]]:
+    """An engine over the SQLite file ``db`` (items and tasks in the one file).
+
+    Args:
+        create: create the file when it does not exist (else a missing file is an error).
+        start: start the engine's workers (which resumes unfinished tasks).
+
+    Raises:
+        CommandError: the file does not exist and ``create`` is false.
+    """
+    from taskengine.engine import TaskEngine
+    from taskengine.storage.sqlite import SQLiteStorage
+    from taskengine.taskstore import SQLiteTaskStore
+
+    if not create and not os.path.exists(db):
+        raise CommandError(
+            f"no database at {db!r} (create one with 'taskengine import' or "
+            f"'taskengine demo --db {db}')"
+        )
+    storage = SQLiteStorage(db)
+    try:
+        store = SQLiteTaskStore(storage)
+        engine = TaskEngine(storage, task_store=store, workers=workers, batch_size=batch_size)
+        try:
+            if start:
+                engine.start()
+            yield engine, storage
+        finally:
+            engine.stop()
+            store.close()
+    finally:
+        storage.close()
+
+
+# -- commands -------------------------------------------------------------------------------
+
+
+def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from taskengine.demo import run_demo
+
+    return run_demo(db=args.db, items=args.items, out=out, batch_size=args.batch_size)
+
+
+def _read_text(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CommandError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def load_task_spec(data: bytes | str, source: str) -> dict[str, Any]:
+    """The task spec in a task file: ``{"task": {...}}`` (a request body) or the bare task.
+
+    Raises:
+        InvalidRequest: not JSON (with line and column), not an object, or ``task`` not an
+            object.
+    """
+    body = parse_json_object(data, source=source)
+    if "task" in body and "type" not in body:
+        if len(body) != 1:
+            extra = sorted(key for key in body if key != "task")
+            raise InvalidRequest([Violation(key, "unknown field") for key in extra])
+        inner = body["task"]
+        if not isinstance(inner, dict):
+            raise InvalidRequest([Violation("task", "must be an object")])
+        return {"task": inner}
+    return {"task": body}
+
+
+def _task_collection(spec: Mapping[str, Any]) -> str | None:
+    task = spec.get("task")
+    if not isinstance(task, Mapping):
+        return None
+    for key, value in task.items():
+        if isinstance(key, str) and key.endswith("Options") and isinstance(value, Mapping):
+            collection = value.get("dataCollectionId")
+            if isinstance(collection, str) and collection:
+                return collection
+    return None
+
+
+def _check_collection(storage: SQLiteStorage, name: str) -> None:
+    try:
+        storage.collection_info(name)
+    except CollectionNotFound:
+        known = [info.name for info in storage.list_collections()]
+        listed = ", ".join(known) if known else "none yet: use 'taskengine import'"
+        raise CommandError(
+            f"unknown collection {name!r} in {storage.database.path!r} (collections: {listed})"
+        ) from None
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    spec = load_task_spec(_read_text(args.task_file), args.task_file)
+    with open_engine(
+        args.db, start=not args.no_wait, workers=1, batch_size=args.batch_size
+    ) as (engine, storage):
+        collection = _task_collection(spec)
+        if collection is not None:
+            _check_collection(storage, collection)
+        task = engine.create_task(spec)
+        if args.no_wait:
+            out.write(dumps(task.to_json(), indent=2) + "\n")
+            err.write(
+                f"Queued task {task.id}; it runs when an engine next opens {args.db} "
+                "('taskengine serve' or 'taskengine run').\n"
+            )
+            return EXIT_OK
+        err.write(f"Created task {task.id} ({task.type}); Ctrl-C cancels it.\n")
+        err.flush()
+        printer = None if args.quiet else ProgressPrinter(err, task.type)
+        final = follow_task(engine, task.id, printer)
+        out.write(dumps(final.to_json(), indent=2) + "\n")
+        out.flush()
+        return exit_code_for(final)
+
+
+def _iter_jsonl(path: str) -> Iterator[tuple[int, bytes]]:
+    if path == "-":
+        yield from enumerate(sys.stdin.buffer, start=1)
+        return
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, after streaming
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CommandError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    with handle:
+        yield from enumerate(handle, start=1)
+
+
+class _ImportFailed(Exception):
+    def __init__(self, problems: list[str], total: int) -> None:
+        super().__init__(problems)
+        self.problems = problems
+        self.total = total
+
+
+def _cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from taskengine.storage.sqlite import SQLiteStorage
+
+    environment = args.environment
+    storage = SQLiteStorage(args.db)
+    try:
+        try:
+            info = storage.collection_info(args.collection)
+        except CollectionNotFound:
+            info = storage.create_collection(
+                args.collection,
+                sandbox=args.sandbox or environment == "SANDBOX",
+                publish_plugin=args.publish_plugin,
+            )
+            err.write(
+                f"Created collection {info.name!r} (sandbox: {_yes(info.sandbox_enabled)}, "
+                f"publish plugin: {_yes(info.publish_plugin)})\n"
+            )
+        if environment == "SANDBOX" and not info.sandbox_enabled:
+            raise CommandError(f"collection {args.collection!r} has no sandbox enabled")
+        started = time.monotonic()
+        try:
+            with storage.atomic():
+                imported = _import_lines(storage, args, environment)
+        except _ImportFailed as exc:
+            err.write(
+                f"taskengine: error: {args.file}: {exc.total} bad line(s); nothing imported\n"
+            )
+            for problem in exc.problems:
+                err.write(f"  {problem}\n")
+            if exc.total > len(exc.problems):
+                err.write(f"  ... and {exc.total - len(exc.problems)} more\n")
+            return EXIT_BAD_INPUT
+        elapsed = time.monotonic() - started
+        out.write(
+            f"Imported {imported:,} items into {args.collection} ({environment}) "
+            f"in {elapsed:.2f} s\n"
+        )
+        return EXIT_OK
+    finally:
+        storage.close()
+
+
+def _import_lines(storage: SQLiteStorage, args: argparse.Namespace, environment: str) -> int:
+    batch: list[dict[str, Any]] = []
+    batch_lines: list[int] = []
+    problems: list[str] = []
+    bad = 0
+    imported = 0
+    seen: set[str] = set()
+    for number, raw in _iter_jsonl(args.file):
+        if not raw.strip():
+            continue
+        where = f"line {number}"
+        try:
+            item = parse_json_object(raw, source=where)
+        except InvalidRequest as exc:
+            bad += 1
+            if len(problems) < _MAX_LISTED:
+                problems.append(f"{where}: {exc.violations[0].description}")
+            continue
+        item_id = item.get("_id")
+        reason = None
+        if not isinstance(item_id, str) or not item_id:
+            reason = "_id: required: a non-empty string"
+        elif item_id in seen:
+            reason = f"_id {item_id!r} appears twice in the file"
+        if reason is not None:
+            bad += 1
+            if len(problems) < _MAX_LISTED:
+                problems.append(f"{where}: {reason}")
+            continue
+        seen.add(str(item_id))
+        if bad:
+            continue  # keep scanning to report every bad line, but write nothing more
+        batch.append(item)
+        batch_lines.append(number)
+        if len(batch) >= IMPORT_BATCH:
+            imported += _insert(storage, args.collection, environment, batch, batch_lines)
+            batch, batch_lines = [], []
+    if not bad and batch:
+        imported += _insert(storage, args.collection, environment, batch, batch_lines)
+    if bad:
+        raise _ImportFailed(problems, bad)
+    return imported
+
+
+def _insert(
+    storage: SQLiteStorage,
+    collection: str,
+    environment: str,
+    batch: list[dict[str, Any]],
+    lines: list[int],
+) -> int:
+    from taskengine.errors import DuplicateItem, InvalidItem
+
+    try:
+        return storage.insert_items(collection, environment, batch)
+    except InvalidItem as exc:
+        line = _line_of(exc.item_id, batch, lines)
+        raise _ImportFailed([f"{line}: {exc}"], 1) from None
+    except DuplicateItem as exc:
+        # Name the first id that is really stored (the failed insert has been rolled back).
+        stored = next(
+            (
+                item["_id"]
+                for item in batch
+                if storage.get_item(collection, environment, item["_id"]) is not None
+            ),
+            exc.item_id,
+        )
+        line = _line_of(stored, batch, lines)
+        raise _ImportFailed(
+            [f"{line}: collection {collection!r} already holds an item with _id {stored!r}"], 1
+        ) from None
+
+
+def _line_of(item_id: object, batch: list[dict[str, Any]], lines: list[int]) -> str:
+    for number, item in zip(lines, batch, strict=False):
+        if item.get("_id") == item_id:
+            return f"line {number}"
+    return "a line"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _cmd_tasks(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    with open_engine(args.db) as (engine, storage):
+        if args.action == "get":
+            out.write(dumps(engine.get_task(args.task_id).to_json(), indent=2) + "\n")
+            return EXIT_OK
+        if args.action == "cancel":
+            # One transaction around the read-modify-write, so that a batch committed by
+            # another process running the task cannot slip in between (and be undone).
+            with storage.atomic():
+                task = engine.cancel_task(args.task_id)
+            out.write(dumps(task.to_json(), indent=2) + "\n")
+            return EXIT_OK
+        page = engine.list_tasks(limit=args.limit, offset=args.offset)
+        body = _list_json(page, args.offset)
+        if args.json:
+            out.write(dumps(body, indent=2) + "\n")
+            return EXIT_OK
+        rows = [
+            (
+                t["id"],
+                t["type"],
+                t["status"] + (" (cancel requested)" if t.get("cancelRequested") else ""),
+                f"{t['itemsSucceeded']:,}/{t['estimatedItemCount']:,}",
+                f"{t['itemsFailed']:,}",
+                t.get("createdAt", ""),
+            )
+            for t in body["tasks"]
+        ]
+        out.write(
+            format_table(("ID", "TYPE", "STATUS", "SUCCEEDED", "FAILED", "CREATED"), rows) + "\n"
+        )
+        meta = body["metadata"]
+        out.write(f"{meta['count']} of {meta['total']} task(s), offset {meta['offset']}\n")
+        return EXIT_OK
+
+
+def _list_json(page: Any, offset: int) -> dict[str, Any]:
+    """``{"tasks", "metadata"}`` from what ``engine.list_tasks`` returned."""
+    to_json = getattr(page, "to_json", None)
+    if callable(to_json):
+        body = to_json()
+        if isinstance(body, dict):
+            return body
+    tasks = list(getattr(page, "tasks", page))
+    total = getattr(page, "total", len(tasks))
+    return {
+        "tasks": [task.to_json() for task in tasks],
+        "metadata": {"count": len(tasks), "offset": offset, "total": total},
+    }
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Rows as left-aligned columns under a header line and a rule."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+    return "\n".join(lines)
+
+
+def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from taskengine.http import is_loopback, make_app, make_server
+
+    token = args.token or os.environ.get("TASKENGINE_TOKEN") or None
+    if token is None and not is_loopback(args.host):
+        raise CommandError(
+            f"refusing to serve on {args.host} without a token: anyone who can reach it could "
+            "create and cancel tasks; pass --token (or TASKENGINE_TOKEN), or use the default "
+            "--host 127.0.0.1"
+        )
+    with open_engine(args.db, start=True, workers=args.workers) as (engine, _storage):
+        app = make_app(engine, token=token)
+        try:
+            server = make_server(app, args.host, args.port, quiet=args.quiet)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise CommandError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+        stop = threading.Event()
+        previous = _install_sigterm(stop, server)
+        try:
+            host = str(server.server_address[0])
+            shown = f"[{host}]" if ":" in host else host
+            out.write(
+                f"Serving the task API on http://{shown}:{server.server_port}/cms/v1/tasks "
+                f"({'token required' if token else 'no token, loopback only'}); "
+                "Ctrl-C stops.\n"
+            )
+            out.flush()
+            try:
+                server.serve_forever(poll_interval=0.2)
+            except KeyboardInterrupt:
+                pass
+        finally:
+            server.server_close()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+        out.write("Stopped.\n")
+        return EXIT_OK
+
+
+def _install_sigterm(stop: threading.Event, server: Any) -> Any:
+    """On SIGTERM, stop serving like Ctrl-C does (only possible from the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
+# -- argument parsing -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``taskengine`` argument parser."""
+    epilog = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+    parser = argparse.ArgumentParser(
+        prog="taskengine",
+        description="Run bulk data operations as background tasks over a SQLite database.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from taskengine import __version__
+
+    parser.add_argument("--version", action="version", version=f"taskengine {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    demo = sub.add_parser(
+        "demo",
+        help="build a sample collection and run every task type with live progress",
+        description="Create a sample collection (with a sandbox and the publish plugin) in a "
+        "SQLite file and run each of the four task types on it, then print a summary.",
+    )
+    demo.add_argument(
+        "--db", help="keep the sample data in this SQLite file (default: a temporary file)"
+    )
+    demo.add_argument(
+        "--items", type=_positive, default=100_000, help="items to generate (default 100000)"
+    )
+    demo.add_argument("--batch-size", type=_positive, default=1000, help=argparse.SUPPRESS)
+    demo.set_defaults(handler=_cmd_demo)
+
+    imp = sub.add_parser(
+        "import",
+        help="load a JSON Lines file into a collection",
+        description="Load items (one JSON object per line, each with a string _id) into a "
+        "collection, creating it if needed. All or nothing: any bad line is reported by "
+        "number and nothing is imported.",
+    )
+    imp.add_argument("--db", required=True, help="the SQLite file (created if missing)")
+    imp.add_argument("--collection", required=True, help="the collection name")
+    imp.add_argument(
+        "--environment", choices=("LIVE", "SANDBOX"), default="LIVE", help="default LIVE"
+    )
+    imp.add_argument(
+        "--sandbox", action="store_true", help="enable the sandbox when creating the collection"
+    )
+    imp.add_argument(
+        "--publish-plugin",
+        action="store_true",
+        help="install the publish plugin when creating the collection",
+    )
+    imp.add_argument("file", metavar="FILE.jsonl", help="the JSON Lines file ('-' = stdin)")
+    imp.set_defaults(handler=_cmd_import)
+
+    run = sub.add_parser(
+        "run",
+        help="run a task from a JSON file, with progress",
+        description="Create a task from a JSON file (the reference request body "
+        '{"task": {...}} or the bare task object), show its progress, and print the final '
+        "task as JSON. Ctrl-C cancels the task. The exit code tells the outcome.",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("--db", required=True, help="the SQLite file")
+    run.add_argument("task_file", metavar="TASK.json", help="the task ('-' = stdin)")
+    run.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="only queue the task and print it; it runs when an engine next opens the file",
+    )
+    run.add_argument("--quiet", action="store_true", help="no progress output")
+    run.add_argument("--batch-size", type=_positive, default=500, help=argparse.SUPPRESS)
+    run.set_defaults(handler=_cmd_run)
+
+    tasks = sub.add_parser("tasks", help="list, show or cancel tasks")
+    actions = tasks.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser("list", help="list tasks, newest first")
+    listing.add_argument("--db", required=True, help="the SQLite file")
+    listing.add_argument("--limit", type=int, default=30, help="default 30")
+    listing.add_argument("--offset", type=int, default=0, help="default 0")
+    listing.add_argument("--json", action="store_true", help="print the API's JSON")
+    for name, text in (("get", "show one task as JSON"), ("cancel", "cancel a task")):
+        action = actions.add_parser(name, help=text)
+        action.add_argument("task_id", metavar="ID")
+        action.add_argument("--db", required=True, help="the SQLite file")
+    tasks.set_defaults(handler=_cmd_tasks)
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve the REST API (and run tasks) over a SQLite file",
+        description="Serve the Background Tasks REST API. Unfinished tasks in the file resume. "
+        "Without a token only loopback addresses are allowed.",
+    )
+    serve.add_argument("--db", required=True, help="the SQLite file")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080, help="default 8080; 0 = any free port")
+    serve.add_argument(
+        "--token", help="require 'Authorization: Bearer TOKEN' (default: $TASKENGINE_TOKEN)"
+    )
+    serve.add_argument("--workers", type=_positive, default=2, help="task workers (default 2)")
+    serve.add_argument("--quiet", action="store_true", help="do not log requests")
+    serve.set_defaults(handler=_cmd_serve)
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the ``taskengine`` command; returns the exit code (see :data:`EXIT_CODES`)."""
+    out, err = sys.stdout, sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    try:
+        code: int = args.handler(args, out, err)
+        return code
+    except CommandError as exc:
+        err.write(f"taskengine: error: {exc}\n")
+        return exc.code
+    except InvalidRequest as exc:
+        noun = "task" if exc.kind == "task" else "input"
+        err.write(f"taskengine: error: invalid {noun} ({len(exc.violations)} violation(s)):\n")
+        for violation in exc.violations:
+            err.write(f"  {violation.field}: {violation.description}\n")
+        return EXIT_BAD_INPUT
+    except (TaskNotFound, CollectionNotFound, SandboxNotEnabled) as exc:
+        err.write(f"taskengine: error: {exc}\n")
+        return EXIT_BAD_INPUT
+    except StorageError as exc:
+        err.write(f"taskengine: storage error: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        err.write("taskengine: interrupted\n")
+        return 130
+    finally:
+        with contextlib.suppress(Exception):
+            out.flush()
+
+
+def _entry() -> None:  # pragma: no cover - the console script path goes through main()
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _entry()

@@ -1,0 +1,227 @@
+"""``taskengine demo``: a sample collection and one task of each type, with live progress.
+
+The demo builds a collection ``products`` in a SQLite file (a temporary one unless
+``--db`` names one), with a sandbox and the publish plugin, fills it with generated items
+(``--items``, default 100,000, in LIVE; a tenth of that in SANDBOX), and runs, one after the
+other, the four task types of the reference API:
+
+1. ``COPY_FIELD_DATA``: ``title`` -> ``titleBackup`` on every LIVE item;
+2. ``EDIT_FIELD_DATA``: on items tagged ``Goob`` or ``outdated``, replace ``Goob`` by
+   ``Good``, remove ``outdated``, add ``sale`` and drop duplicates;
+3. ``UPDATE_PUBLISH_STATUS``: ``SET_DRAFT_STATUS`` on the ``seasonal`` category;
+4. ``DELETE_BY_QUERY``: in the SANDBOX, delete the published items whose ``holidays``
+   is ``Halloween`` (the reference's own example; drafts are kept).
+
+Then it prints a summary table (task, status, items, time, items/s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, TextIO
+
+from taskengine.cli import (
+    EXIT_CANCELLED,
+    EXIT_OK,
+    ProgressPrinter,
+    exit_code_for,
+    follow_task,
+    format_table,
+    open_engine,
+)
+from taskengine.errors import CollectionNotFound
+
+if TYPE_CHECKING:
+    from taskengine.storage.sqlite import SQLiteStorage
+    from taskengine.task import Task
+
+__all__ = ["COLLECTION", "DEMO_TASKS", "generate_items", "run_demo"]
+
+COLLECTION = "products"
+"""The demo collection's name."""
+
+_CATEGORIES = ("books", "toys", "garden", "seasonal", "kitchen")
+_TAG_SETS = (
+    ("new", "Goob", "outdated", "new"),
+    ("new",),
+    ("bestseller", "outdated"),
+    (),
+    ("Goob",),
+)
+_HOLIDAYS = ("Halloween", "Christmas", "", "Halloween", "", "")
+
+DEMO_TASKS: tuple[dict[str, Any], ...] = (
+    {
+        "type": "COPY_FIELD_DATA",
+        "copyFieldDataOptions": {
+            "dataCollectionId": COLLECTION,
+            "environment": "LIVE",
+            "sourceFieldKey": "title",
+            "targetFieldKey": "titleBackup",
+        },
+    },
+    {
+        "type": "EDIT_FIELD_DATA",
+        "editFieldDataOptions": {
+            "dataCollectionId": COLLECTION,
+            "environment": "LIVE",
+            "filter": {"tags": {"$hasSome": ["Goob", "outdated"]}},
+            "fieldKey": "tags",
+            "operations": {
+                "addItems": ["sale"],
+                "removeItems": ["outdated"],
+                "replaceItems": [{"from": "Goob", "to": "Good"}],
+                "removeDuplicates": True,
+            },
+        },
+    },
+    {
+        "type": "UPDATE_PUBLISH_STATUS",
+        "updatePublishStatusOptions": {
+            "dataCollectionId": COLLECTION,
+            "environment": "LIVE",
+            "filter": {"category": "seasonal"},
+            "operation": "SET_DRAFT_STATUS",
+        },
+    },
+    {
+        "type": "DELETE_BY_QUERY",
+        "deleteByQueryOptions": {
+            "dataCollectionId": COLLECTION,
+            "environment": "SANDBOX",
+            "filter": {"holidays": {"$in": ["Halloween"]}},
+        },
+    },
+)
+"""The four task specs the demo runs, in order (bare task objects, as in seed 001)."""
+
+
+def generate_items(count: int, prefix: str = "item") -> Iterator[dict[str, Any]]:
+    """``count`` deterministic sample items with ids ``<prefix>-000000`` upwards."""
+    categories, tag_sets, holidays = _CATEGORIES, _TAG_SETS, _HOLIDAYS
+    width = max(6, len(str(count)))
+    for i in range(count):
+        yield {
+            "_id": f"{prefix}-{i:0{width}d}",
+            "title": f"Product {i}",
+            "price": (i * 37) % 500 / 4,
+            "category": categories[i % 5],
+            "tags": list(tag_sets[i % 5]),
+            "holidays": holidays[i % 6],
+            "_publishStatus": "DRAFT" if i % 7 == 0 else "PUBLISHED",
+        }
+
+
+def _fill(storage: SQLiteStorage, environment: str, count: int, batch: int = 5000) -> None:
+    chunk: list[dict[str, Any]] = []
+    with storage.atomic():
+        for item in generate_items(count):
+            chunk.append(item)
+            if len(chunk) >= batch:
+                storage.insert_items(COLLECTION, environment, chunk)
+                chunk = []
+        if chunk:
+            storage.insert_items(COLLECTION, environment, chunk)
+
+
+def _prepare(storage: SQLiteStorage, items: int, out: TextIO) -> None:
+    with contextlib.suppress(CollectionNotFound):
+        storage.drop_collection(COLLECTION)
+    storage.create_collection(COLLECTION, sandbox=True, publish_plugin=True)
+    sandbox_items = max(1, items // 10)
+    started = time.monotonic()
+    _fill(storage, "LIVE", items)
+    _fill(storage, "SANDBOX", sandbox_items)
+    out.write(
+        f"Created collection {COLLECTION!r} (sandbox and publish plugin enabled): "
+        f"{items:,} LIVE items, {sandbox_items:,} SANDBOX items "
+        f"in {time.monotonic() - started:.1f} s\n\n"
+    )
+    out.flush()
+
+
+def run_demo(
+    db: str | None = None,
+    items: int = 100_000,
+    out: TextIO | None = None,
+    *,
+    batch_size: int = 1000,
+    tty: bool | None = None,
+) -> int:
+    """Run the demo; returns the exit code (0, or 4 when Ctrl-C cancelled a task).
+
+    Args:
+        db: the SQLite file to build the data in (replacing its ``products``
+            collection); ``None`` = a temporary file removed at the end.
+        items: how many LIVE items to generate (the sandbox gets a tenth).
+        out: where to write (default ``sys.stdout``).
+        batch_size: the engine's batch size.
+        tty: draw live progress bars; ``None`` = when ``out`` is a terminal.
+    """
+    import sys
+
+    stream = sys.stdout if out is None else out
+    if items < 1:
+        raise ValueError(f"items must be at least 1, got {items}")
+    with contextlib.ExitStack() as stack:
+        if db is None:
+            folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="taskengine-demo-"))
+            path = os.path.join(folder, "demo.db")
+        else:
+            path = db
+        return _run(path, items, stream, batch_size, tty, keep=db is not None)
+    raise AssertionError("unreachable")  # pragma: no cover - for type checkers
+
+
+def _run(path: str, items: int, out: TextIO, batch_size: int, tty: bool | None, keep: bool) -> int:
+    results: list[tuple[Task, float]] = []
+    with open_engine(path, create=True, start=True, batch_size=batch_size) as (engine, storage):
+        _prepare(storage, items, out)
+        for spec in DEMO_TASKS:
+            started = time.monotonic()
+            task = engine.create_task({"task": spec})
+            printer = ProgressPrinter(out, task.type, tty=tty)
+            final = follow_task(engine, task.id, printer)
+            results.append((final, time.monotonic() - started))
+            if exit_code_for(final) == EXIT_CANCELLED:
+                out.write("\nCancelled; stopping the demo.\n")
+                _summary(results, out)
+                return EXIT_CANCELLED
+        out.write("\n")
+        _summary(results, out)
+        live = storage.count(COLLECTION, "LIVE").value
+        sandbox = storage.count(COLLECTION, "SANDBOX").value
+        out.write(f"\n{COLLECTION}: {live:,} LIVE items, {sandbox:,} SANDBOX items left.\n")
+    if keep:
+        out.write(
+            f"The data and the tasks are in {path}; try:\n"
+            f"  taskengine tasks list --db {path}\n"
+        )
+    else:
+        out.write("(The database was temporary; pass --db demo.db to keep it.)\n")
+    out.flush()
+    return EXIT_OK
+
+
+def _summary(results: list[tuple[Task, float]], out: TextIO) -> None:
+    rows = []
+    for task, seconds in results:
+        processed = task.items_succeeded + task.items_failed
+        status = task.status.value
+        if task.failures and task.status.value == "FAILED":
+            status += f" ({task.failures[0].code})"
+        rows.append(
+            (
+                task.type,
+                status,
+                f"{processed:,}",
+                f"{task.items_failed:,}",
+                f"{seconds:.2f} s",
+                f"{processed / seconds:,.0f}" if seconds > 0 else "-",
+            )
+        )
+    out.write(format_table(("TASK", "STATUS", "ITEMS", "FAILED", "TIME", "ITEMS/S"), rows) + "\n")

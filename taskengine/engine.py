@@ -1,0 +1,858 @@
+"""``TaskEngine``: task lifecycle, worker threads, cancellation, checkpoints, retention.
+
+How a task runs (one worker thread per task at a time)::
+
+    plan = executor.plan(options, storage)          # TaskFailure -> FAILED with its code
+    estimate = storage.count(...)                   # NEW -> RUNNING, saved
+    loop until the scan is finished, a cancel was requested, or the engine stops:
+        page = storage.scan(..., after=checkpoint, limit=batch_size, filter=plan.filter)
+        changes = executor.apply(plan, matching items)
+        with engine lock, storage.atomic():         # one transaction when the task store
+            delete/replace items                    # shares the storage's Database
+            counters += ..., checkpoint = page.cursor, task saved
+        executor.committed(plan, changes, written)
+
+Every change to a task happens under one engine lock, in this order: engine lock ->
+``storage.atomic()`` -> task store. Readers (``get_task``, ``list_tasks``,
+``get_progress``) only touch the task store, so they never wait for a batch's item
+writes (except on a shared SQLite database, which serialises everything anyway).
+
+Storage errors are retried a bounded number of times per batch (a batch's writes and its
+checkpoint roll back together, so a retry never applies a batch twice when the stores
+share a database); after that the task ends FAILED with ``WDE0054`` and its counters as
+of the last committed batch.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
+
+from taskengine.clock import Clock, SystemClock
+from taskengine.errors import (
+    CollectionNotFound,
+    DuplicateItem,
+    InvalidItem,
+    InvalidRequest,
+    InvalidTask,
+    SandboxNotEnabled,
+    StorageError,
+    TaskFailure,
+    TaskNotFound,
+    Violation,
+)
+from taskengine.progress import Progress
+from taskengine.registry import BatchChanges, Plan, Service, TaskOptions, TaskType
+from taskengine.storage.base import WriteResult
+from taskengine.task import Failure, RawOptions, Task, TaskStatus
+from taskengine.taskstore import MemoryTaskStore, TaskStore
+
+if TYPE_CHECKING:
+    from taskengine.storage.base import Storage
+
+__all__ = [
+    "CODE_COLLECTION_NOT_FOUND",
+    "CODE_ITEM_VANISHED",
+    "CODE_SANDBOX_NOT_ENABLED",
+    "CODE_STORAGE",
+    "MAX_PAGE",
+    "TaskEngine",
+    "TaskPage",
+]
+
+_log = logging.getLogger("taskengine.engine")
+
+CODE_COLLECTION_NOT_FOUND = "WDE0025"
+"""Whole-task failure: the task's collection does not exist (any more)."""
+CODE_SANDBOX_NOT_ENABLED = "WDE0179"
+"""Whole-task failure: the task asked for a sandbox the collection does not have."""
+CODE_STORAGE = "WDE0054"
+"""Whole-task failure (storage down after retries, unexpected error), or item failure."""
+CODE_ITEM_VANISHED = "WDE0073"
+"""Item failure: the item was deleted between the scan and the write."""
+
+MAX_PAGE = 100
+"""The largest ``limit`` :meth:`TaskEngine.list_tasks` accepts."""
+
+_READ_ONLY = frozenset(
+    {
+        "id",
+        "status",
+        "createdAt",
+        "startedAt",
+        "finishedAt",
+        "expiresAt",
+        "estimatedItemCount",
+        "itemsSucceeded",
+        "itemsFailed",
+        "failures",
+        "cancelRequested",
+    }
+)
+_NOTHING = BatchChanges()
+_T = TypeVar("_T")
+
+
+@attrs.frozen
+class TaskPage:
+    """One page of :meth:`TaskEngine.list_tasks`: tasks newest first, and the total.
+
+    Attributes:
+        tasks: the tasks on this page.
+        offset: how many newer tasks were skipped.
+        total: how many tasks exist (not expired).
+    """
+
+    tasks: tuple[Task, ...]
+    offset: int
+    total: int
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"tasks": [...], "metadata": {"count", "offset", "total"}}`` (ref)."""
+        return {
+            "tasks": [task.to_json() for task in self.tasks],
+            "metadata": {"count": len(self.tasks), "offset": self.offset, "total": self.total},
+        }
+
+
+class _Stopped(Exception):
+    """The engine is stopping: leave the task RUNNING where it is."""
+
+
+@attrs.define
+class _ServiceSlot:
+    service: Service
+    started: bool = False
+    due: datetime | None = None
+
+
+class TaskEngine:
+    """Runs background tasks over an item storage.
+
+    Args:
+        storage: the item storage (``MemoryStorage``, ``SQLiteStorage``, an adapter).
+        task_store: where tasks live; default a new :class:`MemoryTaskStore`. Use a
+            ``SQLiteTaskStore`` for durability (built on the storage's database, each
+            batch and its checkpoint commit in one transaction).
+        workers: worker threads started by :meth:`start`.
+        batch_size: items per batch (one scan page, one write, one checkpoint).
+        retention: how long finished tasks are kept (their ``expiresAt``).
+        clock: where timestamps come from; default the system clock.
+        task_types: the task types to register; ``None`` installs the four built-in
+            ones (``taskengine.executors.install_default_task_types``).
+        max_retries: how many times a batch hit by a ``StorageError`` is retried before
+            the task fails with ``WDE0054``.
+        retry_delay: seconds before the first retry (doubled each time).
+        tick_interval: real seconds between housekeeping rounds (the retention sweep and
+            service ticks) while started.
+
+    Raises:
+        InvalidRequest: a setting out of range (named by its argument name).
+    """
+
+    def __init__(
+        self,
+        storage: Storage,
+        *,
+        task_store: TaskStore | None = None,
+        workers: int = 1,
+        batch_size: int = 500,
+        retention: timedelta = timedelta(days=30),
+        clock: Clock | None = None,
+        task_types: Iterable[TaskType] | None = None,
+        max_retries: int = 3,
+        retry_delay: float = 0.05,
+        tick_interval: float = 1.0,
+    ) -> None:
+        problems: list[Violation] = []
+        for name, value, low in (
+            ("workers", workers, 1),
+            ("batch_size", batch_size, 1),
+            ("max_retries", max_retries, 0),
+        ):
+            if type(value) is not int or value < low:
+                problems.append(Violation(name, f"must be an integer >= {low}, got {value!r}"))
+        if not isinstance(retention, timedelta) or retention < timedelta(0):
+            problems.append(Violation("retention", "must be a non-negative timedelta"))
+        for name, number in (("retry_delay", retry_delay), ("tick_interval", tick_interval)):
+            if not isinstance(number, (int, float)) or isinstance(number, bool) or number < 0:
+                problems.append(Violation(name, "must be a non-negative number of seconds"))
+        if problems:
+            raise InvalidRequest(problems)
+        self.storage: Storage = storage
+        self.task_store: TaskStore = task_store if task_store is not None else MemoryTaskStore()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.workers = workers
+        self.batch_size = batch_size
+        self.retention = retention
+        self.max_retries = max_retries
+        self.retry_delay = float(retry_delay)
+        self.tick_interval = float(tick_interval)
+        self._shared = self.task_store.shares_transactions_with(storage)
+
+        self._lock = threading.RLock()
+        self._changed = threading.Condition(self._lock)
+        self._work = threading.Condition(threading.Lock())
+        self._queue: collections.deque[str] = collections.deque()
+        self._claimed: set[str] = set()
+        self._cancels: set[str] = set()
+        self._running: dict[str, Task] = {}  # latest saved snapshot of RUNNING tasks
+        self._expiry = SortedList()
+        self._types: dict[str, TaskType] = {}
+        self._target_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._services: list[_ServiceSlot] = []
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._recovered = False
+        self._services_on = False
+
+        if task_types is None:
+            from taskengine import executors
+
+            executors.install_default_task_types(self)
+        else:
+            for task_type in task_types:
+                self.register_task_type(task_type)
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"<TaskEngine {state}, {len(self._types)} task type(s)>"
+
+    # -- registry ---------------------------------------------------------------------
+
+    @property
+    def task_types(self) -> Mapping[str, TaskType]:
+        """The registered task types by name (a copy)."""
+        return dict(self._types)
+
+    def register_task_type(self, task_type: TaskType) -> None:
+        """Make a task type available to :meth:`create_task`.
+
+        Raises:
+            InvalidRequest: a type with this name or options key is already registered.
+        """
+        with self._lock:
+            for known in self._types.values():
+                if task_type.name == known.name or task_type.options_key == known.options_key:
+                    raise InvalidRequest(
+                        [Violation("task_type", f"{task_type.name!r} is already registered")]
+                    )
+            self._types[task_type.name] = task_type
+
+    def register_service(self, service: Service) -> None:
+        """Add background work (e.g. a scheduler): started with the engine, ticked when due.
+
+        A service registered after the engine started is started at once.
+        """
+        slot = _ServiceSlot(service)
+        with self._lock:
+            self._services.append(slot)
+            started = self._services_on
+        if started:
+            slot.service.start(self)
+            slot.started = True
+            self._wake.set()
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """Whether worker threads are running (between :meth:`start` and :meth:`stop`)."""
+        return bool(self._threads)
+
+    def start(self) -> None:
+        """Start the worker threads and housekeeping; resume unfinished tasks.
+
+        Every RUNNING task in the task store resumes from its checkpoint and every NEW
+        one is queued, oldest first. Idempotent while running.
+        """
+        if self._threads:
+            return
+        self._stopping.clear()
+        self._recover()
+        self._start_services(raise_errors=False)
+        threads = [
+            threading.Thread(target=self._worker, name=f"taskengine-worker-{n}", daemon=True)
+            for n in range(self.workers)
+        ]
+        threads.append(
+            threading.Thread(target=self._housekeeper, name="taskengine-housekeeper", daemon=True)
+        )
+        self._threads = threads
+        for thread in threads:
+            thread.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the workers after their current batch; RUNNING tasks stay resumable.
+
+        Args:
+            timeout: seconds to wait for each thread (``None`` = as long as it takes).
+        """
+        self._stopping.set()
+        self._wake.set()
+        with self._work:
+            self._work.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+        self._threads = []
+        with self._changed:
+            self._changed.notify_all()
+
+    def __enter__(self) -> TaskEngine:
+        """Start the engine (see :meth:`start`)."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Stop the engine (see :meth:`stop`)."""
+        self.stop()
+
+    def run_until_idle(self) -> int:
+        """Run every queued task to its end in the caller's thread; return how many ran.
+
+        The test-friendly mode: no worker threads, the injected clock, services ticked
+        and the retention sweep run in this thread. An unexpected exception (a bug in an
+        executor, not a storage outage or a ``TaskFailure``) fails its task with
+        ``WDE0054`` and is then raised here instead of being logged.
+
+        Raises:
+            InvalidRequest: the engine is started (worker threads own the queue).
+        """
+        if self._threads:
+            raise InvalidRequest(
+                [Violation("run_until_idle", "the engine is started; stop it first")]
+            )
+        if not self._recovered:
+            self._recover()
+        self._start_services(raise_errors=True)
+        ran = 0
+        while True:
+            self.sweep()
+            self._tick_services(raise_errors=True)
+            task_id = self._next_task()
+            if task_id is None:
+                return ran
+            try:
+                self._run_task(task_id, sync=True)
+            finally:
+                self._release(task_id)
+            ran += 1
+
+    # -- the API ------------------------------------------------------------------------
+
+    def create_task(self, spec: Any) -> Task:
+        """Validate and store a new task, queued to run; return it (NEW).
+
+        Args:
+            spec: the task JSON (``{"type": ..., "<x>Options": {...}}``, optionally
+                wrapped as ``{"task": {...}}``) or typed options of a registered type
+                (e.g. ``EditFieldDataOptions(...)``).
+
+        Raises:
+            InvalidTask: every violation by JSON path (``task.type: required``); nothing
+                is stored.
+        """
+        task_type, options = self._parse_create(spec)
+        task = Task(
+            id=str(uuid.uuid4()),
+            type=task_type.name,
+            options_key=task_type.options_key,
+            options=options,
+            created_at=self.clock.now(),
+        )
+        with self._changed:
+            self.task_store.insert(task)
+            self._changed.notify_all()
+        self._enqueue(task.id)
+        return task
+
+    def get_task(self, task_id: str) -> Task:
+        """The task as it is now.
+
+        Raises:
+            TaskNotFound: no such task, or it has expired.
+        """
+        return self._get_live(task_id)
+
+    def list_tasks(self, limit: int = 30, offset: int = 0) -> TaskPage:
+        """A page of tasks, newest first, with the total number of tasks.
+
+        Raises:
+            InvalidRequest: ``limit`` not in ``1..100`` (field ``paging.limit``) or a
+                negative ``offset`` (field ``paging.offset``).
+        """
+        problems: list[Violation] = []
+        if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
+            problems.append(Violation("paging.limit", f"must be an integer in 1..{MAX_PAGE}"))
+        if type(offset) is not int or offset < 0:
+            problems.append(Violation("paging.offset", "must be a non-negative integer"))
+        if problems:
+            raise InvalidRequest(problems)
+        self.sweep()
+        tasks, total = self.task_store.page(limit, offset)
+        return TaskPage(tuple(tasks), offset, total)
+
+    def cancel_task(self, task_id: str) -> Task:
+        """Cancel a task and return it as it is now.
+
+        NEW ends FAILED with a ``CANCELLED`` failure at once; RUNNING shows
+        ``cancelRequested`` at once and ends FAILED/``CANCELLED`` after its current
+        batch (counters kept); a finished task is returned unchanged.
+
+        Raises:
+            TaskNotFound: no such task, or it has expired.
+        """
+        with self._changed:
+            task = self._get_live(task_id)
+            if task.is_finished or task.cancel_requested:
+                return task
+            if task.status is TaskStatus.NEW:
+                updated = task.finished(
+                    TaskStatus.FAILED, self.clock.now(), self.retention, Failure.cancelled()
+                )
+            else:
+                updated = task.cancel_was_requested()
+            self.task_store.save(updated)
+            self._after_save(updated)
+            return updated
+
+    def wait(self, task_id: str, timeout: float | None = None) -> Task:
+        """Block until the task is finished or ``timeout`` seconds passed; return it.
+
+        The returned task may still be unfinished when the timeout ran out (check
+        ``task.is_finished``). Waiting uses real time, whatever the engine's clock.
+
+        Raises:
+            TaskNotFound: no such task, or it expired.
+        """
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        with self._changed:
+            while True:
+                task = self._get_live(task_id)
+                if task.is_finished:
+                    return task
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return task
+                self._changed.wait(remaining)
+
+    def get_progress(self, task_id: str) -> Progress:
+        """The progress view of a task (SPEC §6).
+
+        Raises:
+            TaskNotFound: no such task, or it has expired.
+        """
+        return Progress.of(self._get_live(task_id))
+
+    def sweep(self, now: datetime | None = None) -> int:
+        """Remove every finished task whose ``expiresAt`` has passed; return how many.
+
+        Runs on its own while the engine is started (every ``tick_interval``), and
+        before every list; reads of an expired task also remove it.
+        """
+        moment = self.clock.now() if now is None else now
+        with self._lock:
+            expired: list[str] = []
+            while self._expiry and self._expiry[0][0] <= moment:
+                expired.append(self._expiry.pop(0)[1])
+            if expired:
+                self.task_store.delete(expired)
+        return len(expired)
+
+    # -- internals: reads ---------------------------------------------------------------
+
+    def _get_live(self, task_id: str) -> Task:
+        if not isinstance(task_id, str):
+            raise TaskNotFound(repr(task_id))
+        task = self.task_store.get(task_id)
+        if task is None:
+            raise TaskNotFound(task_id)
+        if task.expires_at is not None and task.expires_at <= self.clock.now():
+            with self._lock:
+                self._expiry.discard((task.expires_at, task.id))
+                self.task_store.delete([task.id])
+            raise TaskNotFound(task_id)
+        return task
+
+    # -- internals: create ------------------------------------------------------------
+
+    def _parse_create(self, spec: Any) -> tuple[TaskType, TaskOptions]:
+        if not isinstance(spec, Mapping):
+            if hasattr(spec, "to_json") and hasattr(spec, "collection"):
+                return self._typed_spec(spec)
+            raise InvalidTask([Violation("task", "must be an object or typed task options")])
+        if set(spec) == {"task"}:
+            spec = spec["task"]
+            if not isinstance(spec, Mapping):
+                raise InvalidTask([Violation("task", "must be an object")])
+        problems: list[Violation] = []
+        task_type: TaskType | None = None
+        type_name = spec.get("type")
+        if type_name is None:
+            problems.append(Violation("task.type", "required"))
+        elif not isinstance(type_name, str) or type_name not in self._types:
+            known = ", ".join(sorted(self._types)) or "none registered"
+            problems.append(Violation("task.type", f"must be one of {known}"))
+        else:
+            task_type = self._types[type_name]
+        option_keys = {known.options_key for known in self._types.values()}
+        options: TaskOptions | None = None
+        for key in spec:
+            where = f"task.{key}"
+            if not isinstance(key, str):
+                problems.append(Violation("task", f"unknown field {key!r}"))
+            elif key == "type":
+                continue
+            elif key in _READ_ONLY:
+                problems.append(Violation(where, "read-only: set by the engine"))
+            elif task_type is not None and key == task_type.options_key:
+                parsed, found = task_type.parse_options(spec[key], where)
+                problems.extend(found)
+                options = parsed if not found else None
+            elif key in option_keys or key.endswith("Options"):
+                reason = f"not allowed with type {type_name}" if task_type else "unexpected"
+                problems.append(Violation(where, reason))
+            else:
+                problems.append(Violation(where, "unknown field"))
+        if task_type is not None and task_type.options_key not in spec:
+            problems.append(Violation(f"task.{task_type.options_key}", "required"))
+        if problems or task_type is None or options is None:
+            raise InvalidTask(problems or [Violation("task", "invalid task")])
+        return task_type, options
+
+    def _typed_spec(self, spec: Any) -> tuple[TaskType, TaskOptions]:
+        try:
+            data = spec.to_json()
+        except Exception as exc:  # an arbitrary object: report, never crash
+            raise InvalidTask([Violation("task", f"cannot serialise options: {exc}")]) from exc
+        class_name = type(spec).__name__.lower()
+        for task_type in self._types.values():
+            where = f"task.{task_type.options_key}"
+            parsed, problems = task_type.parse_options(data, where)
+            named = task_type.options_key.lower() == class_name  # CopyFieldDataOptions
+            if (parsed is not None and type(parsed) is type(spec)) or (named and problems):
+                if problems or parsed is None:
+                    raise InvalidTask(problems or [Violation(where, "invalid options")])
+                return task_type, parsed
+        raise InvalidTask(
+            [Violation("task", f"{type(spec).__name__} is not the options of a registered type")]
+        )
+
+    # -- internals: queue ---------------------------------------------------------------
+
+    def _recover(self) -> None:
+        unfinished = self.task_store.unfinished()
+        with self._lock:
+            self._expiry = SortedList(self.task_store.expiring())
+            for task in unfinished:
+                if task.cancel_requested:
+                    self._cancels.add(task.id)
+            self._recovered = True
+        with self._work:
+            queued = set(self._queue)
+            for task in unfinished:
+                if task.id not in queued:
+                    self._queue.append(task.id)
+            self._work.notify_all()
+
+    def _enqueue(self, task_id: str) -> None:
+        with self._work:
+            self._queue.append(task_id)
+            self._work.notify()
+
+    def _next_task(self) -> str | None:
+        with self._work:
+            while self._queue:
+                task_id = self._queue.popleft()
+                if task_id not in self._claimed:
+                    self._claimed.add(task_id)
+                    return task_id
+            return None
+
+    def _release(self, task_id: str) -> None:
+        with self._work:
+            self._claimed.discard(task_id)
+
+    def _worker(self) -> None:
+        while not self._stopping.is_set():
+            with self._work:
+                while not self._queue and not self._stopping.is_set():
+                    self._work.wait()
+            if self._stopping.is_set():
+                return
+            task_id = self._next_task()
+            if task_id is None:
+                continue
+            try:
+                self._run_task(task_id, sync=False)
+            except Exception:  # pragma: no cover - _run_task already records and logs
+                _log.exception("worker failed on task %s", task_id)
+            finally:
+                self._release(task_id)
+
+    def _housekeeper(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self.sweep()
+                self._tick_services(raise_errors=False)
+            except Exception:
+                _log.exception("housekeeping failed")
+            wait = self.tick_interval
+            now = self.clock.now()
+            for slot in self._services:
+                if slot.due is not None:
+                    wait = min(wait, max(0.0, (slot.due - now).total_seconds()))
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def _start_services(self, *, raise_errors: bool) -> None:
+        with self._lock:
+            self._services_on = True
+            slots = [slot for slot in self._services if not slot.started]
+        for slot in slots:
+            try:
+                slot.service.start(self)
+                slot.started = True
+            except Exception:
+                if raise_errors:
+                    raise
+                _log.exception("service %r failed to start", slot.service)
+
+    def _tick_services(self, *, raise_errors: bool) -> None:
+        for slot in list(self._services):
+            if not slot.started:
+                continue
+            try:
+                slot.due = slot.service.tick(self.clock.now())
+            except Exception:
+                if raise_errors:
+                    raise
+                _log.exception("service %r failed", slot.service)
+
+    # -- internals: running a task --------------------------------------------------------
+
+    def _run_task(self, task_id: str, *, sync: bool) -> None:
+        task = self.task_store.get(task_id)
+        if task is None or task.is_finished:
+            return
+        try:
+            self._execute(task, sync=sync)
+        except _Stopped:
+            return
+        except TaskFailure as failure:
+            self._finish(task_id, Failure(failure.code, failure.description, failure.data))
+        except CollectionNotFound as exc:
+            self._finish(
+                task_id,
+                Failure(CODE_COLLECTION_NOT_FOUND, str(exc), {"collection": exc.collection}),
+            )
+        except SandboxNotEnabled as exc:
+            self._finish(
+                task_id,
+                Failure(CODE_SANDBOX_NOT_ENABLED, str(exc), {"collection": exc.collection}),
+            )
+        except StorageError as exc:
+            _log.warning("task %s failed on storage errors: %s", task_id, exc)
+            self._finish(task_id, Failure(CODE_STORAGE, f"storage error: {exc}", None))
+        except Exception as exc:
+            _log.exception("task %s failed unexpectedly", task_id)
+            description = f"unexpected error: {type(exc).__name__}: {exc}"
+            self._finish(task_id, Failure(CODE_STORAGE, description, None))
+            if sync:
+                raise
+
+    def _execute(self, task: Task, *, sync: bool) -> None:
+        task_type = self._types.get(task.type)
+        if task_type is None:
+            raise TaskFailure(CODE_STORAGE, f"task type {task.type!r} is not registered")
+        options = self._typed_options(task, task_type)
+        executor = task_type.executor
+        storage = self.storage
+        plan: Plan = self._retry(lambda: executor.plan(options, storage), sync)
+        if task.status is TaskStatus.NEW:
+            estimate = self._retry(
+                lambda: storage.count(plan.collection, plan.environment, plan.filter).value,
+                sync,
+            )
+            with self._changed:
+                current = self.task_store.get(task.id)
+                if current is None or current.status is not TaskStatus.NEW:
+                    return  # cancelled (or removed) while planning
+                task = current.started(self.clock.now(), estimate)
+                self.task_store.save(task)
+                self._after_save(task)
+        checkpoint = task.checkpoint
+        batch_size = self.batch_size
+        collection, environment, accept = plan.collection, plan.environment, plan.filter
+        apply, committed = executor.apply, executor.committed
+        cancels, stopping = self._cancels, self._stopping
+        task_id = task.id
+
+        # Tasks on the same item set take turns batch by batch, so one task's
+        # read-apply-write of an item never interleaves with another's (no lost updates).
+        target_lock = self._target_lock(collection, str(environment))
+
+        def step() -> tuple[str | None, BatchChanges, WriteResult | None, bool]:
+            with target_lock:
+                page = storage.scan(
+                    collection, environment, after=checkpoint, limit=batch_size, filter=accept
+                )
+                items = page.items
+                if accept is not None:
+                    items = [item for item in items if accept(item)]
+                changes = apply(plan, items) if items else _NOTHING
+                written, done = self._commit(task_id, plan, changes, page.cursor)
+            return page.cursor, changes, written, done
+
+        while True:
+            if task_id in cancels:
+                self._finish(task_id, Failure.cancelled())
+                return
+            if stopping.is_set() and not sync:
+                raise _Stopped
+            cursor, changes, written, done = self._retry(step, sync)
+            if written is not None and (changes.deletes or changes.replaces):
+                committed(plan, changes, written)
+            if done:
+                return
+            checkpoint = cursor
+
+    def _target_lock(self, collection: str, environment: str) -> threading.Lock:
+        with self._lock:
+            lock = self._target_locks.get((collection, environment))
+            if lock is None:
+                lock = self._target_locks[(collection, environment)] = threading.Lock()
+            return lock
+
+    def _typed_options(self, task: Task, task_type: TaskType) -> TaskOptions:
+        if not isinstance(task.options, RawOptions):
+            return task.options
+        where = f"task.{task_type.options_key}"
+        parsed, problems = task_type.parse_options(task.options.to_json(), where)
+        if parsed is None or problems:
+            listed = "; ".join(f"{v.field}: {v.description}" for v in problems)
+            raise TaskFailure(CODE_STORAGE, f"stored options no longer valid: {listed}")
+        return parsed
+
+    def _retry(self, action: Callable[[], _T], sync: bool) -> _T:
+        attempt = 0
+        while True:
+            try:
+                return action()
+            except (CollectionNotFound, SandboxNotEnabled, DuplicateItem, InvalidItem):
+                raise
+            except StorageError as exc:
+                if attempt >= self.max_retries:
+                    raise
+                delay = self.retry_delay * (2**attempt)
+                attempt += 1
+                _log.info("storage error, retry %d in %.3fs: %s", attempt, delay, exc)
+                if self._stopping.wait(delay) and not sync:
+                    raise _Stopped from exc
+
+    def _commit(
+        self, task_id: str, plan: Plan, changes: BatchChanges, cursor: str | None
+    ) -> tuple[WriteResult | None, bool]:
+        """Write one batch and its checkpoint; return (written, task finished)."""
+        storage = self.storage
+        with self._changed:
+            with storage.atomic():
+                current = self._running.get(task_id) or self.task_store.get(task_id)
+                if current is None or current.status is not TaskStatus.RUNNING:
+                    return None, True
+                plan_written = self._write(current, plan, changes, cursor)
+                if self._shared:
+                    self.task_store.save(plan_written[1])
+            written, updated = plan_written
+            if not self._shared:
+                self.task_store.save(updated)
+            self._after_save(updated)
+            return written, updated.is_finished
+
+    def _write(
+        self, task: Task, plan: Plan, changes: BatchChanges, cursor: str | None
+    ) -> tuple[WriteResult, Task]:
+        storage = self.storage
+        plan_collection, plan_env = plan.collection, plan.environment
+        deleted = (
+            storage.delete_items(plan_collection, plan_env, changes.deletes)
+            if changes.deletes
+            else None
+        )
+        replaced = (
+            storage.replace_items(plan_collection, plan_env, changes.replaces)
+            if changes.replaces
+            else None
+        )
+        done: tuple[str, ...] = ()
+        missing: tuple[str, ...] = ()
+        for result in (deleted, replaced):
+            if result is not None:
+                done += result.done
+                missing += result.missing
+        failures = [
+            Failure(f.code, f.description, {"itemId": f.item_id}) for f in changes.failures
+        ]
+        failures.extend(
+            Failure(CODE_ITEM_VANISHED, f"item {item_id!r} no longer exists", {"itemId": item_id})
+            for item_id in missing
+        )
+        updated = task.with_batch(
+            len(done) + changes.unchanged,
+            len(changes.failures) + len(missing),
+            failures,
+            cursor,
+        )
+        if updated.cancel_requested:
+            updated = updated.finished(
+                TaskStatus.FAILED, self.clock.now(), self.retention, Failure.cancelled()
+            )
+        elif cursor is None:
+            updated = updated.finished(TaskStatus.COMPLETED, self.clock.now(), self.retention)
+        return WriteResult(done, missing), updated
+
+    def _finish(self, task_id: str, failure: Failure) -> None:
+        try:
+            with self._changed:
+                current = self.task_store.get(task_id)
+                if current is None or current.is_finished:
+                    return
+                now = self.clock.now()
+                if current.status is TaskStatus.NEW and failure.code != Failure.cancelled().code:
+                    current = current.started(now, 0)
+                updated = current.finished(TaskStatus.FAILED, now, self.retention, failure)
+                self.task_store.save(updated)
+                self._after_save(updated)
+        except StorageError:
+            # The store is down too: the task stays as last saved and resumes on restart.
+            _log.exception("could not record the failure of task %s", task_id)
+
+    def _after_save(self, task: Task) -> None:
+        """Bookkeeping after a task change was saved (engine lock held)."""
+        if task.status is TaskStatus.RUNNING:
+            self._running[task.id] = task
+        else:
+            self._running.pop(task.id, None)
+        if task.is_finished:
+            self._cancels.discard(task.id)
+            if task.expires_at is not None:
+                self._expiry.add((task.expires_at, task.id))
+        elif task.cancel_requested:
+            self._cancels.add(task.id)
+        self._changed.notify_all()

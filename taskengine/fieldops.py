@@ -1,0 +1,213 @@
+"""Field operations as pure functions: an old value in, a new value (or a refusal) out.
+
+These are the per-item rules of ``EDIT_FIELD_DATA`` and ``COPY_FIELD_DATA``; they never
+touch storage and never mutate their inputs, so executors can apply them to a batch and
+write an item only when every operation on it succeeded.
+
+Equality is the filter language's (``taskengine._values.values_equal``): type-strict,
+``1 == 1.0``, ``True != 1``, dates by instant, dicts by content. Whether a result is a
+*change* is decided by :func:`identical` instead (exact types, key order), so replacing
+``1`` by ``1.0`` is still written.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+import attrs
+
+from taskengine._values import values_equal
+from taskengine.options import Operations, ReplaceItem
+
+__all__ = [
+    "MISSING",
+    "EditRefused",
+    "Missing",
+    "copy_item",
+    "copy_value",
+    "edit_item",
+    "edit_value",
+    "identical",
+]
+
+
+class Missing(enum.Enum):
+    """The type of :data:`MISSING`: a field the item does not have (distinct from ``None``)."""
+
+    MISSING = "MISSING"
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = Missing.MISSING
+"""Stands for an absent field, so ``None`` can keep meaning JSON ``null``."""
+
+
+@attrs.frozen
+class EditRefused:
+    """An edit that cannot be applied to this value; the item is left as it was.
+
+    Attributes:
+        reason: why, in words (names the operation and the value's type).
+    """
+
+    reason: str
+
+
+_SCALARS = (str, int, float, bool, type(None), _dt.datetime)
+
+
+def _fresh(value: Any) -> Any:
+    """A deep copy that is free for scalars (the common case: tags are strings)."""
+    return value if isinstance(value, _SCALARS) else copy.deepcopy(value)
+
+
+def identical(a: Any, b: Any) -> bool:
+    """Whether two values are the same JSON value: same types, same keys in the same order.
+
+    Stricter than ``values_equal`` (``1`` is not identical to ``1.0``, ``{"a":1,"b":2}``
+    not to ``{"b":2,"a":1}``): it decides whether a result must be written.
+    """
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(identical(a[k], b[k]) for k in a)
+    if isinstance(a, float) and a != a:
+        return bool(b != b)
+    if isinstance(a, _dt.datetime):
+        return bool(a == b and a.tzinfo == b.tzinfo)
+    return bool(a == b)
+
+
+def _contains(values: Sequence[Any], value: Any) -> bool:
+    return any(values_equal(value, v) for v in values)
+
+
+def _replace_one(value: Any, rules: Sequence[ReplaceItem]) -> Any:
+    # First matching rule wins, so a swap ({a->b}, {b->a}) swaps instead of collapsing.
+    for rule in rules:
+        if values_equal(value, rule.from_):
+            return _fresh(rule.to)
+    return value
+
+
+def _dedupe(values: list[Any]) -> list[Any]:
+    if all(type(v) is str for v in values):
+        seen: set[str] = set()
+        out_s: list[Any] = []
+        for v in values:
+            if v not in seen:
+                seen.add(v)
+                out_s.append(v)
+        return out_s
+    out: list[Any] = []
+    for v in values:
+        if not _contains(out, v):
+            out.append(v)
+    return out
+
+
+def edit_value(old: Any, ops: Operations) -> Any:
+    """The field's new value after ``ops``, or :class:`EditRefused`.
+
+    ``old`` is the stored value, :data:`MISSING` for an absent field. Rules (SPEC §4):
+
+    * missing or ``null`` is the empty array;
+    * ``replaceItems`` first: on an array, every element equal to some ``from`` becomes
+      that entry's ``to`` (the first matching entry wins); on any other value, the whole
+      value is replaced when it equals a ``from``;
+    * then ``removeItems`` drops every element equal to one of them, ``addItems`` appends
+      them in order, and ``removeDuplicates`` keeps the first of equal elements;
+    * those three need an array (or null/missing): on any other value the edit is refused
+      and the value stays as it was.
+
+    Returns the new value, which may be ``old`` itself when nothing changed; callers
+    compare with :func:`identical`. The result never shares mutable parts with
+    ``ops``.
+    """
+    value: Any = [] if old is MISSING or old is None else old
+    if ops.replace_items:
+        rules = ops.replace_items
+        if isinstance(value, list):
+            value = [_replace_one(v, rules) for v in value]
+        else:
+            value = _replace_one(value, rules)
+    if not ops.needs_array:
+        return value
+    if value is None:
+        value = []
+    if not isinstance(value, list):
+        return EditRefused(
+            f"field holds {_type_name(value)}, not an array: addItems, removeItems and"
+            " removeDuplicates need an array"
+        )
+    if ops.remove_items:
+        drop = ops.remove_items
+        value = [v for v in value if not _contains(drop, v)]
+    if ops.add_items:
+        value = [*value, *(_fresh(v) for v in ops.add_items)]
+    if ops.remove_duplicates:
+        value = _dedupe(value)
+    return value
+
+
+def edit_item(item: dict[str, Any], field_key: str, ops: Operations) -> bool | EditRefused:
+    """Apply ``ops`` to ``item[field_key]`` in place.
+
+    Returns ``True`` when the item changed (it must be written), ``False`` when it did
+    not (an absent or null field that stays empty counts as unchanged: nothing is
+    written, the field is not created), or :class:`EditRefused` with the item untouched.
+    """
+    old = item.get(field_key, MISSING)
+    new = edit_value(old, ops)
+    if isinstance(new, EditRefused):
+        return new
+    if (old is MISSING or old is None) and new == [] and type(new) is list:
+        return False
+    if identical(old, new):
+        return False
+    item[field_key] = new
+    return True
+
+
+def copy_value(item: Mapping[str, Any], source: str) -> Any:
+    """A deep copy of ``item[source]``, or :data:`MISSING` when the item has no such field."""
+    if source not in item:
+        return MISSING
+    return _fresh(item[source])
+
+
+def copy_item(item: dict[str, Any], source: str, target: str) -> bool:
+    """Set ``item[target]`` to a deep copy of ``item[source]`` in place.
+
+    Returns whether the item changed: ``False`` when it has no ``source`` (left as it
+    was) or ``target`` already holds an identical value.
+    """
+    value = copy_value(item, source)
+    if value is MISSING:
+        return False
+    if target in item and identical(item[target], value):
+        return False
+    item[target] = value
+    return True
+
+
+def _type_name(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, _dt.datetime):
+        return "a date"
+    return f"a {type(value).__name__}"

@@ -1,0 +1,203 @@
+"""Filters: compile a filter spec once into a fast, exact predicate over items.
+
+Two dialects share one API:
+
+* ``"mongo"``: MongoDB 8.0 query-operator semantics (see :mod:`taskengine._mongo`);
+* ``"wix"``: the task API's filter language (see :mod:`taskengine._wix`).
+
+``None`` and ``{}`` match everything. Compiling raises only
+:class:`~taskengine.errors.InvalidFilter` (naming the path into the spec and the
+rule); calling a compiled filter never raises.
+
+Example::
+
+    >>> f = compile_filter({"age": {"$gte": 18}, "tags": "vip"})
+    >>> f({"_id": "1", "age": 30, "tags": ["new", "vip"]})
+    True
+    >>> matches({"name": {"$startsWith": "AL"}}, {"name": "alice"}, dialect="wix")
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import math
+import re
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from taskengine.errors import InvalidFilter
+
+__all__ = ["Dialect", "Filter", "compile_filter", "matches"]
+
+Dialect = Literal["mongo", "wix"]
+"""The filter dialects: ``"mongo"`` (MongoDB 8.0) and ``"wix"`` (the task API's)."""
+
+Predicate = Callable[[Mapping[str, Any]], bool]
+
+_DIALECTS: tuple[str, ...] = ("mongo", "wix")
+
+
+def _always(doc: Mapping[str, Any]) -> bool:
+    return True
+
+
+def _freeze(value: object) -> object:
+    """A hashable, type-strict, order-sensitive key for a spec value."""
+    cls = value.__class__
+    if cls is dict or isinstance(value, Mapping):
+        return ("d", tuple((k, _freeze(v)) for k, v in value.items()))  # type: ignore[attr-defined]
+    if cls is list or cls is tuple:
+        return ("l", tuple(_freeze(v) for v in value))  # type: ignore[attr-defined]
+    if cls is bool:
+        return ("b", value)
+    if cls is float:
+        if math.isnan(value):  # type: ignore[arg-type]
+            return ("nan",)
+        return ("n", value)
+    if cls is int:
+        return ("n", value)
+    if cls is str:
+        return ("s", value)
+    if value is None:
+        return ("z",)
+    if isinstance(value, datetime):
+        return ("t", value, value.tzinfo is None)
+    if isinstance(value, re.Pattern):
+        return ("r", value.pattern, value.flags)
+    try:
+        hash(value)
+    except TypeError:
+        return ("o", id(value))
+    return ("o", cls.__name__, value)
+
+
+class Filter(functools.partial[bool]):
+    """A compiled filter: an immutable, hashable predicate ``doc -> bool``.
+
+    It keeps its source ``spec`` and ``dialect``; two filters are equal when their
+    dialects are equal and their specs are equal value for value (type-strict:
+    ``True`` and ``1`` differ, key order counts). Build one with
+    :func:`compile_filter`; calling it never raises. (It is a
+    :class:`functools.partial` underneath so that a call costs no extra Python frame.)
+    """
+
+    _spec: dict[str, Any]
+    _dialect: str
+    _key: object
+    _hash: int
+
+    def __new__(cls, spec: Mapping[str, Any], dialect: str, predicate: Predicate) -> Filter:
+        """Wrap an already compiled ``predicate``; use :func:`compile_filter` instead."""
+        self = super().__new__(cls, predicate)
+        spec_copy = copy.deepcopy(dict(spec))
+        key = (dialect, _freeze(spec_copy))
+        d = self.__dict__
+        d["_spec"] = spec_copy
+        d["_dialect"] = dialect
+        d["_key"] = key
+        d["_hash"] = hash(key)
+        return self
+
+    if TYPE_CHECKING:
+
+        def __call__(self, doc: Mapping[str, Any], /) -> bool:
+            """Whether ``doc`` matches; never raises."""
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        """The source spec (a deep copy: changing it never changes the filter)."""
+        return copy.deepcopy(self._spec)
+
+    @property
+    def dialect(self) -> str:
+        """The dialect the spec was compiled in: ``"mongo"`` or ``"wix"``."""
+        return self._dialect
+
+    @property
+    def predicate(self) -> Predicate:
+        """The bare compiled predicate function."""
+        return self.func
+
+    def __setattr__(self, name: str, value: object) -> None:
+        """Filters are immutable."""
+        raise AttributeError("Filter is immutable")
+
+    def __delattr__(self, name: str) -> None:
+        """Filters are immutable."""
+        raise AttributeError("Filter is immutable")
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when the dialects and specs are equal (type-strict, order-sensitive)."""
+        if not isinstance(other, Filter):
+            return NotImplemented
+        return self._hash == other._hash and self._key == other._key
+
+    def __ne__(self, other: object) -> bool:
+        """The negation of ``==``."""
+        if not isinstance(other, Filter):
+            return NotImplemented
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        """Hash of ``(dialect, spec)``, consistent with ``==``."""
+        return self._hash
+
+    def __repr__(self) -> str:
+        """``Filter({...}, dialect='mongo')``."""
+        return f"Filter({self._spec!r}, dialect={self._dialect!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as the source spec; unpickling recompiles."""
+        return (compile_filter, (self._spec, self._dialect))
+
+    def __copy__(self) -> Filter:
+        """Filters are immutable: a copy is the filter itself."""
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Filter:
+        """Filters are immutable: a deep copy is the filter itself."""
+        return self
+
+
+def compile_filter(spec: Mapping[str, Any] | None, dialect: Dialect = "mongo") -> Filter:
+    """Compile ``spec`` in ``dialect`` into a :class:`Filter`.
+
+    ``None`` and ``{}`` match everything. Raises :class:`InvalidFilter` (with the
+    dotted path into the spec and the reason) when the spec is not valid in the
+    dialect, and nothing else.
+    """
+    if dialect not in _DIALECTS:
+        raise InvalidFilter("", f"unknown dialect {dialect!r}: expected 'mongo' or 'wix'")
+    if spec is None:
+        spec = {}
+    if not isinstance(spec, Mapping):
+        raise InvalidFilter("", f"a filter must be an object, not {type(spec).__name__}")
+    try:
+        if dialect == "mongo":
+            from taskengine._mongo import compile_mongo
+
+            predicate = compile_mongo(spec)
+        else:
+            from taskengine._wix import compile_wix
+
+            predicate = compile_wix(spec)
+    except InvalidFilter:
+        raise
+    except RecursionError:
+        raise InvalidFilter("", "the filter is nested too deeply") from None
+    except Exception as exc:  # pragma: no cover - a compiler bug must still be typed
+        raise InvalidFilter("", f"cannot compile filter: {exc!r}") from exc
+    try:
+        return Filter(spec, dialect, predicate)
+    except Exception as exc:
+        raise InvalidFilter("", f"the filter holds a value that cannot be copied: {exc!r}") from exc
+
+
+def matches(
+    spec: Mapping[str, Any] | None, doc: Mapping[str, Any], dialect: Dialect = "mongo"
+) -> bool:
+    """Whether ``doc`` matches ``spec`` (compiles it; prefer :func:`compile_filter` in loops)."""
+    return compile_filter(spec, dialect)(doc)

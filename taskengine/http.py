@@ -1,0 +1,397 @@
+"""The reference REST API as a WSGI application over a :class:`~taskengine.engine.TaskEngine`.
+
+Routes (``/autocms/v1/tasks`` is an alias of ``/cms/v1/tasks``, as in the reference)::
+
+    POST   /cms/v1/tasks   {"task": {...}}          -> {"task": {...}}
+    GET    /cms/v1/tasks?paging.limit=&paging.offset=
+                                                    -> {"tasks": [...], "metadata": {...}}
+    GET    /cms/v1/tasks/{id}                       -> {"task": {...}}
+    DELETE /cms/v1/tasks/{id}   (cancel)            -> {"task": {...}}
+    GET    /api/backgroundtask/{id}   (the progress view of seed 002, no envelope)
+
+Errors use the reference envelope: ``{"message", "details": {"validationError":
+{"fieldViolations": [...]}}}`` for 400 and ``{"message", "details": {"applicationError":
+{"code", "description", "data"}}}`` for everything else (401, 404, 405, 413, 500).
+A 500 never carries internals; the traceback goes to the ``taskengine.http`` logger.
+
+Only the standard library is used; :func:`make_server` serves an app with ``wsgiref`` on a
+thread per request, which is what ``taskengine serve`` runs.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import logging
+import socketserver
+from collections.abc import Callable, Iterable, Mapping
+from http import HTTPStatus
+from typing import Any, Protocol
+from urllib.parse import parse_qs
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
+from wsgiref.simple_server import make_server as _wsgiref_make_server
+
+from taskengine._wire import application_error, dumps, json_type_name, parse_json_object
+from taskengine.errors import (
+    InvalidRequest,
+    StorageError,
+    TaskNotFound,
+    Violation,
+)
+
+__all__ = [
+    "MAX_BODY",
+    "TaskAPI",
+    "ThreadingWSGIServer",
+    "is_loopback",
+    "make_app",
+    "make_server",
+]
+
+MAX_BODY = 1024 * 1024
+"""The default largest request body, in bytes (1 MiB); larger bodies get 413."""
+
+_DRAIN_LIMIT = 64 * 1024 * 1024
+"""Up to this many bytes of an oversized body are read and dropped before the 413."""
+
+TASK_PREFIXES = ("/cms/v1/tasks", "/autocms/v1/tasks")
+PROGRESS_PREFIX = "/api/backgroundtask/"
+
+_log = logging.getLogger("taskengine.http")
+
+StartResponse = Callable[..., Any]
+WSGIEnviron = dict[str, Any]
+
+
+class _HasJSON(Protocol):
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class _HasProgressJSON(Protocol):
+    def to_json(self, base_url: str) -> dict[str, Any]: ...
+
+
+class Engine(Protocol):
+    """What the HTTP app needs from an engine (``TaskEngine`` provides it)."""
+
+    def create_task(self, spec: Any) -> _HasJSON:
+        """Validate and store a new task."""
+
+    def get_task(self, task_id: str) -> _HasJSON:
+        """The task with this id."""
+
+    def cancel_task(self, task_id: str) -> _HasJSON:
+        """Request cancellation; the task as it is now."""
+
+    def list_tasks(self, limit: int = 30, offset: int = 0) -> _HasJSON:
+        """A page of tasks, newest first."""
+
+    def get_progress(self, task_id: str) -> _HasProgressJSON:
+        """The progress view of a task."""
+
+
+class _HTTPError(Exception):
+    """A response decided before the handler ran (auth, routing, body limits)."""
+
+    def __init__(
+        self,
+        status: HTTPStatus,
+        code: str,
+        description: str,
+        data: Mapping[str, Any] | None = None,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        super().__init__(description)
+        self.status = status
+        self.code = code
+        self.description = description
+        self.data = data
+        self.headers = list(headers)
+
+
+class TaskAPI:
+    """A WSGI application serving the Background Tasks API over one engine.
+
+    Thread-safe as far as the engine is: the app keeps no per-request state. Build it with
+    :func:`make_app`.
+
+    Args:
+        engine: the engine to drive (anything with ``create_task``, ``get_task``,
+            ``cancel_task``, ``list_tasks``, ``get_progress``).
+        token: when set, every request must carry ``Authorization: Bearer <token>`` (or the
+            bare token, as the reference's examples send it) or it gets 401.
+        max_body: the largest accepted request body in bytes; a larger one gets 413.
+    """
+
+    def __init__(self, engine: Engine, *, token: str | None = None, max_body: int = MAX_BODY):
+        if max_body < 1:
+            raise ValueError(f"max_body must be at least 1 byte, got {max_body}")
+        if token is not None and not token:
+            raise ValueError("token must not be empty (pass None for no token)")
+        self.engine = engine
+        self.max_body = max_body
+        self._token = token.encode("utf-8") if token is not None else None
+
+    def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> list[bytes]:
+        """Handle one WSGI request."""
+        try:
+            status, body, headers = self._dispatch(environ)
+        except _HTTPError as exc:
+            status = exc.status
+            body = application_error(
+                _message(exc.status, exc.description), exc.code, exc.description, exc.data
+            )
+            headers = exc.headers
+        except InvalidRequest as exc:
+            status = HTTPStatus.BAD_REQUEST
+            body = _validation_body(exc)
+            headers = []
+        except TaskNotFound as exc:
+            status = HTTPStatus.NOT_FOUND
+            body = application_error(
+                str(exc), "TASK_NOT_FOUND", "no task with this id (never created, or expired)",
+                {"taskId": exc.task_id},
+            )
+            headers = []
+        except StorageError:
+            _log.exception("storage error while handling %s", _request_line(environ))
+            status = HTTPStatus.INTERNAL_SERVER_ERROR
+            body = application_error(
+                "storage error", "STORAGE_ERROR", "the storage failed; try again later"
+            )
+            headers = []
+        except Exception:
+            # Anything else is a bug: log it in full, answer without details.
+            _log.exception("unexpected error while handling %s", _request_line(environ))
+            status = HTTPStatus.INTERNAL_SERVER_ERROR
+            body = application_error(
+                "internal error", "INTERNAL", "the server failed to handle the request"
+            )
+            headers = []
+        return _respond(start_response, status, body, headers)
+
+    def _dispatch(
+        self, environ: WSGIEnviron
+    ) -> tuple[HTTPStatus, dict[str, Any], list[tuple[str, str]]]:
+        self._authenticate(environ)
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        path = str(environ.get("PATH_INFO", "") or "/")
+        if len(path) > 1 and path.endswith("/"):
+            path = path[:-1]
+        for prefix in TASK_PREFIXES:
+            if path == prefix:
+                if method == "GET":
+                    return HTTPStatus.OK, self._list(environ), []
+                if method == "POST":
+                    return HTTPStatus.OK, self._create(environ), []
+                raise _not_allowed(method, ("GET", "POST"))
+            if path.startswith(prefix + "/"):
+                task_id = path[len(prefix) + 1 :]
+                if "/" in task_id:
+                    break
+                if method == "GET":
+                    return HTTPStatus.OK, {"task": self.engine.get_task(task_id).to_json()}, []
+                if method == "DELETE":
+                    return HTTPStatus.OK, {"task": self.engine.cancel_task(task_id).to_json()}, []
+                raise _not_allowed(method, ("DELETE", "GET"))
+        if path.startswith(PROGRESS_PREFIX) and "/" not in path[len(PROGRESS_PREFIX) :]:
+            task_id = path[len(PROGRESS_PREFIX) :]
+            if method != "GET":
+                raise _not_allowed(method, ("GET",))
+            progress = self.engine.get_progress(task_id)
+            return HTTPStatus.OK, progress.to_json(base_url(environ)), []
+        raise _HTTPError(
+            HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no route for {path}", {"path": path}
+        )
+
+    def _authenticate(self, environ: WSGIEnviron) -> None:
+        if self._token is None:
+            return
+        header = str(environ.get("HTTP_AUTHORIZATION", "")).strip()
+        scheme, _, rest = header.partition(" ")
+        offered = rest.strip() if scheme.lower() == "bearer" else header
+        # compare_digest: the time taken must not reveal how much of the token matched.
+        if not offered or not hmac.compare_digest(offered.encode("utf-8"), self._token):
+            raise _HTTPError(
+                HTTPStatus.UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                "missing or wrong token: send 'Authorization: Bearer <token>'",
+                headers=[("WWW-Authenticate", 'Bearer realm="taskengine"')],
+            )
+
+    def _list(self, environ: WSGIEnviron) -> dict[str, Any]:
+        query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+        violations: list[Violation] = []
+        paging: dict[str, int] = {}
+        for name, default in (("limit", 30), ("offset", 0)):
+            values = query.get(f"paging.{name}", [])
+            raw = values[-1].strip() if values else ""
+            if not raw:
+                paging[name] = default
+                continue
+            try:
+                paging[name] = int(raw)
+            except ValueError:
+                violations.append(Violation(f"paging.{name}", f"must be an integer, got {raw!r}"))
+        if violations:
+            raise InvalidRequest(violations)
+        return self.engine.list_tasks(limit=paging["limit"], offset=paging["offset"]).to_json()
+
+    def _create(self, environ: WSGIEnviron) -> dict[str, Any]:
+        body = parse_json_object(self._read_body(environ), source="body")
+        if "task" not in body:
+            raise InvalidRequest([Violation("task", "required")])
+        spec = body["task"]
+        if not isinstance(spec, dict):
+            raise InvalidRequest(
+                [Violation("task", f"must be an object, got {json_type_name(spec)}")]
+            )
+        return {"task": self.engine.create_task({"task": spec}).to_json()}
+
+    def _read_body(self, environ: WSGIEnviron) -> bytes:
+        raw = str(environ.get("CONTENT_LENGTH", "") or "").strip()
+        try:
+            length = int(raw) if raw else 0
+        except ValueError:
+            raise InvalidRequest(
+                [Violation("body", f"bad Content-Length header {raw!r}")]
+            ) from None
+        if length < 0:
+            raise InvalidRequest([Violation("body", f"bad Content-Length header {raw!r}")])
+        stream = environ.get("wsgi.input")
+        if length > self.max_body:
+            # Read (and drop) what the client sends, within reason, so that it gets to
+            # read the 413 instead of a connection reset.
+            if stream is not None and length <= _DRAIN_LIMIT:
+                _drain(stream, length)
+            raise _HTTPError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                f"the body has {length} bytes; the limit is {self.max_body}",
+                {"limit": self.max_body, "length": length},
+            )
+        if length == 0 or stream is None:
+            return b""
+        data: bytes = stream.read(length)
+        return data
+
+
+def _drain(stream: Any, length: int) -> None:
+    while length > 0:
+        chunk = stream.read(min(length, 65536))
+        if not chunk:
+            return
+        length -= len(chunk)
+
+
+def make_app(engine: Engine, *, token: str | None = None, max_body: int = MAX_BODY) -> TaskAPI:
+    """The WSGI application for ``engine``; see :class:`TaskAPI` for the arguments.
+
+    The engine must be started (``engine.start()`` or ``with engine:``) for tasks to run;
+    the app only creates, reads and cancels them.
+    """
+    return TaskAPI(engine, token=token, max_body=max_body)
+
+
+class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """``wsgiref``'s server with a thread per request, so slow clients don't block others."""
+
+    daemon_threads = True
+    # Rebinding right after a restart must not fail on sockets still in TIME_WAIT.
+    allow_reuse_address = True
+
+
+class _Handler(WSGIRequestHandler):
+    timeout = 60  # a client that stops sending mid-body cannot hold a thread forever
+
+
+class _QuietHandler(_Handler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Log nothing (``quiet=True``)."""
+
+
+def make_server(
+    app: Callable[..., Any], host: str = "127.0.0.1", port: int = 0, *, quiet: bool = False
+) -> ThreadingWSGIServer:
+    """A threaded ``wsgiref`` server bound to ``host:port`` (port 0 = any free port).
+
+    Call ``serve_forever()`` on it (in a thread, for tests) and ``shutdown()`` then
+    ``server_close()`` to stop. The bound port is ``server.server_port``.
+
+    Args:
+        quiet: do not log every request to stderr.
+    """
+    handler = _QuietHandler if quiet else _Handler
+    server = _wsgiref_make_server(
+        host, port, app, server_class=ThreadingWSGIServer, handler_class=handler
+    )
+    assert isinstance(server, ThreadingWSGIServer)
+    return server
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine (127.x, ::1, localhost)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def base_url(environ: WSGIEnviron) -> str:
+    """``scheme://host[:port]`` plus the app's mount point, from the request."""
+    scheme = str(environ.get("wsgi.url_scheme", "http"))
+    host = str(environ.get("HTTP_HOST", "")).strip()
+    if not host:
+        host = str(environ.get("SERVER_NAME", "localhost"))
+        port = str(environ.get("SERVER_PORT", ""))
+        if port and port != {"http": "80", "https": "443"}.get(scheme):
+            host = f"{host}:{port}"
+    return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}".rstrip("/")
+
+
+def _not_allowed(method: str, allowed: tuple[str, ...]) -> _HTTPError:
+    return _HTTPError(
+        HTTPStatus.METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        f"{method} is not allowed here; use {', '.join(allowed)}",
+        {"method": method, "allowed": list(allowed)},
+        headers=[("Allow", ", ".join(allowed))],
+    )
+
+
+def _validation_body(exc: InvalidRequest) -> dict[str, Any]:
+    return {
+        "message": str(exc),
+        "details": {
+            "validationError": {"fieldViolations": [v.to_json() for v in exc.violations]}
+        },
+    }
+
+
+def _message(status: HTTPStatus, description: str) -> str:
+    return f"{status.phrase}: {description}"
+
+
+def _request_line(environ: WSGIEnviron) -> str:
+    return f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '?')}"
+
+
+def _respond(
+    start_response: StartResponse,
+    status: HTTPStatus,
+    body: Mapping[str, Any],
+    headers: list[tuple[str, str]],
+) -> list[bytes]:
+    payload = dumps(body).encode("utf-8")
+    start_response(
+        f"{status.value} {status.phrase}",
+        [
+            ("Content-Type", "application/json; charset=utf-8"),
+            ("Content-Length", str(len(payload))),
+            ("Cache-Control", "no-store"),
+            *headers,
+        ],
+    )
+    return [payload]

@@ -1,0 +1,254 @@
+"""Item values: validation, cheap private copies, and JSON text with dates.
+
+Both adapters go through :func:`admit` on the way in, so they accept and reject exactly
+the same values and normalise them the same way:
+
+* a dict that is exactly ``{"$date": "<ISO-8601>"}`` becomes a ``datetime`` (the filter
+  language reads that form as a date too, so a user dict of that shape cannot exist);
+* an aware ``datetime`` keeps its UTC offset as a ``datetime.timezone`` (what JSON text
+  can carry); a naive one stays naive;
+* NaN and infinite floats are refused (JSON has no spelling for them), as are ints
+  outside the signed 64-bit range, non-``str`` keys, strings that are not valid Unicode
+  (lone surrogates cannot be encoded as UTF-8), and every other type.
+
+In JSON text a date is ``{"$date": datetime.isoformat()}``, which
+``datetime.fromisoformat`` reads back exactly (naive/aware form and microseconds).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from taskengine.errors import InvalidItem
+
+__all__ = ["admit", "check_id", "copy_item", "decode", "encode", "lookup_id", "parse_date"]
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**63 - 1
+_DATE = "$date"
+
+
+class _Bad(Exception):
+    """A rejected value; the path is collected while the recursion unwinds."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.path: list[str] = []
+
+
+def parse_date(text: str) -> datetime | None:
+    """The ``datetime`` an ISO-8601 string names (a trailing ``Z`` means UTC), or ``None``."""
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def check_id(value: object) -> str:
+    """Return ``value`` if it is a usable ``_id`` (non-empty, valid Unicode ``str``).
+
+    Raises:
+        InvalidItem: naming the ``_id`` path and the rule.
+    """
+    if type(value) is not str:
+        raise InvalidItem(f"_id must be a string, got {type(value).__name__}", path="_id")
+    if not value:
+        raise InvalidItem("_id must not be empty", path="_id")
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidItem("_id is not valid Unicode (lone surrogate)", path="_id") from None
+    return value
+
+
+def lookup_id(value: object) -> str | None:
+    """``value`` as an id to look up, or ``None`` when no stored item can have it.
+
+    Raises:
+        InvalidItem: ``value`` is not a string.
+    """
+    if type(value) is not str:
+        raise InvalidItem(f"_id must be a string, got {type(value).__name__}", path="_id")
+    if value and (value.isascii() or _encodable(value)):
+        return value
+    return None
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def admit(item: object) -> tuple[str, dict[str, Any]]:
+    """Validate an incoming item and return ``(_id, private normalised copy)``.
+
+    Raises:
+        InvalidItem: naming the item, the dotted path of the bad value and the rule.
+    """
+    if not isinstance(item, Mapping):
+        raise InvalidItem(f"an item must be a dict, got {type(item).__name__}")
+    raw_id = item.get("_id")
+    if raw_id is None and "_id" not in item:
+        raise InvalidItem("_id is required", path="_id")
+    item_id = check_id(raw_id)
+    try:
+        doc = _admit_dict(item if type(item) is dict else dict(item))
+    except _Bad as bad:
+        raise InvalidItem(bad.reason, item_id=item_id, path=".".join(reversed(bad.path))) from None
+    except RecursionError:
+        reason = "value is nested too deeply (or contains itself)"
+        raise InvalidItem(reason, item_id=item_id) from None
+    return item_id, doc
+
+
+def _admit_dict(value: dict[Any, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    key: Any = None
+    try:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise _Bad(f"keys must be strings, got {type(key).__name__} {key!r}")
+            if not key.isascii():
+                _check_text(key)
+            out[key] = _admit_value(item)
+    except _Bad as bad:
+        bad.path.append(str(key))
+        raise
+    return out
+
+
+def _admit_list(value: list[Any]) -> list[Any]:
+    out: list[Any] = []
+    try:
+        for item in value:
+            out.append(_admit_value(item))
+    except _Bad as bad:
+        bad.path.append(str(len(out)))
+        raise
+    return out
+
+
+def _admit_value(value: Any) -> Any:
+    kind = type(value)
+    if kind is str:
+        if not value.isascii():
+            _check_text(value)
+        return value
+    if kind is int:
+        if _INT_MIN <= value <= _INT_MAX:
+            return value
+        raise _Bad("int outside the signed 64-bit range")
+    if kind is float:
+        if math.isfinite(value):
+            return value
+        raise _Bad(f"float {value!r} is not finite (NaN and infinity cannot be stored)")
+    if value is None or kind is bool:
+        return value
+    if kind is dict:
+        if len(value) == 1 and type(value.get(_DATE)) is str:
+            date = parse_date(value[_DATE])
+            if date is None:
+                raise _Bad(f"{{'$date': {value[_DATE]!r}}} is not an ISO-8601 date")
+            return _admit_date(date)
+        return _admit_dict(value)
+    if kind is list:
+        return _admit_list(value)
+    if kind is datetime:
+        return _admit_date(value)
+    raise _Bad(f"{kind.__name__} is not a storable value (JSON types and datetime only)")
+
+
+def _admit_date(value: datetime) -> datetime:
+    tz = value.tzinfo
+    if tz is None or type(tz) is timezone:
+        return value
+    offset = value.utcoffset()
+    if offset is None:
+        raise _Bad("datetime has a tzinfo without a UTC offset")
+    return value.replace(tzinfo=timezone(offset))
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Bad("string is not valid Unicode (lone surrogate)") from None
+
+
+def copy_item(doc: dict[str, Any]) -> dict[str, Any]:
+    """A private copy of an admitted item: containers copied, scalars shared.
+
+    Several times faster than ``copy.deepcopy`` because every leaf is immutable.
+    """
+    out = doc.copy()
+    for key, value in doc.items():
+        kind = type(value)
+        if kind is dict:
+            out[key] = copy_item(value)
+        elif kind is list:
+            out[key] = _copy_list(value)
+    return out
+
+
+def _copy_list(items: list[Any]) -> list[Any]:
+    out = items.copy()
+    for index, value in enumerate(items):
+        kind = type(value)
+        if kind is dict:
+            out[index] = copy_item(value)
+        elif kind is list:
+            out[index] = _copy_list(value)
+    return out
+
+
+def _default(value: object) -> object:
+    if type(value) is datetime:
+        return {_DATE: value.isoformat()}
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+_ENCODER = json.JSONEncoder(
+    ensure_ascii=False,
+    allow_nan=False,
+    check_circular=False,
+    separators=(",", ":"),
+    default=_default,
+)
+_DECODER = json.JSONDecoder()
+
+
+def _hook(obj: dict[str, Any]) -> Any:
+    if len(obj) == 1:
+        text = obj.get(_DATE)
+        if type(text) is str:
+            return datetime.fromisoformat(text)
+    return obj
+
+
+_DATE_DECODER = json.JSONDecoder(object_hook=_hook)
+_DATE_MARK = '"$date"'
+
+
+def encode(doc: dict[str, Any]) -> str:
+    """JSON text for an admitted item (dates as ``{"$date": ISO}``)."""
+    return _ENCODER.encode(doc)
+
+
+def decode(text: str) -> dict[str, Any]:
+    """The item that :func:`encode` wrote; ``{"$date": ISO}`` objects become dates."""
+    if _DATE_MARK in text:
+        result: dict[str, Any] = _DATE_DECODER.decode(text)
+    else:
+        result = _DECODER.decode(text)
+    return result

@@ -1,0 +1,319 @@
+"""The storage protocol: the only way the engine reads and writes items.
+
+An *item* is a ``dict[str, Any]`` with a non-empty string ``_id``; its values are
+JSON-like (``str``, ``int`` in the signed 64-bit range, finite ``float``, ``bool``,
+``None``, ``list``, ``dict`` with ``str`` keys) plus ``datetime.datetime``. Items live in
+*collections*, and each collection has a ``LIVE`` item set and, when the sandbox is
+enabled, a separate ``SANDBOX`` item set.
+
+:class:`Storage` is a :class:`typing.Protocol` of record-level primitives. The derived
+methods (:meth:`Storage.count`, :meth:`Storage.get_item`, :meth:`Storage.find`,
+:meth:`Storage.atomic`) have default bodies written on top of :meth:`Storage.scan`, so
+an adapter that subclasses :class:`Storage` explicitly only has to write eight methods;
+it may override the derived ones for speed. ``taskengine.testing`` checks the contract.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from taskengine.errors import InvalidEnvironment, InvalidItem, InvalidRequest, Violation
+
+__all__ = [
+    "CollectionInfo",
+    "Count",
+    "Environment",
+    "Item",
+    "ItemFilter",
+    "Page",
+    "Storage",
+    "WriteResult",
+    "check_after",
+    "check_limit",
+    "check_name",
+]
+
+Item = dict[str, Any]
+"""One stored record: a JSON-like dict with a string ``_id``."""
+
+ItemFilter = Callable[[Mapping[str, Any]], bool]
+"""A predicate over items; a compiled ``taskengine.Filter`` is one."""
+
+_PAGE = 1000
+
+
+class Environment(str, enum.Enum):
+    """Which item set of a collection: the live items or the sandbox copy."""
+
+    LIVE = "LIVE"
+    SANDBOX = "SANDBOX"
+
+    @classmethod
+    def coerce(cls, value: object) -> Environment:
+        """Return the member for ``value`` (a member or its exact name).
+
+        Raises:
+            InvalidEnvironment: for anything else, including ``"SANDBOX_PREFERRED"``
+                (resolving that is the engine's job) and lower-case names.
+        """
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            try:
+                return cls(value)
+            except ValueError:
+                pass
+        raise InvalidEnvironment(value, [member.value for member in cls])
+
+
+@attrs.frozen
+class CollectionInfo:
+    """What the storage knows about a collection besides its items."""
+
+    name: str
+    sandbox_enabled: bool
+    publish_plugin: bool
+
+
+@attrs.frozen
+class Page:
+    """One page of a scan.
+
+    Attributes:
+        items: fresh copies of the items, in ascending ``_id`` order.
+        cursor: the ``after`` for the next call, ``None`` when nothing is left. It may be
+            past the last returned item when the adapter skipped items a filter rejected.
+    """
+
+    items: list[Item]
+    cursor: str | None
+
+
+@attrs.frozen
+class Count:
+    """A number of items, and whether it is exact or an estimate."""
+
+    value: int
+    exact: bool
+
+
+@attrs.frozen
+class WriteResult:
+    """Per-item outcome of a batched write: ids written, and ids that were not stored."""
+
+    done: tuple[str, ...]
+    missing: tuple[str, ...]
+
+
+def check_limit(limit: object) -> int:
+    """Return ``limit`` when it is a positive ``int``, else raise ``InvalidRequest``."""
+    if type(limit) is not int or limit < 1:
+        raise InvalidRequest([Violation("limit", f"must be a positive integer, got {limit!r}")])
+    return limit
+
+
+def check_after(after: object) -> str | None:
+    """Return a scan cursor when it is ``None`` or a ``str``, else raise ``InvalidRequest``."""
+    if after is not None and type(after) is not str:
+        raise InvalidRequest(
+            [Violation("after", f"must be an _id string or None, got {type(after).__name__}")]
+        )
+    return after
+
+
+def check_name(name: object) -> str:
+    """Return a collection name when it is a non-empty ``str``, else raise ``InvalidRequest``."""
+    if type(name) is not str or not name:
+        raise InvalidRequest(
+            [Violation("name", f"a collection name must be a non-empty string, got {name!r}")]
+        )
+    return name
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Items by collection and environment, scanned in ``_id`` order, written in batches.
+
+    The contract every adapter keeps (``taskengine.testing.StorageConformance`` checks it):
+
+    * **Ordering.** Scans and :meth:`find` return items in ascending ``_id`` order, where
+      order is Python ``str`` order (code point order).
+    * **Copies.** Items handed in are copied; items handed out are fresh copies. Mutating
+      either never changes the store.
+    * **Values round-trip exactly**: ``str``, ``int`` (signed 64-bit), ``float``
+      (``-0.0`` included), ``bool``, ``None``, lists, dicts (key order kept) and
+      ``datetime`` (naive stays naive, an aware one keeps its UTC offset, microseconds
+      kept). A dict that is exactly ``{"$date": "<ISO-8601>"}`` is a date and comes back
+      as a ``datetime``. Anything else (NaN or infinite floats, ints outside 64 bits,
+      tuples, sets, bytes, non-``str`` keys, strings that are not valid Unicode, other
+      objects) raises ``InvalidItem`` naming the path.
+    * **Environments.** Every method taking an environment accepts an
+      :class:`Environment` or its name; anything else raises ``InvalidEnvironment``.
+      ``SANDBOX`` of a collection without a sandbox raises ``SandboxNotEnabled``. An
+      unknown collection raises ``CollectionNotFound``.
+    * **Writes.** :meth:`insert_items` is all or nothing. :meth:`replace_items` and
+      :meth:`delete_items` take one batch; an id that is not stored is reported in
+      ``WriteResult.missing`` (never an exception, never inserted). A bad item in a
+      replace batch raises ``InvalidItem`` before anything is written.
+    * **Errors.** Driver errors never escape: they become ``StorageError``.
+    """
+
+    def create_collection(
+        self, name: str, *, sandbox: bool = False, publish_plugin: bool = False
+    ) -> CollectionInfo:
+        """Create an empty collection.
+
+        Raises:
+            CollectionExists: a collection with this name exists.
+        """
+        ...
+
+    def collection_info(self, name: str) -> CollectionInfo:
+        """Describe a collection.
+
+        Raises:
+            CollectionNotFound: no collection has this name.
+        """
+        ...
+
+    def list_collections(self) -> list[CollectionInfo]:
+        """Every collection, sorted by name."""
+        ...
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection and all its items, in both environments.
+
+        Raises:
+            CollectionNotFound: no collection has this name.
+        """
+        ...
+
+    def scan(
+        self,
+        collection: str,
+        environment: Environment | str,
+        *,
+        after: str | None = None,
+        limit: int = _PAGE,
+        filter: ItemFilter | None = None,
+    ) -> Page:
+        """Items with ``_id > after`` in ascending ``_id`` order, at most ``limit`` of them.
+
+        The adapter MAY drop items that ``filter`` rejects (never one it accepts); the
+        caller re-checks. Pass the returned cursor as ``after`` to continue; ``None``
+        means the scan is finished. A page may be empty while the cursor is not ``None``.
+
+        Raises:
+            InvalidRequest: ``limit`` is not a positive integer.
+        """
+        ...
+
+    def insert_items(
+        self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
+    ) -> int:
+        """Insert new items and return how many; all or nothing.
+
+        Raises:
+            InvalidItem: an item without a non-empty string ``_id`` or with a value that
+                cannot be stored; nothing is inserted.
+            DuplicateItem: an ``_id`` already stored or repeated in ``items``; nothing is
+                inserted.
+        """
+        ...
+
+    def replace_items(
+        self,
+        collection: str,
+        environment: Environment | str,
+        items: Sequence[Mapping[str, Any]],
+    ) -> WriteResult:
+        """Overwrite stored items by ``_id``; ids not stored are reported as missing.
+
+        When an ``_id`` repeats in the batch, the last item wins and the id is reported
+        once.
+
+        Raises:
+            InvalidItem: an item that cannot be stored; nothing is written.
+        """
+        ...
+
+    def delete_items(
+        self, collection: str, environment: Environment | str, ids: Sequence[str]
+    ) -> WriteResult:
+        """Delete items by ``_id``; ids not stored are reported as missing (each id once).
+
+        Raises:
+            InvalidItem: an id that is not a string; nothing is deleted.
+        """
+        ...
+
+    # -- derived: defaults built on scan; adapters may override them for speed ----------
+
+    def count(
+        self,
+        collection: str,
+        environment: Environment | str,
+        filter: ItemFilter | None = None,
+    ) -> Count:
+        """How many items (that ``filter`` accepts), exact or estimated (said which)."""
+        total = 0
+        for _ in self.find(collection, environment, filter):
+            total += 1
+        return Count(total, exact=True)
+
+    def get_item(
+        self, collection: str, environment: Environment | str, item_id: str
+    ) -> Item | None:
+        """A fresh copy of the item with this ``_id``, or ``None``."""
+        if not isinstance(item_id, str):
+            raise InvalidItem(f"_id must be a string, got {type(item_id).__name__}", path="_id")
+        for item in self.find(collection, environment):
+            if item["_id"] == item_id:
+                return item
+            if item["_id"] > item_id:
+                break
+        return None
+
+    def find(
+        self,
+        collection: str,
+        environment: Environment | str,
+        filter: ItemFilter | None = None,
+    ) -> Iterator[Item]:
+        """Every item ``filter`` accepts, in ascending ``_id`` order, as fresh copies.
+
+        Collection and environment errors are raised by the call, not by the first
+        ``next()``. The iterator pages through :meth:`scan`, so writes made while it is
+        consumed may or may not be seen.
+        """
+        first = self.scan(collection, environment, limit=_PAGE, filter=filter)
+        return _iterate_pages(self, collection, environment, filter, first)
+
+    def atomic(self) -> AbstractContextManager[None]:
+        """A block whose writes commit together or not at all, if the adapter can.
+
+        The default gives no guarantee (a null context); adapters that can, override it.
+        """
+        return contextlib.nullcontext()
+
+
+def _iterate_pages(
+    storage: Storage,
+    collection: str,
+    environment: Environment | str,
+    filter: ItemFilter | None,
+    page: Page,
+) -> Iterator[Item]:
+    while True:
+        for item in page.items:
+            if filter is None or filter(item):
+                yield item
+        if page.cursor is None:
+            return
+        page = storage.scan(collection, environment, after=page.cursor, filter=filter)

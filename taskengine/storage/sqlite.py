@@ -1,0 +1,376 @@
+"""``SQLiteStorage``: items as JSON text in a SQLite file (or ``":memory:"``).
+
+Layout (component ``"storage"``, schema version 1 in ``taskengine_schema``)::
+
+    taskengine_collections(id INTEGER PRIMARY KEY, name TEXT UNIQUE, sandbox, publish_plugin)
+    taskengine_items(coll, env, id TEXT, doc TEXT, PRIMARY KEY (coll, env, id)) WITHOUT ROWID
+
+``env`` is 0 for ``LIVE`` and 1 for ``SANDBOX``. Items are clustered by their key, so a
+scan page is one range read (``WHERE coll = ? AND env = ? AND id > ? ORDER BY id LIMIT
+?``) and each row's JSON is decoded exactly once. SQLite compares ``TEXT`` with the
+``BINARY`` collation, i.e. by UTF-8 bytes, which is code point order: the same order as
+Python ``str``. Connections, locking, transactions and error translation belong to
+:class:`taskengine._sqlite.Database`, which this storage may share with the task store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from taskengine._sqlite import Database
+from taskengine.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    DuplicateItem,
+    SandboxNotEnabled,
+    StorageError,
+)
+from taskengine.storage._codec import admit, decode, encode, lookup_id
+from taskengine.storage.base import (
+    CollectionInfo,
+    Count,
+    Environment,
+    Item,
+    ItemFilter,
+    Page,
+    Storage,
+    WriteResult,
+    check_after,
+    check_limit,
+    check_name,
+)
+
+__all__ = ["SQLiteStorage"]
+
+COMPONENT = "storage"
+SCHEMA_VERSION = 1
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS taskengine_collections ("
+    " id INTEGER PRIMARY KEY,"
+    " name TEXT NOT NULL UNIQUE,"
+    " sandbox INTEGER NOT NULL,"
+    " publish_plugin INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS taskengine_items ("
+    " coll INTEGER NOT NULL,"
+    " env INTEGER NOT NULL,"
+    " id TEXT NOT NULL,"
+    " doc TEXT NOT NULL,"
+    " PRIMARY KEY (coll, env, id)) WITHOUT ROWID",
+)
+
+_ENV_CODE = {Environment.LIVE: 0, Environment.SANDBOX: 1}
+_MAX_FETCH = 2**62  # a LIMIT larger than any table, still a 64-bit SQLite integer
+_CHUNK = 500  # ids per IN (...) list; well under every SQLite's variable limit
+
+_SELECT_COLLECTION = "SELECT id, sandbox FROM taskengine_collections WHERE name = ?"
+_SCAN_FIRST = "SELECT id, doc FROM taskengine_items WHERE coll = ? AND env = ? ORDER BY id LIMIT ?"
+_SCAN_AFTER = (
+    "SELECT id, doc FROM taskengine_items WHERE coll = ? AND env = ? AND id > ? ORDER BY id LIMIT ?"
+)
+_INSERT = "INSERT INTO taskengine_items (coll, env, id, doc) VALUES (?, ?, ?, ?)"
+_UPDATE = "UPDATE taskengine_items SET doc = ? WHERE coll = ? AND env = ? AND id = ?"
+_DELETE = "DELETE FROM taskengine_items WHERE coll = ? AND env = ? AND id = ?"
+_GET = "SELECT doc FROM taskengine_items WHERE coll = ? AND env = ? AND id = ?"
+_COUNT = "SELECT count(*) FROM taskengine_items WHERE coll = ? AND env = ?"
+
+
+class SQLiteStorage(Storage):
+    """Items in a SQLite database: durable, shareable with the task store, thread-safe.
+
+    Args:
+        path: a file path, ``":memory:"``, or an open :class:`taskengine._sqlite.Database`
+            to share (the storage then does not close it).
+        timeout: seconds to wait for another process's write lock (when opening a path).
+
+    Every call holds the database's lock; writes run in :meth:`Database.transaction`, so
+    a write made inside :meth:`atomic` (by this storage or by a task store on the same
+    :attr:`database`) commits with the rest of the block or not at all.
+
+    Raises:
+        StorageError: the file cannot be opened or created, is not a SQLite database, or
+            was written by a newer taskengine.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | Database, *, timeout: float = 30.0) -> None:
+        if isinstance(path, Database):
+            self.database = path
+            self._owns_database = False
+        else:
+            self.database = Database(path, timeout=timeout)
+            self._owns_database = True
+        try:
+            self.database.ensure_schema(COMPONENT, SCHEMA_VERSION, SCHEMA)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<SQLiteStorage {self.database.path!r}>"
+
+    def __enter__(self) -> SQLiteStorage:
+        """Use as a context manager: :meth:`close` on exit."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the storage."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the database if this storage opened it; later calls raise StorageError."""
+        if self._owns_database:
+            self.database.close()
+
+    # -- collections ---------------------------------------------------------------------
+
+    def create_collection(
+        self, name: str, *, sandbox: bool = False, publish_plugin: bool = False
+    ) -> CollectionInfo:
+        """Create an empty collection (see :meth:`Storage.create_collection`)."""
+        info = CollectionInfo(check_name(name), bool(sandbox), bool(publish_plugin))
+        with self.database.transaction() as conn:
+            if conn.execute(_SELECT_COLLECTION, (info.name,)).fetchone() is not None:
+                raise CollectionExists(info.name)
+            conn.execute(
+                "INSERT INTO taskengine_collections (name, sandbox, publish_plugin)"
+                " VALUES (?, ?, ?)",
+                (info.name, int(info.sandbox_enabled), int(info.publish_plugin)),
+            )
+        return info
+
+    def collection_info(self, name: str) -> CollectionInfo:
+        """Describe a collection (see :meth:`Storage.collection_info`)."""
+        with self.database.read() as conn:
+            row = None
+            if type(name) is str:
+                row = conn.execute(
+                    "SELECT name, sandbox, publish_plugin FROM taskengine_collections"
+                    " WHERE name = ?",
+                    (name,),
+                ).fetchone()
+        if row is None:
+            raise CollectionNotFound(name)
+        return CollectionInfo(row[0], bool(row[1]), bool(row[2]))
+
+    def list_collections(self) -> list[CollectionInfo]:
+        """Every collection, sorted by name."""
+        with self.database.read() as conn:
+            rows = conn.execute(
+                "SELECT name, sandbox, publish_plugin FROM taskengine_collections"
+            ).fetchall()
+        infos = [CollectionInfo(name, bool(box), bool(plugin)) for name, box, plugin in rows]
+        infos.sort(key=lambda info: info.name)
+        return infos
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection and its items (see :meth:`Storage.drop_collection`)."""
+        with self.database.transaction() as conn:
+            row = None
+            if type(name) is str:
+                row = conn.execute(_SELECT_COLLECTION, (name,)).fetchone()
+            if row is None:
+                raise CollectionNotFound(name)
+            conn.execute("DELETE FROM taskengine_items WHERE coll = ?", (row[0],))
+            conn.execute("DELETE FROM taskengine_collections WHERE id = ?", (row[0],))
+
+    # -- items ---------------------------------------------------------------------------
+
+    def scan(
+        self,
+        collection: str,
+        environment: Environment | str,
+        *,
+        after: str | None = None,
+        limit: int = 1000,
+        filter: ItemFilter | None = None,
+    ) -> Page:
+        """A page in ``_id`` order (see :meth:`Storage.scan`).
+
+        Reads ``limit`` stored items at most (plus one key, to know whether more are
+        left); with a filter, only the accepted ones are returned.
+        """
+        check_limit(limit)
+        check_after(after)
+        env = Environment.coerce(environment)
+        fetch = min(limit, _MAX_FETCH) + 1
+        with self.database.read() as conn:
+            coll = _target(conn, collection, env)
+            if after is None:
+                rows = conn.execute(_SCAN_FIRST, (coll, _ENV_CODE[env], fetch)).fetchall()
+            else:
+                rows = conn.execute(_SCAN_AFTER, (coll, _ENV_CODE[env], after, fetch)).fetchall()
+        cursor: str | None = None
+        if len(rows) > limit:
+            del rows[limit:]
+            cursor = rows[-1][0]
+        if filter is None:
+            items = [decode(doc) for _, doc in rows]
+        else:
+            items = [item for item in [decode(doc) for _, doc in rows] if filter(item)]
+        return Page(items, cursor)
+
+    def count(
+        self,
+        collection: str,
+        environment: Environment | str,
+        filter: ItemFilter | None = None,
+    ) -> Count:
+        """The exact number of items (that ``filter`` accepts)."""
+        env = Environment.coerce(environment)
+        if filter is None:
+            with self.database.read() as conn:
+                coll = _target(conn, collection, env)
+                return Count(int(conn.execute(_COUNT, (coll, _ENV_CODE[env])).fetchone()[0]), True)
+        total = 0
+        for _ in self.find(collection, env, filter):
+            total += 1
+        return Count(total, exact=True)
+
+    def insert_items(
+        self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
+    ) -> int:
+        """Insert new items, all or nothing (see :meth:`Storage.insert_items`)."""
+        encoded = [(item_id, encode(doc)) for item_id, doc in map(admit, items)]
+        env = Environment.coerce(environment)
+        code = _ENV_CODE[env]
+        ids = [item_id for item_id, _ in encoded]
+        with self.database.transaction() as conn:
+            coll = _target(conn, collection, env)
+            if len(set(ids)) == len(ids):
+                try:
+                    conn.executemany(
+                        _INSERT, [(coll, code, item_id, text) for item_id, text in encoded]
+                    )
+                except sqlite3.IntegrityError:
+                    pass  # find the offending id below; leaving the block rolls back
+                else:
+                    return len(encoded)
+            stored = _existing(conn, coll, code, ids)
+            seen: set[str] = set()
+            for item_id in ids:
+                if item_id in stored or item_id in seen:
+                    raise DuplicateItem(collection, item_id)
+                seen.add(item_id)
+            raise StorageError(  # pragma: no cover - SQLite refused a batch we checked
+                f"SQLite refused inserting into {collection!r} without a duplicate _id"
+            )
+
+    def get_item(
+        self, collection: str, environment: Environment | str, item_id: str
+    ) -> Item | None:
+        """A fresh copy of the item with this ``_id``, or ``None``."""
+        env = Environment.coerce(environment)
+        with self.database.read() as conn:
+            coll = _target(conn, collection, env)
+            key = lookup_id(item_id)
+            if key is None:
+                return None
+            row = conn.execute(_GET, (coll, _ENV_CODE[env], key)).fetchone()
+        return None if row is None else decode(row[0])
+
+    def find(
+        self,
+        collection: str,
+        environment: Environment | str,
+        filter: ItemFilter | None = None,
+    ) -> Iterator[Item]:
+        """Every accepted item in ``_id`` order (see :meth:`Storage.find`)."""
+        first = self.scan(collection, environment, filter=filter)
+        return self._find(collection, environment, filter, first)
+
+    def _find(
+        self,
+        collection: str,
+        environment: Environment | str,
+        filter: ItemFilter | None,
+        page: Page,
+    ) -> Iterator[Item]:
+        while True:
+            yield from page.items
+            if page.cursor is None:
+                return
+            page = self.scan(collection, environment, after=page.cursor, filter=filter)
+
+    def replace_items(
+        self,
+        collection: str,
+        environment: Environment | str,
+        items: Sequence[Mapping[str, Any]],
+    ) -> WriteResult:
+        """Overwrite stored items by ``_id`` (see :meth:`Storage.replace_items`)."""
+        batch: dict[str, str] = {}
+        for item_id, doc in map(admit, items):
+            batch[item_id] = encode(doc)
+        env = Environment.coerce(environment)
+        code = _ENV_CODE[env]
+        with self.database.transaction() as conn:
+            coll = _target(conn, collection, env)
+            stored = _existing(conn, coll, code, list(batch))
+            if len(stored) == len(batch):
+                done = tuple(batch)
+                missing: tuple[str, ...] = ()
+            else:
+                done = tuple(item_id for item_id in batch if item_id in stored)
+                missing = tuple(item_id for item_id in batch if item_id not in stored)
+            conn.executemany(_UPDATE, [(batch[item_id], coll, code, item_id) for item_id in done])
+        return WriteResult(done, missing)
+
+    def delete_items(
+        self, collection: str, environment: Environment | str, ids: Sequence[str]
+    ) -> WriteResult:
+        """Delete items by ``_id`` (see :meth:`Storage.delete_items`)."""
+        wanted = {item_id: lookup_id(item_id) for item_id in ids}
+        env = Environment.coerce(environment)
+        code = _ENV_CODE[env]
+        with self.database.transaction() as conn:
+            coll = _target(conn, collection, env)
+            keys = [key for key in wanted.values() if key is not None]
+            stored = _existing(conn, coll, code, keys)
+            if len(stored) == len(wanted):
+                done = tuple(wanted)
+                missing: tuple[str, ...] = ()
+            else:
+                done = tuple(item_id for item_id in wanted if item_id in stored)
+                missing = tuple(item_id for item_id in wanted if item_id not in stored)
+            conn.executemany(_DELETE, [(coll, code, item_id) for item_id in done])
+        return WriteResult(done, missing)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """``database.transaction()``: every write in the block commits together or not at all.
+
+        Writes by other components sharing :attr:`database` (the SQLite task store) join
+        the same transaction. Reentrant; an exception rolls the whole block back.
+        """
+        with self.database.transaction():
+            yield
+
+
+def _target(conn: sqlite3.Connection, collection: str, env: Environment) -> int:
+    """The collection's row id, after checking it exists and has the environment."""
+    row = None
+    if type(collection) is str:
+        row = conn.execute(_SELECT_COLLECTION, (collection,)).fetchone()
+    if row is None:
+        raise CollectionNotFound(collection)
+    if env is Environment.SANDBOX and not row[1]:
+        raise SandboxNotEnabled(collection)
+    coll: int = row[0]
+    return coll
+
+
+def _existing(conn: sqlite3.Connection, coll: int, env: int, ids: list[str]) -> set[str]:
+    """Which of ``ids`` are stored in the item set."""
+    found: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            f"SELECT id FROM taskengine_items WHERE coll = ? AND env = ? AND id IN ({marks})",
+            (coll, env, *chunk),
+        )
+        found.update(row[0] for row in rows)
+    return found

@@ -1,0 +1,174 @@
+"""Hypothesis laws: MemoryStorage and SQLiteStorage agree, values round-trip, pages tile."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from taskengine.errors import InvalidItem
+from taskengine.storage import MemoryStorage, SQLiteStorage
+from taskengine.storage.base import Storage
+from taskengine.testing import agreement_machine, same_value
+
+StorageAgreement = agreement_machine(lambda: SQLiteStorage(":memory:"))
+StorageAgreement.TestCase.settings = settings(
+    StorageAgreement.TestCase.settings, stateful_step_count=25
+)
+TestMemoryAndSQLiteAgree = StorageAgreement.TestCase
+TestMemoryAndSQLiteAgree.__doc__ = "The same random operations on both adapters give equal results."
+
+_dates = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)) | st.datetimes(
+    min_value=datetime(1, 1, 2),
+    max_value=datetime(9999, 12, 30),
+    timezones=st.builds(
+        timezone, st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))
+    ),
+)
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.characters(blacklist_categories=("Cs",)))
+    | _dates
+)
+_values = st.recursive(
+    _scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(
+            st.text(st.characters(blacklist_categories=("Cs",)), max_size=4), inner, max_size=4
+        )
+    ),
+    max_leaves=12,
+)
+_ids = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=6)
+
+
+ADAPTERS = pytest.mark.parametrize("adapter", ["memory", "sqlite"])
+
+
+def _make(kind: str) -> Storage:
+    return MemoryStorage() if kind == "memory" else SQLiteStorage(":memory:")
+
+
+def _close(storage: Storage) -> None:
+    if isinstance(storage, SQLiteStorage):
+        storage.close()
+
+
+@ADAPTERS
+@given(doc=st.dictionaries(st.text(max_size=5).filter(lambda k: k != "_id"), _values, max_size=5))
+def test_values_round_trip_exactly(adapter: str, doc: dict[str, Any]) -> None:
+    """Every storable value comes back with the same type, key order and date form."""
+    storage = _make(adapter)
+    try:
+        item = {"_id": "x", **doc}
+        try:
+            storage.create_collection("c")
+            storage.insert_items("c", "LIVE", [item])
+        except InvalidItem:
+            # only refused for a lone surrogate somewhere in a key
+            assert any(not _encodable(key) for key in _keys(doc))
+            return
+        assert same_value(storage.get_item("c", "LIVE", "x"), item)
+        assert same_value(storage.scan("c", "LIVE").items, [item])
+    finally:
+        _close(storage)
+
+
+def _keys(value: Any) -> list[str]:
+    if isinstance(value, dict):
+        return [*value, *(k for v in value.values() for k in _keys(v))]
+    if isinstance(value, list):
+        return [k for v in value for k in _keys(v)]
+    return []
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+@ADAPTERS
+@given(ids=st.sets(_ids, max_size=30), limit=st.integers(min_value=1, max_value=8))
+def test_pages_tile_the_sorted_ids(adapter: str, ids: set[str], limit: int) -> None:
+    """Paging with any limit yields every id once, in Python str order."""
+    storage = _make(adapter)
+    try:
+        storage.create_collection("c")
+        storage.insert_items("c", "LIVE", [{"_id": i} for i in ids])
+        seen: list[str] = []
+        after = None
+        while True:
+            page = storage.scan("c", "LIVE", after=after, limit=limit)
+            assert len(page.items) <= limit
+            seen.extend(item["_id"] for item in page.items)
+            if page.cursor is None:
+                break
+            after = page.cursor
+        assert seen == sorted(ids)
+    finally:
+        _close(storage)
+
+
+@ADAPTERS
+@given(
+    stored=st.sets(_ids, max_size=15),
+    batch=st.lists(_ids, max_size=15),
+)
+def test_write_results_partition_the_batch(
+    adapter: str, stored: set[str], batch: list[str]
+) -> None:
+    """replace/delete report each distinct id once: done if it was stored, else missing."""
+    storage = _make(adapter)
+    try:
+        storage.create_collection("c")
+        storage.insert_items("c", "LIVE", [{"_id": i} for i in stored])
+        distinct = list(dict.fromkeys(batch))
+        replaced = storage.replace_items("c", "LIVE", [{"_id": i, "r": 1} for i in batch])
+        assert replaced.done == tuple(i for i in distinct if i in stored)
+        assert replaced.missing == tuple(i for i in distinct if i not in stored)
+        deleted = storage.delete_items("c", "LIVE", batch)
+        assert deleted == replaced
+        left = [item["_id"] for item in storage.find("c", "LIVE")]
+        assert left == sorted(stored - set(batch))
+    finally:
+        _close(storage)
+
+
+class _ReversedPages(MemoryStorage):
+    """A broken adapter: each scan page comes back in descending order."""
+
+    def scan(self, *args: Any, **kwargs: Any) -> Any:
+        """The page, reversed."""
+        page = super().scan(*args, **kwargs)
+        page.items.reverse()
+        return page
+
+
+def test_agreement_machine_catches_a_broken_adapter() -> None:
+    """The agreement machine fails when an adapter disagrees with the reference."""
+    from hypothesis import Phase
+    from hypothesis.stateful import run_state_machine_as_test
+
+    machine = agreement_machine(_ReversedPages)
+    with pytest.raises(AssertionError):
+        run_state_machine_as_test(
+            machine,
+            settings=settings(
+                max_examples=300,
+                stateful_step_count=25,
+                database=None,
+                derandomize=True,
+                phases=[Phase.generate],
+                report_multiple_bugs=False,
+            ),
+        )

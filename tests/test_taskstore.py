@@ -1,0 +1,183 @@
+"""Task stores: the memory and SQLite implementations keep the same contract."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from taskengine._sqlite import Database
+from taskengine.errors import StorageError
+from taskengine.storage import MemoryStorage
+from taskengine.storage.sqlite import SQLiteStorage
+from taskengine.task import Failure, RawOptions, Task, TaskStatus
+from taskengine.taskstore import MemoryTaskStore, SQLiteTaskStore, TaskStore
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def make_task(n: int) -> Task:
+    """A NEW task number ``n`` with raw options."""
+    return Task(
+        id=f"t{n:04d}",
+        type="COUNT_ITEMS",
+        options_key="countItemsOptions",
+        options=RawOptions("things", {"dataCollectionId": "things"}),
+        created_at=T0 + timedelta(seconds=n),
+    )
+
+
+def finished(task: Task, at: datetime) -> Task:
+    """``task`` run and COMPLETED at ``at`` with a 1-hour retention."""
+    running = task.started(at, 3).with_batch(
+        2, 1, [Failure("WDE0075", "bad", {"itemId": "x"})], "c"
+    )
+    return running.finished(TaskStatus.COMPLETED, at, timedelta(hours=1))
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[TaskStore]:
+    """Each task store implementation, fresh."""
+    if request.param == "memory":
+        yield MemoryTaskStore()
+    else:
+        sqlite_store = SQLiteTaskStore(tmp_path / "tasks.db")
+        yield sqlite_store
+        sqlite_store.close()
+
+
+def test_insert_get_save_roundtrip(store: TaskStore) -> None:
+    """A stored task comes back equal (JSON fields and checkpoint), and save replaces it."""
+    task = make_task(1)
+    store.insert(task)
+    assert store.get(task.id) == task
+    done = finished(task, T0)
+    store.save(done)
+    back = store.get(task.id)
+    assert back is not None
+    assert back.to_json() == done.to_json()
+    assert back.checkpoint == "c"
+    assert store.get("missing") is None
+    assert len(store) == 1
+
+
+def test_duplicate_insert_is_refused(store: TaskStore) -> None:
+    """Inserting an id twice raises ValueError and keeps the first."""
+    store.insert(make_task(1))
+    with pytest.raises(ValueError, match="already stored"):
+        store.insert(make_task(1))
+    assert len(store) == 1
+
+
+def test_page_is_newest_first(store: TaskStore) -> None:
+    """page() lists by creation order, newest first, with the total; saves keep the order."""
+    for n in range(5):
+        store.insert(make_task(n))
+    store.save(finished(make_task(0), T0))
+    tasks, total = store.page(2, 1)
+    assert [t.id for t in tasks] == ["t0003", "t0002"]
+    assert total == 5
+    assert store.page(10, 4)[0][0].id == "t0000"
+    assert store.page(10, 9) == ([], 5)
+
+
+def test_unfinished_expiring_and_delete(store: TaskStore) -> None:
+    """unfinished() lists NEW/RUNNING oldest first; expiring() the finished; delete removes."""
+    for n in range(4):
+        store.insert(make_task(n))
+    store.save(finished(make_task(1), T0))
+    store.save(make_task(2).started(T0, 1))
+    assert [t.id for t in store.unfinished()] == ["t0000", "t0002", "t0003"]
+    assert store.expiring() == [(T0 + timedelta(hours=1), "t0001")]
+    assert store.delete(["t0001", "t0003", "nope"]) == 2
+    assert len(store) == 2
+    assert store.get("t0001") is None
+
+
+def test_sqlite_store_survives_reopen(tmp_path: Path) -> None:
+    """A SQLite task store keeps tasks (and checkpoints) across close and reopen."""
+    path = tmp_path / "tasks.db"
+    first = SQLiteTaskStore(path)
+    task = make_task(7).started(T0, 10).with_batch(4, 0, [], "i0004")
+    first.insert(task)
+    first.close()
+    second = SQLiteTaskStore(str(path))
+    try:
+        back = second.get(task.id)
+        assert back == task
+        assert back is not None
+        assert back.checkpoint == "i0004"
+    finally:
+        second.close()
+
+
+def test_sqlite_store_shares_a_storage_database(tmp_path: Path) -> None:
+    """Built on a SQLiteStorage (or its Database), the store shares its transactions."""
+    storage = SQLiteStorage(tmp_path / "all.db")
+    try:
+        on_storage = SQLiteTaskStore(storage)
+        on_database = SQLiteTaskStore(storage.database)
+        assert on_storage.shares_transactions_with(storage)
+        assert on_database.shares_transactions_with(storage)
+        assert not on_storage.shares_transactions_with(MemoryStorage())
+        on_storage.close()  # not owned: the storage stays usable
+        storage.list_collections()
+    finally:
+        storage.close()
+
+
+def test_memory_store_shares_nothing() -> None:
+    """The memory store never claims shared transactions."""
+    assert not MemoryTaskStore().shares_transactions_with(MemoryStorage())
+
+
+def test_sqlite_store_rejects_bad_sources(tmp_path: Path) -> None:
+    """A non-path source is a TypeError; a non-SQLite file is a StorageError."""
+    with pytest.raises(TypeError):
+        SQLiteTaskStore(42)
+    bogus = tmp_path / "bogus.db"
+    bogus.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(StorageError):
+        SQLiteTaskStore(bogus)
+
+
+def test_sqlite_store_on_closed_database_raises_storage_error(tmp_path: Path) -> None:
+    """Using a store whose database is closed raises StorageError, not sqlite3 errors."""
+    database = Database(tmp_path / "x.db")
+    store = SQLiteTaskStore(database)
+    database.close()
+    with pytest.raises(StorageError):
+        store.get("t")
+
+
+@given(
+    st.lists(st.sampled_from(["insert", "finish", "delete"]), max_size=40),
+    st.integers(1, 10),
+    st.integers(0, 12),
+)
+def test_memory_store_matches_a_list_model(ops: list[str], limit: int, offset: int) -> None:
+    """For any insert/finish/delete sequence, page() equals slicing a reversed list model."""
+    store = MemoryTaskStore()
+    model: list[Task] = []
+    n = 0
+    for op in ops:
+        if op == "insert":
+            task = make_task(n)
+            n += 1
+            store.insert(task)
+            model.append(task)
+        elif op == "finish" and model:
+            done = finished(model[0], T0) if not model[0].is_finished else model[0]
+            store.save(done)
+            model[0] = done
+        elif op == "delete" and model:
+            victim = model.pop(len(model) // 2)
+            assert store.delete([victim.id]) == 1
+    tasks, total = store.page(limit, offset)
+    assert total == len(model) == len(store)
+    assert tasks == model[::-1][offset : offset + limit]
+    assert store.unfinished() == [t for t in model if not t.is_finished]
