@@ -551,7 +551,7 @@ class _Cond:
     ``for_path(parts)`` is the document predicate for the path.
     """
 
-    __slots__ = ("children", "expand", "kind", "test")
+    __slots__ = ("children", "expand", "fast", "kind", "test")
 
     def __init__(
         self,
@@ -559,11 +559,13 @@ class _Cond:
         test: Test | None = None,
         expand: bool = True,
         children: Sequence[_Cond] = (),
+        fast: tuple[Any, ...] | None = None,
     ) -> None:
         self.kind = kind  # "test" | "not"
         self.test = test
         self.expand = expand
         self.children = tuple(children)
+        self.fast = fast  # what the test is, for the specialised top-level closures
 
     def scalar(self) -> Test:
         if self.kind == "test":
@@ -717,6 +719,9 @@ def _top_level_pred(key: str, conds: Sequence[_Cond]) -> Predicate:
     scalar = _and_tests([c.scalar() for c in conds])
     on_arr = _and_arrays([c.for_array() for c in conds])
     miss = MISSING
+    special = _specialised(key, conds, on_arr)
+    if special is not None:
+        return special
 
     def pred(doc: Mapping[str, Any]) -> bool:
         v = doc.get(key, miss)
@@ -725,6 +730,159 @@ def _top_level_pred(key: str, conds: Sequence[_Cond]) -> Predicate:
         return scalar(v)
 
     return pred
+
+
+_RANGE_BUILDERS: Final[dict[tuple[str, str], Callable[[float, float], Test]]] = {
+    ("$gt", "$lt"): lambda lo, hi: lambda v: lo < v < hi,
+    ("$gt", "$lte"): lambda lo, hi: lambda v: lo < v <= hi,
+    ("$gte", "$lt"): lambda lo, hi: lambda v: lo <= v < hi,
+    ("$gte", "$lte"): lambda lo, hi: lambda v: lo <= v <= hi,
+}
+
+
+def _specialised(
+    key: str, conds: Sequence[_Cond], on_arr: Callable[[list[Any]], bool]
+) -> Predicate | None:
+    """Inline closures for the common one-component conditions (no extra calls)."""
+    fasts = [c.fast for c in conds]
+    if not fasts or any(f is None for f in fasts):
+        return None
+    kinds = tuple(f[0] for f in fasts)  # type: ignore[index]
+    if kinds == ("eq",):
+        c = fasts[0][1]  # type: ignore[index]
+        if c.__class__ is str:
+
+            def eq_str(doc: Mapping[str, Any]) -> bool:
+                v: Any = doc.get(key)
+                if v.__class__ is list:
+                    return c in v
+                return v == c  # type: ignore[no-any-return]  # only an equal str equals a str
+
+            return eq_str
+        if c.__class__ is int or c.__class__ is float:
+
+            def eq_num(doc: Mapping[str, Any]) -> bool:
+                v: Any = doc.get(key)
+                if v == c:
+                    return v.__class__ is not bool
+                if v.__class__ is list:
+                    return on_arr(v)
+                return False
+
+            return eq_num
+        if c is None:
+
+            def eq_null(doc: Mapping[str, Any]) -> bool:
+                v: Any = doc.get(key)
+                if v is None:
+                    return True
+                if v.__class__ is list:
+                    return None in v
+                return False
+
+            return eq_null
+        return None
+    if kinds == ("in",):
+        strs, nums = fasts[0][1], fasts[0][2]  # type: ignore[index]
+
+        def in_set(doc: Mapping[str, Any]) -> bool:
+            v: Any = doc.get(key)
+            k = v.__class__
+            if k is str:
+                return v in strs
+            if k is int or k is float:
+                return v in nums
+            if k is list:
+                return on_arr(v)
+            return False
+
+        return in_set
+    if kinds == ("prefix",) or kinds == ("regex",):
+        kind, arg = fasts[0]  # type: ignore[misc]
+        if kind == "prefix":
+            prefix: str = arg
+
+            def has_prefix(doc: Mapping[str, Any]) -> bool:
+                v: Any = doc.get(key)
+                if v.__class__ is str:
+                    return v.startswith(prefix)
+                if v.__class__ is list:
+                    return on_arr(v)
+                return False
+
+            return has_prefix
+        search = arg
+
+        def matches_regex(doc: Mapping[str, Any]) -> bool:
+            v: Any = doc.get(key)
+            if v.__class__ is str:
+                return search(v) is not None
+            if v.__class__ is list:
+                return on_arr(v)
+            return False
+
+        return matches_regex
+    if kinds == ("elem",):
+        sub = fasts[0][1]  # type: ignore[index]
+
+        def elem_match(doc: Mapping[str, Any]) -> bool:
+            v: Any = doc.get(key)
+            if v.__class__ is list:
+                for e in v:
+                    if e.__class__ is dict:
+                        if sub(e) and not (len(e) == 1 and is_date_wrapper(e)):
+                            return True
+                    elif e.__class__ is list and on_arr([e]):
+                        return True
+            return False
+
+        return elem_match
+    if kinds in (("cmp",), ("cmp", "cmp")):
+        ops = {f[1]: f[2] for f in fasts}  # type: ignore[index]
+        if len(ops) != len(fasts):
+            return None
+        test: Test
+        if len(ops) == 1:
+            ((op, bound),) = ops.items()
+            test = {
+                "$gt": lambda v: v > bound,
+                "$gte": lambda v: v >= bound,
+                "$lt": lambda v: v < bound,
+                "$lte": lambda v: v <= bound,
+            }[op]
+        else:
+            lows = [o for o in ops if o in ("$gt", "$gte")]
+            highs = [o for o in ops if o in ("$lt", "$lte")]
+            if len(lows) != 1 or len(highs) != 1:
+                return None
+            test = _RANGE_BUILDERS[(lows[0], highs[0])](ops[lows[0]], ops[highs[0]])
+
+        def num_range(doc: Mapping[str, Any]) -> bool:
+            v: Any = doc.get(key)
+            k = v.__class__
+            if k is int or k is float:
+                return test(v)
+            if k is list:
+                return on_arr(v)
+            return False
+
+        if len(ops) == 2:
+            lo_op, hi_op = lows[0], highs[0]
+            lo, hi = ops[lo_op], ops[hi_op]
+            if (lo_op, hi_op) == ("$gte", "$lt"):
+
+                def num_half_open(doc: Mapping[str, Any]) -> bool:
+                    v: Any = doc.get(key)
+                    k = v.__class__
+                    if k is int or k is float:
+                        return lo <= v < hi  # type: ignore[no-any-return]
+                    if k is list:
+                        return on_arr(v)
+                    return False
+
+                return num_half_open
+        return num_range
+    return None
 
 
 def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
@@ -781,8 +939,31 @@ def _literal_cond(value: object, path: str) -> _Cond:
     _check_value(value, path)
     _validate_date_literal(value, path)
     if isinstance(value, re.Pattern):
-        return _Cond("test", _regex_test(compile_regex(value, None, path)))
-    return _Cond("test", _eq_test(value))
+        return _regex_cond(compile_regex(value, None, path))
+    return _Cond("test", _eq_test(value), fast=_eq_fast(value))
+
+
+def _eq_fast(c: object) -> tuple[Any, ...] | None:
+    cls = c.__class__
+    if cls is str or c is None or ((cls is int or cls is float) and c == c):
+        return ("eq", c)
+    return None
+
+
+_REGEX_SPECIAL: Final = frozenset("\\.^$*+?{}[]|()")
+
+
+def _regex_cond(rx: re.Pattern[str]) -> _Cond:
+    """A regex condition; a plain ``^literal`` pattern becomes a ``startswith``."""
+    source = rx.pattern
+    fast: tuple[Any, ...] = ("regex", rx.search)
+    if (
+        rx.flags & ~re.UNICODE == 0
+        and source.startswith("^")
+        and not any(ch in _REGEX_SPECIAL for ch in source[1:])
+    ):
+        fast = ("prefix", source[1:])
+    return _Cond("test", _regex_test(rx), fast=fast)
 
 
 def _compile_operators(ops: Mapping[str, Any], path: str) -> list[_Cond]:
@@ -804,16 +985,20 @@ def _compile_operator(op: str, arg: Any, path: str, ops: Mapping[str, Any]) -> l
         _validate_date_literal(arg, path)
         if op == "$ne" and isinstance(arg, re.Pattern):
             raise InvalidFilter(path, "can't have regex as arg to $ne")
-        cond = _Cond("test", _eq_test(arg))
+        cond = _Cond("test", _eq_test(arg), fast=_eq_fast(arg))
         return [cond] if op == "$eq" else [_Cond("not", children=[cond])]
     if op in _CMP_OPS:
         _check_value(arg, path)
         _validate_date_literal(arg, path)
         if isinstance(arg, re.Pattern):
             raise InvalidFilter(path, f"can't have a regex as arg to {op}")
-        return [_Cond("test", _cmp_test(op, arg))]
+        fast = None
+        if arg.__class__ in (int, float) and arg == arg:
+            fast = ("cmp", op, arg)
+        return [_Cond("test", _cmp_test(op, arg), fast=fast)]
     if op == "$in" or op == "$nin":
-        cond = _Cond("test", _in_test(_in_values(arg, path, op)))
+        values = _in_values(arg, path, op)
+        cond = _Cond("test", _in_test(values), fast=_in_fast(values))
         return [cond] if op == "$in" else [_Cond("not", children=[cond])]
     if op == "$exists":
         cond = _Cond("test", _exists_test)
@@ -827,8 +1012,7 @@ def _compile_operator(op: str, arg: Any, path: str, ops: Mapping[str, Any]) -> l
     if op == "$elemMatch":
         return [_elem_match(arg, path)]
     if op == "$regex":
-        rx = compile_regex(arg, ops.get("$options"), path)
-        return [_Cond("test", _regex_test(rx))]
+        return [_regex_cond(compile_regex(arg, ops.get("$options"), path))]
     if op == "$options":
         return []  # consumed by $regex
     if op == "$mod":
@@ -838,6 +1022,22 @@ def _compile_operator(op: str, arg: Any, path: str, ops: Mapping[str, Any]) -> l
     if op in _KNOWN_UNSUPPORTED or op in _LOGICAL:
         raise InvalidFilter(path, f"{op} is not supported here")
     raise InvalidFilter(path, f"unknown operator: {op}")
+
+
+def _in_fast(values: Sequence[object]) -> tuple[Any, ...] | None:
+    """``("in", strs, nums)`` when every value is a string or a non-NaN number."""
+    strs = frozenset(v for v in values if v.__class__ is str)
+    nums = frozenset(v for v in values if v.__class__ in (int, float) and v == v)
+    if len(strs) + len(nums) != len(set(map(_in_key, values))):
+        return None
+    return ("in", strs, nums)
+
+
+def _in_key(v: object) -> object:
+    cls = v.__class__
+    if cls is str or ((cls is int or cls is float) and v == v):
+        return (cls is str, v)
+    return ("other", id(v))
 
 
 def _truthy(arg: object) -> bool:
@@ -1011,7 +1211,7 @@ def _elem_match(arg: object, path: str) -> _Cond:
                 return True
         return False
 
-    return _Cond("test", object_test, expand=False)
+    return _Cond("test", object_test, expand=False, fast=("elem", sub))
 
 
 def compile_mongo(spec: Mapping[str, Any]) -> Predicate:

@@ -121,6 +121,13 @@ def parse_json(data: bytes | str, *, source: str = "body") -> Any:
         text = text[1:]
     if not text.strip():
         raise InvalidRequest([Violation(source, "empty: expected a JSON document")])
+    if text.count("{") + text.count("[") <= MAX_DEPTH:
+        # Fast path: too few brackets to break the depth limit, and most documents have
+        # no trailing comma; only a document json refuses goes through the full scan.
+        try:
+            return json.loads(text, parse_constant=_reject_constant)
+        except ValueError:
+            pass
     prepared = _prepare(text, source)
     try:
         return json.loads(prepared, parse_constant=_reject_constant)

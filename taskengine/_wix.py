@@ -417,6 +417,8 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
         elif key.startswith("$"):
             raise InvalidFilter(where, f"unknown top level operator: {key}")
         elif _is_operator_object(value):
+            if "$date" in value:
+                raise InvalidFilter(where, '"$date" needs an ISO-8601 date string and no other key')
             tests = []
             for op, arg in value.items():
                 if not (isinstance(op, str) and op.startswith("$")):

@@ -56,6 +56,7 @@ __all__ = [
     "EXIT_ITEM_FAILURES",
     "EXIT_OK",
     "ProgressPrinter",
+    "ctrl_c_cancels",
     "exit_code_for",
     "follow_task",
     "format_table",
@@ -189,16 +190,24 @@ def exit_code_for(task: Task) -> int:
 
 
 def follow_task(
-    engine: TaskEngine, task_id: str, printer: ProgressPrinter | None, *, poll: float = 0.1
+    engine: TaskEngine,
+    task_id: str,
+    printer: ProgressPrinter | None,
+    *,
+    poll: float = 0.1,
+    interrupt: threading.Event | None = None,
 ) -> Task:
     """Poll ``task_id`` until it is finished, showing progress; return the final task.
 
-    A Ctrl-C (``KeyboardInterrupt``) while waiting cancels the task and keeps waiting for
-    it to end (a second Ctrl-C gives up waiting and re-raises).
+    A Ctrl-C while waiting (``interrupt`` set by :func:`ctrl_c_cancels`, or a
+    ``KeyboardInterrupt``) cancels the task and keeps waiting for it to end; a second
+    Ctrl-C gives up waiting and raises ``KeyboardInterrupt``.
     """
     cancelling = False
     while True:
         try:
+            if interrupt is not None and interrupt.is_set() and not cancelling:
+                raise KeyboardInterrupt
             task = engine.get_task(task_id)
             if printer is not None:
                 printer.update(task)
@@ -215,6 +224,31 @@ def follow_task(
                 printer.stream.write("\nCtrl-C: cancelling the task (Ctrl-C again to quit)\n")
                 printer.stream.flush()
             engine.cancel_task(task_id)
+
+
+@contextlib.contextmanager
+def ctrl_c_cancels() -> Iterator[threading.Event]:
+    """While active, a first Ctrl-C only sets the yielded event (a second one raises).
+
+    This keeps a Ctrl-C from landing between creating a task and following it: the
+    follower sees the event and cancels the task. Outside the main thread (where signal
+    handlers cannot be set) the event is never set and Ctrl-C behaves as usual.
+    """
+    pressed = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        if pressed.is_set():
+            raise KeyboardInterrupt
+        pressed.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # -- opening the database ------------------------------------------------------------------
@@ -330,18 +364,20 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         collection = _task_collection(spec)
         if collection is not None:
             _check_collection(storage, collection)
-        task = engine.create_task(spec)
         if args.no_wait:
+            task = engine.create_task(spec)
             out.write(dumps(task.to_json(), indent=2) + "\n")
             err.write(
                 f"Queued task {task.id}; it runs when an engine next opens {args.db} "
                 "('taskengine serve' or 'taskengine run').\n"
             )
             return EXIT_OK
-        err.write(f"Created task {task.id} ({task.type}); Ctrl-C cancels it.\n")
-        err.flush()
-        printer = None if args.quiet else ProgressPrinter(err, task.type)
-        final = follow_task(engine, task.id, printer)
+        with ctrl_c_cancels() as pressed:
+            task = engine.create_task(spec)
+            err.write(f"Created task {task.id} ({task.type}); Ctrl-C cancels it.\n")
+            err.flush()
+            printer = None if args.quiet else ProgressPrinter(err, task.type)
+            final = follow_task(engine, task.id, printer, interrupt=pressed)
         out.write(dumps(final.to_json(), indent=2) + "\n")
         out.flush()
         return exit_code_for(final)

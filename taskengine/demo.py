@@ -28,6 +28,7 @@ from taskengine.cli import (
     EXIT_CANCELLED,
     EXIT_OK,
     ProgressPrinter,
+    ctrl_c_cancels,
     exit_code_for,
     follow_task,
     format_table,
@@ -183,9 +184,10 @@ def _run(path: str, items: int, out: TextIO, batch_size: int, tty: bool | None, 
         _prepare(storage, items, out)
         for spec in DEMO_TASKS:
             started = time.monotonic()
-            task = engine.create_task({"task": spec})
-            printer = ProgressPrinter(out, task.type, tty=tty)
-            final = follow_task(engine, task.id, printer)
+            with ctrl_c_cancels() as pressed:
+                task = engine.create_task({"task": spec})
+                printer = ProgressPrinter(out, task.type, tty=tty)
+                final = follow_task(engine, task.id, printer, interrupt=pressed)
             results.append((final, time.monotonic() - started))
             if exit_code_for(final) == EXIT_CANCELLED:
                 out.write("\nCancelled; stopping the demo.\n")

@@ -338,6 +338,7 @@ class TaskEngine:
             raise InvalidRequest(
                 [Violation("run_until_idle", "the engine is started; stop it first")]
             )
+        self._stopping.clear()
         if not self._recovered:
             self._recover()
         self._start_services(raise_errors=True)
@@ -469,9 +470,12 @@ class TaskEngine:
         moment = self.clock.now() if now is None else now
         with self._lock:
             expired: list[str] = []
-            while self._expiry and self._expiry[0][0] <= moment:
-                expired.append(self._expiry.pop(0)[1])
+            for expires_at, task_id in self._expiry:
+                if expires_at > moment:
+                    break
+                expired.append(task_id)
             if expired:
+                del self._expiry[: len(expired)]
                 self.task_store.delete(expired)
         return len(expired)
 

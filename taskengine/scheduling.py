@@ -24,9 +24,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
-import attrs
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine.errors import CollectionNotFound, SandboxNotEnabled, StorageError
@@ -67,8 +66,7 @@ _CHUNK: Final = 500
 _UTC: Final = timezone.utc
 
 
-@attrs.frozen(order=True)
-class ScheduleEntry:
+class ScheduleEntry(NamedTuple):
     """One pending status flip on the timeline (ordered by due time first).
 
     Attributes:
@@ -170,9 +168,9 @@ class PublishScheduler:
         if field not in _STATUS_OF:
             raise ValueError(f"field must be {PUBLISH_DATE!r} or {DRAFT_DATE!r}, got {field!r}")
         env = _env_name(environment)
+        fresh = [ScheduleEntry(_utc(due), collection, env, i, field) for i, due in entries]
         with self._lock:
-            for item_id, due in entries:
-                self._put(ScheduleEntry(_utc(due), collection, env, item_id, field))
+            self._put_many(fresh)
 
     def unschedule(
         self,
@@ -223,8 +221,7 @@ class PublishScheduler:
                 except (CollectionNotFound, SandboxNotEnabled):
                     continue  # dropped or changed while we listed: nothing to schedule
         with self._lock:
-            for entry in found:
-                self._put(entry)
+            self._put_many(found)
         return len(found)
 
     def next_due(self) -> datetime | None:
@@ -243,6 +240,7 @@ class PublishScheduler:
             return len(self._timeline)
 
     def __repr__(self) -> str:
+        """``PublishScheduler(pending=..., next_due=...)``."""
         return f"PublishScheduler(pending={len(self)}, next_due={self.next_due()})"
 
     # ------------------------------------------------------------------ internals
@@ -260,6 +258,21 @@ class PublishScheduler:
             self._timeline.remove(old)
         self._index[entry.key] = entry
         self._timeline.add(entry)
+
+    def _put_many(self, entries: list[ScheduleEntry]) -> None:
+        index, timeline = self._index, self._timeline
+        added: dict[tuple[str, str, str, str], ScheduleEntry] = {}
+        for entry in entries:
+            key = entry.key
+            old = index.get(key)
+            if old is not None:
+                if old == entry:
+                    continue
+                if key not in added:
+                    timeline.remove(old)
+            index[key] = entry
+            added[key] = entry
+        timeline.update(added.values())
 
     def _apply_chunk(
         self,
@@ -295,7 +308,7 @@ class PublishScheduler:
                         and entry.item_id in wanted
                         and entry.key not in self._index
                     ):
-                        self._put(attrs.evolve(entry, due=retry))
+                        self._put(entry._replace(due=retry))
             return
         if later:
             with self._lock:

@@ -91,6 +91,7 @@ class MemoryTaskStore:
         self._tasks: dict[str, tuple[int, Task]] = {}
         self._order = SortedDict()  # seq -> id
         self._seq = 0
+        self._peak = 0
 
     def __repr__(self) -> str:
         return f"<MemoryTaskStore {len(self)} task(s)>"
@@ -139,6 +140,11 @@ class MemoryTaskStore:
                 if entry is not None:
                     del self._order[entry[0]]
                     removed += 1
+            self._peak = max(self._peak, len(self._tasks) + removed)
+            if len(self._tasks) < self._peak // 4:
+                # dicts never shrink on delete: rebuild so memory follows the live tasks.
+                self._tasks = dict(self._tasks)
+                self._peak = len(self._tasks)
         return removed
 
     def unfinished(self) -> list[Task]:

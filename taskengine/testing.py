@@ -887,10 +887,12 @@ def agreement_machine(
             self.reference = make_reference()
 
         def teardown(self) -> None:
+            """Close both storages."""
             _close(self.subject)
             _close(self.reference)
 
         def both(self, call: Callable[[Storage], Any]) -> Any:
+            """Run ``call`` on both storages; require equal results or equal error types."""
             outcomes = []
             for storage in (self.subject, self.reference):
                 try:
@@ -908,22 +910,27 @@ def agreement_machine(
 
         @rule(name=names, sandbox=st.booleans(), plugin=st.booleans())
         def create(self, name: str, sandbox: bool, plugin: bool) -> None:
+            """Create a collection."""
             self.both(lambda s: s.create_collection(name, sandbox=sandbox, publish_plugin=plugin))
 
         @rule(name=names)
         def drop(self, name: str) -> None:
+            """Drop a collection."""
             self.both(lambda s: s.drop_collection(name))
 
         @rule(name=names, env=envs, batch=st.lists(items, max_size=4))
         def insert(self, name: str, env: str, batch: list[dict[str, Any]]) -> None:
+            """Insert a batch."""
             self.both(lambda s: s.insert_items(name, env, batch))
 
         @rule(name=names, env=envs, batch=st.lists(items, max_size=4))
         def replace(self, name: str, env: str, batch: list[dict[str, Any]]) -> None:
+            """Replace a batch."""
             self.both(lambda s: s.replace_items(name, env, batch))
 
         @rule(name=names, env=envs, batch=st.lists(ids, max_size=4))
         def delete(self, name: str, env: str, batch: list[str]) -> None:
+            """Delete a batch of ids."""
             self.both(lambda s: s.delete_items(name, env, batch))
 
         @rule(
@@ -934,21 +941,25 @@ def agreement_machine(
             flt=filter_names,
         )
         def scan(self, name: str, env: str, after: str | None, limit: int, flt: str) -> None:
+            """Scan one page, maybe with a filter."""
             f = filters[flt]
             self.both(lambda s: _accepted(s.scan(name, env, after=after, limit=limit, filter=f), f))
 
         @rule(name=names, env=envs, flt=filter_names)
         def count_and_find(self, name: str, env: str, flt: str) -> None:
+            """Count and find, maybe with a filter."""
             f = filters[flt]
             self.both(lambda s: s.count(name, env, f))
             self.both(lambda s: list(s.find(name, env, f)))
 
         @rule(name=names, env=envs, item_id=ids)
         def get(self, name: str, env: str, item_id: str) -> None:
+            """Get one item."""
             self.both(lambda s: s.get_item(name, env, item_id))
 
         @invariant()
         def same_contents(self) -> None:
+            """Both hold the same collections and items (and the reference's invariants)."""
             self.both(lambda s: s.list_collections())
             for info in self.reference.list_collections():
                 for env in ("LIVE", "SANDBOX") if info.sandbox_enabled else ("LIVE",):

@@ -107,7 +107,7 @@ def cmp(v: Any, op: str, c: Any) -> bool:
         return op in ("$gte", "$lte") and (v is None or v is MISSING)
     if v is MISSING or rank(v) != rank(c):
         return False
-    if isinstance(c, float) and math.isnan(c) or isinstance(v, float) and math.isnan(v):
+    if (isinstance(c, float) and math.isnan(c)) or (isinstance(v, float) and math.isnan(v)):
         both = isinstance(c, float) and math.isnan(c) and isinstance(v, float) and math.isnan(v)
         return both and op in ("$gte", "$lte")
     r = compare_values(v, c)

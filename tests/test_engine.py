@@ -744,3 +744,28 @@ def test_collection_dropped_mid_task_fails_wde0025(executor: CountExecutor) -> N
     assert done.failures[0].code == "WDE0025"
     with pytest.raises(CollectionNotFound):
         storage.collection_info("things")
+
+
+def test_housekeeper_sweeps_expired_tasks_while_started(executor: CountExecutor) -> None:
+    """A started engine's periodic sweep empties the task store of expired tasks."""
+    store = MemoryTaskStore()
+    clock = ManualClock()
+    swept = threading.Event()
+    with engine_for(
+        make_storage(3),
+        executor,
+        clock,
+        task_store=store,
+        retention=timedelta(seconds=5),
+        tick_interval=0.005,
+    ) as engine:
+        task = engine.create_task(spec())
+        assert engine.wait(task.id, WAIT).is_finished
+        assert len(store) == 1
+        clock.advance(6)
+        for _ in range(2000):  # bounded: at most WAIT seconds
+            if len(store) == 0:
+                swept.set()
+                break
+            swept.wait(0.005)
+    assert swept.is_set()

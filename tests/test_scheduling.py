@@ -246,3 +246,10 @@ def test_ticks_match_reference(items: list[tuple[Any, Any, Any]], ticks: list[in
     remaining = sum(1 for d in docs for f in ("_publishDate", "_draftDate")
                     if f in d and (not ticks or d[f] > at(now)))
     assert len(scheduler) == remaining
+
+
+def test_schedule_same_item_twice_in_one_call(storage: Storage) -> None:
+    """Within one schedule call, the last due of an item's field wins; one entry is kept."""
+    scheduler = PublishScheduler(storage)
+    scheduler.schedule("pub", "LIVE", "_draftDate", [("a", at(5)), ("b", at(6)), ("a", at(9))])
+    assert [(e.item_id, e.due) for e in scheduler.pending()] == [("b", at(6)), ("a", at(9))]

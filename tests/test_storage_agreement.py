@@ -172,3 +172,31 @@ def test_agreement_machine_catches_a_broken_adapter() -> None:
                 report_multiple_bugs=False,
             ),
         )
+
+
+_maybe_bad = st.recursive(
+    _scalars
+    | st.sampled_from([float("nan"), 2**63, (1,), {"$date": "x"}, {1: 2}, "\ud800", b""])
+    | st.builds(lambda s: {"$date": s}, st.sampled_from(["2024-01-01T00:00:00Z", "2024-01-01"])),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=2), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(doc=st.dictionaries(st.text(max_size=3), _maybe_bad, max_size=4), item_id=_ids | st.none())
+def test_fast_encoding_matches_admit(doc: dict[str, Any], item_id: str | None) -> None:
+    """admit_text gives exactly encode(admit(item)), or the same InvalidItem."""
+    from taskengine.storage._codec import admit, admit_text, encode
+
+    item = dict(doc) if item_id is None else {"_id": item_id, **doc}
+    try:
+        expected: object = encode(admit(item)[1])
+    except InvalidItem as exc:
+        expected = str(exc)
+    try:
+        got: object = admit_text(item)[1]
+    except InvalidItem as exc:
+        got = str(exc)
+    assert got == expected

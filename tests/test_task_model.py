@@ -145,7 +145,7 @@ def tasks(draw: st.DrawFn) -> Task:
                     draw(st.text(max_size=5)),
                     {"itemId": draw(st.text(max_size=5))},
                 )
-                for _ in range(draw(st.integers(0, 60)))
+                for _ in range(draw(st.integers(0, 45)))
             ]
             task = task.with_batch(
                 draw(st.integers(0, 100)),

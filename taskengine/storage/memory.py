@@ -115,11 +115,11 @@ class MemoryStorage(Storage):
             start = 0 if after is None else ids.bisect_right(after)
             stop = min(start + limit, len(ids))
             docs = items.docs
-            page: list[Item] = []
-            for index in range(start, stop):
-                doc = docs[ids[index]]
-                if filter is None or filter(doc):
-                    page.append(copy_item(doc))
+            keys = ids.islice(start, stop)
+            if filter is None:
+                page = [copy_item(docs[key]) for key in keys]
+            else:
+                page = [copy_item(doc) for doc in map(docs.__getitem__, keys) if filter(doc)]
             cursor = ids[stop - 1] if stop < len(ids) else None
         return Page(page, cursor)
 

@@ -29,7 +29,7 @@ from taskengine.errors import (
     SandboxNotEnabled,
     StorageError,
 )
-from taskengine.storage._codec import admit, decode, encode, lookup_id
+from taskengine.storage._codec import admit_text, decode, lookup_id
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -233,7 +233,7 @@ class SQLiteStorage(Storage):
         self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
     ) -> int:
         """Insert new items, all or nothing (see :meth:`Storage.insert_items`)."""
-        encoded = [(item_id, encode(doc)) for item_id, doc in map(admit, items)]
+        encoded = [admit_text(item) for item in items]
         env = Environment.coerce(environment)
         code = _ENV_CODE[env]
         ids = [item_id for item_id, _ in encoded]
@@ -302,8 +302,8 @@ class SQLiteStorage(Storage):
     ) -> WriteResult:
         """Overwrite stored items by ``_id`` (see :meth:`Storage.replace_items`)."""
         batch: dict[str, str] = {}
-        for item_id, doc in map(admit, items):
-            batch[item_id] = encode(doc)
+        for item_id, text in map(admit_text, items):
+            batch[item_id] = text
         env = Environment.coerce(environment)
         code = _ENV_CODE[env]
         with self.database.transaction() as conn:
