@@ -449,17 +449,21 @@ def _to_long(x: float) -> int:
 
 
 def _mod_test(divisor: int, remainder: int) -> Test:
+    """``$mod``: the dividend is truncated toward zero; one not representable as an
+    int64 (or NaN, infinite, not a number) never matches; C++ remainder sign."""
     ad = abs(divisor)
 
     def test(v: Any) -> bool:
         k = v.__class__
         if k is int:
-            a = _to_long(v)
+            a: int = v
         elif k is float:
-            if v != v or v in (math.inf, -math.inf):
-                return False
-            a = _to_long(v)
+            if v != v or v >= 9.2233720368547758e18 or v < -9.2233720368547758e18:
+                return False  # NaN, infinities and out-of-range doubles
+            a = int(v)
         else:
+            return False
+        if a > INT64_MAX or a < INT64_MIN:
             return False
         r = abs(a) % ad
         return (r if a >= 0 else -r) == remainder

@@ -193,6 +193,8 @@ def mod_match(v: Any, arg: list[Any]) -> bool:
         return False
     if isinstance(v, float) and (math.isnan(v) or math.isinf(v)):
         return False
+    if not -(2**63) <= v < 2**63:
+        return False
     a, d, r = trunc(v), trunc(arg[0]), trunc(arg[1])
     rem = abs(a) - abs(d) * (abs(a) // abs(d))
     return (rem if a >= 0 else -rem) == r

@@ -41,7 +41,8 @@ def test_filter_keeps_spec_and_dialect() -> None:
 def test_filter_equality_and_hash() -> None:
     """Filters are equal and hash alike by (dialect, spec), type-strictly."""
     a, b = compile_filter({"a": 1}), compile_filter({"a": 1})
-    assert a == b and hash(a) == hash(b)
+    assert a == b
+    assert hash(a) == hash(b)
     assert a != compile_filter({"a": True})
     assert a != compile_filter({"a": 1}, dialect="wix")
     assert len({a, b, compile_filter({"a": 2})}) == 2
@@ -63,7 +64,8 @@ def test_filter_pickles_and_copies() -> None:
     """A Filter survives pickling (recompiled) and copy returns an equal filter."""
     f = compile_filter({"a": {"$regex": "^x"}})
     g = pickle.loads(pickle.dumps(f))
-    assert g == f and g({"a": "xy"})
+    assert g == f
+    assert g({"a": "xy"})
     assert copy.deepcopy(f) == f
     assert isinstance(g, Filter)
 
@@ -248,7 +250,10 @@ def test_extreme_dates_never_raise() -> None:
 def test_in_with_regexes_and_null() -> None:
     """$in accepts regexes (match strings) and null (matches missing)."""
     f = compile_filter({"a": {"$in": [re.compile("^x"), None, 3]}})
-    assert f({"a": "xyz"}) and f({}) and f({"a": 3.0}) and f({"a": ["q", "x"]})
+    assert f({"a": "xyz"})
+    assert f({})
+    assert f({"a": 3.0})
+    assert f({"a": ["q", "x"]})
     assert not f({"a": "yx"})
 
 
@@ -264,7 +269,9 @@ def test_all() -> None:
     assert not m({"a": {"$all": []}}, {"a": [1]})
     assert m({"a": {"$all": [1]}}, {"a": 1})
     assert m({"a": {"$all": [[1, 2]]}}, {"a": [[1, 2], 3]})
-    assert m({"a": {"$all": [{"$elemMatch": {"$gt": 5}}, {"$elemMatch": {"$lt": 1}}]}}, {"a": [0, 9]})
+    both = {"$all": [{"$elemMatch": {"$gt": 5}}, {"$elemMatch": {"$lt": 1}}]}
+    assert m({"a": both}, {"a": [0, 9]})
+    assert not m({"a": both}, {"a": [0, 1]})
 
 
 # ------------------------------------------------------------------ element ops

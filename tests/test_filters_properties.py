@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_filter import evaluate
 from strategies import (
@@ -39,6 +39,7 @@ def test_field_condition_agrees_with_reference(path: str, cond: Any, doc: dict[s
     assert compile_filter(spec)(doc) is evaluate(spec, doc)
 
 
+@settings(max_examples=60)
 @given(mongo_specs(), documents)
 def test_nor_is_complement(spec: dict[str, Any], doc: dict[str, Any]) -> None:
     """{$nor: [f]} matches exactly the documents f rejects."""
@@ -55,6 +56,7 @@ def test_not_is_complement(path: str, cond: Any, doc: dict[str, Any]) -> None:
     assert compile_filter({path: {"$not": cond}})(doc) is not compile_filter({path: cond})(doc)
 
 
+@settings(max_examples=60)
 @given(mongo_specs(depth=1), mongo_specs(depth=1), documents)
 def test_and_or_commute(a: dict[str, Any], b: dict[str, Any], doc: dict[str, Any]) -> None:
     """$and and $or are commutative."""
@@ -62,6 +64,7 @@ def test_and_or_commute(a: dict[str, Any], b: dict[str, Any], doc: dict[str, Any
     assert compile_filter({"$or": [a, b]})(doc) is compile_filter({"$or": [b, a]})(doc)
 
 
+@settings(max_examples=60)
 @given(mongo_specs(), documents)
 def test_singleton_and_or_are_identity(spec: dict[str, Any], doc: dict[str, Any]) -> None:
     """$and: [f] and $or: [f] both equal f."""
@@ -70,6 +73,7 @@ def test_singleton_and_or_are_identity(spec: dict[str, Any], doc: dict[str, Any]
     assert compile_filter({"$or": [spec]})(doc) is expected
 
 
+@settings(max_examples=60)
 @given(PATHS, scalars, scalars, documents)
 def test_in_is_or_of_eq(path: str, a: Any, b: Any, doc: dict[str, Any]) -> None:
     """{f: {$in: [a, b]}} == {$or: [{f: {$eq: a}}, {f: {$eq: b}}]}."""
@@ -78,12 +82,14 @@ def test_in_is_or_of_eq(path: str, a: Any, b: Any, doc: dict[str, Any]) -> None:
     assert lhs is rhs
 
 
+@settings(max_examples=60)
 @given(PATHS, st.lists(scalars, max_size=4), documents)
 def test_nin_is_not_in(path: str, vs: list[Any], doc: dict[str, Any]) -> None:
     """$nin matches exactly what $in rejects."""
     assert compile_filter({path: {"$nin": vs}})(doc) is not compile_filter({path: {"$in": vs}})(doc)
 
 
+@settings(max_examples=60)
 @given(PATHS, values, documents)
 def test_ne_is_not_eq(path: str, v: Any, doc: dict[str, Any]) -> None:
     """$ne matches exactly what $eq rejects."""
@@ -103,11 +109,13 @@ def test_compile_raises_only_invalid_filter_and_eval_never_raises(
         assert f(doc) in (True, False)
 
 
+@settings(max_examples=60)
 @given(mongo_specs())
 def test_equal_specs_give_equal_filters(spec: dict[str, Any]) -> None:
     """Compiling the same spec twice gives equal filters with equal hashes."""
     a, b = compile_filter(spec), compile_filter(spec)
-    assert a == b and hash(a) == hash(b)
+    assert a == b
+    assert hash(a) == hash(b)
 
 
 # --------------------------------------------------------------------------- wix
@@ -127,6 +135,7 @@ def test_wix_not_is_complement(spec: dict[str, Any], doc: dict[str, Any]) -> Non
     assert compile_filter({"$not": [spec]}, dialect="wix")(doc) is not f(doc)
 
 
+@settings(max_examples=60)
 @given(PATHS, scalars, documents)
 def test_wix_ne_is_not_eq(path: str, v: Any, doc: dict[str, Any]) -> None:
     """In the wix dialect $ne is the complement of $eq."""
@@ -134,6 +143,7 @@ def test_wix_ne_is_not_eq(path: str, v: Any, doc: dict[str, Any]) -> None:
     assert compile_filter({path: {"$ne": v}}, dialect="wix")(doc) is not eq
 
 
+@settings(max_examples=60)
 @given(PATHS, st.lists(scalars, max_size=3), documents)
 def test_wix_nin_is_not_in_and_in_is_has_some(
     path: str, vs: list[Any], doc: dict[str, Any]
@@ -144,6 +154,7 @@ def test_wix_nin_is_not_in_and_in_is_has_some(
     assert compile_filter({path: {"$hasSome": vs}}, dialect="wix")(doc) is isin
 
 
+@settings(max_examples=60)
 @given(PATHS, documents)
 def test_wix_exists_false_is_null(path: str, doc: dict[str, Any]) -> None:
     """$exists: false == {f: null}, and $exists: true is its complement."""
@@ -155,12 +166,14 @@ def test_wix_exists_false_is_null(path: str, doc: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------ values
 
 
+@settings(max_examples=60)
 @given(values)
 def test_values_equal_is_reflexive(v: Any) -> None:
     """Every value equals itself (NaN included)."""
     assert values_equal(v, v)
 
 
+@settings(max_examples=60)
 @given(values, values)
 def test_values_equal_is_symmetric(a: Any, b: Any) -> None:
     """values_equal(a, b) == values_equal(b, a)."""
