@@ -437,17 +437,6 @@ def _size_test(n: int) -> Test:
     return test
 
 
-def _to_long(x: float) -> int:
-    """C++ ``numberLong()``: truncate toward zero, saturating at the int64 range."""
-    if x.__class__ is float:
-        if x >= 9.2233720368547758e18:
-            return INT64_MAX
-        if x < -9.2233720368547758e18:
-            return INT64_MIN
-    i = int(x)
-    return INT64_MAX if i > INT64_MAX else (INT64_MIN if i < INT64_MIN else i)
-
-
 def _mod_test(divisor: int, remainder: int) -> Test:
     """``$mod``: the dividend is truncated toward zero; one not representable as an
     int64 (or NaN, infinite, not a number) never matches; C++ remainder sign."""
@@ -1070,6 +1059,8 @@ def _in_values(arg: object, path: str, op: str) -> list[Any]:
 
 def _type_codes(arg: object, path: str) -> frozenset[int]:
     items = arg if arg.__class__ is list else [arg]
+    if not items:
+        raise InvalidFilter(path, "$type must match at least one type")
     codes: set[int] = set()
     for i, t in enumerate(items):
         where = f"{path}.{i}" if arg.__class__ is list else path
@@ -1123,7 +1114,11 @@ def _mod_args(arg: object, path: str) -> tuple[int, int]:
             raise InvalidFilter(path, f"malformed mod, {name} not a number")
         if x != x or x in (math.inf, -math.inf):
             raise InvalidFilter(path, f"malformed mod, {name} value is invalid (NaN or Infinity)")
-        out.append(_to_long(x))
+        if not -(2.0**63) <= x < 2.0**63:
+            raise InvalidFilter(
+                path, f"malformed mod, {name} value is invalid (out of bounds for an int64)"
+            )
+        out.append(int(x))
     if out[0] == 0:
         raise InvalidFilter(path, "divisor cannot be 0")
     return out[0], out[1]

@@ -351,6 +351,8 @@ def test_mod_truncates_like_cpp() -> None:
     assert m({"a": {"$mod": [2.5, 0]}}, {"a": 4})
     assert not m({"a": {"$mod": [2, 0]}}, {"a": NAN})
     assert not m({"a": {"$mod": [2, 0]}}, {"a": True})
+    assert not m({"a": {"$mod": [2, 0]}}, {"a": 1e300})
+    assert m({"a": {"$mod": [-1, 0]}}, {"a": -(2**63)})
 
 
 # ---------------------------------------------------------------------- logical
@@ -410,6 +412,8 @@ def test_and_or_nor() -> None:
         ({"a": {"$type": "nope"}}, "a.$type"),
         ({"a": {"$type": 99}}, "a.$type"),
         ({"a": {"$type": True}}, "a.$type"),
+        ({"a": {"$type": []}}, "a.$type"),
+        ({"a": {"$mod": [2.0**63, 1]}}, "a.$mod"),
         ({"a": {"$all": 1}}, "a.$all"),
         ({"a": {"$all": [{"$gt": 1}]}}, "a.$all.0"),
         ({"a": {"$all": [{"$elemMatch": {"b": 1}}, 1]}}, "a.$all"),
