@@ -233,7 +233,8 @@ def compare_values(a: object, b: object) -> int:
             if ta != tb:
                 return -1 if ta < tb else 1
             if ka != kb:
-                return -1 if ka < kb else 1
+                sa, sb = str(ka), str(kb)  # keys are strings; str() keeps odd ones orderable
+                return -1 if sa < sb else 1
             c = compare_values(va, vb)
             if c:
                 return c

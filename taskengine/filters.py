@@ -40,10 +40,6 @@ Predicate = Callable[[Mapping[str, Any]], bool]
 _DIALECTS: tuple[str, ...] = ("mongo", "wix")
 
 
-def _always(doc: Mapping[str, Any]) -> bool:
-    return True
-
-
 def _freeze(value: object) -> object:
     """A hashable, type-strict, order-sensitive key for a spec value."""
     cls = value.__class__

@@ -178,3 +178,21 @@ def test_values_equal_is_reflexive(v: Any) -> None:
 def test_values_equal_is_symmetric(a: Any, b: Any) -> None:
     """values_equal(a, b) == values_equal(b, a)."""
     assert values_equal(a, b) is values_equal(b, a)
+
+
+def test_values_equal_examples() -> None:
+    """values_equal: 1 == 1.0, True != 1, dates by instant, dicts by content, lists in order."""
+    from datetime import datetime, timedelta, timezone
+
+    assert values_equal(1, 1.0)
+    assert not values_equal(True, 1)
+    assert not values_equal(0, False)
+    assert values_equal(float("nan"), float("nan"))
+    assert values_equal(
+        datetime(2020, 1, 1, 1, tzinfo=timezone(timedelta(hours=1))), datetime(2020, 1, 1)
+    )
+    assert values_equal({"$date": "2020-01-01T00:00:00Z"}, datetime(2020, 1, 1))
+    assert values_equal({"a": 1, "b": [2]}, {"b": [2.0], "a": 1})
+    assert not values_equal([1, 2], [2, 1])
+    assert not values_equal("1", 1)
+    assert not values_equal(None, [])
