@@ -135,7 +135,13 @@ def edit_value(old: Any, ops: Operations) -> Any:
     value: Any = [] if old is MISSING or old is None else old
     if ops.replace_items:
         rules = ops.replace_items
-        if isinstance(value, list):
+        table = ops.str_replacements
+        if table is not None and isinstance(value, list):
+            # every ``from`` is a string: only string elements can match (type-strict)
+            value = [
+                _fresh(table[v]) if type(v) is str and v in table else v for v in value
+            ]
+        elif isinstance(value, list):
             value = [_replace_one(v, rules) for v in value]
         else:
             value = _replace_one(value, rules)
@@ -150,7 +156,11 @@ def edit_value(old: Any, ops: Operations) -> Any:
         )
     if ops.remove_items:
         drop = ops.remove_items
-        value = [v for v in value if not _contains(drop, v)]
+        strs = ops.str_removals
+        if strs is not None:
+            value = [v for v in value if not (type(v) is str and v in strs)]
+        else:
+            value = [v for v in value if not _contains(drop, v)]
     if ops.add_items:
         value = [*value, *(_fresh(v) for v in ops.add_items)]
     if ops.remove_duplicates:

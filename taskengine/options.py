@@ -209,6 +209,24 @@ class Operations:
     remove_items: tuple[Any, ...] = attrs.field(default=(), converter=_tuple)
     replace_items: tuple[ReplaceItem, ...] = attrs.field(default=(), converter=_replace_tuple)
     remove_duplicates: bool = False
+    # Fast paths when every value involved is a string (the common case: tags): string
+    # equality is plain ``==`` there, so sets and dicts replace the pairwise scans.
+    str_removals: frozenset[str] | None = attrs.field(
+        init=False, eq=False, repr=False, default=None
+    )
+    str_replacements: Mapping[str, Any] | None = attrs.field(
+        init=False, eq=False, repr=False, default=None
+    )
+
+    def __attrs_post_init__(self) -> None:
+        """Precompute the all-string fast paths."""
+        if self.remove_items and all(type(v) is str for v in self.remove_items):
+            object.__setattr__(self, "str_removals", frozenset(self.remove_items))
+        if self.replace_items and all(type(r.from_) is str for r in self.replace_items):
+            table: dict[str, Any] = {}
+            for rule in self.replace_items:
+                table.setdefault(rule.from_, rule.to)  # the first matching rule wins
+            object.__setattr__(self, "str_replacements", table)
 
     @property
     def needs_array(self) -> bool:
