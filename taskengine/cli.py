@@ -56,6 +56,7 @@ __all__ = [
     "EXIT_ITEM_FAILURES",
     "EXIT_OK",
     "ProgressPrinter",
+    "check_db_path",
     "ctrl_c_cancels",
     "exit_code_for",
     "follow_task",
@@ -94,6 +95,29 @@ class CommandError(TaskEngineError):
     def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
         super().__init__(message)
         self.code = code
+
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_db_path(db: str) -> None:
+    """Refuse a ``--db`` path that cannot be a SQLite database (bad input, exit 2).
+
+    A missing or empty file is fine (SQLite creates it); a directory, or a file that does
+    not start with the SQLite header, is a :class:`CommandError` rather than a storage
+    error, since the user named the wrong file.
+    """
+    if os.path.isdir(db):
+        raise CommandError(f"{db!r} is a directory, not a SQLite database file")
+    try:
+        with open(db, "rb") as handle:
+            head = handle.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CommandError(f"cannot read {db!r}: {exc.strerror or exc}") from None
+    if head and head != _SQLITE_HEADER:
+        raise CommandError(f"{db!r} is not a SQLite database file")
 
 
 # -- progress ------------------------------------------------------------------------------
@@ -276,6 +300,7 @@ def open_engine(
             f"no database at {db!r} (create one with 'taskengine import' or "
             f"'taskengine demo --db {db}')"
         )
+    check_db_path(db)
     storage = SQLiteStorage(db)
     try:
         store = SQLiteTaskStore(storage)
@@ -410,25 +435,24 @@ def _cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from taskengine.storage.sqlite import SQLiteStorage
 
     environment = args.environment
+    check_db_path(args.db)
     storage = SQLiteStorage(args.db)
     try:
-        try:
-            info = storage.collection_info(args.collection)
-        except CollectionNotFound:
-            info = storage.create_collection(
-                args.collection,
-                sandbox=args.sandbox or environment == "SANDBOX",
-                publish_plugin=args.publish_plugin,
-            )
-            err.write(
-                f"Created collection {info.name!r} (sandbox: {_yes(info.sandbox_enabled)}, "
-                f"publish plugin: {_yes(info.publish_plugin)})\n"
-            )
-        if environment == "SANDBOX" and not info.sandbox_enabled:
-            raise CommandError(f"collection {args.collection!r} has no sandbox enabled")
         started = time.monotonic()
+        created = None
         try:
+            # One transaction: a failed import leaves neither items nor a new collection.
             with storage.atomic():
+                try:
+                    info = storage.collection_info(args.collection)
+                except CollectionNotFound:
+                    info = created = storage.create_collection(
+                        args.collection,
+                        sandbox=args.sandbox or environment == "SANDBOX",
+                        publish_plugin=args.publish_plugin,
+                    )
+                if environment == "SANDBOX" and not info.sandbox_enabled:
+                    raise CommandError(f"collection {args.collection!r} has no sandbox enabled")
                 imported = _import_lines(storage, args, environment)
         except _ImportFailed as exc:
             err.write(
@@ -440,6 +464,12 @@ def _cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 err.write(f"  ... and {exc.total - len(exc.problems)} more\n")
             return EXIT_BAD_INPUT
         elapsed = time.monotonic() - started
+        if created is not None:
+            err.write(
+                f"Created collection {created.name!r} (sandbox: "
+                f"{_yes(created.sandbox_enabled)}, publish plugin: "
+                f"{_yes(created.publish_plugin)})\n"
+            )
         out.write(
             f"Imported {imported:,} items into {args.collection} ({environment}) "
             f"in {elapsed:.2f} s\n"

@@ -690,9 +690,13 @@ class TaskEngine:
         storage = self.storage
         plan: Plan = self._retry(lambda: executor.plan(options, storage), sync)
         if task.status is TaskStatus.NEW:
+            # Without a filter the count is exact (and O(1) on the built-in adapters).
+            # With one, counting exactly is a whole extra filtered pass over the
+            # collection (on SQLite: every item decoded twice), so the estimate starts as
+            # the unfiltered count, an upper bound, and is re-estimated to the exact
+            # number of items processed when the task completes (SPEC §3).
             estimate = self._retry(
-                lambda: storage.count(plan.collection, plan.environment, plan.filter).value,
-                sync,
+                lambda: storage.count(plan.collection, plan.environment).value, sync
             )
             with self._changed:
                 current = self.task_store.get(task.id)
@@ -712,16 +716,21 @@ class TaskEngine:
         # read-apply-write of an item never interleaves with another's (no lost updates).
         target_lock = self._target_lock(collection, str(environment))
 
+        # The protocol lets an adapter return items its filter rejects, so the engine
+        # re-checks, except on adapters known to filter exactly (a second call per item).
+        recheck = accept if accept is not None and not _filters_exactly(storage) else None
+        scan, commit = storage.scan, self._commit
+
         def step() -> tuple[str | None, BatchChanges, WriteResult | None, bool]:
             with target_lock:
-                page = storage.scan(
+                page = scan(
                     collection, environment, after=checkpoint, limit=batch_size, filter=accept
                 )
                 items = page.items
-                if accept is not None:
-                    items = [item for item in items if accept(item)]
+                if recheck is not None:
+                    items = [item for item in items if recheck(item)]
                 changes = apply(plan, items) if items else _NOTHING
-                written, done = self._commit(task_id, plan, changes, page.cursor)
+                written, done = commit(task_id, plan, changes, page.cursor)
             return page.cursor, changes, written, done
 
         while True:
@@ -829,6 +838,10 @@ class TaskEngine:
             )
         elif cursor is None:
             updated = updated.finished(TaskStatus.COMPLETED, self.clock.now(), self.retention)
+            processed = updated.items_succeeded + updated.items_failed
+            if plan.filter is not None and updated.estimated_item_count != processed:
+                # The re-estimate: every item the filter accepted has been processed.
+                updated = attrs.evolve(updated, estimated_item_count=processed)
         return WriteResult(done, missing), updated
 
     def _finish(self, task_id: str, failure: Failure) -> None:
@@ -860,3 +873,27 @@ class TaskEngine:
         elif task.cancel_requested:
             self._cancels.add(task.id)
         self._changed.notify_all()
+
+
+_EXACT_SCANS: dict[type, bool] = {}
+
+
+def _filters_exactly(storage: Storage) -> bool:
+    """Whether ``storage.scan(filter=f)`` returns only items ``f`` accepts.
+
+    True for an adapter that says so with a true ``scan_filters_exactly`` attribute, and
+    for ``MemoryStorage`` / ``SQLiteStorage`` (and subclasses that keep their ``scan``),
+    which apply the filter to every item they return.
+    """
+    declared = getattr(storage, "scan_filters_exactly", None)
+    if isinstance(declared, bool):
+        return declared
+    kind = type(storage)
+    known = _EXACT_SCANS.get(kind)
+    if known is None:
+        from taskengine.storage.memory import MemoryStorage
+        from taskengine.storage.sqlite import SQLiteStorage
+
+        scan = getattr(kind, "scan", None)
+        known = _EXACT_SCANS[kind] = scan is MemoryStorage.scan or scan is SQLiteStorage.scan
+    return known

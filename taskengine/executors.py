@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import attrs
 
 from taskengine.errors import CollectionNotFound, InvalidFilter, TaskFailure
-from taskengine.fieldops import EditRefused, edit_item, identical
+from taskengine.fieldops import EditRefused, compile_edit, identical
 from taskengine.filters import compile_filter
 from taskengine.options import (
     CopyFieldDataOptions,
@@ -262,6 +262,12 @@ def _deepcopy(value: Any) -> Any:
 class _EditState:
     field_key: str
     operations: Operations
+    edit: Callable[[dict[str, Any]], bool | EditRefused] = attrs.field(
+        init=False, eq=False, repr=False
+    )
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "edit", compile_edit(self.field_key, self.operations))
 
 
 class EditFieldDataExecutor:
@@ -286,14 +292,15 @@ class EditFieldDataExecutor:
     def apply(self, plan: Plan, items: list[dict[str, Any]]) -> BatchChanges:
         """Edit each item; changed ones are replaced, refused ones are item failures."""
         state: _EditState = plan.state
-        key, ops = state.field_key, state.operations
+        key, edit = state.field_key, state.edit
         replaces: list[dict[str, Any]] = []
+        append = replaces.append
         failures: list[ItemFailure] = []
         unchanged = 0
         for item in items:
-            outcome = edit_item(item, key, ops)
+            outcome = edit(item)
             if outcome is True:
-                replaces.append(item)
+                append(item)
             elif outcome is False:
                 unchanged += 1
             else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import datetime as _dt
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -27,6 +27,7 @@ __all__ = [
     "MISSING",
     "EditRefused",
     "Missing",
+    "compile_edit",
     "copy_item",
     "copy_value",
     "edit_item",
@@ -185,6 +186,81 @@ def edit_item(item: dict[str, Any], field_key: str, ops: Operations) -> bool | E
         return False
     item[field_key] = new
     return True
+
+
+def compile_edit(
+    field_key: str, ops: Operations
+) -> Callable[[dict[str, Any]], bool | EditRefused]:
+    """:func:`edit_item` for one field and one set of operations, compiled once per task.
+
+    The returned function behaves exactly like ``edit_item(item, field_key, ops)``. When
+    every value the operations involve is a scalar and every ``from`` and removed value
+    is a string (the common case: tags), an array field is edited in one pass with set
+    and dict lookups instead of pairwise comparisons; anything else takes the general
+    path.
+    """
+    table = ops.str_replacements if ops.replace_items else {}
+    removals = ops.str_removals if ops.remove_items else frozenset()
+    adds = ops.add_items
+    fast = (
+        table is not None
+        and removals is not None
+        and ops.needs_array
+        and all(type(v) in _SCALARS for v in table.values())
+        and all(type(v) in _SCALARS for v in adds)
+    )
+    if not fast or table is None or removals is None:
+        def general(item: dict[str, Any]) -> bool | EditRefused:
+            return edit_item(item, field_key, ops)
+
+        return general
+    replace_to_str = all(type(v) is str for v in table.values())
+    adds_str = all(type(v) is str for v in adds)
+    added = list(adds)
+    dedupe = ops.remove_duplicates
+    missing = MISSING
+
+    def fast_edit(item: dict[str, Any]) -> bool | EditRefused:
+        old = item.get(field_key, missing)
+        if type(old) is not list:
+            if old is not missing and old is not None:
+                return edit_item(item, field_key, ops)  # refused, or a whole-value replace
+            old = []
+        out: list[Any] = []
+        append = out.append
+        only_str = replace_to_str
+        for v in old:
+            if type(v) is str:
+                if v in table:
+                    v = table[v]
+                    if type(v) is not str:
+                        append(v)
+                        continue
+                if v in removals:
+                    continue
+            else:
+                only_str = False
+            append(v)
+        if added:
+            out += added
+        if dedupe:
+            out = list(dict.fromkeys(out)) if only_str and adds_str else _dedupe(out)
+        if len(out) == len(old):
+            for a, b in zip(old, out, strict=True):
+                if a is b:
+                    continue
+                if type(a) is str and type(b) is str:
+                    if a == b:
+                        continue
+                    break
+                if not identical(a, b):
+                    break
+            else:
+                return False  # identical: nothing to write (and [] stays absent/null)
+        item[field_key] = out
+        return True
+
+    return fast_edit
 
 
 def copy_value(item: Mapping[str, Any], source: str) -> Any:

@@ -168,7 +168,15 @@ class PublishScheduler:
         if field not in _STATUS_OF:
             raise ValueError(f"field must be {PUBLISH_DATE!r} or {DRAFT_DATE!r}, got {field!r}")
         env = _env_name(environment)
-        fresh = [ScheduleEntry(_utc(due), collection, env, i, field) for i, due in entries]
+        new, kind = tuple.__new__, ScheduleEntry  # skips NamedTuple's Python-level __new__
+        fresh: list[ScheduleEntry] = []
+        append = fresh.append
+        last: datetime | None = None
+        when: datetime | None = None
+        for item_id, due in entries:
+            if due is not last:  # a task schedules every item at the same date
+                last, when = due, _utc(due)
+            append(new(kind, (when, collection, env, item_id, field)))
         with self._lock:
             self._put_many(fresh)
 
@@ -263,7 +271,7 @@ class PublishScheduler:
         index, timeline = self._index, self._timeline
         added: dict[tuple[str, str, str, str], ScheduleEntry] = {}
         for entry in entries:
-            key = entry.key
+            key = entry[1:]  # == entry.key, without the property call
             old = index.get(key)
             if old is not None:
                 if old == entry:

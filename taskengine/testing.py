@@ -629,6 +629,53 @@ def check_insert(storage: Storage) -> None:
     _expect(_get(storage, "c", "n1") is None, "get_item of an id never stored must be None")
 
 
+def _duplicate_named(storage: Storage, batch: list[dict[str, Any]], what: str) -> str:
+    """The ``item_id`` of the DuplicateItem that inserting ``batch`` raises."""
+    try:
+        storage.insert_items("c", "LIVE", batch)
+    except DuplicateItem as exc:
+        _expect(exc.collection == "c", f"{what}: DuplicateItem names collection {exc.collection!r}")
+        return str(exc.item_id)
+    except Exception as exc:
+        raise ConformanceError(
+            f"{what}: expected DuplicateItem, got {type(exc).__name__}: {exc}"
+        ) from exc
+    raise ConformanceError(f"{what}: expected DuplicateItem, nothing was raised")
+
+
+@_check
+def check_insert_duplicate(storage: Storage) -> None:
+    """DuplicateItem names the real offending _id (stored or repeated); the store is unchanged."""
+    storage.create_collection("c")
+    storage.insert_items("c", "LIVE", [{"_id": f"s{n}", "v": n} for n in range(5)])
+    before = _all(storage, "c")
+    cases = [
+        # (batch ids, the ids DuplicateItem may name)
+        (["n0", "n1", "n2", "s3", "n4"], {"s3"}),
+        (["s4"], {"s4"}),
+        (["n0", "s0"], {"s0"}),
+        ([f"m{n}" for n in range(1200)] + ["s2"], {"s2"}),
+        (["n0", "n1", "n2", "n1", "n3"], {"n1"}),
+        (["n0", "n0"], {"n0"}),
+        (["n0", "s1", "n0"], {"s1", "n0"}),
+    ]
+    for ids, allowed in cases:
+        what = f"inserting {ids[:6]}{'...' if len(ids) > 6 else ''}"
+        named = _duplicate_named(storage, [{"_id": i, "new": True} for i in ids], what)
+        _expect(named in allowed, f"{what}: DuplicateItem named {named!r}, expected one of "
+                f"{sorted(allowed)} (an id of the batch that is stored or repeated)")  # fmt: skip
+        after = _all(storage, "c")
+        _expect(
+            same_value(after, before),
+            f"{what}: the failed insert changed the store: {_ids(after)[:8]} ...",
+        )
+        for item_id in ids:
+            _expect(
+                item_id.startswith("s") or _get(storage, "c", item_id) is None,
+                f"{what}: the failed insert left {item_id!r} behind",
+            )
+
+
 @_check
 def check_replace(storage: Storage) -> None:
     """replace_items overwrites whole items, reports missing ids, never inserts them."""

@@ -13,6 +13,7 @@ from taskengine._values import values_equal
 from taskengine.fieldops import (
     MISSING,
     EditRefused,
+    compile_edit,
     copy_item,
     copy_value,
     edit_item,
@@ -317,3 +318,29 @@ def test_copy_item_touches_only_target(fields: dict[str, Any]) -> None:
         assert identical(item["t"], before["s"])
     else:
         assert item == before
+
+
+strs = st.sampled_from(["a", "b", "A", "", "1"])
+string_operations = st.builds(
+    Operations,
+    add_items=st.lists(scalars, max_size=4),
+    remove_items=st.lists(strs, max_size=4),
+    replace_items=st.lists(st.builds(ReplaceItem, strs, scalars), max_size=3),
+    remove_duplicates=st.booleans(),
+)
+
+
+@given(field_values, st.one_of(string_operations, operations))
+def test_compiled_edit_agrees_with_edit_item(old: Any, o: Operations) -> None:
+    """compile_edit (fast string path included) gives edit_item's outcome and item."""
+    slow: dict[str, Any] = {"_id": "x"} if old is MISSING else {"_id": "x", "f": old}
+    fast = copy.deepcopy(slow)
+    expected = edit_item(slow, "f", o)
+    got = compile_edit("f", o)(fast)
+    assert type(got) is type(expected)
+    if isinstance(expected, EditRefused):
+        assert got == expected
+    else:
+        assert got is expected
+    assert identical(fast, slow)
+

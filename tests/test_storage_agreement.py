@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 from hypothesis import given, settings
@@ -21,6 +21,7 @@ StorageAgreement.TestCase.settings = settings(
 TestMemoryAndSQLiteAgree = StorageAgreement.TestCase
 TestMemoryAndSQLiteAgree.__doc__ = "The same random operations on both adapters give equal results."
 
+_SURROGATES: tuple[Literal["Cs"]] = ("Cs",)
 _dates = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30)) | st.datetimes(
     min_value=datetime(1, 1, 2),
     max_value=datetime(9999, 12, 30),
@@ -33,7 +34,7 @@ _scalars = (
     | st.booleans()
     | st.integers(min_value=-(2**63), max_value=2**63 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(st.characters(blacklist_categories=("Cs",)))
+    | st.text(st.characters(blacklist_categories=_SURROGATES))
     | _dates
 )
 _values = st.recursive(
@@ -41,12 +42,12 @@ _values = st.recursive(
     lambda inner: (
         st.lists(inner, max_size=4)
         | st.dictionaries(
-            st.text(st.characters(blacklist_categories=("Cs",)), max_size=4), inner, max_size=4
+            st.text(st.characters(blacklist_categories=_SURROGATES), max_size=4), inner, max_size=4
         )
     ),
     max_leaves=12,
 )
-_ids = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=6)
+_ids = st.text(st.characters(blacklist_categories=_SURROGATES), min_size=1, max_size=6)
 
 
 ADAPTERS = pytest.mark.parametrize("adapter", ["memory", "sqlite"])
@@ -200,3 +201,74 @@ def test_fast_encoding_matches_admit(doc: dict[str, Any], item_id: str | None) -
     except InvalidItem as exc:
         got = str(exc)
     assert got == expected
+
+
+@given(doc=st.dictionaries(st.text(max_size=3), _maybe_bad, max_size=4), item_id=_ids | st.none())
+def test_fast_admission_matches_admit(doc: dict[str, Any], item_id: str | None) -> None:
+    """admit_entry gives admit's copy and plan, or the same InvalidItem; copies are private."""
+    from taskengine.storage._codec import admit, admit_entry, copy_planned, plan_of
+
+    item = dict(doc) if item_id is None else {"_id": item_id, **doc}
+    try:
+        expected_id, expected = admit(item)
+    except InvalidItem as exc:
+        message = str(exc)
+    else:
+        message = ""
+    if message:
+        with pytest.raises(InvalidItem) as raised:
+            admit_entry(item)
+        assert str(raised.value) == message
+        return
+    got_id, (got, plan) = admit_entry(item)
+    assert got_id == expected_id
+    assert same_value(got, expected)
+    assert plan == plan_of(expected)
+    copy = copy_planned(got, plan)
+    assert same_value(copy, got)
+    assert _containers(copy).isdisjoint(_containers(got) | _containers(item))
+
+
+def _containers(value: Any) -> set[int]:
+    """The ids of every dict and list inside value (value included)."""
+    if type(value) is dict:
+        return {id(value)}.union(*map(_containers, value.values()))
+    if type(value) is list:
+        return {id(value)}.union(*map(_containers, value))
+    return set()
+
+
+def test_memory_scan_skips_tombstones_and_revives_ids() -> None:
+    """After deletes (tombstones) and re-inserts, MemoryStorage pages like a fresh store."""
+    storage = MemoryStorage()
+    storage.create_collection("c")
+    storage.insert_items("c", "LIVE", [{"_id": f"{n:03d}", "n": n, "l": [[n]]} for n in range(90)])
+    doomed = [f"{n:03d}" for n in range(90) if n < 20 or n % 3 == 0]
+    assert storage.delete_items("c", "LIVE", doomed).missing == ()
+    storage._check()
+    storage.insert_items("c", "LIVE", [{"_id": "003", "back": True}, {"_id": "zzz"}])
+    storage._check()
+    alive = [n for n in range(90) if not (n < 20 or n % 3 == 0)]
+    expected = ["003", *[f"{n:03d}" for n in alive], "zzz"]
+    for limit in (1, 7, 1000):
+        seen: list[str] = []
+        after: str | None = None
+        while True:
+            page = storage.scan("c", "LIVE", after=after, limit=limit)
+            assert len(page.items) <= limit
+            seen.extend(item["_id"] for item in page.items)
+            if page.cursor is None:
+                break
+            assert page.cursor == seen[-1]
+            after = page.cursor
+        assert seen == expected
+    odd = storage.scan("c", "LIVE", limit=5, filter=lambda doc: doc.get("n", 0) % 2 == 1)
+    assert [item["_id"] for item in odd.items] == ["023", "025"]
+    assert odd.cursor == "025"
+    copy = storage.get_item("c", "LIVE", "020")
+    assert copy is not None
+    copy["l"][0].append(1)
+    assert storage.get_item("c", "LIVE", "020") == {"_id": "020", "n": 20, "l": [[20]]}
+    storage.delete_items("c", "LIVE", [f"{n:03d}" for n in alive])
+    storage._check()
+    assert [item["_id"] for item in storage.find("c", "LIVE")] == ["003", "zzz"]

@@ -225,6 +225,27 @@ class PartialInsert(DictStorage):
         return count
 
 
+class WrongDuplicate(DictStorage):
+    """Inserts one by one and, on a duplicate, undoes them but names the batch's first id."""
+
+    def insert_items(
+        self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
+    ) -> int:
+        """Insert one by one; roll back and blame the first id on a duplicate."""
+        batch = list(items)
+        written: list[str] = []
+        try:
+            for item in batch:
+                super().insert_items(collection, environment, [item])
+                written.append(item["_id"])
+        except DuplicateItem:
+            docs = self.items(collection, environment)
+            for item_id in written:
+                del docs[item_id]
+            raise DuplicateItem(collection, batch[0]["_id"]) from None
+        return len(batch)
+
+
 def _failed(adapter: type[Storage]) -> set[str]:
     return {failure.name for failure in run_conformance(adapter)}
 
@@ -252,6 +273,8 @@ def test_correct_adapters_pass_programmatically() -> None:
         (LostUpdates, "replace"),
         (SharedReferences, "copies"),
         (PartialInsert, "insert"),
+        (PartialInsert, "insert_duplicate"),
+        (WrongDuplicate, "insert_duplicate"),
     ],
 )
 def test_suite_catches_broken_adapters(adapter: type[Storage], caught_by: str) -> None:

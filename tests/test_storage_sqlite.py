@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from taskengine._sqlite import FORMAT_VERSION, Database
 from taskengine.errors import DuplicateItem, InvalidItem, StorageError
-from taskengine.storage import SQLiteStorage
+from taskengine.storage import MemoryStorage, SQLiteStorage
 from taskengine.storage.sqlite import COMPONENT, SCHEMA_VERSION
 
 
@@ -98,7 +101,7 @@ def test_closed_storage_raises_clearly() -> None:
     storage.create_collection("c")
     storage.close()
     storage.close()  # idempotent
-    calls = [
+    calls: list[Callable[[], object]] = [
         lambda: storage.create_collection("d"),
         lambda: storage.collection_info("c"),
         storage.list_collections,
@@ -285,3 +288,53 @@ def test_database_nested_transactions() -> None:
             assert isinstance(info.value.__cause__, sqlite3.OperationalError)
         with db.read() as conn:
             assert conn.execute("SELECT v FROM t").fetchall() == [(1,)]
+
+
+_IDS = st.sampled_from([f"k{n}" for n in range(8)])
+
+
+@given(stored=st.sets(_IDS, max_size=5), batch=st.lists(_IDS, min_size=1, max_size=8))
+def test_duplicate_named_is_the_first_offender(stored: set[str], batch: list[str]) -> None:
+    """Both adapters name the first batch id that is stored or repeated, and change nothing."""
+    offenders = [i for n, i in enumerate(batch) if i in stored or i in batch[:n]]
+    with SQLiteStorage(":memory:") as sqlite:
+        for storage in (sqlite, MemoryStorage()):
+            storage.create_collection("c")
+            storage.insert_items("c", "LIVE", [{"_id": i, "old": True} for i in sorted(stored)])
+            if not offenders:
+                assert storage.insert_items("c", "LIVE", [{"_id": i} for i in batch]) == len(batch)
+                continue
+            with pytest.raises(DuplicateItem) as raised:
+                storage.insert_items("c", "LIVE", [{"_id": i, "new": True} for i in batch])
+            assert raised.value.item_id == offenders[0]
+            assert list(storage.find("c", "LIVE")) == [
+                {"_id": i, "old": True} for i in sorted(stored)
+            ]
+
+
+def test_duplicate_inside_an_atomic_block_keeps_the_earlier_writes() -> None:
+    """A duplicate caught inside atomic() undoes only the failed insert, naming the real id."""
+    with SQLiteStorage(":memory:") as storage:
+        storage.create_collection("c")
+        storage.insert_items("c", "LIVE", [{"_id": "s"}])
+        with storage.atomic():
+            storage.insert_items("c", "LIVE", [{"_id": "before"}])
+            with pytest.raises(DuplicateItem) as raised:
+                storage.insert_items("c", "LIVE", [{"_id": "a"}, {"_id": "b"}, {"_id": "s"}])
+            assert raised.value.item_id == "s"
+        assert [item["_id"] for item in storage.find("c", "LIVE")] == ["before", "s"]
+
+
+def test_replace_and_delete_report_missing_ids_in_batch_order() -> None:
+    """replace/delete report done and missing ids in the order given, each once."""
+    with SQLiteStorage(":memory:") as storage:
+        storage.create_collection("c")
+        storage.insert_items("c", "LIVE", [{"_id": f"i{n:04d}"} for n in range(1200)])
+        ids = [f"i{n:04d}" for n in range(1199, -1, -2)] + ["zz", "i0001", "zz"]
+        result = storage.replace_items("c", "LIVE", [{"_id": i, "v": 1} for i in ids])
+        assert result.done == tuple(f"i{n:04d}" for n in range(1199, -1, -2))
+        assert result.missing == ("zz",)
+        result = storage.delete_items("c", "LIVE", ids)
+        assert result.done == tuple(f"i{n:04d}" for n in range(1199, -1, -2))
+        assert result.missing == ("zz",)
+        assert storage.count("c", "LIVE").value == 600

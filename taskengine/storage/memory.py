@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from itertools import islice
 from typing import Any
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
@@ -15,7 +16,7 @@ from taskengine.errors import (
     DuplicateItem,
     SandboxNotEnabled,
 )
-from taskengine.storage._codec import admit, copy_item, lookup_id
+from taskengine.storage._codec import Plan, admit_entry, copy_planned, lookup_id, plan_of
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -34,13 +35,31 @@ __all__ = ["MemoryStorage"]
 
 
 class _ItemSet:
-    """The items of one collection in one environment."""
+    """The items of one collection in one environment.
 
-    __slots__ = ("docs", "ids")
+    ``entries`` maps each stored ``_id`` to ``(item, plan)``: the private item and the
+    :data:`~taskengine.storage._codec.Plan` that copies it without type checks. ``ids``
+    is every stored ``_id`` in order plus the tombstones in ``dead``: deleted ids not yet
+    removed from ``ids`` (removing from a ``SortedList`` one by one costs ~10x a dict
+    pop, so deletes only pop the entry, and ``ids`` is rebuilt in one pass once the
+    tombstones outnumber the items).
+    """
+
+    __slots__ = ("dead", "entries", "ids")
 
     def __init__(self) -> None:
-        self.docs: dict[str, Item] = {}
+        self.entries: dict[str, tuple[Item, Plan]] = {}
         self.ids = SortedList()
+        self.dead: set[str] = set()
+
+    def compact(self) -> None:
+        """Drop the tombstones from ``ids`` (O(n), one pass over sorted data)."""
+        if self.entries:
+            dead = self.dead
+            self.ids = SortedList([key for key in self.ids if key not in dead])
+        else:
+            self.ids = SortedList()
+        self.dead = set()
 
 
 class _Collection:
@@ -104,23 +123,37 @@ class MemoryStorage(Storage):
     ) -> Page:
         """A page in ``_id`` order (see :meth:`Storage.scan`).
 
-        Looks at ``limit`` stored items at most; with a filter, only the accepted ones
-        are copied and returned.
+        Looks at ``limit`` stored items at most (plus tombstones and one more id, to
+        know whether more are left); with a filter, only the accepted ones are copied
+        and returned. The cursor is the last item looked at, as in ``SQLiteStorage``.
         """
         check_limit(limit)
         check_after(after)
         with self._lock:
             items = self._items(collection, environment)
-            ids = items.ids
-            start = 0 if after is None else ids.bisect_right(after)
-            stop = min(start + limit, len(ids))
-            docs = items.docs
-            keys = ids.islice(start, stop)
-            if filter is None:
-                page = [copy_item(docs[key]) for key in keys]
+            keys = (
+                iter(items.ids) if after is None else items.ids.irange(after, None, (False, False))
+            )
+            entries = items.entries
+            cursor: str | None = None
+            if not items.dead:
+                chunk = list(islice(keys, limit + 1)) if limit < len(entries) else list(keys)
+                if len(chunk) > limit:
+                    del chunk[limit:]
+                    cursor = chunk[-1]
+                if filter is None:
+                    page = [
+                        doc.copy() if not plan else copy_planned(doc, plan)
+                        for doc, plan in map(entries.__getitem__, chunk)
+                    ]
+                else:
+                    page = [
+                        doc.copy() if not plan else copy_planned(doc, plan)
+                        for doc, plan in map(entries.__getitem__, chunk)
+                        if filter(doc)
+                    ]
             else:
-                page = [copy_item(doc) for doc in map(docs.__getitem__, keys) if filter(doc)]
-            cursor = ids[stop - 1] if stop < len(ids) else None
+                page, cursor = _scan_live(keys, entries, limit, filter)
         return Page(page, cursor)
 
     def count(
@@ -131,26 +164,33 @@ class MemoryStorage(Storage):
     ) -> Count:
         """The exact number of items (that ``filter`` accepts)."""
         with self._lock:
-            docs = self._items(collection, environment).docs
+            entries = self._items(collection, environment).entries
             if filter is None:
-                return Count(len(docs), exact=True)
-            return Count(sum(1 for doc in docs.values() if filter(doc)), exact=True)
+                return Count(len(entries), exact=True)
+            return Count(sum(1 for doc, _ in entries.values() if filter(doc)), exact=True)
 
     def insert_items(
         self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
     ) -> int:
         """Insert new items, all or nothing (see :meth:`Storage.insert_items`)."""
-        admitted = [admit(item) for item in items]
+        admitted = [admit_entry(item) for item in items]
         with self._lock:
             target = self._items(collection, environment)
-            seen: set[str] = set()
-            for item_id, _ in admitted:
-                if item_id in target.docs or item_id in seen:
-                    raise DuplicateItem(collection, item_id)
-                seen.add(item_id)
-            for item_id, doc in admitted:
-                target.docs[item_id] = doc
-            target.ids.update(seen)
+            entries = target.entries
+            batch = dict(admitted)
+            if len(batch) < len(admitted) or not entries.keys().isdisjoint(batch):
+                seen: set[str] = set()
+                for item_id, _ in admitted:
+                    if item_id in entries or item_id in seen:
+                        raise DuplicateItem(collection, item_id)
+                    seen.add(item_id)
+            entries.update(batch)
+            dead = target.dead
+            if dead and not dead.isdisjoint(batch):
+                target.ids.update([item_id for item_id in batch if item_id not in dead])
+                dead.difference_update(batch)
+            else:
+                target.ids.update(batch)
         return len(admitted)
 
     def get_item(
@@ -158,10 +198,10 @@ class MemoryStorage(Storage):
     ) -> Item | None:
         """A fresh copy of the item with this ``_id``, or ``None``."""
         with self._lock:
-            docs = self._items(collection, environment).docs
+            entries = self._items(collection, environment).entries
             key = lookup_id(item_id)
-            doc = None if key is None else docs.get(key)
-            return None if doc is None else copy_item(doc)
+            entry = None if key is None else entries.get(key)
+            return None if entry is None else copy_planned(*entry)
 
     def find(
         self,
@@ -192,40 +232,41 @@ class MemoryStorage(Storage):
         items: Sequence[Mapping[str, Any]],
     ) -> WriteResult:
         """Overwrite stored items by ``_id`` (see :meth:`Storage.replace_items`)."""
-        admitted = [admit(item) for item in items]
-        done: dict[str, None] = {}
-        missing: dict[str, None] = {}
+        batch = dict(map(admit_entry, items))  # a repeated id: the last one wins
         with self._lock:
-            docs = self._items(collection, environment).docs
-            for item_id, doc in admitted:
-                if item_id in docs:
-                    docs[item_id] = doc
-                    done[item_id] = None
-                else:
-                    missing[item_id] = None
-        return WriteResult(tuple(done), tuple(missing))
+            entries = self._items(collection, environment).entries
+            if entries.keys() >= batch.keys():  # the common case: every id is stored
+                entries.update(batch)
+                return WriteResult(tuple(batch), ())
+            done = {item_id: entry for item_id, entry in batch.items() if item_id in entries}
+            entries.update(done)
+        return WriteResult(tuple(done), tuple(item_id for item_id in batch if item_id not in done))
 
     def delete_items(
         self, collection: str, environment: Environment | str, ids: Sequence[str]
     ) -> WriteResult:
         """Delete items by ``_id`` (see :meth:`Storage.delete_items`)."""
-        wanted = {item_id: lookup_id(item_id) for item_id in ids}
+        try:
+            "".join(ids)  # every id is a str (checked in C), or find the bad one
+        except TypeError:
+            for item_id in ids:
+                lookup_id(item_id)
+        wanted = dict.fromkeys(ids)  # each id once, in order
         done: list[str] = []
         missing: list[str] = []
         with self._lock:
             target = self._items(collection, environment)
-            for item_id, key in wanted.items():
-                if key is None or target.docs.pop(key, None) is None:
+            pop = target.entries.pop
+            for item_id in wanted:
+                # An empty or unencodable id is never stored, so it is simply missing.
+                if pop(item_id, None) is None:
                     missing.append(item_id)
                 else:
                     done.append(item_id)
-            if len(done) > len(target.ids) // 8:
-                # Rebuilding is O(n) but beats len(done) separate O(log n) removals
-                # once a batch is a sizeable part of the set.
-                target.ids = SortedList(target.docs)
-            else:
-                for item_id in done:
-                    target.ids.remove(item_id)
+            if done:
+                target.dead.update(done)
+                if len(target.dead) > len(target.entries):
+                    target.compact()
         return WriteResult(tuple(done), tuple(missing))
 
     def atomic(self) -> contextlib.AbstractContextManager[None]:
@@ -233,7 +274,11 @@ class MemoryStorage(Storage):
         return _held(self._lock)
 
     def _check(self) -> None:
-        """Assert the invariants: per item set, the sorted ids are exactly the dict keys."""
+        """Assert the invariants of every item set.
+
+        The sorted ids are exactly the stored ids plus the tombstones, each once; the
+        tombstones never outnumber the items; every entry's plan is its item's plan.
+        """
         with self._lock:
             for name, coll in self._collections.items():
                 assert coll.info.name == name
@@ -241,11 +286,13 @@ class MemoryStorage(Storage):
                 for items in (coll.live, coll.sandbox):
                     if items is None:
                         continue
-                    assert list(items.ids) == sorted(items.docs)
-                    assert len(items.ids) == len(items.docs)
+                    assert items.dead.isdisjoint(items.entries)
+                    assert list(items.ids) == sorted([*items.entries, *items.dead])
+                    assert len(items.dead) <= len(items.entries)
                     items.ids._check()
-                    for item_id, doc in items.docs.items():
+                    for item_id, (doc, plan) in items.entries.items():
                         assert doc["_id"] == item_id
+                        assert plan == plan_of(doc)
 
     def _collection(self, name: str) -> _Collection:
         try:
@@ -261,6 +308,34 @@ class MemoryStorage(Storage):
         if coll.sandbox is None:
             raise SandboxNotEnabled(collection)
         return coll.sandbox
+
+
+def _scan_live(
+    keys: Iterator[str],
+    entries: dict[str, tuple[Item, Plan]],
+    limit: int,
+    filter: ItemFilter | None,
+) -> tuple[list[Item], str | None]:
+    """Copies of the accepted items among the next ``limit`` stored ids, and the cursor.
+
+    Skips tombstones. The cursor is the last id looked at when another stored id
+    follows, else ``None``.
+    """
+    page: list[Item] = []
+    looked = 0
+    last = ""
+    for key in keys:
+        entry = entries.get(key)
+        if entry is None:
+            continue
+        if looked == limit:
+            return page, last
+        looked += 1
+        last = key
+        doc, plan = entry
+        if filter is None or filter(doc):
+            page.append(doc.copy() if not plan else copy_planned(doc, plan))
+    return page, None
 
 
 @contextlib.contextmanager

@@ -65,6 +65,7 @@ SCHEMA = (
 _ENV_CODE = {Environment.LIVE: 0, Environment.SANDBOX: 1}
 _MAX_FETCH = 2**62  # a LIMIT larger than any table, still a 64-bit SQLite integer
 _CHUNK = 500  # ids per IN (...) list; well under every SQLite's variable limit
+_HAS_RETURNING = sqlite3.sqlite_version_info >= (3, 35)
 
 _SELECT_COLLECTION = "SELECT id, sandbox FROM taskengine_collections WHERE name = ?"
 _SCAN_FIRST = "SELECT id, doc FROM taskengine_items WHERE coll = ? AND env = ? ORDER BY id LIMIT ?"
@@ -241,22 +242,18 @@ class SQLiteStorage(Storage):
             coll = _target(conn, collection, env)
             if len(set(ids)) == len(ids):
                 try:
-                    conn.executemany(
-                        _INSERT, [(coll, code, item_id, text) for item_id, text in encoded]
-                    )
-                except sqlite3.IntegrityError:
-                    pass  # find the offending id below; leaving the block rolls back
+                    # A savepoint: when SQLite refuses a row, the rows this batch already
+                    # wrote are undone before the offending id is looked for.
+                    with self.database.transaction():
+                        conn.executemany(
+                            _INSERT, [(coll, code, item_id, text) for item_id, text in encoded]
+                        )
+                except StorageError as exc:
+                    if not isinstance(exc.__cause__, sqlite3.IntegrityError):
+                        raise
                 else:
                     return len(encoded)
-            stored = _existing(conn, coll, code, ids)
-            seen: set[str] = set()
-            for item_id in ids:
-                if item_id in stored or item_id in seen:
-                    raise DuplicateItem(collection, item_id)
-                seen.add(item_id)
-            raise StorageError(  # pragma: no cover - SQLite refused a batch we checked
-                f"SQLite refused inserting into {collection!r} without a duplicate _id"
-            )
+            raise DuplicateItem(collection, _first_duplicate(conn, coll, code, ids))
 
     def get_item(
         self, collection: str, environment: Environment | str, item_id: str
@@ -308,14 +305,15 @@ class SQLiteStorage(Storage):
         code = _ENV_CODE[env]
         with self.database.transaction() as conn:
             coll = _target(conn, collection, env)
+            rows = [(text, coll, code, item_id) for item_id, text in batch.items()]
+            changed = conn.executemany(_UPDATE, rows).rowcount
+            if changed == len(batch):  # the common case: every id is stored
+                return WriteResult(tuple(batch), ())
+            # An UPDATE of an id that is not stored changes nothing, so which ones were
+            # written is simply which ones are stored.
             stored = _existing(conn, coll, code, list(batch))
-            if len(stored) == len(batch):
-                done = tuple(batch)
-                missing: tuple[str, ...] = ()
-            else:
-                done = tuple(item_id for item_id in batch if item_id in stored)
-                missing = tuple(item_id for item_id in batch if item_id not in stored)
-            conn.executemany(_UPDATE, [(batch[item_id], coll, code, item_id) for item_id in done])
+        done = tuple(item_id for item_id in batch if item_id in stored)
+        missing = tuple(item_id for item_id in batch if item_id not in stored)
         return WriteResult(done, missing)
 
     def delete_items(
@@ -328,14 +326,11 @@ class SQLiteStorage(Storage):
         with self.database.transaction() as conn:
             coll = _target(conn, collection, env)
             keys = [key for key in wanted.values() if key is not None]
-            stored = _existing(conn, coll, code, keys)
-            if len(stored) == len(wanted):
-                done = tuple(wanted)
-                missing: tuple[str, ...] = ()
-            else:
-                done = tuple(item_id for item_id in wanted if item_id in stored)
-                missing = tuple(item_id for item_id in wanted if item_id not in stored)
-            conn.executemany(_DELETE, [(coll, code, item_id) for item_id in done])
+            gone = _delete(conn, coll, code, keys)
+        if len(gone) == len(wanted):
+            return WriteResult(tuple(wanted), ())
+        done = tuple(item_id for item_id in wanted if item_id in gone)
+        missing = tuple(item_id for item_id in wanted if item_id not in gone)
         return WriteResult(done, missing)
 
     @contextlib.contextmanager
@@ -360,6 +355,45 @@ def _target(conn: sqlite3.Connection, collection: str, env: Environment) -> int:
         raise SandboxNotEnabled(collection)
     coll: int = row[0]
     return coll
+
+
+def _first_duplicate(conn: sqlite3.Connection, coll: int, env: int, ids: list[str]) -> str:
+    """The first of ``ids`` (in order) that is stored or repeats an earlier one.
+
+    Must run on the item set as it was before the batch (the failed insert undone).
+    """
+    stored = _existing(conn, coll, env, ids)
+    seen: set[str] = set()
+    for item_id in ids:
+        if item_id in stored or item_id in seen:
+            return item_id
+        seen.add(item_id)
+    raise StorageError(  # pragma: no cover - SQLite refused a batch without a duplicate
+        "SQLite refused an insert batch that has no duplicate _id"
+    )
+
+
+def _delete(conn: sqlite3.Connection, coll: int, env: int, ids: list[str]) -> set[str]:
+    """Delete ``ids`` from the item set; the ones that were stored (and are now gone).
+
+    One ``DELETE ... IN (...) RETURNING id`` per chunk on SQLite 3.35 and later; before
+    that, a lookup of the stored ids and then one ``DELETE`` per stored id.
+    """
+    if not _HAS_RETURNING:
+        found = _existing(conn, coll, env, ids)
+        conn.executemany(_DELETE, [(coll, env, item_id) for item_id in found])
+        return found
+    gone: set[str] = set()
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        marks = ",".join("?" * len(chunk))
+        rows = conn.execute(
+            "DELETE FROM taskengine_items WHERE coll = ? AND env = ?"
+            f" AND id IN ({marks}) RETURNING id",
+            (coll, env, *chunk),
+        )
+        gone.update(row[0] for row in rows)
+    return gone
 
 
 def _existing(conn: sqlite3.Connection, coll: int, env: int, ids: list[str]) -> set[str]:
