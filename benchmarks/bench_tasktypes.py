@@ -17,12 +17,15 @@ Run: ``.venv/bin/python benchmarks/bench_tasktypes.py [--quick]``
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine.engine import TaskEngine
 from taskengine.filters import compile_filter
@@ -119,10 +122,11 @@ def hand_loop(storage: Storage, kind: str) -> None:
     if kind == "DELETE_BY_QUERY":
         spec = {"$and": [HALLOWEEN, PUBLISHED_ONLY]}
     accept = compile_filter(spec, "wix") if spec else None
+    timeline = SortedList()
     after: str | None = None
     while True:
         page = storage.scan("Items", "LIVE", after=after, limit=BATCH, filter=accept)
-        batch = page.items if accept is None else [i for i in page.items if accept(i)]
+        batch = page.items
         with storage.atomic():
             if kind == "DELETE_BY_QUERY":
                 storage.delete_items("Items", "LIVE", [i["_id"] for i in batch])
@@ -131,18 +135,27 @@ def hand_loop(storage: Storage, kind: str) -> None:
                 for item in batch:
                     if kind == "COPY_FIELD_DATA":
                         if "fullName" in item:
-                            item["fullNameCopy"] = item["fullName"]
-                            changed.append(item)
+                            value = item["fullName"]
+                            if isinstance(value, (list, dict)):
+                                value = copy.deepcopy(value)
+                            if item.get("fullNameCopy", changed) != value:
+                                item["fullNameCopy"] = value
+                                changed.append(item)
                     elif kind == "EDIT_FIELD_DATA":
-                        new = _edit_tags(item.get("tags"))
-                        if new is not None:
+                        tags = item.get("tags")
+                        new = _edit_tags(tags)
+                        if new is not None and new != tags:
                             item["tags"] = new
                             changed.append(item)
-                    else:
+                    elif item.get("_publishDate") != WHEN:
                         item["_publishDate"] = WHEN
                         changed.append(item)
                 if changed:
-                    storage.replace_items("Items", "LIVE", changed)
+                    written = storage.replace_items("Items", "LIVE", changed)
+                    if kind == "UPDATE_PUBLISH_STATUS":
+                        timeline.update(
+                            (WHEN, "Items", "LIVE", i, "_publishDate") for i in written.done
+                        )
         if page.cursor is None:
             return
         after = page.cursor
