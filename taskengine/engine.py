@@ -208,6 +208,10 @@ class TaskEngine:
         self._cancels: set[str] = set()
         self._running: dict[str, Task] = {}  # latest saved snapshot of RUNNING tasks
         self._expiry = SortedList()
+        self._expiry_loaded = False
+        # A task store other processes may write (SQLite) is re-read before each batch
+        # commit, so a cancel requested elsewhere is never overwritten.
+        self._private_store = isinstance(self.task_store, MemoryTaskStore)
         self._types: dict[str, TaskType] = {}
         self._target_locks: dict[tuple[str, str], threading.Lock] = {}
         self._services: list[_ServiceSlot] = []
@@ -469,6 +473,10 @@ class TaskEngine:
         """
         moment = self.clock.now() if now is None else now
         with self._lock:
+            if not self._expiry_loaded:
+                # An engine that was never started has not loaded the expiry index yet.
+                self._expiry = SortedList(self.task_store.expiring())
+                self._expiry_loaded = True
             expired: list[str] = []
             for expires_at, task_id in self._expiry:
                 if expires_at > moment:
@@ -564,6 +572,7 @@ class TaskEngine:
         unfinished = self.task_store.unfinished()
         with self._lock:
             self._expiry = SortedList(self.task_store.expiring())
+            self._expiry_loaded = True
             for task in unfinished:
                 if task.cancel_requested:
                     self._cancels.add(task.id)
@@ -690,13 +699,12 @@ class TaskEngine:
         storage = self.storage
         plan: Plan = self._retry(lambda: executor.plan(options, storage), sync)
         if task.status is TaskStatus.NEW:
-            # Without a filter the count is exact (and O(1) on the built-in adapters).
-            # With one, counting exactly is a whole extra filtered pass over the
-            # collection (on SQLite: every item decoded twice), so the estimate starts as
-            # the unfiltered count, an upper bound, and is re-estimated to the exact
-            # number of items processed when the task completes (SPEC §3).
+            # The items the task affects (ref): O(1) without a filter on the built-in
+            # adapters; with one, a filtered pass (cheap in memory, a decode of every
+            # row on SQLite). Re-estimated to the exact number processed on completion.
             estimate = self._retry(
-                lambda: storage.count(plan.collection, plan.environment).value, sync
+                lambda: storage.count(plan.collection, plan.environment, plan.filter).value,
+                sync,
             )
             with self._changed:
                 current = self.task_store.get(task.id)
@@ -786,7 +794,9 @@ class TaskEngine:
         storage = self.storage
         with self._changed:
             with storage.atomic():
-                current = self._running.get(task_id) or self.task_store.get(task_id)
+                current = self._running.get(task_id) if self._private_store else None
+                if current is None:
+                    current = self.task_store.get(task_id)
                 if current is None or current.status is not TaskStatus.RUNNING:
                     return None, True
                 plan_written = self._write(current, plan, changes, cursor)

@@ -734,11 +734,6 @@ def test_expired_tasks_are_gone_for_a_fresh_engine_on_the_same_file(tmp_path: Pa
             store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py: list_tasks on an engine that was never "
-    "started counts/lists expired tasks it has not loaded into its expiry index",
-)
 def test_expired_tasks_are_not_listed_by_an_engine_that_never_started(tmp_path: Path) -> None:
     """list_tasks on a fresh (never started) engine omits tasks that expired meanwhile."""
     db = tmp_path / "t.db"
@@ -869,13 +864,6 @@ def test_create_accepts_typed_options_and_validates_them(engine: TaskEngine) -> 
     assert engine.list_tasks().total == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py _execute (working tree): estimatedItemCount is now the unfiltered "
-    "collection count at start, not the number of items the task's filter affects (ref: "
-    "'Estimated number of items affected by the task'); progress of a filtered task is "
-    "understated until it completes",
-)
 def test_estimated_item_count_counts_the_filtered_items_while_running(
     gated: tuple[TaskEngine, GatedStorage],
 ) -> None:

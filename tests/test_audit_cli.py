@@ -322,12 +322,6 @@ def _wait_running(db: Path, deadline: float) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine.py _commit: the running engine saves its "
-    "in-memory snapshot (self._running) over the store's, so a cancelRequested "
-    "written by another process is overwritten and the task completes",
-)
 def test_cancel_from_another_process_stops_a_running_task(big_db: Path, tmp_path: Path) -> None:
     """`run` in one process, `tasks get` and `tasks cancel` in others: the run ends CANCELLED."""
     spec = write(tmp_path / "t.json", COPY)
