@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from taskengine._predicates import Predicate, all_of, any_of
 from taskengine._values import (
     RANK_ARRAY,
     RANK_DATE,
@@ -43,7 +44,6 @@ from taskengine.errors import InvalidFilter
 
 __all__ = ["MISSING", "compile_mongo", "compile_regex", "type_code"]
 
-Predicate = Callable[[Mapping[str, Any]], bool]
 Test = Callable[[Any], bool]
 
 
@@ -593,7 +593,7 @@ class _Cond:
         if self.kind == "test":
             assert self.test is not None
             return _make_walker(parts, self.test, self.expand)
-        inner = _and_preds([c.for_path(parts) for c in self.children])
+        inner = all_of([c.for_path(parts) for c in self.children])
         return lambda doc: not inner(doc)
 
 
@@ -628,52 +628,6 @@ def _and_arrays(tests: Sequence[Callable[[list[Any]], bool]]) -> Callable[[list[
     return test
 
 
-def _always(doc: Mapping[str, Any]) -> bool:
-    return True
-
-
-def _and_preds(preds: Sequence[Predicate]) -> Predicate:
-    if not preds:
-        return _always
-    if len(preds) == 1:
-        return preds[0]
-    if len(preds) == 2:
-        p1, p2 = preds
-        return lambda doc: p1(doc) and p2(doc)
-    if len(preds) == 3:
-        p1, p2, p3 = preds
-        return lambda doc: p1(doc) and p2(doc) and p3(doc)
-    pp = tuple(preds)
-
-    def pred(doc: Mapping[str, Any]) -> bool:
-        for p in pp:  # noqa: SIM110
-            if not p(doc):
-                return False
-        return True
-
-    return pred
-
-
-def _or_preds(preds: Sequence[Predicate]) -> Predicate:
-    if len(preds) == 1:
-        return preds[0]
-    if len(preds) == 2:
-        p1, p2 = preds
-        return lambda doc: p1(doc) or p2(doc)
-    if len(preds) == 3:
-        p1, p2, p3 = preds
-        return lambda doc: p1(doc) or p2(doc) or p3(doc)
-    pp = tuple(preds)
-
-    def pred(doc: Mapping[str, Any]) -> bool:
-        for p in pp:  # noqa: SIM110
-            if p(doc):
-                return True
-        return False
-
-    return pred
-
-
 # ------------------------------------------------------------------------- compiler
 
 
@@ -686,7 +640,7 @@ def _field_pred(field: str, conds: Sequence[_Cond]) -> Predicate:
     parts = _split(field)
     if len(parts) == 1:
         return _top_level_pred(parts[0], conds)
-    general = _and_preds([c.for_path(parts) for c in conds])
+    general = all_of([c.for_path(parts) for c in conds])
     scalar = _and_tests([c.scalar() for c in conds])
     head, mids = parts[0], parts[1:]
 
@@ -896,7 +850,7 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
                 raise InvalidFilter(where, f"unknown top level operator: {key}")
             continue
         preds.append(_compile_field(key, value, where))
-    return _and_preds(preds)
+    return all_of(preds)
 
 
 def _compile_logical(op: str, value: object, path: str) -> Predicate:
@@ -912,8 +866,8 @@ def _compile_logical(op: str, value: object, path: str) -> Predicate:
             raise InvalidFilter(where, f"{op} argument's entries must be objects")
         preds.append(_compile_doc(sub, where))
     if op == "$and":
-        return _and_preds(preds)
-    either = _or_preds(preds)
+        return all_of(preds)
+    either = any_of(preds)
     if op == "$or":
         return either
     return lambda doc: not either(doc)

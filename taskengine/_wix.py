@@ -28,12 +28,12 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from taskengine._predicates import Predicate, all_of, any_of
 from taskengine._values import date_instant, is_date_wrapper, values_equal
 from taskengine.errors import InvalidFilter
 
 __all__ = ["compile_wix"]
 
-Predicate = Callable[[Mapping[str, Any]], bool]
 Test = Callable[[Any], bool]
 
 
@@ -335,46 +335,6 @@ def _field_pred(field: str, tests: Sequence[Test]) -> Predicate:
 # ------------------------------------------------------------------------ compile
 
 
-def _always(doc: Mapping[str, Any]) -> bool:
-    return True
-
-
-def _and(preds: Sequence[Predicate]) -> Predicate:
-    if not preds:
-        return _always
-    if len(preds) == 1:
-        return preds[0]
-    if len(preds) == 2:
-        p1, p2 = preds
-        return lambda doc: p1(doc) and p2(doc)
-    if len(preds) == 3:
-        p1, p2, p3 = preds
-        return lambda doc: p1(doc) and p2(doc) and p3(doc)
-    pp = tuple(preds)
-
-    def pred(doc: Mapping[str, Any]) -> bool:
-        for p in pp:  # noqa: SIM110
-            if not p(doc):
-                return False
-        return True
-
-    return pred
-
-
-def _or(preds: Sequence[Predicate]) -> Predicate:
-    if len(preds) == 1:
-        return preds[0]
-    pp = tuple(preds)
-
-    def pred(doc: Mapping[str, Any]) -> bool:
-        for p in pp:  # noqa: SIM110
-            if p(doc):
-                return True
-        return False
-
-    return pred
-
-
 def _negate(inner: Predicate) -> Predicate:
     return lambda doc: not inner(doc)
 
@@ -400,9 +360,9 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
         if not isinstance(key, str):
             raise InvalidFilter(where, "field names must be strings")
         if key == "$and":
-            preds.append(_and(_sub_docs(key, value, where)))
+            preds.append(all_of(_sub_docs(key, value, where)))
         elif key == "$or":
-            preds.append(_or(_sub_docs(key, value, where)))
+            preds.append(any_of(_sub_docs(key, value, where)))
         elif key == "$not":
             if value.__class__ is list:
                 if len(value) != 1:
@@ -428,7 +388,7 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
         else:
             _check_value(value, where)
             preds.append(_field_pred(key, [_eq_test(value)]))
-    return _and(preds)
+    return all_of(preds)
 
 
 def compile_wix(spec: Mapping[str, Any]) -> Predicate:
