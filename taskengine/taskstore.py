@@ -144,6 +144,7 @@ class MemoryTaskStore:
             if len(self._tasks) < self._peak // 4:
                 # dicts never shrink on delete: rebuild so memory follows the live tasks.
                 self._tasks = dict(self._tasks)
+                self._order = SortedDict(self._order)
                 self._peak = len(self._tasks)
         return removed
 
