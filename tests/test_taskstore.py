@@ -181,3 +181,27 @@ def test_memory_store_matches_a_list_model(ops: list[str], limit: int, offset: i
     assert total == len(model) == len(store)
     assert tasks == model[::-1][offset : offset + limit]
     assert store.unfinished() == [t for t in model if not t.is_finished]
+
+
+def test_memory_store_returns_to_near_empty_after_tasks_are_deleted() -> None:
+    """After 20k tasks are stored and deleted, the store holds almost no memory."""
+    import gc
+    import tracemalloc
+
+    store = MemoryTaskStore()
+    tasks = [finished(make_task(n), T0) for n in range(20_000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for task in tasks:
+            store.insert(task)
+        full = tracemalloc.get_traced_memory()[0] - before
+        store.delete([task.id for task in tasks])
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(store) == 0
+    assert full > 1_000_000  # the index really held the tasks
+    assert after < full // 50, (full, after)
