@@ -729,11 +729,21 @@ class TaskEngine:
         recheck = accept if accept is not None and not _filters_exactly(storage) else None
         scan, commit = storage.scan, self._commit
 
+        # The previous batch (its scanned copies) is let go right after the next page is
+        # read, as a hand-written ``page = scan(...)`` loop does, so apply and the write
+        # reuse its containers from CPython's free lists. Freed any earlier, the scan
+        # takes them and apply/replace allocate fresh ones: the collector's allocation
+        # count then swings past its threshold (700) every batch, and the young
+        # collections promote the freshly stored items until full collections of the
+        # whole heap follow (measured: one per 100k-item task, ~30% of its time).
+        previous: list[BatchChanges] = []
+
         def step() -> tuple[str | None, BatchChanges, WriteResult | None, bool]:
             with target_lock:
                 page = scan(
                     collection, environment, after=checkpoint, limit=batch_size, filter=accept
                 )
+                previous.clear()
                 items = page.items
                 if recheck is not None:
                     items = [item for item in items if recheck(item)]
@@ -752,6 +762,8 @@ class TaskEngine:
                 committed(plan, changes, written)
             if done:
                 return
+            previous.append(changes)
+            del changes, written
             checkpoint = cursor
 
     def _target_lock(self, collection: str, environment: str) -> threading.Lock:

@@ -244,7 +244,18 @@ def compile_edit(
         if added:
             out += added
         if dedupe:
-            out = list(dict.fromkeys(out)) if only_str and adds_str else _dedupe(out)
+            if only_str and adds_str:
+                # A set is freed as soon as it is made (no free list): unlike
+                # ``list(dict.fromkeys(out))``, which leaves a dict and a list in
+                # CPython's free lists, it does not push the garbage collector's
+                # allocation count up per item (see ``TaskEngine._execute``).
+                seen = set(out)
+                if len(seen) != len(out):
+                    seen.clear()
+                    seen_add = seen.add
+                    out = [v for v in out if not (v in seen or seen_add(v))]
+            else:
+                out = _dedupe(out)
         if len(out) == len(old):
             for a, b in zip(old, out, strict=True):
                 if a is b:

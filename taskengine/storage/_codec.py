@@ -18,8 +18,9 @@ In JSON text a date is ``{"$date": datetime.isoformat()}``, which
 from __future__ import annotations
 
 import json
+import json.scanner
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeAlias
 
@@ -33,6 +34,7 @@ __all__ = [
     "check_id",
     "copy_item",
     "copy_planned",
+    "count_accepted",
     "decode",
     "encode",
     "lookup_id",
@@ -405,11 +407,50 @@ def encode(doc: dict[str, Any]) -> str:
 
 def decode(text: str) -> dict[str, Any]:
     """The item that :func:`encode` wrote; ``{"$date": ISO}`` objects become dates."""
+    scan = _DATE_SCAN if _DATE_MARK in text else _PLAIN_SCAN
+    try:
+        result, end = scan(text, 0)
+    except StopIteration:
+        end = -1
+    if end != len(text):  # not our compact text: the full decoder (and its errors)
+        return _full_decode(text)
+    return result  # type: ignore[no-any-return]
+
+
+# ``scan_once`` is the C scanner behind ``JSONDecoder.decode`` without the two regex
+# passes for surrounding whitespace, which text written by ``encode`` never has: about
+# twice as fast on small items. Anything it does not consume whole goes to the full
+# decoder.
+_PLAIN_SCAN = json.scanner.make_scanner(_DECODER)  # type: ignore[arg-type]  # typeshed
+_DATE_SCAN = json.scanner.make_scanner(_DATE_DECODER)  # type: ignore[arg-type]
+
+
+def _full_decode(text: str) -> dict[str, Any]:
     if _DATE_MARK in text:
         result: dict[str, Any] = _DATE_DECODER.decode(text)
     else:
         result = _DECODER.decode(text)
     return result
+
+
+def count_accepted(texts: Iterable[str], accept: Callable[[dict[str, Any]], bool]) -> int:
+    """How many of the documents :func:`encode` wrote ``accept`` takes.
+
+    Each text is decoded once, as :func:`decode` would, straight into ``accept`` (dates
+    are revived only in texts that hold one); nothing is kept.
+    """
+    plain, dated, mark, size = _PLAIN_SCAN, _DATE_SCAN, _DATE_MARK, len
+    total = 0
+    for text in texts:
+        try:
+            item, end = dated(text, 0) if mark in text else plain(text, 0)
+        except StopIteration:
+            end = -1
+        if end != size(text):
+            item = _full_decode(text)
+        if accept(item):
+            total += 1
+    return total
 
 
 def admit_text(item: object) -> tuple[str, str]:

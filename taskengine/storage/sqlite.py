@@ -16,6 +16,7 @@ Python ``str``. Connections, locking, transactions and error translation belong 
 from __future__ import annotations
 
 import contextlib
+import operator
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -29,7 +30,7 @@ from taskengine.errors import (
     SandboxNotEnabled,
     StorageError,
 )
-from taskengine.storage._codec import admit_text, decode, lookup_id
+from taskengine.storage._codec import admit_text, count_accepted, decode, lookup_id
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -77,6 +78,8 @@ _UPDATE = "UPDATE taskengine_items SET doc = ? WHERE coll = ? AND env = ? AND id
 _DELETE = "DELETE FROM taskengine_items WHERE coll = ? AND env = ? AND id = ?"
 _GET = "SELECT doc FROM taskengine_items WHERE coll = ? AND env = ? AND id = ?"
 _COUNT = "SELECT count(*) FROM taskengine_items WHERE coll = ? AND env = ?"
+_second = operator.itemgetter(1)
+_COUNT_PAGE = 4096  # rows per read of a filtered count (the lock is released between)
 
 
 class SQLiteStorage(Storage):
@@ -225,10 +228,23 @@ class SQLiteStorage(Storage):
             with self.database.read() as conn:
                 coll = _target(conn, collection, env)
                 return Count(int(conn.execute(_COUNT, (coll, _ENV_CODE[env])).fetchone()[0]), True)
+        # Rows are read in large keyset pages (the lock is held while reading, not
+        # while decoding) and each document is decoded once, straight into the filter:
+        # no Page, no per-item copy or list, no generator.
+        code = _ENV_CODE[env]
         total = 0
-        for _ in self.find(collection, env, filter):
-            total += 1
-        return Count(total, exact=True)
+        after: str | None = None
+        while True:
+            with self.database.read() as conn:
+                coll = _target(conn, collection, env)
+                if after is None:
+                    rows = conn.execute(_SCAN_FIRST, (coll, code, _COUNT_PAGE)).fetchall()
+                else:
+                    rows = conn.execute(_SCAN_AFTER, (coll, code, after, _COUNT_PAGE)).fetchall()
+            total += count_accepted(map(_second, rows), filter)
+            if len(rows) < _COUNT_PAGE:
+                return Count(total, exact=True)
+            after = rows[-1][0]
 
     def insert_items(
         self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
