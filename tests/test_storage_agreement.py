@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from typing import Any, Literal
 
 import pytest
@@ -227,6 +227,108 @@ def test_fast_admission_matches_admit(doc: dict[str, Any], item_id: str | None) 
     copy = copy_planned(got, plan)
     assert same_value(copy, got)
     assert _containers(copy).isdisjoint(_containers(got) | _containers(item))
+
+
+class _Text(str):
+    """A str subclass: never stored as it is."""
+
+
+class _FixedZone(tzinfo):
+    """A tzinfo that is not a datetime.timezone: normalised on the way in."""
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return timedelta(hours=2)
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+
+_shape_values = _maybe_bad | st.sampled_from(
+    [_Text("x"), True, datetime(2024, 1, 1, tzinfo=_FixedZone()), [1, "\ud800"], ["a", 2]]
+)
+_BAD_OF_TYPE: dict[type, list[Any]] = {
+    str: ["\ud800", _Text("x"), "é"],
+    int: [2**63, -(2**63) - 1, True, 1.5],
+    float: [float("nan"), float("inf"), 1],
+    bool: [1, None],
+    type(None): [0, ""],
+    datetime: [datetime(2024, 1, 1, tzinfo=_FixedZone()), "2024"],
+    list: [[1, "\ud800"], [{"$date": "2024-01-01"}], ("a",), {}],
+    dict: [{"$date": "2024-01-01"}, {1: 2}, {"a": float("nan")}, []],
+}
+
+
+_shape_firsts = st.sampled_from(  # one kind per value, each kind as likely as the next
+    [
+        st.text(max_size=3),
+        st.integers(-(2**63), 2**63 - 1),
+        st.floats(allow_nan=False, allow_infinity=False),
+        st.booleans(),
+        st.none(),
+        _dates,
+        st.lists(_scalars, max_size=3),
+        st.dictionaries(st.text(max_size=2), _scalars, max_size=3),
+        _shape_values,
+    ]
+).flatmap(lambda kind: kind)
+
+
+@given(
+    keys=st.lists(st.text(max_size=2), unique=True, min_size=1, max_size=4)
+    | st.lists(st.text(max_size=2) | st.integers(0, 2), unique=True, max_size=4),
+    data=st.data(),
+)
+def test_shape_checkers_agree_with_admit(keys: list[Any], data: st.DataObject) -> None:
+    """Items sharing keys but not values: each is judged exactly as admit judges it.
+
+    The first item of a key tuple compiles that shape's checker; the next ones keep the
+    keys and put other values under them (often a refused value of the same type), and
+    must still get admit's copy and plan, or its error.
+    """
+    from taskengine.storage import _shapes
+    from taskengine.storage._codec import admit, admit_entry, plan_of
+
+    _shapes._SHAPES.clear()  # the first item below compiles the checker
+    first = data.draw(st.lists(_shape_firsts, min_size=len(keys), max_size=len(keys)))
+    items = [first]
+    for _ in range(3):
+        items.append(
+            [
+                data.draw(
+                    st.sampled_from(_BAD_OF_TYPE.get(type(value), [None]))
+                    if data.draw(st.booleans())
+                    else _shape_values
+                )
+                for value in first
+            ]
+        )
+    for values in items:
+        item = {"_id": "x", **dict(zip(keys, values, strict=True))}
+        try:
+            expected_id, expected = admit(item)
+        except InvalidItem as exc:
+            message = str(exc)
+        else:
+            message = ""
+        if message:
+            with pytest.raises(InvalidItem) as raised:
+                admit_entry(item)
+            assert str(raised.value) == message
+            continue
+        got_id, (got, plan) = admit_entry(item)
+        assert got_id == expected_id
+        assert same_value(got, expected)
+        assert _zone_types(got) == _zone_types(expected)  # normalised as admit does
+        assert plan == plan_of(expected)
+
+
+def _zone_types(value: Any) -> list[type]:
+    """The types of the tzinfo of every datetime inside value, in order."""
+    if type(value) is dict:
+        value = list(value.values())
+    if type(value) is list:
+        return [kind for inner in value for kind in _zone_types(inner)]
+    return [type(value.tzinfo)] if type(value) is datetime else []
 
 
 def _containers(value: Any) -> set[int]:

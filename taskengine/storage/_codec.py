@@ -22,9 +22,10 @@ import json.scanner
 import math
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, TypeAlias
+from typing import Any
 
 from taskengine.errors import InvalidItem
+from taskengine.storage._shapes import Plan, copy_planned, intern_plan, plan_dict
 
 __all__ = [
     "Plan",
@@ -32,6 +33,7 @@ __all__ = [
     "admit_entry",
     "admit_text",
     "check_id",
+    "check_planned",
     "copy_item",
     "copy_planned",
     "count_accepted",
@@ -227,149 +229,52 @@ def _copy_list(items: list[Any]) -> list[Any]:
     return out
 
 
-Plan: TypeAlias = "tuple[tuple[Any, Plan], ...]"
-"""Where a container's nested containers are: ``((key or index, their plan), ...)``.
-
-``()`` means the container holds scalars only, so ``value.copy()`` is a private copy.
-Computed once when an item is stored, it lets :func:`copy_planned` copy an item without
-looking at the type of each value (most items have few or no nested containers).
-"""
-
-_FLAT: Plan = ()
-_PLANS: dict[Plan, Plan] = {}  # interned plans: items of one shape share one plan
-_MAX_PLANS = 4096
-
-
-def copy_planned(value: Any, plan: Plan) -> Any:
-    """A private copy of an admitted dict or list whose :func:`plan_of` is ``plan``."""
-    out = value.copy()
-    for key, sub in plan:
-        out[key] = value[key].copy() if not sub else copy_planned(value[key], sub)
-    return out
-
-
 def plan_of(value: dict[str, Any] | list[Any]) -> Plan:
     """The :data:`Plan` of an admitted dict or list (interned)."""
     pairs = value.items() if type(value) is dict else enumerate(value)
     plan = tuple(
         (key, plan_of(item)) for key, item in pairs if type(item) is dict or type(item) is list
     )
-    return _intern(plan)
-
-
-def _intern(plan: Plan) -> Plan:
-    if not plan:
-        return _FLAT
-    found = _PLANS.get(plan)
-    if found is not None:
-        return found
-    if len(_PLANS) < _MAX_PLANS:
-        _PLANS[plan] = plan
-    return plan
+    return intern_plan(plan)
 
 
 def admit_entry(item: object) -> tuple[str, tuple[dict[str, Any], Plan]]:
     """Like :func:`admit`, and also the copy's :data:`Plan`: ``(_id, (copy, plan))``.
 
-    Checks and copies a plain item in one pass; anything needing normalisation or an
-    error message goes through :func:`admit`, so results and errors are the same.
+    A plain item is checked by :func:`check_planned` and copied by its plan; anything
+    needing normalisation or an error message goes through :func:`admit`, so results
+    and errors are the same.
 
     Raises:
         InvalidItem: as :func:`admit`.
+    """
+    checked = check_planned(item)
+    if checked is not None:
+        plan = checked[1]
+        return checked[0], (copy_planned(item, plan), plan)
+    item_id, doc = admit(item)
+    return item_id, (doc, plan_of(doc))
+
+
+def check_planned(item: object) -> tuple[str, Plan] | None:
+    """``(_id, plan)`` of an item storable as it is (no copy made), else ``None``.
+
+    ``None`` means the item needs :func:`admit_entry`: it is not a plain ``dict``, needs
+    normalising (a ``{"$date": ...}`` dict, a non-``timezone`` tzinfo), or is refused.
+    Checking without copying lets a writer copy each item just before storing it, so
+    each new copy replaces an old one at once (no batch of fresh copies pending, which
+    is what makes Python's cyclic garbage collector run).
     """
     if type(item) is dict:
         item_id = item.get("_id")
         if type(item_id) is str and item_id and item_id.isascii():
             try:
-                fast = _fast_dict(item)
+                plan = plan_dict(item)
             except RecursionError:
-                fast = None
-            if fast is not None:
-                return item_id, fast
-    item_id, doc = admit(item)
-    return item_id, (doc, plan_of(doc))
-
-
-def _fast_dict(value: dict[Any, Any]) -> tuple[dict[str, Any], Plan] | None:
-    """``(copy, plan)`` of a dict storable as it is, ``None`` if it needs :func:`admit`."""
-    out = value.copy()
-    plan: Plan = _FLAT
-    sub: tuple[Any, Plan] | None
-    for key, item in value.items():
-        if type(key) is not str or not (key.isascii() or _encodable(key)):
-            return None
-        kind = type(item)
-        if kind is str:
-            if item.isascii() or _encodable(item):
-                continue
-            return None
-        if kind is int:
-            if _INT_MIN <= item <= _INT_MAX:
-                continue
-            return None
-        if kind is float:
-            if item - item == 0.0:  # finite: inf - inf and nan - nan are nan
-                continue
-            return None
-        if item is None or kind is bool:
-            continue
-        if kind is dict:
-            if _DATE in item:
                 return None
-            sub = _fast_dict(item)
-        elif kind is list:
-            sub = _fast_list(item)
-        elif kind is datetime:
-            if item.tzinfo is None or type(item.tzinfo) is timezone:
-                continue
-            return None
-        else:
-            return None
-        if sub is None:
-            return None
-        out[key] = sub[0]
-        plan += ((key, sub[1]),)
-    return out, _intern(plan) if plan else _FLAT
-
-
-def _fast_list(value: list[Any]) -> tuple[list[Any], Plan] | None:
-    """``(copy, plan)`` of a list storable as it is, ``None`` if it needs :func:`admit`."""
-    out = value.copy()
-    plan: Plan = _FLAT
-    sub: tuple[Any, Plan] | None
-    for index, item in enumerate(value):
-        kind = type(item)
-        if kind is str:
-            if item.isascii() or _encodable(item):
-                continue
-            return None
-        if kind is int:
-            if _INT_MIN <= item <= _INT_MAX:
-                continue
-            return None
-        if kind is float:
-            if item - item == 0.0:
-                continue
-            return None
-        if item is None or kind is bool:
-            continue
-        if kind is dict:
-            if _DATE in item:
-                return None
-            sub = _fast_dict(item)
-        elif kind is list:
-            sub = _fast_list(item)
-        elif kind is datetime:
-            if item.tzinfo is None or type(item.tzinfo) is timezone:
-                continue
-            return None
-        else:
-            return None
-        if sub is None:
-            return None
-        out[index] = sub[0]
-        plan += ((index, sub[1]),)
-    return out, _intern(plan) if plan else _FLAT
+            if plan is not None:
+                return item_id, plan
+    return None
 
 
 def _default(value: object) -> object:

@@ -6,7 +6,7 @@ import contextlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import islice
-from typing import Any
+from typing import Any, cast
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
@@ -16,7 +16,14 @@ from taskengine.errors import (
     DuplicateItem,
     SandboxNotEnabled,
 )
-from taskengine.storage._codec import Plan, admit_entry, copy_planned, lookup_id, plan_of
+from taskengine.storage._codec import (
+    Plan,
+    admit_entry,
+    check_planned,
+    copy_planned,
+    lookup_id,
+    plan_of,
+)
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -231,13 +238,41 @@ class MemoryStorage(Storage):
         environment: Environment | str,
         items: Sequence[Mapping[str, Any]],
     ) -> WriteResult:
-        """Overwrite stored items by ``_id`` (see :meth:`Storage.replace_items`)."""
-        batch = dict(map(admit_entry, items))  # a repeated id: the last one wins
+        """Overwrite stored items by ``_id`` (see :meth:`Storage.replace_items`).
+
+        Every item is checked first (nothing is written if one is refused); then each
+        is copied just before it replaces the stored one, so the batch never holds a
+        pile of fresh copies (which would wake Python's cyclic garbage collector).
+        """
+        if type(items) is not list:
+            items = list(items)  # read twice below, so any iterable works
+        checked = list(map(check_planned, items))
+        if None in checked:  # something to normalise or refuse: the general way
+            return self._replace_admitted(collection, environment, list(map(admit_entry, items)))
+        pairs = cast("list[tuple[str, Plan]]", checked)
         with self._lock:
             entries = self._items(collection, environment).entries
-            if entries.keys() >= batch.keys():  # the common case: every id is stored
-                entries.update(batch)
-                return WriteResult(tuple(batch), ())
+            missing: list[str] = []
+            for doc, (item_id, plan) in zip(items, pairs, strict=True):
+                if item_id in entries:  # a repeated id: the last one wins
+                    entries[item_id] = (copy_planned(doc, plan), plan)
+                else:
+                    missing.append(item_id)
+        wanted = dict.fromkeys([pair[0] for pair in pairs])
+        if not missing:
+            return WriteResult(tuple(wanted), ())
+        gone = dict.fromkeys(missing)
+        return WriteResult(tuple(item_id for item_id in wanted if item_id not in gone), tuple(gone))
+
+    def _replace_admitted(
+        self,
+        collection: str,
+        environment: Environment | str,
+        admitted: list[tuple[str, tuple[Item, Plan]]],
+    ) -> WriteResult:
+        batch = dict(admitted)  # a repeated id: the last one wins
+        with self._lock:
+            entries = self._items(collection, environment).entries
             done = {item_id: entry for item_id, entry in batch.items() if item_id in entries}
             entries.update(done)
         return WriteResult(tuple(done), tuple(item_id for item_id in batch if item_id not in done))

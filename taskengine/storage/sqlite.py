@@ -335,16 +335,29 @@ class SQLiteStorage(Storage):
     def delete_items(
         self, collection: str, environment: Environment | str, ids: Sequence[str]
     ) -> WriteResult:
-        """Delete items by ``_id`` (see :meth:`Storage.delete_items`)."""
-        wanted = {item_id: lookup_id(item_id) for item_id in ids}
+        """Delete items by ``_id`` (see :meth:`Storage.delete_items`).
+
+        The common case (every id stored) is one ``DELETE ... IN (...)`` per chunk in a
+        savepoint, checked by its row count; when fewer rows went, the savepoint is
+        undone and the chunks are deleted again with ``RETURNING`` to learn which ids
+        were missing.
+        """
+        wanted, keys = _delete_keys(ids)
         env = Environment.coerce(environment)
         code = _ENV_CODE[env]
-        with self.database.transaction() as conn:
+        database = self.database
+        with database.transaction() as conn:
             coll = _target(conn, collection, env)
-            keys = [key for key in wanted.values() if key is not None]
+            if len(keys) == len(wanted):
+                try:
+                    with database.transaction():
+                        if _delete_counted(conn, coll, code, keys) != len(keys):
+                            raise _SomeMissing
+                except _SomeMissing:
+                    pass
+                else:
+                    return WriteResult(tuple(wanted), ())
             gone = _delete(conn, coll, code, keys)
-        if len(gone) == len(wanted):
-            return WriteResult(tuple(wanted), ())
         done = tuple(item_id for item_id in wanted if item_id in gone)
         missing = tuple(item_id for item_id in wanted if item_id not in gone)
         return WriteResult(done, missing)
@@ -389,6 +402,42 @@ def _first_duplicate(conn: sqlite3.Connection, coll: int, env: int, ids: list[st
     )
 
 
+class _SomeMissing(Exception):
+    """A counted delete removed fewer rows than ids: undo it and learn which ones."""
+
+
+def _delete_keys(ids: Sequence[str]) -> tuple[dict[str, None], list[str]]:
+    """Each id once, in order; and those of them that a stored item can have.
+
+    Raises:
+        InvalidItem: an id that is not a string.
+    """
+    if set(map(type, ids)) <= {str}:
+        wanted = dict.fromkeys(ids)
+        if "".join(wanted).isascii() and "" not in wanted:
+            return wanted, list(wanted)  # the common case, checked in C
+    keys = list(map(lookup_id, ids))  # raises on the first id that is not a string
+    wanted = dict.fromkeys(ids)
+    return wanted, list(dict.fromkeys(key for key in keys if key is not None))
+
+
+_DELETE_IN = "DELETE FROM taskengine_items WHERE coll = ? AND env = ? AND id IN ({})"
+_DELETE_FULL = _DELETE_IN.format(",".join("?" * _CHUNK))
+_DELETE_FULL_RETURNING = _DELETE_FULL + " RETURNING id"
+
+
+def _delete_counted(conn: sqlite3.Connection, coll: int, env: int, ids: list[str]) -> int:
+    """Delete ``ids`` (each once) from the item set; how many rows went."""
+    total = 0
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        sql = (
+            _DELETE_FULL if len(chunk) == _CHUNK else _DELETE_IN.format(",".join("?" * len(chunk)))
+        )
+        total += conn.execute(sql, (coll, env, *chunk)).rowcount
+    return total
+
+
 def _delete(conn: sqlite3.Connection, coll: int, env: int, ids: list[str]) -> set[str]:
     """Delete ``ids`` from the item set; the ones that were stored (and are now gone).
 
@@ -402,13 +451,11 @@ def _delete(conn: sqlite3.Connection, coll: int, env: int, ids: list[str]) -> se
     gone: set[str] = set()
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
-        marks = ",".join("?" * len(chunk))
-        rows = conn.execute(
-            "DELETE FROM taskengine_items WHERE coll = ? AND env = ?"
-            f" AND id IN ({marks}) RETURNING id",
-            (coll, env, *chunk),
-        )
-        gone.update(row[0] for row in rows)
+        if len(chunk) == _CHUNK:
+            sql = _DELETE_FULL_RETURNING
+        else:
+            sql = _DELETE_IN.format(",".join("?" * len(chunk))) + " RETURNING id"
+        gone.update(row[0] for row in conn.execute(sql, (coll, env, *chunk)))
     return gone
 
 
