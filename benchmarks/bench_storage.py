@@ -6,7 +6,9 @@ every item in batches of 500, over N items (100k; ``--quick``: 10k); scans and r
 same work by hand: for SQLite a plain ``sqlite3`` loop on a ``(id PRIMARY KEY, doc)``
 table with ``json``; for memory a plain ``dict`` with a sorted key list, paged by cursor,
 kept in order on delete, copies in and out (but no validation of the values, which the
-adapter must do on replace). Targets:
+adapter must do on replace). The row ``replace+check`` compares the same adapter replace
+with a dict loop that also checks the adapter's value rules, written out for the item
+shape, before a batch is stored. Targets:
 SQLite within 1.5x of its baseline, memory within 2x of its baseline. Then the peak
 Python memory (``tracemalloc``) of a full scan of a SQLite collection of growing size
 (10k, 100k, 1M; ``--quick``: 10k, 100k), which should stay flat.
@@ -21,6 +23,7 @@ import argparse
 import bisect
 import gc
 import json
+import math
 import os
 import sqlite3
 import tempfile
@@ -190,6 +193,39 @@ def dict_baseline(items: list[dict[str, Any]], changed: list[dict[str, Any]]) ->
                 if item["_id"] in store:
                     store[item["_id"]] = copy(item)
 
+    def valid(doc: dict[str, Any]) -> bool:
+        """The adapter's value rules, written out for this item shape."""
+        tags, meta = doc["tags"], doc["meta"]
+        return (
+            all(type(key) is str and key.isascii() for key in doc)
+            and type(doc["_id"]) is str
+            and doc["_id"].isascii()
+            and type(doc["title"]) is str
+            and doc["title"].isascii()
+            and type(doc["n"]) is int
+            and -(2**63) <= doc["n"] < 2**63
+            and type(doc["price"]) is float
+            and math.isfinite(doc["price"])
+            and type(doc["active"]) is bool
+            and type(tags) is list
+            and all(type(tag) is str and tag.isascii() for tag in tags)
+            and type(meta) is dict
+            and all(type(key) is str and key.isascii() for key in meta)
+            and type(meta["owner"]) is str
+            and meta["owner"].isascii()
+            and type(meta["rank"]) is int
+            and -(2**63) <= meta["rank"] < 2**63
+        )
+
+    def replace_checked() -> None:
+        for start in range(0, len(changed), BATCH):
+            batch = changed[start : start + BATCH]
+            if not all(map(valid, batch)):  # nothing written if one is refused
+                raise ValueError("invalid item")
+            for item in batch:
+                if item["_id"] in store:
+                    store[item["_id"]] = copy(item)
+
     def delete() -> None:
         nonlocal keys, dead
         ids = [item["_id"] for item in items]
@@ -201,7 +237,12 @@ def dict_baseline(items: list[dict[str, Any]], changed: list[dict[str, Any]]) ->
                 keys = [key for key in keys if key in store]
                 dead = 0
 
-    return {"scan": timed(scan, 3), "replace": timed(replace, 3), "delete": timed(delete)}
+    return {
+        "scan": timed(scan, 3),
+        "replace": timed(replace, 3),
+        "replace+check": timed(replace_checked, 3),
+        "delete": timed(delete),
+    }
 
 
 def adapter_run(
@@ -279,13 +320,14 @@ def main() -> None:
         ours = adapter_run(MemoryStorage(), items, changed)
         for op in ("scan", "replace", "delete"):
             results.append(("MemoryStorage", op, ours[op], base[op]))
+        results.append(("MemoryStorage", "replace+check", ours["replace"], base["replace+check"]))
 
         print(f"{n:,} items; scan pages of {PAGE}, write batches of {BATCH}")
-        print(f"{'adapter':<14} {'op':<8} {'items/s':>11} {'baseline/s':>11} {'ratio':>6}  target")
+        print(f"{'adapter':<14} {'op':<13} {'items/s':>11} {'baseline/s':>11} {'ratio':>6}  target")
         for adapter, op, ours_s, base_s in results:
             target = "1.5x" if adapter.startswith("SQLite") else "2x"
             print(
-                f"{adapter:<14} {op:<8} {n / ours_s:>11,.0f} {n / base_s:>11,.0f} "
+                f"{adapter:<14} {op:<13} {n / ours_s:>11,.0f} {n / base_s:>11,.0f} "
                 f"{ours_s / base_s:>5.2f}x  {target}"
             )
 
