@@ -16,14 +16,8 @@ from taskengine.errors import (
     DuplicateItem,
     SandboxNotEnabled,
 )
-from taskengine.storage._codec import (
-    Plan,
-    admit_entry,
-    check_planned,
-    copy_planned,
-    lookup_id,
-    plan_of,
-)
+from taskengine.storage._codec import Plan, admit_entry, check_planned, lookup_id
+from taskengine.storage._shapes import Copier, copier_of
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -44,8 +38,9 @@ __all__ = ["MemoryStorage"]
 class _ItemSet:
     """The items of one collection in one environment.
 
-    ``entries`` maps each stored ``_id`` to ``(item, plan)``: the private item and the
-    :data:`~taskengine.storage._codec.Plan` that copies it without type checks. ``ids``
+    ``entries`` maps each stored ``_id`` to ``(item, copier)``: the private item and the
+    function that copies it by its plan, without type checks (see
+    :func:`~taskengine.storage._shapes.copier_of`). ``ids``
     is every stored ``_id`` in order plus the tombstones in ``dead``: deleted ids not yet
     removed from ``ids`` (removing from a ``SortedList`` one by one costs ~10x a dict
     pop, so deletes only pop the entry, and ``ids`` is rebuilt in one pass once the
@@ -55,7 +50,7 @@ class _ItemSet:
     __slots__ = ("dead", "entries", "ids")
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[Item, Plan]] = {}
+        self.entries: dict[str, tuple[Item, Copier]] = {}
         self.ids = SortedList()
         self.dead: set[str] = set()
 
@@ -149,15 +144,10 @@ class MemoryStorage(Storage):
                     del chunk[limit:]
                     cursor = chunk[-1]
                 if filter is None:
-                    page = [
-                        doc.copy() if not plan else copy_planned(doc, plan)
-                        for doc, plan in map(entries.__getitem__, chunk)
-                    ]
+                    page = [copy(doc) for doc, copy in map(entries.__getitem__, chunk)]
                 else:
                     page = [
-                        doc.copy() if not plan else copy_planned(doc, plan)
-                        for doc, plan in map(entries.__getitem__, chunk)
-                        if filter(doc)
+                        copy(doc) for doc, copy in map(entries.__getitem__, chunk) if filter(doc)
                     ]
             else:
                 page, cursor = _scan_live(keys, entries, limit, filter)
@@ -180,7 +170,7 @@ class MemoryStorage(Storage):
         self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
     ) -> int:
         """Insert new items, all or nothing (see :meth:`Storage.insert_items`)."""
-        admitted = [admit_entry(item) for item in items]
+        admitted = [_entry(item) for item in items]
         with self._lock:
             target = self._items(collection, environment)
             entries = target.entries
@@ -208,7 +198,7 @@ class MemoryStorage(Storage):
             entries = self._items(collection, environment).entries
             key = lookup_id(item_id)
             entry = None if key is None else entries.get(key)
-            return None if entry is None else copy_planned(*entry)
+            return None if entry is None else entry[1](entry[0])
 
     def find(
         self,
@@ -248,14 +238,15 @@ class MemoryStorage(Storage):
             items = list(items)  # read twice below, so any iterable works
         checked = list(map(check_planned, items))
         if None in checked:  # something to normalise or refuse: the general way
-            return self._replace_admitted(collection, environment, list(map(admit_entry, items)))
+            return self._replace_admitted(collection, environment, list(map(_entry, items)))
         pairs = cast("list[tuple[str, Plan]]", checked)
         with self._lock:
             entries = self._items(collection, environment).entries
             missing: list[str] = []
             for doc, (item_id, plan) in zip(items, pairs, strict=True):
                 if item_id in entries:  # a repeated id: the last one wins
-                    entries[item_id] = (copy_planned(doc, plan), plan)
+                    copier = copier_of(plan)
+                    entries[item_id] = (copier(doc), copier)
                 else:
                     missing.append(item_id)
         wanted = dict.fromkeys([pair[0] for pair in pairs])
@@ -268,7 +259,7 @@ class MemoryStorage(Storage):
         self,
         collection: str,
         environment: Environment | str,
-        admitted: list[tuple[str, tuple[Item, Plan]]],
+        admitted: list[tuple[str, tuple[Item, Copier]]],
     ) -> WriteResult:
         batch = dict(admitted)  # a repeated id: the last one wins
         with self._lock:
@@ -312,7 +303,8 @@ class MemoryStorage(Storage):
         """Assert the invariants of every item set.
 
         The sorted ids are exactly the stored ids plus the tombstones, each once; the
-        tombstones never outnumber the items; every entry's plan is its item's plan.
+        tombstones never outnumber the items; every entry's copier makes a private copy
+        of its item.
         """
         with self._lock:
             for name, coll in self._collections.items():
@@ -325,9 +317,9 @@ class MemoryStorage(Storage):
                     assert list(items.ids) == sorted([*items.entries, *items.dead])
                     assert len(items.dead) <= len(items.entries)
                     items.ids._check()
-                    for item_id, (doc, plan) in items.entries.items():
+                    for item_id, (doc, copy) in items.entries.items():
                         assert doc["_id"] == item_id
-                        assert plan == plan_of(doc)
+                        assert _private(copy(doc), doc)
 
     def _collection(self, name: str) -> _Collection:
         try:
@@ -347,7 +339,7 @@ class MemoryStorage(Storage):
 
 def _scan_live(
     keys: Iterator[str],
-    entries: dict[str, tuple[Item, Plan]],
+    entries: dict[str, tuple[Item, Copier]],
     limit: int,
     filter: ItemFilter | None,
 ) -> tuple[list[Item], str | None]:
@@ -367,10 +359,35 @@ def _scan_live(
             return page, last
         looked += 1
         last = key
-        doc, plan = entry
+        doc, copy = entry
         if filter is None or filter(doc):
-            page.append(doc.copy() if not plan else copy_planned(doc, plan))
+            page.append(copy(doc))
     return page, None
+
+
+def _entry(item: object) -> tuple[str, tuple[Item, Copier]]:
+    """``(_id, (private copy, copier))`` of an item to store (see :func:`admit_entry`)."""
+    item_id, (doc, plan) = admit_entry(item)
+    return item_id, (doc, copier_of(plan))
+
+
+def _private(copy: Any, original: Any) -> bool:
+    """Whether ``copy`` equals ``original`` and shares no dict or list with it."""
+    if type(original) is dict:
+        return (
+            type(copy) is dict
+            and copy is not original
+            and copy.keys() == original.keys()
+            and all(_private(copy[key], value) for key, value in original.items())
+        )
+    if type(original) is list:
+        return (
+            type(copy) is list
+            and copy is not original
+            and len(copy) == len(original)
+            and all(map(_private, copy, original))
+        )
+    return copy is original
 
 
 @contextlib.contextmanager
