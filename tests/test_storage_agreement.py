@@ -282,8 +282,9 @@ def test_shape_checkers_agree_with_admit(keys: list[Any], data: st.DataObject) -
     """Items sharing keys but not values: each is judged exactly as admit judges it.
 
     The first item of a key tuple compiles that shape's checker; the next ones keep the
-    keys and put other values under them (often a refused value of the same type), and
-    must still get admit's copy and plan, or its error.
+    keys (sometimes one as an equal str subclass, which must be refused) and put other
+    values under them (often a refused value of the same type), and must still get
+    admit's copy and plan, or its error.
     """
     from taskengine.storage import _shapes
     from taskengine.storage._codec import admit, admit_entry, plan_of
@@ -302,8 +303,13 @@ def test_shape_checkers_agree_with_admit(keys: list[Any], data: st.DataObject) -
                 for value in first
             ]
         )
-    for values in items:
-        item = {"_id": "x", **dict(zip(keys, values, strict=True))}
+    for number, values in enumerate(items):
+        names = list(keys)
+        if number and names and data.draw(st.booleans()):  # a str subclass equal to a key
+            where = data.draw(st.integers(0, len(names) - 1))
+            if type(names[where]) is str:
+                names[where] = _Text(names[where])
+        item = {"_id": "x", **dict(zip(names, values, strict=True))}
         try:
             expected_id, expected = admit(item)
         except InvalidItem as exc:

@@ -248,13 +248,17 @@ def _compile(
 ) -> _Checker:
     """Compile the checker of one shape from its per-value tests."""
     names = ", ".join(f"v{index}" for index in range(len(keys)))
+    key_names = ", ".join(f"n{index}" for index in range(len(keys)))
+    # A str subclass key equal to a cached key finds this checker too: test every type.
+    key_tests = [f"type(n{index}) is str" for index in range(len(keys))]
     lines = [
-        "def check(value):",
+        "def check(value, type=type, str=str):",  # locals: the fastest lookups
         "    try:",
+        f"        {key_names}, = value",
         f"        {names}, = value.values()",
         "    except ValueError:",  # the dict changed size meanwhile
         "        return walk(value)",
-        "    if not (" + "\n            and ".join(tests) + "):",
+        "    if not (" + "\n            and ".join(key_tests + tests) + "):",
         "        return walk(value)",
     ]
     for index, planner in containers:
