@@ -380,3 +380,20 @@ def test_memory_scan_skips_tombstones_and_revives_ids() -> None:
     storage.delete_items("c", "LIVE", [f"{n:03d}" for n in alive])
     storage._check()
     assert [item["_id"] for item in storage.find("c", "LIVE")] == ["003", "zzz"]
+
+
+@ADAPTERS
+def test_delete_takes_any_iterable_and_refuses_str_subclass_ids(adapter: str) -> None:
+    """Ids may come from a generator; an id that is not exactly a str is refused first."""
+    storage = _make(adapter)
+    try:
+        storage.create_collection("c")
+        storage.insert_items("c", "LIVE", [{"_id": "a"}, {"_id": "b"}, {"_id": "c"}])
+        with pytest.raises(InvalidItem):
+            storage.delete_items("c", "LIVE", ["a", _Text("b")])
+        assert storage.count("c", "LIVE").value == 3  # nothing deleted
+        result = storage.delete_items("c", "LIVE", (i for i in ["a", "zz", "a"]))
+        assert (result.done, result.missing) == (("a",), ("zz",))
+        assert [item["_id"] for item in storage.find("c", "LIVE")] == ["b", "c"]
+    finally:
+        _close(storage)

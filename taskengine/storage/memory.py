@@ -34,6 +34,8 @@ from taskengine.storage.base import (
 
 __all__ = ["MemoryStorage"]
 
+_STR_ONLY = {str}
+
 
 class _ItemSet:
     """The items of one collection in one environment.
@@ -272,11 +274,11 @@ class MemoryStorage(Storage):
         self, collection: str, environment: Environment | str, ids: Sequence[str]
     ) -> WriteResult:
         """Delete items by ``_id`` (see :meth:`Storage.delete_items`)."""
-        try:
-            "".join(ids)  # every id is a str (checked in C), or find the bad one
-        except TypeError:
+        if type(ids) is not list and type(ids) is not tuple:
+            ids = list(ids)  # read twice below, so any iterable works
+        if not set(map(type, ids)) <= _STR_ONLY:  # every id exactly a str (checked in C)
             for item_id in ids:
-                lookup_id(item_id)
+                lookup_id(item_id)  # raises on the first one that is not
         wanted = dict.fromkeys(ids)  # each id once, in order
         done: list[str] = []
         missing: list[str] = []

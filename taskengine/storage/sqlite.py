@@ -412,6 +412,8 @@ def _delete_keys(ids: Sequence[str]) -> tuple[dict[str, None], list[str]]:
     Raises:
         InvalidItem: an id that is not a string.
     """
+    if type(ids) is not list and type(ids) is not tuple:
+        ids = list(ids)  # read twice below, so any iterable works
     if set(map(type, ids)) <= {str}:
         wanted = dict.fromkeys(ids)
         if "".join(wanted).isascii() and "" not in wanted:
