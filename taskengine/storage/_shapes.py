@@ -3,10 +3,10 @@
 Most collections hold items of a few shapes: the same keys in the same order, each with
 a value of the same type. The first time a dict with a given tuple of keys is checked,
 :func:`plan_dict` writes a checker for that key tuple and the value types it saw: one
-straight-line boolean expression over the unpacked values (no loop, no dispatch on
-type), compiled once and cached. An item that fits is checked at a fraction of the cost
-of a generic walk; one that does not (a value of another type, a non-ASCII string) goes
-through the generic walk, which is exact. The checker source is built from fixed
+straight-line boolean expression over the unpacked keys (each exactly a ``str``) and
+values (no loop, no dispatch on type), compiled once and cached. An item that fits is
+checked at a fraction of the cost of a generic walk; one that does not (a value of
+another type, a non-ASCII string) goes through the generic walk, which is exact. The checker source is built from fixed
 fragments and positional names only; keys never become source text.
 
 What counts as storable as it is (see :mod:`taskengine.storage._codec`): ``str`` that
@@ -292,6 +292,6 @@ def _compile(
         "ALL_FLAT": intern_plan(tuple((keys[index], FLAT) for index, _ in containers)),
     }
     namespace.update((f"k{index}", keys[index]) for index, _ in containers)
-    exec("\n".join(lines), namespace)  # fixed fragments and v/p/k names only
+    exec("\n".join(lines), namespace)  # fixed fragments and n/v/p/k names only
     checker: _Checker = namespace["check"]
     return checker
