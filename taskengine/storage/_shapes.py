@@ -6,8 +6,9 @@ a value of the same type. The first time a dict with a given tuple of keys is ch
 straight-line boolean expression over the unpacked keys (each exactly a ``str``) and
 values (no loop, no dispatch on type), compiled once and cached. An item that fits is
 checked at a fraction of the cost of a generic walk; one that does not (a value of
-another type, a non-ASCII string) goes through the generic walk, which is exact. The checker source is built from fixed
-fragments and positional names only; keys never become source text.
+another type, a non-ASCII string) goes through the generic walk, which is exact. The
+checker source is built from fixed fragments and positional names only; keys never
+become source text.
 
 What counts as storable as it is (see :mod:`taskengine.storage._codec`): ``str`` that
 can be encoded as UTF-8, ``int`` in the signed 64-bit range, finite ``float``, ``bool``,
