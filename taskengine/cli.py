@@ -2,7 +2,7 @@
 
 Subcommands::
 
-    taskengine demo    [--db PATH] [--items N]
+    taskengine demo    [--db PATH] [--items N] [--replace]
     taskengine import  --db PATH --collection NAME [--environment LIVE|SANDBOX]
                        [--sandbox] [--publish-plugin] FILE.jsonl
     taskengine run     --db PATH TASK.json [--no-wait]
@@ -319,10 +319,23 @@ def open_engine(
 # -- commands -------------------------------------------------------------------------------
 
 
+def _status_label(task: Mapping[str, Any]) -> str:
+    """A task's status for a table: ``FAILED (cancelled)``, ``RUNNING (cancel requested)``."""
+    status = str(task["status"])
+    if status == "FAILED":
+        codes = {failure.get("code") for failure in task.get("failures", ())}
+        return "FAILED (cancelled)" if "CANCELLED" in codes else status
+    if task.get("cancelRequested"):
+        return f"{status} (cancel requested)"
+    return status
+
+
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from taskengine.demo import run_demo
 
-    return run_demo(db=args.db, items=args.items, out=out, batch_size=args.batch_size)
+    return run_demo(
+        db=args.db, items=args.items, out=out, batch_size=args.batch_size, replace=args.replace
+    )
 
 
 def _read_text(path: str) -> bytes:
@@ -585,7 +598,7 @@ def _cmd_tasks(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             (
                 t["id"],
                 t["type"],
-                t["status"] + (" (cancel requested)" if t.get("cancelRequested") else ""),
+                _status_label(t),
                 f"{t['itemsSucceeded']:,}/{t['estimatedItemCount']:,}",
                 f"{t['itemsFailed']:,}",
                 t.get("createdAt", ""),
@@ -708,6 +721,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--items", type=_positive, default=100_000, help="items to generate (default 100000)"
+    )
+    demo.add_argument(
+        "--replace",
+        action="store_true",
+        help="delete an existing 'products' collection in --db and rebuild it",
     )
     demo.add_argument("--batch-size", type=_positive, default=1000, help=argparse.SUPPRESS)
     demo.set_defaults(handler=_cmd_demo)

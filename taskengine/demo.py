@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from taskengine.cli import (
     EXIT_CANCELLED,
     EXIT_OK,
+    CommandError,
     ProgressPrinter,
     ctrl_c_cancels,
     exit_code_for,
@@ -129,9 +130,20 @@ def _fill(storage: SQLiteStorage, environment: str, count: int, batch: int = 500
             storage.insert_items(COLLECTION, environment, chunk)
 
 
-def _prepare(storage: SQLiteStorage, items: int, out: TextIO) -> None:
-    with contextlib.suppress(CollectionNotFound):
-        storage.drop_collection(COLLECTION)
+def _prepare(storage: SQLiteStorage, items: int, out: TextIO, replace: bool) -> None:
+    try:
+        info = storage.collection_info(COLLECTION)
+    except CollectionNotFound:
+        pass
+    else:
+        if not replace:
+            count = storage.count(COLLECTION, "LIVE").value
+            raise CommandError(
+                f"{storage.database.path} already has a collection {COLLECTION!r} "
+                f"({count:,} LIVE items); pass --replace to delete it and rebuild the demo "
+                "data, or use another --db"
+            )
+        storage.drop_collection(info.name)
     storage.create_collection(COLLECTION, sandbox=True, publish_plugin=True)
     sandbox_items = max(1, items // 10)
     started = time.monotonic()
@@ -152,16 +164,23 @@ def run_demo(
     *,
     batch_size: int = 1000,
     tty: bool | None = None,
+    replace: bool = False,
 ) -> int:
     """Run the demo; returns the exit code (0, or 4 when Ctrl-C cancelled a task).
 
     Args:
-        db: the SQLite file to build the data in (replacing its ``products``
-            collection); ``None`` = a temporary file removed at the end.
+        db: the SQLite file to build the data in; ``None`` = a temporary file removed at
+            the end.
         items: how many LIVE items to generate (the sandbox gets a tenth).
         out: where to write (default ``sys.stdout``).
         batch_size: the engine's batch size.
         tty: draw live progress bars; ``None`` = when ``out`` is a terminal.
+        replace: delete an existing ``products`` collection in ``db`` and rebuild it;
+            without it, an existing one is left alone and the demo refuses to run.
+
+    Raises:
+        CommandError: ``db`` already has a ``products`` collection and ``replace`` is
+            false (exit code 2; nothing is changed).
     """
     import sys
 
@@ -174,14 +193,23 @@ def run_demo(
             path = os.path.join(folder, "demo.db")
         else:
             path = db
-        return _run(path, items, stream, batch_size, tty, keep=db is not None)
+        return _run(path, items, stream, batch_size, tty, keep=db is not None, replace=replace)
     raise AssertionError("unreachable")  # pragma: no cover - for type checkers
 
 
-def _run(path: str, items: int, out: TextIO, batch_size: int, tty: bool | None, keep: bool) -> int:
+def _run(
+    path: str,
+    items: int,
+    out: TextIO,
+    batch_size: int,
+    tty: bool | None,
+    keep: bool,
+    replace: bool,
+) -> int:
     results: list[tuple[Task, float]] = []
-    with open_engine(path, create=True, start=True, batch_size=batch_size) as (engine, storage):
-        _prepare(storage, items, out)
+    with open_engine(path, create=True, batch_size=batch_size) as (engine, storage):
+        _prepare(storage, items, out, replace)  # before the engine resumes any old task
+        engine.start()
         for spec in DEMO_TASKS:
             started = time.monotonic()
             with ctrl_c_cancels() as pressed:
@@ -200,8 +228,7 @@ def _run(path: str, items: int, out: TextIO, batch_size: int, tty: bool | None, 
         out.write(f"\n{COLLECTION}: {live:,} LIVE items, {sandbox:,} SANDBOX items left.\n")
     if keep:
         out.write(
-            f"The data and the tasks are in {path}; try:\n"
-            f"  taskengine tasks list --db {path}\n"
+            f"The data and the tasks are in {path}; try:\n  taskengine tasks list --db {path}\n"
         )
     else:
         out.write("(The database was temporary; pass --db demo.db to keep it.)\n")

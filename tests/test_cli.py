@@ -118,12 +118,37 @@ def test_demo_runs_every_task_type(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_demo_is_repeatable_on_the_same_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Running the demo twice on one file rebuilds the collection instead of failing."""
+    """Running the demo again on one file needs --replace, which rebuilds the collection."""
     path = str(tmp_path / "demo.db")
     assert run_cli(capsys, "demo", "--items", "10", "--db", path)[0] == EXIT_OK
-    code, out, _ = run_cli(capsys, "demo", "--items", "10", "--db", path)
+    code, out, err = run_cli(capsys, "demo", "--items", "20", "--db", path)
+    assert code == EXIT_BAD_INPUT
+    assert "--replace" in err
+    code, out, _ = run_cli(capsys, "demo", "--items", "10", "--db", path, "--replace")
     assert code == EXIT_OK
     assert "products: 10 LIVE items" in out
+
+
+def test_demo_leaves_an_existing_products_collection_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without --replace, the demo refuses a file whose `products` is the user's own data."""
+    path = tmp_path / "shop.db"
+    items = tmp_path / "items.jsonl"
+    items.write_text('{"_id": "mine", "precious": true}\n')
+    code, _, _ = run_cli(
+        capsys, "import", "--db", str(path), "--collection", "products", str(items)
+    )
+    assert code == EXIT_OK
+    code, out, err = run_cli(capsys, "demo", "--items", "10", "--db", str(path))
+    assert code == EXIT_BAD_INPUT
+    assert "already has a collection 'products' (1 LIVE items)" in err
+    assert "Created collection" not in out
+    with SQLiteStorage(path) as storage:
+        assert storage.get_item("products", "LIVE", "mine") == {"_id": "mine", "precious": True}
+        assert not storage.collection_info("products").sandbox_enabled
+    code, out, _ = run_cli(capsys, "tasks", "list", "--db", str(path), "--json")
+    assert json.loads(out)["metadata"]["total"] == 0
 
 
 def test_installed_command_runs_the_demo(tmp_path: Path) -> None:
@@ -381,6 +406,21 @@ def test_no_wait_then_tasks_get_and_cancel(
     assert cancelled["failures"] == [
         {"code": "CANCELLED", "description": cancelled["failures"][0]["description"]}
     ]
+    code, out, _ = run_cli(capsys, "tasks", "list", "--db", str(db))
+    assert "FAILED (cancelled)" in out.splitlines()[2]
+
+
+def test_status_label_tells_cancelled_from_failed_and_pending() -> None:
+    """The STATUS column says which FAILED task was cancelled and which cancel is pending."""
+    from taskengine.cli import _status_label
+
+    cancelled = {"status": "FAILED", "failures": [{"code": "CANCELLED"}], "cancelRequested": True}
+    assert _status_label(cancelled) == "FAILED (cancelled)"
+    assert _status_label({"status": "FAILED", "failures": [{"code": "WDE0025"}]}) == "FAILED"
+    assert _status_label({"status": "RUNNING", "cancelRequested": True}) == (
+        "RUNNING (cancel requested)"
+    )
+    assert _status_label({"status": "COMPLETED", "failures": []}) == "COMPLETED"
 
 
 def test_tasks_get_unknown_id_exits_2(db: Path, capsys: pytest.CaptureFixture[str]) -> None:
