@@ -396,9 +396,7 @@ def _check_collection(storage: SQLiteStorage, name: str) -> None:
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     spec = load_task_spec(_read_text(args.task_file), args.task_file)
-    with open_engine(
-        args.db, start=not args.no_wait, workers=1, batch_size=args.batch_size
-    ) as (engine, storage):
+    with open_engine(args.db, workers=1, batch_size=args.batch_size) as (engine, storage):
         collection = _task_collection(spec)
         if collection is not None:
             _check_collection(storage, collection)
@@ -410,6 +408,10 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 "('taskengine serve' or 'taskengine run').\n"
             )
             return EXIT_OK
+        ahead = _count_unfinished(engine)  # before the engine starts and resumes them
+        if ahead:
+            err.write(f"{ahead} earlier unfinished task(s) in {args.db} run first.\n")
+        engine.start()
         with ctrl_c_cancels() as pressed:
             task = engine.create_task(spec)
             err.write(f"Created task {task.id} ({task.type}); Ctrl-C cancels it.\n")
@@ -419,6 +421,17 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         out.write(dumps(final.to_json(), indent=2) + "\n")
         out.flush()
         return exit_code_for(final)
+
+
+def _count_unfinished(engine: TaskEngine, pages: int = 10, size: int = 100) -> int:
+    """How many tasks are NEW or RUNNING (looking at the newest ``pages * size`` only)."""
+    total = 0
+    for page in range(pages):
+        listed = engine.list_tasks(limit=size, offset=page * size).tasks
+        total += sum(1 for task in listed if not task.is_finished)
+        if len(listed) < size:
+            break
+    return total
 
 
 def _iter_jsonl(path: str) -> Iterator[tuple[int, bytes]]:

@@ -410,6 +410,25 @@ def test_no_wait_then_tasks_get_and_cancel(
     assert "FAILED (cancelled)" in out.splitlines()[2]
 
 
+def test_run_says_when_earlier_queued_tasks_run_first(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run` after a `--no-wait` task says the queued one runs first; both complete."""
+    spec = tmp_path / "copy.json"
+    spec.write_text(json.dumps(COPY_TASK), encoding="utf-8")
+    code, out, _ = run_cli(capsys, "run", "--db", str(db), "--no-wait", str(spec))
+    assert code == EXIT_OK
+    queued = json.loads(out)["id"]
+    code, out, err = run_cli(capsys, "run", "--db", str(db), "--quiet", str(spec))
+    assert code == EXIT_OK, err
+    assert "1 earlier unfinished task(s)" in err
+    code, out, _ = run_cli(capsys, "tasks", "get", queued, "--db", str(db))
+    assert json.loads(out)["status"] == "COMPLETED"
+    code, out, err = run_cli(capsys, "run", "--db", str(db), "--quiet", str(spec))
+    assert code == EXIT_OK
+    assert "earlier unfinished" not in err
+
+
 def test_status_label_tells_cancelled_from_failed_and_pending() -> None:
     """The STATUS column says which FAILED task was cancelled and which cancel is pending."""
     from taskengine.cli import _status_label
