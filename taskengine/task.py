@@ -260,6 +260,8 @@ class Task:
     ) -> Task:
         """The task ended at ``now`` with ``status``; ``failure`` (for FAILED) goes first.
 
+        A pending ``cancel_requested`` is cleared: a finished task no longer shows it.
+
         Raises:
             InvalidTransition: the move is not allowed.
             ValueError: FAILED without a failure, or COMPLETED with one.
@@ -275,6 +277,7 @@ class Task:
             finished_at=end,
             expires_at=utc_ms(end + retention),
             failures=failures,
+            cancel_requested=False,  # shown until the task ends; then the failure says it
         )
 
     def to_json(self) -> dict[str, Any]:
