@@ -367,64 +367,8 @@ def admit_text(item: object) -> tuple[str, str]:
     Raises:
         InvalidItem: as :func:`admit`.
     """
-    if type(item) is dict:
-        item_id = item.get("_id")
-        if type(item_id) is str and item_id and item_id.isascii() and _clean_dict(item):
-            return item_id, _ENCODER.encode(item)
+    checked = check_planned(item)
+    if checked is not None:
+        return checked[0], _ENCODER.encode(item)
     item_id, doc = admit(item)
     return item_id, _ENCODER.encode(doc)
-
-
-def _clean_dict(value: dict[Any, Any]) -> bool:
-    """Whether every key and value is storable as it is (no copy or normalisation needed)."""
-    for key, item in value.items():
-        if type(key) is not str or not (key.isascii() or _encodable(key)):
-            return False
-        kind = type(item)
-        if kind is str:
-            if not (item.isascii() or _encodable(item)):
-                return False
-        elif kind is int:
-            if not _INT_MIN <= item <= _INT_MAX:
-                return False
-        elif kind is float:
-            if not math.isfinite(item):
-                return False
-        elif kind is dict:
-            if _DATE in item or not _clean_dict(item):
-                return False
-        elif kind is list:
-            if not _clean_list(item):
-                return False
-        elif kind is datetime:
-            if item.tzinfo is not None and type(item.tzinfo) is not timezone:
-                return False
-        elif item is not None and kind is not bool:
-            return False
-    return True
-
-
-def _clean_list(value: list[Any]) -> bool:
-    for item in value:
-        kind = type(item)
-        if kind is str:
-            if not (item.isascii() or _encodable(item)):
-                return False
-        elif kind is int:
-            if not _INT_MIN <= item <= _INT_MAX:
-                return False
-        elif kind is float:
-            if not math.isfinite(item):
-                return False
-        elif kind is dict:
-            if _DATE in item or not _clean_dict(item):
-                return False
-        elif kind is list:
-            if not _clean_list(item):
-                return False
-        elif kind is datetime:
-            if item.tzinfo is not None and type(item.tzinfo) is not timezone:
-                return False
-        elif item is not None and kind is not bool:
-            return False
-    return True
