@@ -399,3 +399,19 @@ def test_delete_takes_any_iterable_and_refuses_str_subclass_ids(adapter: str) ->
         assert [item["_id"] for item in storage.find("c", "LIVE")] == ["b", "c"]
     finally:
         _close(storage)
+
+
+@ADAPTERS
+def test_too_deep_an_item_is_invalid_not_a_recursion_error(adapter: str) -> None:
+    """An item nested past the recursion limit is refused with InvalidItem; nothing stored."""
+    deep: dict[str, Any] = {"x": 1}
+    for _ in range(5000):
+        deep = {"a": deep}
+    storage = _make(adapter)
+    try:
+        storage.create_collection("c")
+        with pytest.raises(InvalidItem, match="nested too deeply"):
+            storage.insert_items("c", "LIVE", [{"_id": "a", "v": deep}])
+        assert storage.count("c", "LIVE").value == 0
+    finally:
+        _close(storage)
