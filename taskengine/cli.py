@@ -280,13 +280,22 @@ def ctrl_c_cancels() -> Iterator[threading.Event]:
 
 @contextlib.contextmanager
 def open_engine(
-    db: str, *, create: bool = False, start: bool = False, workers: int = 1, batch_size: int = 500
+    db: str,
+    *,
+    create: bool = False,
+    start: bool = False,
+    workers: int = 1,
+    batch_size: int = 500,
+    read_only: bool = False,
 ) -> Iterator[tuple[TaskEngine, SQLiteStorage]]:
     """An engine over the SQLite file ``db`` (items and tasks in the one file).
 
     Args:
         create: create the file when it does not exist (else a missing file is an error).
         start: start the engine's workers (which resumes unfinished tasks).
+        read_only: open the file with SQLite's ``mode=ro`` for commands that only read
+            (``tasks list|get``): nothing in the file changes, a read-only file works,
+            and a process writing the file never makes the command wait.
 
     Raises:
         CommandError: the file does not exist and ``create`` is false.
@@ -294,6 +303,13 @@ def open_engine(
     from taskengine.engine import TaskEngine
     from taskengine.storage.sqlite import SQLiteStorage
     from taskengine.taskstore import SQLiteTaskStore
+
+    if read_only:
+        with _open_read_only(db) as storage:
+            store = SQLiteTaskStore(storage)
+            engine = TaskEngine(storage, task_store=store)
+            yield engine, storage
+        return
 
     if not create and not os.path.exists(db):
         raise CommandError(
@@ -314,6 +330,24 @@ def open_engine(
             store.close()
     finally:
         storage.close()
+
+
+@contextlib.contextmanager
+def _open_read_only(db: str) -> Iterator[SQLiteStorage]:
+    from taskengine._sqlite import Database
+    from taskengine.storage.sqlite import SQLiteStorage
+
+    if not os.path.exists(db):
+        raise CommandError(
+            f"no database at {db!r} (create one with 'taskengine import' or "
+            f"'taskengine demo --db {db}')"
+        )
+    check_db_path(db)
+    database = Database(db, read_only=True)
+    try:
+        yield SQLiteStorage(database)
+    finally:
+        database.close()
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -591,7 +625,7 @@ def _yes(flag: bool) -> str:
 
 
 def _cmd_tasks(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    with open_engine(args.db) as (engine, storage):
+    with open_engine(args.db, read_only=args.action != "cancel") as (engine, storage):
         if args.action == "get":
             out.write(dumps(engine.get_task(args.task_id).to_json(), indent=2) + "\n")
             return EXIT_OK
