@@ -42,6 +42,10 @@ __all__ = ["FORMAT_VERSION", "Database"]
 FORMAT_VERSION = 1
 """The ``PRAGMA user_version`` of a taskengine database file."""
 
+# Primary result codes (``sqlite3.SQLITE_BUSY`` exists from Python 3.11 only, untyped).
+_SQLITE_BUSY = 5
+_SQLITE_READONLY = 8
+
 _SCHEMA_TABLE = (
     "CREATE TABLE IF NOT EXISTS taskengine_schema ("
     "component TEXT PRIMARY KEY, version INTEGER NOT NULL) WITHOUT ROWID"
@@ -272,12 +276,12 @@ class Database:
 
     def _error(self, action: str, exc: sqlite3.Error) -> StorageError:
         code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-        if code == sqlite3.SQLITE_BUSY:
+        if code == _SQLITE_BUSY:
             return StorageError(
                 f"database is busy: another process is writing {self.path!r} "
                 f"(waited {self.timeout:g} s)"
             )
-        if code == sqlite3.SQLITE_READONLY:
+        if code == _SQLITE_READONLY:
             return StorageError(f"SQLite could not {action} on {self.path!r}: file is read-only")
         return StorageError(f"SQLite could not {action} on {self.path!r}: {exc}")
 
