@@ -45,6 +45,7 @@ FORMAT_VERSION = 1
 # Primary result codes (``sqlite3.SQLITE_BUSY`` exists from Python 3.11 only, untyped).
 _SQLITE_BUSY = 5
 _SQLITE_READONLY = 8
+_SQLITE_CANTOPEN = 14
 
 _SCHEMA_TABLE = (
     "CREATE TABLE IF NOT EXISTS taskengine_schema ("
@@ -287,8 +288,29 @@ class Database:
 
 
 def _connect_read_only(path: str, timeout: float) -> sqlite3.Connection:
-    """A ``mode=ro`` connection: SQLite refuses every write through it."""
+    """A ``mode=ro`` connection: SQLite refuses every write through it.
+
+    A WAL file needs its ``-shm`` index, which a reader creates when it is missing; in a
+    directory the reader cannot write, that fails. With no ``-wal`` file there is no
+    commit outside the main file to read, so the file is then opened as ``immutable``
+    (no index, no locks).
+    """
     uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-    return sqlite3.connect(
+    conn = sqlite3.connect(
         uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
     )
+    try:
+        conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        conn.close()
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code not in (_SQLITE_READONLY, _SQLITE_CANTOPEN) or os.path.exists(path + "-wal"):
+            raise
+        conn = sqlite3.connect(
+            uri + "&immutable=1",
+            uri=True,
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    return conn
