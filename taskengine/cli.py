@@ -689,21 +689,35 @@ def build_parser() -> argparse.ArgumentParser:
         "import",
         help="load a JSON Lines file into a collection",
         description="Load items (one JSON object per line, each with a string _id) into a "
-        "collection, creating it if needed. All or nothing: any bad line is reported by "
-        "number and nothing is imported.",
+        "collection, creating it if needed. All or nothing: every bad line is reported "
+        "(the first 100 by line number and JSON path, then a count) and nothing is imported. "
+        "The file is checked before the database is locked, then written in one "
+        "transaction; memory stays flat however long the file is (the checked lines are "
+        "staged in a temporary file).",
+        epilog="--sandbox and --publish-plugin apply only when the import creates the "
+        "collection; naming one for an existing collection that lacks it is an error (exit "
+        "2), since neither can be added later. --environment SANDBOX needs a sandbox: "
+        "--sandbox for a new collection. If another process holds the write lock for more "
+        f"than {IMPORT_BUSY_TIMEOUT:g} s, the import stops with 'database is busy' (exit 5).",
     )
     imp.add_argument("--db", required=True, help="the SQLite file (created if missing)")
     imp.add_argument("--collection", required=True, help="the collection name")
     imp.add_argument(
-        "--environment", choices=("LIVE", "SANDBOX"), default="LIVE", help="default LIVE"
+        "--environment",
+        choices=("LIVE", "SANDBOX"),
+        default="LIVE",
+        help="default LIVE; SANDBOX needs a collection with a sandbox",
     )
     imp.add_argument(
-        "--sandbox", action="store_true", help="enable the sandbox when creating the collection"
+        "--sandbox",
+        action="store_true",
+        help="create the collection with a sandbox (error for an existing one without)",
     )
     imp.add_argument(
         "--publish-plugin",
         action="store_true",
-        help="install the publish plugin when creating the collection",
+        help="create the collection with the publish plugin (error for an existing one "
+        "without)",
     )
     imp.add_argument("file", metavar="FILE.jsonl", help="the JSON Lines file ('-' = stdin)")
     imp.set_defaults(handler=_cmd_import)
