@@ -33,7 +33,7 @@ def _write(path: str, lines: int, seed: int = 10) -> None:
             handle.write(json.dumps(item) + "\n")
 
 
-def _child(argv: list[str], env: dict[str, str]) -> tuple[int, float]:
+def _child(argv: list[str], env: dict[str, str], cwd: str) -> tuple[int, float]:
     """Peak RSS (bytes) and seconds of one child process running ``argv``."""
     code = (
         "import resource, subprocess, sys\n"
@@ -44,7 +44,12 @@ def _child(argv: list[str], env: dict[str, str]) -> tuple[int, float]:
         "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, took)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env, check=True
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,  # not a checkout: ``-m`` puts the working directory before PYTHONPATH
+        check=True,
     ).stdout.split()
     return int(out[0]) * 1024, float(out[1])  # ru_maxrss is in KiB on Linux
 
@@ -59,17 +64,17 @@ def main() -> None:
     env = dict(os.environ)
     if args.pythonpath:
         env["PYTHONPATH"] = args.pythonpath
-    baseline, _ = _child([sys.executable, "-c", "import taskengine.cli"], env)
-    print(f"baseline (interpreter + taskengine.cli): {baseline / 2**20:.1f} MB RSS")
-    print("| lines | file MB | peak RSS MB | over baseline MB | seconds | lines/s |")
-    print("|---:|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as folder:
+        baseline, _ = _child([sys.executable, "-c", "import taskengine.cli"], env, folder)
+        print(f"baseline (interpreter + taskengine.cli): {baseline / 2**20:.1f} MB RSS")
+        print("| lines | file MB | peak RSS MB | over baseline MB | seconds | lines/s |")
+        print("|---:|---:|---:|---:|---:|---:|")
         for lines in sizes:
             source = os.path.join(folder, f"{lines}.jsonl")
             _write(source, lines)
             db = os.path.join(folder, f"{lines}.db")
             argv = [sys.executable, "-m", "taskengine", "import", "--db", db]
-            rss, took = _child([*argv, "--collection", "Items", source], env)
+            rss, took = _child([*argv, "--collection", "Items", source], env, folder)
             size = os.path.getsize(source) / 2**20
             print(
                 f"| {lines:,} | {size:.0f} | {rss / 2**20:.1f} | {(rss - baseline) / 2**20:.1f} "
