@@ -7,6 +7,14 @@ transaction. Everything SQLite-specific about connections lives here:
 * one connection (``check_same_thread=False``) guarded by an ``RLock``; every use holds
   the lock, so the connection is safe from several threads;
 * WAL journal (not for ``":memory:"``), ``busy_timeout``, ``synchronous=NORMAL``;
+  a writer that waits longer than ``busy_timeout`` for another process's write lock gets
+  a ``StorageError`` that says so ("database is busy ... (waited 5 s)");
+* ``read_only=True`` opens the file with SQLite's ``mode=ro``: nothing is written, not
+  even the journal mode or the schema records, and no lock is taken that could make it
+  wait for a writer (WAL readers read the last commit while a writer works);
+* opening never takes the write lock when the file is already in WAL mode and at the
+  current format and schema versions, so opening a file that another process is
+  writing does not wait for it;
 * explicit transactions in one place (:meth:`Database.transaction`): ``BEGIN IMMEDIATE``
   outermost, a ``SAVEPOINT`` per nested level, so a failing inner block undoes only its
   own writes when its exception is caught, and everything when it is not;
@@ -24,6 +32,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import urllib.parse
 from collections.abc import Iterator, Sequence
 
 from taskengine.errors import StorageError
@@ -32,6 +41,11 @@ __all__ = ["FORMAT_VERSION", "Database"]
 
 FORMAT_VERSION = 1
 """The ``PRAGMA user_version`` of a taskengine database file."""
+
+# Primary result codes (``sqlite3.SQLITE_BUSY`` exists from Python 3.11 only, untyped).
+_SQLITE_BUSY = 5
+_SQLITE_READONLY = 8
+_SQLITE_CANTOPEN = 14
 
 _SCHEMA_TABLE = (
     "CREATE TABLE IF NOT EXISTS taskengine_schema ("
@@ -50,27 +64,39 @@ class Database:
         StorageError: the file cannot be opened as a SQLite database.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, timeout: float = 30.0, read_only: bool = False
+    ) -> None:
         self.path: str = os.fspath(path)
+        self.timeout = timeout
+        self.read_only = read_only
         self._lock = threading.RLock()
         self._depth = 0
         self._closed = False
         try:
-            self._conn = sqlite3.connect(
-                self.path, timeout=timeout, isolation_level=None, check_same_thread=False
-            )
+            if read_only:
+                self._conn = _connect_read_only(self.path, timeout)
+            else:
+                self._conn = sqlite3.connect(
+                    self.path, timeout=timeout, isolation_level=None, check_same_thread=False
+                )
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            if self.path != ":memory:" and not self.path.startswith("file::memory:"):
-                self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
-            self._conn.execute("PRAGMA synchronous = NORMAL")
+            if not read_only:
+                in_memory = self.path == ":memory:" or self.path.startswith("file::memory:")
+                # Setting the journal mode needs the write lock even when it changes
+                # nothing, so it is only set when the file is not in WAL mode yet.
+                mode = self._conn.execute("PRAGMA journal_mode").fetchone()[0]
+                if not in_memory and str(mode).lower() != "wal":
+                    self._conn.execute("PRAGMA journal_mode = WAL").fetchone()
+                self._conn.execute("PRAGMA synchronous = NORMAL")
             self._init_format()
         except sqlite3.Error as exc:
             self._conn.close()
             self._closed = True
-            raise StorageError(f"cannot open SQLite database {self.path!r}: {exc}") from exc
+            raise self._error("open the database", exc) from exc
         except BaseException:
             self._conn.close()
             self._closed = True
@@ -78,15 +104,14 @@ class Database:
 
     def _init_format(self) -> None:
         conn = self._conn
+        found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        self._check_format(found)
+        if self.read_only or (found == FORMAT_VERSION and self._has_schema_table()):
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             found = int(conn.execute("PRAGMA user_version").fetchone()[0])
-            if found > FORMAT_VERSION:
-                raise StorageError(
-                    f"SQLite database {self.path!r} has format version {found} "
-                    f"(PRAGMA user_version), newer than this taskengine's {FORMAT_VERSION}; "
-                    "it was left unchanged"
-                )
+            self._check_format(found)
             conn.execute(_SCHEMA_TABLE)
             if found < FORMAT_VERSION:
                 conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
@@ -94,6 +119,20 @@ class Database:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
+
+    def _check_format(self, found: int) -> None:
+        if found > FORMAT_VERSION:
+            raise StorageError(
+                f"SQLite database {self.path!r} has format version {found} "
+                f"(PRAGMA user_version), newer than this taskengine's {FORMAT_VERSION}; "
+                "it was left unchanged"
+            )
+
+    def _has_schema_table(self) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'taskengine_schema'"
+        ).fetchone()
+        return row is not None
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -121,10 +160,14 @@ class Database:
         propagates, every level above). The lock is held throughout.
 
         Raises:
-            StorageError: the database is closed, or SQLite failed (from the original).
+            StorageError: the database is closed or read-only, another process held the
+                write lock for longer than ``timeout`` ("database is busy"), or SQLite
+                failed (from the original).
         """
         with self._lock:
             self._ensure_open()
+            if self.read_only:
+                raise StorageError(f"SQLite database {self.path!r} was opened read-only")
             depth = self._depth
             savepoint = f"taskengine_{depth}"
             try:
@@ -166,20 +209,23 @@ class Database:
 
         Records ``version`` for ``component`` in ``taskengine_schema`` and returns the
         version that was there before (0 for a new file), so the caller can migrate.
+        When that version is already recorded, nothing is written and no write lock is
+        taken; a read-only database is only checked (the caller must cope with a
+        component that was never created: the returned 0).
 
         Raises:
             StorageError: the file holds a newer version than this code knows.
         """
+        found = self.schema_version(component)
+        self._check_schema(component, found, version)
+        if found == version or self.read_only:
+            return found
         with self.transaction() as conn:
             row = conn.execute(
                 "SELECT version FROM taskengine_schema WHERE component = ?", (component,)
             ).fetchone()
             found = 0 if row is None else int(row[0])
-            if found > version:
-                raise StorageError(
-                    f"{self.path!r} holds {component} schema version {found}, "
-                    f"newer than this taskengine's {version}"
-                )
+            self._check_schema(component, found, version)
             if found < version:
                 for statement in statements:
                     conn.execute(statement)
@@ -188,6 +234,23 @@ class Database:
                     (component, version),
                 )
         return found
+
+    def schema_version(self, component: str) -> int:
+        """The schema version recorded for ``component`` (0: none), read without a lock."""
+        with self.read() as conn:
+            if not self._has_schema_table():
+                return 0
+            row = conn.execute(
+                "SELECT version FROM taskengine_schema WHERE component = ?", (component,)
+            ).fetchone()
+        return 0 if row is None else int(row[0])
+
+    def _check_schema(self, component: str, found: int, version: int) -> None:
+        if found > version:
+            raise StorageError(
+                f"{self.path!r} holds {component} schema version {found}, "
+                f"newer than this taskengine's {version}"
+            )
 
     def close(self) -> None:
         """Close the connection; later use raises ``StorageError``. Idempotent."""
@@ -213,4 +276,41 @@ class Database:
             pass
 
     def _error(self, action: str, exc: sqlite3.Error) -> StorageError:
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code == _SQLITE_BUSY:
+            return StorageError(
+                f"database is busy: another process is writing {self.path!r} "
+                f"(waited {self.timeout:g} s)"
+            )
+        if code == _SQLITE_READONLY:
+            return StorageError(f"SQLite could not {action} on {self.path!r}: file is read-only")
         return StorageError(f"SQLite could not {action} on {self.path!r}: {exc}")
+
+
+def _connect_read_only(path: str, timeout: float) -> sqlite3.Connection:
+    """A ``mode=ro`` connection: SQLite refuses every write through it.
+
+    A WAL file needs its ``-shm`` index, which a reader creates when it is missing; in a
+    directory the reader cannot write, that fails. With no ``-wal`` file there is no
+    commit outside the main file to read, so the file is then opened as ``immutable``
+    (no index, no locks).
+    """
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    conn = sqlite3.connect(
+        uri, uri=True, timeout=timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        conn.close()
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+        if code not in (_SQLITE_READONLY, _SQLITE_CANTOPEN) or os.path.exists(path + "-wal"):
+            raise
+        conn = sqlite3.connect(
+            uri + "&immutable=1",
+            uri=True,
+            timeout=timeout,
+            isolation_level=None,
+            check_same_thread=False,
+        )
+    return conn

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
 from taskengine._wire import dumps, parse_json_object
 from taskengine.errors import (
@@ -82,11 +82,6 @@ EXIT_CODES: Mapping[int, str] = {
     EXIT_ERROR: "a storage or internal error",
 }
 """What each exit code of ``taskengine`` means."""
-
-IMPORT_BATCH = 1000
-"""Items per ``insert_items`` call during ``taskengine import``."""
-
-_MAX_LISTED = 20
 
 
 class CommandError(TaskEngineError):
@@ -280,13 +275,22 @@ def ctrl_c_cancels() -> Iterator[threading.Event]:
 
 @contextlib.contextmanager
 def open_engine(
-    db: str, *, create: bool = False, start: bool = False, workers: int = 1, batch_size: int = 500
+    db: str,
+    *,
+    create: bool = False,
+    start: bool = False,
+    workers: int = 1,
+    batch_size: int = 500,
+    read_only: bool = False,
 ) -> Iterator[tuple[TaskEngine, SQLiteStorage]]:
     """An engine over the SQLite file ``db`` (items and tasks in the one file).
 
     Args:
         create: create the file when it does not exist (else a missing file is an error).
         start: start the engine's workers (which resumes unfinished tasks).
+        read_only: open the file with SQLite's ``mode=ro`` for commands that only read
+            (``tasks list|get``): nothing in the file changes, a read-only file works,
+            and a process writing the file never makes the command wait.
 
     Raises:
         CommandError: the file does not exist and ``create`` is false.
@@ -294,6 +298,13 @@ def open_engine(
     from taskengine.engine import TaskEngine
     from taskengine.storage.sqlite import SQLiteStorage
     from taskengine.taskstore import SQLiteTaskStore
+
+    if read_only:
+        with _open_read_only(db) as storage:
+            store = SQLiteTaskStore(storage)
+            engine = TaskEngine(storage, task_store=store)
+            yield engine, storage
+        return
 
     if not create and not os.path.exists(db):
         raise CommandError(
@@ -314,6 +325,24 @@ def open_engine(
             store.close()
     finally:
         storage.close()
+
+
+@contextlib.contextmanager
+def _open_read_only(db: str) -> Iterator[SQLiteStorage]:
+    from taskengine._sqlite import Database
+    from taskengine.storage.sqlite import SQLiteStorage
+
+    if not os.path.exists(db):
+        raise CommandError(
+            f"no database at {db!r} (create one with 'taskengine import' or "
+            f"'taskengine demo --db {db}')"
+        )
+    check_db_path(db)
+    database = Database(db, read_only=True)
+    try:
+        yield SQLiteStorage(database)
+    finally:
+        database.close()
 
 
 # -- commands -------------------------------------------------------------------------------
@@ -434,60 +463,51 @@ def _count_unfinished(engine: TaskEngine, pages: int = 10, size: int = 100) -> i
     return total
 
 
-def _iter_jsonl(path: str) -> Iterator[tuple[int, bytes]]:
+def _open_jsonl(path: str) -> BinaryIO:
     if path == "-":
-        yield from enumerate(sys.stdin.buffer, start=1)
-        return
+        return sys.stdin.buffer
     try:
-        handle = open(path, "rb")  # noqa: SIM115 - closed below, after streaming
+        return open(path, "rb")
     except FileNotFoundError:
         raise CommandError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise CommandError(f"{path}: is a directory, not a file") from None
     except OSError as exc:
         raise CommandError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with handle:
-        yield from enumerate(handle, start=1)
 
 
-class _ImportFailed(Exception):
-    def __init__(self, problems: list[str], total: int) -> None:
-        super().__init__(problems)
-        self.problems = problems
-        self.total = total
+IMPORT_BUSY_TIMEOUT = 5.0
+"""Seconds ``taskengine import`` waits for another process's write lock before giving up."""
 
 
 def _cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from taskengine._importer import ImportRejected, import_jsonl
     from taskengine.storage.sqlite import SQLiteStorage
 
     environment = args.environment
     check_db_path(args.db)
-    storage = SQLiteStorage(args.db)
+    source = _open_jsonl(args.file)
+    storage = None
     try:
+        storage = SQLiteStorage(args.db, timeout=IMPORT_BUSY_TIMEOUT)
         started = time.monotonic()
-        created = None
         try:
-            # One transaction: a failed import leaves neither items nor a new collection.
-            with storage.atomic():
-                try:
-                    info = storage.collection_info(args.collection)
-                except CollectionNotFound:
-                    info = created = storage.create_collection(
-                        args.collection,
-                        sandbox=args.sandbox or environment == "SANDBOX",
-                        publish_plugin=args.publish_plugin,
-                    )
-                if environment == "SANDBOX" and not info.sandbox_enabled:
-                    raise CommandError(f"collection {args.collection!r} has no sandbox enabled")
-                imported = _import_lines(storage, args, environment)
-        except _ImportFailed as exc:
-            err.write(
-                f"taskengine: error: {args.file}: {exc.total} bad line(s); nothing imported\n"
+            imported, created = import_jsonl(
+                storage,
+                enumerate(source, start=1),
+                args.collection,
+                environment,
+                sandbox=args.sandbox,
+                publish_plugin=args.publish_plugin,
             )
+        except ImportRejected as exc:
+            if not exc.total:
+                raise CommandError(str(exc)) from None
+            err.write(f"taskengine: error: {args.file}: {exc}\n")
             for problem in exc.problems:
                 err.write(f"  {problem}\n")
             if exc.total > len(exc.problems):
-                err.write(f"  ... and {exc.total - len(exc.problems)} more\n")
+                err.write(f"  ... and {exc.total - len(exc.problems):,} more bad line(s)\n")
             return EXIT_BAD_INPUT
         elapsed = time.monotonic() - started
         if created is not None:
@@ -502,88 +522,10 @@ def _cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
         return EXIT_OK
     finally:
-        storage.close()
-
-
-def _import_lines(storage: SQLiteStorage, args: argparse.Namespace, environment: str) -> int:
-    batch: list[dict[str, Any]] = []
-    batch_lines: list[int] = []
-    problems: list[str] = []
-    bad = 0
-    imported = 0
-    seen: set[str] = set()
-    for number, raw in _iter_jsonl(args.file):
-        if not raw.strip():
-            continue
-        where = f"line {number}"
-        try:
-            item = parse_json_object(raw, source=where)
-        except InvalidRequest as exc:
-            bad += 1
-            if len(problems) < _MAX_LISTED:
-                problems.append(f"{where}: {exc.violations[0].description}")
-            continue
-        item_id = item.get("_id")
-        reason = None
-        if not isinstance(item_id, str) or not item_id:
-            reason = "_id: required: a non-empty string"
-        elif item_id in seen:
-            reason = f"_id {item_id!r} appears twice in the file"
-        if reason is not None:
-            bad += 1
-            if len(problems) < _MAX_LISTED:
-                problems.append(f"{where}: {reason}")
-            continue
-        seen.add(str(item_id))
-        if bad:
-            continue  # keep scanning to report every bad line, but write nothing more
-        batch.append(item)
-        batch_lines.append(number)
-        if len(batch) >= IMPORT_BATCH:
-            imported += _insert(storage, args.collection, environment, batch, batch_lines)
-            batch, batch_lines = [], []
-    if not bad and batch:
-        imported += _insert(storage, args.collection, environment, batch, batch_lines)
-    if bad:
-        raise _ImportFailed(problems, bad)
-    return imported
-
-
-def _insert(
-    storage: SQLiteStorage,
-    collection: str,
-    environment: str,
-    batch: list[dict[str, Any]],
-    lines: list[int],
-) -> int:
-    from taskengine.errors import DuplicateItem, InvalidItem
-
-    try:
-        return storage.insert_items(collection, environment, batch)
-    except InvalidItem as exc:
-        line = _line_of(exc.item_id, batch, lines)
-        raise _ImportFailed([f"{line}: {exc}"], 1) from None
-    except DuplicateItem as exc:
-        # Name the first id that is really stored (the failed insert has been rolled back).
-        stored = next(
-            (
-                item["_id"]
-                for item in batch
-                if storage.get_item(collection, environment, item["_id"]) is not None
-            ),
-            exc.item_id,
-        )
-        line = _line_of(stored, batch, lines)
-        raise _ImportFailed(
-            [f"{line}: collection {collection!r} already holds an item with _id {stored!r}"], 1
-        ) from None
-
-
-def _line_of(item_id: object, batch: list[dict[str, Any]], lines: list[int]) -> str:
-    for number, item in zip(lines, batch, strict=False):
-        if item.get("_id") == item_id:
-            return f"line {number}"
-    return "a line"
+        if storage is not None:
+            storage.close()
+        if source is not sys.stdin.buffer:
+            source.close()
 
 
 def _yes(flag: bool) -> str:
@@ -591,7 +533,7 @@ def _yes(flag: bool) -> str:
 
 
 def _cmd_tasks(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    with open_engine(args.db) as (engine, storage):
+    with open_engine(args.db, read_only=args.action != "cancel") as (engine, storage):
         if args.action == "get":
             out.write(dumps(engine.get_task(args.task_id).to_json(), indent=2) + "\n")
             return EXIT_OK
@@ -747,21 +689,35 @@ def build_parser() -> argparse.ArgumentParser:
         "import",
         help="load a JSON Lines file into a collection",
         description="Load items (one JSON object per line, each with a string _id) into a "
-        "collection, creating it if needed. All or nothing: any bad line is reported by "
-        "number and nothing is imported.",
+        "collection, creating it if needed. All or nothing: every bad line is reported "
+        "(the first 100 by line number and JSON path, then a count) and nothing is imported. "
+        "The file is checked before the database is locked, then written in one "
+        "transaction; memory stays flat however long the file is (the checked lines are "
+        "staged in a temporary file).",
+        epilog="--sandbox and --publish-plugin apply only when the import creates the "
+        "collection; naming one for an existing collection that lacks it is an error (exit "
+        "2), since neither can be added later. --environment SANDBOX needs a sandbox: "
+        "--sandbox for a new collection. If another process holds the write lock for more "
+        f"than {IMPORT_BUSY_TIMEOUT:g} s, the import stops with 'database is busy' (exit 5).",
     )
     imp.add_argument("--db", required=True, help="the SQLite file (created if missing)")
     imp.add_argument("--collection", required=True, help="the collection name")
     imp.add_argument(
-        "--environment", choices=("LIVE", "SANDBOX"), default="LIVE", help="default LIVE"
+        "--environment",
+        choices=("LIVE", "SANDBOX"),
+        default="LIVE",
+        help="default LIVE; SANDBOX needs a collection with a sandbox",
     )
     imp.add_argument(
-        "--sandbox", action="store_true", help="enable the sandbox when creating the collection"
+        "--sandbox",
+        action="store_true",
+        help="create the collection with a sandbox (error for an existing one without)",
     )
     imp.add_argument(
         "--publish-plugin",
         action="store_true",
-        help="install the publish plugin when creating the collection",
+        help="create the collection with the publish plugin (error for an existing one "
+        "without)",
     )
     imp.add_argument("file", metavar="FILE.jsonl", help="the JSON Lines file ('-' = stdin)")
     imp.set_defaults(handler=_cmd_import)

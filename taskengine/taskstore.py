@@ -201,6 +201,10 @@ class SQLiteTaskStore:
             Sharing the item storage's database makes each batch and its checkpoint
             commit in one transaction.
 
+    On a read-only :class:`Database` (``Database(path, read_only=True)``) the store is a
+    view: nothing is written, :meth:`delete` only hides the tasks from this store (the
+    rows stay for a writer to sweep), and a file without a task table reads as empty.
+
     Raises:
         StorageError: the database cannot be opened or holds a newer schema.
     """
@@ -217,12 +221,14 @@ class SQLiteTaskStore:
                 "SQLiteTaskStore needs a path, a Database or a SQLiteStorage, "
                 f"got {type(source).__name__}"
             )
+        self._hidden: set[str] = set()
         try:
-            self.database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
+            self._absent = self.database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA) == 0
         except BaseException:
             if self._owned:
                 self.database.close()
             raise
+        self._absent = self._absent and self.database.read_only
 
     def __repr__(self) -> str:
         return f"<SQLiteTaskStore {self.database.path!r}>"
@@ -256,6 +262,8 @@ class SQLiteTaskStore:
 
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or ``None``."""
+        if self._absent or task_id in self._hidden:
+            return None
         with self.database.read() as conn:
             row = conn.execute(
                 "SELECT body, checkpoint FROM taskengine_tasks WHERE id = ?", (task_id,)
@@ -264,6 +272,10 @@ class SQLiteTaskStore:
 
     def page(self, limit: int, offset: int) -> tuple[list[Task], int]:
         """A page, newest first, and the total (see :meth:`TaskStore.page`)."""
+        if self._absent:
+            return [], 0
+        if self._hidden:
+            return self._page_without_hidden(limit, offset)
         with self.database.read() as conn:
             total = int(conn.execute("SELECT COUNT(*) FROM taskengine_tasks").fetchone()[0])
             rows = conn.execute(
@@ -273,8 +285,30 @@ class SQLiteTaskStore:
             ).fetchall()
         return [_load(body, checkpoint) for body, checkpoint in rows], total
 
+    def _page_without_hidden(self, limit: int, offset: int) -> tuple[list[Task], int]:
+        hidden = self._hidden
+        rows: list[tuple[str, str | None]] = []
+        with self.database.read() as conn:
+            total = int(conn.execute("SELECT COUNT(*) FROM taskengine_tasks").fetchone()[0])
+            skip = offset
+            cursor = conn.execute(
+                "SELECT id, body, checkpoint FROM taskengine_tasks ORDER BY seq DESC"
+            )
+            for task_id, body, checkpoint in cursor:
+                if task_id in hidden:
+                    total -= 1
+                elif skip:
+                    skip -= 1
+                elif len(rows) < limit:
+                    rows.append((body, checkpoint))
+        return [_load(body, checkpoint) for body, checkpoint in rows], total
+
     def delete(self, task_ids: Sequence[str]) -> int:
-        """Remove tasks (see :meth:`TaskStore.delete`)."""
+        """Remove tasks (see :meth:`TaskStore.delete`); on a read-only view, hide them."""
+        if self.database.read_only:
+            fresh = [task_id for task_id in task_ids if task_id not in self._hidden]
+            self._hidden.update(fresh)
+            return len(fresh)
         removed = 0
         with self.database.transaction() as conn:
             for start in range(0, len(task_ids), 500):
@@ -289,6 +323,8 @@ class SQLiteTaskStore:
 
     def unfinished(self) -> list[Task]:
         """Every NEW or RUNNING task, oldest first."""
+        if self._absent:
+            return []
         with self.database.read() as conn:
             rows = conn.execute(
                 "SELECT body, checkpoint FROM taskengine_tasks"
@@ -298,6 +334,8 @@ class SQLiteTaskStore:
 
     def expiring(self) -> list[tuple[datetime, str]]:
         """``(expires_at, id)`` of every finished task."""
+        if self._absent:
+            return []
         with self.database.read() as conn:
             rows = conn.execute(
                 "SELECT expires_at, id FROM taskengine_tasks WHERE expires_at IS NOT NULL"
@@ -306,8 +344,11 @@ class SQLiteTaskStore:
 
     def __len__(self) -> int:
         """How many tasks are stored."""
+        if self._absent:
+            return 0
         with self.database.read() as conn:
-            return int(conn.execute("SELECT COUNT(*) FROM taskengine_tasks").fetchone()[0])
+            total = int(conn.execute("SELECT COUNT(*) FROM taskengine_tasks").fetchone()[0])
+        return total - len(self._hidden)
 
     def shares_transactions_with(self, storage: Storage) -> bool:
         """Whether ``storage`` writes through this store's :class:`Database`."""

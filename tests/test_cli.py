@@ -202,9 +202,9 @@ def test_import_reports_every_bad_line_and_imports_nothing(
     )
     assert code == EXIT_BAD_INPUT
     assert "4 bad line(s); nothing imported" in err
-    assert "line 4: _id" in err
+    assert "line 4: $._id: must be a string" in err
     assert "line 5: not valid JSON" in err
-    assert "line 6: _id 'a1' appears twice" in err
+    assert 'line 6: $._id: "a1" appears twice in the file (first on line 1)' in err
     assert "line 7: must be a JSON object" in err
     assert "line 3" not in err  # a trailing comma is fine
     assert item_count(db) == 50
@@ -218,20 +218,20 @@ def test_import_of_a_stored_id_rolls_back(
     source = write_jsonl(tmp_path / "dup.jsonl", items)
     code, _, err = run_cli(capsys, "import", "--db", str(db), "--collection", "Items", str(source))
     assert code == EXIT_BAD_INPUT
-    assert "line 1501: collection 'Items' already holds an item with _id 'i007'" in err
+    assert "line 1501: $._id: \"i007\" is already in collection 'Items' (LIVE)" in err
     assert item_count(db) == 50
 
 
 def test_import_creates_collections_and_sandboxes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Importing into SANDBOX creates the collection with a sandbox enabled."""
+    """Importing into SANDBOX with --sandbox creates the collection with a sandbox enabled."""
     item = {"_id": "x", "when": {"$date": "2025-01-01T00:00:00Z"}}
     source = write_jsonl(tmp_path / "s.jsonl", [item])
     path = tmp_path / "new.db"
     code, _, err = run_cli(
         capsys, "import", "--db", str(path), "--collection", "C", "--environment", "SANDBOX",
-        str(source),
+        "--sandbox", str(source),
     )
     assert code == EXIT_OK, err
     assert item_count(path, "C", "SANDBOX") == 1
