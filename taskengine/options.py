@@ -372,6 +372,15 @@ def check_value(value: Any, path: str, violations: list[Violation]) -> None:
         violations.append(Violation(f"{path}.{inner}" if inner else path, reason))
 
 
+def _in_utc_range(value: _dt.datetime) -> bool:
+    """Whether ``value`` has a UTC form (``9999-12-31T23:00-05:00`` has none)."""
+    try:
+        value.astimezone(_dt.timezone.utc)
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
 def check_json(value: Any, path: str, violations: list[Violation]) -> None:
     """Record a violation under ``path`` for each part of ``value`` JSON text cannot carry.
 
@@ -697,6 +706,9 @@ def parse_update_publish_status_options(
         date = parse_date(raw)
         if date is None:
             s.fail(s.at("date"), "must be an ISO-8601 date-time")
+        elif not _in_utc_range(date):
+            s.fail(s.at("date"), "must fall within years 1..9999 in UTC")
+            date = None
     if wanted is not None and r.get(wanted) is None:
         r.fail(f"{r.at(wanted)}.date", "required")
     if violations or collection is None or operation is None:

@@ -236,6 +236,21 @@ def test_values_json_cannot_carry_are_invalid_task(
     assert field in refused(engine, spec)
 
 
+@pytest.mark.parametrize("date", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+05:00"])
+def test_a_schedule_date_without_a_utc_form_is_invalid_task(engine: TaskEngine, date: str) -> None:
+    """A schedule date whose UTC instant is outside years 1..9999 is refused at create."""
+    spec = {
+        "type": "UPDATE_PUBLISH_STATUS",
+        "updatePublishStatusOptions": {
+            "dataCollectionId": "c",
+            "operation": "SCHEDULE_DRAFT_STATUS",
+            "scheduleDraftStatusOptions": {"date": date},
+        },
+    }
+    found = refused(engine, spec)
+    assert list(found) == ["task.updatePublishStatusOptions.scheduleDraftStatusOptions.date"]
+
+
 def test_a_datetime_in_a_filter_is_stored_on_every_task_store(engine: TaskEngine) -> None:
     """A filter holding a datetime (SPEC 5) creates, reads back and runs on both stores."""
     spec = delete_spec(filter={"when": {"$gt": datetime(2020, 1, 1, tzinfo=timezone.utc)}})
