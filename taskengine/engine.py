@@ -51,7 +51,7 @@ from taskengine.errors import (
     TaskNotFound,
     Violation,
 )
-from taskengine.options import check_json
+from taskengine.options import TOO_DEEP, check_json
 from taskengine.progress import Progress
 from taskengine.registry import BatchChanges, Plan, Service, TaskOptions, TaskType
 from taskengine.storage.base import WriteResult
@@ -518,6 +518,8 @@ class TaskEngine:
             if not isinstance(spec, Mapping):
                 raise InvalidTask([Violation("task", "must be an object")])
         unencodable = _unencodable(spec, "task")
+        if any(v.description == TOO_DEEP for v in unencodable):
+            raise InvalidTask(unencodable)  # parsing it could exhaust the stack
         problems: list[Violation] = []
         task_type: TaskType | None = None
         type_name = spec.get("type")
@@ -561,6 +563,10 @@ class TaskEngine:
         except Exception as exc:  # an arbitrary object: report, never crash
             raise InvalidTask([Violation("task", f"cannot serialise options: {exc}")]) from exc
         class_name = type(spec).__name__.lower()
+        keys = [t.options_key for t in self._types.values() if t.options_key.lower() == class_name]
+        deep = _unencodable(data, f"task.{keys[0]}" if keys else "task")
+        if any(v.description == TOO_DEEP for v in deep):
+            raise InvalidTask(deep)  # parsing it could exhaust the stack
         for task_type in self._types.values():
             where = f"task.{task_type.options_key}"
             parsed, problems = task_type.parse_options(data, where)

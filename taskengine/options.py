@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 import attrs
 
 from taskengine._values import parse_iso_datetime
+from taskengine._wire import MAX_DEPTH
 from taskengine.errors import InvalidFilter, Violation
 from taskengine.filters import compile_filter
 from taskengine.storage._codec import check_storable
@@ -39,6 +40,7 @@ __all__ = [
     "MAX_COLLECTION_ID_LENGTH",
     "MAX_OPERATION_ENTRIES",
     "SYSTEM_FIELDS",
+    "TOO_DEEP",
     "CopyFieldDataOptions",
     "DeleteByQueryOptions",
     "EditFieldDataOptions",
@@ -381,14 +383,27 @@ def _in_utc_range(value: _dt.datetime) -> bool:
     return True
 
 
-def check_json(value: Any, path: str, violations: list[Violation]) -> None:
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+"""The :func:`check_json` violation for a value nested deeper than the wire allows."""
+
+
+def check_json(
+    value: Any, path: str, violations: list[Violation], depth: int = MAX_DEPTH
+) -> None:
     """Record a violation under ``path`` for each part of ``value`` JSON text cannot carry.
 
     A task is stored and served as JSON text, so every string and object key in its spec
     must be valid Unicode (no lone surrogates), every number finite, and every object key
-    a string; ``datetime`` is allowed (its JSON form is ``{"$date": ISO}``). Checking this
-    once at create time makes every task store (memory or SQLite) accept the same specs.
+    a string; ``datetime`` is allowed (its JSON form is ``{"$date": ISO}``). Containers may
+    nest ``depth`` levels (the wire's limit, so no later walk can exhaust the stack); past
+    that the violation is :data:`TOO_DEEP`. Checking this once at create time makes every
+    task store (memory or SQLite) accept the same specs.
     """
+    if isinstance(value, Mapping | list | tuple):
+        if depth <= 0:
+            violations.append(Violation(path, TOO_DEEP))
+            return
+        depth -= 1
     if isinstance(value, str):
         if not (value.isascii() or _encodable(value)):
             violations.append(Violation(path, "string is not valid Unicode (lone surrogate)"))
@@ -406,10 +421,10 @@ def check_json(value: Any, path: str, violations: list[Violation]) -> None:
             if not (key.isascii() or _encodable(key)):
                 violations.append(Violation(where, "key is not valid Unicode (lone surrogate)"))
                 continue
-            check_json(element, where, violations)
+            check_json(element, where, violations, depth)
     elif isinstance(value, list | tuple):
         for index, element in enumerate(value):
-            check_json(element, f"{path}.{index}", violations)
+            check_json(element, f"{path}.{index}", violations, depth)
     else:
         violations.append(Violation(path, f"not a JSON value ({type(value).__name__})"))
 

@@ -251,6 +251,38 @@ def test_a_schedule_date_without_a_utc_form_is_invalid_task(engine: TaskEngine, 
     assert list(found) == ["task.updatePublishStatusOptions.scheduleDraftStatusOptions.date"]
 
 
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        delete_spec(appOptions=_nested(5000)),
+        delete_spec(filter=_nested(5000)),
+        edit_spec({"addItems": [_nested(5000)]}),
+        EditFieldDataOptions(
+            data_collection_id="c",
+            field_key="tags",
+            operations=Operations(add_items=[[_nested(5000)]]),
+        ),
+    ],
+    ids=["app-options", "filter", "add-items", "typed"],
+)
+def test_a_spec_nested_past_the_wire_limit_is_invalid_task(engine: TaskEngine, spec: Any) -> None:
+    """Nesting deeper than the wire's 64 levels is InvalidTask, never a RecursionError."""
+    (description,) = set(refused(engine, spec).values())
+    assert description == "nested deeper than 64 levels"
+
+
+def test_nesting_within_the_wire_limit_is_accepted(engine: TaskEngine) -> None:
+    """A spec as deep as an HTTP body may be (64 levels in all) is accepted."""
+    engine.create_task({"task": delete_spec(appOptions=_nested(60))})
+
+
 def test_a_datetime_in_a_filter_is_stored_on_every_task_store(engine: TaskEngine) -> None:
     """A filter holding a datetime (SPEC 5) creates, reads back and runs on both stores."""
     spec = delete_spec(filter={"when": {"$gt": datetime(2020, 1, 1, tzinfo=timezone.utc)}})
