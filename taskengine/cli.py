@@ -401,11 +401,17 @@ def _check_collection(storage: SQLiteStorage, name: str) -> None:
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     spec = load_task_spec(_read_text(args.task_file), args.task_file)
-    with open_engine(args.db, workers=1, batch_size=args.batch_size) as (engine, storage):
+    # The Ctrl-C handler covers opening and closing the engine too: before the task exists
+    # a Ctrl-C still means "stop, nothing created" (130), and once the outcome is known a
+    # Ctrl-C during shutdown cannot turn it into 130.
+    with ctrl_c_cancels() as pressed, open_engine(
+        args.db, workers=1, batch_size=args.batch_size
+    ) as (engine, storage):
         collection = _task_collection(spec)
         if collection is not None:
             _check_collection(storage, collection)
         if args.no_wait:
+            _stop_if(pressed)
             task = engine.create_task(spec)
             out.write(dumps(task.to_json(), indent=2) + "\n")
             err.write(
@@ -417,15 +423,21 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if ahead:
             err.write(f"{ahead} earlier unfinished task(s) in {args.db} run first.\n")
         engine.start()
-        with ctrl_c_cancels() as pressed:
-            task = engine.create_task(spec)
-            err.write(f"Created task {task.id} ({task.type}); Ctrl-C cancels it.\n")
-            err.flush()
-            printer = None if args.quiet else ProgressPrinter(err, task.type)
-            final = follow_task(engine, task.id, printer, interrupt=pressed)
+        _stop_if(pressed)
+        task = engine.create_task(spec)
+        err.write(f"Created task {task.id} ({task.type}); Ctrl-C cancels it.\n")
+        err.flush()
+        printer = None if args.quiet else ProgressPrinter(err, task.type)
+        final = follow_task(engine, task.id, printer, interrupt=pressed)
         out.write(dumps(final.to_json(), indent=2) + "\n")
         out.flush()
         return exit_code_for(final)
+
+
+def _stop_if(pressed: threading.Event) -> None:
+    """Honour a Ctrl-C pressed before the task exists: stop with nothing created."""
+    if pressed.is_set():
+        raise KeyboardInterrupt
 
 
 def _count_unfinished(engine: TaskEngine, pages: int = 10, size: int = 100) -> int:

@@ -252,3 +252,33 @@ def test_importing_the_command_does_not_load_the_engine() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child needs POSIX")
+def test_ctrl_c_after_the_outcome_keeps_its_exit_code(db: Path, tmp_path: Path) -> None:
+    """Ctrl-C once `run` has printed the finished task (engine shutting down) keeps exit 0."""
+    spec = task_file(
+        tmp_path,
+        '{"type": "DELETE_BY_QUERY", "deleteByQueryOptions": {"dataCollectionId": "Items"}}',
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "taskengine", "run", "--db", str(db), str(spec)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = _reader(proc.stdout)
+        printed = [lines.get(timeout=60)]
+        while printed[-1] not in ("}\n", ""):  # the task JSON's last line, or the end
+            printed.append(lines.get(timeout=60))
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == EXIT_OK, err
+    assert "Traceback" not in err
+    assert json.loads("".join(printed))["status"] == "COMPLETED"
