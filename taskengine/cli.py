@@ -869,9 +869,9 @@ def _positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the ``taskengine`` command; returns the exit code (see :data:`EXIT_CODES`).
 
-    Never raises (but ``SystemExit`` from nowhere else): a Ctrl-C at any moment gives 130,
-    an unexpected error one line on stderr and :data:`EXIT_ERROR` (the traceback too with
-    ``--debug``). The engine is imported only in here, so Ctrl-C while it loads is caught.
+    Never raises: a Ctrl-C before a task exists gives 130, an unexpected error one line on
+    stderr and :data:`EXIT_ERROR` (the traceback too with ``--debug``). The engine is
+    imported only in here, so a Ctrl-C while it loads is caught too.
     """
     out, err = sys.stdout, sys.stderr
     debug = "--debug" in (sys.argv[1:] if argv is None else argv)

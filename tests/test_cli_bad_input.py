@@ -282,3 +282,13 @@ def test_ctrl_c_after_the_outcome_keeps_its_exit_code(db: Path, tmp_path: Path) 
     assert proc.returncode == EXIT_OK, err
     assert "Traceback" not in err
     assert json.loads("".join(printed))["status"] == "COMPLETED"
+
+
+def test_every_lazy_export_is_listed_once() -> None:
+    """The package's lazy export table names exactly `__all__` (but `__version__`)."""
+    import taskengine
+
+    table = taskengine._EXPORTS
+    assert set(table) == set(taskengine.__all__) - {"__version__"}
+    for name, module in table.items():
+        assert getattr(taskengine, name) is getattr(sys.modules[module], name)
