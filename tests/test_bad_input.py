@@ -522,3 +522,18 @@ def test_task_stores_agree_on_arbitrary_specs(spec: dict[str, Any]) -> None:
         finally:
             _close(engine)
     assert outcomes[0] == outcomes[1]
+
+
+@given(task_specs())
+def test_arbitrary_specs_over_http_get_200_or_400(spec: dict[str, Any]) -> None:
+    """Any spec posted (lone surrogates as JSON escapes, NaN, huge ints) gets 200 or 400."""
+    engine = _sqlite_engine()
+    try:
+        body = json.dumps({"task": spec}).encode("ascii")  # \ud800 travels as an escape
+        status, reply = _wsgi(engine, "POST", "/cms/v1/tasks", body)
+        assert status in (200, 400), reply
+        if status == 400:
+            assert engine.list_tasks().total == 0
+            assert _fields(reply) or reply["details"]
+    finally:
+        _close(engine)
