@@ -3,60 +3,127 @@
 The public API is re-exported here; everything else is private. The modules
 ``taskengine.http`` (WSGI app), ``taskengine.testing`` (storage conformance suite) and
 ``taskengine.cli`` (the ``taskengine`` command) are public modules of their own.
+
+Exports are imported on first use (PEP 562), so ``import taskengine.cli`` stays cheap and
+the ``taskengine`` command can take charge of Ctrl-C before the engine is even loaded.
 """
 
-from taskengine.clock import Clock, ManualClock, SystemClock
-from taskengine.engine import TaskEngine, TaskPage
-from taskengine.errors import (
-    CollectionExists,
-    CollectionNotFound,
-    DuplicateItem,
-    InvalidEnvironment,
-    InvalidFilter,
-    InvalidItem,
-    InvalidRequest,
-    InvalidTask,
-    InvalidTransition,
-    SandboxNotEnabled,
-    StorageError,
-    TaskEngineError,
-    TaskFailure,
-    TaskNotFound,
-    Violation,
-)
-from taskengine.filters import Dialect, Filter, compile_filter, matches
-from taskengine.options import (
-    CopyFieldDataOptions,
-    DeleteByQueryOptions,
-    EditFieldDataOptions,
-    Operations,
-    PublishOperation,
-    ReplaceItem,
-    TaskEnvironment,
-    UpdatePublishStatusOptions,
-)
-from taskengine.progress import Progress
-from taskengine.registry import (
-    BatchChanges,
-    Executor,
-    ItemFailure,
-    Plan,
-    Service,
-    TaskOptions,
-    TaskType,
-)
-from taskengine.storage import (
-    CollectionInfo,
-    Count,
-    Environment,
-    MemoryStorage,
-    Page,
-    SQLiteStorage,
-    Storage,
-    WriteResult,
-)
-from taskengine.task import Failure, Task, TaskStatus
-from taskengine.taskstore import MemoryTaskStore, SQLiteTaskStore, TaskStore
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from taskengine.clock import Clock, ManualClock, SystemClock
+    from taskengine.engine import TaskEngine, TaskPage
+    from taskengine.errors import (
+        CollectionExists,
+        CollectionNotFound,
+        DuplicateItem,
+        InvalidEnvironment,
+        InvalidFilter,
+        InvalidItem,
+        InvalidRequest,
+        InvalidTask,
+        InvalidTransition,
+        SandboxNotEnabled,
+        StorageError,
+        TaskEngineError,
+        TaskFailure,
+        TaskNotFound,
+        Violation,
+    )
+    from taskengine.filters import Dialect, Filter, compile_filter, matches
+    from taskengine.options import (
+        CopyFieldDataOptions,
+        DeleteByQueryOptions,
+        EditFieldDataOptions,
+        Operations,
+        PublishOperation,
+        ReplaceItem,
+        TaskEnvironment,
+        UpdatePublishStatusOptions,
+    )
+    from taskengine.progress import Progress
+    from taskengine.registry import (
+        BatchChanges,
+        Executor,
+        ItemFailure,
+        Plan,
+        Service,
+        TaskOptions,
+        TaskType,
+    )
+    from taskengine.storage import (
+        CollectionInfo,
+        Count,
+        Environment,
+        MemoryStorage,
+        Page,
+        SQLiteStorage,
+        Storage,
+        WriteResult,
+    )
+    from taskengine.task import Failure, Task, TaskStatus
+    from taskengine.taskstore import MemoryTaskStore, SQLiteTaskStore, TaskStore
+
+_EXPORTS: dict[str, str] = {
+    "BatchChanges": "taskengine.registry",
+    "Clock": "taskengine.clock",
+    "CollectionExists": "taskengine.errors",
+    "CollectionInfo": "taskengine.storage",
+    "CollectionNotFound": "taskengine.errors",
+    "CopyFieldDataOptions": "taskengine.options",
+    "Count": "taskengine.storage",
+    "DeleteByQueryOptions": "taskengine.options",
+    "Dialect": "taskengine.filters",
+    "DuplicateItem": "taskengine.errors",
+    "EditFieldDataOptions": "taskengine.options",
+    "Environment": "taskengine.storage",
+    "Executor": "taskengine.registry",
+    "Failure": "taskengine.task",
+    "Filter": "taskengine.filters",
+    "InvalidEnvironment": "taskengine.errors",
+    "InvalidFilter": "taskengine.errors",
+    "InvalidItem": "taskengine.errors",
+    "InvalidRequest": "taskengine.errors",
+    "InvalidTask": "taskengine.errors",
+    "InvalidTransition": "taskengine.errors",
+    "ItemFailure": "taskengine.registry",
+    "ManualClock": "taskengine.clock",
+    "MemoryStorage": "taskengine.storage",
+    "MemoryTaskStore": "taskengine.taskstore",
+    "Operations": "taskengine.options",
+    "Page": "taskengine.storage",
+    "Plan": "taskengine.registry",
+    "Progress": "taskengine.progress",
+    "PublishOperation": "taskengine.options",
+    "ReplaceItem": "taskengine.options",
+    "SQLiteStorage": "taskengine.storage",
+    "SQLiteTaskStore": "taskengine.taskstore",
+    "SandboxNotEnabled": "taskengine.errors",
+    "Service": "taskengine.registry",
+    "Storage": "taskengine.storage",
+    "StorageError": "taskengine.errors",
+    "SystemClock": "taskengine.clock",
+    "Task": "taskengine.task",
+    "TaskEngine": "taskengine.engine",
+    "TaskEngineError": "taskengine.errors",
+    "TaskEnvironment": "taskengine.options",
+    "TaskFailure": "taskengine.errors",
+    "TaskNotFound": "taskengine.errors",
+    "TaskOptions": "taskengine.registry",
+    "TaskPage": "taskengine.engine",
+    "TaskStatus": "taskengine.task",
+    "TaskStore": "taskengine.taskstore",
+    "TaskType": "taskengine.registry",
+    "UpdatePublishStatusOptions": "taskengine.options",
+    "Violation": "taskengine.errors",
+    "WriteResult": "taskengine.storage",
+    "compile_filter": "taskengine.filters",
+    "matches": "taskengine.filters",
+}
+"""Where each export lives: name -> module."""
 
 __version__ = "0.1.0"
 
@@ -117,3 +184,16 @@ __all__ = [
     "compile_filter",
     "matches",
 ]
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'taskengine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

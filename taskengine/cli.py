@@ -28,6 +28,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
 
@@ -40,6 +41,7 @@ from taskengine.errors import (
     TaskEngineError,
     TaskNotFound,
     Violation,
+    printable,
 )
 
 if TYPE_CHECKING:
@@ -53,6 +55,7 @@ __all__ = [
     "EXIT_CODES",
     "EXIT_ERROR",
     "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
     "EXIT_ITEM_FAILURES",
     "EXIT_OK",
     "ProgressPrinter",
@@ -72,6 +75,7 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILED = 3
 EXIT_CANCELLED = 4
 EXIT_ERROR = 5
+EXIT_INTERRUPTED = 130
 
 EXIT_CODES: Mapping[int, str] = {
     EXIT_OK: "the task COMPLETED without item failures (or the command succeeded)",
@@ -79,7 +83,8 @@ EXIT_CODES: Mapping[int, str] = {
     EXIT_BAD_INPUT: "bad input: usage, file, JSON, task spec, unknown collection or task",
     EXIT_FAILED: "the task FAILED",
     EXIT_CANCELLED: "the task was CANCELLED",
-    EXIT_ERROR: "a storage or internal error",
+    EXIT_ERROR: "a storage or internal error (one line on stderr; --debug shows the traceback)",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C before a task was created (after: it is cancelled, 4)",
 }
 """What each exit code of ``taskengine`` means."""
 
@@ -425,11 +430,17 @@ def _check_collection(storage: SQLiteStorage, name: str) -> None:
 
 def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     spec = load_task_spec(_read_text(args.task_file), args.task_file)
-    with open_engine(args.db, workers=1, batch_size=args.batch_size) as (engine, storage):
+    # The Ctrl-C handler covers opening and closing the engine too: before the task exists
+    # a Ctrl-C still means "stop, nothing created" (130), and once the outcome is known a
+    # Ctrl-C during shutdown cannot turn it into 130.
+    with ctrl_c_cancels() as pressed, open_engine(
+        args.db, workers=1, batch_size=args.batch_size
+    ) as (engine, storage):
         collection = _task_collection(spec)
         if collection is not None:
             _check_collection(storage, collection)
         if args.no_wait:
+            _stop_if(pressed)
             task = engine.create_task(spec)
             out.write(dumps(task.to_json(), indent=2) + "\n")
             err.write(
@@ -441,15 +452,21 @@ def _cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if ahead:
             err.write(f"{ahead} earlier unfinished task(s) in {args.db} run first.\n")
         engine.start()
-        with ctrl_c_cancels() as pressed:
-            task = engine.create_task(spec)
-            err.write(f"Created task {task.id} ({task.type}); Ctrl-C cancels it.\n")
-            err.flush()
-            printer = None if args.quiet else ProgressPrinter(err, task.type)
-            final = follow_task(engine, task.id, printer, interrupt=pressed)
+        _stop_if(pressed)
+        task = engine.create_task(spec)
+        err.write(f"Created task {task.id} ({task.type}); Ctrl-C cancels it.\n")
+        err.flush()
+        printer = None if args.quiet else ProgressPrinter(err, task.type)
+        final = follow_task(engine, task.id, printer, interrupt=pressed)
         out.write(dumps(final.to_json(), indent=2) + "\n")
         out.flush()
         return exit_code_for(final)
+
+
+def _stop_if(pressed: threading.Event) -> None:
+    """Honour a Ctrl-C pressed before the task exists: stop with nothing created."""
+    if pressed.is_set():
+        raise KeyboardInterrupt
 
 
 def _count_unfinished(engine: TaskEngine, pages: int = 10, size: int = 100) -> int:
@@ -652,7 +669,8 @@ def _install_sigterm(stop: threading.Event, server: Any) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``taskengine`` argument parser."""
-    epilog = "exit codes:\n" + "\n".join(f"  {code}  {text}" for code, text in EXIT_CODES.items())
+    codes = EXIT_CODES.items()
+    epilog = "exit codes:\n" + "\n".join(f"  {code:<3}  {text}" for code, text in codes)
     parser = argparse.ArgumentParser(
         prog="taskengine",
         description="Run bulk data operations as background tasks over a SQLite database.",
@@ -771,7 +789,27 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=_positive, default=2, help="task workers (default 2)")
     serve.add_argument("--quiet", action="store_true", help="do not log requests")
     serve.set_defaults(handler=_cmd_serve)
+    _add_debug(parser)
     return parser
+
+
+_DEBUG_HELP = "on an internal error, show the traceback (exit code 5 either way)"
+
+
+def _add_debug(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` before or after the command name (``taskengine --debug run``, ``run
+    --debug``); a subcommand's copy defaults to "not given" so it never resets the other."""
+    parser.add_argument("--debug", action="store_true", help=_DEBUG_HELP)
+    pending = [parser]
+    while pending:
+        current = pending.pop()
+        for action in current._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    child.add_argument(
+                        "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
+                    )
+                    pending.append(child)
 
 
 def _positive(text: str) -> int:
@@ -785,14 +823,20 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the ``taskengine`` command; returns the exit code (see :data:`EXIT_CODES`)."""
+    """Run the ``taskengine`` command; returns the exit code (see :data:`EXIT_CODES`).
+
+    Never raises: a Ctrl-C before a task exists gives 130, an unexpected error one line on
+    stderr and :data:`EXIT_ERROR` (the traceback too with ``--debug``). The engine is
+    imported only in here, so a Ctrl-C while it loads is caught too.
+    """
     out, err = sys.stdout, sys.stderr
-    parser = build_parser()
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help, --version, usage errors
-        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
-    try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help, --version, usage errors
+            return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+        debug = bool(getattr(args, "debug", False))
         code: int = args.handler(args, out, err)
         return code
     except CommandError as exc:
@@ -811,11 +855,28 @@ def main(argv: list[str] | None = None) -> int:
         err.write(f"taskengine: storage error: {exc}\n")
         return EXIT_ERROR
     except KeyboardInterrupt:
-        err.write("taskengine: interrupted\n")
-        return 130
+        _write_safely(err, "taskengine: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        # Exit 1 means "COMPLETED with item failures": a bug must not look like that.
+        if debug:
+            _write_safely(err, "".join(traceback.format_exception(exc)))
+        message = printable(str(exc))
+        hint = "" if debug else " (run with --debug for the traceback)"
+        _write_safely(
+            err, f"taskengine: internal error: {type(exc).__name__}: {message}{hint}\n"
+        )
+        return EXIT_ERROR
     finally:
         with contextlib.suppress(Exception):
             out.flush()
+
+
+def _write_safely(stream: TextIO, text: str) -> None:
+    """Write to ``stream`` ignoring a closed pipe or a second Ctrl-C: the exit code says it."""
+    with contextlib.suppress(Exception, KeyboardInterrupt):
+        stream.write(text)
+        stream.flush()
 
 
 def _entry() -> None:  # pragma: no cover - the console script path goes through main()

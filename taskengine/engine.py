@@ -51,6 +51,7 @@ from taskengine.errors import (
     TaskNotFound,
     Violation,
 )
+from taskengine.options import TOO_DEEP, check_json
 from taskengine.progress import Progress
 from taskengine.registry import BatchChanges, Plan, Service, TaskOptions, TaskType
 from taskengine.storage.base import WriteResult
@@ -83,6 +84,8 @@ CODE_ITEM_VANISHED = "WDE0073"
 
 MAX_PAGE = 100
 """The largest ``limit`` :meth:`TaskEngine.list_tasks` accepts."""
+MAX_OFFSET = 2**63 - 1
+"""The largest ``offset`` :meth:`TaskEngine.list_tasks` accepts (SQLite's largest integer)."""
 
 _READ_ONLY = frozenset(
     {
@@ -399,14 +402,15 @@ class TaskEngine:
         """A page of tasks, newest first, with the total number of tasks.
 
         Raises:
-            InvalidRequest: ``limit`` not in ``1..100`` (field ``paging.limit``) or a
-                negative ``offset`` (field ``paging.offset``).
+            InvalidRequest: ``limit`` not in ``1..100`` (field ``paging.limit``) or
+                ``offset`` not in ``0..MAX_OFFSET`` (field ``paging.offset``), the same on
+                every task store.
         """
         problems: list[Violation] = []
         if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
             problems.append(Violation("paging.limit", f"must be an integer in 1..{MAX_PAGE}"))
-        if type(offset) is not int or offset < 0:
-            problems.append(Violation("paging.offset", "must be a non-negative integer"))
+        if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
+            problems.append(Violation("paging.offset", f"must be an integer in 0..{MAX_OFFSET}"))
         if problems:
             raise InvalidRequest(problems)
         self.sweep()
@@ -513,6 +517,9 @@ class TaskEngine:
             spec = spec["task"]
             if not isinstance(spec, Mapping):
                 raise InvalidTask([Violation("task", "must be an object")])
+        unencodable = _unencodable(spec, "task")
+        if any(v.description == TOO_DEEP for v in unencodable):
+            raise InvalidTask(unencodable)  # parsing it could exhaust the stack
         problems: list[Violation] = []
         task_type: TaskType | None = None
         type_name = spec.get("type")
@@ -544,6 +551,8 @@ class TaskEngine:
                 problems.append(Violation(where, "unknown field"))
         if task_type is not None and task_type.options_key not in spec:
             problems.append(Violation(f"task.{task_type.options_key}", "required"))
+        if unencodable:
+            problems = _merge_violations(unencodable, problems)
         if problems or task_type is None or options is None:
             raise InvalidTask(problems or [Violation("task", "invalid task")])
         return task_type, options
@@ -554,11 +563,18 @@ class TaskEngine:
         except Exception as exc:  # an arbitrary object: report, never crash
             raise InvalidTask([Violation("task", f"cannot serialise options: {exc}")]) from exc
         class_name = type(spec).__name__.lower()
+        keys = [t.options_key for t in self._types.values() if t.options_key.lower() == class_name]
+        deep = _unencodable(data, f"task.{keys[0]}" if keys else "task")
+        if any(v.description == TOO_DEEP for v in deep):
+            raise InvalidTask(deep)  # parsing it could exhaust the stack
         for task_type in self._types.values():
             where = f"task.{task_type.options_key}"
             parsed, problems = task_type.parse_options(data, where)
             named = task_type.options_key.lower() == class_name  # CopyFieldDataOptions
             if (parsed is not None and type(parsed) is type(spec)) or (named and problems):
+                unencodable = _unencodable(data, where)
+                if unencodable:
+                    problems = _merge_violations(unencodable, problems)
                 if problems or parsed is None:
                     raise InvalidTask(problems or [Violation(where, "invalid options")])
                 return task_type, parsed
@@ -680,6 +696,13 @@ class TaskEngine:
                 task_id,
                 Failure(CODE_SANDBOX_NOT_ENABLED, str(exc), {"collection": exc.collection}),
             )
+        except InvalidItem as exc:
+            # The storage refused an item the task wrote (create-time validation keeps
+            # option values storable, so this is a custom executor's doing): a clear
+            # whole-task failure, never an exception escaping run_until_idle.
+            _log.warning("task %s wrote an item the storage refused: %s", task_id, exc)
+            data = {"itemId": exc.item_id} if exc.item_id is not None else None
+            self._finish(task_id, Failure(CODE_STORAGE, f"storage refused an item: {exc}", data))
         except StorageError as exc:
             _log.warning("task %s failed on storage errors: %s", task_id, exc)
             self._finish(task_id, Failure(CODE_STORAGE, f"storage error: {exc}", None))
@@ -895,6 +918,25 @@ class TaskEngine:
         elif task.cancel_requested:
             self._cancels.add(task.id)
         self._changed.notify_all()
+
+
+def _unencodable(spec: Any, path: str) -> list[Violation]:
+    """Every part of a task spec that its JSON text could not carry (see ``check_json``)."""
+    found: list[Violation] = []
+    check_json(spec, path, found)  # bounded: it stops at the wire's nesting limit
+    return found
+
+
+def _merge_violations(first: list[Violation], more: list[Violation]) -> list[Violation]:
+    """``first``, then those of ``more`` not at or under one of ``first``'s paths."""
+    taken = {v.field for v in first}
+    merged = list(first)
+    for violation in more:
+        field = violation.field
+        if field in taken or any(field.startswith(f"{t}.") for t in taken):
+            continue
+        merged.append(violation)
+    return merged
 
 
 _EXACT_SCANS: dict[type, bool] = {}

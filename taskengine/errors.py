@@ -45,6 +45,7 @@ __all__ = [
     "TaskFailure",
     "TaskNotFound",
     "Violation",
+    "printable",
 ]
 
 
@@ -93,7 +94,11 @@ class InvalidRequest(TaskEngineError, ValueError):
     kind = "request"
 
     def __init__(self, violations: Iterable[Violation]) -> None:
-        self.violations: tuple[Violation, ...] = tuple(violations)
+        # A path may hold a key with a lone surrogate (the very thing being refused); the
+        # escaped form keeps the error printable, JSON-encodable and storable.
+        self.violations: tuple[Violation, ...] = tuple(
+            Violation(printable(v.field), printable(v.description)) for v in violations
+        )
         if not self.violations:
             raise ValueError("InvalidTask needs at least one violation")
         listed = "; ".join(f"{v.field}: {v.description}" for v in self.violations)
@@ -131,8 +136,8 @@ class InvalidItem(TaskEngineError, ValueError):
         if item_id is not None:
             parts.append(f"{item_id!r}")
         if path:
-            parts.append(f"at {path}")
-        super().__init__(f"{' '.join(parts)}: {reason}")
+            parts.append(f"at {printable(path)}")
+        super().__init__(f"{' '.join(parts)}: {printable(reason)}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         kwargs = {"item_id": self.item_id, "path": self.path}
@@ -253,6 +258,21 @@ class DuplicateItem(StorageError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.collection, self.item_id))
+
+
+def printable(text: str) -> str:
+    """``text`` with lone surrogates written as ``\\udxxx`` escapes (valid Unicode).
+
+    Error messages and violation paths quote user input; this keeps them encodable as
+    UTF-8 wherever they go (a terminal, a JSON response, a stored task's failure).
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 def _name(state: object) -> str:

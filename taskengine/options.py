@@ -31,13 +31,16 @@ from typing import Any, ClassVar
 import attrs
 
 from taskengine._values import parse_iso_datetime
+from taskengine._wire import MAX_DEPTH
 from taskengine.errors import InvalidFilter, Violation
 from taskengine.filters import compile_filter
+from taskengine.storage._codec import check_storable
 
 __all__ = [
     "MAX_COLLECTION_ID_LENGTH",
     "MAX_OPERATION_ENTRIES",
     "SYSTEM_FIELDS",
+    "TOO_DEEP",
     "CopyFieldDataOptions",
     "DeleteByQueryOptions",
     "EditFieldDataOptions",
@@ -46,6 +49,7 @@ __all__ = [
     "ReplaceItem",
     "TaskEnvironment",
     "UpdatePublishStatusOptions",
+    "check_json",
     "check_value",
     "format_date",
     "parse_copy_field_data_options",
@@ -355,37 +359,82 @@ def parse_date(value: Any) -> _dt.datetime | None:
     return parsed
 
 
-_INT64 = 2**63
-
-
 def check_value(value: Any, path: str, violations: list[Violation]) -> None:
-    """Record a violation at ``path`` unless ``value`` is a storable JSON-like value.
+    """Record a violation at ``path`` unless ``value`` is storable as an item's value.
 
-    Storable: ``str``, ``int`` in the signed 64-bit range, finite ``float``, ``bool``,
-    ``None``, ``datetime``, lists of those and objects with string keys (SPEC items).
+    The storage's own rule (both adapters apply it to every item they store), so a value
+    accepted here can always be written: ``str`` (valid Unicode, no lone surrogates),
+    ``int`` in the signed 64-bit range, finite ``float``, ``bool``, ``None``,
+    ``datetime``, ``{"$date": "<ISO-8601>"}``, lists of those and objects with string
+    keys.
     """
-    if value is None or isinstance(value, str | bool | _dt.datetime):
+    refused = check_storable(value)
+    if refused is not None:
+        inner, reason = refused
+        violations.append(Violation(f"{path}.{inner}" if inner else path, reason))
+
+
+def _in_utc_range(value: _dt.datetime) -> bool:
+    """Whether ``value`` has a UTC form (``9999-12-31T23:00-05:00`` has none)."""
+    try:
+        value.astimezone(_dt.timezone.utc)
+    except (OverflowError, ValueError):
+        return False
+    return True
+
+
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+"""The :func:`check_json` violation for a value nested deeper than the wire allows."""
+
+
+def check_json(
+    value: Any, path: str, violations: list[Violation], depth: int = MAX_DEPTH
+) -> None:
+    """Record a violation under ``path`` for each part of ``value`` JSON text cannot carry.
+
+    A task is stored and served as JSON text, so every string and object key in its spec
+    must be valid Unicode (no lone surrogates), every number finite, and every object key
+    a string; ``datetime`` is allowed (its JSON form is ``{"$date": ISO}``). Containers may
+    nest ``depth`` levels (the wire's limit, so no later walk can exhaust the stack); past
+    that the violation is :data:`TOO_DEEP`. Checking this once at create time makes every
+    task store (memory or SQLite) accept the same specs.
+    """
+    if isinstance(value, Mapping | list | tuple):
+        if depth <= 0:
+            violations.append(Violation(path, TOO_DEEP))
+            return
+        depth -= 1
+    if isinstance(value, str):
+        if not (value.isascii() or _encodable(value)):
+            violations.append(Violation(path, "string is not valid Unicode (lone surrogate)"))
+    elif isinstance(value, bool | int | _dt.datetime) or value is None:
         return
-    if isinstance(value, int):
-        if not -_INT64 <= value < _INT64:
-            violations.append(Violation(path, "integer out of the signed 64-bit range"))
-        return
-    if isinstance(value, float):
+    elif isinstance(value, float):
         if not math.isfinite(value):
-            violations.append(Violation(path, "must be a finite number"))
-        return
-    if isinstance(value, list):
-        for i, element in enumerate(value):
-            check_value(element, f"{path}.{i}", violations)
-        return
-    if isinstance(value, dict):
+            violations.append(Violation(path, f"{value!r} is not a finite number"))
+    elif isinstance(value, Mapping):
         for key, element in value.items():
             if not isinstance(key, str):
                 violations.append(Violation(path, f"object key {key!r} is not a string"))
                 continue
-            check_value(element, f"{path}.{key}", violations)
-        return
-    violations.append(Violation(path, f"not a JSON value ({type(value).__name__})"))
+            where = f"{path}.{key}" if path else key
+            if not (key.isascii() or _encodable(key)):
+                violations.append(Violation(where, "key is not valid Unicode (lone surrogate)"))
+                continue
+            check_json(element, where, violations, depth)
+    elif isinstance(value, list | tuple):
+        for index, element in enumerate(value):
+            check_json(element, f"{path}.{index}", violations, depth)
+    else:
+        violations.append(Violation(path, f"not a JSON value ({type(value).__name__})"))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- parsing
@@ -672,6 +721,9 @@ def parse_update_publish_status_options(
         date = parse_date(raw)
         if date is None:
             s.fail(s.at("date"), "must be an ISO-8601 date-time")
+        elif not _in_utc_range(date):
+            s.fail(s.at("date"), "must fall within years 1..9999 in UTC")
+            date = None
     if wanted is not None and r.get(wanted) is None:
         r.fail(f"{r.at(wanted)}.date", "required")
     if violations or collection is None or operation is None:

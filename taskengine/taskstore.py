@@ -264,6 +264,8 @@ class SQLiteTaskStore:
         """The stored snapshot, or ``None``."""
         if self._absent or task_id in self._hidden:
             return None
+        if not _encodable(task_id):
+            return None  # no stored id has a lone surrogate (SQLite could not bind it)
         with self.database.read() as conn:
             row = conn.execute(
                 "SELECT body, checkpoint FROM taskengine_tasks WHERE id = ?", (task_id,)
@@ -274,6 +276,9 @@ class SQLiteTaskStore:
         """A page, newest first, and the total (see :meth:`TaskStore.page`)."""
         if self._absent:
             return [], 0
+        # SQLite integers stop at 2**63 - 1; past that no row is left anyway, as in memory.
+        offset = min(offset, _SQLITE_INT_MAX)
+        limit = min(limit, _SQLITE_INT_MAX)
         if self._hidden:
             return self._page_without_hidden(limit, offset)
         with self.database.read() as conn:
@@ -312,7 +317,9 @@ class SQLiteTaskStore:
         removed = 0
         with self.database.transaction() as conn:
             for start in range(0, len(task_ids), 500):
-                chunk = list(task_ids[start : start + 500])
+                chunk = [i for i in task_ids[start : start + 500] if _encodable(i)]
+                if not chunk:
+                    continue
                 marks = ",".join("?" * len(chunk))
                 cursor = conn.execute(
                     f"DELETE FROM taskengine_tasks WHERE id IN ({marks})",
@@ -364,9 +371,32 @@ class SQLiteTaskStore:
             self.database.close()
 
 
+_SQLITE_INT_MAX = 2**63 - 1
+
+
+def _encodable(text: object) -> bool:
+    if type(text) is not str or text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _json_default(value: object) -> object:
+    # A filter may hold datetimes (SPEC 5); their JSON form is the {"$date": ISO} wrapper,
+    # which the filter language reads as the same date.
+    if isinstance(value, datetime):
+        return {"$date": value.isoformat()}
+    raise TypeError(f"{type(value).__name__} is not a JSON value")
+
+
 def _row(task: Task) -> tuple[str, str, str | None, str | None, str]:
     expires = None if task.expires_at is None else format_timestamp(task.expires_at)
-    body = json.dumps(task.to_json(), separators=(",", ":"), ensure_ascii=False)
+    body = json.dumps(
+        task.to_json(), separators=(",", ":"), ensure_ascii=False, default=_json_default
+    )
     return task.id, task.status.value, expires, task.checkpoint, body
 
 

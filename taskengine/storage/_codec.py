@@ -34,6 +34,7 @@ __all__ = [
     "admit_text",
     "check_id",
     "check_planned",
+    "check_storable",
     "copy_item",
     "copy_planned",
     "count_accepted",
@@ -127,6 +128,25 @@ def admit(item: object) -> tuple[str, dict[str, Any]]:
         reason = "value is nested too deeply (or contains itself)"
         raise InvalidItem(reason, item_id=item_id) from None
     return item_id, doc
+
+
+def check_storable(value: object) -> tuple[str, str] | None:
+    """Why ``value`` cannot be stored as an item's field value, or ``None`` if it can.
+
+    The rule :func:`admit` applies to every value of an item, so a value accepted here is
+    accepted (and normalised the same way) inside any item on either adapter.
+
+    Returns:
+        ``(dotted path inside value, reason)`` of the first refused part (path ``""`` =
+        the value itself), or ``None``.
+    """
+    try:
+        _admit_value(value)
+    except _Bad as bad:
+        return ".".join(reversed(bad.path)), bad.reason
+    except RecursionError:
+        return "", "value is nested too deeply (or contains itself)"
+    return None
 
 
 def _admit_dict(value: dict[Any, Any]) -> dict[str, Any]:
