@@ -879,7 +879,8 @@ class TaskEngine:
                 with target_lock:
                     gone, kept = _read_back(storage, collection, env, deletes, replaces)
                     done.extend(gone)
-                    deletes = [item_id for item_id in deletes if item_id not in gone]
+                    gone_ids = set(gone)
+                    deletes = [item_id for item_id in deletes if item_id not in gone_ids]
                     done.extend(item_id for item_id, item in kept.items() if item is not None)
                     missing.extend(item_id for item_id, item in kept.items() if item is None)
                     replaces = {k: v for k, v in replaces.items() if k not in kept}
@@ -1030,14 +1031,14 @@ def _read_back(
     environment: Any,
     deletes: list[str],
     replaces: Mapping[str, Mapping[str, Any]],
-) -> tuple[set[str], dict[str, Item | None]]:
+) -> tuple[list[str], dict[str, Item | None]]:
     """What a failed write left: the deletes proven done, and the replaces proven settled.
 
     Returns the ids of ``deletes`` no longer stored, and for each id of ``replaces`` that
     is no longer stored (``None``: the item vanished) or already holds its new value,
     that stored item. Everything else is proven unwritten (it still differs).
     """
-    gone = {i for i in deletes if storage.get_item(collection, environment, i) is None}
+    gone = [i for i in deletes if storage.get_item(collection, environment, i) is None]
     kept: dict[str, Item | None] = {}
     for item_id, item in replaces.items():
         stored = storage.get_item(collection, environment, item_id)

@@ -241,3 +241,24 @@ def test_any_failure_point_changes_each_item_at_most_once(
     assert (done.status is TaskStatus.COMPLETED) == (changed == n)
     if not persistent and max_retries >= 1:
         assert done.status is TaskStatus.COMPLETED
+
+
+class GoesDark(NoRollback):
+    """No rollback; after the failing write, reads fail too (the storage is gone)."""
+
+    def get_item(self, collection: str, environment: Environment | str, item_id: str) -> Any:
+        """Fail once the write has failed."""
+        if self.calls >= self.fail_at:
+            raise StorageError("storage unreachable")
+        return self._inner.get_item(collection, environment, item_id)
+
+
+def test_unverifiable_batch_fails_and_says_so() -> None:
+    """When a failed batch cannot even be read back, the task FAILS saying how many."""
+    inner = make_inner("memory", 30)
+    storage = GoesDark(inner, fail_at=2, persistent=True)
+    done = run_task(storage, MemoryTaskStore(), EDIT, batch_size=10)
+    assert done.status is TaskStatus.FAILED
+    assert done.items_succeeded == 10
+    assert "10 left unwritten or unverified" in done.failures[-1].description
+    assert max(x_counts(inner)) == 1
