@@ -775,13 +775,16 @@ class TaskEngine:
                 return
             if stopping.is_set() and not sync:
                 raise _Stopped
+            gave_up: StorageError | None = None
             try:
                 cursor, changes, written, done = self._retry(step, sync)
             except _Unsettled as unsettled:
                 cursor, changes = unsettled.cursor, unsettled.changes
-                written, done = self._settle(task_id, plan, unsettled, target_lock)
+                written, done, gave_up = self._settle(task_id, plan, unsettled, target_lock)
             if written is not None and (changes.deletes or changes.replaces):
-                committed(plan, changes, written)
+                committed(plan, changes, written)  # after giving up too: what was written
+            if gave_up is not None:
+                raise gave_up
             if done:
                 return
             previous.append(changes)
@@ -854,14 +857,15 @@ class TaskEngine:
 
     def _settle(
         self, task_id: str, plan: Plan, unsettled: _Unsettled, target_lock: threading.Lock
-    ) -> tuple[WriteResult | None, bool]:
+    ) -> tuple[WriteResult | None, bool, StorageError | None]:
         """Finish a batch whose write failed and may have written part of it.
 
         Each attempt reads the batch's items back and proves, item by item, what is
         already written (a deleted item is gone, a replaced one equals its new value);
         then it writes only the rest, with the changes computed once. Never rescans or
         re-applies, so no change lands twice. When the retries run out, the items proven
-        written are counted and the task fails with ``WDE0054``.
+        written are counted and the error to fail the task with (``WDE0054``) is returned
+        with them: ``(written, task finished, error or None)``.
         """
         storage = self.storage
         collection, env = plan.collection, plan.environment
@@ -920,15 +924,17 @@ class TaskEngine:
                 return updated
 
         updated = self._retry(record, sync=True)
+        if updated is None:
+            return None, True, None
         if unknown:
-            raise StorageError(
+            gave_up = StorageError(
                 f"{error}; a batch could not be completed: {len(done) + len(missing)} of its "
                 f"items are counted (proven written or gone), {unknown} left unwritten or "
                 "unverified"
-            ) from error
-        if updated is None:
-            return None, True
-        return written, updated.is_finished
+            )
+            gave_up.__cause__ = error
+            return written, True, gave_up
+        return written, updated.is_finished, None
 
     def _write(self, plan: Plan, changes: BatchChanges) -> WriteResult:
         storage = self.storage

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_engine import CountExecutor, count_type, make_storage, spec
 
 from taskengine.engine import TaskEngine
 from taskengine.errors import StorageError
@@ -262,3 +263,18 @@ def test_unverifiable_batch_fails_and_says_so() -> None:
     assert done.items_succeeded == 10
     assert "10 left unwritten or unverified" in done.failures[-1].description
     assert max(x_counts(inner)) == 1
+
+
+def test_executor_hears_of_items_written_before_the_engine_gave_up() -> None:
+    """After giving up on a batch, the executor's committed() gets the items written."""
+    inner = make_storage(30)
+    executor = CountExecutor()
+    storage = NoRollback(inner, fail_at=2, persistent=True)
+    engine = TaskEngine(storage, task_types=[count_type(executor)], batch_size=10, retry_delay=0)
+    task = engine.create_task(spec())
+    engine.run_until_idle()
+    done = engine.get_task(task.id)
+    changed = [item["_id"] for item in inner.find("things", "LIVE") if item.get("n")]
+    assert done.status is TaskStatus.FAILED
+    assert done.items_succeeded == len(changed) > 10
+    assert [i for batch in executor.committed_batches for i in batch.done] == changed
