@@ -17,10 +17,16 @@ Every change to a task happens under one engine lock, in this order: engine lock
 ``get_progress``) only touch the task store, so they never wait for a batch's item
 writes (except on a shared SQLite database, which serialises everything anyway).
 
-Storage errors are retried a bounded number of times per batch (a batch's writes and its
-checkpoint roll back together, so a retry never applies a batch twice when the stores
-share a database); after that the task ends FAILED with ``WDE0054`` and its counters as
-of the last committed batch.
+Storage errors are retried a bounded number of times per batch, and a retry never applies
+a change twice. On an adapter whose ``atomic()`` rolls back (``atomic_rolls_back``) a
+failed batch left nothing behind, so the whole batch (scan, apply, write) is retried;
+after the last retry the task ends FAILED with ``WDE0054`` and its counters as of the
+last committed batch. On any other adapter, once a batch's write has failed, the batch
+is *settled* instead (:meth:`TaskEngine._settle`): its items are read back, only those
+proven unwritten are written again (the changes computed once, never re-applied), and
+when the retries run out the task ends FAILED with the items proven written counted.
+A batch whose items committed but whose task save failed (a task store that does not
+share the storage's transactions) is settled the same way.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from taskengine.errors import (
     TaskNotFound,
     Violation,
 )
+from taskengine.fieldops import identical
 from taskengine.options import TOO_DEEP, check_json
 from taskengine.progress import Progress
 from taskengine.registry import BatchChanges, Plan, Service, TaskOptions, TaskType
@@ -59,7 +66,7 @@ from taskengine.task import Failure, RawOptions, Task, TaskStatus
 from taskengine.taskstore import MemoryTaskStore, TaskStore
 
 if TYPE_CHECKING:
-    from taskengine.storage.base import Storage
+    from taskengine.storage.base import Item, Storage
 
 __all__ = [
     "CODE_COLLECTION_NOT_FOUND",
@@ -132,6 +139,16 @@ class _Stopped(Exception):
     """The engine is stopping: leave the task RUNNING where it is."""
 
 
+class _Unsettled(Exception):
+    """A batch's write failed after it may have written something: settle, never redo."""
+
+    def __init__(self, changes: BatchChanges, cursor: str | None, error: StorageError) -> None:
+        super().__init__(str(error))
+        self.changes = changes
+        self.cursor = cursor
+        self.error = error
+
+
 @attrs.define
 class _ServiceSlot:
     service: Service
@@ -202,6 +219,7 @@ class TaskEngine:
         self.retry_delay = float(retry_delay)
         self.tick_interval = float(tick_interval)
         self._shared = self.task_store.shares_transactions_with(storage)
+        self._rolls_back = _rolls_back(storage)
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -780,9 +798,16 @@ class TaskEngine:
                 return
             if stopping.is_set() and not sync:
                 raise _Stopped
-            cursor, changes, written, done = self._retry(step, sync)
+            gave_up: StorageError | None = None
+            try:
+                cursor, changes, written, done = self._retry(step, sync)
+            except _Unsettled as unsettled:
+                cursor, changes = unsettled.cursor, unsettled.changes
+                written, done, gave_up = self._settle(task_id, plan, unsettled, target_lock)
             if written is not None and (changes.deletes or changes.replaces):
-                committed(plan, changes, written)
+                committed(plan, changes, written)  # after giving up too: what was written
+            if gave_up is not None:
+                raise gave_up
             if done:
                 return
             previous.append(changes)
@@ -834,18 +859,107 @@ class TaskEngine:
                     current = self.task_store.get(task_id)
                 if current is None or current.status is not TaskStatus.RUNNING:
                     return None, True
-                plan_written = self._write(current, plan, changes, cursor)
-                if self._shared:
-                    self.task_store.save(plan_written[1])
-            written, updated = plan_written
+                try:
+                    written = self._write(plan, changes)
+                    updated = self._outcome(current, plan, changes, written, cursor)
+                    if self._shared:
+                        self.task_store.save(updated)
+                except _WHOLE_TASK:
+                    raise
+                except StorageError as exc:
+                    if self._rolls_back:
+                        raise  # the block undoes the batch: it is retried whole
+                    raise _Unsettled(changes, cursor, exc) from exc
             if not self._shared:
-                self.task_store.save(updated)
+                try:
+                    self.task_store.save(updated)
+                except StorageError as exc:  # the items are written, the task is not
+                    raise _Unsettled(changes, cursor, exc) from exc
             self._after_save(updated)
             return written, updated.is_finished
 
-    def _write(
-        self, task: Task, plan: Plan, changes: BatchChanges, cursor: str | None
-    ) -> tuple[WriteResult, Task]:
+    def _settle(
+        self, task_id: str, plan: Plan, unsettled: _Unsettled, target_lock: threading.Lock
+    ) -> tuple[WriteResult | None, bool, StorageError | None]:
+        """Finish a batch whose write failed and may have written part of it.
+
+        Each attempt reads the batch's items back and proves, item by item, what is
+        already written (a deleted item is gone, a replaced one equals its new value);
+        then it writes only the rest, with the changes computed once. Never rescans or
+        re-applies, so no change lands twice. When the retries run out, the items proven
+        written are counted and the error to fail the task with (``WDE0054``) is returned
+        with them: ``(written, task finished, error or None)``.
+        """
+        storage = self.storage
+        collection, env = plan.collection, plan.environment
+        changes = unsettled.changes
+        deletes = list(dict.fromkeys(changes.deletes))
+        replaces = {item["_id"]: item for item in changes.replaces}  # the last one wins
+        done: list[str] = []
+        missing: list[str] = []
+        error = unsettled.error
+        for attempt in range(self.max_retries + 1):
+            last = attempt == self.max_retries  # a last look: count what is proven, no write
+            time.sleep(self.retry_delay * (2**attempt))
+            _log.info("settling a failed batch (attempt %d): %s", attempt + 1, error)
+            try:
+                with target_lock:
+                    gone, kept = _read_back(storage, collection, env, deletes, replaces)
+                    done.extend(gone)
+                    gone_ids = set(gone)
+                    deletes = [item_id for item_id in deletes if item_id not in gone_ids]
+                    done.extend(item_id for item_id, item in kept.items() if item is not None)
+                    missing.extend(item_id for item_id, item in kept.items() if item is None)
+                    replaces = {k: v for k, v in replaces.items() if k not in kept}
+                    if last or not (deletes or replaces):
+                        break
+                    if deletes:
+                        result = storage.delete_items(collection, env, deletes)
+                        deletes = []
+                        done.extend(result.done)
+                        missing.extend(result.missing)
+                    if replaces:
+                        result = storage.replace_items(collection, env, list(replaces.values()))
+                        replaces = {}
+                        done.extend(result.done)
+                        missing.extend(result.missing)
+                    break
+            except _WHOLE_TASK:
+                raise
+            except StorageError as exc:
+                error = exc
+        written = WriteResult(tuple(done), tuple(missing))
+        unknown = len(deletes) + len(replaces)
+
+        def record() -> Task | None:
+            with self._changed:
+                current = self.task_store.get(task_id)
+                if current is None or current.status is not TaskStatus.RUNNING:
+                    return None
+                if unknown:
+                    updated = current.with_batch(
+                        len(done), len(missing), _vanished(missing), current.checkpoint
+                    )
+                else:
+                    updated = self._outcome(current, plan, changes, written, unsettled.cursor)
+                self.task_store.save(updated)
+                self._after_save(updated)
+                return updated
+
+        updated = self._retry(record, sync=True)
+        if updated is None:
+            return None, True, None
+        if unknown:
+            gave_up = StorageError(
+                f"{error}; a batch could not be completed: {len(done) + len(missing)} of its "
+                f"items are counted (proven written or gone), {unknown} left unwritten or "
+                "unverified"
+            )
+            gave_up.__cause__ = error
+            return written, True, gave_up
+        return written, updated.is_finished, None
+
+    def _write(self, plan: Plan, changes: BatchChanges) -> WriteResult:
         storage = self.storage
         plan_collection, plan_env = plan.collection, plan.environment
         deleted = (
@@ -864,13 +978,22 @@ class TaskEngine:
             if result is not None:
                 done += result.done
                 missing += result.missing
+        return WriteResult(done, missing)
+
+    def _outcome(
+        self,
+        task: Task,
+        plan: Plan,
+        changes: BatchChanges,
+        written: WriteResult,
+        cursor: str | None,
+    ) -> Task:
+        """The task after a batch whose writes did ``written``: counters, checkpoint, end."""
+        done, missing = written.done, written.missing
         failures = [
             Failure(f.code, f.description, {"itemId": f.item_id}) for f in changes.failures
         ]
-        failures.extend(
-            Failure(CODE_ITEM_VANISHED, f"item {item_id!r} no longer exists", {"itemId": item_id})
-            for item_id in missing
-        )
+        failures.extend(_vanished(missing))
         updated = task.with_batch(
             len(done) + changes.unchanged,
             len(changes.failures) + len(missing),
@@ -887,7 +1010,7 @@ class TaskEngine:
             if plan.filter is not None and updated.estimated_item_count != processed:
                 # The re-estimate: every item the filter accepted has been processed.
                 updated = attrs.evolve(updated, estimated_item_count=processed)
-        return WriteResult(done, missing), updated
+        return updated
 
     def _finish(self, task_id: str, failure: Failure) -> None:
         try:
@@ -937,6 +1060,48 @@ def _merge_violations(first: list[Violation], more: list[Violation]) -> list[Vio
             continue
         merged.append(violation)
     return merged
+
+
+_WHOLE_TASK = (CollectionNotFound, SandboxNotEnabled, DuplicateItem, InvalidItem)
+"""Errors that end the task at once: never retried, never settled."""
+
+
+def _vanished(missing: Iterable[str]) -> list[Failure]:
+    return [
+        Failure(CODE_ITEM_VANISHED, f"item {item_id!r} no longer exists", {"itemId": item_id})
+        for item_id in missing
+    ]
+
+
+def _read_back(
+    storage: Storage,
+    collection: str,
+    environment: Any,
+    deletes: list[str],
+    replaces: Mapping[str, Mapping[str, Any]],
+) -> tuple[list[str], dict[str, Item | None]]:
+    """What a failed write left: the deletes proven done, and the replaces proven settled.
+
+    Returns the ids of ``deletes`` no longer stored, and for each id of ``replaces`` that
+    is no longer stored (``None``: the item vanished) or already holds its new value,
+    that stored item. Everything else is proven unwritten (it still differs).
+    """
+    gone = [i for i in deletes if storage.get_item(collection, environment, i) is None]
+    kept: dict[str, Item | None] = {}
+    for item_id, item in replaces.items():
+        stored = storage.get_item(collection, environment, item_id)
+        if stored is None or identical(stored, dict(item)):
+            kept[item_id] = stored
+    return gone, kept
+
+
+def _rolls_back(storage: Storage) -> bool:
+    """Whether the adapter declares that ``atomic()`` undoes a failed block's writes.
+
+    Read from the ``atomic_rolls_back`` attribute of the Storage protocol; anything but
+    ``True`` (an adapter written before the attribute existed) counts as no rollback.
+    """
+    return getattr(storage, "atomic_rolls_back", False) is True
 
 
 _EXACT_SCANS: dict[type, bool] = {}

@@ -168,7 +168,12 @@ class MemoryTaskStore:
         return len(self._tasks)
 
     def shares_transactions_with(self, storage: Storage) -> bool:
-        """Always ``False``: memory has no transactions to share."""
+        """Always ``False``: memory has no transactions to share.
+
+        With ``MemoryStorage`` the pair is still exact: the engine saves a batch's task
+        only after the storage's ``atomic()`` block committed (a failed block rolled the
+        items back and nothing was saved), and saving to memory cannot fail.
+        """
         return False
 
     def close(self) -> None:

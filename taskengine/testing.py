@@ -42,7 +42,8 @@ management, environments and their errors, ``_id`` ordering (code point order, n
 UTF-16 or locale order), paging and cursors, filters given to ``scan``, counts, exact
 round-trip of every value type (dates included), fresh copies in and out, all-or-nothing
 inserts, per-item outcomes of batched replace/delete, bad input leaving the store
-unchanged, ``atomic()``, and concurrent writers.
+unchanged, ``atomic()`` (and its rollback, when the adapter declares
+``atomic_rolls_back``), and concurrent writers.
 """
 
 from __future__ import annotations
@@ -772,6 +773,97 @@ def check_atomic(storage: Storage) -> None:
     _expect(got in ({"_id": "a", "v": 1}, {"_id": "a", "v": 2}), f"atomic() left {got!r} behind")
     storage.replace_items("c", "LIVE", [{"_id": "a", "v": 3}])
     _expect(_get(storage, "c", "a") == {"_id": "a", "v": 3}, "storage unusable after atomic()")
+
+
+class _Boom(Exception):
+    """Raised inside atomic() blocks by the rollback check."""
+
+
+def _snapshot(storage: Storage) -> list[Any]:
+    """Every collection and every item of each of its environments, for comparison."""
+    state: list[Any] = []
+    for info in storage.list_collections():
+        envs = ("LIVE", "SANDBOX") if info.sandbox_enabled else ("LIVE",)
+        state.append([_materialise(info), [_all(storage, info.name, env) for env in envs]])
+    return state
+
+
+def _rolled_back(storage: Storage, before: list[Any], block: Callable[[], None], what: str) -> None:
+    """Run ``block`` in atomic(), raise inside it; the storage must be as ``before``."""
+    try:
+        with storage.atomic():
+            block()
+            raise _Boom
+    except _Boom:
+        pass
+    else:  # pragma: no cover - the block raised something else, which propagates
+        raise ConformanceError("atomic() swallowed an exception raised inside it")
+    after = _snapshot(storage)
+    _expect(same_value(after, before), f"atomic() did not roll back {what}: {after!r}")
+
+
+@_check
+def check_atomic_rollback(storage: Storage) -> None:
+    """With atomic_rolls_back, an exception undoes the block's writes (nested: its own)."""
+    claim = getattr(storage, "atomic_rolls_back", False)
+    _expect(type(claim) is bool, f"atomic_rolls_back must be a bool, got {claim!r}")
+    if not claim:
+        return
+    storage.create_collection("c", sandbox=True)
+    storage.create_collection("gone")
+    storage.insert_items("c", "LIVE", [{"_id": k, "v": k} for k in "abcdefgh"])
+    storage.insert_items("c", "SANDBOX", [{"_id": "s", "v": [1, {"x": 2}]}])
+    storage.insert_items("gone", "LIVE", [{"_id": "g"}])
+    storage.delete_items("c", "LIVE", ["h"])
+    before = _snapshot(storage)
+
+    def writes() -> None:
+        storage.insert_items("c", "LIVE", [{"_id": "n1"}, {"_id": "h", "v": "back"}])
+        storage.replace_items("c", "LIVE", [{"_id": "a", "v": 1}, {"_id": "a", "v": 2}])
+        storage.delete_items("c", "LIVE", ["b", "c", "d", "e", "f", "n1"])
+        storage.insert_items("c", "LIVE", [{"_id": "b", "v": "again"}])
+        storage.replace_items("c", "SANDBOX", [{"_id": "s", "v": None}])
+        storage.delete_items("c", "SANDBOX", ["s"])
+
+    _rolled_back(storage, before, writes, "inserts, replaces and deletes")
+
+    def collections() -> None:
+        storage.create_collection("new", sandbox=True)
+        storage.insert_items("new", "LIVE", [{"_id": "x"}])
+        storage.replace_items("gone", "LIVE", [{"_id": "g", "v": 1}])
+        storage.drop_collection("gone")
+        storage.create_collection("gone", publish_plugin=True)
+
+    _rolled_back(storage, before, collections, "collection changes")
+
+    def nested() -> None:
+        storage.replace_items("c", "LIVE", [{"_id": "a", "v": "outer"}])
+        try:
+            with storage.atomic():
+                storage.replace_items("c", "LIVE", [{"_id": "g", "v": "inner"}])
+                storage.delete_items("c", "LIVE", ["a", "c"])
+                storage.create_collection("inner")
+                raise _Boom
+        except _Boom:
+            pass
+        _expect(_get(storage, "c", "a") == {"_id": "a", "v": "outer"},
+                "a failing inner atomic() block undid the outer block's write")  # fmt: skip
+        _expect(_get(storage, "c", "g") == {"_id": "g", "v": "g"}
+                and _get(storage, "c", "c") == {"_id": "c", "v": "c"}
+                and "inner" not in [info.name for info in storage.list_collections()],
+                "a failing inner atomic() block kept its writes")  # fmt: skip
+        with storage.atomic():
+            storage.replace_items("c", "LIVE", [{"_id": "g", "v": "inner ok"}])
+
+    _rolled_back(storage, before, nested, "nested blocks")
+
+    with storage.atomic():
+        with storage.atomic():
+            storage.replace_items("c", "LIVE", [{"_id": "a", "v": "kept"}])
+        storage.delete_items("c", "LIVE", ["b"])
+    _expect(_get(storage, "c", "a") == {"_id": "a", "v": "kept"}
+            and _get(storage, "c", "b") is None,
+            "writes of a block that ended normally were lost")  # fmt: skip
 
 
 @_check

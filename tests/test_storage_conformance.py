@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -246,6 +248,44 @@ class WrongDuplicate(DictStorage):
         return len(batch)
 
 
+class ClaimsRollback(DictStorage):
+    """Says atomic() rolls back, but its atomic() only holds the lock."""
+
+    atomic_rolls_back = True
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Hold the lock; keep every write, whatever happens."""
+        with self.lock:
+            yield
+
+
+class FlatRollback(DictStorage):
+    """Rolls back, but a failing inner block undoes the outer block's writes too."""
+
+    atomic_rolls_back = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.depth = 0
+        self.saved: Any = None
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Snapshot at the outermost level; any failure restores that snapshot."""
+        with self.lock:
+            if self.depth == 0:
+                self.saved = copy.deepcopy((self.infos, self.data))
+            self.depth += 1
+            try:
+                yield
+            except BaseException:
+                self.infos, self.data = copy.deepcopy(self.saved)
+                raise
+            finally:
+                self.depth -= 1
+
+
 def _failed(adapter: type[Storage]) -> set[str]:
     return {failure.name for failure in run_conformance(adapter)}
 
@@ -275,6 +315,8 @@ def test_correct_adapters_pass_programmatically() -> None:
         (PartialInsert, "insert"),
         (PartialInsert, "insert_duplicate"),
         (WrongDuplicate, "insert_duplicate"),
+        (ClaimsRollback, "atomic_rollback"),
+        (FlatRollback, "atomic_rollback"),
     ],
 )
 def test_suite_catches_broken_adapters(adapter: type[Storage], caught_by: str) -> None:

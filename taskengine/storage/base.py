@@ -162,6 +162,23 @@ class Storage(Protocol):
       ``WriteResult.missing`` (never an exception, never inserted). A bad item in a
       replace batch raises ``InvalidItem`` before anything is written.
     * **Errors.** Driver errors never escape: they become ``StorageError``.
+    * **Atomic blocks.** :meth:`atomic` isolates a block of writes. An adapter whose
+      block also *rolls back* (an exception leaving the block undoes every write made in
+      it, nested blocks undoing only their own writes when their exception is caught)
+      says so with ``atomic_rolls_back = True``; the conformance suite then checks it.
+      The engine relies on the claim: after a ``StorageError`` in a batch it retries the
+      whole batch only on an adapter that rolls back. On any other adapter it reads the
+      batch's items back, rewrites only those it can prove were not written, and when the
+      retries run out fails the task with counters that count exactly the items it found
+      written, so no change is ever applied twice.
+    """
+
+    atomic_rolls_back: bool = False
+    """Whether an exception leaving :meth:`atomic` undoes every write of the block.
+
+    Declare ``True`` only when it holds for every write method (the conformance suite
+    checks it); the default ``False`` is always safe. A subclass that overrides
+    :meth:`atomic` or a write method of an adapter that rolls back must say again.
     """
 
     def create_collection(
@@ -298,7 +315,8 @@ class Storage(Protocol):
     def atomic(self) -> AbstractContextManager[None]:
         """A block whose writes commit together or not at all, if the adapter can.
 
-        The default gives no guarantee (a null context); adapters that can, override it.
+        Exceptions raised inside propagate unchanged. The default gives no guarantee (a
+        null context); adapters that can, override it and set ``atomic_rolls_back``.
         """
         return contextlib.nullcontext()
 

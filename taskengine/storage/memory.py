@@ -81,13 +81,20 @@ class MemoryStorage(Storage):
     Each item set is a ``dict`` (``_id`` -> item) plus a ``SortedList`` of the ids.
     Costs, for n items in the set and a page of k: ``scan`` O(log n + k), ``get_item``
     O(1), inserting, replacing or deleting k items O(k log n). Every call holds one
-    ``RLock``, so :meth:`atomic` is that lock: it isolates a block of writes from other
-    threads but cannot roll them back.
+    ``RLock``; :meth:`atomic` holds it for the whole block (isolation) and keeps an undo
+    log (rollback), so ``atomic_rolls_back`` is true.
     """
+
+    atomic_rolls_back = True
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._collections: dict[str, _Collection] = {}
+        # The undo log of the outermost atomic() block, None outside one. Each record is
+        # (item set, {_id: prior entry or None}) or (None, {name: prior collection or
+        # None}); entries and collections are replaced, never changed in place, so a
+        # record holds references, not copies.
+        self._undo: list[tuple[_ItemSet | None, dict[str, Any]]] | None = None
 
     def create_collection(
         self, name: str, *, sandbox: bool = False, publish_plugin: bool = False
@@ -97,6 +104,8 @@ class MemoryStorage(Storage):
         with self._lock:
             if info.name in self._collections:
                 raise CollectionExists(info.name)
+            if self._undo is not None:
+                self._undo.append((None, {info.name: None}))
             self._collections[info.name] = _Collection(info)
         return info
 
@@ -113,7 +122,9 @@ class MemoryStorage(Storage):
     def drop_collection(self, name: str) -> None:
         """Delete a collection and its items (see :meth:`Storage.drop_collection`)."""
         with self._lock:
-            self._collection(name)
+            dropped = self._collection(name)
+            if self._undo is not None:
+                self._undo.append((None, {name: dropped}))
             del self._collections[name]
 
     def scan(
@@ -183,6 +194,8 @@ class MemoryStorage(Storage):
                     if item_id in entries or item_id in seen:
                         raise DuplicateItem(collection, item_id)
                     seen.add(item_id)
+            if self._undo is not None:
+                self._undo.append((target, dict.fromkeys(batch)))
             entries.update(batch)
             dead = target.dead
             if dead and not dead.isdisjoint(batch):
@@ -243,7 +256,11 @@ class MemoryStorage(Storage):
             return self._replace_admitted(collection, environment, list(map(_entry, items)))
         pairs = cast("list[tuple[str, Plan]]", checked)
         with self._lock:
-            entries = self._items(collection, environment).entries
+            target = self._items(collection, environment)
+            entries = target.entries
+            if self._undo is not None:
+                keys = [pair[0] for pair in pairs]
+                self._undo.append((target, dict(zip(keys, map(entries.get, keys), strict=True))))
             missing: list[str] = []
             for doc, (item_id, plan) in zip(items, pairs, strict=True):
                 if item_id in entries:  # a repeated id: the last one wins
@@ -265,8 +282,11 @@ class MemoryStorage(Storage):
     ) -> WriteResult:
         batch = dict(admitted)  # a repeated id: the last one wins
         with self._lock:
-            entries = self._items(collection, environment).entries
+            target = self._items(collection, environment)
+            entries = target.entries
             done = {item_id: entry for item_id, entry in batch.items() if item_id in entries}
+            if self._undo is not None:
+                self._undo.append((target, {item_id: entries[item_id] for item_id in done}))
             entries.update(done)
         return WriteResult(tuple(done), tuple(item_id for item_id in batch if item_id not in done))
 
@@ -285,12 +305,23 @@ class MemoryStorage(Storage):
         with self._lock:
             target = self._items(collection, environment)
             pop = target.entries.pop
-            for item_id in wanted:
-                # An empty or unencodable id is never stored, so it is simply missing.
-                if pop(item_id, None) is None:
-                    missing.append(item_id)
-                else:
-                    done.append(item_id)
+            if self._undo is None:
+                for item_id in wanted:
+                    # An empty or unencodable id is never stored, so it is simply missing.
+                    if pop(item_id, None) is None:
+                        missing.append(item_id)
+                    else:
+                        done.append(item_id)
+            else:
+                prior: dict[str, Any] = {}
+                for item_id in wanted:
+                    entry = pop(item_id, None)
+                    if entry is None:
+                        missing.append(item_id)
+                    else:
+                        done.append(item_id)
+                        prior[item_id] = entry
+                self._undo.append((target, prior))
             if done:
                 target.dead.update(done)
                 if len(target.dead) > len(target.entries):
@@ -298,8 +329,40 @@ class MemoryStorage(Storage):
         return WriteResult(tuple(done), tuple(missing))
 
     def atomic(self) -> contextlib.AbstractContextManager[None]:
-        """Hold the storage lock for a block of writes (isolation only, no rollback)."""
-        return _held(self._lock)
+        """A block of writes that commits together or not at all (see :meth:`Storage.atomic`).
+
+        Holds the storage lock throughout, so other threads see the block whole or not at
+        all. Every write inside records what it overwrites (a reference per item, no
+        copy); an exception undoes the writes of the block it leaves, in reverse order.
+        Nested blocks behave as ``SQLiteStorage``'s savepoints: a failing inner block
+        whose exception is caught undoes only its own writes; the outermost block undoes
+        everything. Outside a block, writes keep no log.
+        """
+        return _Atomic(self)
+
+    def _undo_to(self, mark: int) -> None:
+        """Undo the records after the first ``mark`` of the log (lock held), newest first."""
+        log = self._undo
+        assert log is not None
+        touched: dict[int, tuple[_ItemSet, set[str]]] = {}
+        while len(log) > mark:
+            target, prior = log.pop()
+            if target is None:
+                for name, coll in prior.items():
+                    if coll is None:
+                        self._collections.pop(name, None)
+                    else:
+                        self._collections[name] = coll
+                continue
+            entries = target.entries
+            for item_id, entry in prior.items():
+                if entry is None:
+                    entries.pop(item_id, None)
+                else:
+                    entries[item_id] = entry
+            touched.setdefault(id(target), (target, set()))[1].update(prior)
+        for target, ids in touched.values():
+            _reindex(target, ids)
 
     def _check(self) -> None:
         """Assert the invariants of every item set.
@@ -392,7 +455,48 @@ def _private(copy: Any, original: Any) -> bool:
     return copy is original
 
 
-@contextlib.contextmanager
-def _held(lock: threading.RLock) -> Iterator[None]:
-    with lock:
-        yield
+class _Atomic:
+    """One level of :meth:`MemoryStorage.atomic`: the lock, and a mark in the undo log."""
+
+    __slots__ = ("_mark", "_storage")
+
+    def __init__(self, storage: MemoryStorage) -> None:
+        self._storage = storage
+        self._mark = -1  # -1: the outermost level, which owns the log
+
+    def __enter__(self) -> None:
+        storage = self._storage
+        storage._lock.acquire()
+        if storage._undo is None:
+            storage._undo = []
+        else:
+            self._mark = len(storage._undo)
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        storage = self._storage
+        try:
+            if exc_type is not None:
+                storage._undo_to(max(self._mark, 0))
+        finally:
+            if self._mark < 0:
+                storage._undo = None
+            storage._lock.release()
+
+
+def _reindex(target: _ItemSet, ids: set[str]) -> None:
+    """Make ``target.ids`` and ``target.dead`` agree with its entries again for ``ids``.
+
+    An undone insert leaves its id in ``ids``, so it becomes a tombstone; an undone
+    delete revives a tombstone, or re-adds the id when a compaction dropped it.
+    """
+    entries, dead, sorted_ids = target.entries, target.dead, target.ids
+    for item_id in ids:
+        listed = item_id in sorted_ids
+        if item_id in entries:
+            dead.discard(item_id)
+            if not listed:
+                sorted_ids.add(item_id)
+        elif listed:
+            dead.add(item_id)
+    if len(dead) > len(entries):
+        target.compact()

@@ -99,6 +99,8 @@ class SQLiteStorage(Storage):
             was written by a newer taskengine.
     """
 
+    atomic_rolls_back = True
+
     def __init__(self, path: str | os.PathLike[str] | Database, *, timeout: float = 30.0) -> None:
         if isinstance(path, Database):
             self.database = path
