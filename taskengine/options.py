@@ -362,7 +362,7 @@ def check_value(value: Any, path: str, violations: list[Violation]) -> None:
     """Record a violation at ``path`` unless ``value`` is a storable JSON-like value.
 
     Storable: ``str``, ``int`` in the signed 64-bit range, finite ``float``, ``bool``,
-    ``None``, ``datetime``, lists of those and objects with string keys (SPEC items).
+    ``None``, ``datetime``, lists of those and objects with string keys (see docs/task-types.md).
     """
     if value is None or isinstance(value, str | bool | _dt.datetime):
         return
