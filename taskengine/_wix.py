@@ -1,7 +1,7 @@
 """The ``wix`` filter dialect: the task API's query language, compiled.
 
 Operators: ``$eq $ne $gt $gte $lt $lte $in $nin $hasSome $hasAll $startsWith
-$endsWith $contains $exists $and $or $not`` (SPEC §5). The rules:
+$endsWith $contains $exists $and $or $not`` (see docs/filters.md). The rules:
 
 * A field is named by a dotted path through subdocuments (a numeric component
   also indexes an array). ``{f: v}`` is ``{f: {"$eq": v}}``; several operators on

@@ -99,7 +99,7 @@ DEMO_TASKS: tuple[dict[str, Any], ...] = (
         },
     },
 )
-"""The four task specs the demo runs, in order (bare task objects, as in seed 001)."""
+"""The four task specs the demo runs, in order (bare task objects, see docs/task-types.md)."""
 
 
 def generate_items(count: int, prefix: str = "item") -> Iterator[dict[str, Any]]:

@@ -480,7 +480,7 @@ class TaskEngine:
                 self._changed.wait(remaining)
 
     def get_progress(self, task_id: str) -> Progress:
-        """The progress view of a task (SPEC §6).
+        """The progress view of a task (see docs/progress.md).
 
         Raises:
             TaskNotFound: no such task, or it has expired.

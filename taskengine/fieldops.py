@@ -118,7 +118,7 @@ def _dedupe(values: list[Any]) -> list[Any]:
 def edit_value(old: Any, ops: Operations) -> Any:
     """The field's new value after ``ops``, or :class:`EditRefused`.
 
-    ``old`` is the stored value, :data:`MISSING` for an absent field. Rules (SPEC §4):
+    ``old`` is the stored value, :data:`MISSING` for an absent field. Rules (docs/task-types.md):
 
     * missing or ``null`` is the empty array;
     * ``replaceItems`` first: on an array, every element equal to some ``from`` becomes

@@ -7,7 +7,7 @@ Routes (``/autocms/v1/tasks`` is an alias of ``/cms/v1/tasks``, as in the refere
                                                     -> {"tasks": [...], "metadata": {...}}
     GET    /cms/v1/tasks/{id}                       -> {"task": {...}}
     DELETE /cms/v1/tasks/{id}   (cancel)            -> {"task": {...}}
-    GET    /api/backgroundtask/{id}   (the progress view of seed 002, no envelope)
+    GET    /api/backgroundtask/{id}   (the progress view, see docs/progress.md; no envelope)
 
 Errors use the reference envelope: ``{"message", "details": {"validationError":
 {"fieldViolations": [...]}}}`` for 400 and ``{"message", "details": {"applicationError":

@@ -366,7 +366,7 @@ def check_value(value: Any, path: str, violations: list[Violation]) -> None:
     accepted here can always be written: ``str`` (valid Unicode, no lone surrogates),
     ``int`` in the signed 64-bit range, finite ``float``, ``bool``, ``None``,
     ``datetime``, ``{"$date": "<ISO-8601>"}``, lists of those and objects with string
-    keys.
+    keys (see docs/task-types.md).
     """
     refused = check_storable(value)
     if refused is not None:

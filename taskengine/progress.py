@@ -1,4 +1,4 @@
-"""The progress view of a task (SPEC §6, the ``/api/backgroundtask/{id}`` resource).
+"""The progress view of a task (``/api/backgroundtask/{id}``; see docs/progress.md).
 
 A :class:`Progress` is derived from a :class:`~taskengine.task.Task` snapshot::
 
@@ -101,7 +101,7 @@ class Progress:
         return base_url.rstrip("/") + PROGRESS_PATH + quote(self.id, safe="")
 
     def to_json(self, base_url: str = "http://localhost") -> dict[str, Any]:
-        """The seed-002 JSON (PascalCase keys), with ``Self`` under ``base_url``."""
+        """The JSON of docs/progress.md (PascalCase keys), with ``Self`` under ``base_url``."""
         out: dict[str, Any] = {
             "Id": self.id,
             "Complete": self.complete,

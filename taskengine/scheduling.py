@@ -1,7 +1,7 @@
 """The publish-status schedule timeline: items flip status when their date passes.
 
 ``UPDATE_PUBLISH_STATUS`` with ``SCHEDULE_PUBLISHED_STATUS`` / ``SCHEDULE_DRAFT_STATUS``
-stores a date on each matching item (``_publishDate`` / ``_draftDate``, SPEC §4).
+stores a date on each matching item (``_publishDate`` / ``_draftDate``; see docs/task-types.md).
 :class:`PublishScheduler` is the engine :class:`~taskengine.registry.Service` that makes
 those dates happen:
 

@@ -157,7 +157,7 @@ def _clip_failures(failures: Sequence[Failure]) -> tuple[Failure, ...]:
 
 @attrs.frozen
 class Task:
-    """An immutable snapshot of one task (SPEC §3).
+    """An immutable snapshot of one task (see docs/lifecycle.md).
 
     Attributes:
         id: the task id.

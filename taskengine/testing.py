@@ -1,6 +1,6 @@
 """The storage conformance suite: run it on your own ``Storage`` adapter.
 
-A custom adapter is done when it passes this suite (SPEC §8). From your own pytest
+A custom adapter is done when it passes this suite (see docs/architecture.md). From your own pytest
 module, subclass :class:`StorageConformance` and say how to make a fresh, empty
 storage; every check becomes a test (``test_conformance[scan_order]``, ...)::
 

@@ -1,4 +1,4 @@
-"""Audit of the Python task API against the product contract (SPEC §2, §3, §6, §7; seeds)."""
+"""Audit of the Python task API against docs/lifecycle.md, progress.md, retention.md."""
 
 from __future__ import annotations
 
@@ -812,7 +812,7 @@ def tasks(draw: st.DrawFn) -> Any:
 
 @given(tasks())
 def test_task_json_round_trips_and_follows_the_reference_rules(task: Any) -> None:
-    """Law: to_json obeys SPEC §3 (timestamps, cap, one options object) and parses back."""
+    """Law: to_json obeys lifecycle.md (timestamps, cap, one options object) and parses back."""
     from taskengine.task import Task
 
     body = task.to_json()

@@ -1,4 +1,4 @@
-"""Audit of the HTTP API over a real loopback socket against SPEC §2, §6, §9 and seeds 001/002."""
+"""Audit of the HTTP API over a real loopback socket against docs/http.md and docs/progress.md."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from taskengine.engine import TaskEngine
 from taskengine.http import make_app, make_server
 from taskengine.storage.memory import MemoryStorage
 
-# The four request bodies of seed 001's curl examples, byte for byte (DELETE_BY_QUERY's
+# The four request bodies of the reference API's curl examples, byte for byte (DELETE_BY_QUERY's
 # has a trailing comma after its filter).
 SEED_BODIES = {
     "UPDATE_PUBLISH_STATUS": (

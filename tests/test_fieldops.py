@@ -1,4 +1,4 @@
-"""Field operations of EDIT_FIELD_DATA and COPY_FIELD_DATA as pure functions (SPEC §4)."""
+"""Field operations of EDIT_FIELD_DATA and COPY_FIELD_DATA (docs/task-types.md)."""
 
 from __future__ import annotations
 
@@ -253,7 +253,7 @@ field_values = st.one_of(st.just(MISSING), st.lists(values, max_size=6), values)
 
 
 def reference_edit(old: Any, o: Operations) -> Any:
-    """A slow, direct transcription of SPEC §4 EDIT_FIELD_DATA (None = refused)."""
+    """A slow, direct transcription of docs/task-types.md EDIT_FIELD_DATA (None = refused)."""
     value = [] if old is MISSING or old is None else copy.deepcopy(old)
 
     def replaced(v: Any) -> Any:

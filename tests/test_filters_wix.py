@@ -1,4 +1,4 @@
-"""Example tests of the wix dialect (SPEC §5), operator by operator."""
+"""Example tests of the wix dialect (see docs/filters.md), operator by operator."""
 
 from __future__ import annotations
 

@@ -292,7 +292,7 @@ def test_expired_task_is_404(tmp_path: Path) -> None:
 
 
 def test_progress_view_has_the_seed_shape(engine: TaskEngine, address: str) -> None:
-    """The progress resource has seed 002's keys and a Self URL built from the Host."""
+    """The progress resource has the keys of docs/progress.md and a Self URL built from the Host."""
     task_id = call(address, "POST", "/cms/v1/tasks", copy_task())[1]["task"]["id"]
     engine.wait(task_id, timeout=30)
     status, body, _ = call(

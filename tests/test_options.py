@@ -1,4 +1,4 @@
-"""Create-time validation of the four options objects (SPEC §3-§4, seed 001)."""
+"""Create-time validation of the four options objects (see docs/task-types.md)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ PARSERS = {
 
 
 def seed_bodies() -> list[dict[str, Any]]:
-    """The four curl ``-d`` bodies of seed 001 (its DELETE body has a trailing comma)."""
+    """The four curl ``-d`` bodies of the reference API (its DELETE body has a trailing comma)."""
     if SEED.exists():
         text = SEED.read_text()
         raw = re.findall(r"-d '(\{.*?\})'", text)

@@ -1,4 +1,4 @@
-"""The publish-status schedule timeline (SPEC §4 UPDATE_PUBLISH_STATUS scheduling)."""
+"""The publish-status schedule timeline (see docs/task-types.md, scheduled changes)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The four task types end to end through TaskEngine (SPEC §3-§4, seed 001)."""
+"""The four task types end to end through TaskEngine (see docs/task-types.md)."""
 
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ def task_json(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_seed_bodies_are_the_references() -> None:
-    """The bodies used below are those of seed 001 (parsed from the file when present)."""
+    """The bodies used below are the reference's examples (parsed from the file when present)."""
     assert len(seed_bodies()) == 4
 
 
