@@ -655,7 +655,12 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from taskengine.http import is_loopback, make_app, make_waitress_server
+    from taskengine.http import (
+        is_loopback,
+        make_app,
+        make_waitress_server,
+        stop_waitress_server,
+    )
 
     try:
         import waitress  # noqa: F401
@@ -689,7 +694,11 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             raise CommandError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
         engine.start()
         previous = _install_sigterm()
+        loop = threading.Thread(target=server.run, name="taskengine-http", daemon=True)
         try:
+            # Ctrl-C and SIGTERM raise KeyboardInterrupt in this thread; the server's loop
+            # runs in another one, so wherever the signal lands it stops the same way.
+            loop.start()
             host = str(server.effective_host)
             shown = f"[{host}]" if ":" in host else host
             out.write(
@@ -699,9 +708,13 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 "Ctrl-C stops.\n"
             )
             out.flush()
-            server.run()  # returns on Ctrl-C or SIGTERM
+            while loop.is_alive():
+                loop.join(1.0)
+        except KeyboardInterrupt:
+            pass
         finally:
-            server.close()
+            stop_waitress_server(server)
+            loop.join(10)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
         engine.stop()
