@@ -4,9 +4,10 @@ Run: ``.venv/bin/python benchmarks/bench_load.py [--quick] [--clients N] [--roun
 Loopback only, and it stops by itself: each client thread keeps one keep-alive
 ``http.client`` connection (reopened when the server closes it) and does ``--rounds``
 rounds of create, poll the task three times, read the progress view, cancel; every tenth
-round also lists tasks. The same app over the same engine is served first on waitress as
-``taskengine serve`` runs it (:func:`~taskengine.http.make_waitress_server` with its
-defaults), then on the bare standard-library server (:func:`~taskengine.http.make_server`).
+round also lists tasks. The server runs in its own process over a fresh SQLite file (200
+items), first ``taskengine serve`` itself (waitress, default settings), then the same app
+over the same kind of engine on the bare standard-library server
+(:func:`~taskengine.http.make_server`).
 
 Prints, per server: errors (exceptions and non-2xx), requests/s, and p50/p99/max latency of
 GETs and of POSTs; then the throughput ratio. Targets for waitress: 0 errors and GET p99
@@ -18,15 +19,20 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from taskengine.engine import TaskEngine
-from taskengine.http import make_app, make_server, make_waitress_server, stop_waitress_server
-from taskengine.storage.memory import MemoryStorage
+from taskengine.http import make_app, make_server
+from taskengine.storage.sqlite import SQLiteStorage
 
 TASK = json.dumps(
     {
@@ -44,28 +50,41 @@ TIMEOUT = 60.0
 
 
 @contextmanager
-def _waitress(app: Any) -> Iterator[int]:
-    server = make_waitress_server(app, "127.0.0.1", 0)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
+def _server(command: list[str]) -> Iterator[int]:
+    """Start a server process, yield its port once it listens, stop it with SIGINT."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     try:
-        yield int(server.effective_port)
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if "http://" in line:
+                port = int(line.split("http://", 1)[1].split("/", 1)[0].rsplit(":", 1)[1])
+                break
+        else:
+            raise RuntimeError(f"{command[0]} exited without serving")
+        yield port
     finally:
-        stop_waitress_server(server)
-        thread.join(10)
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
 
 
-@contextmanager
-def _bare(app: Any) -> Iterator[int]:
-    server = make_server(app, "127.0.0.1", 0, quiet=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield int(server.server_port)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+def _serve_bare(db: str) -> None:
+    """Serve ``db`` like ``taskengine serve`` does, but on the bare wsgiref server."""
+    from taskengine.cli import open_engine
+
+    with open_engine(db, workers=2) as (engine, _storage):
+        engine.start()
+        server = make_server(make_app(engine), "127.0.0.1", 0, quiet=True)
+        print(f"Serving on http://127.0.0.1:{server.server_port}/cms/v1/tasks", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
 
 
 class _Results:
@@ -119,12 +138,10 @@ def _client(port: int, rounds: int, start: threading.Barrier, results: _Results)
                 results.latencies[method].extend(values)
 
 
-def _run(
-    serve: Callable[[Any], Any], engine: TaskEngine, clients: int, rounds: int
-) -> dict[str, Any]:
+def _run(command: list[str], clients: int, rounds: int) -> dict[str, Any]:
     results = _Results()
     start = threading.Barrier(clients + 1)
-    with serve(make_app(engine)) as port:
+    with _server(command) as port:
         threads = [
             threading.Thread(target=_client, args=(port, rounds, start, results), daemon=True)
             for _ in range(clients)
@@ -165,16 +182,33 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="50 clients, 2 rounds")
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="waitress threads (default: serve's)")
+    parser.add_argument("--serve-bare", metavar="DB", help=argparse.SUPPRESS)
     args = parser.parse_args()
     clients, rounds = (50, 2) if args.quick else (args.clients, args.rounds)
 
-    storage = MemoryStorage()
-    storage.create_collection("Items")
-    storage.insert_items("Items", "LIVE", [{"_id": f"i{n:04d}", "name": n} for n in range(200)])
+    if args.serve_bare:
+        _serve_bare(args.serve_bare)
+        return
+    taskengine = str(Path(sys.executable).with_name("taskengine"))
     rows = []
-    with TaskEngine(storage, workers=2, batch_size=100) as engine:
-        for name, serve in (("waitress (taskengine serve)", _waitress), ("bare wsgiref", _bare)):
-            rows.append((name, _run(serve, engine, clients, rounds)))
+    with tempfile.TemporaryDirectory() as folder:
+        servers = {
+            "waitress (taskengine serve)": [
+                taskengine, "serve", "--db", "{db}", "--port", "0", "--quiet",
+                *(["--threads", str(args.threads)] if args.threads else []),
+            ],
+            "bare wsgiref": [sys.executable, __file__, "--serve-bare", "{db}"],
+        }
+        for number, (name, command) in enumerate(servers.items()):
+            db = os.path.join(folder, f"load{number}.db")
+            with SQLiteStorage(db) as storage:
+                storage.create_collection("Items")
+                storage.insert_items(
+                    "Items", "LIVE", [{"_id": f"i{n:04d}", "name": n} for n in range(200)]
+                )
+            argv = [part.replace("{db}", db) for part in command]
+            rows.append((name, _run(argv, clients, rounds)))
 
     print(f"{clients} clients x {rounds} rounds (create, 3 polls, progress, cancel)\n")
     print("| server | requests | errors | req/s | GET p50 ms | GET p99 ms | GET max ms "
