@@ -16,6 +16,7 @@ import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import (
     content_type_conformance,
+    negative_data_rejection,
     not_a_server_error,
     response_headers_conformance,
     response_schema_conformance,
@@ -32,6 +33,7 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 CHECKS = [
     not_a_server_error,
+    negative_data_rejection,
     status_code_conformance,
     content_type_conformance,
     response_headers_conformance,
@@ -159,6 +161,7 @@ def test_real_tasks_match_the_task_schema(base_url: str) -> None:
     database=None,
 )
 def test_api_conforms_to_the_document(case: Any, base_url: str) -> None:
-    """Generated requests (valid and invalid) never get a 5xx, and every response's status,
-    content type, headers and body are as the document says."""
+    """Generated requests (valid and invalid) never get a 5xx, requests the document rules
+    out get a 4xx, and every response's status, content type, headers and body are as the
+    document says."""
     case.call_and_validate(base_url=base_url, checks=CHECKS)
