@@ -7,7 +7,7 @@ Subcommands::
                        [--sandbox] [--publish-plugin] FILE.jsonl
     taskengine run     --db PATH TASK.json [--no-wait]
     taskengine tasks   list|get ID|cancel ID --db PATH
-    taskengine serve   --db PATH [--host H] [--port P] [--token T]
+    taskengine serve   --db PATH [--host H] [--port P] [--token T] [--threads N] [--timeout S]
 
 Every command that takes ``--db`` keeps items *and* tasks in that one SQLite file, so
 ``run`` in one terminal and ``tasks get`` in another see the same task, and ``serve``
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -613,8 +614,20 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 
 
 def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from taskengine.http import is_loopback, make_app, make_server
+    from taskengine.http import (
+        is_loopback,
+        make_app,
+        make_waitress_server,
+        stop_waitress_server,
+    )
 
+    try:
+        import waitress  # noqa: F401
+    except ImportError:
+        raise CommandError(
+            "'taskengine serve' runs on the waitress server, which is not installed: "
+            "pip install 'taskengine[server]'"
+        ) from None
     token = args.token or os.environ.get("TASKENGINE_TOKEN") or None
     if token is None and not is_loopback(args.host):
         raise CommandError(
@@ -622,43 +635,78 @@ def _cmd_serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             "create and cancel tasks; pass --token (or TASKENGINE_TOKEN), or use the default "
             "--host 127.0.0.1"
         )
-    with open_engine(args.db, start=True, workers=args.workers) as (engine, _storage):
+    if args.quiet:
+        logging.getLogger("waitress").setLevel(logging.ERROR)
+    with open_engine(args.db, workers=args.workers) as (engine, _storage):
+        resumed = _count_unfinished(engine)  # before the engine starts and resumes them
         app = make_app(engine, token=token)
         try:
-            server = make_server(app, args.host, args.port, quiet=args.quiet)
+            server = make_waitress_server(
+                app if args.quiet else _access_log(app, err),
+                args.host,
+                args.port,
+                threads=args.threads,
+                timeout=args.timeout,
+            )
         except OSError as exc:
             reason = exc.strerror or str(exc)
             raise CommandError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
-        stop = threading.Event()
-        previous = _install_sigterm(stop, server)
+        engine.start()
+        previous = _install_sigterm()
+        loop = threading.Thread(target=server.run, name="taskengine-http", daemon=True)
         try:
-            host = str(server.server_address[0])
+            # Ctrl-C and SIGTERM raise KeyboardInterrupt in this thread; the server's loop
+            # runs in another one, so wherever the signal lands it stops the same way.
+            loop.start()
+            host = str(server.effective_host)
             shown = f"[{host}]" if ":" in host else host
             out.write(
-                f"Serving the task API on http://{shown}:{server.server_port}/cms/v1/tasks "
+                f"Resumed {resumed} unfinished task(s) from {args.db}.\n"
+                f"Serving the task API on http://{shown}:{server.effective_port}/cms/v1/tasks "
                 f"({'token required' if token else 'no token, loopback only'}); "
                 "Ctrl-C stops.\n"
             )
             out.flush()
-            try:
-                server.serve_forever(poll_interval=0.2)
-            except KeyboardInterrupt:
-                pass
+            while loop.is_alive():
+                loop.join(1.0)
+        except KeyboardInterrupt:
+            pass
         finally:
-            server.server_close()
+            stop_waitress_server(server)
+            loop.join(10)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-        out.write("Stopped.\n")
+        engine.stop()
+        left = _count_unfinished(engine)
+        out.write(
+            f"Stopped. {left} unfinished task(s) were checkpointed; they resume when "
+            f"'taskengine serve' or 'taskengine run' next opens {args.db}.\n"
+        )
         return EXIT_OK
 
 
-def _install_sigterm(stop: threading.Event, server: Any) -> Any:
+def _access_log(app: Any, err: TextIO) -> Any:
+    """``app`` writing one line per request to ``err`` (method, path, status)."""
+
+    def logged(environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: Any, exc_info: Any = None) -> Any:
+            err.write(
+                f"{environ.get('REMOTE_ADDR', '-')} {environ.get('REQUEST_METHOD', '?')} "
+                f"{environ.get('PATH_INFO', '')} {status.split(' ', 1)[0]}\n"
+            )
+            return start_response(status, headers, exc_info)
+
+        return app(environ, start)
+
+    return logged
+
+
+def _install_sigterm() -> Any:
     """On SIGTERM, stop serving like Ctrl-C does (only possible from the main thread)."""
     if threading.current_thread() is not threading.main_thread():
         return None
 
     def handler(signum: int, frame: object) -> None:
-        stop.set()
         raise KeyboardInterrupt
 
     return signal.signal(signal.SIGTERM, handler)
@@ -774,19 +822,38 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--db", required=True, help="the SQLite file")
     tasks.set_defaults(handler=_cmd_tasks)
 
+    from taskengine.http import DEFAULT_THREADS, DEFAULT_TIMEOUT
+
     serve = sub.add_parser(
         "serve",
         help="serve the REST API (and run tasks) over a SQLite file",
-        description="Serve the Background Tasks REST API. Unfinished tasks in the file resume. "
-        "Without a token only loopback addresses are allowed.",
+        description="Serve the Background Tasks REST API on the waitress server (the "
+        "'taskengine[server]' extra). Unfinished tasks in the file resume; on Ctrl-C or "
+        "SIGTERM running tasks are checkpointed and resume on the next start. Without a token "
+        "only loopback addresses are allowed.",
     )
     serve.add_argument("--db", required=True, help="the SQLite file")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
-    serve.add_argument("--port", type=int, default=8080, help="default 8080; 0 = any free port")
+    serve.add_argument(
+        "--port", type=_port, default=8080, help="0-65535, default 8080; 0 = any free port"
+    )
     serve.add_argument(
         "--token", help="require 'Authorization: Bearer TOKEN' (default: $TASKENGINE_TOKEN)"
     )
     serve.add_argument("--workers", type=_positive, default=2, help="task workers (default 2)")
+    serve.add_argument(
+        "--threads",
+        type=_positive,
+        default=DEFAULT_THREADS,
+        help=f"requests handled at once (default {DEFAULT_THREADS})",
+    )
+    serve.add_argument(
+        "--timeout",
+        type=_positive,
+        default=DEFAULT_TIMEOUT,
+        help="close a connection idle, or still sending its request, after this many seconds "
+        f"(default {DEFAULT_TIMEOUT})",
+    )
     serve.add_argument("--quiet", action="store_true", help="do not log requests")
     serve.set_defaults(handler=_cmd_serve)
     _add_debug(parser)
@@ -810,6 +877,16 @@ def _add_debug(parser: argparse.ArgumentParser) -> None:
                         "--debug", action="store_true", default=argparse.SUPPRESS, help=_DEBUG_HELP
                     )
                     pending.append(child)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
+    return value
 
 
 def _positive(text: str) -> int:

@@ -8,23 +8,32 @@ Routes (``/autocms/v1/tasks`` is an alias of ``/cms/v1/tasks``, as in the refere
     GET    /cms/v1/tasks/{id}                       -> {"task": {...}}
     DELETE /cms/v1/tasks/{id}   (cancel)            -> {"task": {...}}
     GET    /api/backgroundtask/{id}   (the progress view, see docs/progress.md; no envelope)
+    GET    /openapi.json                            -> the OpenAPI 3.1 document of all this
+
+``HEAD`` is answered wherever ``GET`` is, with the same headers and no body.
 
 Errors use the reference envelope: ``{"message", "details": {"validationError":
 {"fieldViolations": [...]}}}`` for 400 and ``{"message", "details": {"applicationError":
 {"code", "description", "data"}}}`` for everything else (401, 404, 405, 413, 500).
 A 500 never carries internals; the traceback goes to the ``taskengine.http`` logger.
 
-Only the standard library is used; :func:`make_server` serves an app with ``wsgiref`` on a
-thread per request, which is what ``taskengine serve`` runs.
+The app uses only the standard library and mounts in any WSGI server. Two servers come with
+it: :func:`make_waitress_server`, the production server ``taskengine serve`` runs (waitress,
+the ``taskengine[server]`` extra: a bounded thread pool, a deep listen backlog, timeouts for
+slow or half-sent requests, chunked request bodies), and :func:`make_server`, ``wsgiref``
+with a thread per request and no dependency, for tests, embedding, and as the benchmarks'
+bare-server baseline.
 """
 
 from __future__ import annotations
 
 import hmac
+import importlib.resources
 import ipaddress
 import logging
 import socketserver
 from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
 from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import parse_qs
@@ -40,12 +49,18 @@ from taskengine.errors import (
 )
 
 __all__ = [
+    "DEFAULT_THREADS",
+    "DEFAULT_TIMEOUT",
     "MAX_BODY",
+    "OPENAPI_PATH",
     "TaskAPI",
     "ThreadingWSGIServer",
     "is_loopback",
     "make_app",
     "make_server",
+    "make_waitress_server",
+    "openapi_document",
+    "stop_waitress_server",
 ]
 
 MAX_BODY = 1024 * 1024
@@ -54,8 +69,17 @@ MAX_BODY = 1024 * 1024
 _DRAIN_LIMIT = 64 * 1024 * 1024
 """Up to this many bytes of an oversized body are read and dropped before the 413."""
 
+DEFAULT_THREADS = 16
+"""Request threads of :func:`make_waitress_server`: requests are short, but many wait on a
+SQLite commit, and other requests run meanwhile (16 beat 4 and 8 in ``bench_load.py``)."""
+
+DEFAULT_TIMEOUT = 30
+"""Seconds a connection may sit idle, or send a request this slowly, before it is closed."""
+
 TASK_PREFIXES = ("/cms/v1/tasks", "/autocms/v1/tasks")
 PROGRESS_PREFIX = "/api/backgroundtask/"
+OPENAPI_PATH = "/openapi.json"
+"""Where the app serves :func:`openapi_document` (without asking for the token)."""
 
 _log = logging.getLogger("taskengine.http")
 
@@ -133,7 +157,8 @@ class TaskAPI:
         self._token = token.encode("utf-8") if token is not None else None
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> list[bytes]:
-        """Handle one WSGI request."""
+        """Handle one WSGI request (``HEAD`` as ``GET``, without the body)."""
+        body: Mapping[str, Any] | bytes
         try:
             status, body, headers = self._dispatch(environ)
         except _HTTPError as exc:
@@ -168,23 +193,32 @@ class TaskAPI:
                 "internal error", "INTERNAL", "the server failed to handle the request"
             )
             headers = []
-        return _respond(start_response, status, body, headers)
+        head = str(environ.get("REQUEST_METHOD", "")).upper() == "HEAD"
+        return _respond(start_response, status, body, headers, head=head)
 
     def _dispatch(
         self, environ: WSGIEnviron
-    ) -> tuple[HTTPStatus, dict[str, Any], list[tuple[str, str]]]:
-        self._authenticate(environ)
+    ) -> tuple[HTTPStatus, dict[str, Any] | bytes, list[tuple[str, str]]]:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        if method == "HEAD":
+            method = "GET"
         path = str(environ.get("PATH_INFO", "") or "/")
         if len(path) > 1 and path.endswith("/"):
             path = path[:-1]
+        if path == OPENAPI_PATH:
+            # The document describes the API and holds nothing secret; clients read it to
+            # learn how to authenticate, so it is served without the token.
+            if method != "GET":
+                raise _not_allowed(method, ("GET", "HEAD"))
+            return HTTPStatus.OK, openapi_document(), []
+        self._authenticate(environ)
         for prefix in TASK_PREFIXES:
             if path == prefix:
                 if method == "GET":
                     return HTTPStatus.OK, self._list(environ), []
                 if method == "POST":
                     return HTTPStatus.OK, self._create(environ), []
-                raise _not_allowed(method, ("GET", "POST"))
+                raise _not_allowed(method, ("GET", "HEAD", "POST"))
             if path.startswith(prefix + "/"):
                 task_id = path[len(prefix) + 1 :]
                 if "/" in task_id:
@@ -193,11 +227,11 @@ class TaskAPI:
                     return HTTPStatus.OK, {"task": self.engine.get_task(task_id).to_json()}, []
                 if method == "DELETE":
                     return HTTPStatus.OK, {"task": self.engine.cancel_task(task_id).to_json()}, []
-                raise _not_allowed(method, ("DELETE", "GET"))
+                raise _not_allowed(method, ("DELETE", "GET", "HEAD"))
         if path.startswith(PROGRESS_PREFIX) and "/" not in path[len(PROGRESS_PREFIX) :]:
             task_id = path[len(PROGRESS_PREFIX) :]
             if method != "GET":
-                raise _not_allowed(method, ("GET",))
+                raise _not_allowed(method, ("GET", "HEAD"))
             progress = self.engine.get_progress(task_id)
             return HTTPStatus.OK, progress.to_json(base_url(environ)), []
         raise _HTTPError(
@@ -250,30 +284,51 @@ class TaskAPI:
 
     def _read_body(self, environ: WSGIEnviron) -> bytes:
         raw = str(environ.get("CONTENT_LENGTH", "") or "").strip()
+        stream = environ.get("wsgi.input")
+        if not raw:
+            # No Content-Length: a chunked body the server did not turn into one. It can
+            # only be read to its end when the server says the stream ends there (PEP 3333
+            # leaves reading past the length undefined otherwise).
+            if stream is None or not environ.get("wsgi.input_terminated"):
+                return b""
+            data: bytes = stream.read(self.max_body + 1)
+            if len(data) > self.max_body:
+                _drain(stream, _DRAIN_LIMIT)
+                raise self._too_large(None)
+            return data
         try:
-            length = int(raw) if raw else 0
+            length = int(raw)
         except ValueError:
             raise InvalidRequest(
                 [Violation("body", f"bad Content-Length header {raw!r}")]
             ) from None
         if length < 0:
             raise InvalidRequest([Violation("body", f"bad Content-Length header {raw!r}")])
-        stream = environ.get("wsgi.input")
         if length > self.max_body:
             # Read (and drop) what the client sends, within reason, so that it gets to
             # read the 413 instead of a connection reset.
             if stream is not None and length <= _DRAIN_LIMIT:
                 _drain(stream, length)
-            raise _HTTPError(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                "PAYLOAD_TOO_LARGE",
-                f"the body has {length} bytes; the limit is {self.max_body}",
-                {"limit": self.max_body, "length": length},
-            )
+            raise self._too_large(length)
         if length == 0 or stream is None:
             return b""
-        data: bytes = stream.read(length)
+        data = stream.read(length)
         return data
+
+    def _too_large(self, length: int | None) -> _HTTPError:
+        if length is None:
+            return _HTTPError(
+                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                f"the body has more than {self.max_body} bytes; the limit is {self.max_body}",
+                {"limit": self.max_body},
+            )
+        return _HTTPError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            f"the body has {length} bytes; the limit is {self.max_body}",
+            {"limit": self.max_body, "length": length},
+        )
 
 
 def _drain(stream: Any, length: int) -> None:
@@ -282,6 +337,12 @@ def _drain(stream: Any, length: int) -> None:
         if not chunk:
             return
         length -= len(chunk)
+
+
+@lru_cache(maxsize=1)
+def openapi_document() -> bytes:
+    """The OpenAPI 3.1 document of this API (``taskengine/openapi.json``), as served."""
+    return importlib.resources.files("taskengine").joinpath("openapi.json").read_bytes()
 
 
 def make_app(engine: Engine, *, token: str | None = None, max_body: int = MAX_BODY) -> TaskAPI:
@@ -327,6 +388,68 @@ def make_server(
     )
     assert isinstance(server, ThreadingWSGIServer)
     return server
+
+
+def make_waitress_server(
+    app: Callable[..., Any],
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    threads: int = DEFAULT_THREADS,
+    timeout: int = DEFAULT_TIMEOUT,
+    connection_limit: int = 1000,
+    backlog: int = 2048,
+) -> Any:
+    """A waitress server for ``app`` bound to ``host:port`` (port 0 = any free port).
+
+    Needs the ``server`` extra (``pip install 'taskengine[server]'``). Call ``run()`` on it
+    (it returns on Ctrl-C, or after :func:`stop_waitress_server` from another thread). The
+    bound port is ``server.effective_port``.
+
+    Args:
+        threads: requests handled at once; more connections wait in waitress' queue.
+        timeout: seconds after which an idle connection, or one still sending its request
+            (a half-sent body), is closed.
+        connection_limit: open connections accepted at once; more wait in the backlog.
+        backlog: the listen queue (the kernel may cap it: ``net.core.somaxconn``).
+
+    Raises:
+        ImportError: waitress is not installed.
+        OSError: the address cannot be bound.
+    """
+    import waitress.server
+
+    return waitress.server.create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        channel_timeout=timeout,
+        # Idle channels are only looked at every cleanup_interval seconds.
+        cleanup_interval=max(1, min(timeout, 30)),
+        connection_limit=connection_limit,
+        backlog=backlog,
+        # Up to the app's drain limit the app answers 413 itself, in its own envelope.
+        max_request_body_size=_DRAIN_LIMIT,
+        ident="taskengine",
+        expose_tracebacks=False,
+    )
+
+
+def stop_waitress_server(server: Any) -> None:
+    """Stop a :func:`make_waitress_server` server whose ``run()`` is in another thread.
+
+    Every socket is closed from inside the server's own loop (closing them from this
+    thread would race with it), which makes ``run()`` return; then the request threads
+    finish their current request and end.
+    """
+
+    def close_all() -> None:
+        for channel in list(server._map.values()):
+            channel.close()
+
+    server.trigger.pull_trigger(close_all)
+    server.task_dispatcher.shutdown()
 
 
 def is_loopback(host: str) -> bool:
@@ -381,10 +504,12 @@ def _request_line(environ: WSGIEnviron) -> str:
 def _respond(
     start_response: StartResponse,
     status: HTTPStatus,
-    body: Mapping[str, Any],
+    body: Mapping[str, Any] | bytes,
     headers: list[tuple[str, str]],
+    *,
+    head: bool = False,
 ) -> list[bytes]:
-    payload = dumps(body).encode("utf-8")
+    payload = body if isinstance(body, bytes) else dumps(body).encode("utf-8")
     start_response(
         f"{status.value} {status.phrase}",
         [
@@ -394,4 +519,4 @@ def _respond(
             *headers,
         ],
     )
-    return [payload]
+    return [] if head else [payload]

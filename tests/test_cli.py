@@ -559,6 +559,73 @@ def test_serve_answers_and_stops_on_ctrl_c(db: Path) -> None:
     assert proc.returncode == EXIT_OK
 
 
+def test_serve_without_waitress_says_what_to_install(
+    db: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without waitress installed `serve` names the extra to install and exits 2."""
+    monkeypatch.setitem(sys.modules, "waitress", None)  # makes `import waitress` fail
+    code, out, err = run_cli(capsys, "serve", "--db", str(db), "--port", "0")
+    assert code == EXIT_BAD_INPUT
+    assert "pip install 'taskengine[server]'" in err
+    assert out == ""
+
+
+@pytest.mark.parametrize(
+    ("port", "reason"),
+    [("99999", "0-65535, got 99999"), ("-1", "0-65535, got -1"), ("http", "'http'")],
+)
+def test_serve_rejects_a_bad_port(
+    db: Path, capsys: pytest.CaptureFixture[str], port: str, reason: str
+) -> None:
+    """A port outside 0-65535, or not a number, is one clear usage error (exit 2)."""
+    code, _, err = run_cli(capsys, "serve", "--db", str(db), f"--port={port}")
+    assert code == EXIT_BAD_INPUT
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error" in line]
+    assert len(errors) == 1
+    assert "argument --port" in errors[0]
+    assert reason in errors[0]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to a child needs POSIX")
+def test_serve_reports_resumed_and_checkpointed_tasks(
+    big_db: Path, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """`serve` says how many unfinished tasks it resumed, and on SIGTERM how many it left
+    checkpointed, a number that matches the database afterwards."""
+    task_file = tmp_path / "task.json"
+    task_file.write_text(json.dumps({"task": COPY_TASK}))
+    for _ in range(2):
+        code, _, err = run_cli(capsys, "run", "--db", str(big_db), "--no-wait", str(task_file))
+        assert code == EXIT_OK, err
+    proc = subprocess.Popen(
+        [_executable(), "serve", "--db", str(big_db), "--port", "0", "--quiet"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines = _reader(proc.stdout)
+        resumed = _wait_for(lines, "unfinished task")
+        _wait_for(lines, "Serving")
+        proc.send_signal(signal.SIGTERM)
+        stopped = _wait_for(lines, "Stopped.")
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert proc.returncode == EXIT_OK
+    assert resumed.startswith(f"Resumed 2 unfinished task(s) from {big_db}.")
+    left = int(stopped.split("Stopped. ", 1)[1].split(" ", 1)[0])
+    assert "were checkpointed; they resume when" in stopped
+    code, out, _ = run_cli(capsys, "tasks", "list", "--db", str(big_db), "--json")
+    assert code == EXIT_OK
+    unfinished = [t for t in json.loads(out)["tasks"] if t["status"] in ("NEW", "RUNNING")]
+    assert len(unfinished) == left
+
+
 # -- pieces ----------------------------------------------------------------------------------
 
 

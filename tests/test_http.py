@@ -259,9 +259,9 @@ def test_unknown_route_is_404(address: str) -> None:
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
     [
-        ("PUT", "/cms/v1/tasks", "GET, POST"),
-        ("POST", "/cms/v1/tasks/abc", "DELETE, GET"),
-        ("DELETE", "/api/backgroundtask/abc", "GET"),
+        ("PUT", "/cms/v1/tasks", "GET, HEAD, POST"),
+        ("POST", "/cms/v1/tasks/abc", "DELETE, GET, HEAD"),
+        ("DELETE", "/api/backgroundtask/abc", "GET, HEAD"),
     ],
 )
 def test_wrong_method_is_405(address: str, method: str, path: str, allow: str) -> None:
