@@ -18,7 +18,10 @@ $endsWith $contains $exists $and $or $not`` (see docs/filters.md). The rules:
   intersect the list; ``$hasAll`` = they include every listed value.
 * ``{f: null}`` and ``$exists: false`` match a missing or null field; ``$exists:
   true`` and ``$ne: null`` match any non-null value (``""`` and ``[]`` included).
-* Top-level ``$not`` takes an object or a one-element list. ``$regex`` is rejected.
+* Top-level ``$not`` takes an object or a one-element list. A field-level ``$not``
+  takes an object of operators and matches where they do not all hold (a missing
+  field included): ``{f: {"$not": ops}}`` is ``{"$not": {f: ops}}``. ``$regex`` is
+  rejected.
 """
 
 from __future__ import annotations
@@ -278,9 +281,27 @@ def _op_test(op: str, arg: Any, path: str) -> Test:
         if arg:
             return lambda v: v is not None and v is not MISSING
         return lambda v: v is None or v is MISSING
+    if op == "$not":
+        return _not_test(arg, path)
     if op == "$regex":
         raise InvalidFilter(path, "$regex is not supported in this dialect")
     raise InvalidFilter(path, f"unknown operator: {op}")
+
+
+def _not_test(arg: Any, path: str) -> Test:
+    """Field-level ``$not``: true where the operators of ``arg`` do not all hold."""
+    if not isinstance(arg, Mapping) or not arg:
+        raise InvalidFilter(path, "$not needs an object of operators")
+    tests = []
+    for op, inner in arg.items():
+        if not (isinstance(op, str) and op.startswith("$")) or op == "$date":
+            raise InvalidFilter(f"{path}.{op}", "$not needs an object of operators")
+        tests.append(_op_test(op, inner, f"{path}.{op}"))
+    if len(tests) == 1:
+        only = tests[0]
+        return lambda v: not only(v)
+    tt = tuple(tests)
+    return lambda v: not all(t(v) for t in tt)
 
 
 # -------------------------------------------------------------------------- paths

@@ -30,8 +30,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, BinaryIO, TextIO
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
 from taskengine._wire import dumps, parse_json_object
 from taskengine.errors import (
@@ -47,6 +47,7 @@ from taskengine.errors import (
 
 if TYPE_CHECKING:
     from taskengine.engine import TaskEngine
+    from taskengine.registry import TaskType
     from taskengine.storage.sqlite import SQLiteStorage
     from taskengine.task import Task
 
@@ -61,9 +62,11 @@ __all__ = [
     "EXIT_OK",
     "ProgressPrinter",
     "check_db_path",
+    "count",
     "ctrl_c_cancels",
     "exit_code_for",
     "follow_task",
+    "format_duration",
     "format_table",
     "load_task_spec",
     "main",
@@ -180,7 +183,7 @@ class ProgressPrinter:
             state = "CANCELLING"
         elif task.is_finished and _is_cancelled(task):
             state = "CANCELLED"
-        counts = f"{done:,}/{total:,} items"
+        counts = f"{done:,}/{count(total, 'item')}"
         if task.items_failed:
             counts += f" ({task.items_failed:,} failed)"
         rate = f"{done / elapsed:,.0f} items/s"
@@ -288,6 +291,7 @@ def open_engine(
     workers: int = 1,
     batch_size: int = 500,
     read_only: bool = False,
+    task_types: Iterable[TaskType] | None = None,
 ) -> Iterator[tuple[TaskEngine, SQLiteStorage]]:
     """An engine over the SQLite file ``db`` (items and tasks in the one file).
 
@@ -297,6 +301,7 @@ def open_engine(
         read_only: open the file with SQLite's ``mode=ro`` for commands that only read
             (``tasks list|get``): nothing in the file changes, a read-only file works,
             and a process writing the file never makes the command wait.
+        task_types: the engine's task types (``None``: the built-in four).
 
     Raises:
         CommandError: the file does not exist and ``create`` is false.
@@ -321,7 +326,13 @@ def open_engine(
     storage = SQLiteStorage(db)
     try:
         store = SQLiteTaskStore(storage)
-        engine = TaskEngine(storage, task_store=store, workers=workers, batch_size=batch_size)
+        engine = TaskEngine(
+            storage,
+            task_store=store,
+            workers=workers,
+            batch_size=batch_size,
+            task_types=task_types,
+        )
         try:
             if start:
                 engine.start()
@@ -535,8 +546,8 @@ def _cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 f"{_yes(created.publish_plugin)})\n"
             )
         out.write(
-            f"Imported {imported:,} items into {args.collection} ({environment}) "
-            f"in {elapsed:.2f} s\n"
+            f"Imported {count(imported, 'item')} into {args.collection} ({environment}) "
+            f"in {format_duration(elapsed)}\n"
         )
         return EXIT_OK
     finally:
@@ -599,6 +610,23 @@ def _list_json(page: Any, offset: int) -> dict[str, Any]:
         "tasks": [task.to_json() for task in tasks],
         "metadata": {"count": len(tasks), "offset": offset, "total": total},
     }
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` things in words: ``1 item``, ``2,000 items``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people write it: ``850 ms`` under a second, ``2.4 s``, ``3 min 05 s``."""
+    if seconds < 0.001:
+        return "<1 ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -715,11 +743,41 @@ def _install_sigterm() -> Any:
 # -- argument parsing -----------------------------------------------------------------------
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr and exit code 2.
+
+    A command that takes a subcommand and got none (``taskengine``, ``taskengine tasks``)
+    shows its usage, which lists the subcommands, above that line.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``<prog>: error: <message>`` and where to find help; exit 2."""
+        usage = ""
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction) and str(action.metavar) in message:
+                usage = self.format_usage()
+        line = f"{self.prog}: error: {message} (see '{self.prog} --help')\n"
+        self.exit(EXIT_BAD_INPUT, usage + line)
+
+
+_RUN_DESCRIPTION = """\
+Create a task from a JSON file, run it here with a live progress line, and print the
+final task as JSON. The file holds the reference request body {"task": {...}} or the
+bare task object, for example:
+
+  {"type": "EDIT_FIELD_DATA",
+   "editFieldDataOptions": {"dataCollectionId": "products", "fieldKey": "tags",
+                            "operations": {"addItems": ["sale"]}}}
+
+Unfinished tasks already in the file run first. Ctrl-C cancels the task (a second
+Ctrl-C stops waiting); the exit code tells the outcome."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``taskengine`` argument parser."""
     codes = EXIT_CODES.items()
     epilog = "exit codes:\n" + "\n".join(f"  {code:<3}  {text}" for code, text in codes)
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="taskengine",
         description="Run bulk data operations as background tasks over a SQLite database.",
         epilog=epilog,
@@ -791,9 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run a task from a JSON file, with progress",
-        description="Create a task from a JSON file (the reference request body "
-        '{"task": {...}} or the bare task object), show its progress, and print the final '
-        "task as JSON. Ctrl-C cancels the task. The exit code tells the outcome.",
+        description=_RUN_DESCRIPTION,
         epilog=epilog,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -808,17 +864,46 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-size", type=_positive, default=500, help=argparse.SUPPRESS)
     run.set_defaults(handler=_cmd_run)
 
-    tasks = sub.add_parser("tasks", help="list, show or cancel tasks")
+    tasks = sub.add_parser(
+        "tasks",
+        help="list, show or cancel tasks",
+        description="Look at the tasks stored in a database file, or cancel one. 'list' and "
+        "'get' open the file read-only: they never change it, work on a read-only file, and "
+        "answer at once while another process writes. Finished tasks disappear when their "
+        "expiresAt passes.",
+        epilog="examples:\n  taskengine tasks list --db shop.db\n"
+        "  taskengine tasks get --db shop.db 3f2c...\n"
+        "  taskengine tasks cancel --db shop.db 3f2c...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     actions = tasks.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
-    listing = actions.add_parser("list", help="list tasks, newest first")
+    listing = actions.add_parser(
+        "list",
+        help="list tasks, newest first",
+        description="List the stored tasks, newest first, one page at a time: id, type, "
+        "status (a cancelled task shows as 'FAILED (cancelled)', a pending cancel as "
+        "'(cancel requested)'), items succeeded and failed, and when it was created.",
+    )
     listing.add_argument("--db", required=True, help="the SQLite file")
-    listing.add_argument("--limit", type=int, default=30, help="default 30")
-    listing.add_argument("--offset", type=int, default=0, help="default 0")
-    listing.add_argument("--json", action="store_true", help="print the API's JSON")
-    for name, text in (("get", "show one task as JSON"), ("cancel", "cancel a task")):
-        action = actions.add_parser(name, help=text)
-        action.add_argument("task_id", metavar="ID")
+    listing.add_argument("--limit", type=int, default=30, help="tasks per page, 1-100 (default 30)")
+    listing.add_argument("--offset", type=int, default=0, help="tasks to skip (default 0)")
+    listing.add_argument(
+        "--json", action="store_true", help="print the API's JSON (tasks and paging metadata)"
+    )
+    for name, text, description in (
+        ("get", "show one task as JSON", "Print one task as the API's JSON task object."),
+        (
+            "cancel",
+            "cancel a task",
+            "Cancel a task and print it as JSON. A NEW task ends at once as FAILED with a "
+            "CANCELLED failure; a RUNNING one shows cancelRequested and stops after its "
+            "current batch, in whichever process runs it. A finished task is printed "
+            "unchanged.",
+        ),
+    ):
+        action = actions.add_parser(name, help=text, description=description)
+        action.add_argument("task_id", metavar="ID", help="the task's id")
         action.add_argument("--db", required=True, help="the SQLite file")
     tasks.set_defaults(handler=_cmd_tasks)
 

@@ -12,7 +12,8 @@ other, the four task types of the reference API:
 4. ``DELETE_BY_QUERY``: in the SANDBOX, delete the published items whose ``holidays``
    is ``Halloween`` (the reference's own example; drafts are kept).
 
-Then it prints a summary table (task, status, items, time, items/s).
+Then it prints a summary: one line per task with what it did and where, how many items
+its filter matched, how many it changed, how many failed, and how long it took.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, TextIO
+
+import attrs
 
 from taskengine.cli import (
     EXIT_CANCELLED,
@@ -32,12 +36,16 @@ from taskengine.cli import (
     ctrl_c_cancels,
     exit_code_for,
     follow_task,
+    format_duration,
     format_table,
     open_engine,
 )
 from taskengine.errors import CollectionNotFound
 
 if TYPE_CHECKING:
+    from taskengine.registry import BatchChanges, Executor, Plan, TaskOptions, TaskType
+    from taskengine.scheduling import PublishScheduler
+    from taskengine.storage.base import Storage, WriteResult
     from taskengine.storage.sqlite import SQLiteStorage
     from taskengine.task import Task
 
@@ -101,6 +109,52 @@ DEMO_TASKS: tuple[dict[str, Any], ...] = (
 )
 """The four task specs the demo runs, in order (bare task objects, see docs/task-types.md)."""
 
+_WHAT = (
+    "title -> titleBackup",
+    "tags: Goob -> Good, -outdated, +sale",
+    "seasonal -> draft",
+    "published Halloween",
+)
+"""What each of :data:`DEMO_TASKS` does, in the summary's words."""
+
+
+class _CountingExecutor:
+    """Delegates to a built-in executor and counts the items its committed batches wrote."""
+
+    def __init__(self, inner: Executor) -> None:
+        self._inner = inner
+        self._lock = threading.Lock()
+        self.written = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def plan(self, options: TaskOptions, storage: Storage) -> Plan:
+        return self._inner.plan(options, storage)
+
+    def apply(self, plan: Plan, items: list[dict[str, Any]]) -> BatchChanges:
+        return self._inner.apply(plan, items)
+
+    def committed(self, plan: Plan, changes: BatchChanges, written: WriteResult) -> None:
+        with self._lock:
+            self.written += len(written.done)
+        self._inner.committed(plan, changes, written)
+
+
+def _counting_task_types(
+    scheduler: PublishScheduler,
+) -> tuple[list[TaskType], dict[str, _CountingExecutor]]:
+    """The built-in task types, each with an executor that counts the items it wrote."""
+    from taskengine.executors import default_task_types
+
+    types: list[TaskType] = []
+    counters: dict[str, _CountingExecutor] = {}
+    for task_type in default_task_types(scheduler):
+        counter = _CountingExecutor(task_type.executor)
+        counters[task_type.name] = counter
+        types.append(attrs.evolve(task_type, executor=counter))
+    return types, counters
+
 
 def generate_items(count: int, prefix: str = "item") -> Iterator[dict[str, Any]]:
     """``count`` deterministic sample items with ids ``<prefix>-000000`` upwards."""
@@ -152,7 +206,7 @@ def _prepare(storage: SQLiteStorage, items: int, out: TextIO, replace: bool) -> 
     out.write(
         f"Created collection {COLLECTION!r} (sandbox and publish plugin enabled): "
         f"{items:,} LIVE items, {sandbox_items:,} SANDBOX items "
-        f"in {time.monotonic() - started:.1f} s\n\n"
+        f"in {format_duration(time.monotonic() - started)}\n\n"
     )
     out.flush()
 
@@ -206,17 +260,26 @@ def _run(
     keep: bool,
     replace: bool,
 ) -> int:
-    results: list[tuple[Task, float]] = []
-    with open_engine(path, create=True, batch_size=batch_size) as (engine, storage):
+    results: list[_Result] = []
+    from taskengine.scheduling import PublishScheduler
+
+    scheduler = PublishScheduler()
+    types, counters = _counting_task_types(scheduler)
+    opened = open_engine(path, create=True, batch_size=batch_size, task_types=types)
+    with opened as (engine, storage):
+        engine.register_service(scheduler)
         _prepare(storage, items, out, replace)  # before the engine resumes any old task
         engine.start()
-        for spec in DEMO_TASKS:
+        for spec, what in zip(DEMO_TASKS, _WHAT, strict=True):
             started = time.monotonic()
+            counter = counters[spec["type"]]
             with ctrl_c_cancels() as pressed:
                 task = engine.create_task({"task": spec})
+                written_before = counter.written
                 printer = ProgressPrinter(out, task.type, tty=tty)
                 final = follow_task(engine, task.id, printer, interrupt=pressed)
-            results.append((final, time.monotonic() - started))
+            changed = counter.written - written_before
+            results.append(_Result(final, what, changed, time.monotonic() - started))
             if exit_code_for(final) == EXIT_CANCELLED:
                 out.write("\nCancelled; stopping the demo.\n")
                 _summary(results, out)
@@ -236,21 +299,36 @@ def _run(
     return EXIT_OK
 
 
-def _summary(results: list[tuple[Task, float]], out: TextIO) -> None:
+@attrs.frozen
+class _Result:
+    """One demo task's outcome for the summary."""
+
+    task: Task
+    what: str
+    changed: int
+    seconds: float
+
+
+def _summary(results: list[_Result], out: TextIO) -> None:
     rows = []
-    for task, seconds in results:
-        processed = task.items_succeeded + task.items_failed
+    for result in results:
+        task = result.task
+        options = task.options.to_json()
         status = task.status.value
-        if task.failures and task.status.value == "FAILED":
+        if task.failures and status == "FAILED":
             status += f" ({task.failures[0].code})"
         rows.append(
             (
                 task.type,
-                status,
-                f"{processed:,}",
+                result.what,
+                f"{options.get('dataCollectionId', COLLECTION)}/"
+                f"{options.get('environment', 'LIVE')}",
+                f"{task.items_succeeded + task.items_failed:,}",
+                f"{result.changed:,}",
                 f"{task.items_failed:,}",
-                f"{seconds:.2f} s",
-                f"{processed / seconds:,.0f}" if seconds > 0 else "-",
+                format_duration(result.seconds),
+                status,
             )
         )
-    out.write(format_table(("TASK", "STATUS", "ITEMS", "FAILED", "TIME", "ITEMS/S"), rows) + "\n")
+    headers = ("TASK", "WHAT", "WHERE", "MATCHED", "CHANGED", "FAILED", "TIME", "STATUS")
+    out.write(format_table(headers, rows) + "\n")

@@ -127,10 +127,29 @@ def mongo_specs(depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:
 wix_scalars = st.one_of(st.none(), st.booleans(), numbers, texts, dates)
 
 
+def wix_operator_objects() -> st.SearchStrategy[dict[str, Any]]:
+    """Valid wix operator objects with one or two operators (``{"$gt": 1, "$lt": 3}``)."""
+    comparable = st.one_of(st.booleans(), st.integers(-3, 3), st.floats(-3, 3), texts, dates)
+    one = st.one_of(
+        st.builds(lambda v: {"$eq": v}, wix_scalars),
+        st.builds(lambda v: {"$ne": v}, wix_scalars),
+        st.builds(lambda op, v: {op: v}, st.sampled_from(["$gt", "$gte", "$lt", "$lte"]),
+                  comparable),
+        st.builds(lambda op, vs: {op: vs},
+                  st.sampled_from(["$in", "$nin", "$hasSome", "$hasAll"]),
+                  st.lists(wix_scalars, max_size=3)),
+        st.builds(lambda op, s: {op: s},
+                  st.sampled_from(["$startsWith", "$endsWith", "$contains"]), texts),
+        st.builds(lambda b: {"$exists": b}, st.booleans()),
+    )
+    return st.one_of(one, st.builds(lambda a, b: {**a, **b}, one, one))
+
+
 def wix_conditions() -> st.SearchStrategy[Any]:
     """Valid field conditions in the wix dialect."""
     comparable = st.one_of(st.booleans(), st.integers(-3, 3), st.floats(-3, 3), texts, dates)
     return st.one_of(
+        st.builds(lambda ops: {"$not": ops}, wix_operator_objects()),
         wix_scalars,
         st.lists(wix_scalars, max_size=2),
         st.builds(lambda v: {"$eq": v}, wix_scalars),

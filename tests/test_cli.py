@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
 import http.client
 import io
+import itertools
 import json
 import queue
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -26,7 +30,9 @@ from taskengine.cli import (
     EXIT_ITEM_FAILURES,
     EXIT_OK,
     ProgressPrinter,
+    build_parser,
     exit_code_for,
+    format_duration,
     format_table,
     load_task_spec,
     main,
@@ -102,8 +108,31 @@ def test_demo_runs_every_task_type(tmp_path: Path, capsys: pytest.CaptureFixture
     assert code == EXIT_OK, out
     for name in ("COPY_FIELD_DATA", "EDIT_FIELD_DATA", "UPDATE_PUBLISH_STATUS", "DELETE_BY_QUERY"):
         assert any(line.startswith(name) and "COMPLETED" in line for line in out.splitlines())
-    assert "TASK" in out
-    assert "ITEMS/S" in out
+    header = next(line for line in out.splitlines() if line.startswith("TASK"))
+    assert header.split() == [
+        "TASK", "WHAT", "WHERE", "MATCHED", "CHANGED", "FAILED", "TIME", "STATUS"
+    ]
+    starts = [header.index(name) for name in header.split()] + [None]
+
+    def cells(line: str) -> dict[str, str]:
+        spans = itertools.pairwise(starts)
+        return {
+            name: line[a:b].strip() for name, (a, b) in zip(header.split(), spans, strict=True)
+        }
+
+    rows = {r["TASK"]: r for r in map(cells, out.splitlines()) if r["STATUS"] == "COMPLETED"}
+    copy_row = rows["COPY_FIELD_DATA"]
+    assert (copy_row["WHERE"], copy_row["MATCHED"], copy_row["CHANGED"]) == (
+        "products/LIVE", "2,000", "2,000"  # every LIVE item matched and changed
+    )
+    delete_row = rows["DELETE_BY_QUERY"]
+    assert delete_row["WHERE"] == "products/SANDBOX"
+    left = re.search(r"([\d,]+) SANDBOX items left", out)
+    assert left is not None
+    deleted = 200 - int(left.group(1).replace(",", ""))  # the sandbox starts with a tenth
+    assert (delete_row["MATCHED"], delete_row["CHANGED"]) == (f"{deleted:,}", f"{deleted:,}")
+    assert "in 0.0 s" not in out
+    assert " 1 items" not in out
     with SQLiteStorage(path) as storage:
         item = storage.get_item("products", "LIVE", "item-000001")
         assert item is not None
@@ -113,6 +142,16 @@ def test_demo_runs_every_task_type(tmp_path: Path, capsys: pytest.CaptureFixture
         assert info.publish_plugin
     code, out, _ = run_cli(capsys, "tasks", "list", "--db", str(path), "--json")
     assert json.loads(out)["metadata"]["total"] == 4
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0.0001, "<1 ms"), (0.0304, "30 ms"), (0.9994, "999 ms"), (2.44, "2.4 s"),
+     (185, "3 min 05 s")],
+)
+def test_durations_read_as_people_write_them(seconds: float, text: str) -> None:
+    """The demo summary never says "0.0 s" for sub-second work."""
+    assert format_duration(seconds) == text
 
 
 def test_demo_is_repeatable_on_the_same_file(
@@ -580,11 +619,9 @@ def test_serve_rejects_a_bad_port(
     """A port outside 0-65535, or not a number, is one clear usage error (exit 2)."""
     code, _, err = run_cli(capsys, "serve", "--db", str(db), f"--port={port}")
     assert code == EXIT_BAD_INPUT
-    assert "Traceback" not in err
-    errors = [line for line in err.splitlines() if "error" in line]
-    assert len(errors) == 1
-    assert "argument --port" in errors[0]
-    assert reason in errors[0]
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith("taskengine serve: error: argument --port")
+    assert reason in err
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGTERM to a child needs POSIX")
@@ -715,3 +752,20 @@ def test_format_table_aligns_columns() -> None:
 @pytest.fixture(autouse=True)
 def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TASKENGINE_TOKEN", raising=False)
+
+
+def _parsers(parser: argparse.ArgumentParser, name: str) -> Iterator[tuple[str, Any]]:
+    yield name, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child_name, child in action.choices.items():
+                yield from _parsers(child, f"{name} {child_name}")
+
+
+def test_every_command_has_a_description_in_its_help() -> None:
+    """`--help` of every command and action (run, tasks, tasks list, ...) describes it."""
+    missing = [
+        name for name, parser in _parsers(build_parser(), "taskengine")
+        if len((parser.description or "").split()) < 8
+    ]
+    assert missing == []

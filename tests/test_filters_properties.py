@@ -16,6 +16,7 @@ from strategies import (
     scalars,
     values,
     wix_conditions,
+    wix_operator_objects,
     wix_specs,
 )
 
@@ -133,6 +134,17 @@ def test_wix_not_is_complement(spec: dict[str, Any], doc: dict[str, Any]) -> Non
     f = compile_filter(spec, dialect="wix")
     assert compile_filter({"$not": spec}, dialect="wix")(doc) is not f(doc)
     assert compile_filter({"$not": [spec]}, dialect="wix")(doc) is not f(doc)
+
+
+@given(PATHS, wix_operator_objects(), documents)
+def test_wix_field_not_is_top_level_not_of_the_field(
+    path: str, ops: dict[str, Any], doc: dict[str, Any]
+) -> None:
+    """A field-level $not is the complement of its operators on that field."""
+    plain = compile_filter({path: ops}, dialect="wix")(doc)
+    field_not = compile_filter({path: {"$not": ops}}, dialect="wix")(doc)
+    assert field_not is not plain
+    assert field_not is compile_filter({"$not": {path: ops}}, dialect="wix")(doc)
 
 
 @settings(max_examples=60)

@@ -152,6 +152,29 @@ def test_logical() -> None:
     assert w({"$not": [{"a": 2}]}, doc)
 
 
+@pytest.mark.parametrize(
+    ("doc", "expected"),
+    [
+        ({"title": "Xmas sale"}, False),
+        ({"title": "xylophone"}, False),
+        ({"title": "Pumpkin"}, True),
+        ({"title": ["Pumpkin", "xmas"]}, False),
+        ({"title": 5}, True),
+        ({"title": None}, True),
+        ({}, True),
+    ],
+)
+def test_field_level_not(doc: dict[str, Any], expected: bool) -> None:
+    """A field-level $not wraps an operator object and matches where it fails (missing too)."""
+    assert w({"title": {"$not": {"$startsWith": "x"}}}, doc) is expected
+
+
+def test_field_level_not_of_several_operators() -> None:
+    """A field-level $not of a range matches the values outside it."""
+    spec = {"n": {"$not": {"$gte": 1, "$lt": 3}}}
+    assert [w(spec, {"n": n}) for n in (0, 1, 2, 3)] == [True, False, False, True]
+
+
 def test_dates_aware_and_naive() -> None:
     """Dates compare by instant; a naive datetime is UTC."""
     doc = {"d": datetime(2020, 1, 1, tzinfo=timezone.utc)}
@@ -181,6 +204,11 @@ def test_dates_aware_and_naive() -> None:
         ({"a": {"$elemMatch": {}}}, "a.$elemMatch"),
         ({"a": {"$date": "nope"}}, "a"),
         ({"a": {"$eq": object()}}, "a.$eq"),
+        ({"a": {"$not": "x"}}, "a.$not"),
+        ({"a": {"$not": {}}}, "a.$not"),
+        ({"a": {"$not": {"b": 1}}}, "a.$not.b"),
+        ({"a": {"$not": {"$regex": "x"}}}, "a.$not.$regex"),
+        ({"a": {"$not": {"$startsWith": 1}}}, "a.$not.$startsWith"),
     ],
 )
 def test_invalid_specs(spec: dict[str, Any], path: str) -> None:

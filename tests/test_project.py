@@ -118,3 +118,10 @@ def test_mypy_strict_is_clean() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_readme_states_the_unit_of_progress_in_percent() -> None:
+    """The README's API table says that `ProgressInPercent` is a 0..1 fraction."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    row = next(line for line in text.splitlines() if "`ProgressInPercent`" in line)
+    assert "fraction from 0 to 1" in row
