@@ -32,11 +32,11 @@ import attrs
 from taskengine.clock import ManualClock
 from taskengine.engine import TaskEngine
 from taskengine.errors import Violation
-from taskengine.registry import BatchChanges, Plan, TaskOptions, TaskType
 from taskengine.storage import Environment, MemoryStorage, WriteResult
 from taskengine.storage.base import Storage
 from taskengine.storage.sqlite import SQLiteStorage
 from taskengine.taskstore import MemoryTaskStore, SQLiteTaskStore
+from taskengine.tasktype import BatchChanges, Plan, TaskOptions, TaskType
 
 
 @attrs.frozen

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from taskengine._wire import parse_json
+from taskengine._jsonio import parse_json
 from taskengine.engine import TaskEngine
 from taskengine.http import make_app, make_server
 from taskengine.storage.memory import MemoryStorage

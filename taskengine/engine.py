@@ -57,13 +57,13 @@ from taskengine.errors import (
     TaskNotFound,
     Violation,
 )
-from taskengine.fieldops import identical
-from taskengine.options import TOO_DEEP, check_json
 from taskengine.progress import Progress
-from taskengine.registry import BatchChanges, Plan, Service, TaskOptions, TaskType
 from taskengine.storage.base import WriteResult
 from taskengine.task import Failure, RawOptions, Task, TaskStatus
 from taskengine.taskstore import MemoryTaskStore, TaskStore
+from taskengine.tasktype import BatchChanges, Plan, Service, TaskOptions, TaskType
+from taskengine.tasktypes._fieldops import identical
+from taskengine.tasktypes._options import TOO_DEEP, check_json
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Item, Storage
@@ -169,7 +169,7 @@ class TaskEngine:
         retention: how long finished tasks are kept (their ``expiresAt``).
         clock: where timestamps come from; default the system clock.
         task_types: the task types to register; ``None`` installs the four built-in
-            ones (``taskengine.executors.install_default_task_types``).
+            ones (``taskengine.tasktypes._executors.install_default_task_types``).
         max_retries: how many times a batch hit by a ``StorageError`` is retried before
             the task fails with ``WDE0054``.
         retry_delay: seconds before the first retry (doubled each time).
@@ -243,7 +243,7 @@ class TaskEngine:
         self._services_on = False
 
         if task_types is None:
-            from taskengine import executors
+            from taskengine.tasktypes import _executors as executors
 
             executors.install_default_task_types(self)
         else:

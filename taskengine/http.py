@@ -40,7 +40,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.simple_server import make_server as _wsgiref_make_server
 
-from taskengine._wire import application_error, dumps, json_type_name, parse_json_object
+from taskengine._jsonio import application_error, dumps, json_type_name, parse_json_object
 from taskengine.errors import (
     InvalidRequest,
     StorageError,

@@ -25,7 +25,7 @@ from taskengine.clock import utc_ms
 from taskengine.errors import InvalidTask, InvalidTransition, Violation
 
 if TYPE_CHECKING:
-    from taskengine.registry import TaskOptions, TaskType
+    from taskengine.tasktype import TaskOptions, TaskType
 
 __all__ = [
     "CANCELLED",

@@ -3,7 +3,7 @@
 * :class:`MemoryTaskStore` (the default) keeps :class:`~taskengine.task.Task` snapshots
   in process memory;
 * :class:`SQLiteTaskStore` keeps them in a SQLite file (durable), and can share a
-  :class:`~taskengine._sqlite.Database` with ``SQLiteStorage`` so that a batch's item
+  :class:`~taskengine.storage._database.Database` with ``SQLiteStorage`` so that a batch's item
   writes and the task's checkpoint commit in one transaction.
 
 A store is a dumb, thread-safe map from task id to snapshot with a creation order. The
@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sortedcontainers import SortedDict  # type: ignore[import-untyped]
 
-from taskengine._sqlite import Database
 from taskengine.errors import InvalidTask, StorageError
+from taskengine.storage._database import Database
 from taskengine.task import Task, format_timestamp, parse_timestamp
 
 if TYPE_CHECKING:

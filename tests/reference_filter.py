@@ -1,6 +1,6 @@
 """A slow, obviously-correct evaluator of the mongo dialect, for property tests.
 
-Written independently of ``taskengine._mongo``: it materialises the list of values a
+Written independently of ``taskengine.filters._mongo``: it materialises the list of values a
 path yields (a transcription of MongoDB's ``BSONElementIterator``), then applies each
 operator to that list literally. It assumes the spec is valid (the compiler decides
 validity) and shares only the value order/equality of ``taskengine._values``.

@@ -10,7 +10,7 @@ another type, a non-ASCII string) goes through the generic walk, which is exact.
 checker source is built from fixed fragments and positional names only; keys never
 become source text.
 
-What counts as storable as it is (see :mod:`taskengine.storage._codec`): ``str`` that
+What counts as storable as it is (see :mod:`taskengine.storage.codec`): ``str`` that
 can be encoded as UTF-8, ``int`` in the signed 64-bit range, finite ``float``, ``bool``,
 ``None``, a ``datetime`` that is naive or whose tzinfo is a ``datetime.timezone``, and
 ``dict`` (``str`` keys, no ``"$date"`` key) and ``list`` of those. Anything else, or

@@ -16,7 +16,6 @@ from taskengine.errors import (
     DuplicateItem,
     SandboxNotEnabled,
 )
-from taskengine.storage._codec import Plan, admit_entry, check_planned, lookup_id
 from taskengine.storage._shapes import Copier, copier_of
 from taskengine.storage.base import (
     CollectionInfo,
@@ -31,6 +30,7 @@ from taskengine.storage.base import (
     check_limit,
     check_name,
 )
+from taskengine.storage.codec import Plan, admit_entry, check_planned, lookup_id
 
 __all__ = ["MemoryStorage"]
 

@@ -10,7 +10,7 @@ scan page is one range read (``WHERE coll = ? AND env = ? AND id > ? ORDER BY id
 ?``) and each row's JSON is decoded exactly once. SQLite compares ``TEXT`` with the
 ``BINARY`` collation, i.e. by UTF-8 bytes, which is code point order: the same order as
 Python ``str``. Connections, locking, transactions and error translation belong to
-:class:`taskengine._sqlite.Database`, which this storage may share with the task store.
+:class:`taskengine.storage._database.Database`, which this storage may share with the task store.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from taskengine._sqlite import Database
 from taskengine.errors import (
     CollectionExists,
     CollectionNotFound,
@@ -30,7 +29,7 @@ from taskengine.errors import (
     SandboxNotEnabled,
     StorageError,
 )
-from taskengine.storage._codec import admit_text, count_accepted, decode, lookup_id
+from taskengine.storage._database import Database
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -44,6 +43,7 @@ from taskengine.storage.base import (
     check_limit,
     check_name,
 )
+from taskengine.storage.codec import admit_text, count_accepted, decode, lookup_id
 
 __all__ = ["SQLiteStorage"]
 
@@ -86,7 +86,7 @@ class SQLiteStorage(Storage):
     """Items in a SQLite database: durable, shareable with the task store, thread-safe.
 
     Args:
-        path: a file path, ``":memory:"``, or an open :class:`taskengine._sqlite.Database`
+        path: a file path, ``":memory:"``, or an open :class:`taskengine.storage._database.Database`
             to share (the storage then does not close it).
         timeout: seconds to wait for another process's write lock (when opening a path).
 

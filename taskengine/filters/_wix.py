@@ -31,9 +31,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from taskengine._predicates import Predicate, all_of, any_of
 from taskengine._values import date_instant, is_date_wrapper, values_equal
 from taskengine.errors import InvalidFilter
+from taskengine.filters._predicates import Predicate, all_of, any_of
 
 __all__ = ["compile_wix"]
 

@@ -189,7 +189,7 @@ _maybe_bad = st.recursive(
 @given(doc=st.dictionaries(st.text(max_size=3), _maybe_bad, max_size=4), item_id=_ids | st.none())
 def test_fast_encoding_matches_admit(doc: dict[str, Any], item_id: str | None) -> None:
     """admit_text gives exactly encode(admit(item)), or the same InvalidItem."""
-    from taskengine.storage._codec import admit, admit_text, encode
+    from taskengine.storage.codec import admit, admit_text, encode
 
     item = dict(doc) if item_id is None else {"_id": item_id, **doc}
     try:
@@ -206,7 +206,7 @@ def test_fast_encoding_matches_admit(doc: dict[str, Any], item_id: str | None) -
 @given(doc=st.dictionaries(st.text(max_size=3), _maybe_bad, max_size=4), item_id=_ids | st.none())
 def test_fast_admission_matches_admit(doc: dict[str, Any], item_id: str | None) -> None:
     """admit_entry gives admit's copy and plan, or the same InvalidItem; copies are private."""
-    from taskengine.storage._codec import copy_planned
+    from taskengine.storage.codec import copy_planned
 
     item = dict(doc) if item_id is None else {"_id": item_id, **doc}
     admitted = _admitted_alike(item)
@@ -276,7 +276,7 @@ def test_shape_checkers_agree_with_admit(keys: list[Any], data: st.DataObject) -
     admit's copy and plan, or its error.
     """
     from taskengine.storage import _shapes
-    from taskengine.storage._codec import admit
+    from taskengine.storage.codec import admit
 
     _shapes._SHAPES.clear()  # the first item below compiles the checker
     first = data.draw(st.lists(_shape_firsts, min_size=len(keys), max_size=len(keys)))
@@ -319,7 +319,7 @@ def _admitted_alike(item: dict[Any, Any]) -> tuple[Any, Any] | None:
     Agreeing means the same InvalidItem message, or the same id, an equal value and the
     plan of admit's copy.
     """
-    from taskengine.storage._codec import admit, admit_entry, plan_of
+    from taskengine.storage.codec import admit, admit_entry, plan_of
 
     try:
         expected_id, expected = admit(item)

@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 from taskengine.errors import TaskFailure
-from taskengine.executors import (
+from taskengine.storage import Environment, MemoryStorage, SQLiteStorage, Storage, WriteResult
+from taskengine.task import RawOptions
+from taskengine.tasktype import ItemFailure, Plan
+from taskengine.tasktypes._executors import (
     CopyFieldDataExecutor,
     DeleteByQueryExecutor,
     EditFieldDataExecutor,
@@ -18,7 +21,7 @@ from taskengine.executors import (
     default_task_types,
     resolve_target,
 )
-from taskengine.options import (
+from taskengine.tasktypes._options import (
     CopyFieldDataOptions,
     DeleteByQueryOptions,
     EditFieldDataOptions,
@@ -28,10 +31,7 @@ from taskengine.options import (
     TaskEnvironment,
     UpdatePublishStatusOptions,
 )
-from taskengine.registry import ItemFailure, Plan
-from taskengine.scheduling import PublishScheduler
-from taskengine.storage import Environment, MemoryStorage, SQLiteStorage, Storage, WriteResult
-from taskengine.task import RawOptions
+from taskengine.tasktypes._publish_schedule import PublishScheduler
 
 WHEN = datetime(2030, 1, 1, 10, tzinfo=timezone.utc)
 

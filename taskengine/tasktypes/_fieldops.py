@@ -21,7 +21,7 @@ from typing import Any, Final
 import attrs
 
 from taskengine._values import values_equal
-from taskengine.options import Operations, ReplaceItem
+from taskengine.tasktypes._options import Operations, ReplaceItem
 
 __all__ = [
     "MISSING",

@@ -25,7 +25,7 @@ from taskengine.cli import (
 )
 from taskengine.storage.sqlite import SQLiteStorage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:

@@ -2,7 +2,7 @@
 
 ``UPDATE_PUBLISH_STATUS`` with ``SCHEDULE_PUBLISHED_STATUS`` / ``SCHEDULE_DRAFT_STATUS``
 stores a date on each matching item (``_publishDate`` / ``_draftDate``; see docs/task-types.md).
-:class:`PublishScheduler` is the engine :class:`~taskengine.registry.Service` that makes
+:class:`PublishScheduler` is the engine :class:`~taskengine.tasktype.Service` that makes
 those dates happen:
 
 * it keeps a ``sortedcontainers`` timeline of ``(due, collection, environment, item id,
@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine.errors import CollectionNotFound, SandboxNotEnabled, StorageError
-from taskengine.options import parse_date
 from taskengine.storage.base import Environment
+from taskengine.tasktypes._options import parse_date
 
 if TYPE_CHECKING:
     from taskengine.engine import TaskEngine

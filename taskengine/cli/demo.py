@@ -43,11 +43,11 @@ from taskengine.cli import (
 from taskengine.errors import CollectionNotFound
 
 if TYPE_CHECKING:
-    from taskengine.registry import BatchChanges, Executor, Plan, TaskOptions, TaskType
-    from taskengine.scheduling import PublishScheduler
     from taskengine.storage.base import Storage, WriteResult
     from taskengine.storage.sqlite import SQLiteStorage
     from taskengine.task import Task
+    from taskengine.tasktype import BatchChanges, Executor, Plan, TaskOptions, TaskType
+    from taskengine.tasktypes._publish_schedule import PublishScheduler
 
 __all__ = ["COLLECTION", "DEMO_TASKS", "generate_items", "run_demo"]
 
@@ -145,7 +145,7 @@ def _counting_task_types(
     scheduler: PublishScheduler,
 ) -> tuple[list[TaskType], dict[str, _CountingExecutor]]:
     """The built-in task types, each with an executor that counts the items it wrote."""
-    from taskengine.executors import default_task_types
+    from taskengine.tasktypes._executors import default_task_types
 
     types: list[TaskType] = []
     counters: dict[str, _CountingExecutor] = {}
@@ -261,7 +261,7 @@ def _run(
     replace: bool,
 ) -> int:
     results: list[_Result] = []
-    from taskengine.scheduling import PublishScheduler
+    from taskengine.tasktypes._publish_schedule import PublishScheduler
 
     scheduler = PublishScheduler()
     types, counters = _counting_task_types(scheduler)

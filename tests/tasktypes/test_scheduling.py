@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskengine.scheduling import PublishScheduler
 from taskengine.storage import MemoryStorage, SQLiteStorage, Storage
+from taskengine.tasktypes._publish_schedule import PublishScheduler
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskengine.options import (
+from taskengine.tasktypes._options import (
     MAX_COLLECTION_ID_LENGTH,
     MAX_OPERATION_ENTRIES,
     SYSTEM_FIELDS,
@@ -32,7 +32,7 @@ from taskengine.options import (
     parse_update_publish_status_options,
 )
 
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "001_5baa8ec0c6d1dce1.txt"
+SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "001_5baa8ec0c6d1dce1.txt"
 
 PARSERS = {
     "deleteByQueryOptions": parse_delete_by_query_options,

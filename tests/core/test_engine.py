@@ -24,11 +24,11 @@ from taskengine.errors import (
     Violation,
 )
 from taskengine.filters import compile_filter
-from taskengine.registry import BatchChanges, ItemFailure, Plan, TaskOptions, TaskType
 from taskengine.storage import Environment, MemoryStorage, Page, WriteResult
 from taskengine.storage.base import Storage
 from taskengine.task import MAX_FAILURES, TaskStatus
 from taskengine.taskstore import MemoryTaskStore
+from taskengine.tasktype import BatchChanges, ItemFailure, Plan, TaskOptions, TaskType
 
 WAIT = 10.0  # bounded waits, real seconds
 

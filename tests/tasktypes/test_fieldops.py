@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from taskengine._values import values_equal
-from taskengine.fieldops import (
+from taskengine.tasktypes._fieldops import (
     MISSING,
     EditRefused,
     compile_edit,
@@ -20,7 +20,7 @@ from taskengine.fieldops import (
     edit_value,
     identical,
 )
-from taskengine.options import Operations, ReplaceItem
+from taskengine.tasktypes._options import Operations, ReplaceItem
 
 D1 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskengine._wire import (
+from taskengine._jsonio import (
     MAX_DEPTH,
     application_error,
     dumps,

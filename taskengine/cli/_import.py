@@ -4,7 +4,7 @@
 copied, never while JSON is parsed:
 
 1. **Stage** (no lock on the database): each line is parsed and checked by the storage's
-   own admission rules (:func:`~taskengine.storage._codec.admit_text`), and its ``_id``
+   own admission rules (:func:`~taskengine.storage.codec.admit_text`), and its ``_id``
    and JSON text go into a private temporary database ATTACHed to the connection (``ATTACH
    ''``: SQLite keeps a few pages of it in memory and spills the rest to a temporary
    file, so memory does not grow with the input). Every problem is staged too, one per
@@ -32,7 +32,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from taskengine._wire import parse_json_object
+from taskengine._jsonio import parse_json_object
 from taskengine.errors import (
     CollectionNotFound,
     InvalidItem,
@@ -40,8 +40,8 @@ from taskengine.errors import (
     StorageError,
     TaskEngineError,
 )
-from taskengine.storage._codec import admit, admit_text
 from taskengine.storage.base import CollectionInfo, Environment
+from taskengine.storage.codec import admit, admit_text
 from taskengine.storage.sqlite import _ENV_CODE, SQLiteStorage, _target
 
 __all__ = ["MAX_LISTED", "ImportRejected", "check_flags", "import_jsonl"]

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskengine._sqlite import Database
 from taskengine.errors import StorageError
 from taskengine.storage import MemoryStorage
+from taskengine.storage._database import Database
 from taskengine.storage.sqlite import SQLiteStorage
 from taskengine.task import Failure, RawOptions, Task, TaskStatus
 from taskengine.taskstore import MemoryTaskStore, SQLiteTaskStore, TaskStore

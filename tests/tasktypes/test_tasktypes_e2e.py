@@ -19,12 +19,12 @@ from taskengine._values import values_equal
 from taskengine.clock import ManualClock
 from taskengine.engine import TaskEngine
 from taskengine.errors import InvalidTask
-from taskengine.fieldops import identical
 from taskengine.filters import matches
-from taskengine.options import EditFieldDataOptions, Operations, ReplaceItem
 from taskengine.storage import MemoryStorage, SQLiteStorage, Storage
 from taskengine.task import Task, TaskStatus
 from taskengine.taskstore import SQLiteTaskStore
+from taskengine.tasktypes._fieldops import identical
+from taskengine.tasktypes._options import EditFieldDataOptions, Operations, ReplaceItem
 
 START = datetime(2026, 1, 1, tzinfo=timezone.utc)
 HALLOWEEN = {"holidays": {"$in": ["Halloween"]}}

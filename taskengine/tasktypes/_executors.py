@@ -1,4 +1,4 @@
-"""The four task types: one :class:`~taskengine.registry.Executor` each.
+"""The four task types: one :class:`~taskengine.tasktype.Executor` each.
 
 * :class:`DeleteByQueryExecutor` — ``DELETE_BY_QUERY``
 * :class:`CopyFieldDataExecutor` — ``COPY_FIELD_DATA``
@@ -10,10 +10,10 @@ Every executor follows the registry contract: :meth:`plan` runs once when a task
 fails the whole task with a :class:`~taskengine.errors.TaskFailure`
 (``WDE0025`` unknown collection, ``WDE0179`` sandbox not enabled, ``WDE0119`` no publish
 plugin); :meth:`apply` is pure and turns one batch of matching items into
-:class:`~taskengine.registry.BatchChanges`; :meth:`committed` hears about writes.
+:class:`~taskengine.tasktype.BatchChanges`; :meth:`committed` hears about writes.
 
 :func:`install_default_task_types` registers all four on an engine, together with the
-:class:`~taskengine.scheduling.PublishScheduler` service.
+:class:`~taskengine.tasktypes._publish_schedule.PublishScheduler` service.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 import attrs
 
 from taskengine.errors import CollectionNotFound, InvalidFilter, TaskFailure
-from taskengine.fieldops import EditRefused, compile_edit, identical
 from taskengine.filters import compile_filter
-from taskengine.options import (
+from taskengine.storage.base import CollectionInfo, Environment
+from taskengine.tasktype import BatchChanges, ItemFailure, Plan, TaskType
+from taskengine.tasktypes._fieldops import EditRefused, compile_edit, identical
+from taskengine.tasktypes._options import (
     CopyFieldDataOptions,
     DeleteByQueryOptions,
     EditFieldDataOptions,
@@ -40,8 +42,7 @@ from taskengine.options import (
     parse_edit_field_data_options,
     parse_update_publish_status_options,
 )
-from taskengine.registry import BatchChanges, ItemFailure, Plan, TaskType
-from taskengine.scheduling import (
+from taskengine.tasktypes._publish_schedule import (
     DRAFT,
     DRAFT_DATE,
     PUBLISH_DATE,
@@ -49,14 +50,13 @@ from taskengine.scheduling import (
     PUBLISHED,
     PublishScheduler,
 )
-from taskengine.storage.base import CollectionInfo, Environment
 
 if TYPE_CHECKING:
     from taskengine.engine import TaskEngine
     from taskengine.errors import Violation
     from taskengine.filters import Filter
-    from taskengine.registry import TaskOptions
     from taskengine.storage.base import Storage, WriteResult
+    from taskengine.tasktype import TaskOptions
 
 __all__ = [
     "CODE_COLLECTION_NOT_FOUND",
@@ -273,7 +273,7 @@ class _EditState:
 class EditFieldDataExecutor:
     """``EDIT_FIELD_DATA``: apply the array operations to one field of matching items.
 
-    Order replace -> remove -> add -> dedupe (see :func:`taskengine.fieldops.edit_value`).
+    Order replace -> remove -> add -> dedupe (see :func:`~._fieldops.edit_value`).
     A value that cannot take the operations (add/remove/dedupe on a non-array) is an item
     failure ``WDE0075`` and the item is not written.
     """

@@ -13,7 +13,6 @@ import pytest
 
 from taskengine.errors import CollectionExists, CollectionNotFound, DuplicateItem, SandboxNotEnabled
 from taskengine.storage import MemoryStorage, SQLiteStorage
-from taskengine.storage._codec import admit, copy_item, lookup_id
 from taskengine.storage.base import (
     CollectionInfo,
     Environment,
@@ -25,6 +24,7 @@ from taskengine.storage.base import (
     check_limit,
     check_name,
 )
+from taskengine.storage.codec import admit, copy_item, lookup_id
 from taskengine.testing import CHECKS, Check, StorageConformance, run_conformance
 
 pytest_plugins = ["pytester"]

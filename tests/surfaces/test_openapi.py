@@ -27,7 +27,7 @@ from taskengine.engine import TaskEngine
 from taskengine.http import make_app, make_waitress_server, openapi_document, stop_waitress_server
 from taskengine.storage.memory import MemoryStorage
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DOCUMENT = json.loads(openapi_document())
 schema = schemathesis.openapi.from_dict(DOCUMENT)
 

@@ -28,7 +28,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from taskengine._predicates import Predicate, all_of, any_of
 from taskengine._values import (
     RANK_ARRAY,
     RANK_DATE,
@@ -41,6 +40,7 @@ from taskengine._values import (
     type_rank,
 )
 from taskengine.errors import InvalidFilter
+from taskengine.filters._predicates import Predicate, all_of, any_of
 
 __all__ = ["MISSING", "compile_mongo", "compile_regex", "type_code"]
 

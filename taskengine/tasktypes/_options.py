@@ -30,11 +30,11 @@ from typing import Any, ClassVar
 
 import attrs
 
+from taskengine._jsonio import MAX_DEPTH
 from taskengine._values import parse_iso_datetime
-from taskengine._wire import MAX_DEPTH
 from taskengine.errors import InvalidFilter, Violation
 from taskengine.filters import compile_filter
-from taskengine.storage._codec import check_storable
+from taskengine.storage.codec import check_storable
 
 __all__ = [
     "MAX_COLLECTION_ID_LENGTH",

@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from taskengine.clock import ManualClock, SystemClock, utc_ms
 from taskengine.errors import InvalidTask, InvalidTransition, Violation
-from taskengine.registry import TaskOptions, TaskType
 from taskengine.task import (
     MAX_FAILURES,
     TRANSITIONS,
@@ -25,6 +24,7 @@ from taskengine.task import (
     format_timestamp,
     parse_timestamp,
 )
+from taskengine.tasktype import TaskOptions, TaskType
 
 T0 = datetime(2026, 1, 1, 10, 0, 0, 123000, tzinfo=timezone.utc)
 RETENTION = timedelta(days=30)

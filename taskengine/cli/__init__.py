@@ -33,7 +33,7 @@ import traceback
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, BinaryIO, NoReturn, TextIO
 
-from taskengine._wire import dumps, parse_json_object
+from taskengine._jsonio import dumps, parse_json_object
 from taskengine.errors import (
     CollectionNotFound,
     InvalidRequest,
@@ -47,9 +47,9 @@ from taskengine.errors import (
 
 if TYPE_CHECKING:
     from taskengine.engine import TaskEngine
-    from taskengine.registry import TaskType
     from taskengine.storage.sqlite import SQLiteStorage
     from taskengine.task import Task
+    from taskengine.tasktype import TaskType
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -346,7 +346,7 @@ def open_engine(
 
 @contextlib.contextmanager
 def _open_read_only(db: str) -> Iterator[SQLiteStorage]:
-    from taskengine._sqlite import Database
+    from taskengine.storage._database import Database
     from taskengine.storage.sqlite import SQLiteStorage
 
     if not os.path.exists(db):
@@ -377,7 +377,7 @@ def _status_label(task: Mapping[str, Any]) -> str:
 
 
 def _cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from taskengine.demo import run_demo
+    from taskengine.cli.demo import run_demo
 
     return run_demo(
         db=args.db, items=args.items, out=out, batch_size=args.batch_size, replace=args.replace
@@ -510,7 +510,7 @@ IMPORT_BUSY_TIMEOUT = 5.0
 
 
 def _cmd_import(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from taskengine._importer import ImportRejected, import_jsonl
+    from taskengine.cli._import import ImportRejected, import_jsonl
     from taskengine.storage.sqlite import SQLiteStorage
 
     environment = args.environment

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskengine._sqlite import FORMAT_VERSION, Database
 from taskengine.errors import DuplicateItem, InvalidItem, StorageError
 from taskengine.storage import MemoryStorage, SQLiteStorage
+from taskengine.storage._database import FORMAT_VERSION, Database
 from taskengine.storage.sqlite import COMPONENT, SCHEMA_VERSION
 
 

@@ -35,12 +35,12 @@ import pytest
 
 from taskengine.engine import TaskEngine
 from taskengine.errors import Violation
-from taskengine.registry import BatchChanges, Plan, TaskOptions, TaskType
 from taskengine.storage import Environment, WriteResult
 from taskengine.storage.base import Storage
 from taskengine.storage.sqlite import SQLiteStorage
 from taskengine.task import TaskStatus
 from taskengine.taskstore import SQLiteTaskStore
+from taskengine.tasktype import BatchChanges, Plan, TaskOptions, TaskType
 
 N_ITEMS = 3000
 BATCH = 100

@@ -21,12 +21,12 @@ from hypothesis import strategies as st
 from taskengine.engine import MAX_OFFSET, TaskEngine
 from taskengine.errors import InvalidItem, InvalidRequest, InvalidTask, printable
 from taskengine.http import TaskAPI
-from taskengine.options import EditFieldDataOptions, Operations, ReplaceItem
-from taskengine.registry import TaskType
 from taskengine.storage.memory import MemoryStorage
 from taskengine.storage.sqlite import SQLiteStorage
 from taskengine.task import TaskStatus
 from taskengine.taskstore import MemoryTaskStore, SQLiteTaskStore, TaskStore
+from taskengine.tasktype import TaskType
+from taskengine.tasktypes._options import EditFieldDataOptions, Operations, ReplaceItem
 
 LONE = "x\ud800"
 

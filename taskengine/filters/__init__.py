@@ -2,8 +2,8 @@
 
 Two dialects share one API:
 
-* ``"mongo"``: MongoDB 8.0 query-operator semantics (see :mod:`taskengine._mongo`);
-* ``"wix"``: the task API's filter language (see :mod:`taskengine._wix`).
+* ``"mongo"``: MongoDB 8.0 query-operator semantics (see :mod:`taskengine.filters._mongo`);
+* ``"wix"``: the task API's filter language (see :mod:`taskengine.filters._wix`).
 
 ``None`` and ``{}`` match everything. Compiling raises only
 :class:`~taskengine.errors.InvalidFilter` (naming the path into the spec and the
@@ -173,11 +173,11 @@ def compile_filter(spec: Mapping[str, Any] | None, dialect: Dialect = "mongo") -
         raise InvalidFilter("", f"a filter must be an object, not {type(spec).__name__}")
     try:
         if dialect == "mongo":
-            from taskengine._mongo import compile_mongo
+            from taskengine.filters._mongo import compile_mongo
 
             predicate = compile_mongo(spec)
         else:
-            from taskengine._wix import compile_wix
+            from taskengine.filters._wix import compile_wix
 
             predicate = compile_wix(spec)
     except InvalidFilter:
