@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
+from taskengine import codes
 from taskengine.clock import Clock, SystemClock
 from taskengine.errors import (
     CollectionNotFound,
@@ -80,13 +81,13 @@ __all__ = [
 
 _log = logging.getLogger("taskengine.engine")
 
-CODE_COLLECTION_NOT_FOUND = "WDE0025"
+CODE_COLLECTION_NOT_FOUND = codes.COLLECTION_NOT_FOUND
 """Whole-task failure: the task's collection does not exist (any more)."""
-CODE_SANDBOX_NOT_ENABLED = "WDE0179"
+CODE_SANDBOX_NOT_ENABLED = codes.SANDBOX_NOT_ENABLED
 """Whole-task failure: the task asked for a sandbox the collection does not have."""
-CODE_STORAGE = "WDE0054"
+CODE_STORAGE = codes.STORAGE
 """Whole-task failure (storage down after retries, unexpected error), or item failure."""
-CODE_ITEM_VANISHED = "WDE0073"
+CODE_ITEM_VANISHED = codes.ITEM_VANISHED
 """Item failure: the item was deleted between the scan and the write."""
 
 MAX_PAGE = 100

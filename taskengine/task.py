@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from taskengine import codes
 from taskengine.clock import utc_ms
 from taskengine.errors import InvalidTask, InvalidTransition, Violation
 
@@ -43,7 +44,7 @@ __all__ = [
 MAX_FAILURES = 100
 """At most this many entries in ``failures`` (ref); ``itemsFailed`` still counts all."""
 
-CANCELLED = "CANCELLED"
+CANCELLED = codes.CANCELLED
 """The failure code of a cancelled task (ref)."""
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

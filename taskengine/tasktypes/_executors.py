@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import attrs
 
+from taskengine import codes
 from taskengine.errors import CollectionNotFound, InvalidFilter, TaskFailure
 from taskengine.filters import compile_filter
 from taskengine.storage.base import CollectionInfo, Environment
@@ -73,13 +74,13 @@ __all__ = [
     "resolve_target",
 ]
 
-CODE_COLLECTION_NOT_FOUND: Final = "WDE0025"
+CODE_COLLECTION_NOT_FOUND: Final = codes.COLLECTION_NOT_FOUND
 """Whole-task failure: the collection does not exist."""
-CODE_NOT_SUPPORTED: Final = "WDE0119"
+CODE_NOT_SUPPORTED: Final = codes.NOT_SUPPORTED
 """Whole-task failure: the collection does not support the operation (no publish plugin)."""
-CODE_SANDBOX_NOT_ENABLED: Final = "WDE0179"
+CODE_SANDBOX_NOT_ENABLED: Final = codes.SANDBOX_NOT_ENABLED
 """Whole-task failure: ``SANDBOX`` was asked for and the collection has none."""
-CODE_ITEM_VALIDATION: Final = "WDE0075"
+CODE_ITEM_VALIDATION: Final = codes.ITEM_VALIDATION
 """Item failure: the operation cannot apply to the item's value."""
 
 PUBLISHED_ONLY: Final[Mapping[str, Any]] = {
