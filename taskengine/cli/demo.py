@@ -18,6 +18,7 @@ its filter matched, how many it changed, how many failed, and how long it took.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import tempfile
@@ -28,18 +29,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 
-from taskengine.cli import (
+from taskengine.cli._common import (
     EXIT_CANCELLED,
     EXIT_OK,
     CommandError,
-    ProgressPrinter,
-    ctrl_c_cancels,
-    exit_code_for,
-    follow_task,
     format_duration,
     format_table,
     open_engine,
+    positive,
 )
+from taskengine.cli._progress import ProgressPrinter, ctrl_c_cancels, exit_code_for, follow_task
 from taskengine.errors import CollectionNotFound
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
     from taskengine.tasktype import BatchChanges, Executor, Plan, TaskOptions, TaskType
     from taskengine.tasktypes._publish_schedule import PublishScheduler
 
-__all__ = ["COLLECTION", "DEMO_TASKS", "generate_items", "run_demo"]
+__all__ = ["COLLECTION", "DEMO_TASKS", "add_command", "generate_items", "run_command", "run_demo"]
 
 COLLECTION = "products"
 """The demo collection's name."""
@@ -116,6 +115,36 @@ _WHAT = (
     "published Halloween",
 )
 """What each of :data:`DEMO_TASKS` does, in the summary's words."""
+
+
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``demo`` and its options to the ``taskengine`` subcommands."""
+    demo = commands.add_parser(
+        "demo",
+        help="build a sample collection and run every task type with live progress",
+        description="Create a sample collection (with a sandbox and the publish plugin) in a "
+        "SQLite file and run each of the four task types on it, then print a summary.",
+    )
+    demo.add_argument(
+        "--db", help="keep the sample data in this SQLite file (default: a temporary file)"
+    )
+    demo.add_argument(
+        "--items", type=positive, default=100_000, help="items to generate (default 100000)"
+    )
+    demo.add_argument(
+        "--replace",
+        action="store_true",
+        help="delete an existing 'products' collection in --db and rebuild it",
+    )
+    demo.add_argument("--batch-size", type=positive, default=1000, help=argparse.SUPPRESS)
+    demo.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run ``taskengine demo`` with parsed ``args``; returns :func:`run_demo`'s exit code."""
+    return run_demo(
+        db=args.db, items=args.items, out=out, batch_size=args.batch_size, replace=args.replace
+    )
 
 
 class _CountingExecutor:

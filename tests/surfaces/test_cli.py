@@ -470,7 +470,7 @@ def test_run_says_when_earlier_queued_tasks_run_first(
 
 def test_status_label_tells_cancelled_from_failed_and_pending() -> None:
     """The STATUS column says which FAILED task was cancelled and which cancel is pending."""
-    from taskengine.cli import _status_label
+    from taskengine.cli.tasks import _status_label
 
     cancelled = {"status": "FAILED", "failures": [{"code": "CANCELLED"}], "cancelRequested": True}
     assert _status_label(cancelled) == "FAILED (cancelled)"

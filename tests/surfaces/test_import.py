@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from taskengine import cli
+from taskengine.cli import import_
 from taskengine.cli import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, main
 from taskengine.engine import TaskEngine
 from taskengine.storage.sqlite import SQLiteStorage
@@ -299,7 +299,7 @@ def test_import_waits_a_bounded_time_for_a_writer_and_says_so(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A writer holding the lock makes import fail after its timeout with a clear message."""
-    monkeypatch.setattr(cli, "IMPORT_BUSY_TIMEOUT", 0.2)
+    monkeypatch.setattr(import_, "IMPORT_BUSY_TIMEOUT", 0.2)
     source = write_lines(tmp_path / "a.jsonl", ['{"_id": "a"}'])
     code, _, err = import_file(capsys, db, source)
     assert code == EXIT_ERROR

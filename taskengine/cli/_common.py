@@ -1,0 +1,293 @@
+"""What every ``taskengine`` command shares: exit codes, errors, inputs, the engine, text.
+
+Everything here imports only the standard library and :mod:`taskengine.errors` at module
+import time; the engine and the SQLite adapter are imported inside :func:`open_engine`, so
+``import taskengine.cli`` stays cheap and ``main()`` owns a Ctrl-C that lands while the
+engine loads (see docs/cli.md). Following a running task (progress, Ctrl-C, its exit
+code) is :mod:`taskengine.cli._progress`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, BinaryIO
+
+from taskengine.errors import TaskEngineError
+
+if TYPE_CHECKING:
+    from taskengine.engine import TaskEngine
+    from taskengine.storage.sqlite import SQLiteStorage
+    from taskengine.tasktype import TaskType
+
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_CANCELLED",
+    "EXIT_CODES",
+    "EXIT_ERROR",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_ITEM_FAILURES",
+    "EXIT_OK",
+    "CommandError",
+    "check_db_path",
+    "count",
+    "count_unfinished",
+    "exit_codes_epilog",
+    "format_duration",
+    "format_table",
+    "open_engine",
+    "open_input",
+    "port",
+    "positive",
+    "read_input",
+]
+
+EXIT_OK = 0
+EXIT_ITEM_FAILURES = 1
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 3
+EXIT_CANCELLED = 4
+EXIT_ERROR = 5
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: Mapping[int, str] = {
+    EXIT_OK: "the task COMPLETED without item failures (or the command succeeded)",
+    EXIT_ITEM_FAILURES: "the task COMPLETED, and some items failed",
+    EXIT_BAD_INPUT: "bad input: usage, file, JSON, task spec, unknown collection or task",
+    EXIT_FAILED: "the task FAILED",
+    EXIT_CANCELLED: "the task was CANCELLED",
+    EXIT_ERROR: "a storage or internal error (one line on stderr; --debug shows the traceback)",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C before a task was created (after: it is cancelled, 4)",
+}
+"""What each exit code of ``taskengine`` means."""
+
+
+def exit_codes_epilog() -> str:
+    """The ``exit codes:`` block that ends ``taskengine --help`` and ``run --help``."""
+    codes = EXIT_CODES.items()
+    return "exit codes:\n" + "\n".join(f"  {code:<3}  {text}" for code, text in codes)
+
+
+class CommandError(TaskEngineError):
+    """A command-line failure with the exit code it should produce."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# -- inputs ---------------------------------------------------------------------------------
+
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_db_path(db: str) -> None:
+    """Refuse a ``--db`` path that cannot be a SQLite database (bad input, exit 2).
+
+    A missing or empty file is fine (SQLite creates it); a directory, or a file that does
+    not start with the SQLite header, is a :class:`CommandError` rather than a storage
+    error, since the user named the wrong file.
+    """
+    if os.path.isdir(db):
+        raise CommandError(f"{db!r} is a directory, not a SQLite database file")
+    try:
+        with open(db, "rb") as handle:
+            head = handle.read(len(_SQLITE_HEADER))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise CommandError(f"cannot read {db!r}: {exc.strerror or exc}") from None
+    if head and head != _SQLITE_HEADER:
+        raise CommandError(f"{db!r} is not a SQLite database file")
+
+
+def open_input(path: str) -> BinaryIO:
+    """The file a command reads (``-`` = stdin, which the caller must not close).
+
+    Raises:
+        CommandError: the file is missing, a directory, or unreadable (exit 2).
+    """
+    if path == "-":
+        return sys.stdin.buffer
+    with _input_errors(path):
+        return open(path, "rb")
+    raise AssertionError("unreachable")  # pragma: no cover - for type checkers
+
+
+def read_input(path: str) -> bytes:
+    """The whole content of the file a command reads (``-`` = stdin).
+
+    Raises:
+        CommandError: the file is missing, a directory, or unreadable (exit 2).
+    """
+    if path == "-":
+        return sys.stdin.buffer.read()
+    with _input_errors(path), open(path, "rb") as handle:
+        return handle.read()
+    raise AssertionError("unreachable")  # pragma: no cover - for type checkers
+
+
+@contextlib.contextmanager
+def _input_errors(path: str) -> Iterator[None]:
+    """Turn the ``OSError`` of opening or reading ``path`` into a one-line bad input."""
+    try:
+        yield
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CommandError(f"{path}: is a directory, not a file") from None
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def positive(text: str) -> int:
+    """An argument that is a whole number of at least 1 (``--items``, ``--workers``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    """An argument that is a TCP port, 0-65535 (``--port``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0-65535, got {value}")
+    return value
+
+
+# -- opening the database -------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def open_engine(
+    db: str,
+    *,
+    create: bool = False,
+    start: bool = False,
+    workers: int = 1,
+    batch_size: int = 500,
+    read_only: bool = False,
+    task_types: Iterable[TaskType] | None = None,
+) -> Iterator[tuple[TaskEngine, SQLiteStorage]]:
+    """An engine over the SQLite file ``db`` (items and tasks in the one file).
+
+    Args:
+        create: create the file when it does not exist (else a missing file is an error).
+        start: start the engine's workers (which resumes unfinished tasks).
+        read_only: open the file with SQLite's ``mode=ro`` for commands that only read
+            (``tasks list|get``): nothing in the file changes, a read-only file works,
+            and a process writing the file never makes the command wait.
+        task_types: the engine's task types (``None``: the built-in four).
+
+    Raises:
+        CommandError: the file does not exist and ``create`` is false.
+    """
+    from taskengine.engine import TaskEngine
+    from taskengine.storage.sqlite import SQLiteStorage
+    from taskengine.taskstore import SQLiteTaskStore
+
+    if read_only:
+        with _open_read_only(db) as storage:
+            store = SQLiteTaskStore(storage)
+            engine = TaskEngine(storage, task_store=store)
+            yield engine, storage
+        return
+
+    if not create and not os.path.exists(db):
+        raise _no_database(db)
+    check_db_path(db)
+    storage = SQLiteStorage(db)
+    try:
+        store = SQLiteTaskStore(storage)
+        engine = TaskEngine(
+            storage,
+            task_store=store,
+            workers=workers,
+            batch_size=batch_size,
+            task_types=task_types,
+        )
+        try:
+            if start:
+                engine.start()
+            yield engine, storage
+        finally:
+            engine.stop()
+            store.close()
+    finally:
+        storage.close()
+
+
+@contextlib.contextmanager
+def _open_read_only(db: str) -> Iterator[SQLiteStorage]:
+    from taskengine.storage._database import Database
+    from taskengine.storage.sqlite import SQLiteStorage
+
+    if not os.path.exists(db):
+        raise _no_database(db)
+    check_db_path(db)
+    database = Database(db, read_only=True)
+    try:
+        yield SQLiteStorage(database)
+    finally:
+        database.close()
+
+
+def _no_database(db: str) -> CommandError:
+    return CommandError(
+        f"no database at {db!r} (create one with 'taskengine import' or "
+        f"'taskengine demo --db {db}')"
+    )
+
+
+def count_unfinished(engine: TaskEngine, pages: int = 10, size: int = 100) -> int:
+    """How many tasks are NEW or RUNNING (looking at the newest ``pages * size`` only)."""
+    total = 0
+    for page in range(pages):
+        listed = engine.list_tasks(limit=size, offset=page * size).tasks
+        total += sum(1 for task in listed if not task.is_finished)
+        if len(listed) < size:
+            break
+    return total
+
+
+# -- text -----------------------------------------------------------------------------------
+
+
+def count(n: int, noun: str) -> str:
+    """``n`` things in words: ``1 item``, ``2,000 items``."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
+def format_duration(seconds: float) -> str:
+    """A duration as people write it: ``850 ms`` under a second, ``2.4 s``, ``3 min 05 s``."""
+    if seconds < 0.001:
+        return "<1 ms"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Rows as left-aligned columns under a header line and a rule."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=False)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=False)).rstrip()]
+    lines.append("  ".join("-" * w for w in widths))
+    for row in rows:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip())
+    return "\n".join(lines)

@@ -1,0 +1,125 @@
+"""``taskengine tasks list|get|cancel``: look at the stored tasks, or cancel one.
+
+``list`` and ``get`` open the file read-only (see docs/cli.md); the JSON printed is the
+API's task object (docs/http.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from typing import Any, TextIO
+
+from taskengine._jsonio import dumps
+from taskengine.cli._common import EXIT_OK, format_table, open_engine
+
+__all__ = ["add_command", "run_command"]
+
+
+def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``tasks`` and its three actions to the ``taskengine`` subcommands."""
+    tasks = commands.add_parser(
+        "tasks",
+        help="list, show or cancel tasks",
+        description="Look at the tasks stored in a database file, or cancel one. 'list' and "
+        "'get' open the file read-only: they never change it, work on a read-only file, and "
+        "answer at once while another process writes. Finished tasks disappear when their "
+        "expiresAt passes.",
+        epilog="examples:\n  taskengine tasks list --db shop.db\n"
+        "  taskengine tasks get --db shop.db 3f2c...\n"
+        "  taskengine tasks cancel --db shop.db 3f2c...",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = tasks.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    listing = actions.add_parser(
+        "list",
+        help="list tasks, newest first",
+        description="List the stored tasks, newest first, one page at a time: id, type, "
+        "status (a cancelled task shows as 'FAILED (cancelled)', a pending cancel as "
+        "'(cancel requested)'), items succeeded and failed, and when it was created.",
+    )
+    listing.add_argument("--db", required=True, help="the SQLite file")
+    listing.add_argument("--limit", type=int, default=30, help="tasks per page, 1-100 (default 30)")
+    listing.add_argument("--offset", type=int, default=0, help="tasks to skip (default 0)")
+    listing.add_argument(
+        "--json", action="store_true", help="print the API's JSON (tasks and paging metadata)"
+    )
+    for name, text, description in (
+        ("get", "show one task as JSON", "Print one task as the API's JSON task object."),
+        (
+            "cancel",
+            "cancel a task",
+            "Cancel a task and print it as JSON. A NEW task ends at once as FAILED with a "
+            "CANCELLED failure; a RUNNING one shows cancelRequested and stops after its "
+            "current batch, in whichever process runs it. A finished task is printed "
+            "unchanged.",
+        ),
+    ):
+        action = actions.add_parser(name, help=text, description=description)
+        action.add_argument("task_id", metavar="ID", help="the task's id")
+        action.add_argument("--db", required=True, help="the SQLite file")
+    tasks.set_defaults(handler=run_command)
+
+
+def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run ``taskengine tasks`` with parsed ``args``; returns the exit code."""
+    with open_engine(args.db, read_only=args.action != "cancel") as (engine, storage):
+        if args.action == "get":
+            out.write(dumps(engine.get_task(args.task_id).to_json(), indent=2) + "\n")
+            return EXIT_OK
+        if args.action == "cancel":
+            # One transaction around the read-modify-write, so that a batch committed by
+            # another process running the task cannot slip in between (and be undone).
+            with storage.atomic():
+                task = engine.cancel_task(args.task_id)
+            out.write(dumps(task.to_json(), indent=2) + "\n")
+            return EXIT_OK
+        page = engine.list_tasks(limit=args.limit, offset=args.offset)
+        body = _list_json(page, args.offset)
+        if args.json:
+            out.write(dumps(body, indent=2) + "\n")
+            return EXIT_OK
+        rows = [
+            (
+                t["id"],
+                t["type"],
+                _status_label(t),
+                f"{t['itemsSucceeded']:,}/{t['estimatedItemCount']:,}",
+                f"{t['itemsFailed']:,}",
+                t.get("createdAt", ""),
+            )
+            for t in body["tasks"]
+        ]
+        out.write(
+            format_table(("ID", "TYPE", "STATUS", "SUCCEEDED", "FAILED", "CREATED"), rows) + "\n"
+        )
+        meta = body["metadata"]
+        out.write(f"{meta['count']} of {meta['total']} task(s), offset {meta['offset']}\n")
+        return EXIT_OK
+
+
+def _status_label(task: Mapping[str, Any]) -> str:
+    """A task's status for a table: ``FAILED (cancelled)``, ``RUNNING (cancel requested)``."""
+    status = str(task["status"])
+    if status == "FAILED":
+        codes = {failure.get("code") for failure in task.get("failures", ())}
+        return "FAILED (cancelled)" if "CANCELLED" in codes else status
+    if task.get("cancelRequested"):
+        return f"{status} (cancel requested)"
+    return status
+
+
+def _list_json(page: Any, offset: int) -> dict[str, Any]:
+    """``{"tasks", "metadata"}`` from what ``engine.list_tasks`` returned."""
+    to_json = getattr(page, "to_json", None)
+    if callable(to_json):
+        body = to_json()
+        if isinstance(body, dict):
+            return body
+    tasks = list(getattr(page, "tasks", page))
+    total = getattr(page, "total", len(tasks))
+    return {
+        "tasks": [task.to_json() for task in tasks],
+        "metadata": {"count": len(tasks), "offset": offset, "total": total},
+    }
