@@ -1,44 +1,18 @@
-"""`taskengine import` and read-only commands: every bad line, flat memory, flags, no blocking."""
+"""`taskengine import`: every bad line, all or nothing, flat memory, flags, a bounded wait."""
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import sqlite3
-import subprocess
-import sys
-import tempfile
-import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
+from cli_runner import cli, item_count, make_items_db, run_cli, write, write_jsonl
 
-from taskengine.cli import import_
-from taskengine.cli import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, main
-from taskengine.engine import TaskEngine
+from taskengine.cli import EXIT_BAD_INPUT, EXIT_ERROR, EXIT_OK, import_
 from taskengine.storage.sqlite import SQLiteStorage
-from taskengine.taskstore import SQLiteTaskStore
-
-COPY = {
-    "type": "COPY_FIELD_DATA",
-    "copyFieldDataOptions": {
-        "dataCollectionId": "Items",
-        "sourceFieldKey": "name",
-        "targetFieldKey": "nameCopy",
-    },
-}
-
-
-def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    """Run main(argv) in-process; return (exit code, stdout, stderr)."""
-    code = main(list(argv))
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def write_lines(path: Path, lines: list[str]) -> Path:
@@ -58,8 +32,7 @@ def collections(db: Path) -> dict[str, int]:
     """Each collection's number of LIVE items."""
     with SQLiteStorage(db) as storage:
         return {
-            info.name: storage.count(info.name, "LIVE").value
-            for info in storage.list_collections()
+            info.name: storage.count(info.name, "LIVE").value for info in storage.list_collections()
         }
 
 
@@ -246,51 +219,6 @@ def writer(db: Path) -> Iterator[sqlite3.Connection]:
         conn.close()
 
 
-def _command(*argv: str, timeout: float = 20) -> tuple[subprocess.CompletedProcess[str], float]:
-    started = time.monotonic()
-    result = subprocess.run(
-        [sys.executable, "-m", "taskengine", *argv],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return result, time.monotonic() - started
-
-
-def _add_task(db: Path) -> str:
-    storage = SQLiteStorage(db)
-    store = SQLiteTaskStore(storage)
-    engine = TaskEngine(storage, task_store=store)
-    try:
-        task_id = engine.create_task({"task": COPY}).id
-    finally:
-        store.close()
-        storage.close()
-    return task_id
-
-
-def test_tasks_list_and_get_answer_at_once_while_another_process_writes(
-    db: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    """Reading commands neither wait for nor fail on a writer holding the lock."""
-    task_id = _add_task(db)
-    with contextlib.closing(sqlite3.connect(db, isolation_level=None, timeout=0)) as conn:
-        conn.execute("BEGIN IMMEDIATE")  # returns once the lock is held
-        try:
-            listed, took_list = _command("tasks", "list", "--db", str(db))
-            got, took_get = _command("tasks", "get", task_id, "--db", str(db))
-        finally:
-            conn.execute("ROLLBACK")
-    assert listed.returncode == EXIT_OK, listed.stderr
-    assert "1 of 1 task(s)" in listed.stdout
-    assert got.returncode == EXIT_OK, got.stderr
-    assert json.loads(got.stdout)["id"] == task_id
-    # A blocked reader waits the 30 s busy timeout; a subprocess starts in well under 5 s.
-    assert took_list < 5, took_list
-    assert took_get < 5, took_get
-
-
 def test_import_waits_a_bounded_time_for_a_writer_and_says_so(
     db: Path,
     tmp_path: Path,
@@ -318,108 +246,110 @@ def test_import_finds_bad_lines_without_the_write_lock(
     assert "line 2: $._id: \"s0\" is already in collection 'Items' (LIVE)" in err
 
 
-def _fingerprint(db: Path) -> tuple[str, int]:
-    return hashlib.sha256(db.read_bytes()).hexdigest(), db.stat().st_mtime_ns
+# -- the command as a newcomer meets it ----------------------------------------------------
 
 
-def _wal_frames(db: Path) -> int:
-    wal = db.with_name(db.name + "-wal")
-    return wal.stat().st_size if wal.exists() else 0
+@pytest.fixture
+def items_db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
+    """'Items' (publish plugin): 50 items i000..i049 (see make_items_db)."""
+    return make_items_db(tmp_path, capsys)
 
 
-def test_reading_commands_change_nothing_in_the_file(
-    db: Path, capsys: pytest.CaptureFixture[str]
+def test_import_reports_every_bad_line_and_imports_nothing(
+    items_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`tasks list|get` leave the file as it was, even with an expired task to sweep."""
-    storage = SQLiteStorage(db)
-    store = SQLiteTaskStore(storage)
-    engine = TaskEngine(storage, task_store=store)
-    try:
-        expired = engine.create_task({"task": COPY}).id
-        engine.run_until_idle()
-    finally:
-        store.close()
-        storage.close()
-    past = "2000-01-01T00:00:00.000Z"
-    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
-        conn.execute(
-            "UPDATE taskengine_tasks SET expires_at = ?, body = json_set(body, '$.expiresAt', ?)",
-            (past, past),
-        )
-    before = _fingerprint(db)
-    assert _wal_frames(db) == 0
-    code, out, err = run_cli(capsys, "tasks", "list", "--db", str(db), "--json")
-    assert code == EXIT_OK, err
-    assert json.loads(out)["tasks"] == []
-    code, _, err = run_cli(capsys, "tasks", "get", expired, "--db", str(db))
+    """Bad lines are reported by number, and not even the good lines are imported."""
+    source = tmp_path / "bad.jsonl"
+    source.write_text(
+        '{"_id": "a1"}\n\n{"_id": "a2",}\n{"_id": 3}\nnot json\n{"_id": "a1"}\n[1]\n',
+        encoding="utf-8",
+    )
+    code, _, err = run_cli(
+        capsys, "import", "--db", str(items_db), "--collection", "Items", str(source)
+    )
     assert code == EXIT_BAD_INPUT
-    assert _fingerprint(db) == before
-    assert _wal_frames(db) == 0  # a reader may create the -wal file, but writes nothing
-    kept = SQLiteTaskStore(db)
-    try:
-        assert kept.get(expired) is not None  # hidden from the reader, not deleted
-    finally:
-        kept.close()
+    assert "4 bad line(s); nothing imported" in err
+    assert "line 4: $._id: must be a string" in err
+    assert "line 5: not valid JSON" in err
+    assert 'line 6: $._id: "a1" appears twice in the file (first on line 1)' in err
+    assert "line 7: must be a JSON object" in err
+    assert "line 3" not in err  # a trailing comma is fine
+    assert item_count(items_db) == 50
 
 
-def _as_nobody() -> None:  # pragma: no cover - runs in the child process
-    os.setgid(65534)
-    os.setgroups([])
-    os.setuid(65534)
-
-
-def _unprivileged_command() -> tuple[list[str], dict[str, str], Any]:
-    """How to run ``python -m taskengine`` as a user who cannot write the file.
-
-    As root (who may write any file), the child drops to ``nobody``, with a system
-    interpreter of the same version (this one may live under ``/root``) and this
-    checkout's packages on ``PYTHONPATH``.
-    """
-    env = dict(os.environ)
-    if os.geteuid() != 0:
-        return [sys.executable], env, None
-    python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
-    if not os.path.exists(python):
-        pytest.skip(f"running as root, and there is no {python} for user 'nobody'")
-    import attrs
-    import sortedcontainers  # type: ignore[import-untyped]
-
-    import taskengine
-
-    paths = {str(Path(module.__file__ or "").parent.parent) for module in (attrs, sortedcontainers)}
-    paths.add(str(Path(taskengine.__file__ or "").parent.parent))
-    env["PYTHONPATH"] = os.pathsep.join(sorted(paths))
-    return [python], env, _as_nobody
-
-
-def test_tasks_list_works_on_a_file_its_user_cannot_write(
-    db: Path, capsys: pytest.CaptureFixture[str]
+def test_import_of_a_stored_id_imports_nothing(
+    items_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A 0444 file in a 0555 directory is listed by a user who cannot write either."""
-    task_id = _add_task(db)
-    command, env, demote = _unprivileged_command()
-    folder = Path(tempfile.mkdtemp(prefix="taskengine-ro-"))
-    try:
-        os.chmod(folder, 0o755)
-        copy = folder / "ro.db"
-        copy.write_bytes(db.read_bytes())  # the whole file: the last close checkpointed
-        os.chmod(copy, 0o444)
-        os.chmod(folder, 0o555)
-        result = subprocess.run(
-            [*command, "-m", "taskengine", "tasks", "list", "--db", str(copy)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-            env=env,
-            cwd=folder,
-            preexec_fn=demote,
-        )
-        assert result.returncode == EXIT_OK, result.stderr
-        assert task_id in result.stdout
-        assert sorted(path.name for path in folder.iterdir()) == ["ro.db"]
-    finally:
-        os.chmod(folder, 0o755)
-        for path in folder.iterdir():
-            path.unlink()
-        folder.rmdir()
+    """An _id already in the collection is fatal: nothing from the file is imported."""
+    items = [{"_id": f"new{n:04d}"} for n in range(1500)] + [{"_id": "i007"}]
+    source = write_jsonl(tmp_path / "dup.jsonl", items)
+    code, _, err = run_cli(
+        capsys, "import", "--db", str(items_db), "--collection", "Items", str(source)
+    )
+    assert code == EXIT_BAD_INPUT
+    assert "line 1501: $._id: \"i007\" is already in collection 'Items' (LIVE)" in err
+    assert item_count(items_db) == 50
+
+
+def test_import_into_the_sandbox_with_sandbox_creates_the_collection_with_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Importing into SANDBOX with --sandbox creates the collection with a sandbox enabled."""
+    item = {"_id": "x", "when": {"$date": "2025-01-01T00:00:00Z"}}
+    source = write_jsonl(tmp_path / "s.jsonl", [item])
+    path = tmp_path / "new.db"
+    code, _, err = run_cli(
+        capsys,
+        "import",
+        "--db",
+        str(path),
+        "--collection",
+        "C",
+        "--environment",
+        "SANDBOX",
+        "--sandbox",
+        str(source),
+    )
+    assert code == EXIT_OK, err
+    assert item_count(path, "C", "SANDBOX") == 1
+    assert item_count(path, "C", "LIVE") == 0
+
+
+def test_import_of_a_missing_file_exits_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A missing input file is a clear error."""
+    code, _, err = run_cli(
+        capsys,
+        "import",
+        "--db",
+        str(tmp_path / "x.db"),
+        "--collection",
+        "C",
+        str(tmp_path / "nope.jsonl"),
+    )
+    assert code == EXIT_BAD_INPUT
+    assert "nope.jsonl: no such file" in err
+
+
+def test_import_in_a_new_process_reports_a_bad_json_line_and_imports_nothing(
+    tmp_path: Path,
+) -> None:
+    """A bad JSONL line is reported by number (exit 2) and nothing is imported."""
+    db = tmp_path / "new.db"
+    source = write(tmp_path / "items.jsonl", '{"_id": "a"}\n{"_id": "b",,}\n{"_id": "c"}\n')
+    result = cli("import", "--db", str(db), "--collection", "Items", str(source))
+    assert result.returncode == 2
+    assert "line 2" in result.stderr
+    with SQLiteStorage(db) as storage:
+        assert storage.list_collections() == []
+
+
+def test_failed_import_leaves_no_new_collection(tmp_path: Path) -> None:
+    """A failed import into a new collection leaves no collection behind (nothing partial)."""
+    db = tmp_path / "new.db"
+    source = write(tmp_path / "items.jsonl", '{"_id": "a"}\n[1]\n')
+    result = cli("import", "--db", str(db), "--collection", "Fresh", str(source))
+    assert result.returncode == 2
+    with SQLiteStorage(db) as storage:
+        assert [info.name for info in storage.list_collections()] == []
