@@ -55,6 +55,9 @@ def db(tmp_path: Path) -> Path:
     return path
 
 
+# -- help, usage errors, exit codes ---------------------------------------------------------
+
+
 def test_python_dash_m_taskengine_prints_the_version() -> None:
     """`python -m taskengine --version` prints the version."""
     result = subprocess.run(
