@@ -280,9 +280,7 @@ def _upgrade_v1(database: Database, conn: sqlite3.Connection) -> None:
     insert = f"INSERT INTO {_TABLE} (seq, {rows.COLUMNS}) VALUES (?, {_MARKS})"
     cursor = conn.execute(f"SELECT seq, {rows.COLUMNS_V1} FROM {old} ORDER BY seq")
     while batch := cursor.fetchmany(500):
-        conn.executemany(
-            insert, [(row[0], *rows.encode(rows.decode_v1(row[1:]))) for row in batch]
-        )
+        conn.executemany(insert, [(row[0], *rows.encode(rows.decode_v1(row[1:]))) for row in batch])
     mark = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (old,)).fetchone()
     if mark is not None:
         conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (_TABLE,))

@@ -48,8 +48,21 @@ __all__ = [
 ]
 
 Row = tuple[
-    str, str, str, str, str | None, str | None, str | None, int, int, int, int, str | None,
-    str, str, str,
+    str,
+    str,
+    str,
+    str,
+    str | None,
+    str | None,
+    str | None,
+    int,
+    int,
+    int,
+    int,
+    str | None,
+    str,
+    str,
+    str,
 ]
 """A version-2 row, in :data:`COLUMNS` order."""
 
