@@ -72,9 +72,11 @@ class CheckFailure:
 
 
 REGISTRY: list[Check] = []
+"""Every registered check, in registration order (see ``taskengine.testing.CHECKS``)."""
 
 
 def register(fn: Callable[[Storage], None]) -> Callable[[Storage], None]:
+    """Add ``fn`` to :data:`REGISTRY` as a check named after it (``check_`` removed)."""
     REGISTRY.append(Check(fn.__name__.removeprefix("check_"), fn))
     return fn
 
@@ -83,11 +85,13 @@ def register(fn: Callable[[Storage], None]) -> Callable[[Storage], None]:
 
 
 def expect(condition: bool, message: str) -> None:
+    """Raise :class:`ConformanceError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConformanceError(message)
 
 
 def expect_raises(expected: type[BaseException], what: str, call: Callable[[], object]) -> None:
+    """Require ``call()`` to raise ``expected``; ``what`` names the call in the failure."""
     try:
         call()
     except expected:
@@ -143,10 +147,12 @@ def all_items(storage: Storage, collection: str, env: Environment | str = "LIVE"
 
 
 def ids_of(items: list[Any]) -> list[str]:
+    """The ``_id`` of each item, in order."""
     return [item["_id"] for item in items]
 
 
 def get_item(storage: Storage, collection: str, item_id: str, env: str = "LIVE") -> Any:
+    """``storage.get_item`` with the environment defaulting to ``LIVE``."""
     return storage.get_item(collection, env, item_id)
 
 
