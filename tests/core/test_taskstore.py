@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -205,3 +207,70 @@ def test_memory_store_returns_to_near_empty_after_tasks_are_deleted() -> None:
     assert len(store) == 0
     assert full > 1_000_000  # the index really held the tasks
     assert after < full // 50, (full, after)
+
+
+@attrs.frozen
+class DatedOptions:
+    """Typed options holding a datetime, as a filter may."""
+
+    collection: str
+    when: datetime
+
+    def to_json(self) -> dict[str, Any]:
+        """camelCase JSON with the datetime itself (no wrapper)."""
+        return {"dataCollectionId": self.collection, "filter": {"at": {"$lt": self.when}}}
+
+
+def test_sqlite_rows_keep_dates_in_options_as_date_wrappers(tmp_path: Path) -> None:
+    """A datetime in typed options reads back as {"$date": ISO}, the form parsers accept."""
+    store = SQLiteTaskStore(tmp_path / "tasks.db")
+    try:
+        when = datetime(2020, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+        task = attrs.evolve(make_task(1), options=DatedOptions("things", when))
+        store.insert(task)
+        back = store.get(task.id)
+        assert back is not None
+        assert back.options == RawOptions(
+            "things",
+            {"dataCollectionId": "things", "filter": {"at": {"$lt": {"$date": when.isoformat()}}}},
+        )
+    finally:
+        store.close()
+
+
+def test_sqlite_saves_of_a_running_task_follow_every_change(tmp_path: Path) -> None:
+    """Saving batch after batch stores each new counter, failure, checkpoint and options."""
+    store = SQLiteTaskStore(tmp_path / "tasks.db")
+    try:
+        task = make_task(1).started(T0, 10)
+        store.insert(task)
+        for k in range(3):
+            task = task.with_batch(1, 1, [Failure("WDE0075", f"bad {k}", {"itemId": k})], f"c{k}")
+            store.save(task)
+            assert store.get(task.id) == task
+        task = task.with_batch(2, 0, [], "c9")
+        store.save(task)
+        assert store.get(task.id) == task
+        other = RawOptions("others", {"dataCollectionId": "others"})
+        task = attrs.evolve(task, options=other)
+        store.save(task)
+        assert store.get(task.id) == task
+        done = task.finished(TaskStatus.COMPLETED, T0, timedelta(hours=1))
+        store.save(done)
+        assert store.get(task.id) == done
+    finally:
+        store.close()
+
+
+def test_sqlite_row_that_is_not_a_task_raises_storage_error(tmp_path: Path) -> None:
+    """A damaged row (an unknown status) is a StorageError naming the problem, not a crash."""
+    path = tmp_path / "tasks.db"
+    store = SQLiteTaskStore(path)
+    try:
+        store.insert(make_task(1))
+        with store.transaction() as conn:
+            conn.execute("UPDATE taskengine_tasks SET status = 'PAUSED'")
+        with pytest.raises(StorageError, match="cannot be read back"):
+            store.get("t0001")
+    finally:
+        store.close()

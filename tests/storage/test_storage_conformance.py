@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import subprocess
+import sys
+import textwrap
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -351,3 +354,44 @@ def test_suite_catches_a_broken_adapter_from_pytest(pytester: pytest.Pytester) -
     assert outcomes.get("failed", 0) >= 1
     assert outcomes.get("passed", 0) >= 1
     result.stdout.fnmatch_lines(["*test_conformance?scan_order?*"])
+
+
+WITHOUT_PYTEST = textwrap.dedent(
+    """
+    import sys
+    sys.modules["pytest"] = None  # any import of pytest now raises ImportError
+    from taskengine.storage import MemoryStorage
+    from taskengine.testing import CHECKS, run_conformance
+    failures = run_conformance(MemoryStorage)
+    assert failures == [], failures
+    assert "pytest" not in [m for m, v in sys.modules.items() if v is not None]
+    try:
+        from taskengine.testing import StorageConformance
+    except ImportError:
+        print(len(CHECKS), "checks; StorageConformance needs pytest")
+    """
+)
+
+
+def test_run_conformance_works_without_pytest() -> None:
+    """With pytest unimportable, run_conformance still runs every check on MemoryStorage."""
+    child = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PYTEST],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == f"{len(CHECKS)} checks; StorageConformance needs pytest"
+
+
+def test_storage_conformance_is_the_same_class_on_every_access() -> None:
+    """The lazily loaded StorageConformance is one class, also importable from its module."""
+    import taskengine.testing as testing
+    from taskengine.testing._pytest_suite import StorageConformance as direct
+
+    assert testing.StorageConformance is direct is StorageConformance
+    assert "StorageConformance" in testing.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        testing.Nope  # noqa: B018

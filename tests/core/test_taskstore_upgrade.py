@@ -1,0 +1,244 @@
+"""A database file from the release before the task row format opens, upgrades and resumes.
+
+``fixtures/taskstore_v1.db`` was written by that release (``fixtures/make_taskstore_v1.py``
+says how); ``fixtures/taskstore_v1_expected.json`` is what its task store read back.
+Every test works on a copy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from taskengine import _taskrow
+from taskengine.cli import main
+from taskengine.engine import TaskEngine
+from taskengine.errors import StorageError
+from taskengine.storage._database import Database
+from taskengine.storage.sqlite import SQLiteStorage
+from taskengine.task import Task, TaskStatus
+from taskengine.taskstore import SQLiteTaskStore
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXPECTED: dict[str, Any] = json.loads((FIXTURES / "taskstore_v1_expected.json").read_text())
+IDS: dict[str, str] = EXPECTED["ids"]
+#: The fixture's tasks in creation order.
+CREATED = [
+    IDS[name] for name in ("completed", "scheduled", "cancelled", "dated", "running", "fresh")
+]
+
+
+@pytest.fixture
+def old_file(tmp_path: Path) -> Path:
+    """A fresh copy of the version-1 fixture database."""
+    path = tmp_path / "old.db"
+    shutil.copyfile(FIXTURES / "taskstore_v1.db", path)
+    return path
+
+
+def schema(path: Path) -> tuple[int, list[str]]:
+    """The task store's schema version in ``path`` and its task table's columns."""
+    with closing(sqlite3.connect(path)) as conn:
+        row = conn.execute(
+            "SELECT version FROM taskengine_schema WHERE component = 'taskstore'"
+        ).fetchone()
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(taskengine_tasks)")]
+    return int(row[0]), columns
+
+
+def fingerprint(path: Path) -> str:
+    """A hash of the file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def expected_task(name: str) -> Task:
+    """The task as the version-1 store returned it."""
+    entry = EXPECTED["tasks"][name]
+    return Task.from_json(entry["json"], checkpoint=entry["checkpoint"])
+
+
+def assert_reads_like_the_old_store(store: SQLiteTaskStore) -> None:
+    """Every fixture task reads back equal, and the list keeps the creation order."""
+    for name, task_id in IDS.items():
+        task = store.get(task_id)
+        assert task == expected_task(name), name
+        assert task is not None
+        assert task.to_json() == EXPECTED["tasks"][name]["json"]
+    listed, total = store.page(100, 0)
+    assert total == len(IDS)
+    assert [t.id for t in reversed(listed)] == CREATED
+
+
+def test_the_fixture_is_at_version_one() -> None:
+    """The committed fixture holds the version-1 rows (a body of task JSON)."""
+    version, columns = schema(FIXTURES / "taskstore_v1.db")
+    assert version == 1
+    assert "body" in columns
+
+
+def test_opening_an_old_file_upgrades_its_rows_in_place(old_file: Path) -> None:
+    """A writable open moves the rows to version 2, and every task reads back unchanged."""
+    store = SQLiteTaskStore(old_file)
+    try:
+        assert_reads_like_the_old_store(store)
+    finally:
+        store.close()
+    version, columns = schema(old_file)
+    assert version == 2
+    assert "body" not in columns
+    assert "checkpoint" in columns
+    with closing(sqlite3.connect(old_file)) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        mark = conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'taskengine_tasks'"
+        ).fetchone()
+    assert "taskengine_tasks_v1" not in tables
+    assert {"taskengine_tasks_status", "taskengine_tasks_expiry"} <= tables
+    assert mark == (len(IDS),)
+    again = SQLiteTaskStore(old_file)
+    try:
+        assert_reads_like_the_old_store(again)
+    finally:
+        again.close()
+
+
+def test_an_upgraded_file_resumes_its_running_task_and_runs_the_new_ones(
+    old_file: Path,
+) -> None:
+    """The RUNNING task resumes at its checkpoint (each item edited once); NEW ones run."""
+    storage = SQLiteStorage(old_file)
+    engine = TaskEngine(storage, task_store=SQLiteTaskStore(storage), batch_size=50)
+    try:
+        assert engine.run_until_idle() == 3
+        running = engine.get_task(IDS["running"])
+        assert running.status is TaskStatus.COMPLETED
+        assert (running.items_succeeded, running.items_failed) == (300, 0)
+        assert running.estimated_item_count == 300
+        things = list(storage.find("things", "LIVE"))
+        assert len(things) == 300
+        assert all(item["tags"] == ["seen"] for item in things)
+        fresh = engine.get_task(IDS["fresh"])
+        assert fresh.status is TaskStatus.COMPLETED
+        assert (fresh.items_succeeded, fresh.items_failed) == (300, 0)
+        dated = engine.get_task(IDS["dated"])
+        assert dated.status is TaskStatus.COMPLETED, dated.failures
+        for name in ("completed", "scheduled", "cancelled"):
+            assert engine.get_task(IDS[name]).to_json() == EXPECTED["tasks"][name]["json"]
+    finally:
+        storage.close()
+
+
+def test_a_failed_upgrade_leaves_the_old_format(
+    old_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while converting a row rolls the whole upgrade back; a later open succeeds."""
+    encode = _taskrow.encode
+    calls = []
+
+    def failing(task: Task, *args: Any) -> _taskrow.Row:
+        calls.append(task.id)
+        if len(calls) == 4:
+            raise RuntimeError("crash mid-upgrade")
+        return encode(task, *args)
+
+    monkeypatch.setattr(_taskrow, "encode", failing)
+    with pytest.raises(RuntimeError, match="mid-upgrade"):
+        SQLiteTaskStore(old_file)
+    assert len(calls) == 4
+    version, columns = schema(old_file)
+    assert (version, "body" in columns) == (1, True)
+    monkeypatch.setattr(_taskrow, "encode", encode)
+    store = SQLiteTaskStore(old_file)
+    try:
+        assert_reads_like_the_old_store(store)
+    finally:
+        store.close()
+
+
+KILLED_UPGRADE = textwrap.dedent(
+    """
+    import os, signal
+    from taskengine import _taskrow
+    from taskengine.taskstore import SQLiteTaskStore
+    encode, calls = _taskrow.encode, []
+    def dying(task, *args):
+        calls.append(1)
+        if len(calls) == 4:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return encode(task, *args)
+    _taskrow.encode = dying
+    SQLiteTaskStore({path!r})
+    """
+)
+
+
+def test_a_process_killed_during_the_upgrade_leaves_the_old_format(old_file: Path) -> None:
+    """SIGKILL in the middle of converting rows leaves version 1, readable and upgradable."""
+    child = subprocess.run(
+        [sys.executable, "-c", KILLED_UPGRADE.format(path=str(old_file))],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert child.returncode == -9, child.stderr
+    version, columns = schema(old_file)
+    assert (version, "body" in columns) == (1, True)
+    store = SQLiteTaskStore(old_file)
+    try:
+        assert_reads_like_the_old_store(store)
+    finally:
+        store.close()
+    assert schema(old_file)[0] == 2
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_newer_task_store_version_is_refused_untouched(old_file: Path, read_only: bool) -> None:
+    """A file whose task rows are newer than this code raises StorageError, unchanged."""
+    with closing(sqlite3.connect(old_file)) as conn, conn:
+        conn.execute("UPDATE taskengine_schema SET version = 3 WHERE component = 'taskstore'")
+    before = fingerprint(old_file)
+    database = Database(old_file, read_only=read_only)
+    try:
+        with pytest.raises(StorageError, match="taskstore schema version 3"):
+            SQLiteTaskStore(database)
+    finally:
+        database.close()
+    assert fingerprint(old_file) == before
+
+
+def test_a_read_only_view_reads_an_old_file_without_upgrading(old_file: Path) -> None:
+    """Opened read-only, a version-1 file lists every task and stays version 1, byte for byte."""
+    before = fingerprint(old_file)
+    database = Database(old_file, read_only=True)
+    try:
+        store = SQLiteTaskStore(database)
+        assert_reads_like_the_old_store(store)
+        assert [t.id for t in store.unfinished()] == [IDS["dated"], IDS["running"], IDS["fresh"]]
+        assert len(store.expiring()) == 3
+    finally:
+        database.close()
+    assert fingerprint(old_file) == before
+    assert schema(old_file)[0] == 1
+
+
+def test_tasks_list_reads_an_old_file_without_changing_it(
+    old_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`taskengine tasks list` on a version-1 file lists its tasks and leaves it as it was."""
+    before = fingerprint(old_file)
+    code = main(["tasks", "list", "--db", str(old_file), "--json"])
+    out = capsys.readouterr().out
+    assert code == 0
+    listed = json.loads(out)["tasks"]
+    assert [task["id"] for task in reversed(listed)] == CREATED
+    assert fingerprint(old_file) == before
