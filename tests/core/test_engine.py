@@ -661,12 +661,12 @@ class RecordingService:
     """A service that records its calls."""
 
     def __init__(self) -> None:
-        self.engine: TaskEngine | None = None
+        self.storage: Storage | None = None
         self.ticks: list[Any] = []
 
-    def start(self, engine: TaskEngine) -> None:
-        """Remember the engine."""
-        self.engine = engine
+    def start(self, storage: Storage) -> None:
+        """Remember the storage."""
+        self.storage = storage
 
     def tick(self, now: Any) -> Any:
         """Record the time."""
@@ -675,12 +675,12 @@ class RecordingService:
 
 
 def test_services_are_started_and_ticked(executor: CountExecutor, clock: ManualClock) -> None:
-    """A registered service is started once and ticked with the engine clock's time."""
+    """A registered service is started once with the engine's storage and ticked with its clock."""
     engine = engine_for(make_storage(1), executor, clock)
     service = RecordingService()
     engine.register_service(service)
     engine.run_until_idle()
-    assert service.engine is engine
+    assert service.storage is engine.storage
     assert service.ticks == [clock.now()]
 
 
