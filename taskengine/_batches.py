@@ -17,7 +17,7 @@ a change twice. On an adapter whose ``atomic()`` rolls back (``atomic_rolls_back
 failed batch left nothing behind, so the whole batch (scan, apply, write) is retried;
 after the last retry the task ends FAILED with ``WDE0054`` and its counters as of the
 last committed batch. On any other adapter, once a batch's write has failed, the batch
-is *settled* instead (:meth:`Batches.settle`): its items are read back, only those
+is *settled* instead (:mod:`taskengine._writes`): its items are read back, only those
 proven unwritten are written again (the changes computed once, never re-applied), and
 when the retries run out the task ends FAILED with the items proven written counted.
 A batch whose items committed but whose task save failed (a task store that does not
@@ -28,18 +28,17 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
 from taskengine import codes
 from taskengine._taskjson import stored_options
+from taskengine._writes import WHOLE_TASK, settle_writes, write_changes
 from taskengine.errors import (
     CollectionNotFound,
-    DuplicateItem,
     InvalidItem,
     SandboxNotEnabled,
     StorageError,
@@ -49,12 +48,9 @@ from taskengine.storage.base import WriteResult
 from taskengine.task import Failure, Task, TaskStatus
 from taskengine.tasktype import BatchChanges, Plan
 
-# Item equality belongs with the value model; see pyproject's import contracts.
-from taskengine.tasktypes._fieldops import identical
-
 if TYPE_CHECKING:
     from taskengine.clock import Clock
-    from taskengine.storage.base import Item, Storage
+    from taskengine.storage.base import Storage
     from taskengine.taskstore import TaskStore
     from taskengine.tasktype import TaskType
 
@@ -64,10 +60,6 @@ _log = logging.getLogger("taskengine.engine")
 
 _NOTHING = BatchChanges()
 _T = TypeVar("_T")
-
-_WHOLE_TASK = (CollectionNotFound, SandboxNotEnabled, DuplicateItem, InvalidItem)
-"""Errors that end the task at once: never retried, never settled."""
-
 
 class _Stopped(Exception):
     """The engine is stopping: leave the task RUNNING where it is."""
@@ -290,7 +282,7 @@ class Batches:
         while True:
             try:
                 return action()
-            except _WHOLE_TASK:
+            except WHOLE_TASK:
                 raise
             except StorageError as exc:
                 if attempt >= self.max_retries:
@@ -314,11 +306,11 @@ class Batches:
                 if current is None or current.status is not TaskStatus.RUNNING:
                     return None, True
                 try:
-                    written = self._write(plan, changes)
+                    written = write_changes(self.storage, plan, changes)
                     updated = self._outcome(current, plan, changes, written, cursor)
                     if self._shared:
                         self.task_store.save(updated)
-                except _WHOLE_TASK:
+                except WHOLE_TASK:
                     raise
                 except StorageError as exc:
                     if self._rolls_back:
@@ -335,55 +327,22 @@ class Batches:
     def _settle(
         self, task_id: str, plan: Plan, unsettled: _Unsettled, target_lock: threading.Lock
     ) -> tuple[WriteResult | None, bool, StorageError | None]:
-        """Finish a batch whose write failed and may have written part of it.
+        """Settle a batch whose write failed (:func:`settle_writes`), then record it.
 
-        Each attempt reads the batch's items back and proves, item by item, what is
-        already written (a deleted item is gone, a replaced one equals its new value);
-        then it writes only the rest, with the changes computed once. Never rescans or
-        re-applies, so no change lands twice. When the retries run out, the items proven
-        written are counted and the error to fail the task with (``WDE0054``) is returned
-        with them: ``(written, task finished, error or None)``.
+        Returns ``(written, task finished, the error to fail the task with or None)``;
+        the error (``WDE0054``) comes when the retries ran out with items unverified.
         """
-        storage = self.storage
-        collection, env = plan.collection, plan.environment
         changes = unsettled.changes
-        deletes = list(dict.fromkeys(changes.deletes))
-        replaces = {item["_id"]: item for item in changes.replaces}  # the last one wins
-        done: list[str] = []
-        missing: list[str] = []
-        error = unsettled.error
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries  # a last look: count what is proven, no write
-            time.sleep(self.retry_delay * (2**attempt))
-            _log.info("settling a failed batch (attempt %d): %s", attempt + 1, error)
-            try:
-                with target_lock:
-                    gone, kept = _read_back(storage, collection, env, deletes, replaces)
-                    done.extend(gone)
-                    gone_ids = set(gone)
-                    deletes = [item_id for item_id in deletes if item_id not in gone_ids]
-                    done.extend(item_id for item_id, item in kept.items() if item is not None)
-                    missing.extend(item_id for item_id, item in kept.items() if item is None)
-                    replaces = {k: v for k, v in replaces.items() if k not in kept}
-                    if last or not (deletes or replaces):
-                        break
-                    if deletes:
-                        result = storage.delete_items(collection, env, deletes)
-                        deletes = []
-                        done.extend(result.done)
-                        missing.extend(result.missing)
-                    if replaces:
-                        result = storage.replace_items(collection, env, list(replaces.values()))
-                        replaces = {}
-                        done.extend(result.done)
-                        missing.extend(result.missing)
-                    break
-            except _WHOLE_TASK:
-                raise
-            except StorageError as exc:
-                error = exc
-        written = WriteResult(tuple(done), tuple(missing))
-        unknown = len(deletes) + len(replaces)
+        written, unknown, error = settle_writes(
+            self.storage,
+            plan,
+            changes,
+            unsettled.error,
+            target_lock,
+            max_retries=self.max_retries,
+            retry_delay=self.retry_delay,
+        )
+        done, missing = written.done, written.missing
 
         def record() -> Task | None:
             with self.changed:
@@ -412,27 +371,6 @@ class Batches:
             gave_up.__cause__ = error
             return written, True, gave_up
         return written, updated.is_finished, None
-
-    def _write(self, plan: Plan, changes: BatchChanges) -> WriteResult:
-        storage = self.storage
-        plan_collection, plan_env = plan.collection, plan.environment
-        deleted = (
-            storage.delete_items(plan_collection, plan_env, changes.deletes)
-            if changes.deletes
-            else None
-        )
-        replaced = (
-            storage.replace_items(plan_collection, plan_env, changes.replaces)
-            if changes.replaces
-            else None
-        )
-        done: tuple[str, ...] = ()
-        missing: tuple[str, ...] = ()
-        for result in (deleted, replaced):
-            if result is not None:
-                done += result.done
-                missing += result.missing
-        return WriteResult(done, missing)
 
     def _outcome(
         self,
@@ -472,25 +410,3 @@ def _vanished(missing: Iterable[str]) -> list[Failure]:
         Failure(codes.ITEM_VANISHED, f"item {item_id!r} no longer exists", {"itemId": item_id})
         for item_id in missing
     ]
-
-
-def _read_back(
-    storage: Storage,
-    collection: str,
-    environment: Any,
-    deletes: list[str],
-    replaces: Mapping[str, Mapping[str, Any]],
-) -> tuple[list[str], dict[str, Item | None]]:
-    """What a failed write left: the deletes proven done, and the replaces proven settled.
-
-    Returns the ids of ``deletes`` no longer stored, and for each id of ``replaces`` that
-    is no longer stored (``None``: the item vanished) or already holds its new value,
-    that stored item. Everything else is proven unwritten (it still differs).
-    """
-    gone = [i for i in deletes if storage.get_item(collection, environment, i) is None]
-    kept: dict[str, Item | None] = {}
-    for item_id, item in replaces.items():
-        stored = storage.get_item(collection, environment, item_id)
-        if stored is None or identical(stored, dict(item)):
-            kept[item_id] = stored
-    return gone, kept

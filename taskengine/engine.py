@@ -13,13 +13,11 @@ writes (except on a shared SQLite database, which serialises everything anyway).
 
 from __future__ import annotations
 
-import collections
-import importlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,8 +25,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
-from taskengine import codes
 from taskengine._batches import Batches
+from taskengine._queue import WorkQueue
+from taskengine._services import Services, load_plugin
 from taskengine._taskjson import read_create
 from taskengine.clock import Clock, SystemClock
 from taskengine.errors import InvalidRequest, TaskNotFound, Violation
@@ -41,10 +40,6 @@ if TYPE_CHECKING:
     from taskengine.storage.base import Storage
 
 __all__ = [
-    "CODE_COLLECTION_NOT_FOUND",
-    "CODE_ITEM_VANISHED",
-    "CODE_SANDBOX_NOT_ENABLED",
-    "CODE_STORAGE",
     "MAX_PAGE",
     "TaskEngine",
     "TaskPage",
@@ -52,19 +47,11 @@ __all__ = [
 
 _log = logging.getLogger("taskengine.engine")
 
-CODE_COLLECTION_NOT_FOUND = codes.COLLECTION_NOT_FOUND
-"""Whole-task failure: the task's collection does not exist (any more)."""
-CODE_SANDBOX_NOT_ENABLED = codes.SANDBOX_NOT_ENABLED
-"""Whole-task failure: the task asked for a sandbox the collection does not have."""
-CODE_STORAGE = codes.STORAGE
-"""Whole-task failure (storage down after retries, unexpected error), or item failure."""
-CODE_ITEM_VANISHED = codes.ITEM_VANISHED
-"""Item failure: the item was deleted between the scan and the write."""
-
 MAX_PAGE = 100
 """The largest ``limit`` :meth:`TaskEngine.list_tasks` accepts."""
 MAX_OFFSET = 2**63 - 1
 """The largest ``offset`` :meth:`TaskEngine.list_tasks` accepts (SQLite's largest integer)."""
+
 
 @attrs.frozen
 class TaskPage:
@@ -86,13 +73,6 @@ class TaskPage:
             "tasks": [task.to_json() for task in self.tasks],
             "metadata": {"count": len(self.tasks), "offset": self.offset, "total": self.total},
         }
-
-
-@attrs.define
-class _ServiceSlot:
-    service: Service
-    started: bool = False
-    due: datetime | None = None
 
 
 class TaskEngine:
@@ -169,20 +149,17 @@ class TaskEngine:
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._work = threading.Condition(threading.Lock())
-        self._queue: collections.deque[str] = collections.deque()
-        self._claimed: set[str] = set()
+        self._queue = WorkQueue()
         self._cancels: set[str] = set()
         self._running: dict[str, Task] = {}  # latest saved snapshot of RUNNING tasks
         self._expiry = SortedList()
         self._expiry_loaded = False
         self._types: dict[str, TaskType] = {}
-        self._services: list[_ServiceSlot] = []
+        self._services = Services(storage)
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._recovered = False
-        self._services_on = False
 
         self._batches = Batches(
             storage=self.storage,
@@ -200,7 +177,7 @@ class TaskEngine:
             after_save=self._after_save,
         )
         if task_types is None:
-            task_types, services = _default_task_types(self.DEFAULT_TASK_TYPES)
+            task_types, services = load_plugin(self.DEFAULT_TASK_TYPES)
             for service in services:
                 self.register_service(service)
         for task_type in task_types:
@@ -236,13 +213,7 @@ class TaskEngine:
 
         A service registered after the engine started is started at once.
         """
-        slot = _ServiceSlot(service)
-        with self._lock:
-            self._services.append(slot)
-            started = self._services_on
-        if started:
-            slot.service.start(self.storage)
-            slot.started = True
+        if self._services.add(service):
             self._wake.set()
 
     # -- lifecycle --------------------------------------------------------------------
@@ -262,7 +233,7 @@ class TaskEngine:
             return
         self._stopping.clear()
         self._recover()
-        self._start_services(raise_errors=False)
+        self._services.start(raise_errors=False)
         threads = [
             threading.Thread(target=self._worker, name=f"taskengine-worker-{n}", daemon=True)
             for n in range(self.workers)
@@ -282,8 +253,7 @@ class TaskEngine:
         """
         self._stopping.set()
         self._wake.set()
-        with self._work:
-            self._work.notify_all()
+        self._queue.wake_all()
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
@@ -322,18 +292,18 @@ class TaskEngine:
         self._stopping.clear()
         if not self._recovered:
             self._recover()
-        self._start_services(raise_errors=True)
+        self._services.start(raise_errors=True)
         ran = 0
         while True:
             self.sweep()
-            self._tick_services(raise_errors=True)
-            task_id = self._next_task()
+            self._services.tick(self.clock.now(), raise_errors=True)
+            task_id = self._queue.claim()
             if task_id is None:
                 return ran
             try:
                 self._batches.run(task_id, sync=True)
             finally:
-                self._release(task_id)
+                self._queue.release(task_id)
             ran += 1
 
     # -- the API ------------------------------------------------------------------------
@@ -361,7 +331,7 @@ class TaskEngine:
         with self._changed:
             self.task_store.insert(task)
             self._changed.notify_all()
-        self._enqueue(task.id)
+        self._queue.put(task.id)
         return task
 
     def get_task(self, task_id: str) -> Task:
@@ -480,7 +450,7 @@ class TaskEngine:
             raise TaskNotFound(task_id)
         return task
 
-    # -- internals: queue ---------------------------------------------------------------
+    # -- internals: workers -------------------------------------------------------------
 
     def _recover(self) -> None:
         unfinished = self.task_store.unfinished()
@@ -491,39 +461,14 @@ class TaskEngine:
                 if task.cancel_requested:
                     self._cancels.add(task.id)
             self._recovered = True
-        with self._work:
-            queued = set(self._queue)
-            for task in unfinished:
-                if task.id not in queued:
-                    self._queue.append(task.id)
-            self._work.notify_all()
-
-    def _enqueue(self, task_id: str) -> None:
-        with self._work:
-            self._queue.append(task_id)
-            self._work.notify()
-
-    def _next_task(self) -> str | None:
-        with self._work:
-            while self._queue:
-                task_id = self._queue.popleft()
-                if task_id not in self._claimed:
-                    self._claimed.add(task_id)
-                    return task_id
-            return None
-
-    def _release(self, task_id: str) -> None:
-        with self._work:
-            self._claimed.discard(task_id)
+        self._queue.put_missing(task.id for task in unfinished)
 
     def _worker(self) -> None:
         while not self._stopping.is_set():
-            with self._work:
-                while not self._queue and not self._stopping.is_set():
-                    self._work.wait()
+            self._queue.wait(self._stopping)
             if self._stopping.is_set():
                 return
-            task_id = self._next_task()
+            task_id = self._queue.claim()
             if task_id is None:
                 continue
             try:
@@ -531,46 +476,17 @@ class TaskEngine:
             except Exception:  # pragma: no cover - run() already records and logs
                 _log.exception("worker failed on task %s", task_id)
             finally:
-                self._release(task_id)
+                self._queue.release(task_id)
 
     def _housekeeper(self) -> None:
         while not self._stopping.is_set():
             try:
                 self.sweep()
-                self._tick_services(raise_errors=False)
+                self._services.tick(self.clock.now(), raise_errors=False)
             except Exception:
                 _log.exception("housekeeping failed")
-            wait = self.tick_interval
-            now = self.clock.now()
-            for slot in self._services:
-                if slot.due is not None:
-                    wait = min(wait, max(0.0, (slot.due - now).total_seconds()))
-            self._wake.wait(wait)
+            self._wake.wait(self._services.seconds_until_due(self.clock.now(), self.tick_interval))
             self._wake.clear()
-
-    def _start_services(self, *, raise_errors: bool) -> None:
-        with self._lock:
-            self._services_on = True
-            slots = [slot for slot in self._services if not slot.started]
-        for slot in slots:
-            try:
-                slot.service.start(self.storage)
-                slot.started = True
-            except Exception:
-                if raise_errors:
-                    raise
-                _log.exception("service %r failed to start", slot.service)
-
-    def _tick_services(self, *, raise_errors: bool) -> None:
-        for slot in list(self._services):
-            if not slot.started:
-                continue
-            try:
-                slot.due = slot.service.tick(self.clock.now())
-            except Exception:
-                if raise_errors:
-                    raise
-                _log.exception("service %r failed", slot.service)
 
     # -- internals: bookkeeping -------------------------------------------------------
 
@@ -588,12 +504,3 @@ class TaskEngine:
             self._cancels.add(task.id)
         self._changed.notify_all()
 
-
-def _default_task_types(name: str) -> tuple[list[TaskType], list[Service]]:
-    """Call the ``"module:function"`` plug-in ``name``: ``(task types, services)``."""
-    module_name, _, function_name = name.partition(":")
-    factory: Callable[[], tuple[Iterable[TaskType], Iterable[Service]]] = getattr(
-        importlib.import_module(module_name), function_name
-    )
-    task_types, services = factory()
-    return list(task_types), list(services)
