@@ -16,12 +16,10 @@ Storage errors are retried a bounded number of times per batch, and a retry neve
 a change twice. On an adapter whose ``atomic()`` rolls back (``atomic_rolls_back``) a
 failed batch left nothing behind, so the whole batch (scan, apply, write) is retried;
 after the last retry the task ends FAILED with ``WDE0054`` and its counters as of the
-last committed batch. On any other adapter, once a batch's write has failed, the batch
-is *settled* instead (:mod:`taskengine._writes`): its items are read back, only those
-proven unwritten are written again (the changes computed once, never re-applied), and
-when the retries run out the task ends FAILED with the items proven written counted.
-A batch whose items committed but whose task save failed (a task store that does not
-share the storage's transactions) is settled the same way. See docs/durability.md.
+last committed batch. On any other adapter a batch whose write failed is *settled*
+(:mod:`taskengine._writes`), and so is one whose items committed but whose task save
+failed (a task store that does not share the storage's transactions). See
+docs/durability.md.
 """
 
 from __future__ import annotations
@@ -118,8 +116,8 @@ class Batches:
     _private_store: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
-        # Capabilities are declared by the adapter and the store (docs/durability.md);
-        # anything but ``True`` (e.g. an adapter older than the attribute) means no.
+        # Capabilities are declared by the adapter (see the Storage protocol) and the
+        # store; anything but ``True`` (an adapter older than the attribute) means no.
         self._shared = self.task_store.shares_transactions_with(self.storage)
         self._rolls_back = getattr(self.storage, "atomic_rolls_back", False) is True
         self._exact = getattr(self.storage, "scan_filters_exactly", False) is True
@@ -143,16 +141,13 @@ class Batches:
             return
         except TaskFailure as failure:
             self.finish(task_id, Failure(failure.code, failure.description, failure.data))
-        except CollectionNotFound as exc:
-            self.finish(
-                task_id,
-                Failure(codes.COLLECTION_NOT_FOUND, str(exc), {"collection": exc.collection}),
+        except (CollectionNotFound, SandboxNotEnabled) as exc:  # gone while the task ran
+            code = (
+                codes.COLLECTION_NOT_FOUND
+                if isinstance(exc, CollectionNotFound)
+                else codes.SANDBOX_NOT_ENABLED
             )
-        except SandboxNotEnabled as exc:
-            self.finish(
-                task_id,
-                Failure(codes.SANDBOX_NOT_ENABLED, str(exc), {"collection": exc.collection}),
-            )
+            self.finish(task_id, Failure(code, str(exc), {"collection": exc.collection}))
         except InvalidItem as exc:
             # The storage refused an item the task wrote (create-time validation keeps
             # option values storable, so this is a custom executor's doing): a clear

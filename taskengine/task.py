@@ -9,6 +9,8 @@ Lifecycle (the only moves allowed; see :data:`TRANSITIONS`)::
 A :class:`Task` is a frozen snapshot; every change makes a new one through a method
 that checks the move (:meth:`Task.started`, :meth:`Task.finished`, ...). Timestamps are
 aware UTC datetimes truncated to milliseconds, so ``Task.from_json(t.to_json()) == t``.
+The options object of task JSON is read by :mod:`taskengine._taskjson`, the one reader
+of options (create requests, stored tasks and task files alike).
 """
 
 from __future__ import annotations
