@@ -1,79 +1,45 @@
-"""``TaskEngine``: task lifecycle, worker threads, cancellation, checkpoints, retention.
+"""``TaskEngine``: the public API, task lifecycle, the queue, worker threads, retention.
 
-How a task runs (one worker thread per task at a time)::
-
-    plan = executor.plan(options, storage)          # TaskFailure -> FAILED with its code
-    estimate = storage.count(...)                   # NEW -> RUNNING, saved
-    loop until the scan is finished, a cancel was requested, or the engine stops:
-        page = storage.scan(..., after=checkpoint, limit=batch_size, filter=plan.filter)
-        changes = executor.apply(plan, matching items)
-        with engine lock, storage.atomic():         # one transaction when the task store
-            delete/replace items                    # shares the storage's Database
-            counters += ..., checkpoint = page.cursor, task saved
-        executor.committed(plan, changes, written)
+The engine owns the tasks' state and one lock; how a task runs batch by batch (retries,
+settling after failed writes) is :mod:`taskengine._batches`, and reading task JSON is
+:mod:`taskengine._taskjson`. The engine imports no task type: with ``task_types=None``
+it resolves the plug-in named by :attr:`TaskEngine.DEFAULT_TASK_TYPES`.
 
 Every change to a task happens under one engine lock, in this order: engine lock ->
 ``storage.atomic()`` -> task store. Readers (``get_task``, ``list_tasks``,
 ``get_progress``) only touch the task store, so they never wait for a batch's item
 writes (except on a shared SQLite database, which serialises everything anyway).
-
-Storage errors are retried a bounded number of times per batch, and a retry never applies
-a change twice. On an adapter whose ``atomic()`` rolls back (``atomic_rolls_back``) a
-failed batch left nothing behind, so the whole batch (scan, apply, write) is retried;
-after the last retry the task ends FAILED with ``WDE0054`` and its counters as of the
-last committed batch. On any other adapter, once a batch's write has failed, the batch
-is *settled* instead (:meth:`TaskEngine._settle`): its items are read back, only those
-proven unwritten are written again (the changes computed once, never re-applied), and
-when the retries run out the task ends FAILED with the items proven written counted.
-A batch whose items committed but whose task save failed (a task store that does not
-share the storage's transactions) is settled the same way.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
-from taskengine import codes
+from taskengine._batches import Batches
+from taskengine._queue import WorkQueue
+from taskengine._services import Services, load_plugin
+from taskengine._taskjson import read_create
 from taskengine.clock import Clock, SystemClock
-from taskengine.errors import (
-    CollectionNotFound,
-    DuplicateItem,
-    InvalidItem,
-    InvalidRequest,
-    InvalidTask,
-    SandboxNotEnabled,
-    StorageError,
-    TaskFailure,
-    TaskNotFound,
-    Violation,
-)
+from taskengine.errors import InvalidRequest, TaskNotFound, Violation
 from taskengine.progress import Progress
-from taskengine.storage.base import WriteResult
-from taskengine.task import Failure, RawOptions, Task, TaskStatus
+from taskengine.task import Failure, Task, TaskStatus
 from taskengine.taskstore import MemoryTaskStore, TaskStore
-from taskengine.tasktype import BatchChanges, Plan, Service, TaskOptions, TaskType
-from taskengine.tasktypes._fieldops import identical
-from taskengine.tasktypes._options import TOO_DEEP, check_json
+from taskengine.tasktype import Service, TaskType
 
 if TYPE_CHECKING:
-    from taskengine.storage.base import Item, Storage
+    from taskengine.storage.base import Storage
 
 __all__ = [
-    "CODE_COLLECTION_NOT_FOUND",
-    "CODE_ITEM_VANISHED",
-    "CODE_SANDBOX_NOT_ENABLED",
-    "CODE_STORAGE",
     "MAX_PAGE",
     "TaskEngine",
     "TaskPage",
@@ -81,37 +47,10 @@ __all__ = [
 
 _log = logging.getLogger("taskengine.engine")
 
-CODE_COLLECTION_NOT_FOUND = codes.COLLECTION_NOT_FOUND
-"""Whole-task failure: the task's collection does not exist (any more)."""
-CODE_SANDBOX_NOT_ENABLED = codes.SANDBOX_NOT_ENABLED
-"""Whole-task failure: the task asked for a sandbox the collection does not have."""
-CODE_STORAGE = codes.STORAGE
-"""Whole-task failure (storage down after retries, unexpected error), or item failure."""
-CODE_ITEM_VANISHED = codes.ITEM_VANISHED
-"""Item failure: the item was deleted between the scan and the write."""
-
 MAX_PAGE = 100
 """The largest ``limit`` :meth:`TaskEngine.list_tasks` accepts."""
 MAX_OFFSET = 2**63 - 1
 """The largest ``offset`` :meth:`TaskEngine.list_tasks` accepts (SQLite's largest integer)."""
-
-_READ_ONLY = frozenset(
-    {
-        "id",
-        "status",
-        "createdAt",
-        "startedAt",
-        "finishedAt",
-        "expiresAt",
-        "estimatedItemCount",
-        "itemsSucceeded",
-        "itemsFailed",
-        "failures",
-        "cancelRequested",
-    }
-)
-_NOTHING = BatchChanges()
-_T = TypeVar("_T")
 
 
 @attrs.frozen
@@ -136,27 +75,6 @@ class TaskPage:
         }
 
 
-class _Stopped(Exception):
-    """The engine is stopping: leave the task RUNNING where it is."""
-
-
-class _Unsettled(Exception):
-    """A batch's write failed after it may have written something: settle, never redo."""
-
-    def __init__(self, changes: BatchChanges, cursor: str | None, error: StorageError) -> None:
-        super().__init__(str(error))
-        self.changes = changes
-        self.cursor = cursor
-        self.error = error
-
-
-@attrs.define
-class _ServiceSlot:
-    service: Service
-    started: bool = False
-    due: datetime | None = None
-
-
 class TaskEngine:
     """Runs background tasks over an item storage.
 
@@ -169,8 +87,8 @@ class TaskEngine:
         batch_size: items per batch (one scan page, one write, one checkpoint).
         retention: how long finished tasks are kept (their ``expiresAt``).
         clock: where timestamps come from; default the system clock.
-        task_types: the task types to register; ``None`` installs the four built-in
-            ones (``taskengine.tasktypes._executors.install_default_task_types``).
+        task_types: the task types to register; ``None`` registers the built-in ones
+            and their services, from the plug-in named by :attr:`DEFAULT_TASK_TYPES`.
         max_retries: how many times a batch hit by a ``StorageError`` is retried before
             the task fails with ``WDE0054``.
         retry_delay: seconds before the first retry (doubled each time).
@@ -179,6 +97,15 @@ class TaskEngine:
 
     Raises:
         InvalidRequest: a setting out of range (named by its argument name).
+    """
+
+    DEFAULT_TASK_TYPES: ClassVar[str] = "taskengine.tasktypes:default_task_types"
+    """Where the built-in task types come from, as ``"module:function"``.
+
+    The function takes no arguments and returns ``(task types, services)``: a list of
+    :class:`~taskengine.tasktype.TaskType` and a list of
+    :class:`~taskengine.tasktype.Service` they need. Resolved by name, like an entry
+    point, only when an engine is made with ``task_types=None``.
     """
 
     def __init__(
@@ -219,37 +146,42 @@ class TaskEngine:
         self.max_retries = max_retries
         self.retry_delay = float(retry_delay)
         self.tick_interval = float(tick_interval)
-        self._shared = self.task_store.shares_transactions_with(storage)
-        self._rolls_back = _rolls_back(storage)
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
-        self._work = threading.Condition(threading.Lock())
-        self._queue: collections.deque[str] = collections.deque()
-        self._claimed: set[str] = set()
+        self._queue = WorkQueue()
         self._cancels: set[str] = set()
         self._running: dict[str, Task] = {}  # latest saved snapshot of RUNNING tasks
         self._expiry = SortedList()
         self._expiry_loaded = False
-        # A task store other processes may write (SQLite) is re-read before each batch
-        # commit, so a cancel requested elsewhere is never overwritten.
-        self._private_store = isinstance(self.task_store, MemoryTaskStore)
         self._types: dict[str, TaskType] = {}
-        self._target_locks: dict[tuple[str, str], threading.Lock] = {}
-        self._services: list[_ServiceSlot] = []
+        self._services = Services(storage)
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._recovered = False
-        self._services_on = False
 
+        self._batches = Batches(
+            storage=self.storage,
+            task_store=self.task_store,
+            clock=self.clock,
+            retention=retention,
+            batch_size=batch_size,
+            max_retries=max_retries,
+            retry_delay=self.retry_delay,
+            task_types=self._types,
+            changed=self._changed,
+            stopping=self._stopping,
+            cancels=self._cancels,
+            running=self._running,
+            after_save=self._after_save,
+        )
         if task_types is None:
-            from taskengine.tasktypes import _executors as executors
-
-            executors.install_default_task_types(self)
-        else:
-            for task_type in task_types:
-                self.register_task_type(task_type)
+            task_types, services = load_plugin(self.DEFAULT_TASK_TYPES)
+            for service in services:
+                self.register_service(service)
+        for task_type in task_types:
+            self.register_task_type(task_type)
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
@@ -281,13 +213,7 @@ class TaskEngine:
 
         A service registered after the engine started is started at once.
         """
-        slot = _ServiceSlot(service)
-        with self._lock:
-            self._services.append(slot)
-            started = self._services_on
-        if started:
-            slot.service.start(self)
-            slot.started = True
+        if self._services.add(service):
             self._wake.set()
 
     # -- lifecycle --------------------------------------------------------------------
@@ -307,7 +233,7 @@ class TaskEngine:
             return
         self._stopping.clear()
         self._recover()
-        self._start_services(raise_errors=False)
+        self._services.start(raise_errors=False)
         threads = [
             threading.Thread(target=self._worker, name=f"taskengine-worker-{n}", daemon=True)
             for n in range(self.workers)
@@ -327,8 +253,7 @@ class TaskEngine:
         """
         self._stopping.set()
         self._wake.set()
-        with self._work:
-            self._work.notify_all()
+        self._queue.wake_all()
         for thread in self._threads:
             thread.join(timeout)
         self._threads = []
@@ -367,18 +292,18 @@ class TaskEngine:
         self._stopping.clear()
         if not self._recovered:
             self._recover()
-        self._start_services(raise_errors=True)
+        self._services.start(raise_errors=True)
         ran = 0
         while True:
             self.sweep()
-            self._tick_services(raise_errors=True)
-            task_id = self._next_task()
+            self._services.tick(self.clock.now(), raise_errors=True)
+            task_id = self._queue.claim()
             if task_id is None:
                 return ran
             try:
-                self._run_task(task_id, sync=True)
+                self._batches.run(task_id, sync=True)
             finally:
-                self._release(task_id)
+                self._queue.release(task_id)
             ran += 1
 
     # -- the API ------------------------------------------------------------------------
@@ -395,7 +320,7 @@ class TaskEngine:
             InvalidTask: every violation by JSON path (``task.type: required``); nothing
                 is stored.
         """
-        task_type, options = self._parse_create(spec)
+        task_type, options = read_create(spec, self._types)
         task = Task(
             id=str(uuid.uuid4()),
             type=task_type.name,
@@ -406,7 +331,7 @@ class TaskEngine:
         with self._changed:
             self.task_store.insert(task)
             self._changed.notify_all()
-        self._enqueue(task.id)
+        self._queue.put(task.id)
         return task
 
     def get_task(self, task_id: str) -> Task:
@@ -525,83 +450,7 @@ class TaskEngine:
             raise TaskNotFound(task_id)
         return task
 
-    # -- internals: create ------------------------------------------------------------
-
-    def _parse_create(self, spec: Any) -> tuple[TaskType, TaskOptions]:
-        if not isinstance(spec, Mapping):
-            if hasattr(spec, "to_json") and hasattr(spec, "collection"):
-                return self._typed_spec(spec)
-            raise InvalidTask([Violation("task", "must be an object or typed task options")])
-        if set(spec) == {"task"}:
-            spec = spec["task"]
-            if not isinstance(spec, Mapping):
-                raise InvalidTask([Violation("task", "must be an object")])
-        unencodable = _unencodable(spec, "task")
-        if any(v.description == TOO_DEEP for v in unencodable):
-            raise InvalidTask(unencodable)  # parsing it could exhaust the stack
-        problems: list[Violation] = []
-        task_type: TaskType | None = None
-        type_name = spec.get("type")
-        if type_name is None:
-            problems.append(Violation("task.type", "required"))
-        elif not isinstance(type_name, str) or type_name not in self._types:
-            known = ", ".join(sorted(self._types)) or "none registered"
-            problems.append(Violation("task.type", f"must be one of {known}"))
-        else:
-            task_type = self._types[type_name]
-        option_keys = {known.options_key for known in self._types.values()}
-        options: TaskOptions | None = None
-        for key in spec:
-            where = f"task.{key}"
-            if not isinstance(key, str):
-                problems.append(Violation("task", f"unknown field {key!r}"))
-            elif key == "type":
-                continue
-            elif key in _READ_ONLY:
-                problems.append(Violation(where, "read-only: set by the engine"))
-            elif task_type is not None and key == task_type.options_key:
-                parsed, found = task_type.parse_options(spec[key], where)
-                problems.extend(found)
-                options = parsed if not found else None
-            elif key in option_keys or key.endswith("Options"):
-                reason = f"not allowed with type {type_name}" if task_type else "unexpected"
-                problems.append(Violation(where, reason))
-            else:
-                problems.append(Violation(where, "unknown field"))
-        if task_type is not None and task_type.options_key not in spec:
-            problems.append(Violation(f"task.{task_type.options_key}", "required"))
-        if unencodable:
-            problems = _merge_violations(unencodable, problems)
-        if problems or task_type is None or options is None:
-            raise InvalidTask(problems or [Violation("task", "invalid task")])
-        return task_type, options
-
-    def _typed_spec(self, spec: Any) -> tuple[TaskType, TaskOptions]:
-        try:
-            data = spec.to_json()
-        except Exception as exc:  # an arbitrary object: report, never crash
-            raise InvalidTask([Violation("task", f"cannot serialise options: {exc}")]) from exc
-        class_name = type(spec).__name__.lower()
-        keys = [t.options_key for t in self._types.values() if t.options_key.lower() == class_name]
-        deep = _unencodable(data, f"task.{keys[0]}" if keys else "task")
-        if any(v.description == TOO_DEEP for v in deep):
-            raise InvalidTask(deep)  # parsing it could exhaust the stack
-        for task_type in self._types.values():
-            where = f"task.{task_type.options_key}"
-            parsed, problems = task_type.parse_options(data, where)
-            named = task_type.options_key.lower() == class_name  # CopyFieldDataOptions
-            if (parsed is not None and type(parsed) is type(spec)) or (named and problems):
-                unencodable = _unencodable(data, where)
-                if unencodable:
-                    problems = _merge_violations(unencodable, problems)
-                if problems or parsed is None:
-                    raise InvalidTask(problems or [Violation(where, "invalid options")])
-                return task_type, parsed
-        raise InvalidTask(
-            [Violation("task", f"{type(spec).__name__} is not the options of a registered type")]
-        )
-
-    # -- internals: queue ---------------------------------------------------------------
+    # -- internals: workers -------------------------------------------------------------
 
     def _recover(self) -> None:
         unfinished = self.task_store.unfinished()
@@ -612,422 +461,34 @@ class TaskEngine:
                 if task.cancel_requested:
                     self._cancels.add(task.id)
             self._recovered = True
-        with self._work:
-            queued = set(self._queue)
-            for task in unfinished:
-                if task.id not in queued:
-                    self._queue.append(task.id)
-            self._work.notify_all()
-
-    def _enqueue(self, task_id: str) -> None:
-        with self._work:
-            self._queue.append(task_id)
-            self._work.notify()
-
-    def _next_task(self) -> str | None:
-        with self._work:
-            while self._queue:
-                task_id = self._queue.popleft()
-                if task_id not in self._claimed:
-                    self._claimed.add(task_id)
-                    return task_id
-            return None
-
-    def _release(self, task_id: str) -> None:
-        with self._work:
-            self._claimed.discard(task_id)
+        self._queue.put_missing(task.id for task in unfinished)
 
     def _worker(self) -> None:
         while not self._stopping.is_set():
-            with self._work:
-                while not self._queue and not self._stopping.is_set():
-                    self._work.wait()
+            self._queue.wait(self._stopping)
             if self._stopping.is_set():
                 return
-            task_id = self._next_task()
+            task_id = self._queue.claim()
             if task_id is None:
                 continue
             try:
-                self._run_task(task_id, sync=False)
-            except Exception:  # pragma: no cover - _run_task already records and logs
+                self._batches.run(task_id, sync=False)
+            except Exception:  # pragma: no cover - run() already records and logs
                 _log.exception("worker failed on task %s", task_id)
             finally:
-                self._release(task_id)
+                self._queue.release(task_id)
 
     def _housekeeper(self) -> None:
         while not self._stopping.is_set():
             try:
                 self.sweep()
-                self._tick_services(raise_errors=False)
+                self._services.tick(self.clock.now(), raise_errors=False)
             except Exception:
                 _log.exception("housekeeping failed")
-            wait = self.tick_interval
-            now = self.clock.now()
-            for slot in self._services:
-                if slot.due is not None:
-                    wait = min(wait, max(0.0, (slot.due - now).total_seconds()))
-            self._wake.wait(wait)
+            self._wake.wait(self._services.seconds_until_due(self.clock.now(), self.tick_interval))
             self._wake.clear()
 
-    def _start_services(self, *, raise_errors: bool) -> None:
-        with self._lock:
-            self._services_on = True
-            slots = [slot for slot in self._services if not slot.started]
-        for slot in slots:
-            try:
-                slot.service.start(self)
-                slot.started = True
-            except Exception:
-                if raise_errors:
-                    raise
-                _log.exception("service %r failed to start", slot.service)
-
-    def _tick_services(self, *, raise_errors: bool) -> None:
-        for slot in list(self._services):
-            if not slot.started:
-                continue
-            try:
-                slot.due = slot.service.tick(self.clock.now())
-            except Exception:
-                if raise_errors:
-                    raise
-                _log.exception("service %r failed", slot.service)
-
-    # -- internals: running a task --------------------------------------------------------
-
-    def _run_task(self, task_id: str, *, sync: bool) -> None:
-        task = self.task_store.get(task_id)
-        if task is None or task.is_finished:
-            return
-        try:
-            self._execute(task, sync=sync)
-        except _Stopped:
-            return
-        except TaskFailure as failure:
-            self._finish(task_id, Failure(failure.code, failure.description, failure.data))
-        except CollectionNotFound as exc:
-            self._finish(
-                task_id,
-                Failure(CODE_COLLECTION_NOT_FOUND, str(exc), {"collection": exc.collection}),
-            )
-        except SandboxNotEnabled as exc:
-            self._finish(
-                task_id,
-                Failure(CODE_SANDBOX_NOT_ENABLED, str(exc), {"collection": exc.collection}),
-            )
-        except InvalidItem as exc:
-            # The storage refused an item the task wrote (create-time validation keeps
-            # option values storable, so this is a custom executor's doing): a clear
-            # whole-task failure, never an exception escaping run_until_idle.
-            _log.warning("task %s wrote an item the storage refused: %s", task_id, exc)
-            data = {"itemId": exc.item_id} if exc.item_id is not None else None
-            self._finish(task_id, Failure(CODE_STORAGE, f"storage refused an item: {exc}", data))
-        except StorageError as exc:
-            _log.warning("task %s failed on storage errors: %s", task_id, exc)
-            self._finish(task_id, Failure(CODE_STORAGE, f"storage error: {exc}", None))
-        except Exception as exc:
-            _log.exception("task %s failed unexpectedly", task_id)
-            description = f"unexpected error: {type(exc).__name__}: {exc}"
-            self._finish(task_id, Failure(CODE_STORAGE, description, None))
-            if sync:
-                raise
-
-    def _execute(self, task: Task, *, sync: bool) -> None:
-        task_type = self._types.get(task.type)
-        if task_type is None:
-            raise TaskFailure(CODE_STORAGE, f"task type {task.type!r} is not registered")
-        options = self._typed_options(task, task_type)
-        executor = task_type.executor
-        storage = self.storage
-        plan: Plan = self._retry(lambda: executor.plan(options, storage), sync)
-        if task.status is TaskStatus.NEW:
-            # The items the task affects (ref): O(1) without a filter on the built-in
-            # adapters; with one, a filtered pass (cheap in memory, a decode of every
-            # row on SQLite). Re-estimated to the exact number processed on completion.
-            estimate = self._retry(
-                lambda: storage.count(plan.collection, plan.environment, plan.filter).value,
-                sync,
-            )
-            with self._changed:
-                current = self.task_store.get(task.id)
-                if current is None or current.status is not TaskStatus.NEW:
-                    return  # cancelled (or removed) while planning
-                task = current.started(self.clock.now(), estimate)
-                self.task_store.save(task)
-                self._after_save(task)
-        checkpoint = task.checkpoint
-        batch_size = self.batch_size
-        collection, environment, accept = plan.collection, plan.environment, plan.filter
-        apply, committed = executor.apply, executor.committed
-        cancels, stopping = self._cancels, self._stopping
-        task_id = task.id
-
-        # Tasks on the same item set take turns batch by batch, so one task's
-        # read-apply-write of an item never interleaves with another's (no lost updates).
-        target_lock = self._target_lock(collection, str(environment))
-
-        # The protocol lets an adapter return items its filter rejects, so the engine
-        # re-checks, except on adapters known to filter exactly (a second call per item).
-        recheck = accept if accept is not None and not _filters_exactly(storage) else None
-        scan, commit = storage.scan, self._commit
-
-        # The previous batch (its scanned copies) is let go right after the next page is
-        # read, as a hand-written ``page = scan(...)`` loop does, so apply and the write
-        # reuse its containers from CPython's free lists. Freed any earlier, the scan
-        # takes them and apply/replace allocate fresh ones: the collector's allocation
-        # count then swings past its threshold (700) every batch, and the young
-        # collections promote the freshly stored items until full collections of the
-        # whole heap follow (measured: one per 100k-item task, ~30% of its time).
-        previous: list[BatchChanges] = []
-
-        def step() -> tuple[str | None, BatchChanges, WriteResult | None, bool]:
-            with target_lock:
-                page = scan(
-                    collection, environment, after=checkpoint, limit=batch_size, filter=accept
-                )
-                previous.clear()
-                items = page.items
-                if recheck is not None:
-                    items = [item for item in items if recheck(item)]
-                changes = apply(plan, items) if items else _NOTHING
-                written, done = commit(task_id, plan, changes, page.cursor)
-            return page.cursor, changes, written, done
-
-        while True:
-            if task_id in cancels:
-                self._finish(task_id, Failure.cancelled())
-                return
-            if stopping.is_set() and not sync:
-                raise _Stopped
-            gave_up: StorageError | None = None
-            try:
-                cursor, changes, written, done = self._retry(step, sync)
-            except _Unsettled as unsettled:
-                cursor, changes = unsettled.cursor, unsettled.changes
-                written, done, gave_up = self._settle(task_id, plan, unsettled, target_lock)
-            if written is not None and (changes.deletes or changes.replaces):
-                committed(plan, changes, written)  # after giving up too: what was written
-            if gave_up is not None:
-                raise gave_up
-            if done:
-                return
-            previous.append(changes)
-            del changes, written
-            checkpoint = cursor
-
-    def _target_lock(self, collection: str, environment: str) -> threading.Lock:
-        with self._lock:
-            lock = self._target_locks.get((collection, environment))
-            if lock is None:
-                lock = self._target_locks[(collection, environment)] = threading.Lock()
-            return lock
-
-    def _typed_options(self, task: Task, task_type: TaskType) -> TaskOptions:
-        if not isinstance(task.options, RawOptions):
-            return task.options
-        where = f"task.{task_type.options_key}"
-        parsed, problems = task_type.parse_options(task.options.to_json(), where)
-        if parsed is None or problems:
-            listed = "; ".join(f"{v.field}: {v.description}" for v in problems)
-            raise TaskFailure(CODE_STORAGE, f"stored options no longer valid: {listed}")
-        return parsed
-
-    def _retry(self, action: Callable[[], _T], sync: bool) -> _T:
-        attempt = 0
-        while True:
-            try:
-                return action()
-            except (CollectionNotFound, SandboxNotEnabled, DuplicateItem, InvalidItem):
-                raise
-            except StorageError as exc:
-                if attempt >= self.max_retries:
-                    raise
-                delay = self.retry_delay * (2**attempt)
-                attempt += 1
-                _log.info("storage error, retry %d in %.3fs: %s", attempt, delay, exc)
-                if self._stopping.wait(delay) and not sync:
-                    raise _Stopped from exc
-
-    def _commit(
-        self, task_id: str, plan: Plan, changes: BatchChanges, cursor: str | None
-    ) -> tuple[WriteResult | None, bool]:
-        """Write one batch and its checkpoint; return (written, task finished)."""
-        storage = self.storage
-        with self._changed:
-            with storage.atomic():
-                current = self._running.get(task_id) if self._private_store else None
-                if current is None:
-                    current = self.task_store.get(task_id)
-                if current is None or current.status is not TaskStatus.RUNNING:
-                    return None, True
-                try:
-                    written = self._write(plan, changes)
-                    updated = self._outcome(current, plan, changes, written, cursor)
-                    if self._shared:
-                        self.task_store.save(updated)
-                except _WHOLE_TASK:
-                    raise
-                except StorageError as exc:
-                    if self._rolls_back:
-                        raise  # the block undoes the batch: it is retried whole
-                    raise _Unsettled(changes, cursor, exc) from exc
-            if not self._shared:
-                try:
-                    self.task_store.save(updated)
-                except StorageError as exc:  # the items are written, the task is not
-                    raise _Unsettled(changes, cursor, exc) from exc
-            self._after_save(updated)
-            return written, updated.is_finished
-
-    def _settle(
-        self, task_id: str, plan: Plan, unsettled: _Unsettled, target_lock: threading.Lock
-    ) -> tuple[WriteResult | None, bool, StorageError | None]:
-        """Finish a batch whose write failed and may have written part of it.
-
-        Each attempt reads the batch's items back and proves, item by item, what is
-        already written (a deleted item is gone, a replaced one equals its new value);
-        then it writes only the rest, with the changes computed once. Never rescans or
-        re-applies, so no change lands twice. When the retries run out, the items proven
-        written are counted and the error to fail the task with (``WDE0054``) is returned
-        with them: ``(written, task finished, error or None)``.
-        """
-        storage = self.storage
-        collection, env = plan.collection, plan.environment
-        changes = unsettled.changes
-        deletes = list(dict.fromkeys(changes.deletes))
-        replaces = {item["_id"]: item for item in changes.replaces}  # the last one wins
-        done: list[str] = []
-        missing: list[str] = []
-        error = unsettled.error
-        for attempt in range(self.max_retries + 1):
-            last = attempt == self.max_retries  # a last look: count what is proven, no write
-            time.sleep(self.retry_delay * (2**attempt))
-            _log.info("settling a failed batch (attempt %d): %s", attempt + 1, error)
-            try:
-                with target_lock:
-                    gone, kept = _read_back(storage, collection, env, deletes, replaces)
-                    done.extend(gone)
-                    gone_ids = set(gone)
-                    deletes = [item_id for item_id in deletes if item_id not in gone_ids]
-                    done.extend(item_id for item_id, item in kept.items() if item is not None)
-                    missing.extend(item_id for item_id, item in kept.items() if item is None)
-                    replaces = {k: v for k, v in replaces.items() if k not in kept}
-                    if last or not (deletes or replaces):
-                        break
-                    if deletes:
-                        result = storage.delete_items(collection, env, deletes)
-                        deletes = []
-                        done.extend(result.done)
-                        missing.extend(result.missing)
-                    if replaces:
-                        result = storage.replace_items(collection, env, list(replaces.values()))
-                        replaces = {}
-                        done.extend(result.done)
-                        missing.extend(result.missing)
-                    break
-            except _WHOLE_TASK:
-                raise
-            except StorageError as exc:
-                error = exc
-        written = WriteResult(tuple(done), tuple(missing))
-        unknown = len(deletes) + len(replaces)
-
-        def record() -> Task | None:
-            with self._changed:
-                current = self.task_store.get(task_id)
-                if current is None or current.status is not TaskStatus.RUNNING:
-                    return None
-                if unknown:
-                    updated = current.with_batch(
-                        len(done), len(missing), _vanished(missing), current.checkpoint
-                    )
-                else:
-                    updated = self._outcome(current, plan, changes, written, unsettled.cursor)
-                self.task_store.save(updated)
-                self._after_save(updated)
-                return updated
-
-        updated = self._retry(record, sync=True)
-        if updated is None:
-            return None, True, None
-        if unknown:
-            gave_up = StorageError(
-                f"{error}; a batch could not be completed: {len(done) + len(missing)} of its "
-                f"items are counted (proven written or gone), {unknown} left unwritten or "
-                "unverified"
-            )
-            gave_up.__cause__ = error
-            return written, True, gave_up
-        return written, updated.is_finished, None
-
-    def _write(self, plan: Plan, changes: BatchChanges) -> WriteResult:
-        storage = self.storage
-        plan_collection, plan_env = plan.collection, plan.environment
-        deleted = (
-            storage.delete_items(plan_collection, plan_env, changes.deletes)
-            if changes.deletes
-            else None
-        )
-        replaced = (
-            storage.replace_items(plan_collection, plan_env, changes.replaces)
-            if changes.replaces
-            else None
-        )
-        done: tuple[str, ...] = ()
-        missing: tuple[str, ...] = ()
-        for result in (deleted, replaced):
-            if result is not None:
-                done += result.done
-                missing += result.missing
-        return WriteResult(done, missing)
-
-    def _outcome(
-        self,
-        task: Task,
-        plan: Plan,
-        changes: BatchChanges,
-        written: WriteResult,
-        cursor: str | None,
-    ) -> Task:
-        """The task after a batch whose writes did ``written``: counters, checkpoint, end."""
-        done, missing = written.done, written.missing
-        failures = [
-            Failure(f.code, f.description, {"itemId": f.item_id}) for f in changes.failures
-        ]
-        failures.extend(_vanished(missing))
-        updated = task.with_batch(
-            len(done) + changes.unchanged,
-            len(changes.failures) + len(missing),
-            failures,
-            cursor,
-        )
-        if updated.cancel_requested:
-            updated = updated.finished(
-                TaskStatus.FAILED, self.clock.now(), self.retention, Failure.cancelled()
-            )
-        elif cursor is None:
-            updated = updated.finished(TaskStatus.COMPLETED, self.clock.now(), self.retention)
-            processed = updated.items_succeeded + updated.items_failed
-            if plan.filter is not None and updated.estimated_item_count != processed:
-                # The re-estimate: every item the filter accepted has been processed.
-                updated = attrs.evolve(updated, estimated_item_count=processed)
-        return updated
-
-    def _finish(self, task_id: str, failure: Failure) -> None:
-        try:
-            with self._changed:
-                current = self.task_store.get(task_id)
-                if current is None or current.is_finished:
-                    return
-                now = self.clock.now()
-                if current.status is TaskStatus.NEW and failure.code != Failure.cancelled().code:
-                    current = current.started(now, 0)
-                updated = current.finished(TaskStatus.FAILED, now, self.retention, failure)
-                self.task_store.save(updated)
-                self._after_save(updated)
-        except StorageError:
-            # The store is down too: the task stays as last saved and resumes on restart.
-            _log.exception("could not record the failure of task %s", task_id)
+    # -- internals: bookkeeping -------------------------------------------------------
 
     def _after_save(self, task: Task) -> None:
         """Bookkeeping after a task change was saved (engine lock held)."""
@@ -1043,87 +504,3 @@ class TaskEngine:
             self._cancels.add(task.id)
         self._changed.notify_all()
 
-
-def _unencodable(spec: Any, path: str) -> list[Violation]:
-    """Every part of a task spec that its JSON text could not carry (see ``check_json``)."""
-    found: list[Violation] = []
-    check_json(spec, path, found)  # bounded: it stops at the wire's nesting limit
-    return found
-
-
-def _merge_violations(first: list[Violation], more: list[Violation]) -> list[Violation]:
-    """``first``, then those of ``more`` not at or under one of ``first``'s paths."""
-    taken = {v.field for v in first}
-    merged = list(first)
-    for violation in more:
-        field = violation.field
-        if field in taken or any(field.startswith(f"{t}.") for t in taken):
-            continue
-        merged.append(violation)
-    return merged
-
-
-_WHOLE_TASK = (CollectionNotFound, SandboxNotEnabled, DuplicateItem, InvalidItem)
-"""Errors that end the task at once: never retried, never settled."""
-
-
-def _vanished(missing: Iterable[str]) -> list[Failure]:
-    return [
-        Failure(CODE_ITEM_VANISHED, f"item {item_id!r} no longer exists", {"itemId": item_id})
-        for item_id in missing
-    ]
-
-
-def _read_back(
-    storage: Storage,
-    collection: str,
-    environment: Any,
-    deletes: list[str],
-    replaces: Mapping[str, Mapping[str, Any]],
-) -> tuple[list[str], dict[str, Item | None]]:
-    """What a failed write left: the deletes proven done, and the replaces proven settled.
-
-    Returns the ids of ``deletes`` no longer stored, and for each id of ``replaces`` that
-    is no longer stored (``None``: the item vanished) or already holds its new value,
-    that stored item. Everything else is proven unwritten (it still differs).
-    """
-    gone = [i for i in deletes if storage.get_item(collection, environment, i) is None]
-    kept: dict[str, Item | None] = {}
-    for item_id, item in replaces.items():
-        stored = storage.get_item(collection, environment, item_id)
-        if stored is None or identical(stored, dict(item)):
-            kept[item_id] = stored
-    return gone, kept
-
-
-def _rolls_back(storage: Storage) -> bool:
-    """Whether the adapter declares that ``atomic()`` undoes a failed block's writes.
-
-    Read from the ``atomic_rolls_back`` attribute of the Storage protocol; anything but
-    ``True`` (an adapter written before the attribute existed) counts as no rollback.
-    """
-    return getattr(storage, "atomic_rolls_back", False) is True
-
-
-_EXACT_SCANS: dict[type, bool] = {}
-
-
-def _filters_exactly(storage: Storage) -> bool:
-    """Whether ``storage.scan(filter=f)`` returns only items ``f`` accepts.
-
-    True for an adapter that says so with a true ``scan_filters_exactly`` attribute, and
-    for ``MemoryStorage`` / ``SQLiteStorage`` (and subclasses that keep their ``scan``),
-    which apply the filter to every item they return.
-    """
-    declared = getattr(storage, "scan_filters_exactly", None)
-    if isinstance(declared, bool):
-        return declared
-    kind = type(storage)
-    known = _EXACT_SCANS.get(kind)
-    if known is None:
-        from taskengine.storage.memory import MemoryStorage
-        from taskengine.storage.sqlite import SQLiteStorage
-
-        scan = getattr(kind, "scan", None)
-        known = _EXACT_SCANS[kind] = scan is MemoryStorage.scan or scan is SQLiteStorage.scan
-    return known

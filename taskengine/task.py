@@ -9,6 +9,8 @@ Lifecycle (the only moves allowed; see :data:`TRANSITIONS`)::
 A :class:`Task` is a frozen snapshot; every change makes a new one through a method
 that checks the move (:meth:`Task.started`, :meth:`Task.finished`, ...). Timestamps are
 aware UTC datetimes truncated to milliseconds, so ``Task.from_json(t.to_json()) == t``.
+The options object of task JSON is read by :mod:`taskengine._taskjson`, the one reader
+of options (create requests, stored tasks and task files alike).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from taskengine import codes
+from taskengine._taskjson import RawOptions, options_keys, read_options
 from taskengine.clock import utc_ms
 from taskengine.errors import InvalidTask, InvalidTransition, Violation
 
@@ -134,22 +137,6 @@ class Failure:
     def cancelled(cls, description: str = "The task was cancelled.") -> Failure:
         """The failure of a cancelled task: code ``CANCELLED`` and no ``data``."""
         return cls(CANCELLED, description)
-
-
-@attrs.frozen
-class RawOptions:
-    """Options kept as JSON, for a task whose type is not registered (yet).
-
-    Task stores hand these back; the engine re-parses them with the task type's parser
-    when it knows the type.
-    """
-
-    collection: str
-    data: Mapping[str, Any]
-
-    def to_json(self) -> dict[str, Any]:
-        """A deep copy of the options JSON."""
-        return copy.deepcopy(dict(self.data))
 
 
 def _clip_failures(failures: Sequence[Failure]) -> tuple[Failure, ...]:
@@ -401,11 +388,11 @@ def _parse_task(
         out.append(Violation(f"{path}.cancelRequested", "must be a boolean"))
     fields["cancel_requested"] = cancel
 
-    option_keys = [key for key in obj if isinstance(key, str) and key.endswith("Options")]
+    option_keys = options_keys(obj)
     for key in obj:
         if key not in _KNOWN and key not in option_keys:
             out.append(Violation(f"{path}.{key}", "unknown field"))
-    options = _parse_options(obj, option_keys, task_type, path, out)
+    options = read_options(obj, task_type, path, out)
     if options is not None:
         fields["options_key"], fields["options"] = options
 
@@ -443,38 +430,6 @@ def _parse_failures(raw: Any, path: str, out: list[Violation]) -> tuple[Failure,
                 out.append(Violation(f"{where}.{key}", "unknown field"))
         failures.append(Failure(str(code), str(description), data))
     return tuple(failures)
-
-
-def _parse_options(
-    obj: Mapping[str, Any],
-    option_keys: list[str],
-    task_type: TaskType | None,
-    path: str,
-    out: list[Violation],
-) -> tuple[str, TaskOptions] | None:
-    if len(option_keys) != 1:
-        where = f"{path}.{task_type.options_key}" if task_type is not None else path
-        reason = "required" if not option_keys else "exactly one options object is allowed"
-        out.append(Violation(where, reason))
-        return None
-    key = option_keys[0]
-    where = f"{path}.{key}"
-    if task_type is not None:
-        if key != task_type.options_key:
-            out.append(Violation(where, f"does not match type {task_type.name}"))
-            return None
-        parsed, problems = task_type.parse_options(obj[key], where)
-        out.extend(problems)
-        return (key, parsed) if parsed is not None and not problems else None
-    value = obj[key]
-    if not isinstance(value, Mapping):
-        out.append(Violation(where, "must be an object"))
-        return None
-    collection = value.get("dataCollectionId")
-    if not isinstance(collection, str) or not collection:
-        out.append(Violation(f"{where}.dataCollectionId", "required: a non-empty string"))
-        return None
-    return key, RawOptions(collection, copy.deepcopy(dict(value)))
 
 
 def _check_consistency(

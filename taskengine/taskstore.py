@@ -84,6 +84,8 @@ class TaskStore(Protocol):
 class MemoryTaskStore:
     """Tasks in process memory (the default): a dict plus a creation-ordered index."""
 
+    process_private = True  # only this process writes it: the engine need not re-read it
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tasks: dict[str, tuple[int, Task]] = {}

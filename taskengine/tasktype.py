@@ -33,7 +33,6 @@ import attrs
 from taskengine.errors import Violation
 
 if TYPE_CHECKING:
-    from taskengine.engine import TaskEngine
     from taskengine.filters import Filter
     from taskengine.storage.base import Environment, Storage, WriteResult
 
@@ -145,10 +144,14 @@ class Executor(Protocol):
 
 
 class Service(Protocol):
-    """Background work owned by a task type that is not a task (e.g. a scheduler)."""
+    """Background work owned by a task type that is not a task (e.g. a scheduler).
 
-    def start(self, engine: TaskEngine) -> None:
-        """Attach to the engine; called once, on ``engine.start()`` or the first run."""
+    A service sees the engine's item storage only: it is handed the storage when the
+    engine starts, and ``now`` (from the engine's clock) on every tick.
+    """
+
+    def start(self, storage: Storage) -> None:
+        """Attach to the engine's item storage; called once, when the engine first runs."""
 
     def tick(self, now: datetime) -> datetime | None:
         """Do the work that is due at ``now``; return when it is next due, or ``None``."""

@@ -119,15 +119,9 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _task_collection(spec: Mapping[str, Any]) -> str | None:
-    task = spec.get("task")
-    if not isinstance(task, Mapping):
-        return None
-    for key, value in task.items():
-        if isinstance(key, str) and key.endswith("Options") and isinstance(value, Mapping):
-            collection = value.get("dataCollectionId")
-            if isinstance(collection, str) and collection:
-                return collection
-    return None
+    from taskengine._taskjson import collection_of
+
+    return collection_of(spec.get("task"))
 
 
 def _check_collection(storage: SQLiteStorage, name: str) -> None:

@@ -171,6 +171,11 @@ class Storage(Protocol):
       batch's items back, rewrites only those it can prove were not written, and when the
       retries run out fails the task with counters that count exactly the items it found
       written, so no change is ever applied twice.
+    * **Declared capabilities.** Two class attributes say what the adapter guarantees
+      beyond this contract; the engine reads them and never guesses from the adapter's
+      class: :attr:`atomic_rolls_back` (above) and :attr:`scan_filters_exactly` (a scan
+      with a filter returns only items the filter accepts, so the engine need not check
+      each item again). Both default to ``False``, which is always safe.
     """
 
     atomic_rolls_back: bool = False
@@ -179,6 +184,14 @@ class Storage(Protocol):
     Declare ``True`` only when it holds for every write method (the conformance suite
     checks it); the default ``False`` is always safe. A subclass that overrides
     :meth:`atomic` or a write method of an adapter that rolls back must say again.
+    """
+
+    scan_filters_exactly: bool = False
+    """Whether :meth:`scan` with a ``filter`` returns only items the filter accepts.
+
+    The protocol lets a scan return items its filter rejects (the caller re-checks);
+    an adapter that never does declares ``True`` and saves the engine one filter call
+    per item. A subclass that overrides :meth:`scan` of such an adapter must say again.
     """
 
     def create_collection(

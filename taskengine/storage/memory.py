@@ -86,6 +86,7 @@ class MemoryStorage(Storage):
     """
 
     atomic_rolls_back = True
+    scan_filters_exactly = True
 
     def __init__(self) -> None:
         self._lock = threading.RLock()

@@ -100,6 +100,7 @@ class SQLiteStorage(Storage):
     """
 
     atomic_rolls_back = True
+    scan_filters_exactly = True
 
     def __init__(self, path: str | os.PathLike[str] | Database, *, timeout: float = 30.0) -> None:
         if isinstance(path, Database):

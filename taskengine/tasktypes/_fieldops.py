@@ -248,7 +248,7 @@ def compile_edit(
                 # A set is freed as soon as it is made (no free list): unlike
                 # ``list(dict.fromkeys(out))``, which leaves a dict and a list in
                 # CPython's free lists, it does not push the garbage collector's
-                # allocation count up per item (see ``TaskEngine._execute``).
+                # allocation count up per item (see ``Batches._execute`` in taskengine/_batches.py).
                 seen = set(out)
                 if len(seen) != len(out):
                     seen.clear()

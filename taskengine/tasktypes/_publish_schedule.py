@@ -33,7 +33,6 @@ from taskengine.storage.base import Environment
 from taskengine.tasktypes._options import parse_date
 
 if TYPE_CHECKING:
-    from taskengine.engine import TaskEngine
     from taskengine.storage.base import Storage
 
 __all__ = [
@@ -103,8 +102,8 @@ class PublishScheduler:
     """The engine service that applies scheduled publish-status changes.
 
     Args:
-        storage: the item storage; when ``None`` it is taken from the engine given to
-            :meth:`start` (``engine.storage``).
+        storage: the item storage; when ``None`` it is the one given to :meth:`start`
+            (the engine's).
 
     Thread-safe: executors call :meth:`schedule` / :meth:`unschedule` from worker threads
     while the engine calls :meth:`tick`.
@@ -118,10 +117,10 @@ class PublishScheduler:
 
     # ------------------------------------------------------------------ service protocol
 
-    def start(self, engine: TaskEngine) -> None:
-        """Attach to ``engine`` and rebuild the timeline from storage."""
+    def start(self, storage: Storage) -> None:
+        """Attach to the engine's ``storage`` (unless given one) and rebuild the timeline."""
         if self._storage is None:
-            self._storage = engine.storage
+            self._storage = storage
         self.rebuild()
 
     def tick(self, now: datetime) -> datetime | None:

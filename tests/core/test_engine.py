@@ -26,7 +26,7 @@ from taskengine.errors import (
 from taskengine.filters import compile_filter
 from taskengine.storage import Environment, MemoryStorage, Page, WriteResult
 from taskengine.storage.base import Storage
-from taskengine.task import MAX_FAILURES, TaskStatus
+from taskengine.task import MAX_FAILURES, RawOptions, Task, TaskStatus
 from taskengine.taskstore import MemoryTaskStore
 from taskengine.tasktype import BatchChanges, ItemFailure, Plan, TaskOptions, TaskType
 
@@ -661,12 +661,12 @@ class RecordingService:
     """A service that records its calls."""
 
     def __init__(self) -> None:
-        self.engine: TaskEngine | None = None
+        self.storage: Storage | None = None
         self.ticks: list[Any] = []
 
-    def start(self, engine: TaskEngine) -> None:
-        """Remember the engine."""
-        self.engine = engine
+    def start(self, storage: Storage) -> None:
+        """Remember the storage."""
+        self.storage = storage
 
     def tick(self, now: Any) -> Any:
         """Record the time."""
@@ -675,12 +675,12 @@ class RecordingService:
 
 
 def test_services_are_started_and_ticked(executor: CountExecutor, clock: ManualClock) -> None:
-    """A registered service is started once and ticked with the engine clock's time."""
+    """A registered service is started once with the engine's storage and ticked with its clock."""
     engine = engine_for(make_storage(1), executor, clock)
     service = RecordingService()
     engine.register_service(service)
     engine.run_until_idle()
-    assert service.engine is engine
+    assert service.storage is engine.storage
     assert service.ticks == [clock.now()]
 
 
@@ -770,3 +770,97 @@ def test_housekeeper_sweeps_expired_tasks_while_started(executor: CountExecutor)
                 break
             swept.wait(0.005)
     assert swept.is_set()
+
+
+# -- task types from the plug-in, stored options -------------------------------------------
+
+
+PLUGIN_SERVICES: list[RecordingService] = []
+
+
+def plugin_types() -> tuple[list[TaskType], list[RecordingService]]:
+    """A stand-in for the built-in types plug-in: the test type and a new service."""
+    PLUGIN_SERVICES.append(RecordingService())
+    return [count_type()], [PLUGIN_SERVICES[-1]]
+
+
+class PluginEngine(TaskEngine):
+    """An engine whose built-in types come from :func:`plugin_types`."""
+
+    DEFAULT_TASK_TYPES = f"{__name__}:plugin_types"
+
+
+def test_engine_without_task_types_registers_what_the_named_plug_in_returns(
+    clock: ManualClock,
+) -> None:
+    """``task_types=None`` registers the types and starts the services the plug-in returns."""
+    PLUGIN_SERVICES.clear()
+    engine = PluginEngine(make_storage(2), clock=clock)
+    assert list(engine.task_types) == ["COUNT_ITEMS"]
+    engine.run_until_idle()
+    (service,) = PLUGIN_SERVICES
+    assert service.storage is engine.storage
+    assert service.ticks == [clock.now()]
+
+
+def test_explicit_task_types_never_resolve_the_plug_in(clock: ManualClock) -> None:
+    """Given ``task_types``, the engine registers exactly those and never imports the plug-in."""
+
+    class Unresolvable(TaskEngine):
+        DEFAULT_TASK_TYPES = "no_such_module_anywhere:types"
+
+    engine = Unresolvable(make_storage(1), clock=clock, task_types=[count_type()])
+    assert list(engine.task_types) == ["COUNT_ITEMS"]
+
+
+def test_default_engine_has_the_four_built_in_task_types() -> None:
+    """The default plug-in gives the four built-in task types."""
+    assert sorted(TaskEngine(MemoryStorage()).task_types) == [
+        "COPY_FIELD_DATA",
+        "DELETE_BY_QUERY",
+        "EDIT_FIELD_DATA",
+        "UPDATE_PUBLISH_STATUS",
+    ]
+
+
+def stored_task(options: Mapping[str, Any], clock: ManualClock) -> Task:
+    """A NEW task of the test type as a task store hands it back: options still JSON."""
+    return Task(
+        id="stored",
+        type="COUNT_ITEMS",
+        options_key="countItemsOptions",
+        options=RawOptions(str(options["dataCollectionId"]), dict(options)),
+        created_at=clock.now(),
+    )
+
+
+def test_stored_options_that_no_longer_parse_fail_the_task_with_wde0075(
+    clock: ManualClock,
+) -> None:
+    """Stored options the parser now refuses fail the task with WDE0075 naming the collection."""
+    store = MemoryTaskStore()
+    store.insert(stored_task({"dataCollectionId": "things", "bogus": 1}, clock))
+    engine = TaskEngine(make_storage(2), task_store=store, clock=clock, task_types=[count_type()])
+    engine.run_until_idle()
+    done = engine.get_task("stored")
+    assert done.status is TaskStatus.FAILED
+    assert done.failures[0].code == "WDE0075"
+    assert done.failures[0].data == {"dataCollectionId": "things"}
+    assert "task.countItemsOptions.bogus" in done.failures[0].description
+
+
+def test_stored_options_are_parsed_once_per_run(clock: ManualClock) -> None:
+    """The engine parses a stored task's raw options once, before the executor plans."""
+    calls: list[str] = []
+
+    def counting(value: Any, path: str) -> tuple[TaskOptions | None, list[Violation]]:
+        calls.append(path)
+        return parse_count(value, path)
+
+    task_type = TaskType("COUNT_ITEMS", "countItemsOptions", counting, CountExecutor())
+    store = MemoryTaskStore()
+    store.insert(stored_task({"dataCollectionId": "things"}, clock))
+    engine = TaskEngine(make_storage(3), task_store=store, clock=clock, task_types=[task_type])
+    engine.run_until_idle()
+    assert engine.get_task("stored").status is TaskStatus.COMPLETED
+    assert calls == ["task.countItemsOptions"]
