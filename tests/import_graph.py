@@ -26,6 +26,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("taskengine._batches", "taskengine._queue", "taskengine._services"),
     ("taskengine._writes",),
     ("taskengine.taskstore", "taskengine.progress"),
+    ("taskengine._sqlite_taskstore",),
+    ("taskengine._taskrow",),
     ("taskengine.task",),
     ("taskengine._taskjson",),
     ("taskengine.tasktype",),
