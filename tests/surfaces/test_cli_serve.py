@@ -76,8 +76,8 @@ def test_serve_answers_and_stops_on_ctrl_c(db: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-        proc.communicate()
-    assert proc.returncode == EXIT_OK
+        _, err = proc.communicate()
+    assert proc.returncode == EXIT_OK, err
 
 
 def test_serve_without_waitress_says_what_to_install(
