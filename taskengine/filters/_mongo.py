@@ -29,34 +29,23 @@ from datetime import datetime
 from typing import Any, Final
 
 from taskengine._values import (
-    RANK_ARRAY,
+    INT64_MAX,
+    INT64_MIN,
     RANK_DATE,
-    RANK_OBJECT,
-    RANK_REGEX,
-    bson_equal,
     compare_values,
     date_instant,
+    equal_to,
+    find_foreign,
     is_date_wrapper,
     type_rank,
 )
 from taskengine.errors import InvalidFilter
-from taskengine.filters._predicates import Predicate, all_of, any_of
+from taskengine.filters._predicates import MISSING, Predicate, all_of, any_of
 
 __all__ = ["MISSING", "compile_mongo", "compile_regex", "type_code"]
 
 Test = Callable[[Any], bool]
 
-
-class _Missing:
-    """The value a path yields where a field does not exist (BSON EOO)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final[Any] = _Missing()
 
 _LOGICAL: Final = frozenset({"$and", "$or", "$nor"})
 _KNOWN_UNSUPPORTED: Final = frozenset(
@@ -70,8 +59,6 @@ _KNOWN_UNSUPPORTED: Final = frozenset(
 
 INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
 
 # $type aliases and codes (BSON type numbers).
 TYPE_ALIASES: Final[dict[str, int]] = {
@@ -113,24 +100,13 @@ def type_code(value: object) -> int:
 
 
 def _check_value(value: object, path: str) -> None:
-    """Reject values that are not JSON-like, dates or compiled regexes."""
-    cls = value.__class__
-    if cls in (str, int, float, bool) or value is None:
-        return
-    if cls is list:
-        items: list[Any] = value  # type: ignore[assignment]
-        for i, item in enumerate(items):
-            _check_value(item, f"{path}.{i}")
-        return
-    if cls is dict:
-        for k, v in value.items():  # type: ignore[attr-defined]
-            if not isinstance(k, str):
-                raise InvalidFilter(path, f"object keys must be strings, not {k!r}")
-            _check_value(v, f"{path}.{k}")
-        return
-    if isinstance(value, (datetime, re.Pattern)):
-        return
-    raise InvalidFilter(path, f"unsupported value of type {type(value).__name__}")
+    """Reject values outside the value model (compiled regexes are allowed here)."""
+    found = find_foreign(value, path, _REGEX_LEAF)
+    if found is not None:
+        raise InvalidFilter(*found)
+
+
+_REGEX_LEAF: Final = (re.Pattern,)
 
 
 def _is_operator_object(value: object) -> bool:
@@ -204,59 +180,14 @@ def _regex_test(rx: re.Pattern[str]) -> Test:
 
 
 def _eq_test(c: object) -> Test:
-    """``$eq c`` on one value."""
-    cls = c.__class__
+    """``$eq c`` on one value (``null`` also matches a missing field)."""
     if c is None:
+        return _null_test
+    return equal_to(c, ordered=True)
 
-        def test(v: Any) -> bool:
-            return v is None or v is MISSING
 
-    elif cls is str:
-
-        def test(v: Any) -> bool:
-            return v.__class__ is str and v == c
-
-    elif cls is bool:
-
-        def test(v: Any) -> bool:
-            return v is c
-
-    elif cls is int or cls is float:
-        if c != c:
-
-            def test(v: Any) -> bool:
-                return v.__class__ is float and v != v
-
-        else:
-
-            def test(v: Any) -> bool:
-                k = v.__class__
-                return (k is int or k is float) and v == c
-
-    elif isinstance(c, datetime) or is_date_wrapper(c):
-        instant = date_instant(c)
-
-        def test(v: Any) -> bool:
-            k = v.__class__
-            if k is datetime or k is dict or isinstance(v, datetime):
-                return date_instant(v) == instant
-            return False
-
-    elif cls is list or cls is dict:
-        rank = RANK_ARRAY if cls is list else RANK_OBJECT
-
-        def test(v: Any) -> bool:
-            k = v.__class__
-            if k is list or k is dict:
-                return type_rank(v) == rank and bson_equal(v, c)
-            return False
-
-    else:  # a compiled regex used as a value ($eq /x/): regex values only
-
-        def test(v: Any) -> bool:
-            return type_rank(v) == RANK_REGEX and bson_equal(v, c)
-
-    return test
+def _null_test(v: Any) -> bool:
+    return v is None or v is MISSING
 
 
 _CMP_OPS: Final = ("$gt", "$gte", "$lt", "$lte")

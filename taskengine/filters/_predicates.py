@@ -1,17 +1,30 @@
-"""Combinators for compiled document predicates, shared by the filter dialects.
+"""Compiled document predicates, shared by the filter dialects: combinators and ``MISSING``.
 
-Each returns a plain function; the common small arities are unrolled so that an ``$and``
-of two or three conditions costs no loop.
+Each combinator returns a plain function; the common small arities are unrolled so that
+an ``$and`` of two or three conditions costs no loop.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Final
 
-__all__ = ["Predicate", "all_of", "always", "any_of"]
+__all__ = ["MISSING", "Predicate", "all_of", "always", "any_of"]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
+
+
+class _Missing:
+    """The value a path yields where a field does not exist (BSON EOO)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final[Any] = _Missing()
+"""What a compiled path yields for a field a document does not have."""
 
 
 def always(doc: Mapping[str, Any]) -> bool:

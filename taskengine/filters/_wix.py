@@ -31,23 +31,20 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from taskengine._values import date_instant, is_date_wrapper, values_equal
+from taskengine._values import (
+    date_instant,
+    equal_to,
+    find_foreign,
+    is_date_wrapper,
+    values_equal,
+)
 from taskengine.errors import InvalidFilter
-from taskengine.filters._predicates import Predicate, all_of, any_of
+from taskengine.filters._predicates import MISSING, Predicate, all_of, any_of
 
 __all__ = ["compile_wix"]
 
 Test = Callable[[Any], bool]
 
-
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final[Any] = _Missing()
 
 _FIELD_OPS: Final = frozenset(
     {
@@ -58,26 +55,10 @@ _FIELD_OPS: Final = frozenset(
 
 
 def _check_value(value: object, path: str) -> None:
-    cls = value.__class__
-    if cls in (str, int, float, bool) or value is None:
-        return
-    if cls is list:
-        items: list[Any] = value  # type: ignore[assignment]
-        for i, item in enumerate(items):
-            _check_value(item, f"{path}.{i}")
-        return
-    if cls is dict:
-        obj: dict[Any, Any] = value  # type: ignore[assignment]
-        if "$date" in obj and not is_date_wrapper(obj):
-            raise InvalidFilter(path, '"$date" needs an ISO-8601 date string and no other key')
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise InvalidFilter(path, f"object keys must be strings, not {k!r}")
-            _check_value(v, f"{path}.{k}")
-        return
-    if isinstance(value, datetime):
-        return
-    raise InvalidFilter(path, f"unsupported value of type {type(value).__name__}")
+    """Reject values outside the value model, and ``"$date"`` dicts that are not dates."""
+    found = find_foreign(value, path, dates=True)
+    if found is not None:
+        raise InvalidFilter(*found)
 
 
 def _is_operator_object(value: object) -> bool:
@@ -93,39 +74,19 @@ def _is_operator_object(value: object) -> bool:
 
 def _eq_scalar(c: object) -> Test:
     """Equality of one (non-array) value with the constant ``c``."""
-    cls = c.__class__
-    if cls is str:
-        return lambda v: v.__class__ is str and v == c
-    if cls is bool:
-        return lambda v: v is c
-    if cls is int or cls is float:
-        if c != c:
-            return lambda v: v.__class__ is float and v != v
-
-        def num(v: Any) -> bool:
-            k = v.__class__
-            return (k is int or k is float) and v == c
-
-        return num
     if c is None:
-        return lambda v: v is None or v is MISSING
-    if isinstance(c, datetime) or is_date_wrapper(c):
-        instant = date_instant(c)
+        return _null_test
+    return equal_to(c, ordered=False)
 
-        def date(v: Any) -> bool:
-            k = v.__class__
-            if k is datetime or k is dict or isinstance(v, datetime):
-                return date_instant(v) == instant
-            return False
 
-        return date
-    return lambda v: v is not MISSING and values_equal(v, c)
+def _null_test(v: Any) -> bool:
+    return v is None or v is MISSING
 
 
 def _eq_test(c: object) -> Test:
     """``$eq c`` on a field value (arrays: some element, or the whole array)."""
     if c is None:
-        return lambda v: v is None or v is MISSING
+        return _null_test
     if c.__class__ is list:
         return lambda v: v.__class__ is list and values_equal(v, c)
     scalar = _eq_scalar(c)
