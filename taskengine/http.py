@@ -40,7 +40,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.simple_server import make_server as _wsgiref_make_server
 
-from taskengine._jsonio import application_error, dumps, json_type_name, parse_json_object
+from taskengine._jsonio import dumps, json_type_name, parse_json_object
 from taskengine.errors import (
     InvalidRequest,
     StorageError,
@@ -55,12 +55,14 @@ __all__ = [
     "OPENAPI_PATH",
     "TaskAPI",
     "ThreadingWSGIServer",
+    "application_error",
     "is_loopback",
     "make_app",
     "make_server",
     "make_waitress_server",
     "openapi_document",
     "stop_waitress_server",
+    "validation_error",
 ]
 
 MAX_BODY = 1024 * 1024
@@ -169,7 +171,7 @@ class TaskAPI:
             headers = exc.headers
         except InvalidRequest as exc:
             status = HTTPStatus.BAD_REQUEST
-            body = _validation_body(exc)
+            body = validation_error(str(exc), exc.violations)
             headers = []
         except TaskNotFound as exc:
             status = HTTPStatus.NOT_FOUND
@@ -474,6 +476,32 @@ def base_url(environ: WSGIEnviron) -> str:
     return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}".rstrip("/")
 
 
+def validation_error(message: str, violations: tuple[Violation, ...]) -> dict[str, Any]:
+    """The reference envelope for a request with field violations (HTTP 400)."""
+    return {
+        "message": message,
+        "details": {
+            "validationError": {"fieldViolations": [v.to_json() for v in violations]}
+        },
+    }
+
+
+def application_error(
+    message: str, code: str, description: str, data: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The reference envelope for an application error (401, 404, 405, 413, 415, 500)."""
+    return {
+        "message": message,
+        "details": {
+            "applicationError": {
+                "code": code,
+                "description": description,
+                "data": dict(data) if data is not None else {},
+            }
+        },
+    }
+
+
 def _not_allowed(method: str, allowed: tuple[str, ...]) -> _HTTPError:
     return _HTTPError(
         HTTPStatus.METHOD_NOT_ALLOWED,
@@ -482,15 +510,6 @@ def _not_allowed(method: str, allowed: tuple[str, ...]) -> _HTTPError:
         {"method": method, "allowed": list(allowed)},
         headers=[("Allow", ", ".join(allowed))],
     )
-
-
-def _validation_body(exc: InvalidRequest) -> dict[str, Any]:
-    return {
-        "message": str(exc),
-        "details": {
-            "validationError": {"fieldViolations": [v.to_json() for v in exc.violations]}
-        },
-    }
 
 
 def _message(status: HTTPStatus, description: str) -> str:
