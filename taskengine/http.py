@@ -163,38 +163,8 @@ class TaskAPI:
         body: Mapping[str, Any] | bytes
         try:
             status, body, headers = self._dispatch(environ)
-        except _HTTPError as exc:
-            status = exc.status
-            body = application_error(
-                _message(exc.status, exc.description), exc.code, exc.description, exc.data
-            )
-            headers = exc.headers
-        except InvalidRequest as exc:
-            status = HTTPStatus.BAD_REQUEST
-            body = validation_error(str(exc), exc.violations)
-            headers = []
-        except TaskNotFound as exc:
-            status = HTTPStatus.NOT_FOUND
-            body = application_error(
-                str(exc), "TASK_NOT_FOUND", "no task with this id (never created, or expired)",
-                {"taskId": exc.task_id},
-            )
-            headers = []
-        except StorageError:
-            _log.exception("storage error while handling %s", _request_line(environ))
-            status = HTTPStatus.INTERNAL_SERVER_ERROR
-            body = application_error(
-                "storage error", "STORAGE_ERROR", "the storage failed; try again later"
-            )
-            headers = []
-        except Exception:
-            # Anything else is a bug: log it in full, answer without details.
-            _log.exception("unexpected error while handling %s", _request_line(environ))
-            status = HTTPStatus.INTERNAL_SERVER_ERROR
-            body = application_error(
-                "internal error", "INTERNAL", "the server failed to handle the request"
-            )
-            headers = []
+        except Exception as exc:
+            status, body, headers = _error_answer(exc, environ)
         head = str(environ.get("REQUEST_METHOD", "")).upper() == "HEAD"
         return _respond(start_response, status, body, headers, head=head)
 
@@ -500,6 +470,32 @@ def application_error(
             }
         },
     }
+
+
+def _error_answer(
+    exc: Exception, environ: WSGIEnviron
+) -> tuple[HTTPStatus, dict[str, Any], list[tuple[str, str]]]:
+    """The status, envelope and headers answering ``exc`` (see docs/http.md)."""
+    if isinstance(exc, _HTTPError):
+        message = _message(exc.status, exc.description)
+        body = application_error(message, exc.code, exc.description, exc.data)
+        return exc.status, body, exc.headers
+    if isinstance(exc, InvalidRequest):
+        return HTTPStatus.BAD_REQUEST, validation_error(str(exc), exc.violations), []
+    if isinstance(exc, TaskNotFound):
+        description = "no task with this id (never created, or expired)"
+        body = application_error(str(exc), "TASK_NOT_FOUND", description, {"taskId": exc.task_id})
+        return HTTPStatus.NOT_FOUND, body, []
+    if isinstance(exc, StorageError):
+        _log.exception("storage error while handling %s", _request_line(environ))
+        description = "the storage failed; try again later"
+        body = application_error("storage error", "STORAGE_ERROR", description)
+        return HTTPStatus.INTERNAL_SERVER_ERROR, body, []
+    # Anything else is a bug: log it in full, answer without details.
+    _log.exception("unexpected error while handling %s", _request_line(environ))
+    description = "the server failed to handle the request"
+    body = application_error("internal error", "INTERNAL", description)
+    return HTTPStatus.INTERNAL_SERVER_ERROR, body, []
 
 
 def _not_allowed(method: str, allowed: tuple[str, ...]) -> _HTTPError:

@@ -21,22 +21,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Final
 
-__all__ = [
-    "DATE_KEY",
-    "as_utc",
-    "date_from_text",
-    "date_instant",
-    "date_text",
-    "format_timestamp",
-    "format_utc",
-    "is_date_wrapper",
-    "parse_date",
-    "parse_iso_datetime",
-    "parse_timestamp",
-    "to_datetime",
-    "utc_ms",
-]
-
 DATE_KEY: Final = "$date"
 """The one key of a date wrapper ``{"$date": "<ISO-8601>"}``."""
 

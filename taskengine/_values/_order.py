@@ -19,25 +19,6 @@ from typing import Any, Final
 
 from taskengine._values._dates import date_instant, is_date_wrapper
 
-__all__ = [
-    "RANK_ARRAY",
-    "RANK_BOOL",
-    "RANK_DATE",
-    "RANK_NULL",
-    "RANK_NUMBER",
-    "RANK_OBJECT",
-    "RANK_OTHER",
-    "RANK_REGEX",
-    "RANK_STRING",
-    "bson_equal",
-    "compare_values",
-    "equal_to",
-    "identical",
-    "is_nan",
-    "type_rank",
-    "values_equal",
-]
-
 RANK_NULL: Final = 5
 RANK_NUMBER: Final = 10
 RANK_STRING: Final = 15
@@ -90,6 +71,11 @@ def _number_cmp(a: float, b: float) -> int:
         return 0 if b != b else -1
     if b != b:
         return 1
+    return _sign(a, b)
+
+
+def _sign(a: Any, b: Any) -> int:
+    """-1, 0 or 1 as ``a`` is below, equal to or above ``b`` (same-rank values)."""
     return -1 if a < b else (1 if a > b else 0)
 
 
@@ -111,17 +97,15 @@ def compare_values(a: object, b: object) -> int:
     if ra == RANK_NUMBER:
         return _number_cmp(a, b)  # type: ignore[arg-type]
     if ra in (RANK_STRING, RANK_BOOL):
-        return -1 if a < b else (1 if a > b else 0)  # type: ignore[operator]
+        return _sign(a, b)
     if ra == RANK_DATE:
-        da, db = _date_key(a), _date_key(b)
-        return -1 if da < db else (1 if da > db else 0)
+        return _sign(_date_key(a), _date_key(b))
     if ra == RANK_ARRAY:
         for x, y in zip(a, b, strict=False):  # type: ignore[call-overload]
             c = compare_values(x, y)
             if c:
                 return c
-        la, lb = len(a), len(b)  # type: ignore[arg-type]
-        return -1 if la < lb else (1 if la > lb else 0)
+        return _sign(len(a), len(b))  # type: ignore[arg-type]
     if ra == RANK_OBJECT:
         ia, ib = iter(a.items()), iter(b.items())  # type: ignore[attr-defined]
         for (ka, va), (kb, vb) in zip(ia, ib, strict=False):
@@ -134,12 +118,9 @@ def compare_values(a: object, b: object) -> int:
             c = compare_values(va, vb)
             if c:
                 return c
-        la, lb = len(a), len(b)  # type: ignore[arg-type]
-        return -1 if la < lb else (1 if la > lb else 0)
+        return _sign(len(a), len(b))  # type: ignore[arg-type]
     if ra == RANK_REGEX:
-        ka2 = (a.pattern, a.flags)  # type: ignore[attr-defined]
-        kb2 = (b.pattern, b.flags)  # type: ignore[attr-defined]
-        return -1 if ka2 < kb2 else (1 if ka2 > kb2 else 0)
+        return _sign((a.pattern, a.flags), (b.pattern, b.flags))  # type: ignore[attr-defined]
     return 0 if _other_equal(a, b) else (-1 if id(a) < id(b) else 1)
 
 

@@ -24,18 +24,6 @@ from typing import Any, Final
 
 from taskengine._values._dates import DATE_KEY, is_date_wrapper, parse_iso_datetime
 
-__all__ = [
-    "INT64_MAX",
-    "INT64_MIN",
-    "TOO_DEEP",
-    "Unstorable",
-    "check_storable",
-    "encodable",
-    "find_foreign",
-    "storable",
-    "storable_dict",
-]
-
 INT64_MIN: Final = -(2**63)
 """The smallest storable ``int`` (signed 64-bit, what SQLite and BSON hold)."""
 INT64_MAX: Final = 2**63 - 1

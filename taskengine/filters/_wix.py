@@ -89,17 +89,7 @@ def _eq_test(c: object) -> Test:
         return _null_test
     if c.__class__ is list:
         return lambda v: v.__class__ is list and values_equal(v, c)
-    scalar = _eq_scalar(c)
-
-    def test(v: Any) -> bool:
-        if v.__class__ is list:
-            for e in v:  # noqa: SIM110
-                if scalar(e):
-                    return True
-            return False
-        return scalar(v)
-
-    return test
+    return _some(_eq_scalar(c))
 
 
 def _some(scalar: Test) -> Test:
