@@ -59,9 +59,6 @@ __all__ = [
     "plan_of",
 ]
 
-_DATE = DATE_KEY
-
-
 def parse_date(text: str) -> datetime | None:
     """The ``datetime`` an ISO-8601 string names (a trailing ``Z`` means UTC), or ``None``.
 
@@ -200,7 +197,7 @@ def check_planned(item: object) -> tuple[str, Plan] | None:
 
 def _default(value: object) -> object:
     if type(value) is datetime:
-        return {_DATE: date_text(value)}
+        return {DATE_KEY: date_text(value)}
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
@@ -216,7 +213,7 @@ _DECODER = json.JSONDecoder()
 
 def _hook(obj: dict[str, Any]) -> Any:
     if len(obj) == 1:
-        text = obj.get(_DATE)
+        text = obj.get(DATE_KEY)
         if type(text) is str:
             return date_from_text(text)
     return obj
