@@ -40,7 +40,14 @@ from taskengine._values import (
     type_rank,
 )
 from taskengine.errors import InvalidFilter
-from taskengine.filters._predicates import MISSING, Predicate, all_of, any_of
+from taskengine.filters._predicates import (
+    MISSING,
+    Predicate,
+    all_of,
+    any_of,
+    compile_each,
+    fields,
+)
 
 __all__ = ["MISSING", "compile_mongo", "compile_regex", "type_code"]
 
@@ -766,10 +773,7 @@ def _specialised(
 def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
     """A query document: an AND of its field conditions and logical operators."""
     preds: list[Predicate] = []
-    for key, value in spec.items():
-        where = f"{path}.{key}" if path else str(key)
-        if not isinstance(key, str):
-            raise InvalidFilter(where, "field names must be strings")
+    for key, value, where in fields(spec, path):
         if key.startswith("$"):
             if key in _LOGICAL:
                 preds.append(_compile_logical(key, value, where))
@@ -785,17 +789,14 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
 
 
 def _compile_logical(op: str, value: object, path: str) -> Predicate:
-    if value.__class__ is not list:
-        raise InvalidFilter(path, f"{op} must be an array")
-    items: list[Any] = value
-    if not items:
-        raise InvalidFilter(path, f"{op} must be a nonempty array")
-    preds = []
-    for i, sub in enumerate(items):
-        where = f"{path}.{i}"
-        if not isinstance(sub, Mapping):
-            raise InvalidFilter(where, f"{op} argument's entries must be objects")
-        preds.append(_compile_doc(sub, where))
+    preds = compile_each(
+        value,
+        path,
+        _compile_doc,
+        not_list=f"{op} must be an array",
+        empty=f"{op} must be a nonempty array",
+        not_object=f"{op} argument's entries must be objects",
+    )
     if op == "$and":
         return all_of(preds)
     either = any_of(preds)

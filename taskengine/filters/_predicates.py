@@ -6,10 +6,12 @@ an ``$and`` of two or three conditions costs no loop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Final
 
-__all__ = ["MISSING", "Predicate", "all_of", "always", "any_of"]
+from taskengine.errors import InvalidFilter
+
+__all__ = ["MISSING", "Predicate", "all_of", "always", "any_of", "compile_each", "fields"]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 
@@ -74,3 +76,44 @@ def any_of(preds: Sequence[Predicate]) -> Predicate:
         return False
 
     return pred
+
+
+def fields(spec: Mapping[Any, Any], path: str) -> Iterator[tuple[str, Any, str]]:
+    """Each ``(key, value, dotted path)`` of a query document, in order.
+
+    Raises:
+        InvalidFilter: a key is not a string.
+    """
+    for key, value in spec.items():
+        where = f"{path}.{key}" if path else str(key)
+        if not isinstance(key, str):
+            raise InvalidFilter(where, "field names must be strings")
+        yield key, value, where
+
+
+def compile_each(
+    arg: object,
+    path: str,
+    compile_doc: Callable[[Mapping[str, Any], str], Predicate],
+    *,
+    not_list: str,
+    empty: str,
+    not_object: str,
+) -> list[Predicate]:
+    """The predicates of a logical operator's array of query documents.
+
+    Raises:
+        InvalidFilter: with the dialect's message ``not_list``, ``empty`` or ``not_object``.
+    """
+    if arg.__class__ is not list:
+        raise InvalidFilter(path, not_list)
+    items: list[Any] = arg
+    if not items:
+        raise InvalidFilter(path, empty)
+    preds = []
+    for i, sub in enumerate(items):
+        where = f"{path}.{i}"
+        if not isinstance(sub, Mapping):
+            raise InvalidFilter(where, not_object)
+        preds.append(compile_doc(sub, where))
+    return preds

@@ -39,7 +39,14 @@ from taskengine._values import (
     values_equal,
 )
 from taskengine.errors import InvalidFilter
-from taskengine.filters._predicates import MISSING, Predicate, all_of, any_of
+from taskengine.filters._predicates import (
+    MISSING,
+    Predicate,
+    all_of,
+    any_of,
+    compile_each,
+    fields,
+)
 
 __all__ = ["compile_wix"]
 
@@ -312,25 +319,19 @@ def _negate(inner: Predicate) -> Predicate:
 
 
 def _sub_docs(op: str, arg: object, path: str) -> list[Predicate]:
-    if arg.__class__ is not list:
-        raise InvalidFilter(path, f"{op} needs an array of filters")
-    items: list[Any] = arg
-    if not items:
-        raise InvalidFilter(path, f"{op} needs at least one filter")
-    out = []
-    for i, sub in enumerate(items):
-        if not isinstance(sub, Mapping):
-            raise InvalidFilter(f"{path}.{i}", f"{op} entries must be objects")
-        out.append(_compile_doc(sub, f"{path}.{i}"))
-    return out
+    return compile_each(
+        arg,
+        path,
+        _compile_doc,
+        not_list=f"{op} needs an array of filters",
+        empty=f"{op} needs at least one filter",
+        not_object=f"{op} entries must be objects",
+    )
 
 
 def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
     preds: list[Predicate] = []
-    for key, value in spec.items():
-        where = f"{path}.{key}" if path else str(key)
-        if not isinstance(key, str):
-            raise InvalidFilter(where, "field names must be strings")
+    for key, value, where in fields(spec, path):
         if key == "$and":
             preds.append(all_of(_sub_docs(key, value, where)))
         elif key == "$or":

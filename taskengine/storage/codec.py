@@ -126,24 +126,17 @@ def copy_item(doc: dict[str, Any]) -> dict[str, Any]:
 
     Several times faster than ``copy.deepcopy`` because every leaf is immutable.
     """
-    out = doc.copy()
-    for key, value in doc.items():
-        kind = type(value)
-        if kind is dict:
-            out[key] = copy_item(value)
-        elif kind is list:
-            out[key] = _copy_list(value)
-    return out
+    copied: dict[str, Any] = _copy_container(doc)
+    return copied
 
 
-def _copy_list(items: list[Any]) -> list[Any]:
-    out = items.copy()
-    for index, value in enumerate(items):
-        kind = type(value)
-        if kind is dict:
-            out[index] = copy_item(value)
-        elif kind is list:
-            out[index] = _copy_list(value)
+def _copy_container(value: Any) -> Any:
+    out = value.copy()
+    pairs = value.items() if type(value) is dict else enumerate(value)
+    for key, inner in pairs:
+        kind = type(inner)
+        if kind is dict or kind is list:
+            out[key] = _copy_container(inner)
     return out
 
 
