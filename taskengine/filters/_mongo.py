@@ -34,7 +34,6 @@ from taskengine._values import (
     RANK_DATE,
     compare_values,
     date_instant,
-    equal_to,
     find_foreign,
     is_date_wrapper,
     type_rank,
@@ -46,6 +45,7 @@ from taskengine.filters._predicates import (
     all_of,
     any_of,
     compile_each,
+    equals,
     fields,
 )
 
@@ -188,13 +188,7 @@ def _regex_test(rx: re.Pattern[str]) -> Test:
 
 def _eq_test(c: object) -> Test:
     """``$eq c`` on one value (``null`` also matches a missing field)."""
-    if c is None:
-        return _null_test
-    return equal_to(c, ordered=True)
-
-
-def _null_test(v: Any) -> bool:
-    return v is None or v is MISSING
+    return equals(c, ordered=True)
 
 
 _CMP_OPS: Final = ("$gt", "$gte", "$lt", "$lte")
@@ -502,7 +496,7 @@ class _Cond:
         if self.kind == "test":
             assert self.test is not None
             return self.test
-        inner = _and_tests([c.scalar() for c in self.children])
+        inner = all_of([c.scalar() for c in self.children])
 
         def neg(v: Any) -> bool:
             return not inner(v)
@@ -524,7 +518,7 @@ class _Cond:
 
                 return on_arr
             return t
-        inner = _and_arrays([c.for_array() for c in self.children])
+        inner = all_of([c.for_array() for c in self.children])
         return lambda arr: not inner(arr)
 
     def for_path(self, parts: tuple[str, ...]) -> Predicate:
@@ -533,37 +527,6 @@ class _Cond:
             return _make_walker(parts, self.test, self.expand)
         inner = all_of([c.for_path(parts) for c in self.children])
         return lambda doc: not inner(doc)
-
-
-def _and_tests(tests: Sequence[Test]) -> Test:
-    if len(tests) == 1:
-        return tests[0]
-    if len(tests) == 2:
-        t1, t2 = tests
-        return lambda v: t1(v) and t2(v)
-    tt = tuple(tests)
-
-    def test(v: Any) -> bool:
-        for t in tt:  # noqa: SIM110
-            if not t(v):
-                return False
-        return True
-
-    return test
-
-
-def _and_arrays(tests: Sequence[Callable[[list[Any]], bool]]) -> Callable[[list[Any]], bool]:
-    if len(tests) == 1:
-        return tests[0]
-    tt = tuple(tests)
-
-    def test(arr: list[Any]) -> bool:
-        for t in tt:  # noqa: SIM110
-            if not t(arr):
-                return False
-        return True
-
-    return test
 
 
 # ------------------------------------------------------------------------- compiler
@@ -579,7 +542,7 @@ def _field_pred(field: str, conds: Sequence[_Cond]) -> Predicate:
     if len(parts) == 1:
         return _top_level_pred(parts[0], conds)
     general = all_of([c.for_path(parts) for c in conds])
-    scalar = _and_tests([c.scalar() for c in conds])
+    scalar = all_of([c.scalar() for c in conds])
     head, mids = parts[0], parts[1:]
 
     def pred(doc: Mapping[str, Any]) -> bool:
@@ -601,8 +564,8 @@ def _field_pred(field: str, conds: Sequence[_Cond]) -> Predicate:
 
 
 def _top_level_pred(key: str, conds: Sequence[_Cond]) -> Predicate:
-    scalar = _and_tests([c.scalar() for c in conds])
-    on_arr = _and_arrays([c.for_array() for c in conds])
+    scalar = all_of([c.scalar() for c in conds])
+    on_arr = all_of([c.for_array() for c in conds])
     miss = MISSING
     special = _specialised(key, conds, on_arr)
     if special is not None:
@@ -1069,7 +1032,7 @@ def _elem_match(arg: object, path: str) -> _Cond:
                 raise InvalidFilter(f"{path}.{k}", f"unknown operator: {k}")
         if "$date" in spec:
             raise InvalidFilter(f"{path}.$date", "unknown operator: $date")
-        inner = _and_tests([c.scalar() for c in _compile_operators(spec, path)])
+        inner = all_of([c.scalar() for c in _compile_operators(spec, path)])
 
         def value_test(v: Any) -> bool:
             if v.__class__ is not list:

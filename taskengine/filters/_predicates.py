@@ -7,13 +7,26 @@ an ``$and`` of two or three conditions costs no loop.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
+from taskengine._values import equal_to
 from taskengine.errors import InvalidFilter
 
-__all__ = ["MISSING", "Predicate", "all_of", "always", "any_of", "compile_each", "fields"]
+__all__ = [
+    "MISSING",
+    "Predicate",
+    "all_of",
+    "always",
+    "any_of",
+    "compile_each",
+    "equals",
+    "fields",
+    "is_null",
+]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
+
+_T = TypeVar("_T")
 
 
 class _Missing:
@@ -29,13 +42,16 @@ MISSING: Final[Any] = _Missing()
 """What a compiled path yields for a field a document does not have."""
 
 
-def always(doc: Mapping[str, Any]) -> bool:
+def always(doc: Any) -> bool:
     """The predicate of an empty filter: matches every document."""
     return True
 
 
-def all_of(preds: Sequence[Predicate]) -> Predicate:
-    """A predicate true when every one of ``preds`` is (``always`` when there are none)."""
+def all_of(preds: Sequence[Callable[[_T], bool]]) -> Callable[[_T], bool]:
+    """A predicate true when every one of ``preds`` is (``always`` when there are none).
+
+    Also combines tests on one value (or one array) the same way.
+    """
     if not preds:
         return always
     if len(preds) == 1:
@@ -48,7 +64,7 @@ def all_of(preds: Sequence[Predicate]) -> Predicate:
         return lambda doc: p1(doc) and p2(doc) and p3(doc)
     pp = tuple(preds)
 
-    def pred(doc: Mapping[str, Any]) -> bool:
+    def pred(doc: _T) -> bool:
         for p in pp:  # noqa: SIM110 - a plain loop beats all() with a generator here
             if not p(doc):
                 return False
@@ -76,6 +92,22 @@ def any_of(preds: Sequence[Predicate]) -> Predicate:
         return False
 
     return pred
+
+
+def equals(c: object, *, ordered: bool) -> Callable[[Any], bool]:
+    """The equality test of a filter literal: ``null`` also matches a missing field.
+
+    Otherwise :func:`taskengine._values.equal_to` (``ordered``: embedded documents must
+    list their keys in the same order, as in the mongo dialect).
+    """
+    if c is None:
+        return is_null
+    return equal_to(c, ordered=ordered)
+
+
+def is_null(v: Any) -> bool:
+    """Whether a yielded value is ``null`` or :data:`MISSING`."""
+    return v is None or v is MISSING
 
 
 def fields(spec: Mapping[Any, Any], path: str) -> Iterator[tuple[str, Any, str]]:

@@ -33,7 +33,6 @@ from typing import Any, Final
 
 from taskengine._values import (
     date_instant,
-    equal_to,
     find_foreign,
     is_date_wrapper,
     values_equal,
@@ -45,7 +44,9 @@ from taskengine.filters._predicates import (
     all_of,
     any_of,
     compile_each,
+    equals,
     fields,
+    is_null,
 )
 
 __all__ = ["compile_wix"]
@@ -81,19 +82,13 @@ def _is_operator_object(value: object) -> bool:
 
 def _eq_scalar(c: object) -> Test:
     """Equality of one (non-array) value with the constant ``c``."""
-    if c is None:
-        return _null_test
-    return equal_to(c, ordered=False)
-
-
-def _null_test(v: Any) -> bool:
-    return v is None or v is MISSING
+    return equals(c, ordered=False)
 
 
 def _eq_test(c: object) -> Test:
     """``$eq c`` on a field value (arrays: some element, or the whole array)."""
     if c is None:
-        return _null_test
+        return is_null
     if c.__class__ is list:
         return lambda v: v.__class__ is list and values_equal(v, c)
     return _some(_eq_scalar(c))
