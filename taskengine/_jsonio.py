@@ -1,4 +1,6 @@
-"""The JSON wire format shared by the HTTP app and the command line.
+"""The JSON wire format shared by the HTTP app and the command line: reading and writing.
+
+The HTTP error envelopes are built by :mod:`taskengine.http`, their one owner.
 
 Parsing is deliberately tolerant in one way and strict in the others:
 
@@ -18,20 +20,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from taskengine._values import DATE_KEY, date_text
 from taskengine.errors import InvalidRequest, Violation
 
 __all__ = [
     "MAX_DEPTH",
-    "application_error",
     "dumps",
     "json_type_name",
     "parse_json",
     "parse_json_object",
-    "validation_error",
 ]
 
 MAX_DEPTH = 64
@@ -175,7 +175,7 @@ def json_type_name(value: object) -> str:
 
 def _default(value: object) -> Any:
     if isinstance(value, datetime):
-        return {"$date": value.isoformat()}
+        return {DATE_KEY: date_text(value)}
     raise TypeError(f"{type(value).__name__} is not a JSON value")
 
 
@@ -190,29 +190,3 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
             value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default
         )
     return json.dumps(value, ensure_ascii=False, indent=indent, allow_nan=False, default=_default)
-
-
-def validation_error(message: str, violations: tuple[Violation, ...]) -> dict[str, Any]:
-    """The reference envelope for a request with field violations (HTTP 400)."""
-    return {
-        "message": message,
-        "details": {
-            "validationError": {"fieldViolations": [v.to_json() for v in violations]}
-        },
-    }
-
-
-def application_error(
-    message: str, code: str, description: str, data: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The reference envelope for an application error (401, 404, 405, 413, 415, 500)."""
-    return {
-        "message": message,
-        "details": {
-            "applicationError": {
-                "code": code,
-                "description": description,
-                "data": dict(data) if data is not None else {},
-            }
-        },
-    }

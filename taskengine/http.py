@@ -40,7 +40,7 @@ from urllib.parse import parse_qs
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer
 from wsgiref.simple_server import make_server as _wsgiref_make_server
 
-from taskengine._jsonio import application_error, dumps, json_type_name, parse_json_object
+from taskengine._jsonio import dumps, json_type_name, parse_json_object
 from taskengine.errors import (
     InvalidRequest,
     StorageError,
@@ -55,12 +55,14 @@ __all__ = [
     "OPENAPI_PATH",
     "TaskAPI",
     "ThreadingWSGIServer",
+    "application_error",
     "is_loopback",
     "make_app",
     "make_server",
     "make_waitress_server",
     "openapi_document",
     "stop_waitress_server",
+    "validation_error",
 ]
 
 MAX_BODY = 1024 * 1024
@@ -161,38 +163,8 @@ class TaskAPI:
         body: Mapping[str, Any] | bytes
         try:
             status, body, headers = self._dispatch(environ)
-        except _HTTPError as exc:
-            status = exc.status
-            body = application_error(
-                _message(exc.status, exc.description), exc.code, exc.description, exc.data
-            )
-            headers = exc.headers
-        except InvalidRequest as exc:
-            status = HTTPStatus.BAD_REQUEST
-            body = _validation_body(exc)
-            headers = []
-        except TaskNotFound as exc:
-            status = HTTPStatus.NOT_FOUND
-            body = application_error(
-                str(exc), "TASK_NOT_FOUND", "no task with this id (never created, or expired)",
-                {"taskId": exc.task_id},
-            )
-            headers = []
-        except StorageError:
-            _log.exception("storage error while handling %s", _request_line(environ))
-            status = HTTPStatus.INTERNAL_SERVER_ERROR
-            body = application_error(
-                "storage error", "STORAGE_ERROR", "the storage failed; try again later"
-            )
-            headers = []
-        except Exception:
-            # Anything else is a bug: log it in full, answer without details.
-            _log.exception("unexpected error while handling %s", _request_line(environ))
-            status = HTTPStatus.INTERNAL_SERVER_ERROR
-            body = application_error(
-                "internal error", "INTERNAL", "the server failed to handle the request"
-            )
-            headers = []
+        except Exception as exc:
+            status, body, headers = _error_answer(exc, environ)
         head = str(environ.get("REQUEST_METHOD", "")).upper() == "HEAD"
         return _respond(start_response, status, body, headers, head=head)
 
@@ -474,6 +446,58 @@ def base_url(environ: WSGIEnviron) -> str:
     return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}".rstrip("/")
 
 
+def validation_error(message: str, violations: tuple[Violation, ...]) -> dict[str, Any]:
+    """The reference envelope for a request with field violations (HTTP 400)."""
+    return {
+        "message": message,
+        "details": {
+            "validationError": {"fieldViolations": [v.to_json() for v in violations]}
+        },
+    }
+
+
+def application_error(
+    message: str, code: str, description: str, data: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The reference envelope for an application error (401, 404, 405, 413, 415, 500)."""
+    return {
+        "message": message,
+        "details": {
+            "applicationError": {
+                "code": code,
+                "description": description,
+                "data": dict(data) if data is not None else {},
+            }
+        },
+    }
+
+
+def _error_answer(
+    exc: Exception, environ: WSGIEnviron
+) -> tuple[HTTPStatus, dict[str, Any], list[tuple[str, str]]]:
+    """The status, envelope and headers answering ``exc`` (see docs/http.md)."""
+    if isinstance(exc, _HTTPError):
+        message = _message(exc.status, exc.description)
+        body = application_error(message, exc.code, exc.description, exc.data)
+        return exc.status, body, exc.headers
+    if isinstance(exc, InvalidRequest):
+        return HTTPStatus.BAD_REQUEST, validation_error(str(exc), exc.violations), []
+    if isinstance(exc, TaskNotFound):
+        description = "no task with this id (never created, or expired)"
+        body = application_error(str(exc), "TASK_NOT_FOUND", description, {"taskId": exc.task_id})
+        return HTTPStatus.NOT_FOUND, body, []
+    if isinstance(exc, StorageError):
+        _log.exception("storage error while handling %s", _request_line(environ))
+        description = "the storage failed; try again later"
+        body = application_error("storage error", "STORAGE_ERROR", description)
+        return HTTPStatus.INTERNAL_SERVER_ERROR, body, []
+    # Anything else is a bug: log it in full, answer without details.
+    _log.exception("unexpected error while handling %s", _request_line(environ))
+    description = "the server failed to handle the request"
+    body = application_error("internal error", "INTERNAL", description)
+    return HTTPStatus.INTERNAL_SERVER_ERROR, body, []
+
+
 def _not_allowed(method: str, allowed: tuple[str, ...]) -> _HTTPError:
     return _HTTPError(
         HTTPStatus.METHOD_NOT_ALLOWED,
@@ -482,15 +506,6 @@ def _not_allowed(method: str, allowed: tuple[str, ...]) -> _HTTPError:
         {"method": method, "allowed": list(allowed)},
         headers=[("Allow", ", ".join(allowed))],
     )
-
-
-def _validation_body(exc: InvalidRequest) -> dict[str, Any]:
-    return {
-        "message": str(exc),
-        "details": {
-            "validationError": {"fieldViolations": [v.to_json() for v in exc.violations]}
-        },
-    }
 
 
 def _message(status: HTTPStatus, description: str) -> str:

@@ -29,34 +29,30 @@ from datetime import datetime
 from typing import Any, Final
 
 from taskengine._values import (
-    RANK_ARRAY,
+    INT64_MAX,
+    INT64_MIN,
     RANK_DATE,
-    RANK_OBJECT,
-    RANK_REGEX,
-    bson_equal,
     compare_values,
     date_instant,
+    find_foreign,
     is_date_wrapper,
     type_rank,
 )
 from taskengine.errors import InvalidFilter
-from taskengine.filters._predicates import Predicate, all_of, any_of
+from taskengine.filters._predicates import (
+    MISSING,
+    Predicate,
+    all_of,
+    any_of,
+    compile_each,
+    equals,
+    fields,
+)
 
 __all__ = ["MISSING", "compile_mongo", "compile_regex", "type_code"]
 
 Test = Callable[[Any], bool]
 
-
-class _Missing:
-    """The value a path yields where a field does not exist (BSON EOO)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final[Any] = _Missing()
 
 _LOGICAL: Final = frozenset({"$and", "$or", "$nor"})
 _KNOWN_UNSUPPORTED: Final = frozenset(
@@ -70,8 +66,6 @@ _KNOWN_UNSUPPORTED: Final = frozenset(
 
 INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
-INT64_MIN: Final = -(2**63)
-INT64_MAX: Final = 2**63 - 1
 
 # $type aliases and codes (BSON type numbers).
 TYPE_ALIASES: Final[dict[str, int]] = {
@@ -113,24 +107,13 @@ def type_code(value: object) -> int:
 
 
 def _check_value(value: object, path: str) -> None:
-    """Reject values that are not JSON-like, dates or compiled regexes."""
-    cls = value.__class__
-    if cls in (str, int, float, bool) or value is None:
-        return
-    if cls is list:
-        items: list[Any] = value  # type: ignore[assignment]
-        for i, item in enumerate(items):
-            _check_value(item, f"{path}.{i}")
-        return
-    if cls is dict:
-        for k, v in value.items():  # type: ignore[attr-defined]
-            if not isinstance(k, str):
-                raise InvalidFilter(path, f"object keys must be strings, not {k!r}")
-            _check_value(v, f"{path}.{k}")
-        return
-    if isinstance(value, (datetime, re.Pattern)):
-        return
-    raise InvalidFilter(path, f"unsupported value of type {type(value).__name__}")
+    """Reject values outside the value model (compiled regexes are allowed here)."""
+    found = find_foreign(value, path, _REGEX_LEAF)
+    if found is not None:
+        raise InvalidFilter(*found)
+
+
+_REGEX_LEAF: Final = (re.Pattern,)
 
 
 def _is_operator_object(value: object) -> bool:
@@ -204,59 +187,8 @@ def _regex_test(rx: re.Pattern[str]) -> Test:
 
 
 def _eq_test(c: object) -> Test:
-    """``$eq c`` on one value."""
-    cls = c.__class__
-    if c is None:
-
-        def test(v: Any) -> bool:
-            return v is None or v is MISSING
-
-    elif cls is str:
-
-        def test(v: Any) -> bool:
-            return v.__class__ is str and v == c
-
-    elif cls is bool:
-
-        def test(v: Any) -> bool:
-            return v is c
-
-    elif cls is int or cls is float:
-        if c != c:
-
-            def test(v: Any) -> bool:
-                return v.__class__ is float and v != v
-
-        else:
-
-            def test(v: Any) -> bool:
-                k = v.__class__
-                return (k is int or k is float) and v == c
-
-    elif isinstance(c, datetime) or is_date_wrapper(c):
-        instant = date_instant(c)
-
-        def test(v: Any) -> bool:
-            k = v.__class__
-            if k is datetime or k is dict or isinstance(v, datetime):
-                return date_instant(v) == instant
-            return False
-
-    elif cls is list or cls is dict:
-        rank = RANK_ARRAY if cls is list else RANK_OBJECT
-
-        def test(v: Any) -> bool:
-            k = v.__class__
-            if k is list or k is dict:
-                return type_rank(v) == rank and bson_equal(v, c)
-            return False
-
-    else:  # a compiled regex used as a value ($eq /x/): regex values only
-
-        def test(v: Any) -> bool:
-            return type_rank(v) == RANK_REGEX and bson_equal(v, c)
-
-    return test
+    """``$eq c`` on one value (``null`` also matches a missing field)."""
+    return equals(c, ordered=True)
 
 
 _CMP_OPS: Final = ("$gt", "$gte", "$lt", "$lte")
@@ -564,7 +496,7 @@ class _Cond:
         if self.kind == "test":
             assert self.test is not None
             return self.test
-        inner = _and_tests([c.scalar() for c in self.children])
+        inner = all_of([c.scalar() for c in self.children])
 
         def neg(v: Any) -> bool:
             return not inner(v)
@@ -586,7 +518,7 @@ class _Cond:
 
                 return on_arr
             return t
-        inner = _and_arrays([c.for_array() for c in self.children])
+        inner = all_of([c.for_array() for c in self.children])
         return lambda arr: not inner(arr)
 
     def for_path(self, parts: tuple[str, ...]) -> Predicate:
@@ -595,37 +527,6 @@ class _Cond:
             return _make_walker(parts, self.test, self.expand)
         inner = all_of([c.for_path(parts) for c in self.children])
         return lambda doc: not inner(doc)
-
-
-def _and_tests(tests: Sequence[Test]) -> Test:
-    if len(tests) == 1:
-        return tests[0]
-    if len(tests) == 2:
-        t1, t2 = tests
-        return lambda v: t1(v) and t2(v)
-    tt = tuple(tests)
-
-    def test(v: Any) -> bool:
-        for t in tt:  # noqa: SIM110
-            if not t(v):
-                return False
-        return True
-
-    return test
-
-
-def _and_arrays(tests: Sequence[Callable[[list[Any]], bool]]) -> Callable[[list[Any]], bool]:
-    if len(tests) == 1:
-        return tests[0]
-    tt = tuple(tests)
-
-    def test(arr: list[Any]) -> bool:
-        for t in tt:  # noqa: SIM110
-            if not t(arr):
-                return False
-        return True
-
-    return test
 
 
 # ------------------------------------------------------------------------- compiler
@@ -641,7 +542,7 @@ def _field_pred(field: str, conds: Sequence[_Cond]) -> Predicate:
     if len(parts) == 1:
         return _top_level_pred(parts[0], conds)
     general = all_of([c.for_path(parts) for c in conds])
-    scalar = _and_tests([c.scalar() for c in conds])
+    scalar = all_of([c.scalar() for c in conds])
     head, mids = parts[0], parts[1:]
 
     def pred(doc: Mapping[str, Any]) -> bool:
@@ -663,8 +564,8 @@ def _field_pred(field: str, conds: Sequence[_Cond]) -> Predicate:
 
 
 def _top_level_pred(key: str, conds: Sequence[_Cond]) -> Predicate:
-    scalar = _and_tests([c.scalar() for c in conds])
-    on_arr = _and_arrays([c.for_array() for c in conds])
+    scalar = all_of([c.scalar() for c in conds])
+    on_arr = all_of([c.for_array() for c in conds])
     miss = MISSING
     special = _specialised(key, conds, on_arr)
     if special is not None:
@@ -835,10 +736,7 @@ def _specialised(
 def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
     """A query document: an AND of its field conditions and logical operators."""
     preds: list[Predicate] = []
-    for key, value in spec.items():
-        where = f"{path}.{key}" if path else str(key)
-        if not isinstance(key, str):
-            raise InvalidFilter(where, "field names must be strings")
+    for key, value, where in fields(spec, path):
         if key.startswith("$"):
             if key in _LOGICAL:
                 preds.append(_compile_logical(key, value, where))
@@ -854,17 +752,14 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
 
 
 def _compile_logical(op: str, value: object, path: str) -> Predicate:
-    if value.__class__ is not list:
-        raise InvalidFilter(path, f"{op} must be an array")
-    items: list[Any] = value
-    if not items:
-        raise InvalidFilter(path, f"{op} must be a nonempty array")
-    preds = []
-    for i, sub in enumerate(items):
-        where = f"{path}.{i}"
-        if not isinstance(sub, Mapping):
-            raise InvalidFilter(where, f"{op} argument's entries must be objects")
-        preds.append(_compile_doc(sub, where))
+    preds = compile_each(
+        value,
+        path,
+        _compile_doc,
+        not_list=f"{op} must be an array",
+        empty=f"{op} must be a nonempty array",
+        not_object=f"{op} argument's entries must be objects",
+    )
     if op == "$and":
         return all_of(preds)
     either = any_of(preds)
@@ -1137,7 +1032,7 @@ def _elem_match(arg: object, path: str) -> _Cond:
                 raise InvalidFilter(f"{path}.{k}", f"unknown operator: {k}")
         if "$date" in spec:
             raise InvalidFilter(f"{path}.$date", "unknown operator: $date")
-        inner = _and_tests([c.scalar() for c in _compile_operators(spec, path)])
+        inner = all_of([c.scalar() for c in _compile_operators(spec, path)])
 
         def value_test(v: Any) -> bool:
             if v.__class__ is not list:

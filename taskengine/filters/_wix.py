@@ -31,23 +31,28 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
-from taskengine._values import date_instant, is_date_wrapper, values_equal
+from taskengine._values import (
+    date_instant,
+    find_foreign,
+    is_date_wrapper,
+    values_equal,
+)
 from taskengine.errors import InvalidFilter
-from taskengine.filters._predicates import Predicate, all_of, any_of
+from taskengine.filters._predicates import (
+    MISSING,
+    Predicate,
+    all_of,
+    any_of,
+    compile_each,
+    equals,
+    fields,
+    is_null,
+)
 
 __all__ = ["compile_wix"]
 
 Test = Callable[[Any], bool]
 
-
-class _Missing:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final[Any] = _Missing()
 
 _FIELD_OPS: Final = frozenset(
     {
@@ -58,26 +63,10 @@ _FIELD_OPS: Final = frozenset(
 
 
 def _check_value(value: object, path: str) -> None:
-    cls = value.__class__
-    if cls in (str, int, float, bool) or value is None:
-        return
-    if cls is list:
-        items: list[Any] = value  # type: ignore[assignment]
-        for i, item in enumerate(items):
-            _check_value(item, f"{path}.{i}")
-        return
-    if cls is dict:
-        obj: dict[Any, Any] = value  # type: ignore[assignment]
-        if "$date" in obj and not is_date_wrapper(obj):
-            raise InvalidFilter(path, '"$date" needs an ISO-8601 date string and no other key')
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                raise InvalidFilter(path, f"object keys must be strings, not {k!r}")
-            _check_value(v, f"{path}.{k}")
-        return
-    if isinstance(value, datetime):
-        return
-    raise InvalidFilter(path, f"unsupported value of type {type(value).__name__}")
+    """Reject values outside the value model, and ``"$date"`` dicts that are not dates."""
+    found = find_foreign(value, path, dates=True)
+    if found is not None:
+        raise InvalidFilter(*found)
 
 
 def _is_operator_object(value: object) -> bool:
@@ -93,52 +82,16 @@ def _is_operator_object(value: object) -> bool:
 
 def _eq_scalar(c: object) -> Test:
     """Equality of one (non-array) value with the constant ``c``."""
-    cls = c.__class__
-    if cls is str:
-        return lambda v: v.__class__ is str and v == c
-    if cls is bool:
-        return lambda v: v is c
-    if cls is int or cls is float:
-        if c != c:
-            return lambda v: v.__class__ is float and v != v
-
-        def num(v: Any) -> bool:
-            k = v.__class__
-            return (k is int or k is float) and v == c
-
-        return num
-    if c is None:
-        return lambda v: v is None or v is MISSING
-    if isinstance(c, datetime) or is_date_wrapper(c):
-        instant = date_instant(c)
-
-        def date(v: Any) -> bool:
-            k = v.__class__
-            if k is datetime or k is dict or isinstance(v, datetime):
-                return date_instant(v) == instant
-            return False
-
-        return date
-    return lambda v: v is not MISSING and values_equal(v, c)
+    return equals(c, ordered=False)
 
 
 def _eq_test(c: object) -> Test:
     """``$eq c`` on a field value (arrays: some element, or the whole array)."""
     if c is None:
-        return lambda v: v is None or v is MISSING
+        return is_null
     if c.__class__ is list:
         return lambda v: v.__class__ is list and values_equal(v, c)
-    scalar = _eq_scalar(c)
-
-    def test(v: Any) -> bool:
-        if v.__class__ is list:
-            for e in v:  # noqa: SIM110
-                if scalar(e):
-                    return True
-            return False
-        return scalar(v)
-
-    return test
+    return _some(_eq_scalar(c))
 
 
 def _some(scalar: Test) -> Test:
@@ -361,25 +314,19 @@ def _negate(inner: Predicate) -> Predicate:
 
 
 def _sub_docs(op: str, arg: object, path: str) -> list[Predicate]:
-    if arg.__class__ is not list:
-        raise InvalidFilter(path, f"{op} needs an array of filters")
-    items: list[Any] = arg
-    if not items:
-        raise InvalidFilter(path, f"{op} needs at least one filter")
-    out = []
-    for i, sub in enumerate(items):
-        if not isinstance(sub, Mapping):
-            raise InvalidFilter(f"{path}.{i}", f"{op} entries must be objects")
-        out.append(_compile_doc(sub, f"{path}.{i}"))
-    return out
+    return compile_each(
+        arg,
+        path,
+        _compile_doc,
+        not_list=f"{op} needs an array of filters",
+        empty=f"{op} needs at least one filter",
+        not_object=f"{op} entries must be objects",
+    )
 
 
 def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
     preds: list[Predicate] = []
-    for key, value in spec.items():
-        where = f"{path}.{key}" if path else str(key)
-        if not isinstance(key, str):
-            raise InvalidFilter(where, "field names must be strings")
+    for key, value, where in fields(spec, path):
         if key == "$and":
             preds.append(all_of(_sub_docs(key, value, where)))
         elif key == "$or":

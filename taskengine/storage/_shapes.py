@@ -10,7 +10,8 @@ another type, a non-ASCII string) goes through the generic walk, which is exact.
 checker source is built from fixed fragments and positional names only; keys never
 become source text.
 
-What counts as storable as it is (see :mod:`taskengine.storage.codec`): ``str`` that
+What counts as storable as it is is the value model's rule
+(:func:`taskengine._values.storable`) for values that need no normalisation: ``str`` that
 can be encoded as UTF-8, ``int`` in the signed 64-bit range, finite ``float``, ``bool``,
 ``None``, a ``datetime`` that is naive or whose tzinfo is a ``datetime.timezone``, and
 ``dict`` (``str`` keys, no ``"$date"`` key) and ``list`` of those. Anything else, or
@@ -24,6 +25,8 @@ import operator
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any, TypeAlias
+
+from taskengine._values import DATE_KEY, INT64_MAX, INT64_MIN, encodable
 
 __all__ = [
     "FLAT",
@@ -42,9 +45,6 @@ Plan: TypeAlias = "tuple[tuple[Any, Plan], ...]"
 FLAT: Plan = ()
 """The plan of a container that holds scalars only."""
 
-_INT_MIN = -(2**63)
-_INT_MAX = 2**63 - 1
-_DATE = "$date"
 _MAX_PLANS = 4096
 _MAX_SHAPES = 1024
 _MAX_SHAPE_KEYS = 64
@@ -126,14 +126,6 @@ def _compile_copier(plan: Plan) -> Copier:
     return copier
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
 def plan_dict(value: dict[Any, Any]) -> Plan | None:
     """The plan of a dict storable as it is, ``None`` if it is not.
 
@@ -174,15 +166,15 @@ def _plan_value(item: Any) -> Any:
     """``_SCALAR`` for a storable scalar, a container's plan, or ``None`` if refused."""
     kind = type(item)
     if kind is str:
-        return _SCALAR if item.isascii() or _encodable(item) else None
+        return _SCALAR if item.isascii() or encodable(item) else None
     if kind is int:
-        return _SCALAR if _INT_MIN <= item <= _INT_MAX else None
+        return _SCALAR if INT64_MIN <= item <= INT64_MAX else None
     if kind is float:
         return _SCALAR if item - item == 0.0 else None  # inf - inf and nan - nan are nan
     if item is None or kind is bool:
         return _SCALAR
     if kind is dict:
-        return None if _DATE in item else plan_dict(item)
+        return None if DATE_KEY in item else plan_dict(item)
     if kind is list:
         return plan_list(item)
     if kind is datetime:
@@ -195,7 +187,7 @@ def _walk_dict(value: dict[Any, Any]) -> Plan | None:
     """The generic, exact check of a dict (any shape)."""
     plan: Plan = FLAT
     for key, item in value.items():
-        if type(key) is not str or not (key.isascii() or _encodable(key)):
+        if type(key) is not str or not (key.isascii() or encodable(key)):
             return None
         sub = _plan_value(item)
         if sub is None:
@@ -221,7 +213,7 @@ def _new_checker(value: dict[Any, Any]) -> _Checker:
     keys = tuple(value)
     if not keys or len(keys) > _MAX_SHAPE_KEYS or len(_SHAPES) >= _MAX_SHAPES:
         return _walk_dict
-    if not all(type(key) is str and (key.isascii() or _encodable(key)) for key in keys):
+    if not all(type(key) is str and (key.isascii() or encodable(key)) for key in keys):
         return _walk_dict
     tests: list[str] = []
     containers: list[tuple[int, str]] = []  # (position, planner)
@@ -283,12 +275,12 @@ def _compile(
         "plan_dict": plan_dict,
         "plan_list": plan_list,
         "intern_plan": intern_plan,
-        "encodable": _encodable,
+        "encodable": encodable,
         "datetime": datetime,
         "timezone": timezone,
-        "INT_MIN": _INT_MIN,
-        "INT_MAX": _INT_MAX,
-        "DATE": _DATE,
+        "INT_MIN": INT64_MIN,
+        "INT_MAX": INT64_MAX,
+        "DATE": DATE_KEY,
         "FLAT": FLAT,
         "ALL_FLAT": intern_plan(tuple((keys[index], FLAT) for index, _ in containers)),
     }

@@ -13,17 +13,31 @@ the same values and normalise them the same way:
 
 In JSON text a date is ``{"$date": datetime.isoformat()}``, which
 ``datetime.fromisoformat`` reads back exactly (naive/aware form and microseconds).
+
+The rules themselves are the value model's (:mod:`taskengine._values`); this module
+applies them to whole items. :func:`check_storable` is the value model's, re-exported
+for adapter authors.
 """
 
 from __future__ import annotations
 
 import json
 import json.scanner
-import math
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from taskengine._values import (
+    DATE_KEY,
+    TOO_DEEP,
+    Unstorable,
+    check_storable,
+    date_from_text,
+    date_text,
+    encodable,
+    parse_iso_datetime,
+    storable_dict,
+)
 from taskengine.errors import InvalidItem
 from taskengine.storage._shapes import Plan, copy_planned, intern_plan, plan_dict
 
@@ -45,28 +59,14 @@ __all__ = [
     "plan_of",
 ]
 
-_INT_MIN = -(2**63)
-_INT_MAX = 2**63 - 1
-_DATE = "$date"
-
-
-class _Bad(Exception):
-    """A rejected value; the path is collected while the recursion unwinds."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.path: list[str] = []
-
-
 def parse_date(text: str) -> datetime | None:
-    """The ``datetime`` an ISO-8601 string names (a trailing ``Z`` means UTC), or ``None``."""
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1] + "+00:00"
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
+    """The ``datetime`` an ISO-8601 string names (a trailing ``Z`` means UTC), or ``None``.
+
+    The value model's parser (:func:`taskengine._values.parse_iso_datetime`), which the
+    filters use too, so a ``{"$date": ...}`` dict storage admits is one a filter reads
+    as a date.
+    """
+    return parse_iso_datetime(text)
 
 
 def check_id(value: object) -> str:
@@ -95,17 +95,9 @@ def lookup_id(value: object) -> str | None:
     """
     if type(value) is not str:
         raise InvalidItem(f"_id must be a string, got {type(value).__name__}", path="_id")
-    if value and (value.isascii() or _encodable(value)):
+    if value and (value.isascii() or encodable(value)):
         return value
     return None
-
-
-def _encodable(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def admit(item: object) -> tuple[str, dict[str, Any]]:
@@ -121,106 +113,12 @@ def admit(item: object) -> tuple[str, dict[str, Any]]:
         raise InvalidItem("_id is required", path="_id")
     item_id = check_id(raw_id)
     try:
-        doc = _admit_dict(item if type(item) is dict else dict(item))
-    except _Bad as bad:
-        raise InvalidItem(bad.reason, item_id=item_id, path=".".join(reversed(bad.path))) from None
+        doc = storable_dict(item if type(item) is dict else dict(item))
+    except Unstorable as bad:
+        raise InvalidItem(bad.reason, item_id=item_id, path=bad.dotted_path) from None
     except RecursionError:
-        reason = "value is nested too deeply (or contains itself)"
-        raise InvalidItem(reason, item_id=item_id) from None
+        raise InvalidItem(TOO_DEEP, item_id=item_id) from None
     return item_id, doc
-
-
-def check_storable(value: object) -> tuple[str, str] | None:
-    """Why ``value`` cannot be stored as an item's field value, or ``None`` if it can.
-
-    The rule :func:`admit` applies to every value of an item, so a value accepted here is
-    accepted (and normalised the same way) inside any item on either adapter.
-
-    Returns:
-        ``(dotted path inside value, reason)`` of the first refused part (path ``""`` =
-        the value itself), or ``None``.
-    """
-    try:
-        _admit_value(value)
-    except _Bad as bad:
-        return ".".join(reversed(bad.path)), bad.reason
-    except RecursionError:
-        return "", "value is nested too deeply (or contains itself)"
-    return None
-
-
-def _admit_dict(value: dict[Any, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    key: Any = None
-    try:
-        for key, item in value.items():
-            if type(key) is not str:
-                raise _Bad(f"keys must be strings, got {type(key).__name__} {key!r}")
-            if not key.isascii():
-                _check_text(key)
-            out[key] = _admit_value(item)
-    except _Bad as bad:
-        bad.path.append(str(key))
-        raise
-    return out
-
-
-def _admit_list(value: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    try:
-        for item in value:
-            out.append(_admit_value(item))
-    except _Bad as bad:
-        bad.path.append(str(len(out)))
-        raise
-    return out
-
-
-def _admit_value(value: Any) -> Any:
-    kind = type(value)
-    if kind is str:
-        if not value.isascii():
-            _check_text(value)
-        return value
-    if kind is int:
-        if _INT_MIN <= value <= _INT_MAX:
-            return value
-        raise _Bad("int outside the signed 64-bit range")
-    if kind is float:
-        if math.isfinite(value):
-            return value
-        raise _Bad(f"float {value!r} is not finite (NaN and infinity cannot be stored)")
-    if value is None or kind is bool:
-        return value
-    if kind is dict:
-        if len(value) == 1 and type(value.get(_DATE)) is str:
-            date = parse_date(value[_DATE])
-            if date is None:
-                raise _Bad(f"{{'$date': {value[_DATE]!r}}} is not an ISO-8601 date")
-            return _admit_date(date)
-        return _admit_dict(value)
-    if kind is list:
-        return _admit_list(value)
-    if kind is datetime:
-        return _admit_date(value)
-    raise _Bad(f"{kind.__name__} is not a storable value (JSON types and datetime only)")
-
-
-def _admit_date(value: datetime) -> datetime:
-    tz = value.tzinfo
-    if tz is None or type(tz) is timezone:
-        return value
-    offset = value.utcoffset()
-    if offset is None:
-        raise _Bad("datetime has a tzinfo without a UTC offset")
-    return value.replace(tzinfo=timezone(offset))
-
-
-def _check_text(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise _Bad("string is not valid Unicode (lone surrogate)") from None
 
 
 def copy_item(doc: dict[str, Any]) -> dict[str, Any]:
@@ -228,24 +126,17 @@ def copy_item(doc: dict[str, Any]) -> dict[str, Any]:
 
     Several times faster than ``copy.deepcopy`` because every leaf is immutable.
     """
-    out = doc.copy()
-    for key, value in doc.items():
-        kind = type(value)
-        if kind is dict:
-            out[key] = copy_item(value)
-        elif kind is list:
-            out[key] = _copy_list(value)
-    return out
+    copied: dict[str, Any] = _copy_container(doc)
+    return copied
 
 
-def _copy_list(items: list[Any]) -> list[Any]:
-    out = items.copy()
-    for index, value in enumerate(items):
-        kind = type(value)
-        if kind is dict:
-            out[index] = copy_item(value)
-        elif kind is list:
-            out[index] = _copy_list(value)
+def _copy_container(value: Any) -> Any:
+    out = value.copy()
+    pairs = value.items() if type(value) is dict else enumerate(value)
+    for key, inner in pairs:
+        kind = type(inner)
+        if kind is dict or kind is list:
+            out[key] = _copy_container(inner)
     return out
 
 
@@ -299,7 +190,7 @@ def check_planned(item: object) -> tuple[str, Plan] | None:
 
 def _default(value: object) -> object:
     if type(value) is datetime:
-        return {_DATE: value.isoformat()}
+        return {DATE_KEY: date_text(value)}
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
@@ -315,9 +206,9 @@ _DECODER = json.JSONDecoder()
 
 def _hook(obj: dict[str, Any]) -> Any:
     if len(obj) == 1:
-        text = obj.get(_DATE)
+        text = obj.get(DATE_KEY)
         if type(text) is str:
-            return datetime.fromisoformat(text)
+            return date_from_text(text)
     return obj
 
 

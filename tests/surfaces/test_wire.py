@@ -13,16 +13,14 @@ from hypothesis import strategies as st
 
 from taskengine._jsonio import (
     MAX_DEPTH,
-    application_error,
     dumps,
     json_type_name,
     parse_json,
     parse_json_object,
-    validation_error,
 )
 from taskengine.errors import InvalidRequest, Violation
 
-SEED_001_DELETE_BY_QUERY = """{ "task": { "type": "DELETE_BY_QUERY", "deleteByQueryOptions": {
+REFERENCE_DELETE_BY_QUERY = """{ "task": { "type": "DELETE_BY_QUERY", "deleteByQueryOptions": {
 "dataCollectionId": "Items", "environment": "LIVE", "filter": { "holidays": { "$in":
 ["Halloween"] } }, } } }"""
 
@@ -108,9 +106,9 @@ def test_very_deep_nesting_is_refused_without_recursion_error() -> None:
         parse_json('{"a":' * 100_000)
 
 
-def test_seed_001_delete_by_query_example_parses() -> None:
+def test_reference_delete_by_query_example_parses() -> None:
     """The reference's DELETE_BY_QUERY curl body, trailing comma included, parses."""
-    body = parse_json_object(SEED_001_DELETE_BY_QUERY)
+    body = parse_json_object(REFERENCE_DELETE_BY_QUERY)
     options = body["task"]["deleteByQueryOptions"]
     assert options["filter"] == {"holidays": {"$in": ["Halloween"]}}
 
@@ -195,28 +193,3 @@ def test_dumps_refuses_non_json_values() -> None:
         dumps(float("nan"))
     with pytest.raises(TypeError, match="not a JSON value"):
         dumps(object())
-
-
-def test_error_envelopes_have_the_reference_shape() -> None:
-    """The two reference error envelopes carry exactly the reference keys."""
-    body = validation_error("bad", (Violation("task.type", "required"),))
-    assert body == {
-        "message": "bad",
-        "details": {
-            "validationError": {
-                "fieldViolations": [{"field": "task.type", "description": "required"}]
-            }
-        },
-    }
-    app = application_error("gone", "TASK_NOT_FOUND", "no such task", {"taskId": "x"})
-    assert app == {
-        "message": "gone",
-        "details": {
-            "applicationError": {
-                "code": "TASK_NOT_FOUND",
-                "description": "no such task",
-                "data": {"taskId": "x"},
-            }
-        },
-    }
-    assert application_error("m", "C", "d")["details"]["applicationError"]["data"] == {}

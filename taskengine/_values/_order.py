@@ -1,9 +1,4 @@
-"""Value semantics shared by the filter dialects and the field operations.
-
-Values are JSON-like (``str``, ``int``, ``float``, ``bool``, ``None``, ``list``,
-``dict`` with ``str`` keys) plus :class:`datetime.datetime`. A dict with exactly one
-key ``"$date"`` whose value is an ISO-8601 string is a date wrapper: it means that date
-everywhere (equality, ordering, type). A naive datetime is taken to be UTC.
+"""Order and equality in the value model: type ranks, the total order, the equalities.
 
 Three rules make Python's own operators wrong for these values, and every function
 here handles them: ``True == 1`` (booleans are not numbers here), naive vs aware
@@ -16,34 +11,13 @@ The canonical type order is MongoDB's BSON order restricted to these values::
 
 from __future__ import annotations
 
-import functools
 import math
 import re
-from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
 from typing import Any, Final
 
-__all__ = [
-    "RANK_ARRAY",
-    "RANK_BOOL",
-    "RANK_DATE",
-    "RANK_NULL",
-    "RANK_NUMBER",
-    "RANK_OBJECT",
-    "RANK_OTHER",
-    "RANK_REGEX",
-    "RANK_STRING",
-    "as_utc",
-    "bson_equal",
-    "compare_values",
-    "date_instant",
-    "is_date_wrapper",
-    "is_nan",
-    "parse_iso_datetime",
-    "to_datetime",
-    "type_rank",
-    "values_equal",
-]
+from taskengine._values._dates import date_instant, is_date_wrapper
 
 RANK_NULL: Final = 5
 RANK_NUMBER: Final = 10
@@ -55,83 +29,8 @@ RANK_DATE: Final = 45
 RANK_REGEX: Final = 50
 RANK_OTHER: Final = 100
 
-_UTC: Final = timezone.utc
 _PATTERN_TYPE: Final = re.Pattern
-
-# Python 3.10's datetime.fromisoformat accepts neither "Z" nor arbitrary fraction
-# lengths, so ISO-8601 is parsed here once for every supported version.
-_ISO_RE: Final = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})"
-    r"(?:[Tt ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?)?"
-    r"(?:([Zz])|([+-])(\d{2}):?(\d{2}))?",
-    re.ASCII,
-)
-
-
-@functools.lru_cache(maxsize=4096)
-def parse_iso_datetime(text: str) -> datetime | None:
-    """Parse an ISO-8601 date or date-time; ``None`` when ``text`` is not one.
-
-    ``Z`` or an offset gives an aware datetime; no zone gives a naive one (meaning
-    UTC). Fractions beyond microseconds are truncated. Results are cached, since
-    the same wrapper strings recur across documents.
-    """
-    m = _ISO_RE.fullmatch(text)
-    if m is None:
-        return None
-    year, month, day, hour, minute, second, frac, zulu, sign, oh, om = m.groups()
-    micro = int((frac or "0")[:6].ljust(6, "0"))
-    tz: timezone | None = None
-    if zulu:
-        tz = _UTC
-    elif sign:
-        delta = timedelta(hours=int(oh), minutes=int(om))
-        if delta >= timedelta(hours=24):
-            return None
-        tz = timezone(-delta if sign == "-" else delta)
-    try:
-        return datetime(
-            int(year),
-            int(month),
-            int(day),
-            int(hour or 0),
-            int(minute or 0),
-            int(second or 0),
-            micro,
-            tzinfo=tz,
-        )
-    except ValueError:
-        return None
-
-
-def is_date_wrapper(value: object) -> bool:
-    """Whether ``value`` is ``{"$date": "<ISO-8601>"}`` (exactly that key, a valid date)."""
-    if type(value) is not dict or len(value) != 1:
-        return False
-    text = value.get("$date")
-    return type(text) is str and parse_iso_datetime(text) is not None
-
-
-def to_datetime(value: object) -> datetime | None:
-    """The datetime ``value`` stands for, or ``None`` when it is not a date.
-
-    Accepts a ``datetime`` (returned as is) or a ``{"$date": ISO}`` wrapper whose
-    string has ``Z``, an offset, or no zone (naive, meaning UTC).
-    """
-    if isinstance(value, datetime):
-        return value
-    if type(value) is dict and len(value) == 1:
-        text = value.get("$date")
-        if type(text) is str:
-            return parse_iso_datetime(text)
-    return None
-
-
-def as_utc(value: datetime) -> datetime:
-    """``value`` as an aware UTC datetime (a naive one is taken to be UTC)."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=_UTC)
-    return value.astimezone(_UTC)
+_ZERO: Final = timedelta(0)
 
 
 def type_rank(value: object) -> int:
@@ -172,29 +71,12 @@ def _number_cmp(a: float, b: float) -> int:
         return 0 if b != b else -1
     if b != b:
         return 1
+    return _sign(a, b)
+
+
+def _sign(a: Any, b: Any) -> int:
+    """-1, 0 or 1 as ``a`` is below, equal to or above ``b`` (same-rank values)."""
     return -1 if a < b else (1 if a > b else 0)
-
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=_UTC)
-_ZERO: Final = timedelta(0)
-
-
-def date_instant(value: object) -> timedelta | None:
-    """The instant ``value`` stands for, as a ``timedelta`` since the Unix epoch.
-
-    ``None`` when ``value`` is not a date (a ``datetime`` or a ``{"$date": ISO}``
-    wrapper). A naive datetime is taken to be UTC. Unlike :func:`as_utc` this never
-    overflows, even for ``datetime.min`` with a positive offset.
-    """
-    dt = to_datetime(value)
-    if dt is None:
-        return None
-    try:
-        if dt.tzinfo is None or dt.utcoffset() is None:
-            dt = dt.replace(tzinfo=_UTC)
-        return dt - _EPOCH
-    except Exception:  # a misbehaving tzinfo: treat the wall time as UTC
-        return dt.replace(tzinfo=_UTC) - _EPOCH
 
 
 def _date_key(value: object) -> timedelta:
@@ -215,17 +97,15 @@ def compare_values(a: object, b: object) -> int:
     if ra == RANK_NUMBER:
         return _number_cmp(a, b)  # type: ignore[arg-type]
     if ra in (RANK_STRING, RANK_BOOL):
-        return -1 if a < b else (1 if a > b else 0)  # type: ignore[operator]
+        return _sign(a, b)
     if ra == RANK_DATE:
-        da, db = _date_key(a), _date_key(b)
-        return -1 if da < db else (1 if da > db else 0)
+        return _sign(_date_key(a), _date_key(b))
     if ra == RANK_ARRAY:
         for x, y in zip(a, b, strict=False):  # type: ignore[call-overload]
             c = compare_values(x, y)
             if c:
                 return c
-        la, lb = len(a), len(b)  # type: ignore[arg-type]
-        return -1 if la < lb else (1 if la > lb else 0)
+        return _sign(len(a), len(b))  # type: ignore[arg-type]
     if ra == RANK_OBJECT:
         ia, ib = iter(a.items()), iter(b.items())  # type: ignore[attr-defined]
         for (ka, va), (kb, vb) in zip(ia, ib, strict=False):
@@ -238,12 +118,9 @@ def compare_values(a: object, b: object) -> int:
             c = compare_values(va, vb)
             if c:
                 return c
-        la, lb = len(a), len(b)  # type: ignore[arg-type]
-        return -1 if la < lb else (1 if la > lb else 0)
+        return _sign(len(a), len(b))  # type: ignore[arg-type]
     if ra == RANK_REGEX:
-        ka2 = (a.pattern, a.flags)  # type: ignore[attr-defined]
-        kb2 = (b.pattern, b.flags)  # type: ignore[attr-defined]
-        return -1 if ka2 < kb2 else (1 if ka2 > kb2 else 0)
+        return _sign((a.pattern, a.flags), (b.pattern, b.flags))  # type: ignore[attr-defined]
     return 0 if _other_equal(a, b) else (-1 if id(a) < id(b) else 1)
 
 
@@ -311,3 +188,72 @@ def bson_equal(a: object, b: object) -> bool:
 def is_nan(value: object) -> bool:
     """Whether ``value`` is a float NaN."""
     return isinstance(value, float) and math.isnan(value)
+
+
+def equal_to(c: object, *, ordered: bool) -> Callable[[Any], bool]:
+    """A test ``v -> bool`` of equality with the constant ``c``, specialised to its type.
+
+    The same answers as :func:`bson_equal` (``ordered``) or :func:`values_equal`, without
+    their dispatch on every call: what filters compile their equality operators to.
+    ``None`` equals ``None`` only (a filter adds its missing-field rule around this).
+    """
+    cls = c.__class__
+    if c is None:
+        return _is_none
+    if cls is str:
+        return lambda v: v.__class__ is str and v == c
+    if cls is bool:
+        return lambda v: v is c
+    if cls is int or cls is float:
+        if c != c:
+            return lambda v: v.__class__ is float and v != v
+
+        def number(v: Any) -> bool:
+            k = v.__class__
+            return (k is int or k is float) and v == c
+
+        return number
+    if isinstance(c, datetime) or is_date_wrapper(c):
+        instant = date_instant(c)
+
+        def date(v: Any) -> bool:
+            k = v.__class__
+            if k is datetime or k is dict or isinstance(v, datetime):
+                return date_instant(v) == instant
+            return False
+
+        return date
+    if ordered:
+        if cls is list or cls is dict:
+
+            def container(v: Any) -> bool:
+                k = v.__class__
+                return (k is list or k is dict) and bson_equal(v, c)
+
+            return container
+        return lambda v: bson_equal(v, c)
+    return lambda v: values_equal(v, c)
+
+
+def _is_none(v: Any) -> bool:
+    return v is None
+
+
+def identical(a: Any, b: Any) -> bool:
+    """Whether two values are the same JSON value: same types, same keys in the same order.
+
+    Stricter than :func:`values_equal` (``1`` is not identical to ``1.0``,
+    ``{"a":1,"b":2}`` not to ``{"b":2,"a":1}``, dates need the same ``tzinfo``): it
+    decides whether a changed value must be written.
+    """
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(identical(a[k], b[k]) for k in a)
+    if isinstance(a, float) and a != a:
+        return bool(b != b)
+    if isinstance(a, datetime):
+        return bool(a == b and a.tzinfo == b.tzinfo)
+    return bool(a == b)
