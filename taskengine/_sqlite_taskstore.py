@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from taskengine import _taskrow as rows
+from taskengine._values import INT64_MAX, encodable
 from taskengine.storage._database import Database
 from taskengine.task import Task, TaskStatus, parse_timestamp
 
@@ -63,7 +64,7 @@ _UPDATE = (
     + ", ".join(f"{column.strip()} = ?" for column in rows.COLUMNS.split(",")[1:])
     + " WHERE id = ?"
 )
-_SQLITE_INT_MAX = 2**63 - 1
+_SQLITE_INT_MAX = INT64_MAX
 
 
 class SQLiteTaskStore:
@@ -293,10 +294,4 @@ def _upgrade_v1(database: Database, conn: sqlite3.Connection) -> None:
 
 
 def _encodable(text: object) -> bool:
-    if type(text) is not str or text.isascii():
-        return True
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return type(text) is not str or text.isascii() or encodable(text)

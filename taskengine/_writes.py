@@ -15,6 +15,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+# Item equality belongs with the value model; see pyproject's import contracts.
+from taskengine._values import identical
 from taskengine.errors import (
     CollectionNotFound,
     DuplicateItem,
@@ -23,9 +25,6 @@ from taskengine.errors import (
     StorageError,
 )
 from taskengine.storage.base import WriteResult
-
-# Item equality belongs with the value model; see pyproject's import contracts.
-from taskengine.tasktypes._fieldops import identical
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Item, Storage

@@ -12,20 +12,9 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
 
+from taskengine._values import utc_ms
+
 __all__ = ["Clock", "ManualClock", "SystemClock", "utc_ms"]
-
-
-def utc_ms(moment: datetime) -> datetime:
-    """``moment`` as an aware UTC datetime truncated to whole milliseconds.
-
-    Timestamps are kept at millisecond precision so that they survive a JSON round
-    trip (``"2026-01-01T10:00:00.123Z"``) exactly. A naive datetime is taken as UTC.
-    """
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    else:
-        moment = moment.astimezone(timezone.utc)
-    return moment.replace(microsecond=moment.microsecond - moment.microsecond % 1000)
 
 
 class Clock(Protocol):

@@ -29,6 +29,7 @@ from taskengine._batches import Batches
 from taskengine._queue import WorkQueue
 from taskengine._services import Services, load_plugin
 from taskengine._taskjson import read_create
+from taskengine._values import INT64_MAX
 from taskengine.clock import Clock, SystemClock
 from taskengine.errors import InvalidRequest, TaskNotFound, Violation
 from taskengine.progress import Progress
@@ -49,7 +50,7 @@ _log = logging.getLogger("taskengine.engine")
 
 MAX_PAGE = 100
 """The largest ``limit`` :meth:`TaskEngine.list_tasks` accepts."""
-MAX_OFFSET = 2**63 - 1
+MAX_OFFSET = INT64_MAX
 """The largest ``offset`` :meth:`TaskEngine.list_tasks` accepts (SQLite's largest integer)."""
 
 

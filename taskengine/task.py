@@ -25,7 +25,7 @@ import attrs
 
 from taskengine import codes
 from taskengine._taskjson import RawOptions, options_keys, read_options
-from taskengine.clock import utc_ms
+from taskengine._values import format_timestamp, parse_timestamp, utc_ms
 from taskengine.errors import InvalidTask, InvalidTransition, Violation
 
 if TYPE_CHECKING:
@@ -85,30 +85,6 @@ def check_transition(task_id: str, current: TaskStatus, requested: TaskStatus) -
     """
     if requested not in TRANSITIONS[current]:
         raise InvalidTransition(task_id, current, requested)
-
-
-def format_timestamp(moment: datetime) -> str:
-    """``moment`` as ISO-8601 UTC with milliseconds and ``Z``: ``2026-01-01T10:00:00.123Z``."""
-    moment = utc_ms(moment)
-    return f"{moment:%Y-%m-%dT%H:%M:%S}.{moment.microsecond // 1000:03d}Z"
-
-
-def parse_timestamp(text: str) -> datetime:
-    """Parse an ISO-8601 timestamp with a zone (``Z`` or an offset) into UTC milliseconds.
-
-    Raises:
-        ValueError: not an ISO-8601 timestamp, or one without a time zone.
-    """
-    if not isinstance(text, str):
-        raise ValueError("must be an ISO-8601 timestamp string")
-    normalized = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
-    try:
-        moment = datetime.fromisoformat(normalized)
-    except ValueError:
-        raise ValueError(f"not an ISO-8601 timestamp: {text!r}") from None
-    if moment.tzinfo is None:
-        raise ValueError(f"timestamp needs a time zone (e.g. 'Z'): {text!r}")
-    return utc_ms(moment)
 
 
 @attrs.frozen

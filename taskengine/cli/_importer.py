@@ -33,6 +33,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from taskengine._jsonio import parse_json_object
+from taskengine._values import INT64_MAX, INT64_MIN
 from taskengine.errors import (
     CollectionNotFound,
     InvalidItem,
@@ -330,7 +331,7 @@ def _parse_float(text: str) -> Any:
 
 def _parse_int(text: str) -> Any:
     value = int(text)
-    return value if -(2**63) <= value < 2**63 else _Number(text)
+    return value if INT64_MIN <= value <= INT64_MAX else _Number(text)
 
 
 def _refused(raw: bytes, exc: InvalidItem) -> str:
