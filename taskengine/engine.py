@@ -63,8 +63,8 @@ from taskengine.storage.base import WriteResult
 from taskengine.task import Failure, RawOptions, Task, TaskStatus
 from taskengine.taskstore import MemoryTaskStore, TaskStore
 from taskengine.tasktype import BatchChanges, Plan, Service, TaskOptions, TaskType
+from taskengine.tasktypes._common import TOO_DEEP, check_json
 from taskengine.tasktypes._fieldops import identical
-from taskengine.tasktypes._options import TOO_DEEP, check_json
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Item, Storage
@@ -170,7 +170,7 @@ class TaskEngine:
         retention: how long finished tasks are kept (their ``expiresAt``).
         clock: where timestamps come from; default the system clock.
         task_types: the task types to register; ``None`` installs the four built-in
-            ones (``taskengine.tasktypes._executors.install_default_task_types``).
+            ones (``taskengine.tasktypes.install_default_task_types``).
         max_retries: how many times a batch hit by a ``StorageError`` is retried before
             the task fails with ``WDE0054``.
         retry_delay: seconds before the first retry (doubled each time).
@@ -244,9 +244,9 @@ class TaskEngine:
         self._services_on = False
 
         if task_types is None:
-            from taskengine.tasktypes import _executors as executors
+            from taskengine.tasktypes import install_default_task_types
 
-            executors.install_default_task_types(self)
+            install_default_task_types(self)
         else:
             for task_type in task_types:
                 self.register_task_type(task_type)
@@ -486,7 +486,7 @@ class TaskEngine:
         Raises:
             TaskNotFound: no such task, or it has expired.
         """
-        return Progress.of(self._get_live(task_id))
+        return Progress.of(task := self._get_live(task_id), self._types.get(task.type))
 
     def sweep(self, now: datetime | None = None) -> int:
         """Remove every finished task whose ``expiresAt`` has passed; return how many.

@@ -30,7 +30,7 @@ from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine.errors import CollectionNotFound, SandboxNotEnabled, StorageError
 from taskengine.storage.base import Environment
-from taskengine.tasktypes._options import parse_date
+from taskengine.tasktypes._common import parse_date
 
 if TYPE_CHECKING:
     from taskengine.engine import TaskEngine

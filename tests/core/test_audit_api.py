@@ -775,7 +775,7 @@ _TYPES = TaskEngine(MemoryStorage()).task_types
 def tasks(draw: st.DrawFn) -> Any:
     """A task driven through a random legal history."""
     from taskengine.task import Failure, Task
-    from taskengine.tasktypes._options import CopyFieldDataOptions
+    from taskengine.tasktypes.copy_field_data import CopyFieldDataOptions
 
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     task = Task(
@@ -854,7 +854,7 @@ def test_progress_view_is_bounded_and_consistent(task: Any) -> None:
 
 def test_create_accepts_typed_options_and_validates_them(engine: TaskEngine) -> None:
     """Typed options create the same task as JSON; invalid typed options are refused."""
-    from taskengine.tasktypes._options import CopyFieldDataOptions
+    from taskengine.tasktypes.copy_field_data import CopyFieldDataOptions
 
     task = engine.create_task(CopyFieldDataOptions("Items", "fullName", "copy"))
     assert task.to_json()["copyFieldDataOptions"]["targetFieldKey"] == "copy"

@@ -1,0 +1,379 @@
+"""What several task types share: the environment, the option-reading rules, the target.
+
+Every built-in type's options follow the same rules (docs/task-types.md): ``dataCollectionId``
+is a required string of 1..255 characters; ``environment`` is ``LIVE`` (default),
+``SANDBOX`` or ``SANDBOX_PREFERRED``; a ``filter`` must compile in the wix dialect;
+unknown keys are violations; JSON ``null`` for an optional key means "absent". A parser
+reports *every* broken rule at once, each under its JSON path
+(``task.editFieldDataOptions.operations.replaceItems.3.to: required``), through one
+:class:`OptionsReader`.
+
+When a task starts, its executor resolves the target with :func:`resolve_target`
+(``WDE0025`` unknown collection, ``WDE0179`` sandbox not enabled) and compiles its filter
+with :func:`compile_task_filter`.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import enum
+import math
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+from taskengine import codes
+from taskengine._jsonio import MAX_DEPTH
+from taskengine._values import parse_iso_datetime
+from taskengine.errors import CollectionNotFound, InvalidFilter, TaskFailure, Violation
+from taskengine.filters import compile_filter
+from taskengine.storage.base import CollectionInfo, Environment
+from taskengine.storage.codec import check_storable
+
+if TYPE_CHECKING:
+    from taskengine.filters import Filter
+    from taskengine.storage.base import Storage
+    from taskengine.tasktype import TaskOptions
+
+__all__ = [
+    "COMMON_KEYS",
+    "MAX_COLLECTION_ID_LENGTH",
+    "SYSTEM_FIELDS",
+    "TOO_DEEP",
+    "OptionsReader",
+    "TaskEnvironment",
+    "check_json",
+    "check_value",
+    "compile_task_filter",
+    "format_date",
+    "json_filter",
+    "parse_date",
+    "resolve_target",
+    "typed_options",
+]
+
+MAX_COLLECTION_ID_LENGTH: Final = 255
+"""Longest accepted ``dataCollectionId``."""
+
+SYSTEM_FIELDS: frozenset[str] = frozenset(
+    {
+        "_id",
+        "_createdDate",
+        "_updatedDate",
+        "_owner",
+        "_publishStatus",
+        "_publishDate",
+        "_draftDate",
+    }
+)
+"""Fields the CMS maintains itself; a task may read them but never write them."""
+
+COMMON_KEYS: Final = frozenset({"dataCollectionId", "environment"})
+"""The options keys every built-in type accepts."""
+
+_O = TypeVar("_O")
+
+
+class TaskEnvironment(str, enum.Enum):
+    """The environment a task asks for; ``SANDBOX_PREFERRED`` is resolved at task start."""
+
+    LIVE = "LIVE"
+    SANDBOX = "SANDBOX"
+    SANDBOX_PREFERRED = "SANDBOX_PREFERRED"
+
+
+def json_filter(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A filter spec as a plain JSON object (``None`` stays ``None``)."""
+    return dict(spec) if spec is not None else None
+
+
+def format_date(value: _dt.datetime) -> str:
+    """An ISO-8601 UTC string with a ``Z`` suffix (naive datetimes are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=_dt.timezone.utc)
+    text = value.astimezone(_dt.timezone.utc).isoformat()
+    return text[: -len("+00:00")] + "Z" if text.endswith("+00:00") else text
+
+
+def parse_date(value: Any) -> _dt.datetime | None:
+    """An aware datetime from an ISO-8601 string, ``{"$date": ISO}`` or a datetime.
+
+    A value without an offset is taken as UTC. Returns ``None`` when ``value`` is not a
+    date (never raises).
+    """
+    if isinstance(value, Mapping) and len(value) == 1 and "$date" in value:
+        value = value["$date"]
+    if isinstance(value, _dt.datetime):
+        parsed: _dt.datetime | None = value
+    elif isinstance(value, str):
+        parsed = parse_iso_datetime(value.strip())
+    else:
+        return None
+    if parsed is None:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=_dt.timezone.utc)
+    return parsed
+
+
+def check_value(value: Any, path: str, violations: list[Violation]) -> None:
+    """Record a violation at ``path`` unless ``value`` is storable as an item's value.
+
+    The storage's own rule (both adapters apply it to every item they store), so a value
+    accepted here can always be written: ``str`` (valid Unicode, no lone surrogates),
+    ``int`` in the signed 64-bit range, finite ``float``, ``bool``, ``None``,
+    ``datetime``, ``{"$date": "<ISO-8601>"}``, lists of those and objects with string
+    keys (see docs/task-types.md).
+    """
+    refused = check_storable(value)
+    if refused is not None:
+        inner, reason = refused
+        violations.append(Violation(f"{path}.{inner}" if inner else path, reason))
+
+
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+"""The :func:`check_json` violation for a value nested deeper than the wire allows."""
+
+
+def check_json(
+    value: Any, path: str, violations: list[Violation], depth: int = MAX_DEPTH
+) -> None:
+    """Record a violation under ``path`` for each part of ``value`` JSON text cannot carry.
+
+    A task is stored and served as JSON text, so every string and object key in its spec
+    must be valid Unicode (no lone surrogates), every number finite, and every object key
+    a string; ``datetime`` is allowed (its JSON form is ``{"$date": ISO}``). Containers may
+    nest ``depth`` levels (the wire's limit, so no later walk can exhaust the stack); past
+    that the violation is :data:`TOO_DEEP`. Checking this once at create time makes every
+    task store (memory or SQLite) accept the same specs.
+    """
+    if isinstance(value, Mapping | list | tuple):
+        if depth <= 0:
+            violations.append(Violation(path, TOO_DEEP))
+            return
+        depth -= 1
+    if isinstance(value, str):
+        if not (value.isascii() or _encodable(value)):
+            violations.append(Violation(path, "string is not valid Unicode (lone surrogate)"))
+    elif isinstance(value, bool | int | _dt.datetime) or value is None:
+        return
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            violations.append(Violation(path, f"{value!r} is not a finite number"))
+    elif isinstance(value, Mapping):
+        for key, element in value.items():
+            if not isinstance(key, str):
+                violations.append(Violation(path, f"object key {key!r} is not a string"))
+                continue
+            where = f"{path}.{key}" if path else key
+            if not (key.isascii() or _encodable(key)):
+                violations.append(Violation(where, "key is not valid Unicode (lone surrogate)"))
+                continue
+            check_json(element, where, violations, depth)
+    elif isinstance(value, list | tuple):
+        for index, element in enumerate(value):
+            check_json(element, f"{path}.{index}", violations, depth)
+    else:
+        violations.append(Violation(path, f"not a JSON value ({type(value).__name__})"))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+class OptionsReader:
+    """Reads one options object, recording every violation under its JSON path.
+
+    Args:
+        value: the JSON value found at ``path`` (a violation unless it is an object).
+        path: where ``value`` sits in the request (``"task.copyFieldDataOptions"``).
+        violations: the list every broken rule is appended to.
+
+    Attributes:
+        ok: ``value`` is an object (else the reader holds ``{}`` and recorded why).
+        obj: the object being read.
+    """
+
+    def __init__(self, value: Any, path: str, violations: list[Violation]) -> None:
+        self.path = path
+        self.violations = violations
+        self.ok = isinstance(value, Mapping)
+        self.obj: Mapping[str, Any] = value if self.ok else {}
+        if not self.ok:
+            self.fail(path, "must be an object" if value is not None else "required")
+
+    def at(self, key: str) -> str:
+        """The JSON path of ``key`` inside this object."""
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, path: str, description: str) -> None:
+        """Record a violation at ``path``."""
+        self.violations.append(Violation(path, description))
+
+    def reject_unknown(self, allowed: frozenset[str]) -> None:
+        """Record ``unknown field`` for every key not in ``allowed``."""
+        for key in self.obj:
+            if key not in allowed:
+                self.fail(self.at(str(key)), "unknown field")
+
+    def get(self, key: str) -> Any:
+        """The raw value of ``key`` (``None`` when absent or JSON ``null``)."""
+        return self.obj.get(key)
+
+    def required_string(self, key: str, *, max_length: int | None = None) -> str | None:
+        """A non-empty string of at most ``max_length`` characters, or ``None`` (recorded)."""
+        value = self.obj.get(key)
+        if value is None:
+            self.fail(self.at(key), "required")
+            return None
+        if not isinstance(value, str):
+            self.fail(self.at(key), "must be a string")
+            return None
+        if not value or (max_length is not None and len(value) > max_length):
+            limit = f"1..{max_length}" if max_length is not None else "at least 1"
+            self.fail(self.at(key), f"must be {limit} characters long")
+            return None
+        return value
+
+    def boolean(self, key: str) -> bool:
+        """An optional boolean, ``False`` when absent."""
+        value = self.obj.get(key)
+        if value is None:
+            return False
+        if not isinstance(value, bool):
+            self.fail(self.at(key), "must be a boolean")
+            return False
+        return value
+
+    def enum(self, key: str, kind: type[enum.Enum], default: Any) -> Any:
+        """A member of ``kind`` by value; absent gives ``default`` (required if ``None``)."""
+        value = self.obj.get(key)
+        if value is None:
+            if default is None:
+                self.fail(self.at(key), "required")
+            return default
+        names = [m.value for m in kind]
+        if isinstance(value, kind):
+            return value
+        if not isinstance(value, str) or value not in names:
+            self.fail(self.at(key), f"must be one of {', '.join(names)}")
+            return None
+        return kind(value)
+
+    def collection(self) -> str | None:
+        """The required ``dataCollectionId``."""
+        return self.required_string("dataCollectionId", max_length=MAX_COLLECTION_ID_LENGTH)
+
+    def environment(self) -> TaskEnvironment:
+        """The optional ``environment`` (``LIVE`` when absent or invalid)."""
+        env = self.enum("environment", TaskEnvironment, TaskEnvironment.LIVE)
+        return env if env is not None else TaskEnvironment.LIVE
+
+    def filter(self) -> Mapping[str, Any] | None:
+        """A copy of the optional ``filter``, which must compile in the wix dialect."""
+        value = self.obj.get("filter")
+        if value is None:
+            return None
+        where = self.at("filter")
+        if not isinstance(value, Mapping):
+            self.fail(where, "must be an object")
+            return None
+        try:
+            compile_filter(value, dialect="wix")
+        except InvalidFilter as exc:
+            self.fail(f"{where}.{exc.path}" if exc.path else where, exc.reason)
+            return None
+        return copy.deepcopy(dict(value))
+
+    def opaque_object(self, key: str) -> Mapping[str, Any] | None:
+        """A copy of an optional object handed through unchanged."""
+        value = self.obj.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            self.fail(self.at(key), "must be an object")
+            return None
+        return copy.deepcopy(dict(value))
+
+    def field_key(self, key: str, *, written: bool) -> str | None:
+        """A required field name; a field the task writes must not be a system field."""
+        value = self.required_string(key)
+        if value is not None and written and value in SYSTEM_FIELDS:
+            self.fail(self.at(key), f"must not be the system field {value!r}")
+            return None
+        return value
+
+
+def resolve_target(
+    collection: str, environment: TaskEnvironment | str, storage: Storage
+) -> tuple[CollectionInfo, Environment]:
+    """Look the collection up and resolve the requested environment (at task start).
+
+    ``SANDBOX_PREFERRED`` becomes ``SANDBOX`` when the collection has a sandbox enabled,
+    else ``LIVE``.
+
+    Raises:
+        TaskFailure: ``WDE0025`` when the collection does not exist, ``WDE0179`` when
+            ``SANDBOX`` is asked for and the collection has no sandbox.
+    """
+    try:
+        info = storage.collection_info(collection)
+    except CollectionNotFound:
+        raise TaskFailure(
+            codes.COLLECTION_NOT_FOUND,
+            f"Collection {collection!r} not found.",
+            {"dataCollectionId": collection},
+        ) from None
+    wanted = TaskEnvironment(environment)
+    if wanted is TaskEnvironment.LIVE:
+        return info, Environment.LIVE
+    if wanted is TaskEnvironment.SANDBOX_PREFERRED:
+        return info, Environment.SANDBOX if info.sandbox_enabled else Environment.LIVE
+    if not info.sandbox_enabled:
+        raise TaskFailure(
+            codes.SANDBOX_NOT_ENABLED,
+            f"Collection {collection!r} has no sandbox environment enabled.",
+            {"dataCollectionId": collection, "environment": "SANDBOX"},
+        )
+    return info, Environment.SANDBOX
+
+
+def compile_task_filter(spec: Mapping[str, Any] | None, collection: str) -> Filter | None:
+    """The compiled wix filter of a task (``None`` for no filter or ``{}``).
+
+    Raises:
+        TaskFailure: ``WDE0075`` when the spec no longer compiles (it was validated at
+            create, so only a hand-built task store gets here).
+    """
+    if not spec:
+        return None
+    try:
+        return compile_filter(spec, "wix")
+    except InvalidFilter as exc:
+        raise TaskFailure(
+            codes.ITEM_VALIDATION, f"Invalid filter: {exc}", {"dataCollectionId": collection}
+        ) from None
+
+
+def typed_options(
+    options: TaskOptions,
+    kind: type[_O],
+    parse: Callable[[Any, str], tuple[_O | None, list[Violation]]],
+) -> _O:
+    """``options`` as ``kind``; other option objects (raw JSON) are parsed again."""
+    if isinstance(options, kind):
+        return options
+    key: str = getattr(kind, "OPTIONS_KEY", "options")
+    parsed, problems = parse(options.to_json(), key)
+    if parsed is None or problems:
+        listed = "; ".join(f"{v.field}: {v.description}" for v in problems) or "unreadable"
+        raise TaskFailure(
+            codes.ITEM_VALIDATION,
+            f"Invalid task options: {listed}",
+            {"dataCollectionId": options.collection},
+        )
+    return parsed
