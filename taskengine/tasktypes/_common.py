@@ -19,7 +19,7 @@ import copy
 import datetime as _dt
 import enum
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from taskengine import codes
@@ -46,9 +46,9 @@ __all__ = [
     "check_value",
     "compile_task_filter",
     "format_date",
-    "json_filter",
     "parse_date",
     "resolve_target",
+    "target_json",
     "typed_options",
 ]
 
@@ -82,9 +82,15 @@ class TaskEnvironment(str, enum.Enum):
     SANDBOX_PREFERRED = "SANDBOX_PREFERRED"
 
 
-def json_filter(spec: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A filter spec as a plain JSON object (``None`` stays ``None``)."""
-    return dict(spec) if spec is not None else None
+def target_json(
+    collection: str, environment: TaskEnvironment, spec: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The keys an options object starts with: ``dataCollectionId``, ``environment`` and,
+    when there is one, ``filter``."""
+    out: dict[str, Any] = {"dataCollectionId": collection, "environment": environment.value}
+    if spec is not None:
+        out["filter"] = dict(spec)
+    return out
 
 
 def format_date(value: _dt.datetime) -> str:
@@ -263,6 +269,15 @@ class OptionsReader:
             self.fail(self.at(key), f"must be one of {', '.join(names)}")
             return None
         return kind(value)
+
+    def common(self, keys: Iterable[str]) -> tuple[str | None, TaskEnvironment]:
+        """Reject keys other than :data:`COMMON_KEYS` and ``keys``; read the common ones.
+
+        Returns:
+            the ``dataCollectionId`` (``None`` when it is broken) and the environment.
+        """
+        self.reject_unknown(COMMON_KEYS.union(keys))
+        return self.collection(), self.environment()
 
     def collection(self) -> str | None:
         """The required ``dataCollectionId``."""

@@ -13,10 +13,10 @@ import attrs
 
 from taskengine.tasktype import BatchChanges, Plan, TaskType
 from taskengine.tasktypes._common import (
-    COMMON_KEYS,
     OptionsReader,
     TaskEnvironment,
     resolve_target,
+    target_json,
     typed_options,
 )
 from taskengine.tasktypes._fieldops import copy_item
@@ -55,12 +55,10 @@ class CopyFieldDataOptions:
 
     def to_json(self) -> dict[str, Any]:
         """The reference ``copyFieldDataOptions`` object."""
-        return {
-            "dataCollectionId": self.data_collection_id,
-            "environment": self.environment.value,
-            "sourceFieldKey": self.source_field_key,
-            "targetFieldKey": self.target_field_key,
-        }
+        out = target_json(self.data_collection_id, self.environment)
+        out["sourceFieldKey"] = self.source_field_key
+        out["targetFieldKey"] = self.target_field_key
+        return out
 
 
 def parse_copy_field_data_options(
@@ -71,9 +69,7 @@ def parse_copy_field_data_options(
     r = OptionsReader(value, path, violations)
     if not r.ok:
         return None, violations
-    r.reject_unknown(COMMON_KEYS | {"sourceFieldKey", "targetFieldKey"})
-    collection = r.collection()
-    environment = r.environment()
+    collection, environment = r.common({"sourceFieldKey", "targetFieldKey"})
     source = r.field_key("sourceFieldKey", written=False)
     target = r.field_key("targetFieldKey", written=True)
     if source is not None and source == target:

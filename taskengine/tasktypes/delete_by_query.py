@@ -14,12 +14,11 @@ import attrs
 
 from taskengine.tasktype import BatchChanges, Plan, TaskType
 from taskengine.tasktypes._common import (
-    COMMON_KEYS,
     OptionsReader,
     TaskEnvironment,
     compile_task_filter,
-    json_filter,
     resolve_target,
+    target_json,
     typed_options,
 )
 from taskengine.tasktypes._publish_schedule import PUBLISH_STATUS, PUBLISHED
@@ -74,12 +73,7 @@ class DeleteByQueryOptions:
 
     def to_json(self) -> dict[str, Any]:
         """The reference ``deleteByQueryOptions`` object."""
-        out: dict[str, Any] = {
-            "dataCollectionId": self.data_collection_id,
-            "environment": self.environment.value,
-        }
-        if self.filter is not None:
-            out["filter"] = json_filter(self.filter)
+        out = target_json(self.data_collection_id, self.environment, self.filter)
         if self.app_options is not None:
             out["appOptions"] = dict(self.app_options)
         out["publishPluginOptions"] = {"includeDraftItems": self.include_draft_items}
@@ -94,9 +88,7 @@ def parse_delete_by_query_options(
     r = OptionsReader(value, path, violations)
     if not r.ok:
         return None, violations
-    r.reject_unknown(COMMON_KEYS | {"filter", "appOptions", "publishPluginOptions"})
-    collection = r.collection()
-    environment = r.environment()
+    collection, environment = r.common({"filter", "appOptions", "publishPluginOptions"})
     spec = r.filter()
     app_options = r.opaque_object("appOptions")
     include_drafts = False

@@ -17,13 +17,12 @@ import attrs
 from taskengine import codes
 from taskengine.tasktype import BatchChanges, ItemFailure, Plan, TaskType
 from taskengine.tasktypes._common import (
-    COMMON_KEYS,
     OptionsReader,
     TaskEnvironment,
     check_value,
     compile_task_filter,
-    json_filter,
     resolve_target,
+    target_json,
     typed_options,
 )
 from taskengine.tasktypes._fieldops import EditRefused, Operations, ReplaceItem, compile_edit
@@ -68,12 +67,7 @@ class EditFieldDataOptions:
 
     def to_json(self) -> dict[str, Any]:
         """The reference ``editFieldDataOptions`` object."""
-        out: dict[str, Any] = {
-            "dataCollectionId": self.data_collection_id,
-            "environment": self.environment.value,
-        }
-        if self.filter is not None:
-            out["filter"] = json_filter(self.filter)
+        out = target_json(self.data_collection_id, self.environment, self.filter)
         out["fieldKey"] = self.field_key
         out["operations"] = self.operations.to_json()
         return out
@@ -142,9 +136,7 @@ def parse_edit_field_data_options(
     r = OptionsReader(value, path, violations)
     if not r.ok:
         return None, violations
-    r.reject_unknown(COMMON_KEYS | {"filter", "fieldKey", "operations"})
-    collection = r.collection()
-    environment = r.environment()
+    collection, environment = r.common({"filter", "fieldKey", "operations"})
     spec = r.filter()
     field_key = r.field_key("fieldKey", written=True)
     operations = _parse_operations(r.get("operations"), r.at("operations"), violations)

@@ -21,14 +21,13 @@ from taskengine import codes
 from taskengine.errors import TaskFailure
 from taskengine.tasktype import BatchChanges, Plan, TaskType
 from taskengine.tasktypes._common import (
-    COMMON_KEYS,
     OptionsReader,
     TaskEnvironment,
     compile_task_filter,
     format_date,
-    json_filter,
     parse_date,
     resolve_target,
+    target_json,
     typed_options,
 )
 from taskengine.tasktypes._fieldops import identical
@@ -109,12 +108,7 @@ class UpdatePublishStatusOptions:
 
     def to_json(self) -> dict[str, Any]:
         """The reference ``updatePublishStatusOptions`` object."""
-        out: dict[str, Any] = {
-            "dataCollectionId": self.data_collection_id,
-            "environment": self.environment.value,
-        }
-        if self.filter is not None:
-            out["filter"] = json_filter(self.filter)
+        out = target_json(self.data_collection_id, self.environment, self.filter)
         out["operation"] = self.operation.value
         key = self.operation.schedule_key
         if key is not None and self.date is not None:
@@ -140,9 +134,7 @@ def parse_update_publish_status_options(
     if not r.ok:
         return None, violations
     schedule_keys = frozenset(_SCHEDULE_KEYS.values())
-    r.reject_unknown(COMMON_KEYS | {"filter", "operation"} | schedule_keys)
-    collection = r.collection()
-    environment = r.environment()
+    collection, environment = r.common({"filter", "operation"} | schedule_keys)
     spec = r.filter()
     operation: PublishOperation | None = r.enum("operation", PublishOperation, None)
     wanted = operation.schedule_key if operation is not None else None
