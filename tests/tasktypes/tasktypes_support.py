@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import re
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 from hypothesis import strategies as st
@@ -29,9 +26,6 @@ from taskengine.tasktypes.update_publish_status import (
     parse_update_publish_status_options,
 )
 
-SEED = Path(__file__).resolve().parents[3] / "shared" / "seeds" / "001_5baa8ec0c6d1dce1.txt"
-
-
 PARSERS = {
     "deleteByQueryOptions": parse_delete_by_query_options,
     "copyFieldDataOptions": parse_copy_field_data_options,
@@ -40,17 +34,7 @@ PARSERS = {
 }
 
 
-def seed_bodies() -> list[dict[str, Any]]:
-    """The four curl ``-d`` bodies of the reference API (its DELETE body has a trailing comma)."""
-    if SEED.exists():
-        text = SEED.read_text()
-        raw = re.findall(r"-d '(\{.*?\})'", text)
-        # The reference's DELETE example is not strict JSON ("...}, }"): drop trailing commas.
-        return [json.loads(re.sub(r",\s*([}\]])", r"\1", body)) for body in raw]
-    return list(SEED_BODIES)
-
-
-SEED_BODIES: list[dict[str, Any]] = [
+EXAMPLE_BODIES: list[dict[str, Any]] = [
     {
         "task": {
             "type": "UPDATE_PUBLISH_STATUS",
@@ -102,6 +86,7 @@ SEED_BODIES: list[dict[str, Any]] = [
         }
     },
 ]
+"""The reference API's example request bodies, one per built-in type."""
 
 
 def fields(violations: list[Any]) -> dict[str, str]:
@@ -150,7 +135,7 @@ def items(storage: Storage, collection: str = "Items", env: str = "LIVE") -> lis
 
 
 def holiday_items() -> list[dict[str, Any]]:
-    """Items for the seed examples: some Halloween, some not, tags and names."""
+    """Items for the example bodies: some Halloween, some not, tags and names."""
     return [
         {"_id": "1", "holidays": ["Halloween"], "tags": ["Goob", "outdated"], "fullName": "A"},
         {"_id": "2", "holidays": ["Easter"], "tags": ["Goob"], "fullName": "B"},

@@ -12,13 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from tasktypes_support import (
+    EXAMPLE_BODIES,
     PARSERS,
-    SEED_BODIES,
     START,
     failed_with,
     items,
     run,
-    seed_bodies,
 )
 
 from taskengine.clock import ManualClock
@@ -48,18 +47,16 @@ from taskengine.tasktypes.update_publish_status import (
 )
 
 
-def test_seed_has_four_bodies_matching_the_copy_here() -> None:
-    """The seed's four curl bodies are found, one per task type, equal to the copy here."""
-    bodies = seed_bodies()
-    assert sorted(b["task"]["type"] for b in bodies) == sorted(
-        b["task"]["type"] for b in SEED_BODIES
+def test_example_bodies_cover_each_type_once() -> None:
+    """There is one example body per built-in type."""
+    assert sorted(b["task"]["type"] for b in EXAMPLE_BODIES) == sorted(
+        t.name for t in default_task_types().task_types
     )
-    assert sorted(map(json.dumps, bodies)) == sorted(map(json.dumps, SEED_BODIES))
 
 
-@pytest.mark.parametrize("body", SEED_BODIES, ids=lambda b: b["task"]["type"])
-def test_seed_bodies_parse(body: dict[str, Any]) -> None:
-    """Each seed body's options parse with no violation and round-trip through to_json."""
+@pytest.mark.parametrize("body", EXAMPLE_BODIES, ids=lambda b: b["task"]["type"])
+def test_example_bodies_parse(body: dict[str, Any]) -> None:
+    """Each example body's options parse with no violation and round-trip through to_json."""
     task = body["task"]
     key = next(k for k in task if k != "type")
     options, problems = PARSERS[key](task[key], f"task.{key}")
@@ -184,11 +181,6 @@ def test_default_task_types_gives_each_engine_its_own_scheduler() -> None:
     assert default_task_types().scheduler is not default_task_types().scheduler
 
 
-def test_seed_bodies_are_the_references() -> None:
-    """The bodies used below are the reference's examples (parsed from the file when present)."""
-    assert len(seed_bodies()) == 4
-
-
 @pytest.mark.parametrize(
     ("sandbox", "env", "touched"),
     [
@@ -218,7 +210,7 @@ def test_environments(
 
 def test_unknown_collection_task_fails(engine: TaskEngine) -> None:
     """A task on an unknown collection is created, then FAILS with WDE0025."""
-    for body in SEED_BODIES:
+    for body in EXAMPLE_BODIES:
         created = engine.create_task(copy.deepcopy(body))
         assert created.status is TaskStatus.NEW
     engine.run_until_idle()

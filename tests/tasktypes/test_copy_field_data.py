@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from tasktypes_support import (
-    SEED_BODIES,
+    EXAMPLE_BODIES,
     counters_add_up,
     docs,
     fields,
@@ -81,12 +81,12 @@ def test_copy_apply(targets: Storage) -> None:
     assert first["t"][1] is not first["s"][1]
 
 
-def test_seed_copy_field_data(storage: Storage, engine: TaskEngine) -> None:
-    """Seed COPY: fullNameCopy := deep copy of fullName; items without it unchanged."""
+def test_example_copy_field_data(storage: Storage, engine: TaskEngine) -> None:
+    """Example COPY: fullNameCopy := deep copy of fullName; items without it unchanged."""
     storage.create_collection("Items")
     original = holiday_items()
     storage.insert_items("Items", "LIVE", original)
-    task = run(engine, copy.deepcopy(SEED_BODIES[3]))
+    task = run(engine, copy.deepcopy(EXAMPLE_BODIES[3]))
     assert task.status is TaskStatus.COMPLETED
     for before, after in zip(original, items(storage), strict=True):
         expected = dict(before)

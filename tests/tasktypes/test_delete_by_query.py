@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from tasktypes_support import (
-    SEED_BODIES,
+    EXAMPLE_BODIES,
     counters_add_up,
     docs,
     fields,
@@ -105,11 +105,11 @@ def test_delete_apply_deletes_all_given(targets: Storage) -> None:
 
 
 @pytest.mark.parametrize("plugin", [False, True])
-def test_seed_delete_by_query(storage: Storage, engine: TaskEngine, plugin: bool) -> None:
-    """Seed DELETE: Halloween items go; with the plugin, the DRAFT one stays."""
+def test_example_delete_by_query(storage: Storage, engine: TaskEngine, plugin: bool) -> None:
+    """Example DELETE: Halloween items go; with the plugin, the DRAFT one stays."""
     storage.create_collection("Items", publish_plugin=plugin)
     storage.insert_items("Items", "LIVE", holiday_items())
-    task = run(engine, copy.deepcopy(SEED_BODIES[1]))
+    task = run(engine, copy.deepcopy(EXAMPLE_BODIES[1]))
     assert task.status is TaskStatus.COMPLETED
     left = sorted(i["_id"] for i in items(storage))
     assert left == (["2", "4", "5"] if plugin else ["2", "4"])

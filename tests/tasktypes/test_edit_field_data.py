@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from hypothesis import assume, given
 from tasktypes_support import (
-    SEED_BODIES,
+    EXAMPLE_BODIES,
     counters_add_up,
     docs,
     edit,
@@ -37,10 +37,10 @@ from taskengine.tasktypes.edit_field_data import (
 )
 
 
-def test_seed_edit_options_typed() -> None:
-    """The seed's EDIT options become typed operations."""
+def test_example_edit_options_typed() -> None:
+    """The example's EDIT options become typed operations."""
     options, _ = parse_edit_field_data_options(
-        SEED_BODIES[2]["task"]["editFieldDataOptions"], "p"
+        EXAMPLE_BODIES[2]["task"]["editFieldDataOptions"], "p"
     )
     assert options == EditFieldDataOptions(
         data_collection_id="Items",
@@ -173,11 +173,11 @@ def test_edit_apply_failures_and_unchanged(targets: Storage) -> None:
     assert "tags" in failure.description
 
 
-def test_seed_edit_field_data(storage: Storage, engine: TaskEngine) -> None:
-    """Seed EDIT on Halloween items: replace, remove, add, dedupe."""
+def test_example_edit_field_data(storage: Storage, engine: TaskEngine) -> None:
+    """Example EDIT on Halloween items: replace, remove, add, dedupe."""
     storage.create_collection("Items")
     storage.insert_items("Items", "LIVE", holiday_items())
-    task = run(engine, copy.deepcopy(SEED_BODIES[2]))
+    task = run(engine, copy.deepcopy(EXAMPLE_BODIES[2]))
     assert task.status is TaskStatus.COMPLETED
     by_id = {i["_id"]: i for i in items(storage)}
     assert by_id["1"]["tags"] == ["Good", "sale"]

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from tasktypes_support import (
+    EXAMPLE_BODIES,
     HALLOWEEN,
-    SEED_BODIES,
     WHEN,
     failed_with,
     fields,
@@ -36,10 +36,10 @@ from taskengine.tasktypes.update_publish_status import (
 )
 
 
-def test_seed_schedule_date_is_parsed() -> None:
-    """The seed's schedule date becomes an aware UTC datetime."""
+def test_example_schedule_date_is_parsed() -> None:
+    """The example's schedule date becomes an aware UTC datetime."""
     options, _ = parse_update_publish_status_options(
-        SEED_BODIES[0]["task"]["updatePublishStatusOptions"], "p"
+        EXAMPLE_BODIES[0]["task"]["updatePublishStatusOptions"], "p"
     )
     assert options is not None
     assert options.date == datetime(2025, 1, 1, 10, tzinfo=timezone.utc)
@@ -177,11 +177,11 @@ def test_publish_committed_feeds_scheduler(targets: Storage) -> None:
     assert scheduler.pending() == []
 
 
-def test_seed_schedule_publish_overdue(storage: Storage, engine: TaskEngine) -> None:
-    """Seed SCHEDULE_PUBLISHED_STATUS for 2025-01-01 is overdue at 2026: applied at once."""
+def test_example_schedule_publish_overdue(storage: Storage, engine: TaskEngine) -> None:
+    """Example SCHEDULE_PUBLISHED_STATUS for 2025-01-01 is overdue at 2026: applied at once."""
     storage.create_collection("Items", publish_plugin=True)
     storage.insert_items("Items", "LIVE", holiday_items())
-    task = run(engine, copy.deepcopy(SEED_BODIES[0]))
+    task = run(engine, copy.deepcopy(EXAMPLE_BODIES[0]))
     assert task.status is TaskStatus.COMPLETED
     by_id = {i["_id"]: i for i in items(storage)}
     for item_id in ("1", "3", "5"):
@@ -196,7 +196,7 @@ def test_schedule_future_flips_when_clock_passes(storage: Storage, clock: Manual
     engine = TaskEngine(storage, clock=clock_before, batch_size=2)
     storage.create_collection("Items", publish_plugin=True)
     storage.insert_items("Items", "LIVE", holiday_items())
-    run(engine, copy.deepcopy(SEED_BODIES[0]))
+    run(engine, copy.deepcopy(EXAMPLE_BODIES[0]))
     stored = storage.get_item("Items", "LIVE", "1")
     assert stored is not None
     assert values_equal(stored["_publishDate"], datetime(2025, 1, 1, 10, tzinfo=timezone.utc))
@@ -248,7 +248,7 @@ def test_schedule_survives_restart(tmp_path: Path) -> None:
         storage.insert_items("Items", "LIVE", holiday_items())
         store = SQLiteTaskStore(storage)
         engine = TaskEngine(storage, task_store=store, clock=clock)
-        run(engine, copy.deepcopy(SEED_BODIES[0]))
+        run(engine, copy.deepcopy(EXAMPLE_BODIES[0]))
         store.close()
     clock.set(datetime(2025, 2, 1, tzinfo=timezone.utc))
     with SQLiteStorage(path) as storage:
@@ -283,7 +283,7 @@ def test_publish_without_plugin_fails(storage: Storage, engine: TaskEngine) -> N
     """UPDATE_PUBLISH_STATUS without the publish plugin FAILS with WDE0119."""
     storage.create_collection("Items")
     storage.insert_items("Items", "LIVE", holiday_items())
-    task = run(engine, copy.deepcopy(SEED_BODIES[0]))
+    task = run(engine, copy.deepcopy(EXAMPLE_BODIES[0]))
     failed_with(task, "WDE0119")
     assert items(storage) == holiday_items()
 
@@ -296,7 +296,7 @@ def test_now_overdue_schedule_in_started_engine() -> None:
     engine = TaskEngine(storage, tick_interval=0.01)
     engine.start()
     try:
-        task = engine.create_task(copy.deepcopy(SEED_BODIES[0]))
+        task = engine.create_task(copy.deepcopy(EXAMPLE_BODIES[0]))
         assert engine.wait(task.id, timeout=30).status is TaskStatus.COMPLETED
         deadline = datetime.now(timezone.utc) + timedelta(seconds=30)
         stored = storage.get_item("Items", "LIVE", "1")
