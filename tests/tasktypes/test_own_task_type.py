@@ -26,7 +26,7 @@ ITEMS = [
     {"_id": "3", "kind": "book", "stock": 5},
     {"_id": "4", "kind": "toy"},
 ]
-SPEC = {
+SET_STOCK_TO_ZERO = {
     "type": "SET_FIELD",
     "setFieldOptions": {
         "dataCollectionId": "Items",
@@ -48,13 +48,13 @@ def test_own_type_runs_end_to_end(storage: Storage) -> None:
     storage.insert_items("Items", "LIVE", ITEMS)
     engine = TaskEngine(storage, batch_size=2)
     engine.register_task_type(SET_FIELD)
-    task = engine.create_task(SPEC)
+    task = engine.create_task(SET_STOCK_TO_ZERO)
     engine.run_until_idle()
     done = engine.get_task(task.id)
     assert done.status.value == "COMPLETED"
     assert (done.items_succeeded, done.items_failed) == (3, 0)
     assert stocks(storage) == {"1": 0, "2": 0, "3": 5, "4": 0}
-    assert done.to_json()["setFieldOptions"] == SPEC["setFieldOptions"]
+    assert done.to_json()["setFieldOptions"] == SET_STOCK_TO_ZERO["setFieldOptions"]
 
 
 def test_own_type_refuses_bad_options_by_path(storage: Storage) -> None:
@@ -77,7 +77,7 @@ def test_own_type_unknown_collection_fails_the_task(storage: Storage) -> None:
     """An executor that lets CollectionNotFound out fails the task with WDE0025."""
     engine = TaskEngine(storage)
     engine.register_task_type(SET_FIELD)
-    task = engine.create_task(SPEC)
+    task = engine.create_task(SET_STOCK_TO_ZERO)
     engine.run_until_idle()
     done = engine.get_task(task.id)
     assert done.status.value == "FAILED"
@@ -98,7 +98,7 @@ def test_own_type_names_its_running_progress(storage: Storage) -> None:
             return super().apply(plan, items)
 
     engine.register_task_type(attrs.evolve(SET_FIELD, executor=Watching()))
-    engine.create_task(SPEC)
+    engine.create_task(SET_STOCK_TO_ZERO)
     engine.run_until_idle()
     assert len(seen) == 2  # four items in batches of two
     assert set(seen) == {"Setting a field"}
@@ -119,7 +119,7 @@ def test_own_type_resumes_from_a_sqlite_file(tmp_path: Path) -> None:
         tasks = SQLiteTaskStore(items)
         first = TaskEngine(items, task_store=tasks)
         first.register_task_type(SET_FIELD)
-        task_id = first.create_task(SPEC).id
+        task_id = first.create_task(SET_STOCK_TO_ZERO).id
         tasks.close()
     with SQLiteStorage(path) as items:
         tasks = SQLiteTaskStore(items)
