@@ -13,18 +13,10 @@ from taskengine.engine import TaskEngine
 from taskengine.storage import MemoryStorage, Storage
 from taskengine.task import Task, TaskStatus
 from taskengine.tasktype import Plan
-from taskengine.tasktypes.copy_field_data import (
-    parse_copy_field_data_options,
-)
-from taskengine.tasktypes.delete_by_query import (
-    parse_delete_by_query_options,
-)
-from taskengine.tasktypes.edit_field_data import (
-    parse_edit_field_data_options,
-)
-from taskengine.tasktypes.update_publish_status import (
-    parse_update_publish_status_options,
-)
+from taskengine.tasktypes.copy_field_data import parse_copy_field_data_options
+from taskengine.tasktypes.delete_by_query import parse_delete_by_query_options
+from taskengine.tasktypes.edit_field_data import parse_edit_field_data_options
+from taskengine.tasktypes.update_publish_status import parse_update_publish_status_options
 
 PARSERS = {
     "deleteByQueryOptions": parse_delete_by_query_options,

@@ -11,14 +11,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from tasktypes_support import (
-    EXAMPLE_BODIES,
-    PARSERS,
-    START,
-    failed_with,
-    items,
-    run,
-)
+from tasktypes_support import EXAMPLE_BODIES, PARSERS, START, failed_with, items, run
 
 from taskengine.clock import ManualClock
 from taskengine.engine import TaskEngine
@@ -26,20 +19,11 @@ from taskengine.errors import InvalidTask
 from taskengine.storage import MemoryStorage, Storage
 from taskengine.task import TaskStatus
 from taskengine.tasktypes import default_task_types
-from taskengine.tasktypes._common import (
-    SYSTEM_FIELDS,
-    TaskEnvironment,
-)
+from taskengine.tasktypes._common import SYSTEM_FIELDS, TaskEnvironment
 from taskengine.tasktypes._fieldops import Operations, ReplaceItem
-from taskengine.tasktypes.copy_field_data import (
-    CopyFieldDataOptions,
-)
-from taskengine.tasktypes.delete_by_query import (
-    DeleteByQueryOptions,
-)
-from taskengine.tasktypes.edit_field_data import (
-    EditFieldDataOptions,
-)
+from taskengine.tasktypes.copy_field_data import CopyFieldDataOptions
+from taskengine.tasktypes.delete_by_query import DeleteByQueryOptions
+from taskengine.tasktypes.edit_field_data import EditFieldDataOptions
 from taskengine.tasktypes.update_publish_status import (
     PublishOperation,
     UpdatePublishStatusExecutor,

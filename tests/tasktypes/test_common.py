@@ -6,10 +6,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
-from tasktypes_support import (
-    PARSERS,
-    fields,
-)
+from tasktypes_support import PARSERS, fields
 
 from taskengine.errors import TaskFailure
 from taskengine.storage import Environment, Storage
@@ -22,19 +19,13 @@ from taskengine.tasktypes._common import (
     resolve_target,
 )
 from taskengine.tasktypes._fieldops import Operations
-from taskengine.tasktypes.copy_field_data import (
-    CopyFieldDataExecutor,
-    CopyFieldDataOptions,
-)
+from taskengine.tasktypes.copy_field_data import CopyFieldDataExecutor, CopyFieldDataOptions
 from taskengine.tasktypes.delete_by_query import (
     DeleteByQueryExecutor,
     DeleteByQueryOptions,
     parse_delete_by_query_options,
 )
-from taskengine.tasktypes.edit_field_data import (
-    EditFieldDataExecutor,
-    EditFieldDataOptions,
-)
+from taskengine.tasktypes.edit_field_data import EditFieldDataExecutor, EditFieldDataOptions
 from taskengine.tasktypes.update_publish_status import (
     PublishOperation,
     UpdatePublishStatusExecutor,

@@ -23,9 +23,7 @@ from tasktypes_support import (
 from taskengine.engine import TaskEngine
 from taskengine.storage import Storage
 from taskengine.task import TaskStatus
-from taskengine.tasktypes._common import (
-    SYSTEM_FIELDS,
-)
+from taskengine.tasktypes._common import SYSTEM_FIELDS
 from taskengine.tasktypes._fieldops import identical
 from taskengine.tasktypes.copy_field_data import (
     CopyFieldDataExecutor,
