@@ -20,7 +20,7 @@ import datetime as _dt
 import enum
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from taskengine import codes
 from taskengine._jsonio import MAX_DEPTH
@@ -40,6 +40,7 @@ __all__ = [
     "MAX_COLLECTION_ID_LENGTH",
     "SYSTEM_FIELDS",
     "TOO_DEEP",
+    "CollectionOptions",
     "OptionsReader",
     "TaskEnvironment",
     "check_json",
@@ -72,6 +73,28 @@ COMMON_KEYS: Final = frozenset({"dataCollectionId", "environment"})
 """The options keys every built-in type accepts."""
 
 _O = TypeVar("_O")
+
+
+class CollectionOptions:
+    """What every built-in options class has: its type's name and key, its collection.
+
+    Subclasses are attrs classes with a ``data_collection_id`` field; this base adds no
+    field, only the ``collection`` the engine's ``TaskOptions`` protocol asks for.
+    """
+
+    __slots__ = ()
+
+    TASK_TYPE: ClassVar[str]
+    """The task ``type`` these options belong to."""
+    OPTIONS_KEY: ClassVar[str]
+    """The JSON key of these options in a task object."""
+
+    data_collection_id: str
+
+    @property
+    def collection(self) -> str:
+        """The collection the task works on (``dataCollectionId``)."""
+        return self.data_collection_id
 
 
 class TaskEnvironment(str, enum.Enum):

@@ -13,6 +13,7 @@ import attrs
 
 from taskengine.tasktype import BatchChanges, Plan, TaskType
 from taskengine.tasktypes._common import (
+    CollectionOptions,
     OptionsReader,
     TaskEnvironment,
     resolve_target,
@@ -35,23 +36,16 @@ __all__ = [
 
 
 @attrs.frozen
-class CopyFieldDataOptions:
+class CopyFieldDataOptions(CollectionOptions):
     """Options of a ``COPY_FIELD_DATA`` task: every item's target := copy of its source."""
 
     TASK_TYPE: ClassVar[str] = "COPY_FIELD_DATA"
-    """The task ``type`` these options belong to."""
     OPTIONS_KEY: ClassVar[str] = "copyFieldDataOptions"
-    """The JSON key of these options in a task object."""
 
     data_collection_id: str
     source_field_key: str
     target_field_key: str
     environment: TaskEnvironment = TaskEnvironment.LIVE
-
-    @property
-    def collection(self) -> str:
-        """The collection the task works on (``dataCollectionId``)."""
-        return self.data_collection_id
 
     def to_json(self) -> dict[str, Any]:
         """The reference ``copyFieldDataOptions`` object."""

@@ -14,6 +14,7 @@ import attrs
 
 from taskengine.tasktype import BatchChanges, Plan, TaskType
 from taskengine.tasktypes._common import (
+    CollectionOptions,
     OptionsReader,
     TaskEnvironment,
     compile_task_filter,
@@ -43,7 +44,7 @@ PUBLISHED_ONLY: Final[Mapping[str, Any]] = {
 
 
 @attrs.frozen
-class DeleteByQueryOptions:
+class DeleteByQueryOptions(CollectionOptions):
     """Options of a ``DELETE_BY_QUERY`` task.
 
     Attributes:
@@ -56,20 +57,13 @@ class DeleteByQueryOptions:
     """
 
     TASK_TYPE: ClassVar[str] = "DELETE_BY_QUERY"
-    """The task ``type`` these options belong to."""
     OPTIONS_KEY: ClassVar[str] = "deleteByQueryOptions"
-    """The JSON key of these options in a task object."""
 
     data_collection_id: str
     environment: TaskEnvironment = TaskEnvironment.LIVE
     filter: Mapping[str, Any] | None = None
     app_options: Mapping[str, Any] | None = None
     include_draft_items: bool = False
-
-    @property
-    def collection(self) -> str:
-        """The collection the task works on (``dataCollectionId``)."""
-        return self.data_collection_id
 
     def to_json(self) -> dict[str, Any]:
         """The reference ``deleteByQueryOptions`` object."""

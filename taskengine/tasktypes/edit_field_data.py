@@ -17,6 +17,7 @@ import attrs
 from taskengine import codes
 from taskengine.tasktype import BatchChanges, ItemFailure, Plan, TaskType
 from taskengine.tasktypes._common import (
+    CollectionOptions,
     OptionsReader,
     TaskEnvironment,
     check_value,
@@ -45,25 +46,18 @@ MAX_OPERATION_ENTRIES: Final = 64
 
 
 @attrs.frozen
-class EditFieldDataOptions:
+class EditFieldDataOptions(CollectionOptions):
     """Options of an ``EDIT_FIELD_DATA`` task: edit the array in ``field_key`` of matching
     items."""
 
     TASK_TYPE: ClassVar[str] = "EDIT_FIELD_DATA"
-    """The task ``type`` these options belong to."""
     OPTIONS_KEY: ClassVar[str] = "editFieldDataOptions"
-    """The JSON key of these options in a task object."""
 
     data_collection_id: str
     field_key: str
     operations: Operations
     environment: TaskEnvironment = TaskEnvironment.LIVE
     filter: Mapping[str, Any] | None = None
-
-    @property
-    def collection(self) -> str:
-        """The collection the task works on (``dataCollectionId``)."""
-        return self.data_collection_id
 
     def to_json(self) -> dict[str, Any]:
         """The reference ``editFieldDataOptions`` object."""

@@ -21,6 +21,7 @@ from taskengine import codes
 from taskengine.errors import TaskFailure
 from taskengine.tasktype import BatchChanges, Plan, TaskType
 from taskengine.tasktypes._common import (
+    CollectionOptions,
     OptionsReader,
     TaskEnvironment,
     compile_task_filter,
@@ -82,7 +83,7 @@ def _aware(value: _dt.datetime | None) -> _dt.datetime | None:
 
 
 @attrs.frozen
-class UpdatePublishStatusOptions:
+class UpdatePublishStatusOptions(CollectionOptions):
     """Options of an ``UPDATE_PUBLISH_STATUS`` task.
 
     Attributes:
@@ -91,20 +92,13 @@ class UpdatePublishStatusOptions:
     """
 
     TASK_TYPE: ClassVar[str] = "UPDATE_PUBLISH_STATUS"
-    """The task ``type`` these options belong to."""
     OPTIONS_KEY: ClassVar[str] = "updatePublishStatusOptions"
-    """The JSON key of these options in a task object."""
 
     data_collection_id: str
     operation: PublishOperation
     environment: TaskEnvironment = TaskEnvironment.LIVE
     filter: Mapping[str, Any] | None = None
     date: _dt.datetime | None = attrs.field(default=None, converter=_aware)
-
-    @property
-    def collection(self) -> str:
-        """The collection the task works on (``dataCollectionId``)."""
-        return self.data_collection_id
 
     def to_json(self) -> dict[str, Any]:
         """The reference ``updatePublishStatusOptions`` object."""
