@@ -45,6 +45,7 @@ import attrs
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine import codes
+from taskengine._jsonio import TOO_DEEP, check_json
 from taskengine.clock import Clock, SystemClock
 from taskengine.errors import (
     CollectionNotFound,
@@ -63,7 +64,6 @@ from taskengine.storage.base import WriteResult
 from taskengine.task import Failure, RawOptions, Task, TaskStatus
 from taskengine.taskstore import MemoryTaskStore, TaskStore
 from taskengine.tasktype import BatchChanges, Plan, Service, TaskOptions, TaskType
-from taskengine.tasktypes._common import TOO_DEEP, check_json
 from taskengine.tasktypes._fieldops import identical
 
 if TYPE_CHECKING:
