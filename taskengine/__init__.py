@@ -56,14 +56,13 @@ if TYPE_CHECKING:
         TaskOptions,
         TaskType,
     )
-    from taskengine.tasktypes._options import (
-        CopyFieldDataOptions,
-        DeleteByQueryOptions,
-        EditFieldDataOptions,
-        Operations,
+    from taskengine.tasktypes._common import TaskEnvironment
+    from taskengine.tasktypes._fieldops import Operations, ReplaceItem
+    from taskengine.tasktypes.copy_field_data import CopyFieldDataOptions
+    from taskengine.tasktypes.delete_by_query import DeleteByQueryOptions
+    from taskengine.tasktypes.edit_field_data import EditFieldDataOptions
+    from taskengine.tasktypes.update_publish_status import (
         PublishOperation,
-        ReplaceItem,
-        TaskEnvironment,
         UpdatePublishStatusOptions,
     )
 
@@ -73,12 +72,12 @@ _EXPORTS: dict[str, str] = {
     "CollectionExists": "taskengine.errors",
     "CollectionInfo": "taskengine.storage",
     "CollectionNotFound": "taskengine.errors",
-    "CopyFieldDataOptions": "taskengine.tasktypes._options",
+    "CopyFieldDataOptions": "taskengine.tasktypes.copy_field_data",
     "Count": "taskengine.storage",
-    "DeleteByQueryOptions": "taskengine.tasktypes._options",
+    "DeleteByQueryOptions": "taskengine.tasktypes.delete_by_query",
     "Dialect": "taskengine.filters",
     "DuplicateItem": "taskengine.errors",
-    "EditFieldDataOptions": "taskengine.tasktypes._options",
+    "EditFieldDataOptions": "taskengine.tasktypes.edit_field_data",
     "Environment": "taskengine.storage",
     "Executor": "taskengine.tasktype",
     "Failure": "taskengine.task",
@@ -93,12 +92,12 @@ _EXPORTS: dict[str, str] = {
     "ManualClock": "taskengine.clock",
     "MemoryStorage": "taskengine.storage",
     "MemoryTaskStore": "taskengine.taskstore",
-    "Operations": "taskengine.tasktypes._options",
+    "Operations": "taskengine.tasktypes._fieldops",
     "Page": "taskengine.storage",
     "Plan": "taskengine.tasktype",
     "Progress": "taskengine.progress",
-    "PublishOperation": "taskengine.tasktypes._options",
-    "ReplaceItem": "taskengine.tasktypes._options",
+    "PublishOperation": "taskengine.tasktypes.update_publish_status",
+    "ReplaceItem": "taskengine.tasktypes._fieldops",
     "SQLiteStorage": "taskengine.storage",
     "SQLiteTaskStore": "taskengine.taskstore",
     "SandboxNotEnabled": "taskengine.errors",
@@ -109,7 +108,7 @@ _EXPORTS: dict[str, str] = {
     "Task": "taskengine.task",
     "TaskEngine": "taskengine.engine",
     "TaskEngineError": "taskengine.errors",
-    "TaskEnvironment": "taskengine.tasktypes._options",
+    "TaskEnvironment": "taskengine.tasktypes._common",
     "TaskFailure": "taskengine.errors",
     "TaskNotFound": "taskengine.errors",
     "TaskOptions": "taskengine.tasktype",
@@ -117,7 +116,7 @@ _EXPORTS: dict[str, str] = {
     "TaskStatus": "taskengine.task",
     "TaskStore": "taskengine.taskstore",
     "TaskType": "taskengine.tasktype",
-    "UpdatePublishStatusOptions": "taskengine.tasktypes._options",
+    "UpdatePublishStatusOptions": "taskengine.tasktypes.update_publish_status",
     "Violation": "taskengine.errors",
     "WriteResult": "taskengine.storage",
     "compile_filter": "taskengine.filters",

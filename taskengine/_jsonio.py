@@ -19,15 +19,19 @@ the source (``body``, a file name, ``line 12``) and, for syntax errors, the line
 from __future__ import annotations
 
 import json
+import math
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from taskengine._values import DATE_KEY, date_text
+from taskengine._values import DATE_KEY, date_text, encodable
 from taskengine.errors import InvalidRequest, Violation
 
 __all__ = [
     "MAX_DEPTH",
+    "TOO_DEEP",
+    "check_json",
     "dumps",
     "json_type_name",
     "parse_json",
@@ -190,3 +194,50 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
             value, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default
         )
     return json.dumps(value, ensure_ascii=False, indent=indent, allow_nan=False, default=_default)
+
+
+
+TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+"""The :func:`check_json` violation for a value nested deeper than the wire allows."""
+
+
+def check_json(
+    value: Any, path: str, violations: list[Violation], depth: int = MAX_DEPTH
+) -> None:
+    """Record a violation under ``path`` for each part of ``value`` JSON text cannot carry.
+
+    A task is stored and served as JSON text, so every string and object key in its spec
+    must be valid Unicode (no lone surrogates), every number finite, and every object key
+    a string; ``datetime`` is allowed (its JSON form is ``{"$date": ISO}``). Containers may
+    nest ``depth`` levels (the wire's limit, so no later walk can exhaust the stack); past
+    that the violation is :data:`TOO_DEEP`. Checking this once at create time makes every
+    task store (memory or SQLite) accept the same specs.
+    """
+    if isinstance(value, Mapping | list | tuple):
+        if depth <= 0:
+            violations.append(Violation(path, TOO_DEEP))
+            return
+        depth -= 1
+    if isinstance(value, str):
+        if not (value.isascii() or encodable(value)):
+            violations.append(Violation(path, "string is not valid Unicode (lone surrogate)"))
+    elif isinstance(value, bool | int | datetime) or value is None:
+        return
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            violations.append(Violation(path, f"{value!r} is not a finite number"))
+    elif isinstance(value, Mapping):
+        for key, element in value.items():
+            if not isinstance(key, str):
+                violations.append(Violation(path, f"object key {key!r} is not a string"))
+                continue
+            where = f"{path}.{key}" if path else key
+            if not (key.isascii() or encodable(key)):
+                violations.append(Violation(where, "key is not valid Unicode (lone surrogate)"))
+                continue
+            check_json(element, where, violations, depth)
+    elif isinstance(value, list | tuple):
+        for index, element in enumerate(value):
+            check_json(element, f"{path}.{index}", violations, depth)
+    else:
+        violations.append(Violation(path, f"not a JSON value ({type(value).__name__})"))

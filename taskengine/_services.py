@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -92,10 +92,12 @@ class Services:
 
 
 def load_plugin(name: str) -> tuple[list[TaskType], list[Service]]:
-    """Call the ``"module:function"`` plug-in ``name``: ``(task types, services)``."""
+    """Call the ``"module:function"`` plug-in ``name``; return its task types and services.
+
+    The function takes no arguments and returns an object with ``task_types`` and
+    ``services`` (such as :class:`taskengine.tasktypes.BuiltinTypes`).
+    """
     module_name, _, function_name = name.partition(":")
-    factory: Callable[[], tuple[Iterable[TaskType], Iterable[Service]]] = getattr(
-        importlib.import_module(module_name), function_name
-    )
-    task_types, services = factory()
-    return list(task_types), list(services)
+    factory: Callable[[], Any] = getattr(importlib.import_module(module_name), function_name)
+    found = factory()
+    return list(found.task_types), list(found.services)

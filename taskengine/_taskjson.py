@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from taskengine import codes
-from taskengine.errors import InvalidTask, TaskFailure, Violation
 
 # The JSON-text check belongs with the value model; see pyproject's import contracts.
-from taskengine.tasktypes._options import TOO_DEEP, check_json
+from taskengine._jsonio import TOO_DEEP, check_json
+from taskengine.errors import InvalidTask, TaskFailure, Violation
 
 if TYPE_CHECKING:
     from taskengine.tasktype import TaskOptions, TaskType

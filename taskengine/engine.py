@@ -103,9 +103,10 @@ class TaskEngine:
     DEFAULT_TASK_TYPES: ClassVar[str] = "taskengine.tasktypes:default_task_types"
     """Where the built-in task types come from, as ``"module:function"``.
 
-    The function takes no arguments and returns ``(task types, services)``: a list of
-    :class:`~taskengine.tasktype.TaskType` and a list of
-    :class:`~taskengine.tasktype.Service` they need. Resolved by name, like an entry
+    The function takes no arguments and returns an object with ``task_types`` (the
+    :class:`~taskengine.tasktype.TaskType` s) and ``services`` (the
+    :class:`~taskengine.tasktype.Service` s they need), such as
+    :class:`taskengine.tasktypes.BuiltinTypes`. Resolved by name, like an entry
     point, only when an engine is made with ``task_types=None``.
     """
 
@@ -412,7 +413,8 @@ class TaskEngine:
         Raises:
             TaskNotFound: no such task, or it has expired.
         """
-        return Progress.of(self._get_live(task_id))
+        task = self._get_live(task_id)
+        return Progress.of(task, self._types.get(task.type))
 
     def sweep(self, now: datetime | None = None) -> int:
         """Remove every finished task whose ``expiresAt`` has passed; return how many.

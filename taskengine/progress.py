@@ -13,34 +13,36 @@ task's own timestamps.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import attrs
 
 from taskengine.task import Task, TaskStatus, format_timestamp
+from taskengine.tasktype import DEFAULT_RUNNING_MESSAGE
+
+if TYPE_CHECKING:
+    from taskengine.tasktype import TaskType
 
 __all__ = ["PROGRESS_PATH", "Progress", "progress_message"]
 
 PROGRESS_PATH = "/api/backgroundtask/"
 """The path prefix of the progress resource; ``Self`` is ``base_url + PROGRESS_PATH + id``."""
 
-_RUNNING_MESSAGES = {
-    "DELETE_BY_QUERY": "Deleting items",
-    "COPY_FIELD_DATA": "Copying field data",
-    "EDIT_FIELD_DATA": "Editing field data",
-    "UPDATE_PUBLISH_STATUS": "Updating publish status",
-}
+def progress_message(task: Task, running_message: str = DEFAULT_RUNNING_MESSAGE) -> str:
+    """The human ``Message`` for a task in its current state.
 
-
-def progress_message(task: Task) -> str:
-    """The human ``Message`` for a task in its current state."""
+    Args:
+        task: the task.
+        running_message: what a RUNNING task is doing; its type's
+            :attr:`~taskengine.tasktype.TaskType.running_message`.
+    """
     if task.status is TaskStatus.NEW:
         return "Waiting to start"
     if task.status is TaskStatus.RUNNING:
         if task.cancel_requested:
             return "Cancelling"
-        return _RUNNING_MESSAGES.get(task.type, "Processing items")
+        return running_message
     if task.status is TaskStatus.COMPLETED:
         return "Task Completed"
     if task.failures:
@@ -75,8 +77,15 @@ class Progress:
     message: str
 
     @classmethod
-    def of(cls, task: Task) -> Progress:
-        """The progress view of ``task``."""
+    def of(cls, task: Task, task_type: TaskType | None = None) -> Progress:
+        """The progress view of ``task``.
+
+        Args:
+            task: the task.
+            task_type: its type, whose ``running_message`` is the ``Message`` while the
+                task runs; ``None`` (a type this engine does not know) gives
+                ``"Processing items"``.
+        """
         processed = task.items_succeeded + task.items_failed
         total = task.estimated_item_count
         if task.status is TaskStatus.COMPLETED:
@@ -93,7 +102,10 @@ class Progress:
             progress_in_percent=percent,
             started_at=task.started_at,
             finished_at=task.finished_at,
-            message=progress_message(task),
+            message=progress_message(
+                task,
+                task_type.running_message if task_type is not None else DEFAULT_RUNNING_MESSAGE,
+            ),
         )
 
     def self_url(self, base_url: str) -> str:

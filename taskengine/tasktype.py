@@ -2,8 +2,9 @@
 
 A task type is one :class:`TaskType` value: a name (``"DELETE_BY_QUERY"``), the JSON
 key of its options object (``"deleteByQueryOptions"``), a parser from that JSON to typed
-options, and an :class:`Executor`. The engine owns everything else: the batch loop,
-checkpoints, counters, cancellation, retries and the atomic commit of each batch.
+options, an :class:`Executor`, and the progress message of its running tasks. The
+engine owns everything else: the batch loop, checkpoints, counters, cancellation,
+retries and the atomic commit of each batch.
 
 The engine's batch loop, for reference (``docs/architecture.md``)::
 
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from taskengine.storage.base import Environment, Storage, WriteResult
 
 __all__ = [
+    "DEFAULT_RUNNING_MESSAGE",
     "BatchChanges",
     "Executor",
     "ItemFailure",
@@ -46,6 +48,10 @@ __all__ = [
     "TaskOptions",
     "TaskType",
 ]
+
+
+DEFAULT_RUNNING_MESSAGE = "Processing items"
+"""The progress ``Message`` of a running task whose type names none of its own."""
 
 
 class TaskOptions(Protocol):
@@ -167,9 +173,12 @@ class TaskType:
         parse_options: validates the options JSON into typed options (see
             :data:`OptionsParser`).
         executor: runs tasks of this type.
+        running_message: the progress ``Message`` while a task of this type runs
+            (``"Deleting items"``; see docs/progress.md).
     """
 
     name: str
     options_key: str
     parse_options: OptionsParser
     executor: Executor
+    running_message: str = attrs.field(default=DEFAULT_RUNNING_MESSAGE, kw_only=True)

@@ -32,7 +32,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("taskengine._taskjson",),
     ("taskengine.tasktype",),
     ("taskengine.storage", "taskengine.filters"),
-    ("taskengine._jsonio", "taskengine._values", "taskengine.clock"),
+    ("taskengine._jsonio", "taskengine.clock"),
+    ("taskengine._values",),
     ("taskengine.errors", "taskengine.codes"),
 )
 """Top to bottom; a module may import only modules of its own layer or lower ones."""

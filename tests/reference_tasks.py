@@ -141,7 +141,7 @@ TASK_TYPES = TaskEngine(MemoryStorage()).task_types
 def task_json(draw: st.DrawFn) -> Any:
     """A task driven through a random legal history."""
     from taskengine.task import Failure, Task
-    from taskengine.tasktypes._options import CopyFieldDataOptions
+    from taskengine.tasktypes.copy_field_data import CopyFieldDataOptions
 
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     task = Task(

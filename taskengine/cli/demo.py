@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from taskengine.storage.sqlite import SQLiteStorage
     from taskengine.task import Task
     from taskengine.tasktype import BatchChanges, Executor, Plan, TaskOptions, TaskType
-    from taskengine.tasktypes._publish_schedule import PublishScheduler
+    from taskengine.tasktypes import BuiltinTypes
 
 __all__ = ["COLLECTION", "DEMO_TASKS", "add_command", "generate_items", "run_command", "run_demo"]
 
@@ -171,14 +171,12 @@ class _CountingExecutor:
 
 
 def _counting_task_types(
-    scheduler: PublishScheduler,
+    builtin: BuiltinTypes,
 ) -> tuple[list[TaskType], dict[str, _CountingExecutor]]:
     """The built-in task types, each with an executor that counts the items it wrote."""
-    from taskengine.tasktypes._executors import default_task_types
-
     types: list[TaskType] = []
     counters: dict[str, _CountingExecutor] = {}
-    for task_type in default_task_types(scheduler):
+    for task_type in builtin.task_types:
         counter = _CountingExecutor(task_type.executor)
         counters[task_type.name] = counter
         types.append(attrs.evolve(task_type, executor=counter))
@@ -290,13 +288,14 @@ def _run(
     replace: bool,
 ) -> int:
     results: list[_Result] = []
-    from taskengine.tasktypes._publish_schedule import PublishScheduler
+    from taskengine.tasktypes import default_task_types
 
-    scheduler = PublishScheduler()
-    types, counters = _counting_task_types(scheduler)
+    builtin = default_task_types()
+    types, counters = _counting_task_types(builtin)
     opened = open_engine(path, create=True, batch_size=batch_size, task_types=types)
     with opened as (engine, storage):
-        engine.register_service(scheduler)
+        for service in builtin.services:
+            engine.register_service(service)
         _prepare(storage, items, out, replace)  # before the engine resumes any old task
         engine.start()
         for spec, what in zip(DEMO_TASKS, _WHAT, strict=True):

@@ -1,8 +1,9 @@
 """Field operations as pure functions: an old value in, a new value (or a refusal) out.
 
-These are the per-item rules of ``EDIT_FIELD_DATA`` and ``COPY_FIELD_DATA``; they never
-touch storage and never mutate their inputs, so executors can apply them to a batch and
-write an item only when every operation on it succeeded.
+These are the per-item rules of ``EDIT_FIELD_DATA`` (the :class:`Operations` value and
+:func:`edit_item`) and ``COPY_FIELD_DATA`` (:func:`copy_item`); they never touch storage
+and never mutate their inputs, so executors can apply them to a batch and write an item
+only when every operation on it succeeded (see docs/task-types.md).
 
 Equality is the filter language's (``taskengine._values.values_equal``): type-strict,
 ``1 == 1.0``, ``True != 1``, dates by instant, dicts by content. Whether a result is a
@@ -20,13 +21,14 @@ from typing import Any, Final
 
 import attrs
 
-from taskengine._values import values_equal
-from taskengine.tasktypes._options import Operations, ReplaceItem
+from taskengine._values import identical, values_equal
 
 __all__ = [
     "MISSING",
     "EditRefused",
     "Missing",
+    "Operations",
+    "ReplaceItem",
     "compile_edit",
     "copy_item",
     "copy_value",
@@ -63,28 +65,75 @@ class EditRefused:
 _SCALARS = (str, int, float, bool, type(None), _dt.datetime)
 
 
+@attrs.frozen
+class ReplaceItem:
+    """One ``replaceItems`` entry: values equal to ``from_`` become ``to``."""
+
+    from_: Any
+    to: Any
+
+    def to_json(self) -> dict[str, Any]:
+        """The reference ``{"from", "to"}`` object."""
+        return {"from": self.from_, "to": self.to}
+
+
+def _tuple(value: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(value)
+
+
+def _replace_tuple(value: Sequence[ReplaceItem]) -> tuple[ReplaceItem, ...]:
+    return tuple(value)
+
+
+@attrs.frozen
+class Operations:
+    """The array operations of an ``EDIT_FIELD_DATA`` task, applied replace -> remove ->
+    add -> dedupe."""
+
+    add_items: tuple[Any, ...] = attrs.field(default=(), converter=_tuple)
+    remove_items: tuple[Any, ...] = attrs.field(default=(), converter=_tuple)
+    replace_items: tuple[ReplaceItem, ...] = attrs.field(default=(), converter=_replace_tuple)
+    remove_duplicates: bool = False
+    # Fast paths when every value involved is a string (the common case: tags): string
+    # equality is plain ``==`` there, so sets and dicts replace the pairwise scans.
+    str_removals: frozenset[str] | None = attrs.field(
+        init=False, eq=False, repr=False, default=None
+    )
+    str_replacements: Mapping[str, Any] | None = attrs.field(
+        init=False, eq=False, repr=False, default=None
+    )
+
+    def __attrs_post_init__(self) -> None:
+        """Precompute the all-string fast paths."""
+        if self.remove_items and all(type(v) is str for v in self.remove_items):
+            object.__setattr__(self, "str_removals", frozenset(self.remove_items))
+        if self.replace_items and all(type(r.from_) is str for r in self.replace_items):
+            table: dict[str, Any] = {}
+            for rule in self.replace_items:
+                table.setdefault(rule.from_, rule.to)  # the first matching rule wins
+            object.__setattr__(self, "str_replacements", table)
+
+    @property
+    def needs_array(self) -> bool:
+        """Whether any operation other than ``replaceItems`` is requested (those need an array)."""
+        return bool(self.add_items or self.remove_items or self.remove_duplicates)
+
+    def to_json(self) -> dict[str, Any]:
+        """The reference ``operations`` object."""
+        out: dict[str, Any] = {}
+        if self.add_items:
+            out["addItems"] = list(self.add_items)
+        if self.remove_items:
+            out["removeItems"] = list(self.remove_items)
+        if self.replace_items:
+            out["replaceItems"] = [r.to_json() for r in self.replace_items]
+        out["removeDuplicates"] = self.remove_duplicates
+        return out
+
+
 def _fresh(value: Any) -> Any:
     """A deep copy that is free for scalars (the common case: tags are strings)."""
     return value if isinstance(value, _SCALARS) else copy.deepcopy(value)
-
-
-def identical(a: Any, b: Any) -> bool:
-    """Whether two values are the same JSON value: same types, same keys in the same order.
-
-    Stricter than ``values_equal`` (``1`` is not identical to ``1.0``, ``{"a":1,"b":2}``
-    not to ``{"b":2,"a":1}``): it decides whether a result must be written.
-    """
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, list):
-        return len(a) == len(b) and all(identical(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(identical(a[k], b[k]) for k in a)
-    if isinstance(a, float) and a != a:
-        return bool(b != b)
-    if isinstance(a, _dt.datetime):
-        return bool(a == b and a.tzinfo == b.tzinfo)
-    return bool(a == b)
 
 
 def _contains(values: Sequence[Any], value: Any) -> bool:
@@ -274,11 +323,22 @@ def compile_edit(
     return fast_edit
 
 
+def _copy_json(value: Any) -> Any:
+    # Items hold JSON-like values only: faster than copy.deepcopy, and datetimes (which
+    # are immutable) stay shared.
+    if isinstance(value, list):
+        return [_copy_json(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copy_json(v) for k, v in value.items()}
+    return value
+
+
 def copy_value(item: Mapping[str, Any], source: str) -> Any:
     """A deep copy of ``item[source]``, or :data:`MISSING` when the item has no such field."""
     if source not in item:
         return MISSING
-    return _fresh(item[source])
+    value = item[source]
+    return value if isinstance(value, _SCALARS) else _copy_json(value)
 
 
 def copy_item(item: dict[str, Any], source: str, target: str) -> bool:
@@ -287,12 +347,12 @@ def copy_item(item: dict[str, Any], source: str, target: str) -> bool:
     Returns whether the item changed: ``False`` when it has no ``source`` (left as it
     was) or ``target`` already holds an identical value.
     """
-    value = copy_value(item, source)
-    if value is MISSING:
+    if source not in item:
         return False
+    value = item[source]
     if target in item and identical(item[target], value):
         return False
-    item[target] = value
+    item[target] = value if isinstance(value, _SCALARS) else _copy_json(value)
     return True
 
 

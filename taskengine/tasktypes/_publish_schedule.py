@@ -23,14 +23,15 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
+from taskengine._values import as_utc
 from taskengine.errors import CollectionNotFound, SandboxNotEnabled, StorageError
 from taskengine.storage.base import Environment
-from taskengine.tasktypes._options import parse_date
+from taskengine.tasktypes._common import parse_date
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Storage
@@ -62,7 +63,6 @@ RETRY_DELAY: Final = timedelta(seconds=5)
 
 _STATUS_OF: Final = {PUBLISH_DATE: PUBLISHED, DRAFT_DATE: DRAFT}
 _CHUNK: Final = 500
-_UTC: Final = timezone.utc
 
 
 class ScheduleEntry(NamedTuple):
@@ -86,12 +86,6 @@ class ScheduleEntry(NamedTuple):
     def key(self) -> tuple[str, str, str, str]:
         """Identity of the entry regardless of its due time."""
         return (self.collection, self.environment, self.item_id, self.field)
-
-
-def _utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=_UTC)
-    return moment.astimezone(_UTC)
 
 
 def _env_name(environment: Environment | str) -> str:
@@ -130,7 +124,7 @@ class PublishScheduler:
         applied. Storage errors never escape: the entries are retried after
         :data:`RETRY_DELAY` (or dropped when their collection or sandbox is gone).
         """
-        now = _utc(now)
+        now = as_utc(now)
         due: list[ScheduleEntry] = []
         with self._lock:
             timeline = self._timeline
@@ -174,7 +168,7 @@ class PublishScheduler:
         when: datetime | None = None
         for item_id, due in entries:
             if due is not last:  # a task schedules every item at the same date
-                last, when = due, _utc(due)
+                last, when = due, as_utc(due)
             append(new(kind, (when, collection, env, item_id, field)))
         with self._lock:
             self._put_many(fresh)
@@ -222,7 +216,7 @@ class PublishScheduler:
                                 if when is not None:
                                     found.append(
                                         ScheduleEntry(
-                                            _utc(when), info.name, env.value, item["_id"], field
+                                            as_utc(when), info.name, env.value, item["_id"], field
                                         )
                                     )
                 except (CollectionNotFound, SandboxNotEnabled):
@@ -343,7 +337,7 @@ def _flip_due(
         when = parse_date(item[field])
         if when is None:
             continue  # not a date: not ours to interpret
-        when = _utc(when)
+        when = as_utc(when)
         if when <= now:
             passed.append((when, field))
         else:

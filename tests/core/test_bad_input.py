@@ -26,7 +26,8 @@ from taskengine.storage.sqlite import SQLiteStorage
 from taskengine.task import TaskStatus
 from taskengine.taskstore import MemoryTaskStore, SQLiteTaskStore, TaskStore
 from taskengine.tasktype import TaskType
-from taskengine.tasktypes._options import EditFieldDataOptions, Operations, ReplaceItem
+from taskengine.tasktypes._fieldops import Operations, ReplaceItem
+from taskengine.tasktypes.edit_field_data import EditFieldDataOptions
 
 LONE = "x\ud800"
 

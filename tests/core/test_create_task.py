@@ -212,7 +212,7 @@ def test_create_refuses_non_object_specs(engine: TaskEngine) -> None:
 
 def test_create_accepts_typed_options_and_validates_them(engine: TaskEngine) -> None:
     """Typed options create the same task as JSON; invalid typed options are refused."""
-    from taskengine.tasktypes._options import CopyFieldDataOptions
+    from taskengine.tasktypes.copy_field_data import CopyFieldDataOptions
 
     task = engine.create_task(CopyFieldDataOptions("Items", "fullName", "copy"))
     assert task.to_json()["copyFieldDataOptions"]["targetFieldKey"] == "copy"

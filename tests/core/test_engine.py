@@ -778,10 +778,18 @@ def test_housekeeper_sweeps_expired_tasks_while_started(executor: CountExecutor)
 PLUGIN_SERVICES: list[RecordingService] = []
 
 
-def plugin_types() -> tuple[list[TaskType], list[RecordingService]]:
+@attrs.frozen
+class PluginTypes:
+    """What a task-type plug-in returns: its types and the services they need."""
+
+    task_types: list[TaskType]
+    services: list[RecordingService]
+
+
+def plugin_types() -> PluginTypes:
     """A stand-in for the built-in types plug-in: the test type and a new service."""
     PLUGIN_SERVICES.append(RecordingService())
-    return [count_type()], [PLUGIN_SERVICES[-1]]
+    return PluginTypes([count_type()], [PLUGIN_SERVICES[-1]])
 
 
 class PluginEngine(TaskEngine):

@@ -13,6 +13,8 @@ from taskengine._values import values_equal
 from taskengine.tasktypes._fieldops import (
     MISSING,
     EditRefused,
+    Operations,
+    ReplaceItem,
     compile_edit,
     copy_item,
     copy_value,
@@ -20,7 +22,6 @@ from taskengine.tasktypes._fieldops import (
     edit_value,
     identical,
 )
-from taskengine.tasktypes._options import Operations, ReplaceItem
 
 D1 = datetime(2025, 1, 1, tzinfo=timezone.utc)
 
