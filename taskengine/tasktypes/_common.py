@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final, TypeVar
 
 from taskengine import codes
@@ -309,21 +309,16 @@ def compile_task_filter(spec: Mapping[str, Any] | None, collection: str) -> Filt
         ) from None
 
 
-def typed_options(
-    options: TaskOptions,
-    kind: type[_O],
-    parse: Callable[[Any, str], tuple[_O | None, list[Violation]]],
-) -> _O:
-    """``options`` as ``kind``; other option objects (raw JSON) are parsed again."""
-    if isinstance(options, kind):
-        return options
-    key: str = getattr(kind, "OPTIONS_KEY", "options")
-    parsed, problems = parse(options.to_json(), key)
-    if parsed is None or problems:
-        listed = "; ".join(f"{v.field}: {v.description}" for v in problems) or "unreadable"
-        raise TaskFailure(
-            codes.ITEM_VALIDATION,
-            f"Invalid task options: {listed}",
-            {"dataCollectionId": options.collection},
-        )
-    return parsed
+def typed_options(options: TaskOptions, kind: type[_O]) -> _O:
+    """``options`` as ``kind``, the options an executor's own type parses.
+
+    The engine parses a task's options once, with the type's parser, before any
+    executor sees them (stored options that no longer parse fail the task there).
+
+    Raises:
+        TypeError: ``options`` are not ``kind`` (an executor called with another
+            type's options).
+    """
+    if not isinstance(options, kind):
+        raise TypeError(f"expected {kind.__name__}, got {type(options).__name__}")
+    return options

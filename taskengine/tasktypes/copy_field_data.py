@@ -96,7 +96,7 @@ class CopyFieldDataExecutor:
         Raises:
             TaskFailure: ``WDE0025`` / ``WDE0179``.
         """
-        opts = typed_options(options, CopyFieldDataOptions, parse_copy_field_data_options)
+        opts = typed_options(options, CopyFieldDataOptions)
         _, env = resolve_target(opts.collection, opts.environment, storage)
         state = _CopyState(opts.source_field_key, opts.target_field_key)
         return Plan(opts.collection, env, None, state)

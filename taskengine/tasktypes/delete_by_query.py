@@ -114,7 +114,7 @@ class DeleteByQueryExecutor:
         Raises:
             TaskFailure: ``WDE0025`` / ``WDE0179``.
         """
-        opts = typed_options(options, DeleteByQueryOptions, parse_delete_by_query_options)
+        opts = typed_options(options, DeleteByQueryOptions)
         info, env = resolve_target(opts.collection, opts.environment, storage)
         spec: Mapping[str, Any] | None = opts.filter
         if info.publish_plugin and not opts.include_draft_items:

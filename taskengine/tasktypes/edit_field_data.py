@@ -169,7 +169,7 @@ class EditFieldDataExecutor:
         Raises:
             TaskFailure: ``WDE0025`` / ``WDE0179``.
         """
-        opts = typed_options(options, EditFieldDataOptions, parse_edit_field_data_options)
+        opts = typed_options(options, EditFieldDataOptions)
         _, env = resolve_target(opts.collection, opts.environment, storage)
         state = _EditState(opts.field_key, opts.operations)
         compiled = compile_task_filter(opts.filter, opts.collection)

@@ -192,9 +192,7 @@ class UpdatePublishStatusExecutor:
         Raises:
             TaskFailure: ``WDE0025`` / ``WDE0179`` / ``WDE0119``.
         """
-        opts = typed_options(
-            options, UpdatePublishStatusOptions, parse_update_publish_status_options
-        )
+        opts = typed_options(options, UpdatePublishStatusOptions)
         info, env = resolve_target(opts.collection, opts.environment, storage)
         if not info.publish_plugin:
             raise TaskFailure(

@@ -218,12 +218,9 @@ def test_empty_filter_is_no_filter(targets: Storage) -> None:
     assert plan.filter is None
 
 
-def test_plan_accepts_raw_options(targets: Storage) -> None:
-    """Raw JSON options (as a task store hands back) are parsed again."""
+def test_plan_takes_only_its_own_parsed_options(targets: Storage) -> None:
+    """Options are parsed once, by the engine: an executor refuses raw JSON options."""
     raw = RawOptions("plain", {"dataCollectionId": "plain", "sourceFieldKey": "a",
                                "targetFieldKey": "b"})
-    plan = CopyFieldDataExecutor().plan(raw, targets)
-    assert plan.collection == "plain"
-    bad = RawOptions("plain", {"dataCollectionId": "plain", "sourceFieldKey": "a"})
-    with pytest.raises(TaskFailure):
-        CopyFieldDataExecutor().plan(bad, targets)
+    with pytest.raises(TypeError, match="expected CopyFieldDataOptions, got RawOptions"):
+        CopyFieldDataExecutor().plan(raw, targets)
