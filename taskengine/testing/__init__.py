@@ -52,9 +52,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from taskengine.testing import _atomic_checks, _collection_checks, _item_checks
 from taskengine.testing._checks import (
-    REGISTRY,
     Check,
     CheckFailure,
     ConformanceError,
@@ -62,6 +60,7 @@ from taskengine.testing._checks import (
     close_storage,
     same_value,
 )
+from taskengine.testing._suite import CHECKS
 from taskengine.testing.agreement import agreement_machine
 
 if TYPE_CHECKING:
@@ -78,13 +77,6 @@ __all__ = [
     "same_value",
 ]
 
-CHECKS: tuple[Check, ...] = tuple(
-    check
-    for module in (_collection_checks, _item_checks, _atomic_checks)
-    for check in REGISTRY
-    if check.run.__module__ == module.__name__
-)
-"""Every check of the suite, in a stable order (collections, items, atomic blocks)."""
 
 
 def run_conformance(

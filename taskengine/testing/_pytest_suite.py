@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from taskengine.storage.base import Storage
-from taskengine.testing import CHECKS
 from taskengine.testing._checks import Check, close_storage
+from taskengine.testing._suite import CHECKS
 
 __all__ = ["StorageConformance"]
 
