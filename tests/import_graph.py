@@ -21,6 +21,7 @@ __all__ = ["LAYERS", "cycles", "import_graph", "layer_of", "upward_imports"]
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("taskengine.cli",),
     ("taskengine.http", "taskengine.testing"),
+    ("taskengine._servers",),
     ("taskengine.tasktypes",),
     ("taskengine.engine",),
     ("taskengine._batches", "taskengine._queue", "taskengine._services"),
