@@ -101,7 +101,9 @@ _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
 _RENEW = (
     f"UPDATE {_TABLE} SET lease_expires = ? WHERE id = ? AND {_CURRENT} AND lease_expires > ?"
 )
-_RELEASE = f"UPDATE {_TABLE} SET lease_owner = NULL, lease_expires = NULL WHERE id = ? AND {_CURRENT}"
+_RELEASE = (
+    f"UPDATE {_TABLE} SET lease_owner = NULL, lease_expires = NULL WHERE id = ? AND {_CURRENT}"
+)
 _FENCE = f"SELECT 1 FROM {_TABLE} WHERE id = ? AND {_CURRENT} AND lease_expires > ?"
 _FENCED_UPDATE = f"{_UPDATE} AND {_CURRENT} AND lease_expires > ?"
 

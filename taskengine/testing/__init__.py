@@ -36,6 +36,18 @@ hypothesis``)::
 
     TestAgreement = agreement_machine(MyStorage).TestCase
 
+Only :class:`StorageConformance` and :class:`TaskStoreConformance` need pytest, and
+pytest is imported only when one of them is first used; :func:`run_conformance`,
+:func:`run_taskstore_conformance` and the checks run without it. Each storage check is a
+plain function ``check(storage) -> None`` that raises :class:`ConformanceError` (an
+``AssertionError``) with a message saying which rule was broken. They cover: collection
+management, environments and their errors, ``_id`` ordering (code point order, not
+UTF-16 or locale order), paging and cursors, filters given to ``scan``, counts, exact
+round-trip of every value type (dates included), fresh copies in and out, all-or-nothing
+inserts, per-item outcomes of batched replace/delete, bad input leaving the store
+unchanged, ``atomic()`` (and its rollback, when the adapter declares
+``atomic_rolls_back``), and concurrent writers.
+
 **Task stores.** The ownership rules of the ``TaskStore`` contract (claim, renew,
 release, fencing; taskengine/taskstore.py) have a suite of their own, run the same two
 ways::
@@ -57,18 +69,6 @@ live owner, tokens that strictly increase, an expired or superseded owner's rene
 check and fenced save refused (and nothing written), release freeing the task at once,
 finished tasks never claimed, ``claimable`` order, saves keeping leases, unknown ids,
 deletes, and concurrent claims from threads.
-
-Only :class:`StorageConformance` and :class:`TaskStoreConformance` need pytest, and pytest is imported only when that name
-is first used; :func:`run_conformance`, :func:`run_taskstore_conformance` and the checks
-run without it. Each check is a plain
-function ``check(storage) -> None`` that raises :class:`ConformanceError` (an
-``AssertionError``) with a message saying which rule was broken. They cover: collection
-management, environments and their errors, ``_id`` ordering (code point order, not
-UTF-16 or locale order), paging and cursors, filters given to ``scan``, counts, exact
-round-trip of every value type (dates included), fresh copies in and out, all-or-nothing
-inserts, per-item outcomes of batched replace/delete, bad input leaving the store
-unchanged, ``atomic()`` (and its rollback, when the adapter declares
-``atomic_rolls_back``), and concurrent writers.
 """
 
 from __future__ import annotations
@@ -77,7 +77,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from taskengine.clock import ManualClock
-
 from taskengine.testing._checks import (
     Check,
     CheckFailure,

@@ -44,7 +44,10 @@ class TaskStoreCheck:
 _REGISTRY: list[TaskStoreCheck] = []
 
 
-def _register(fn: Callable[[TaskStore, ManualClock], None]) -> Callable[[TaskStore, ManualClock], None]:
+_CheckFunction = Callable[[TaskStore, ManualClock], None]
+
+
+def _register(fn: _CheckFunction) -> _CheckFunction:
     _REGISTRY.append(TaskStoreCheck(fn.__name__.removeprefix("check_"), fn))
     return fn
 
@@ -155,8 +158,9 @@ def check_renew_refuses_a_lost_lease(store: TaskStore, clock: ManualClock) -> No
     """renew raises LeaseLost when expired, superseded, released, or not the owner's."""
     (task,) = _stored(store, clock)
     lease = _claim(store, task.id, "a", clock)
-    _lost("renew by another owner", lambda: store.renew(attrs.evolve(lease, owner="b"), clock.now(), LEASE))
-    _lost("renew with another token", lambda: store.renew(attrs.evolve(lease, token=7), clock.now(), LEASE))
+    thief, forged = attrs.evolve(lease, owner="b"), attrs.evolve(lease, token=7)
+    _lost("renew by another owner", lambda: store.renew(thief, clock.now(), LEASE))
+    _lost("renew with another token", lambda: store.renew(forged, clock.now(), LEASE))
     clock.set(lease.expires_at)
     _lost("renew of an expired lease", lambda: store.renew(lease, clock.now(), LEASE))
     newer = _claim(store, task.id, "b", clock)
@@ -227,7 +231,8 @@ def check_fence_refuses_a_stale_owner(store: TaskStore, clock: ManualClock) -> N
     (task,) = _stored(store, clock)
     lease = _claim(store, task.id, "a", clock)
     store.check_fence(lease, clock.now())
-    _lost("check_fence of another token", lambda: store.check_fence(attrs.evolve(lease, token=2), clock.now()))
+    forged = attrs.evolve(lease, token=2)
+    _lost("check_fence of another token", lambda: store.check_fence(forged, clock.now()))
     clock.set(lease.expires_at)
     _lost("check_fence of an expired lease", lambda: store.check_fence(lease, clock.now()))
     newer = _claim(store, task.id, "b", clock)
@@ -300,7 +305,8 @@ def check_delete_removes_the_lease(store: TaskStore, clock: ManualClock) -> None
 def check_bad_arguments(store: TaskStore, clock: ManualClock) -> None:
     """A non-positive duration or an empty owner is a ValueError, and claims nothing."""
     (task,) = _stored(store, clock)
-    expect_raises(ValueError, "claim for 0 s", lambda: store.claim(task.id, "a", clock.now(), timedelta(0)))
+    now = clock.now()
+    expect_raises(ValueError, "claim for 0 s", lambda: store.claim(task.id, "a", now, timedelta(0)))
     expect_raises(ValueError, "claim by ''", lambda: store.claim(task.id, "", clock.now(), LEASE))
     expect(store.lease_of(task.id) is None, "a refused claim left a lease")
     lease = _claim(store, task.id, "a", clock)
