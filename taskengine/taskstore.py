@@ -51,8 +51,9 @@ class TaskStore(Protocol):
     """A thread-safe home for task snapshots, in creation order, and for their leases.
 
     **Ownership.** Several engines (threads sharing one store, or processes sharing one
-    SQLite file) may use one store; a task is run only by the engine holding its
-    :class:`Lease`. The store keeps, per task, the current lease's owner, its expiry and
+    SQLite file) may use one store; a task is to be run only by the engine holding its
+    :class:`Lease` (the engine does not take leases yet: docs/durability.md, "Ownership
+    (groundwork)"). The store keeps, per task, the current lease's owner, its expiry and
     a fencing token, apart from the snapshot (``save`` never changes them, and they are
     not in the task JSON). The rules, the same for every store:
 
