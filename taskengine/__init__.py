@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         InvalidRequest,
         InvalidTask,
         InvalidTransition,
+        LeaseLost,
         SandboxNotEnabled,
         StorageError,
         TaskEngineError,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
         WriteResult,
     )
     from taskengine.task import Failure, Task, TaskStatus
-    from taskengine.taskstore import MemoryTaskStore, SQLiteTaskStore, TaskStore
+    from taskengine.taskstore import Lease, MemoryTaskStore, SQLiteTaskStore, TaskStore
     from taskengine.tasktype import (
         BatchChanges,
         Executor,
@@ -89,6 +90,8 @@ _EXPORTS: dict[str, str] = {
     "InvalidTask": "taskengine.errors",
     "InvalidTransition": "taskengine.errors",
     "ItemFailure": "taskengine.tasktype",
+    "Lease": "taskengine.taskstore",
+    "LeaseLost": "taskengine.errors",
     "ManualClock": "taskengine.clock",
     "MemoryStorage": "taskengine.storage",
     "MemoryTaskStore": "taskengine.taskstore",
@@ -149,6 +152,8 @@ __all__ = [
     "InvalidTask",
     "InvalidTransition",
     "ItemFailure",
+    "Lease",
+    "LeaseLost",
     "ManualClock",
     "MemoryStorage",
     "MemoryTaskStore",

@@ -9,7 +9,11 @@ component's entry in the file's ``taskengine_schema`` table
 * 1 — the public task JSON in one ``body`` column (releases before the row format): a
   writer upgrades the file in place, in one transaction (a crash during the upgrade
   leaves the file as it was); a read-only view reads it as it is, without upgrading;
-* 2 — the current rows;
+* 2 — the rows without lease columns: a writer adds them in place (``ALTER TABLE ADD
+  COLUMN``, in one transaction); a read-only view reads the file as it is, with no task
+  leased;
+* 3 — the current rows: version 2 plus the lease columns (``lease_owner``,
+  ``lease_token``, ``lease_expires``);
 * newer — refused with ``StorageError``, and the file is left untouched.
 """
 
@@ -19,11 +23,22 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import attrs
+
 from taskengine import _taskrow as rows
+from taskengine._lease import (
+    Lease,
+    check_owner,
+    epoch_ms,
+    fence_time,
+    from_epoch_ms,
+    lease_until,
+)
 from taskengine._values import INT64_MAX, encodable
+from taskengine.errors import LeaseLost
 from taskengine.storage._database import Database
 from taskengine.task import Task, TaskStatus, parse_timestamp
 
@@ -33,8 +48,16 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteTaskStore"]
 
 _COMPONENT = "taskstore"
-_VERSION = 2
+_VERSION = 3
 _TABLE = "taskengine_tasks"
+# Lease expiry is an integer (epoch milliseconds), not ISO text like the task's dates: the
+# claim compares it with ``now`` in SQL, and integers compare exactly whatever the text
+# form of a date; the task's own dates stay text as the row format documents them.
+_LEASE_COLUMNS = (
+    "lease_owner TEXT",
+    "lease_token INTEGER NOT NULL DEFAULT 0",
+    "lease_expires INTEGER",
+)
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
     " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
@@ -52,7 +75,7 @@ _SCHEMA = (
     " checkpoint TEXT,"
     " options_key TEXT NOT NULL,"
     " options TEXT NOT NULL,"
-    " failures TEXT NOT NULL)",
+    " failures TEXT NOT NULL, " + ", ".join(_LEASE_COLUMNS) + ")",
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_status ON {_TABLE} (status)",
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_expiry ON {_TABLE} (expires_at)"
     " WHERE expires_at IS NOT NULL",
@@ -65,6 +88,24 @@ _UPDATE = (
     + " WHERE id = ?"
 )
 _SQLITE_INT_MAX = INT64_MAX
+_UNFINISHED = "status IN ('NEW', 'RUNNING')"
+_FREE = "(lease_owner IS NULL OR lease_expires <= ?)"
+_CURRENT = "lease_owner = ? AND lease_token = ?"
+_CLAIM = (
+    f"UPDATE {_TABLE} SET lease_owner = ?, lease_token = lease_token + 1, lease_expires = ?"
+    f" WHERE id = ? AND {_UNFINISHED} AND {_FREE}"
+)
+# RETURNING reads the new token in the claiming statement itself (SQLite 3.35+); before
+# that, the token is read back in the same transaction, which is just as atomic.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+_RENEW = (
+    f"UPDATE {_TABLE} SET lease_expires = ? WHERE id = ? AND {_CURRENT} AND lease_expires > ?"
+)
+_RELEASE = (
+    f"UPDATE {_TABLE} SET lease_owner = NULL, lease_expires = NULL WHERE id = ? AND {_CURRENT}"
+)
+_FENCE = f"SELECT 1 FROM {_TABLE} WHERE id = ? AND {_CURRENT} AND lease_expires > ?"
+_FENCED_UPDATE = f"{_UPDATE} AND {_CURRENT} AND lease_expires > ?"
 
 
 class SQLiteTaskStore:
@@ -112,6 +153,7 @@ class SQLiteTaskStore:
                 self.database.close()
             raise
         self._absent = found == 0
+        self._leases = found >= 3  # a read-only view of an older file: no task is leased
         self._columns: str = rows.COLUMNS_V1 if found == 1 else rows.COLUMNS
         self._decode: Callable[[tuple[Any, ...]], Task] = (
             rows.decode_v1 if found == 1 else rows.decode
@@ -120,13 +162,15 @@ class SQLiteTaskStore:
     def _open_schema(self) -> int:
         """Create, upgrade or check the task table; return the format it is read in."""
         database = self.database
-        if database.read_only or database.schema_version(_COMPONENT) != 1:
-            found = database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
-            return found if database.read_only else _VERSION
-        with database.transaction() as conn:
-            # Another process may have upgraded the file since the version was read.
-            if database.schema_version(_COMPONENT) == 1:
-                _upgrade_v1(database, conn)
+        if database.read_only:
+            return database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
+        if database.schema_version(_COMPONENT) in _UPGRADES:
+            with database.transaction() as conn:
+                # Another process may have upgraded the file since the version was read.
+                upgrade = _UPGRADES.get(database.schema_version(_COMPONENT))
+                if upgrade is not None:
+                    upgrade(database, conn)
+        database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
         return _VERSION
 
     def __repr__(self) -> str:
@@ -155,12 +199,124 @@ class SQLiteTaskStore:
                 raise ValueError(f"task {task.id!r} already stored")
             conn.execute(_INSERT, row)
 
-    def save(self, task: Task) -> None:
-        """Replace a stored snapshot (see :meth:`TaskStore.save`)."""
+    def save(self, task: Task, fence: Lease | None = None, *, now: datetime | None = None) -> None:
+        """Replace a stored snapshot; with a fence, only while it is current at ``now``
+        (see :meth:`TaskStore.save`). The lease columns are never written here.
+
+        Raises:
+            LeaseLost: ``fence`` is not current and unexpired; nothing was written.
+        """
+        if fence is not None:
+            self._save_fenced(task, fence, fence_time(fence, task.id, now))
+            return
         row = self._row(task)
         with self.database.transaction() as conn:
             if conn.execute(_UPDATE, (*row[1:], row[0])).rowcount == 0:
                 conn.execute(_INSERT, row)
+
+    def _save_fenced(self, task: Task, fence: Lease, now: datetime) -> None:
+        row = self._row(task)
+        args = (*row[1:], row[0], fence.owner, fence.token, epoch_ms(now))
+        with self.database.transaction() as conn:
+            written = conn.execute(_FENCED_UPDATE, args).rowcount
+        if not written:
+            raise LeaseLost(fence.task_id, fence.owner, fence.token)
+
+    # -- ownership (see TaskStore) -----------------------------------------------------
+
+    def claim(
+        self, task_id: str, owner: str, now: datetime, duration: timedelta
+    ) -> Lease | None:
+        """Take the task if it is unfinished and not leased (see :meth:`TaskStore.claim`)."""
+        check_owner(owner)
+        until = lease_until(now, duration)
+        if not _encodable(task_id):
+            return None
+        args = (owner, until, task_id, epoch_ms(now))
+        with self.database.transaction() as conn:
+            if _RETURNING:
+                found = conn.execute(f"{_CLAIM} RETURNING lease_token", args).fetchall()
+                token = found[0][0] if found else None
+            elif conn.execute(_CLAIM, args).rowcount:
+                token = conn.execute(
+                    f"SELECT lease_token FROM {_TABLE} WHERE id = ?", (task_id,)
+                ).fetchone()[0]
+            else:
+                token = None
+        return None if token is None else Lease(task_id, owner, int(token), from_epoch_ms(until))
+
+    def claimable(self, now: datetime, limit: int) -> list[str]:
+        """Unfinished, unleased task ids, oldest first (see :meth:`TaskStore.claimable`)."""
+        if self._absent or limit <= 0:
+            return []
+        limit = min(limit + len(self._hidden), _SQLITE_INT_MAX)
+        with self.database.read() as conn:
+            if self._leases:
+                found = conn.execute(
+                    f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED} AND {_FREE}"
+                    " ORDER BY seq LIMIT ?",
+                    (epoch_ms(now), limit),
+                ).fetchall()
+            else:
+                found = conn.execute(
+                    f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED} ORDER BY seq LIMIT ?", (limit,)
+                ).fetchall()
+        ids = [row[0] for row in found if row[0] not in self._hidden]
+        return ids[: limit - len(self._hidden)]
+
+    def renew(self, lease: Lease, now: datetime, duration: timedelta) -> Lease:
+        """Extend a current lease to ``now + duration`` (see :meth:`TaskStore.renew`).
+
+        Raises:
+            LeaseLost: the lease is not current and unexpired at ``now``.
+        """
+        until = lease_until(now, duration)
+        renewed = 0
+        if _encodable(lease.task_id):
+            args = (until, lease.task_id, lease.owner, lease.token, epoch_ms(now))
+            with self.database.transaction() as conn:
+                renewed = conn.execute(_RENEW, args).rowcount
+        if not renewed:
+            raise LeaseLost(lease.task_id, lease.owner, lease.token)
+        return attrs.evolve(lease, expires_at=from_epoch_ms(until))
+
+    def release(self, lease: Lease) -> None:
+        """Give the task up now if the lease is current (see :meth:`TaskStore.release`)."""
+        if not _encodable(lease.task_id):
+            return
+        with self.database.transaction() as conn:
+            conn.execute(_RELEASE, (lease.task_id, lease.owner, lease.token))
+
+    def lease_of(self, task_id: str) -> Lease | None:
+        """The task's lease, live or expired (see :meth:`TaskStore.lease_of`)."""
+        if not self._leases or task_id in self._hidden or not _encodable(task_id):
+            return None
+        with self.database.read() as conn:
+            row = conn.execute(
+                f"SELECT lease_owner, lease_token, lease_expires FROM {_TABLE} WHERE id = ?",
+                (task_id,),
+            ).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return Lease(task_id, row[0], int(row[1]), from_epoch_ms(int(row[2])))
+
+    def check_fence(self, lease: Lease, now: datetime) -> None:
+        """Raise unless the lease is current and unexpired (see :meth:`TaskStore.check_fence`).
+
+        Inside :meth:`transaction` (or the shared storage's ``atomic()``) the check holds
+        the write lock taken by ``BEGIN IMMEDIATE``, so no claim can come between it and
+        the writes that follow, and they commit or roll back together.
+
+        Raises:
+            LeaseLost: it is not.
+        """
+        row = None
+        if self._leases and _encodable(lease.task_id):
+            args = (lease.task_id, lease.owner, lease.token, epoch_ms(now))
+            with self.database.read() as conn:
+                row = conn.execute(_FENCE, args).fetchone()
+        if row is None:
+            raise LeaseLost(lease.task_id, lease.owner, lease.token)
 
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or ``None``."""
@@ -291,6 +447,22 @@ def _upgrade_v1(database: Database, conn: sqlite3.Connection) -> None:
             (_TABLE, mark[0]),
         )
     conn.execute(f"DROP TABLE {old}")
+
+
+def _upgrade_v2(database: Database, conn: sqlite3.Connection) -> None:
+    """Add the lease columns to version-2 rows (no task leased), inside the caller's
+    transaction, and record version 3.
+    """
+    for column in _LEASE_COLUMNS:
+        conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN {column}")
+    database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
+
+
+_UPGRADES: dict[int, Callable[[Database, sqlite3.Connection], None]] = {
+    1: _upgrade_v1,
+    2: _upgrade_v2,
+}
+"""The in-place upgrade from each older version to the current one."""
 
 
 def _encodable(text: object) -> bool:

@@ -1,8 +1,9 @@
 """The SQLite task store's row format: a task as one row, and back (see docs/durability.md).
 
 The row format belongs to the task store, not to the public task JSON, so that a change
-to the API JSON never changes the file users have. Version 2 (the current one) is one
-column per field of :class:`~taskengine.task.Task`:
+to the API JSON never changes the file users have. Since version 2 a task is one column
+per field of :class:`~taskengine.task.Task` (version 3 adds the lease columns, which belong
+to the store's ownership operations, not to the task, and are not written here):
 
 =====================  ==================================================================
 column                 value

@@ -10,6 +10,7 @@ meaning it shares, so ``except ValueError`` and ``except LookupError`` keep work
     ├── InvalidItem(ValueError)          an item that cannot be stored
     ├── InvalidEnvironment(ValueError)   an unknown environment name
     ├── InvalidTransition(RuntimeError)  an illegal task status change
+    ├── LeaseLost(RuntimeError)          a task lease expired, was released or taken over
     ├── TaskNotFound(LookupError)        an unknown or expired task id
     ├── TaskFailure                      a whole-task failure raised by an executor
     └── StorageError                     the storage failed (driver errors end here)
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidRequest",
     "InvalidTask",
     "InvalidTransition",
+    "LeaseLost",
     "SandboxNotEnabled",
     "StorageError",
     "TaskEngineError",
@@ -169,6 +171,32 @@ class InvalidTransition(TaskEngineError, RuntimeError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.task_id, self.current, self.requested))
+
+
+class LeaseLost(TaskEngineError, RuntimeError):
+    """A task lease is no longer current: it expired, was released, or the task was
+    claimed again (by another engine, or by the same one under a newer token).
+
+    Raised by the task store's ownership operations (``renew``, ``check_fence``, a fenced
+    ``save``); whatever the stale holder meant to write was not written.
+
+    Attributes:
+        task_id: the leased task.
+        owner: the engine id the lease was granted to.
+        token: the lease's fencing token.
+    """
+
+    def __init__(self, task_id: str, owner: str, token: int) -> None:
+        self.task_id = task_id
+        self.owner = owner
+        self.token = token
+        super().__init__(
+            f"task {task_id!r}: lease {token} of {owner!r} is no longer current "
+            "(expired, released or taken over)"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.task_id, self.owner, self.token))
 
 
 class TaskNotFound(TaskEngineError, LookupError):

@@ -10,6 +10,9 @@
 
 A store is a dumb, thread-safe map from task id to snapshot with a creation order. The
 engine decides every change (under its own lock) and only asks the store to keep it.
+Besides the snapshots, a store keeps each task's :class:`Lease` (the ownership operations:
+:meth:`TaskStore.claim` and the rest), so that several engines can share one store; the
+lease is not part of the task or its JSON.
 Stores hand back tasks whose options are :class:`~taskengine.task.RawOptions` when they
 cannot keep typed ones (SQLite); the JSON form is the same either way.
 """
@@ -18,23 +21,63 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import attrs
 from sortedcontainers import SortedDict  # type: ignore[import-untyped]
 
+from taskengine._lease import (
+    Lease,
+    check_owner,
+    epoch_ms,
+    fence_time,
+    from_epoch_ms,
+    lease_until,
+    new_owner_id,
+)
 from taskengine._sqlite_taskstore import SQLiteTaskStore
+from taskengine.errors import LeaseLost
 from taskengine.task import Task
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Storage
 
-__all__ = ["MemoryTaskStore", "SQLiteTaskStore", "TaskStore"]
+__all__ = ["Lease", "MemoryTaskStore", "SQLiteTaskStore", "TaskStore", "new_owner_id"]
 
 
 @runtime_checkable
 class TaskStore(Protocol):
-    """A thread-safe home for task snapshots, in creation order."""
+    """A thread-safe home for task snapshots, in creation order, and for their leases.
+
+    **Ownership.** Several engines (threads sharing one store, or processes sharing one
+    SQLite file) may use one store; a task is to be run only by the engine holding its
+    :class:`Lease` (the engine does not take leases yet: docs/durability.md, "Ownership
+    (groundwork)"). The store keeps, per task, the current lease's owner, its expiry and
+    a fencing token, apart from the snapshot (``save`` never changes them, and they are
+    not in the task JSON). The rules, the same for every store:
+
+    * a task is *claimable* at ``now`` when it is unfinished (NEW or RUNNING) and has no
+      live lease: never leased, released, or ``expires_at <= now``;
+    * :meth:`claim` is one atomic compare-and-set (also across processes for a shared
+      file): of any number of concurrent claims of a claimable task exactly one wins;
+    * the token is the previous claim's token plus one (1 for the first claim), on every
+      claim, also when the same owner claims again after its lease expired, and release
+      does not reset it: tokens of a task strictly increase;
+    * a lease is *current* while the task's latest claim is still its own (same owner
+      and token) and it was not released; it is current and unexpired at ``now`` while,
+      in addition, ``now < expires_at``. At any moment at most one lease of a task is
+      current and unexpired;
+    * :meth:`renew`, :meth:`check_fence` and a fenced :meth:`save` succeed only for a
+      lease that is current and unexpired at the ``now`` they are given, and raise
+      :class:`~taskengine.errors.LeaseLost` otherwise, writing nothing;
+    * every ``now`` comes from the caller (the engine's clock); a store never reads a
+      clock. Expiries are kept to the millisecond (``now + duration`` rounded down);
+    * an unknown task id is never claimable, has no lease, and fences nothing;
+    * deleting a task deletes its lease.
+
+    Every operation is atomic with respect to the others, as ``save`` is.
+    """
 
     def insert(self, task: Task) -> None:
         """Store a new task.
@@ -44,8 +87,77 @@ class TaskStore(Protocol):
         """
         ...
 
-    def save(self, task: Task) -> None:
-        """Replace the stored snapshot of ``task.id`` (store it if it is not there)."""
+    def save(self, task: Task, fence: Lease | None = None, *, now: datetime | None = None) -> None:
+        """Replace the stored snapshot of ``task.id`` (store it if it is not there).
+
+        The task's lease is never changed by a save. With a ``fence`` (the caller's
+        lease on the task) the snapshot is replaced only if the fence is current and
+        unexpired at ``now``, checked atomically with the write; a fenced save never
+        stores a task that is not there.
+
+        Raises:
+            LeaseLost: ``fence`` is not current and unexpired at ``now``; nothing was
+                written.
+            TypeError: a fence without ``now``.
+            ValueError: the fence is another task's lease.
+        """
+        ...
+
+    def claim(
+        self, task_id: str, owner: str, now: datetime, duration: timedelta
+    ) -> Lease | None:
+        """Take the task for ``owner`` until ``now + duration``, if it is claimable at ``now``.
+
+        One atomic compare-and-set: the task must be unfinished and have no live lease.
+
+        Returns:
+            The new lease (its token one more than the task's previous one), or ``None``
+            when the task is finished, unknown, or someone (``owner`` too) holds a live
+            lease on it.
+
+        Raises:
+            ValueError: ``owner`` is not a non-empty string, or ``duration`` is not
+                positive.
+        """
+        ...
+
+    def claimable(self, now: datetime, limit: int) -> list[str]:
+        """Ids of the tasks claimable at ``now``, oldest first (creation order), at most
+        ``limit`` of them (none when ``limit <= 0``)."""
+        ...
+
+    def renew(self, lease: Lease, now: datetime, duration: timedelta) -> Lease:
+        """Extend a lease that is current and unexpired at ``now`` to ``now + duration``.
+
+        Returns:
+            The lease with its new ``expires_at`` (same token).
+
+        Raises:
+            LeaseLost: the lease is not current and unexpired at ``now``.
+            ValueError: ``duration`` is not positive.
+        """
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Give the task up at once if ``lease`` is current (expired or not): another
+        engine may claim it immediately. A stale lease is ignored (never raises)."""
+        ...
+
+    def lease_of(self, task_id: str) -> Lease | None:
+        """The task's current lease, live or expired; ``None`` if the task was never
+        leased, its lease was released, or the task is unknown."""
+        ...
+
+    def check_fence(self, lease: Lease, now: datetime) -> None:
+        """Raise unless ``lease`` is current and unexpired at ``now``.
+
+        Meant to be called inside the batch's transaction before its item writes: on a
+        SQLite store sharing the items' database the check and the writes commit or roll
+        back together, and no claim can come between them.
+
+        Raises:
+            LeaseLost: it is not.
+        """
         ...
 
     def get(self, task_id: str) -> Task | None:
@@ -92,6 +204,8 @@ class MemoryTaskStore:
         self._order = SortedDict()  # seq -> id
         self._seq = 0
         self._peak = 0
+        # task id -> (owner, or None once released; token; expiry in epoch ms)
+        self._leases: dict[str, tuple[str | None, int, int]] = {}
 
     def __repr__(self) -> str:
         return f"<MemoryTaskStore {len(self)} task(s)>"
@@ -105,8 +219,21 @@ class MemoryTaskStore:
             self._tasks[task.id] = (self._seq, task)
             self._order[self._seq] = task.id
 
-    def save(self, task: Task) -> None:
-        """Replace a stored snapshot (see :meth:`TaskStore.save`)."""
+    def save(self, task: Task, fence: Lease | None = None, *, now: datetime | None = None) -> None:
+        """Replace a stored snapshot; with a fence, only while it is current at ``now``
+        (see :meth:`TaskStore.save`).
+
+        Raises:
+            LeaseLost: ``fence`` is not current and unexpired; nothing was written.
+        """
+        if fence is not None:
+            at = epoch_ms(fence_time(fence, task.id, now))
+            with self._lock:
+                entry = self._tasks.get(task.id)
+                if entry is None or not self._current(fence, at):
+                    raise LeaseLost(fence.task_id, fence.owner, fence.token)
+                self._tasks[task.id] = (entry[0], task)
+            return
         with self._lock:
             entry = self._tasks.get(task.id)
             if entry is None:
@@ -139,6 +266,7 @@ class MemoryTaskStore:
                 entry = self._tasks.pop(task_id, None)
                 if entry is not None:
                     del self._order[entry[0]]
+                    self._leases.pop(task_id, None)
                     removed += 1
             self._peak = max(self._peak, len(self._tasks) + removed)
             if len(self._tasks) < self._peak // 4:
@@ -147,6 +275,94 @@ class MemoryTaskStore:
                 self._order = SortedDict(self._order)
                 self._peak = len(self._tasks)
         return removed
+
+    def _current(self, lease: Lease, at: int | None) -> bool:
+        """Whether ``lease`` is current (and, unless ``at`` is None, unexpired at ``at``)."""
+        held = self._leases.get(lease.task_id)
+        return (
+            held is not None
+            and held[0] == lease.owner
+            and held[1] == lease.token
+            and (at is None or at < held[2])
+        )
+
+    def claim(
+        self, task_id: str, owner: str, now: datetime, duration: timedelta
+    ) -> Lease | None:
+        """Take the task if it is unfinished and not leased (see :meth:`TaskStore.claim`)."""
+        check_owner(owner)
+        until = lease_until(now, duration)
+        at = epoch_ms(now)
+        with self._lock:
+            entry = self._tasks.get(task_id)
+            if entry is None or entry[1].is_finished:
+                return None
+            held = self._leases.get(task_id)
+            if held is not None and held[0] is not None and at < held[2]:
+                return None
+            token = 1 if held is None else held[1] + 1
+            self._leases[task_id] = (owner, token, until)
+        return Lease(task_id, owner, token, from_epoch_ms(until))
+
+    def claimable(self, now: datetime, limit: int) -> list[str]:
+        """Unfinished, unleased task ids, oldest first (see :meth:`TaskStore.claimable`).
+
+        Walks the tasks in creation order: O(tasks) in the worst case.
+        """
+        at = epoch_ms(now)
+        found: list[str] = []
+        if limit <= 0:
+            return found
+        with self._lock:
+            for task_id in self._order.values():
+                if self._tasks[task_id][1].is_finished:
+                    continue
+                held = self._leases.get(task_id)
+                if held is None or held[0] is None or held[2] <= at:
+                    found.append(task_id)
+                    if len(found) >= limit:
+                        break
+        return found
+
+    def renew(self, lease: Lease, now: datetime, duration: timedelta) -> Lease:
+        """Extend a current lease to ``now + duration`` (see :meth:`TaskStore.renew`).
+
+        Raises:
+            LeaseLost: the lease is not current and unexpired at ``now``.
+        """
+        until = lease_until(now, duration)
+        with self._lock:
+            if not self._current(lease, epoch_ms(now)):
+                raise LeaseLost(lease.task_id, lease.owner, lease.token)
+            self._leases[lease.task_id] = (lease.owner, lease.token, until)
+        return attrs.evolve(lease, expires_at=from_epoch_ms(until))
+
+    def release(self, lease: Lease) -> None:
+        """Give the task up now if the lease is current (see :meth:`TaskStore.release`)."""
+        with self._lock:
+            if self._current(lease, None):
+                self._leases[lease.task_id] = (None, lease.token, 0)
+
+    def lease_of(self, task_id: str) -> Lease | None:
+        """The task's lease, live or expired (see :meth:`TaskStore.lease_of`)."""
+        with self._lock:
+            held = self._leases.get(task_id)
+        if held is None or held[0] is None:
+            return None
+        return Lease(task_id, held[0], held[1], from_epoch_ms(held[2]))
+
+    def check_fence(self, lease: Lease, now: datetime) -> None:
+        """Raise unless the lease is current and unexpired (see :meth:`TaskStore.check_fence`).
+
+        Memory has no transaction to hold the check and the item writes together: an
+        expired lease can be taken over between them, so the fenced save checks again.
+
+        Raises:
+            LeaseLost: it is not.
+        """
+        with self._lock:
+            if not self._current(lease, epoch_ms(now)):
+                raise LeaseLost(lease.task_id, lease.owner, lease.token)
 
     def unfinished(self) -> list[Task]:
         """Every NEW or RUNNING task, oldest first."""

@@ -36,9 +36,10 @@ hypothesis``)::
 
     TestAgreement = agreement_machine(MyStorage).TestCase
 
-Only :class:`StorageConformance` needs pytest, and pytest is imported only when that name
-is first used; :func:`run_conformance` and the checks run without it. Each check is a plain
-function ``check(storage) -> None`` that raises :class:`ConformanceError` (an
+Only :class:`StorageConformance` and :class:`TaskStoreConformance` need pytest, and
+pytest is imported only when one of them is first used; :func:`run_conformance`,
+:func:`run_taskstore_conformance` and the checks run without it. Each storage check is a
+plain function ``check(storage) -> None`` that raises :class:`ConformanceError` (an
 ``AssertionError``) with a message saying which rule was broken. They cover: collection
 management, environments and their errors, ``_id`` ordering (code point order, not
 UTF-16 or locale order), paging and cursors, filters given to ``scan``, counts, exact
@@ -46,12 +47,36 @@ round-trip of every value type (dates included), fresh copies in and out, all-or
 inserts, per-item outcomes of batched replace/delete, bad input leaving the store
 unchanged, ``atomic()`` (and its rollback, when the adapter declares
 ``atomic_rolls_back``), and concurrent writers.
+
+**Task stores.** The ownership rules of the ``TaskStore`` contract (claim, renew,
+release, fencing; taskengine/taskstore.py) have a suite of their own, run the same two
+ways::
+
+    from taskengine.testing import TaskStoreConformance, run_taskstore_conformance
+
+
+    class TestMyTaskStore(TaskStoreConformance):
+        def make_task_store(self):
+            return MyTaskStore("postgresql://localhost/scratch")  # fresh and empty
+
+
+    failures = run_taskstore_conformance(MyTaskStore)
+    assert not failures, failures
+
+Its checks (:data:`TASKSTORE_CHECKS`) take the store and a
+:class:`~taskengine.clock.ManualClock` whose time they pass as every ``now``: at most one
+live owner, tokens that strictly increase, an expired or superseded owner's renew, fence
+check and fenced save refused (and nothing written), release freeing the task at once,
+finished tasks never claimed, ``claimable`` order, saves keeping leases, unknown ids,
+deletes, and concurrent claims from threads.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from taskengine.clock import ManualClock
 from taskengine.testing._checks import (
     Check,
     CheckFailure,
@@ -61,19 +86,28 @@ from taskengine.testing._checks import (
     same_value,
 )
 from taskengine.testing._suite import CHECKS
+from taskengine.testing._taskstore_checks import (
+    TASKSTORE_CHECKS,
+    TaskStoreCheck,
+    TaskStoreFactory,
+)
 from taskengine.testing.agreement import agreement_machine
 
 if TYPE_CHECKING:
-    from taskengine.testing._pytest_suite import StorageConformance
+    from taskengine.testing._pytest_suite import StorageConformance, TaskStoreConformance
 
 __all__ = [
     "CHECKS",
+    "TASKSTORE_CHECKS",
     "Check",
     "CheckFailure",
     "ConformanceError",
     "StorageConformance",
+    "TaskStoreCheck",
+    "TaskStoreConformance",
     "agreement_machine",
     "run_conformance",
+    "run_taskstore_conformance",
     "same_value",
 ]
 
@@ -100,11 +134,36 @@ def run_conformance(
     return failures
 
 
-def __getattr__(name: str) -> Any:
-    """``StorageConformance`` on first use: only then is pytest imported (PEP 562)."""
-    if name == "StorageConformance":
-        from taskengine.testing._pytest_suite import StorageConformance
+def run_taskstore_conformance(
+    make_store: TaskStoreFactory,
+    clock: Callable[[], ManualClock] = ManualClock,
+    checks: tuple[TaskStoreCheck, ...] | None = None,
+) -> list[CheckFailure]:
+    """Run task-store checks (default: all of :data:`TASKSTORE_CHECKS`); the failures.
 
-        globals()[name] = StorageConformance
-        return StorageConformance
+    Each check gets a fresh, empty store from ``make_store`` (closed afterwards when it
+    has ``close()``) and a fresh clock from ``clock``, whose time it passes as ``now``.
+    An exception other than :class:`ConformanceError` counts as a failure too. Needs no
+    pytest.
+    """
+    failures: list[CheckFailure] = []
+    for check in TASKSTORE_CHECKS if checks is None else checks:
+        store = make_store()
+        try:
+            check.run(store, clock())
+        except Exception as exc:
+            failures.append(CheckFailure(check.name, exc))
+        finally:
+            close_storage(store)
+    return failures
+
+
+def __getattr__(name: str) -> Any:
+    """The pytest classes on first use: only then is pytest imported (PEP 562)."""
+    if name in ("StorageConformance", "TaskStoreConformance"):
+        from taskengine.testing import _pytest_suite
+
+        value = getattr(_pytest_suite, name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -21,7 +22,7 @@ from taskengine.engine import TaskEngine
 from taskengine.errors import StorageError
 from taskengine.storage import Environment, MemoryStorage, SQLiteStorage, Storage, WriteResult
 from taskengine.task import Task, TaskStatus
-from taskengine.taskstore import MemoryTaskStore, SQLiteTaskStore, TaskStore
+from taskengine.taskstore import Lease, MemoryTaskStore, SQLiteTaskStore, TaskStore
 
 EDIT = {
     "type": "EDIT_FIELD_DATA",
@@ -184,12 +185,12 @@ class SaveFailsOnce(MemoryTaskStore):
         self.fail_at = fail_at
         self.saves = 0
 
-    def save(self, task: Task) -> None:
+    def save(self, task: Task, fence: Lease | None = None, *, now: datetime | None = None) -> None:
         """Save, except the chosen one."""
         self.saves += 1
         if self.saves == self.fail_at:
             raise StorageError("task store unreachable")
-        super().save(task)
+        super().save(task, fence, now=now)
 
 
 def test_task_save_failure_after_the_batch_committed_is_not_reapplied() -> None:

@@ -274,3 +274,50 @@ def test_sqlite_row_that_is_not_a_task_raises_storage_error(tmp_path: Path) -> N
             store.get("t0001")
     finally:
         store.close()
+
+
+def test_new_owner_ids_name_host_and_process_and_differ() -> None:
+    """new_owner_id() is host:pid:8-hex, and two calls never give the same id."""
+    import os
+    import re
+    import socket
+
+    from taskengine.taskstore import new_owner_id
+
+    first, second = new_owner_id(), new_owner_id()
+    assert re.fullmatch(rf"{re.escape(socket.gethostname())}:{os.getpid()}:[0-9a-f]{{8}}", first)
+    assert first != second
+
+
+def test_lease_lost_is_a_runtime_error_with_its_fields() -> None:
+    """LeaseLost carries task id, owner and token, is a RuntimeError, and pickles whole."""
+    import pickle
+
+    import taskengine
+    from taskengine.errors import LeaseLost, TaskEngineError
+
+    error = LeaseLost("t1", "host:1:abcd0123", 7)
+    assert isinstance(error, TaskEngineError)
+    assert isinstance(error, RuntimeError)
+    assert "'t1'" in str(error)
+    assert "lease 7" in str(error)
+    back = pickle.loads(pickle.dumps(error))
+    assert (back.task_id, back.owner, back.token) == ("t1", "host:1:abcd0123", 7)
+    assert taskengine.LeaseLost is LeaseLost
+    assert taskengine.Lease.__module__ == "taskengine._lease"
+
+
+def test_leases_stay_out_of_the_task_and_its_json(store: TaskStore) -> None:
+    """Claiming, renewing and releasing never change the stored task or its JSON."""
+    task = make_task(1)
+    store.insert(task)
+    lease = store.claim(task.id, "engine-a", T0, timedelta(seconds=30))
+    assert lease is not None
+    assert store.get(task.id) == task
+    store.renew(lease, T0, timedelta(seconds=60))
+    store.release(lease)
+    back = store.get(task.id)
+    assert back == task
+    assert back is not None
+    assert back.to_json() == task.to_json()
+    assert not any("lease" in key.lower() for key in back.to_json())

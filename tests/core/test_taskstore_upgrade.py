@@ -1,8 +1,10 @@
-"""A database file from the release before the task row format opens, upgrades and resumes.
+"""Database files from earlier releases open, upgrade and resume.
 
-``fixtures/taskstore_v1.db`` was written by that release (``fixtures/make_taskstore_v1.py``
-says how); ``fixtures/taskstore_v1_expected.json`` is what its task store read back.
-Every test works on a copy.
+``fixtures/taskstore_v1.db`` was written by the release before the task row format
+(``fixtures/make_taskstore_v1.py`` says how); ``fixtures/taskstore_v1_expected.json`` is
+what its task store read back. ``fixtures/taskstore_v2.db`` is the same file as the release
+before task leases wrote it (row format 2, ``fixtures/make_taskstore_v2.py``): the same
+tasks, so the same expectations hold. Every test works on a copy.
 """
 
 from __future__ import annotations
@@ -15,12 +17,13 @@ import subprocess
 import sys
 import textwrap
 from contextlib import closing
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from taskengine import _taskrow
+from taskengine import _sqlite_taskstore, _taskrow
 from taskengine.cli import main
 from taskengine.engine import TaskEngine
 from taskengine.errors import StorageError
@@ -28,6 +31,10 @@ from taskengine.storage._database import Database
 from taskengine.storage.sqlite import SQLiteStorage
 from taskengine.task import Task, TaskStatus
 from taskengine.taskstore import SQLiteTaskStore
+
+CURRENT = 3
+"""The task store's schema version written by this code."""
+LEASE_COLUMNS = ["lease_owner", "lease_token", "lease_expires"]
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED: dict[str, Any] = json.loads((FIXTURES / "taskstore_v1_expected.json").read_text())
@@ -43,6 +50,14 @@ def old_file(tmp_path: Path) -> Path:
     """A fresh copy of the version-1 fixture database."""
     path = tmp_path / "old.db"
     shutil.copyfile(FIXTURES / "taskstore_v1.db", path)
+    return path
+
+
+@pytest.fixture
+def v2_file(tmp_path: Path) -> Path:
+    """A fresh copy of the version-2 fixture database (no lease columns)."""
+    path = tmp_path / "v2.db"
+    shutil.copyfile(FIXTURES / "taskstore_v2.db", path)
     return path
 
 
@@ -87,15 +102,17 @@ def test_the_fixture_is_at_version_one() -> None:
 
 
 def test_opening_an_old_file_upgrades_its_rows_in_place(old_file: Path) -> None:
-    """A writable open moves the rows to version 2, and every task reads back unchanged."""
+    """A writable open moves the rows to the current version, every task reads back
+    unchanged, and no task is leased."""
     store = SQLiteTaskStore(old_file)
     try:
         assert_reads_like_the_old_store(store)
     finally:
         store.close()
     version, columns = schema(old_file)
-    assert version == 2
+    assert version == CURRENT
     assert "body" not in columns
+    assert columns[-3:] == LEASE_COLUMNS
     assert "checkpoint" in columns
     with closing(sqlite3.connect(old_file)) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
@@ -198,18 +215,18 @@ def test_a_process_killed_during_the_upgrade_leaves_the_old_format(old_file: Pat
         assert_reads_like_the_old_store(store)
     finally:
         store.close()
-    assert schema(old_file)[0] == 2
+    assert schema(old_file)[0] == CURRENT
 
 
 @pytest.mark.parametrize("read_only", [False, True])
 def test_a_newer_task_store_version_is_refused_untouched(old_file: Path, read_only: bool) -> None:
     """A file whose task rows are newer than this code raises StorageError, unchanged."""
     with closing(sqlite3.connect(old_file)) as conn, conn:
-        conn.execute("UPDATE taskengine_schema SET version = 3 WHERE component = 'taskstore'")
+        conn.execute("UPDATE taskengine_schema SET version = 4 WHERE component = 'taskstore'")
     before = fingerprint(old_file)
     database = Database(old_file, read_only=read_only)
     try:
-        with pytest.raises(StorageError, match="taskstore schema version 3"):
+        with pytest.raises(StorageError, match="taskstore schema version 4"):
             SQLiteTaskStore(database)
     finally:
         database.close()
@@ -225,6 +242,9 @@ def test_a_read_only_view_reads_an_old_file_without_upgrading(old_file: Path) ->
         assert_reads_like_the_old_store(store)
         assert [t.id for t in store.unfinished()] == [IDS["dated"], IDS["running"], IDS["fresh"]]
         assert len(store.expiring()) == 3
+        now = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+        assert store.lease_of(IDS["running"]) is None
+        assert store.claimable(now, 10) == [IDS["dated"], IDS["running"], IDS["fresh"]]
     finally:
         database.close()
     assert fingerprint(old_file) == before
@@ -242,3 +262,96 @@ def test_tasks_list_reads_an_old_file_without_changing_it(
     listed = json.loads(out)["tasks"]
     assert [task["id"] for task in reversed(listed)] == CREATED
     assert fingerprint(old_file) == before
+
+
+def test_the_v2_fixture_is_at_version_two() -> None:
+    """The committed version-2 fixture has the row columns and no lease columns."""
+    version, columns = schema(FIXTURES / "taskstore_v2.db")
+    assert version == 2
+    assert "checkpoint" in columns
+    assert not set(LEASE_COLUMNS) & set(columns)
+
+
+def test_opening_a_v2_file_adds_the_lease_columns_in_place(v2_file: Path) -> None:
+    """A writable open adds the lease columns; tasks, order and sequence are kept, none leased."""
+    store = SQLiteTaskStore(v2_file)
+    try:
+        assert_reads_like_the_old_store(store)
+        assert all(store.lease_of(task_id) is None for task_id in IDS.values())
+        now = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+        assert store.claimable(now, 10) == [IDS["dated"], IDS["running"], IDS["fresh"]]
+        lease = store.claim(IDS["running"], "engine-a", now, timedelta(seconds=30))
+        assert lease is not None
+        assert lease.token == 1
+    finally:
+        store.close()
+    version, columns = schema(v2_file)
+    assert (version, columns[-3:]) == (CURRENT, LEASE_COLUMNS)
+
+
+def test_a_failed_v2_upgrade_leaves_version_two(
+    v2_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while adding the lease columns rolls the whole upgrade back."""
+    monkeypatch.setattr(
+        _sqlite_taskstore,
+        "_LEASE_COLUMNS",
+        ("lease_owner TEXT", "lease_token INTEGER NOT NULL DEFAULT 0", "lease_expires ((("),
+    )
+    with pytest.raises(StorageError):
+        SQLiteTaskStore(v2_file)
+    version, columns = schema(v2_file)
+    assert version == 2
+    assert not set(LEASE_COLUMNS) & set(columns)
+    monkeypatch.undo()
+    store = SQLiteTaskStore(v2_file)
+    try:
+        assert_reads_like_the_old_store(store)
+    finally:
+        store.close()
+    assert schema(v2_file)[0] == CURRENT
+
+
+def test_a_read_only_view_reads_a_v2_file_without_upgrading(v2_file: Path) -> None:
+    """Opened read-only, a version-2 file lists every task, none leased, and stays as it was."""
+    before = fingerprint(v2_file)
+    database = Database(v2_file, read_only=True)
+    try:
+        store = SQLiteTaskStore(database)
+        assert_reads_like_the_old_store(store)
+        now = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+        assert store.lease_of(IDS["running"]) is None
+        assert store.claimable(now, 2) == [IDS["dated"], IDS["running"]]
+        with pytest.raises(StorageError, match="read-only"):
+            store.claim(IDS["running"], "engine-a", now, timedelta(seconds=30))
+    finally:
+        database.close()
+    assert fingerprint(v2_file) == before
+
+
+def test_a_v2_file_resumes_its_running_task(v2_file: Path) -> None:
+    """After the lease upgrade the RUNNING task resumes at its checkpoint, each item once."""
+    storage = SQLiteStorage(v2_file)
+    engine = TaskEngine(storage, task_store=SQLiteTaskStore(storage), batch_size=50)
+    try:
+        assert engine.run_until_idle() == 3
+        running = engine.get_task(IDS["running"])
+        assert (running.status, running.items_succeeded) == (TaskStatus.COMPLETED, 300)
+        assert all(item["tags"] == ["seen"] for item in storage.find("things", "LIVE"))
+    finally:
+        storage.close()
+
+
+def test_a_read_only_view_of_a_current_file_shows_leases(old_file: Path) -> None:
+    """`tasks list` style read-only views of a current file see the leases a writer took."""
+    now = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+    writer = SQLiteTaskStore(old_file)
+    lease = writer.claim(IDS["fresh"], "engine-a", now, timedelta(seconds=30))
+    writer.close()
+    database = Database(old_file, read_only=True)
+    try:
+        view = SQLiteTaskStore(database)
+        assert view.lease_of(IDS["fresh"]) == lease
+        assert view.claimable(now, 10) == [IDS["dated"], IDS["running"]]
+    finally:
+        database.close()
