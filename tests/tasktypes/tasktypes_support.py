@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, timezone
 from typing import Any
 
 from hypothesis import strategies as st
+from reference_tasks import REFERENCE_TASKS
 from test_fieldops import values
 
 from taskengine.clock import ManualClock
@@ -27,56 +29,7 @@ PARSERS = {
 
 
 EXAMPLE_BODIES: list[dict[str, Any]] = [
-    {
-        "task": {
-            "type": "UPDATE_PUBLISH_STATUS",
-            "updatePublishStatusOptions": {
-                "dataCollectionId": "Items",
-                "environment": "LIVE",
-                "filter": {"holidays": {"$in": ["Halloween"]}},
-                "operation": "SCHEDULE_PUBLISHED_STATUS",
-                "schedulePublishedStatusOptions": {"date": "2025-01-01T10:00:00Z"},
-            },
-        }
-    },
-    {
-        "task": {
-            "type": "DELETE_BY_QUERY",
-            "deleteByQueryOptions": {
-                "dataCollectionId": "Items",
-                "environment": "LIVE",
-                "filter": {"holidays": {"$in": ["Halloween"]}},
-            },
-        }
-    },
-    {
-        "task": {
-            "type": "EDIT_FIELD_DATA",
-            "editFieldDataOptions": {
-                "dataCollectionId": "Items",
-                "environment": "LIVE",
-                "filter": {"holidays": {"$in": ["Halloween"]}},
-                "fieldKey": "tags",
-                "operations": {
-                    "addItems": ["sale"],
-                    "removeItems": ["outdated"],
-                    "replaceItems": [{"from": "Goob", "to": "Good"}],
-                    "removeDuplicates": True,
-                },
-            },
-        }
-    },
-    {
-        "task": {
-            "type": "COPY_FIELD_DATA",
-            "copyFieldDataOptions": {
-                "dataCollectionId": "Items",
-                "environment": "LIVE",
-                "sourceFieldKey": "fullName",
-                "targetFieldKey": "fullNameCopy",
-            },
-        }
-    },
+    {"task": copy.deepcopy(task)} for task in REFERENCE_TASKS.values()
 ]
 """The reference API's example request bodies, one per built-in type."""
 
