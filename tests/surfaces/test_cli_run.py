@@ -14,9 +14,7 @@ from cli_runner import (
     cli,
     executable,
     line_reader,
-    make_big_db,
     make_items_db,
-    make_shop_db,
     run_cli,
     task_total,
     wait_for_line,
@@ -47,18 +45,6 @@ REFERENCE_DELETE_BODY = """{ "task": { "type": "DELETE_BY_QUERY", "deleteByQuery
 def db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """'Items' (publish plugin): 50 items whose `tags` is text (see make_items_db)."""
     return make_items_db(tmp_path, capsys)
-
-
-@pytest.fixture
-def shop_db(tmp_path: Path) -> Path:
-    """'Items' (publish plugin, 30 items, 10 on Halloween) and 'Plain' (see make_shop_db)."""
-    return make_shop_db(tmp_path)
-
-
-@pytest.fixture
-def big_db(tmp_path: Path) -> Path:
-    """20,000 items in 'Items' (see make_big_db)."""
-    return make_big_db(tmp_path)
 
 
 # -- outcomes and exit codes ------------------------------------------------------------------

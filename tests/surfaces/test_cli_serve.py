@@ -14,7 +14,6 @@ from cli_runner import (
     COPY_TASK,
     executable,
     line_reader,
-    make_big_db,
     make_items_db,
     run_cli,
     wait_for_line,
@@ -32,12 +31,6 @@ def _no_token_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def db(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     """'Items' (publish plugin): 50 items (see make_items_db)."""
     return make_items_db(tmp_path, capsys)
-
-
-@pytest.fixture
-def big_db(tmp_path: Path) -> Path:
-    """20,000 items in 'Items' (see make_big_db)."""
-    return make_big_db(tmp_path)
 
 
 def test_serve_refuses_public_host_without_token(

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import COPY_TASK, cli, executable, make_big_db, make_shop_db, run_cli, write
+from cli_runner import COPY_TASK, cli, executable, make_shop_db, run_cli, write
 
 from taskengine.cli import EXIT_BAD_INPUT, EXIT_OK
 from taskengine.engine import TaskEngine
@@ -27,12 +27,6 @@ from taskengine.taskstore import SQLiteTaskStore
 def db(tmp_path: Path) -> Path:
     """'Items' (publish plugin, 30 items) and 'Plain' (see make_shop_db)."""
     return make_shop_db(tmp_path)
-
-
-@pytest.fixture
-def big_db(tmp_path: Path) -> Path:
-    """20,000 items in 'Items' (see make_big_db)."""
-    return make_big_db(tmp_path)
 
 
 def test_a_queued_task_is_shown_and_cancelled_by_tasks_commands(
