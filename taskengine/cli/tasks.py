@@ -12,6 +12,7 @@ from typing import Any, TextIO
 
 from taskengine._jsonio import dumps
 from taskengine.cli._common import EXIT_OK, format_table, open_engine
+from taskengine.errors import InvalidRequest, Violation
 
 __all__ = ["add_command", "run_command"]
 
@@ -75,7 +76,12 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 task = engine.cancel_task(args.task_id)
             out.write(dumps(task.to_json(), indent=2) + "\n")
             return EXIT_OK
-        page = engine.list_tasks(limit=args.limit, offset=args.offset)
+        try:
+            page = engine.list_tasks(limit=args.limit, offset=args.offset)
+        except InvalidRequest as exc:  # name the command's options, not the API's fields
+            raise InvalidRequest(
+                Violation(_OPTIONS.get(v.field, v.field), v.description) for v in exc.violations
+            ) from None
         body = _list_json(page, args.offset)
         if args.json:
             out.write(dumps(body, indent=2) + "\n")
@@ -108,6 +114,10 @@ def _status_label(task: Mapping[str, Any]) -> str:
     if task.get("cancelRequested"):
         return f"{status} (cancel requested)"
     return status
+
+
+_OPTIONS = {"paging.limit": "--limit", "paging.offset": "--offset"}
+"""The API's paging fields by the ``tasks list`` options that set them."""
 
 
 def _list_json(page: Any, offset: int) -> dict[str, Any]:

@@ -143,18 +143,16 @@ def test_tasks_list_with_a_limit_of_0_exits_2_naming_the_limit(db: Path) -> None
 
 
 @pytest.mark.parametrize(
-    ("option", "field"),
-    [("--offset", "paging.offset"), ("--limit", "paging.limit")],
+    ("option", "value"),
+    [("--offset", "99999999999999999999999"), ("--offset", "-1"), ("--limit", "101")],
 )
-def test_tasks_list_with_a_huge_number_is_bad_input(
-    capsys: pytest.CaptureFixture[str], db: Path, option: str, field: str
+def test_tasks_list_out_of_range_is_bad_input_naming_the_option(
+    capsys: pytest.CaptureFixture[str], db: Path, option: str, value: str
 ) -> None:
-    """`tasks list` with an offset or limit beyond its range exits 2 naming the field."""
-    code, _, err = run_cli(
-        capsys, "tasks", "list", "--db", str(db), option, "99999999999999999999999"
-    )
+    """`tasks list` with an offset or limit beyond its range exits 2 naming the option."""
+    code, _, err = run_cli(capsys, "tasks", "list", "--db", str(db), f"{option}={value}")
     assert code == EXIT_BAD_INPUT
-    assert f"  {field}: must be an integer in " in err
+    assert f"  {option}: must be an integer in " in err
 
 
 def test_tasks_list_on_a_missing_db_exits_2_and_creates_no_file(tmp_path: Path) -> None:
