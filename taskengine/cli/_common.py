@@ -250,15 +250,9 @@ def _no_database(db: str) -> CommandError:
     )
 
 
-def count_unfinished(engine: TaskEngine, pages: int = 10, size: int = 100) -> int:
-    """How many tasks are NEW or RUNNING (looking at the newest ``pages * size`` only)."""
-    total = 0
-    for page in range(pages):
-        listed = engine.list_tasks(limit=size, offset=page * size).tasks
-        total += sum(1 for task in listed if not task.is_finished)
-        if len(listed) < size:
-            break
-    return total
+def count_unfinished(engine: TaskEngine) -> int:
+    """How many tasks in the engine's task store are NEW or RUNNING."""
+    return len(engine.task_store.unfinished())
 
 
 # -- text -----------------------------------------------------------------------------------

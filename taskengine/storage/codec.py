@@ -15,8 +15,8 @@ In JSON text a date is ``{"$date": datetime.isoformat()}``, which
 ``datetime.fromisoformat`` reads back exactly (naive/aware form and microseconds).
 
 The rules themselves are the value model's (:mod:`taskengine._values`); this module
-applies them to whole items. :func:`check_storable` is the value model's, re-exported
-for adapter authors.
+applies them to whole items. :func:`check_storable` and :func:`parse_date` (its ISO-8601
+parser) are the value model's, re-exported for adapter authors.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ from taskengine._values import (
     date_from_text,
     date_text,
     encodable,
-    parse_iso_datetime,
     storable_dict,
 )
+from taskengine._values import parse_iso_datetime as parse_date
 from taskengine.errors import InvalidItem
 from taskengine.storage._shapes import Plan, copy_planned, intern_plan, plan_dict
 
@@ -58,16 +58,6 @@ __all__ = [
     "parse_date",
     "plan_of",
 ]
-
-def parse_date(text: str) -> datetime | None:
-    """The ``datetime`` an ISO-8601 string names (a trailing ``Z`` means UTC), or ``None``.
-
-    The value model's parser (:func:`taskengine._values.parse_iso_datetime`), which the
-    filters use too, so a ``{"$date": ...}`` dict storage admits is one a filter reads
-    as a date.
-    """
-    return parse_iso_datetime(text)
-
 
 def check_id(value: object) -> str:
     """Return ``value`` if it is a usable ``_id`` (non-empty, valid Unicode ``str``).
