@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -314,12 +315,13 @@ def _as_nobody() -> None:  # pragma: no cover - runs in the child process
     os.setuid(65534)
 
 
-def _unprivileged_command() -> tuple[list[str], dict[str, str], Any]:
+def _unprivileged_command(packages: Path) -> tuple[list[str], dict[str, str], Any]:
     """How to run ``python -m taskengine`` as a user who cannot write the file.
 
     As root (who may write any file), the child drops to ``nobody``, with a system
-    interpreter of the same version (this one may live under ``/root``) and this
-    checkout's packages on ``PYTHONPATH``.
+    interpreter of the same version (this one may live under ``/root``) and copies of
+    this checkout's packages in ``packages`` (the checkout itself may sit in a folder
+    only root can read, such as a ``mktemp -d``).
     """
     env = dict(os.environ)
     if os.geteuid() != 0:
@@ -327,14 +329,19 @@ def _unprivileged_command() -> tuple[list[str], dict[str, str], Any]:
     python = f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
     if not os.path.exists(python):
         pytest.skip(f"running as root, and there is no {python} for user 'nobody'")
+    import attr
     import attrs
     import sortedcontainers  # type: ignore[import-untyped]
 
     import taskengine
 
-    paths = {str(Path(module.__file__ or "").parent.parent) for module in (attrs, sortedcontainers)}
-    paths.add(str(Path(taskengine.__file__ or "").parent.parent))
-    env["PYTHONPATH"] = os.pathsep.join(sorted(paths))
+    os.chmod(packages, 0o755)
+    for module in (attr, attrs, sortedcontainers, taskengine):
+        source = Path(module.__file__ or "").parent
+        shutil.copytree(source, packages / source.name, ignore=shutil.ignore_patterns("*.pyc"))
+    for path in [packages, *packages.rglob("*")]:
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    env["PYTHONPATH"] = str(packages)
     return [python], env, _as_nobody
 
 
@@ -343,9 +350,10 @@ def test_tasks_list_works_on_a_file_its_user_cannot_write(
 ) -> None:
     """A 0444 file in a 0555 directory is listed by a user who cannot write either."""
     task_id = _add_task(db)
-    command, env, demote = _unprivileged_command()
+    packages = Path(tempfile.mkdtemp(prefix="taskengine-pkgs-"))
     folder = Path(tempfile.mkdtemp(prefix="taskengine-ro-"))
     try:
+        command, env, demote = _unprivileged_command(packages)
         os.chmod(folder, 0o755)
         copy = folder / "ro.db"
         copy.write_bytes(db.read_bytes())  # the whole file: the last close checkpointed
@@ -369,3 +377,4 @@ def test_tasks_list_works_on_a_file_its_user_cannot_write(
         for path in folder.iterdir():
             path.unlink()
         folder.rmdir()
+        shutil.rmtree(packages)
