@@ -222,6 +222,48 @@ class SQLiteTaskStore:
         if not written:
             raise LeaseLost(fence.task_id, fence.owner, fence.token)
 
+    def update(
+        self,
+        task_id: str,
+        change: Callable[[Task], Task | None],
+        fence: Lease | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> Task | None:
+        """Replace a snapshot with ``change(stored)`` in one write transaction (see
+        :meth:`TaskStore.update`): ``BEGIN IMMEDIATE`` holds the file's write lock from
+        the read to the write, so no other process's write comes between them.
+
+        Raises:
+            LeaseLost: ``fence`` is not current and unexpired at ``now``.
+        """
+        at = None if fence is None else epoch_ms(fence_time(fence, task_id, now))
+        if self._absent or task_id in self._hidden or not _encodable(task_id):
+            if fence is not None:
+                raise LeaseLost(fence.task_id, fence.owner, fence.token)
+            return None
+        with self.database.transaction() as conn:
+            if fence is not None and (
+                not self._leases
+                or conn.execute(_FENCE, (task_id, fence.owner, fence.token, at)).fetchone()
+                is None
+            ):
+                raise LeaseLost(fence.task_id, fence.owner, fence.token)
+            found = conn.execute(
+                f"SELECT {self._columns} FROM {_TABLE} WHERE id = ?", (task_id,)
+            ).fetchone()
+            if found is None:
+                return None
+            stored = self._decode(found)
+            updated = change(stored)
+            if updated is None:
+                return stored
+            if not isinstance(updated, Task) or updated.id != task_id:
+                raise ValueError(f"an update of task {task_id!r} must return that task or None")
+            row = self._row(updated)
+            conn.execute(_UPDATE, (*row[1:], row[0]))
+            return updated
+
     # -- ownership (see TaskStore) -----------------------------------------------------
 
     def claim(

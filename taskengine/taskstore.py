@@ -20,7 +20,7 @@ cannot keep typed ones (SQLite); the JSON form is the same either way.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -100,6 +100,38 @@ class TaskStore(Protocol):
                 written.
             TypeError: a fence without ``now``.
             ValueError: the fence is another task's lease.
+        """
+        ...
+
+    def update(
+        self,
+        task_id: str,
+        change: Callable[[Task], Task | None],
+        fence: Lease | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> Task | None:
+        """Replace the stored snapshot with ``change(stored)``, atomically.
+
+        The read, ``change`` and the write are one step with respect to every other
+        operation (also across processes for a shared file), so two engines changing
+        one task (an owner's checkpoint, another process's cancel) never lose each
+        other's change. ``change`` gets the stored snapshot and returns the new one (same
+        id) or ``None`` to leave it as it is; it runs under the store's lock or inside its
+        transaction, so it must be quick and must not call the store. An exception from
+        it propagates and nothing is written. With a ``fence`` the step happens only
+        while the fence is current and unexpired at ``now``.
+
+        Returns:
+            The stored snapshot afterwards (the new one, or the unchanged one), or
+            ``None`` when no task ``task_id`` is stored (``change`` is not called).
+
+        Raises:
+            LeaseLost: ``fence`` is not current and unexpired at ``now`` (``change`` is
+                not called, nothing is written).
+            TypeError: a fence without ``now``.
+            ValueError: the fence is another task's lease, or ``change`` returned a task
+                with another id.
         """
         ...
 
@@ -242,6 +274,34 @@ class MemoryTaskStore:
                 self._tasks[task.id] = (self._seq, task)
             else:
                 self._tasks[task.id] = (entry[0], task)
+
+    def update(
+        self,
+        task_id: str,
+        change: Callable[[Task], Task | None],
+        fence: Lease | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> Task | None:
+        """Replace a snapshot with ``change(stored)`` under the store's lock (see
+        :meth:`TaskStore.update`).
+
+        Raises:
+            LeaseLost: ``fence`` is not current and unexpired at ``now``.
+        """
+        at = None if fence is None else epoch_ms(fence_time(fence, task_id, now))
+        with self._lock:
+            if fence is not None and not self._current(fence, at):
+                raise LeaseLost(fence.task_id, fence.owner, fence.token)
+            entry = self._tasks.get(task_id)
+            if entry is None:
+                return None
+            updated = change(entry[1])
+            if updated is None:
+                return entry[1]
+            _check_same_id(updated, task_id)
+            self._tasks[task_id] = (entry[0], updated)
+            return updated
 
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or ``None``."""
@@ -394,3 +454,8 @@ class MemoryTaskStore:
 
     def close(self) -> None:
         """Nothing to release."""
+
+
+def _check_same_id(task: Task, task_id: str) -> None:
+    if not isinstance(task, Task) or task.id != task_id:
+        raise ValueError(f"an update of task {task_id!r} must return that task or None")
