@@ -4,13 +4,22 @@ How a task runs (one worker thread per task at a time)::
 
     plan = executor.plan(options, storage)          # TaskFailure -> FAILED with its code
     estimate = storage.count(...)                   # NEW -> RUNNING, saved
-    loop until the scan is finished, a cancel was requested, or the engine stops:
-        page = storage.scan(..., after=checkpoint, limit=batch_size, filter=plan.filter)
-        changes = executor.apply(plan, matching items)
-        with engine lock, storage.atomic():         # one transaction when the task store
-            delete/replace items                    # shares the storage's Database
-            counters += ..., checkpoint = page.cursor, task saved
+    loop until the scan is finished, a cancel was requested, the engine stops, or the
+    task's lease is lost:
+        with storage.atomic():                      # one transaction on SQLite
+            page = storage.scan(..., after=checkpoint, limit=batch_size, filter=plan.filter)
+            changes = executor.apply(plan, matching items)
+            lease checked (renewed once a third has passed)     # the fence
+            delete/replace items
+            task_store.update(counters += ..., checkpoint = page.cursor), fenced
         executor.committed(plan, changes, written)
+
+The engine holds the task's lease (:mod:`taskengine._ownership`) for the whole run. The
+batch reads its items inside the same transaction that writes them and records its
+checkpoint, so a batch of another process (another task on the same items) cannot come
+between the read and the write, and a stale owner's batch is refused whole: the fence is
+checked, and the task updated, inside the block. A lost lease ends the run without
+touching the task: its new owner goes on from the last committed checkpoint.
 
 Storage errors are retried a bounded number of times per batch, and a retry never applies
 a change twice. On an adapter whose ``atomic()`` rolls back (``atomic_rolls_back``) a
@@ -27,7 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 import attrs
@@ -38,6 +47,7 @@ from taskengine._writes import WHOLE_TASK, settle_writes, write_changes
 from taskengine.errors import (
     CollectionNotFound,
     InvalidItem,
+    LeaseLost,
     SandboxNotEnabled,
     StorageError,
     TaskFailure,
@@ -47,6 +57,8 @@ from taskengine.task import Failure, Task, TaskStatus
 from taskengine.tasktype import BatchChanges, Plan
 
 if TYPE_CHECKING:
+    from taskengine._lease import Lease
+    from taskengine._ownership import Hold, Ownership
     from taskengine.clock import Clock
     from taskengine.storage.base import Storage
     from taskengine.taskstore import TaskStore
@@ -63,6 +75,10 @@ class _Stopped(Exception):
     """The engine is stopping: leave the task RUNNING where it is."""
 
 
+class _Gone(Exception):
+    """The task is no longer RUNNING under this run (finished or removed): stop."""
+
+
 class _Unsettled(Exception):
     """A batch's write failed after it may have written something: settle, never redo."""
 
@@ -77,8 +93,10 @@ class _Unsettled(Exception):
 class Batches:
     """Runs tasks batch by batch for a ``TaskEngine``, sharing its state and its lock.
 
-    Every change to a task happens under the engine's lock (``changed``), in this
-    order: engine lock -> ``storage.atomic()`` -> task store.
+    Every change to a task is one :meth:`TaskStore.update` (atomic, fenced by the run's
+    lease); the engine's lock (``changed``) guards only its bookkeeping afterwards and is
+    never taken inside ``storage.atomic()``. Lock order: target lock ->
+    ``storage.atomic()`` -> task store; engine lock -> task store.
 
     Attributes:
         storage: the item storage.
@@ -92,7 +110,7 @@ class Batches:
         changed: the engine lock, notified on every task change.
         stopping: set while the engine stops.
         cancels: ids of running tasks whose cancel was requested.
-        running: the latest saved snapshot of each RUNNING task.
+        ownership: the engine's leases (fences every batch).
         after_save: the engine's bookkeeping after a task change was saved.
     """
 
@@ -107,13 +125,13 @@ class Batches:
     changed: threading.Condition
     stopping: threading.Event
     cancels: set[str]
-    running: dict[str, Task]
+    ownership: Ownership
     after_save: Callable[[Task], None]
     _target_locks: dict[tuple[str, str], threading.Lock] = attrs.field(factory=dict, init=False)
     _shared: bool = attrs.field(init=False)
     _rolls_back: bool = attrs.field(init=False)
     _exact: bool = attrs.field(init=False)
-    _private_store: bool = attrs.field(init=False)
+    _inside: bool = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         # Capabilities are declared by the adapter (see the Storage protocol) and the
@@ -121,12 +139,15 @@ class Batches:
         self._shared = self.task_store.shares_transactions_with(self.storage)
         self._rolls_back = getattr(self.storage, "atomic_rolls_back", False) is True
         self._exact = getattr(self.storage, "scan_filters_exactly", False) is True
-        # A task store other processes may write (SQLite) is re-read before each batch
-        # commit, so a cancel requested elsewhere is never overwritten.
-        self._private_store = getattr(self.task_store, "process_private", False) is True
+        # The task is updated inside the batch's atomic() block when that makes the two
+        # one: a shared transaction, or a block that rolls back (a refused fence or a
+        # failed update undoes the batch's writes).
+        self._inside = self._shared or self._rolls_back
 
-    def run(self, task_id: str, *, sync: bool) -> None:
-        """Run a task to its end (or until the engine stops); record how it ended.
+    def run(self, task_id: str, hold: Hold, *, sync: bool) -> None:
+        """Run a task to its end (or until the engine stops or the lease is lost).
+
+        The caller holds the task's lease (``hold``) and releases it afterwards.
 
         Raises:
             Exception: only with ``sync``, an unexpected error (a bug in an executor),
@@ -136,53 +157,70 @@ class Batches:
         if task is None or task.is_finished:
             return
         try:
-            self._execute(task, sync=sync)
-        except _Stopped:
+            self._execute(task, hold, sync=sync)
+        except (_Stopped, _Gone):
+            return
+        except LeaseLost:
+            hold.lost = True
+            _log.warning("task %s: lease lost (taken over or expired); stopped", task_id)
             return
         except TaskFailure as failure:
-            self.finish(task_id, Failure(failure.code, failure.description, failure.data))
+            self.finish(task_id, Failure(failure.code, failure.description, failure.data), hold)
         except (CollectionNotFound, SandboxNotEnabled) as exc:  # gone while the task ran
             code = (
                 codes.COLLECTION_NOT_FOUND
                 if isinstance(exc, CollectionNotFound)
                 else codes.SANDBOX_NOT_ENABLED
             )
-            self.finish(task_id, Failure(code, str(exc), {"collection": exc.collection}))
+            self.finish(task_id, Failure(code, str(exc), {"collection": exc.collection}), hold)
         except InvalidItem as exc:
             # The storage refused an item the task wrote (create-time validation keeps
             # option values storable, so this is a custom executor's doing): a clear
             # whole-task failure, never an exception escaping run_until_idle.
             _log.warning("task %s wrote an item the storage refused: %s", task_id, exc)
             data = {"itemId": exc.item_id} if exc.item_id is not None else None
-            self.finish(task_id, Failure(codes.STORAGE, f"storage refused an item: {exc}", data))
+            refused = Failure(codes.STORAGE, f"storage refused an item: {exc}", data)
+            self.finish(task_id, refused, hold)
         except StorageError as exc:
             _log.warning("task %s failed on storage errors: %s", task_id, exc)
-            self.finish(task_id, Failure(codes.STORAGE, f"storage error: {exc}", None))
+            self.finish(task_id, Failure(codes.STORAGE, f"storage error: {exc}", None), hold)
         except Exception as exc:
             _log.exception("task %s failed unexpectedly", task_id)
             description = f"unexpected error: {type(exc).__name__}: {exc}"
-            self.finish(task_id, Failure(codes.STORAGE, description, None))
+            self.finish(task_id, Failure(codes.STORAGE, description, None), hold)
             if sync:
                 raise
 
-    def finish(self, task_id: str, failure: Failure) -> None:
+    def finish(self, task_id: str, failure: Failure, hold: Hold) -> None:
         """End a task FAILED with ``failure`` (a NEW one is started first, unless cancelled)."""
+        now = self.clock.now()
+        cancelled = failure.code == Failure.cancelled().code
+
+        def change(current: Task) -> Task | None:
+            if current.is_finished:
+                return None
+            if current.status is TaskStatus.NEW and not cancelled:
+                current = current.started(now, 0)
+            return current.finished(TaskStatus.FAILED, now, self.retention, failure)
+
         try:
-            with self.changed:
-                current = self.task_store.get(task_id)
-                if current is None or current.is_finished:
-                    return
-                now = self.clock.now()
-                if current.status is TaskStatus.NEW and failure.code != Failure.cancelled().code:
-                    current = current.started(now, 0)
-                updated = current.finished(TaskStatus.FAILED, now, self.retention, failure)
-                self.task_store.save(updated)
-                self.after_save(updated)
+            updated = self.task_store.update(task_id, change, hold.lease, now=now)
+        except LeaseLost:
+            hold.lost = True
+            _log.warning("task %s: lease lost before its failure was recorded", task_id)
+            return
         except StorageError:
             # The store is down too: the task stays as last saved and resumes on restart.
             _log.exception("could not record the failure of task %s", task_id)
+            return
+        if updated is not None:
+            self._saved(updated)
 
-    def _execute(self, task: Task, *, sync: bool) -> None:
+    def _saved(self, task: Task) -> None:
+        with self.changed:
+            self.after_save(task)
+
+    def _execute(self, task: Task, hold: Hold, *, sync: bool) -> None:
         task_type = self.task_types.get(task.type)
         if task_type is None:
             raise TaskFailure(codes.STORAGE, f"task type {task.type!r} is not registered")
@@ -198,13 +236,19 @@ class Batches:
                 lambda: storage.count(plan.collection, plan.environment, plan.filter).value,
                 sync,
             )
-            with self.changed:
-                current = self.task_store.get(task.id)
-                if current is None or current.status is not TaskStatus.NEW:
-                    return  # cancelled (or removed) while planning
-                task = current.started(self.clock.now(), estimate)
-                self.task_store.save(task)
-                self.after_save(task)
+            now = self.clock.now()
+            started = self.task_store.update(
+                task.id,
+                lambda current: (
+                    current.started(now, estimate) if current.status is TaskStatus.NEW else None
+                ),
+                hold.lease,
+                now=now,
+            )
+            if started is None or started.status is not TaskStatus.RUNNING:
+                return  # cancelled (or removed) while planning
+            task = started
+            self._saved(task)
         checkpoint = task.checkpoint
         batch_size = self.batch_size
         collection, environment, accept = plan.collection, plan.environment, plan.filter
@@ -219,7 +263,7 @@ class Batches:
         # The protocol lets an adapter return items its filter rejects, so the engine
         # re-checks, except on adapters that declare exact scans (a second call per item).
         recheck = accept if accept is not None and not self._exact else None
-        scan, commit = storage.scan, self._commit
+        scan, commit, atomic = storage.scan, self._commit, storage.atomic
 
         # The previous batch (its scanned copies) is let go right after the next page is
         # read, as a hand-written ``page = scan(...)`` loop does, so apply and the write
@@ -230,36 +274,55 @@ class Batches:
         # whole heap follow (measured: one per 100k-item task, ~30% of its time).
         previous: list[BatchChanges] = []
 
-        def step() -> tuple[str | None, BatchChanges, WriteResult | None, bool]:
+        def step() -> tuple[str | None, BatchChanges, WriteResult | None, Task | None]:
             with target_lock:
-                page = scan(
-                    collection, environment, after=checkpoint, limit=batch_size, filter=accept
-                )
-                previous.clear()
-                items = page.items
-                if recheck is not None:
-                    items = [item for item in items if recheck(item)]
-                changes = apply(plan, items) if items else _NOTHING
-                written, done = commit(task_id, plan, changes, page.cursor)
-            return page.cursor, changes, written, done
+                try:
+                    with atomic():
+                        page = scan(
+                            collection,
+                            environment,
+                            after=checkpoint,
+                            limit=batch_size,
+                            filter=accept,
+                        )
+                        previous.clear()
+                        items = page.items
+                        if recheck is not None:
+                            items = [item for item in items if recheck(item)]
+                        changes = apply(plan, items) if items else _NOTHING
+                        written, updated = commit(hold, task_id, plan, changes, page.cursor)
+                    if updated is None:
+                        updated = self._record_after(
+                            hold, task_id, plan, changes, written, page.cursor
+                        )
+                except _Gone:
+                    return None, _NOTHING, None, None
+            return page.cursor, changes, written, updated
 
         while True:
+            if hold.lost:
+                raise LeaseLost(task_id, hold.lease.owner, hold.lease.token)
             if task_id in cancels:
-                self.finish(task_id, Failure.cancelled())
+                self.finish(task_id, Failure.cancelled(), hold)
                 return
             if stopping.is_set() and not sync:
                 raise _Stopped
             gave_up: StorageError | None = None
             try:
-                cursor, changes, written, done = self._retry(step, sync)
+                cursor, changes, written, updated = self._retry(step, sync)
             except _Unsettled as unsettled:
                 cursor, changes = unsettled.cursor, unsettled.changes
-                written, done, gave_up = self._settle(task_id, plan, unsettled, target_lock)
+                written, updated, gave_up = self._settle(
+                    hold, task_id, plan, unsettled, target_lock
+                )
             if written is not None and (changes.deletes or changes.replaces):
                 committed(plan, changes, written)  # after giving up too: what was written
+            if updated is not None:
+                # Waiters hear of the batch after the executor did (``committed``).
+                self._saved(updated)
             if gave_up is not None:
                 raise gave_up
-            if done:
+            if updated is None or updated.is_finished:
                 return
             previous.append(changes)
             del changes, written
@@ -289,42 +352,75 @@ class Batches:
                     raise _Stopped from exc
 
     def _commit(
-        self, task_id: str, plan: Plan, changes: BatchChanges, cursor: str | None
-    ) -> tuple[WriteResult | None, bool]:
-        """Write one batch and its checkpoint; return (written, task finished)."""
-        storage = self.storage
-        with self.changed:
-            with storage.atomic():
-                current = self.running.get(task_id) if self._private_store else None
-                if current is None:
-                    current = self.task_store.get(task_id)
-                if current is None or current.status is not TaskStatus.RUNNING:
-                    return None, True
-                try:
-                    written = write_changes(self.storage, plan, changes)
-                    updated = self._outcome(current, plan, changes, written, cursor)
-                    if self._shared:
-                        self.task_store.save(updated)
-                except WHOLE_TASK:
-                    raise
-                except StorageError as exc:
-                    if self._rolls_back:
-                        raise  # the block undoes the batch: it is retried whole
-                    raise _Unsettled(changes, cursor, exc) from exc
-            if not self._shared:
-                try:
-                    self.task_store.save(updated)
-                except StorageError as exc:  # the items are written, the task is not
-                    raise _Unsettled(changes, cursor, exc) from exc
-            self.after_save(updated)
-            return written, updated.is_finished
+        self, hold: Hold, task_id: str, plan: Plan, changes: BatchChanges, cursor: str | None
+    ) -> tuple[WriteResult, Task | None]:
+        """Inside the batch's atomic() block: fence, write the batch, and (when the block
+        holds the task too) record it. Return what was written and the task afterwards
+        (``None`` when it is to be recorded after the block)."""
+        now = self.clock.now()
+        fence = self.ownership.fence(hold, now)
+        try:
+            written = write_changes(self.storage, plan, changes)
+            if not self._inside:
+                return written, None
+            return written, self._record(fence, task_id, plan, changes, written, cursor, now)
+        except WHOLE_TASK:
+            raise
+        except StorageError as exc:
+            if self._rolls_back:
+                raise  # the block undoes the batch: it is retried whole
+            raise _Unsettled(changes, cursor, exc) from exc
+
+    def _record_after(
+        self,
+        hold: Hold,
+        task_id: str,
+        plan: Plan,
+        changes: BatchChanges,
+        written: WriteResult,
+        cursor: str | None,
+    ) -> Task:
+        """Record a batch whose items committed in a block that could not hold the task."""
+        now = self.clock.now()
+        try:
+            return self._record(hold.lease, task_id, plan, changes, written, cursor, now)
+        except StorageError as exc:  # the items are written, the task is not
+            raise _Unsettled(changes, cursor, exc) from exc
+
+    def _record(
+        self,
+        fence: Lease,
+        task_id: str,
+        plan: Plan,
+        changes: BatchChanges,
+        written: WriteResult,
+        cursor: str | None,
+        now: datetime,
+    ) -> Task:
+        """The fenced update of the task after a batch: counters, checkpoint, maybe its end."""
+
+        def change(current: Task) -> Task:
+            if current.status is not TaskStatus.RUNNING:
+                raise _Gone
+            return self._outcome(current, plan, changes, written, cursor)
+
+        updated = self.task_store.update(task_id, change, fence, now=now)
+        if updated is None:
+            raise _Gone
+        return updated
 
     def _settle(
-        self, task_id: str, plan: Plan, unsettled: _Unsettled, target_lock: threading.Lock
-    ) -> tuple[WriteResult | None, bool, StorageError | None]:
+        self,
+        hold: Hold,
+        task_id: str,
+        plan: Plan,
+        unsettled: _Unsettled,
+        target_lock: threading.Lock,
+    ) -> tuple[WriteResult | None, Task | None, StorageError | None]:
         """Settle a batch whose write failed (:func:`settle_writes`), then record it.
 
-        Returns ``(written, task finished, the error to fail the task with or None)``;
+        Returns ``(written, the task as recorded or None when it is gone, the error to
+        fail the task with or None)``;
         the error (``WDE0054``) comes when the retries ran out with items unverified.
         """
         changes = unsettled.changes
@@ -339,24 +435,25 @@ class Batches:
         )
         done, missing = written.done, written.missing
 
+        def change(current: Task) -> Task:
+            if current.status is not TaskStatus.RUNNING:
+                raise _Gone
+            if unknown:
+                return current.with_batch(
+                    len(done), len(missing), _vanished(missing), current.checkpoint
+                )
+            return self._outcome(current, plan, changes, written, unsettled.cursor)
+
         def record() -> Task | None:
-            with self.changed:
-                current = self.task_store.get(task_id)
-                if current is None or current.status is not TaskStatus.RUNNING:
-                    return None
-                if unknown:
-                    updated = current.with_batch(
-                        len(done), len(missing), _vanished(missing), current.checkpoint
-                    )
-                else:
-                    updated = self._outcome(current, plan, changes, written, unsettled.cursor)
-                self.task_store.save(updated)
-                self.after_save(updated)
-                return updated
+            now = self.clock.now()
+            try:
+                return self.task_store.update(task_id, change, hold.lease, now=now)
+            except _Gone:
+                return None
 
         updated = self._retry(record, sync=True)
         if updated is None:
-            return None, True, None
+            return None, None, None
         if unknown:
             gave_up = StorageError(
                 f"{error}; a batch could not be completed: {len(done) + len(missing)} of its "
@@ -364,8 +461,8 @@ class Batches:
                 "unverified"
             )
             gave_up.__cause__ = error
-            return written, True, gave_up
-        return written, updated.is_finished, None
+            return written, updated, gave_up
+        return written, updated, None
 
     def _outcome(
         self,

@@ -1,14 +1,17 @@
 """``TaskEngine``: the public API, task lifecycle, the queue, worker threads, retention.
 
 The engine owns the tasks' state and one lock; how a task runs batch by batch (retries,
-settling after failed writes) is :mod:`taskengine._batches`, and reading task JSON is
-:mod:`taskengine._taskjson`. The engine imports no task type: with ``task_types=None``
-it resolves the plug-in named by :attr:`TaskEngine.DEFAULT_TASK_TYPES`.
+settling after failed writes) is :mod:`taskengine._batches`, how it shares a task store
+with other engines (leases, heartbeat, takeover) is :mod:`taskengine._ownership`, and
+reading task JSON is :mod:`taskengine._taskjson`. The engine imports no task type: with
+``task_types=None`` it resolves the plug-in named by :attr:`TaskEngine.DEFAULT_TASK_TYPES`.
 
-Every change to a task happens under one engine lock, in this order: engine lock ->
-``storage.atomic()`` -> task store. Readers (``get_task``, ``list_tasks``,
-``get_progress``) only touch the task store, so they never wait for a batch's item
-writes (except on a shared SQLite database, which serialises everything anyway).
+Every change to a task is one atomic ``TaskStore.update`` (fenced by the lease when the
+engine runs the task), so engines sharing a store never lose each other's changes. The
+engine lock guards only the engine's own bookkeeping and is never taken inside
+``storage.atomic()``. Readers (``get_task``, ``list_tasks``, ``get_progress``) only
+touch the task store, so they never wait for a batch's item writes (except on a shared
+SQLite database, which serialises everything anyway).
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import attrs
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine._batches import Batches
+from taskengine._lease import new_owner_id
+from taskengine._ownership import Ownership
 from taskengine._queue import WorkQueue
 from taskengine._services import Services, load_plugin
 from taskengine._taskjson import read_create
@@ -95,6 +100,18 @@ class TaskEngine:
         retry_delay: seconds before the first retry (doubled each time).
         tick_interval: real seconds between housekeeping rounds (the retention sweep and
             service ticks) while started.
+        lease: how long the engine's claim on a task (and on a service's leadership)
+            lasts without renewal. The engine renews it as it runs (with each batch, and
+            from a timer during a long one), so it only runs out when the engine died,
+            hung or lost the store; another engine then takes the task over from its last
+            checkpoint. Must be longer than the longest batch.
+        poll_interval: real seconds between looks at the task store for work other
+            engines created or left (and between lease renewals checks).
+        adopt: whether this engine runs tasks it did not create: unfinished tasks found
+            in the store, tasks other engines create, and tasks whose owner died. The
+            command line's ``run`` turns it off so that it runs only its own task.
+        owner: this engine's id in the store's leases; default a fresh
+            ``host:pid:random`` id (:func:`~taskengine.taskstore.new_owner_id`).
 
     Raises:
         InvalidRequest: a setting out of range (named by its argument name).
@@ -123,6 +140,10 @@ class TaskEngine:
         max_retries: int = 3,
         retry_delay: float = 0.05,
         tick_interval: float = 1.0,
+        lease: timedelta = timedelta(seconds=30),
+        poll_interval: float = 0.5,
+        adopt: bool = True,
+        owner: str | None = None,
     ) -> None:
         problems: list[Violation] = []
         for name, value, low in (
@@ -137,6 +158,19 @@ class TaskEngine:
         for name, number in (("retry_delay", retry_delay), ("tick_interval", tick_interval)):
             if not isinstance(number, (int, float)) or isinstance(number, bool) or number < 0:
                 problems.append(Violation(name, "must be a non-negative number of seconds"))
+        if (
+            not isinstance(poll_interval, (int, float))
+            or isinstance(poll_interval, bool)
+            or not 0 < poll_interval <= 3600
+        ):
+            problems.append(Violation("poll_interval", "must be a number of seconds in (0, 3600]"))
+        if not isinstance(lease, timedelta) or lease < timedelta(milliseconds=10):
+            problems.append(Violation("lease", "must be a timedelta of at least 10 ms"))
+        adopt_value: object = adopt
+        if type(adopt_value) is not bool:
+            problems.append(Violation("adopt", "must be True or False"))
+        if owner is not None and (type(owner) is not str or not owner.strip()):
+            problems.append(Violation("owner", "must be a non-empty string"))
         if problems:
             raise InvalidRequest(problems)
         self.storage: Storage = storage
@@ -148,16 +182,23 @@ class TaskEngine:
         self.max_retries = max_retries
         self.retry_delay = float(retry_delay)
         self.tick_interval = float(tick_interval)
+        self.lease = lease
+        self.poll_interval = float(poll_interval)
+        self.adopt = adopt
+        self.owner: str = owner if owner is not None else new_owner_id()
+        self._ownership = Ownership(self.task_store, self.owner, lease, adopt)
 
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._queue = WorkQueue()
         self._cancels: set[str] = set()
-        self._running: dict[str, Task] = {}  # latest saved snapshot of RUNNING tasks
         self._expiry = SortedList()
         self._expiry_loaded = False
         self._types: dict[str, TaskType] = {}
-        self._services = Services(storage)
+        self._services = Services(
+            storage,
+            resync=None if getattr(self.task_store, "process_private", False) else lease,
+        )
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -175,7 +216,7 @@ class TaskEngine:
             changed=self._changed,
             stopping=self._stopping,
             cancels=self._cancels,
-            running=self._running,
+            ownership=self._ownership,
             after_save=self._after_save,
         )
         if task_types is None:
@@ -225,23 +266,31 @@ class TaskEngine:
         """Whether worker threads are running (between :meth:`start` and :meth:`stop`)."""
         return bool(self._threads)
 
-    def start(self) -> None:
-        """Start the worker threads and housekeeping; resume unfinished tasks.
+    def owned(self) -> tuple[str, ...]:
+        """Ids of the tasks this engine holds a lease on now (the tasks it is running)."""
+        return tuple(self._ownership.held())
 
-        Every RUNNING task in the task store resumes from its checkpoint and every NEW
-        one is queued, oldest first. Idempotent while running.
+    def start(self) -> None:
+        """Start the worker threads, housekeeping and the owner thread; resume tasks.
+
+        Unfinished tasks no live engine owns (with ``adopt``) are claimed and run, oldest
+        first, a RUNNING one from its checkpoint; tasks other engines create or leave
+        behind are found within ``poll_interval``. Idempotent while running.
         """
         if self._threads:
             return
         self._stopping.clear()
         self._recover()
-        self._services.start(raise_errors=False)
+        self._services.activate()
         threads = [
             threading.Thread(target=self._worker, name=f"taskengine-worker-{n}", daemon=True)
             for n in range(self.workers)
         ]
         threads.append(
             threading.Thread(target=self._housekeeper, name="taskengine-housekeeper", daemon=True)
+        )
+        threads.append(
+            threading.Thread(target=self._owner_loop, name="taskengine-owner", daemon=True)
         )
         self._threads = threads
         for thread in threads:
@@ -250,15 +299,20 @@ class TaskEngine:
     def stop(self, timeout: float | None = None) -> None:
         """Stop the workers after their current batch; RUNNING tasks stay resumable.
 
+        The engine's leases (tasks and service leadership) are released, so another
+        engine on the store goes on at once instead of after the lease runs out.
+
         Args:
             timeout: seconds to wait for each thread (``None`` = as long as it takes).
         """
         self._stopping.set()
         self._wake.set()
         self._queue.wake_all()
-        for thread in self._threads:
+        threads, self._threads = self._threads, []
+        for thread in threads:
             thread.join(timeout)
-        self._threads = []
+        if not any(thread.is_alive() for thread in threads):
+            self._ownership.release_all()
         with self._changed:
             self._changed.notify_all()
 
@@ -294,19 +348,29 @@ class TaskEngine:
         self._stopping.clear()
         if not self._recovered:
             self._recover()
-        self._services.start(raise_errors=True)
+        self._services.activate()
         ran = 0
+        tried: set[str] = set()
         while True:
             self.sweep()
-            self._services.tick(self.clock.now(), raise_errors=True)
+            self._services.tick(self.clock.now(), self._ownership.lead, raise_errors=True)
             task_id = self._queue.claim()
             if task_id is None:
-                return ran
+                found = [
+                    found_id
+                    for found_id in self._ownership.candidates(self.clock.now(), self.workers + 8)
+                    if found_id not in tried
+                ]
+                if not found:
+                    return ran
+                self._queue.put_missing(found)
+                continue
+            tried.add(task_id)
             try:
-                self._batches.run(task_id, sync=True)
+                if self._run_claimed(task_id, sync=True):
+                    ran += 1
             finally:
                 self._queue.release(task_id)
-            ran += 1
 
     # -- the API ------------------------------------------------------------------------
 
@@ -330,6 +394,7 @@ class TaskEngine:
             options=options,
             created_at=self.clock.now(),
         )
+        self._ownership.created(task.id)
         with self._changed:
             self.task_store.insert(task)
             self._changed.notify_all()
@@ -373,19 +438,28 @@ class TaskEngine:
         Raises:
             TaskNotFound: no such task, or it has expired.
         """
-        with self._changed:
-            task = self._get_live(task_id)
-            if task.is_finished or task.cancel_requested:
-                return task
-            if task.status is TaskStatus.NEW:
-                updated = task.finished(
-                    TaskStatus.FAILED, self.clock.now(), self.retention, Failure.cancelled()
+        task = self._get_live(task_id)
+        if task.is_finished or task.cancel_requested:
+            return task
+        now = self.clock.now()
+
+        def change(current: Task) -> Task | None:
+            # One atomic step in the store: a checkpoint or a start by the task's owner
+            # (maybe another process) cannot come between the read and the write.
+            if current.is_finished or current.cancel_requested:
+                return None
+            if current.status is TaskStatus.NEW:
+                return current.finished(
+                    TaskStatus.FAILED, now, self.retention, Failure.cancelled()
                 )
-            else:
-                updated = task.cancel_was_requested()
-            self.task_store.save(updated)
+            return current.cancel_was_requested()
+
+        updated = self.task_store.update(task_id, change)
+        if updated is None:
+            raise TaskNotFound(task_id)
+        with self._changed:
             self._after_save(updated)
-            return updated
+        return updated
 
     def wait(self, task_id: str, timeout: float | None = None) -> Task:
         """Block until the task is finished or ``timeout`` seconds passed; return it.
@@ -456,15 +530,31 @@ class TaskEngine:
     # -- internals: workers -------------------------------------------------------------
 
     def _recover(self) -> None:
-        unfinished = self.task_store.unfinished()
         with self._lock:
             self._expiry = SortedList(self.task_store.expiring())
             self._expiry_loaded = True
-            for task in unfinished:
-                if task.cancel_requested:
-                    self._cancels.add(task.id)
             self._recovered = True
-        self._queue.put_missing(task.id for task in unfinished)
+        if self.adopt:
+            self._ownership.release_orphans()
+            found = self._ownership.candidates(self.clock.now(), max(64, self.workers * 4))
+            self._queue.put_missing(found)
+
+    def _run_claimed(self, task_id: str, *, sync: bool) -> bool:
+        """Claim the task and run it (see :meth:`Batches.run`); ``False`` only when it is
+        unfinished and could not be claimed (another engine owns it)."""
+        hold = self._ownership.claim(task_id, self.clock.now())
+        if hold is None:
+            task = self.task_store.get(task_id)
+            return task is None or task.is_finished
+        try:
+            task = self.task_store.get(task_id)
+            if task is not None and task.cancel_requested and not task.is_finished:
+                with self._lock:
+                    self._cancels.add(task_id)
+            self._batches.run(task_id, hold, sync=sync)
+        finally:
+            self._ownership.release(hold)
+        return True
 
     def _worker(self) -> None:
         while not self._stopping.is_set():
@@ -475,17 +565,31 @@ class TaskEngine:
             if task_id is None:
                 continue
             try:
-                self._batches.run(task_id, sync=False)
-            except Exception:  # pragma: no cover - run() already records and logs
+                self._run_claimed(task_id, sync=False)
+            except Exception:
                 _log.exception("worker failed on task %s", task_id)
             finally:
                 self._queue.release(task_id)
+
+    def _owner_loop(self) -> None:
+        """Renew leases, and look for work other engines created or left behind."""
+        period = min(self.poll_interval, self.lease.total_seconds() / 6)
+        while not self._stopping.is_set():
+            try:
+                now = self.clock.now()
+                self._ownership.heartbeat(now)
+                found = self._ownership.candidates(now, self.workers * 2)
+                if found:
+                    self._queue.put_missing(found)
+            except Exception:
+                _log.exception("looking for work failed")
+            self._stopping.wait(period)
 
     def _housekeeper(self) -> None:
         while not self._stopping.is_set():
             try:
                 self.sweep()
-                self._services.tick(self.clock.now(), raise_errors=False)
+                self._services.tick(self.clock.now(), self._ownership.lead, raise_errors=False)
             except Exception:
                 _log.exception("housekeeping failed")
             self._wake.wait(self._services.seconds_until_due(self.clock.now(), self.tick_interval))
@@ -495,10 +599,6 @@ class TaskEngine:
 
     def _after_save(self, task: Task) -> None:
         """Bookkeeping after a task change was saved (engine lock held)."""
-        if task.status is TaskStatus.RUNNING:
-            self._running[task.id] = task
-        else:
-            self._running.pop(task.id, None)
         if task.is_finished:
             self._cancels.discard(task.id)
             if task.expires_at is not None:

@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("taskengine.tasktypes",),
     ("taskengine.engine",),
     ("taskengine._batches", "taskengine._queue", "taskengine._services"),
+    ("taskengine._ownership",),
     ("taskengine._writes",),
     ("taskengine.taskstore", "taskengine.progress"),
     ("taskengine._sqlite_taskstore",),

@@ -728,15 +728,14 @@ def _ids(tasks: Iterator[Any]) -> list[str]:
 def test_collection_dropped_mid_task_fails_wde0025(executor: CountExecutor) -> None:
     """Dropping the collection between batches ends the task FAILED/WDE0025."""
     storage = make_storage(10)
-    original = executor.apply
+    original = executor.committed
 
-    def dropping(plan: Plan, items: list[dict[str, Any]]) -> BatchChanges:
-        changes = original(plan, items)
+    def dropping(plan: Plan, changes: BatchChanges, written: WriteResult) -> None:
+        original(plan, changes, written)
         if executor.batches == 1:
             storage.drop_collection("things")
-        return changes
 
-    executor.apply = dropping  # type: ignore[method-assign]
+    executor.committed = dropping  # type: ignore[method-assign]
     engine = engine_for(storage, executor, batch_size=4)
     task = engine.create_task(spec())
     engine.run_until_idle()

@@ -1,0 +1,285 @@
+"""An engine's side of task ownership: its leases, their heartbeat, and finding work.
+
+Several engines (threads sharing a ``MemoryTaskStore``, processes sharing a SQLite file)
+may use one task store. The store keeps who owns what (:mod:`taskengine._lease`, the
+``TaskStore`` ownership contract); this module is what one engine does with it:
+
+* **claim** a task before running it (:meth:`Ownership.claim`), and give it up when its
+  run ends or the engine stops (:meth:`Ownership.release`), so another engine can go on
+  at once instead of after the lease runs out;
+* **fence** every batch (:meth:`Ownership.fence`, inside the batch's transaction): the
+  lease is checked, and renewed once a third of it has passed, so a stale owner's batch
+  is refused and rolled back;
+* **heartbeat** (:meth:`Ownership.heartbeat`, from the engine's owner thread): renew the
+  leases of long batches; a lease found lost marks its :class:`Hold`, and the task's
+  runner stops at its next step;
+* **find work** (:meth:`Ownership.candidates`): tasks no live engine owns, oldest first.
+  A task whose owner is a process of this host that no longer exists is released at
+  once (its lease would otherwise run for up to ``lease``): the owner id names host and
+  pid (:func:`~taskengine._lease.new_owner_id`);
+* **lead** a role (:meth:`Ownership.lead`): services such as the publish scheduler run in
+  one engine at a time, the holder of the role's leader lease.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from taskengine._lease import Lease
+from taskengine.errors import LeaseLost, StorageError
+
+if TYPE_CHECKING:
+    from taskengine.taskstore import TaskStore
+
+__all__ = ["Hold", "Ownership", "owner_is_gone"]
+
+_log = logging.getLogger("taskengine.engine")
+
+_ALONE = Lease("", "", 0, datetime.min)  # the role of an engine whose store has no roles
+_DEAD_CHECK_EVERY = 5.0  # real seconds between looks for leases of exited local processes
+
+
+class Hold:
+    """One task an engine runs: its current lease (renewed as it runs) and whether it was lost.
+
+    Attributes:
+        lease: the latest lease (each renewal replaces it).
+        lost: set once the lease was found lost (expired, released or taken over): the
+            runner stops working on the task.
+    """
+
+    __slots__ = ("lease", "lost")
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.lost = False
+
+
+class Ownership:
+    """The leases one engine holds on a task store, and how it finds and keeps work.
+
+    Args:
+        task_store: the shared task store.
+        owner: this engine's id.
+        duration: how long each lease (task or role) lasts without renewal.
+        adopt: whether the engine runs tasks it did not create.
+    """
+
+    def __init__(self, task_store: TaskStore, owner: str, duration: timedelta, adopt: bool) -> None:
+        self.task_store = task_store
+        self.owner = owner
+        self.duration = duration
+        self.adopt = adopt
+        self._renew_after = duration / 3
+        self._lock = threading.Lock()
+        self._held: dict[str, Hold] = {}
+        self._mine: set[str] = set()
+        self._roles: dict[str, Lease] = {}
+        self._next_dead_check = 0.0
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def created(self, task_id: str) -> None:
+        """Note a task this engine created (an engine that does not adopt runs only these)."""
+        with self._lock:
+            self._mine.add(task_id)
+
+    def eligible(self, task_id: str) -> bool:
+        """Whether this engine may run the task at all (it adopts, or created the task)."""
+        if self.adopt:
+            return True
+        with self._lock:
+            return task_id in self._mine
+
+    def claim(self, task_id: str, now: datetime) -> Hold | None:
+        """Take the task if no live engine owns it; ``None`` when someone does (or it ended)."""
+        if not self.eligible(task_id):
+            return None
+        lease = self.task_store.claim(task_id, self.owner, now, self.duration)
+        if lease is None:
+            return None
+        hold = Hold(lease)
+        with self._lock:
+            self._held[task_id] = hold
+        return hold
+
+    def release(self, hold: Hold) -> None:
+        """The run of the task ended: give the task up (another engine may take it at once)."""
+        task_id = hold.lease.task_id
+        with self._lock:
+            if self._held.get(task_id) is hold:
+                del self._held[task_id]
+            self._mine.discard(task_id)
+        if hold.lost:
+            return
+        try:
+            self.task_store.release(hold.lease)
+        except StorageError:  # it runs out on its own
+            _log.warning("could not release task %s; its lease runs out instead", task_id)
+
+    def fence(self, hold: Hold, now: datetime) -> Lease:
+        """The lease to fence a batch with, checked (and renewed once a third has passed).
+
+        Called inside the batch's ``storage.atomic()`` block: on a store that shares the
+        storage's transactions the check and the batch's writes commit together.
+
+        Raises:
+            LeaseLost: the lease is no longer current and unexpired (``hold.lost`` set).
+        """
+        lease = hold.lease
+        try:
+            if lease.expires_at - now < self.duration - self._renew_after:
+                lease = hold.lease = self.task_store.renew(lease, now, self.duration)
+            else:
+                self.task_store.check_fence(lease, now)
+        except LeaseLost:
+            hold.lost = True
+            raise
+        return lease
+
+    def heartbeat(self, now: datetime) -> None:
+        """Renew every held lease that is a third through; mark the lost ones."""
+        with self._lock:
+            holds = list(self._held.values())
+        for hold in holds:
+            lease = hold.lease
+            if hold.lost or lease.expires_at - now >= self.duration - self._renew_after:
+                continue
+            try:
+                renewed = self.task_store.renew(lease, now, self.duration)
+            except LeaseLost:
+                hold.lost = True
+                _log.warning(
+                    "task %s: lease %d lost (taken over or expired); stopping work on it",
+                    lease.task_id,
+                    lease.token,
+                )
+            except StorageError as exc:
+                _log.warning("task %s: could not renew its lease: %s", lease.task_id, exc)
+            else:
+                if hold.lease is lease:
+                    hold.lease = renewed
+
+    def held(self) -> dict[str, Lease]:
+        """The leases this engine holds now, by task id."""
+        with self._lock:
+            return {task_id: hold.lease for task_id, hold in self._held.items()}
+
+    def candidates(self, now: datetime, limit: int) -> list[str]:
+        """Up to ``limit`` tasks this engine may claim now (oldest first), not held by it.
+
+        Leases of processes of this host that exited are released first (at most every
+        few seconds: it reads every unfinished task's lease).
+        """
+        store = self.task_store
+        if self.adopt and time.monotonic() >= self._next_dead_check:
+            self._next_dead_check = time.monotonic() + _DEAD_CHECK_EVERY
+            self.release_orphans()
+        with self._lock:
+            held = set(self._held)
+            mine = None if self.adopt else set(self._mine)
+        if mine is not None and not mine - held:
+            return []
+        found = store.claimable(now, limit + len(held) if mine is None else len(mine) + limit)
+        return [
+            task_id
+            for task_id in found
+            if task_id not in held and (mine is None or task_id in mine)
+        ][:limit]
+
+    def release_orphans(self) -> int:
+        """Release the leases of unfinished tasks whose owner process is gone; return how many."""
+        store = self.task_store
+        released = 0
+        for task in store.unfinished():
+            lease = store.lease_of(task.id)
+            if lease is not None and lease.owner != self.owner and owner_is_gone(lease.owner):
+                store.release(lease)
+                released += 1
+                _log.info(
+                    "task %s: owner %s has exited; its lease is released", task.id, lease.owner
+                )
+        return released
+
+    def release_all(self) -> None:
+        """Give up every held task and role (the engine stops)."""
+        with self._lock:
+            holds = list(self._held.values())
+            roles = list(self._roles.values())
+            self._held.clear()
+            self._roles.clear()
+        for hold in holds:
+            if not hold.lost:
+                self._quietly(self.task_store.release, hold.lease)
+        resign = getattr(self.task_store, "resign", None)
+        for lease in roles:
+            if resign is not None and lease is not _ALONE:
+                self._quietly(resign, lease)
+
+    # -- roles --------------------------------------------------------------------------
+
+    def lead(self, role: str, now: datetime) -> tuple[bool, bool]:
+        """Become or stay the leader of ``role``: ``(leading, just became leader)``."""
+        with self._lock:
+            previous = self._roles.get(role)
+        lead = getattr(self.task_store, "lead", None)
+        if lead is None:  # a store without leader leases serves one engine: it leads
+            return True, previous is None and self._roles.setdefault(role, _ALONE) is _ALONE
+        try:
+            lease = lead(role, self.owner, now, self.duration)
+        except StorageError as exc:
+            _log.warning("could not renew the leadership of %s: %s", role, exc)
+            lease = None
+        with self._lock:
+            if lease is None:
+                self._roles.pop(role, None)
+                return False, False
+            self._roles[role] = lease
+        return True, previous is None or previous.token != lease.token
+
+    @staticmethod
+    def _quietly(action: object, lease: Lease) -> None:
+        try:
+            action(lease)  # type: ignore[operator]
+        except StorageError:
+            _log.warning("could not give up %s; its lease runs out instead", lease.task_id)
+
+
+def owner_is_gone(owner: str) -> bool:
+    """Whether ``owner`` (``host:pid:hex``) names a process of this host that has exited.
+
+    Only a certain answer is ``True``: another host, this very process, a live process
+    (or one we may not signal), or an id of another form all count as alive.
+    """
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3:
+        return False
+    host, pid_text, _ = parts
+    if host != socket.gethostname() or not pid_text.isascii() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError, OverflowError):
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A process that exited but was not reaped yet (Linux ``/proc``; ``False`` elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return False
+    return bool(fields) and fields[0] in ("Z", "X")
