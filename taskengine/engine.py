@@ -465,7 +465,8 @@ class TaskEngine:
         """Block until the task is finished or ``timeout`` seconds passed; return it.
 
         The returned task may still be unfinished when the timeout ran out (check
-        ``task.is_finished``). Waiting uses real time, whatever the engine's clock.
+        ``task.is_finished``). Waiting uses real time, whatever the engine's clock. A
+        task another engine runs is re-read from the store every ``poll_interval``.
 
         Raises:
             TaskNotFound: no such task, or it expired.
@@ -479,7 +480,8 @@ class TaskEngine:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return task
-                self._changed.wait(remaining)
+                period = self.poll_interval
+                self._changed.wait(period if remaining is None else min(remaining, period))
 
     def get_progress(self, task_id: str) -> Progress:
         """The progress view of a task (see docs/progress.md).
