@@ -86,11 +86,8 @@ from taskengine.testing._checks import (
     same_value,
 )
 from taskengine.testing._suite import CHECKS
-from taskengine.testing._taskstore_checks import (
-    TASKSTORE_CHECKS,
-    TaskStoreCheck,
-    TaskStoreFactory,
-)
+from taskengine.testing._taskstore_checks import TaskStoreCheck, TaskStoreFactory
+from taskengine.testing._taskstore_suite import TASKSTORE_CHECKS
 from taskengine.testing.agreement import agreement_machine
 
 if TYPE_CHECKING:
@@ -110,7 +107,6 @@ __all__ = [
     "run_taskstore_conformance",
     "same_value",
 ]
-
 
 
 def run_conformance(
