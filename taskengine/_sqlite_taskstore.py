@@ -12,9 +12,15 @@ component's entry in the file's ``taskengine_schema`` table
 * 2 — the rows without lease columns: a writer adds them in place (``ALTER TABLE ADD
   COLUMN``, in one transaction); a read-only view reads the file as it is, with no task
   leased;
-* 3 — the current rows: version 2 plus the lease columns (``lease_owner``,
-  ``lease_token``, ``lease_expires``);
+* 3 — version 2 plus the lease columns (``lease_owner``, ``lease_token``,
+  ``lease_expires``): a writer adds the leaders table in place (in one transaction); a
+  read-only view reads the file as it is, with no role led;
+* 4 — the current schema: version 3 plus the ``taskengine_leaders`` table of leader
+  leases (``role``, ``owner``, ``token``, ``expires``);
 * newer — refused with ``StorageError``, and the file is left untouched.
+
+Every upgrade goes straight to the current version, so a file of version 1 or 2 ends at
+version 4 too.
 """
 
 from __future__ import annotations
@@ -30,12 +36,15 @@ import attrs
 
 from taskengine import _taskrow as rows
 from taskengine._lease import (
+    Held,
     Lease,
     check_owner,
+    check_role,
     epoch_ms,
     fence_time,
     from_epoch_ms,
     lease_until,
+    next_term,
 )
 from taskengine._values import INT64_MAX, encodable
 from taskengine.errors import LeaseLost
@@ -48,8 +57,9 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteTaskStore"]
 
 _COMPONENT = "taskstore"
-_VERSION = 3
+_VERSION = 4
 _TABLE = "taskengine_tasks"
+_LEADERS = "taskengine_leaders"
 # Lease expiry is an integer (epoch milliseconds), not ISO text like the task's dates: the
 # claim compares it with ``now`` in SQL, and integers compare exactly whatever the text
 # form of a date; the task's own dates stay text as the row format documents them.
@@ -57,6 +67,11 @@ _LEASE_COLUMNS = (
     "lease_owner TEXT",
     "lease_token INTEGER NOT NULL DEFAULT 0",
     "lease_expires INTEGER",
+)
+# A role's row stays when its leader resigns (owner and expires NULL), to keep its token.
+_LEADERS_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {_LEADERS} ("
+    "role TEXT PRIMARY KEY, owner TEXT, token INTEGER NOT NULL, expires INTEGER)"
 )
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
@@ -79,6 +94,7 @@ _SCHEMA = (
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_status ON {_TABLE} (status)",
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_expiry ON {_TABLE} (expires_at)"
     " WHERE expires_at IS NOT NULL",
+    _LEADERS_SCHEMA,
 )
 _MARKS = ", ".join("?" * len(rows.COLUMNS.split(",")))
 _INSERT = f"INSERT INTO {_TABLE} ({rows.COLUMNS}) VALUES ({_MARKS})"
@@ -106,6 +122,11 @@ _RELEASE = (
 )
 _FENCE = f"SELECT 1 FROM {_TABLE} WHERE id = ? AND {_CURRENT} AND lease_expires > ?"
 _FENCED_UPDATE = f"{_UPDATE} AND {_CURRENT} AND lease_expires > ?"
+_LEADER = f"SELECT owner, token, expires FROM {_LEADERS} WHERE role = ?"
+_SET_LEADER = f"INSERT OR REPLACE INTO {_LEADERS} (role, owner, token, expires) VALUES (?, ?, ?, ?)"
+_RESIGN = (
+    f"UPDATE {_LEADERS} SET owner = NULL, expires = NULL WHERE role = ? AND owner = ? AND token = ?"
+)
 
 
 class SQLiteTaskStore:
@@ -154,6 +175,7 @@ class SQLiteTaskStore:
             raise
         self._absent = found == 0
         self._leases = found >= 3  # a read-only view of an older file: no task is leased
+        self._has_leaders = found >= 4  # ... and no role is led
         self._columns: str = rows.COLUMNS_V1 if found == 1 else rows.COLUMNS
         self._decode: Callable[[tuple[Any, ...]], Task] = (
             rows.decode_v1 if found == 1 else rows.decode
@@ -360,6 +382,47 @@ class SQLiteTaskStore:
         if row is None:
             raise LeaseLost(lease.task_id, lease.owner, lease.token)
 
+    def lead(
+        self, role: str, owner: str, now: datetime, duration: timedelta
+    ) -> Lease | None:
+        """Lead the role unless another owner leads it live (see :meth:`TaskStore.lead`).
+
+        The read and the write are one ``BEGIN IMMEDIATE`` transaction: it holds the
+        file's write lock throughout, so processes sharing the file never both win. On a
+        read-only view of a file older than version 4, ``None``.
+        """
+        check_role(role)
+        check_owner(owner)
+        until = lease_until(now, duration)
+        if not self._has_leaders:
+            return None
+        with self.database.transaction() as conn:
+            row = conn.execute(_LEADER, (role,)).fetchone()
+            held: Held | None = None
+            if row is not None:
+                held = (row[0], int(row[1]), 0 if row[2] is None else int(row[2]))
+            term = next_term(held, owner, epoch_ms(now), until)
+            if term is not None:
+                conn.execute(_SET_LEADER, (role, *term))
+        return None if term is None else Lease(role, owner, term[1], from_epoch_ms(until))
+
+    def resign(self, lease: Lease) -> None:
+        """Give the role up now if the lease is current (see :meth:`TaskStore.resign`)."""
+        if not self._has_leaders or not _encodable(lease.task_id):
+            return
+        with self.database.transaction() as conn:
+            conn.execute(_RESIGN, (lease.task_id, lease.owner, lease.token))
+
+    def leader_of(self, role: str) -> Lease | None:
+        """The role's current term, live or expired (see :meth:`TaskStore.leader_of`)."""
+        if not self._has_leaders or not _encodable(role):
+            return None
+        with self.database.read() as conn:
+            row = conn.execute(_LEADER, (role,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return Lease(role, row[0], int(row[1]), from_epoch_ms(int(row[2])))
+
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or ``None``."""
         if self._absent or task_id in self._hidden:
@@ -492,17 +555,26 @@ def _upgrade_v1(database: Database, conn: sqlite3.Connection) -> None:
 
 
 def _upgrade_v2(database: Database, conn: sqlite3.Connection) -> None:
-    """Add the lease columns to version-2 rows (no task leased), inside the caller's
-    transaction, and record version 3.
+    """Add the lease columns to version-2 rows (no task leased) and the leaders table,
+    inside the caller's transaction, and record the current version.
     """
     for column in _LEASE_COLUMNS:
         conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN {column}")
     database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
 
 
+def _upgrade_v3(database: Database, conn: sqlite3.Connection) -> None:
+    """Add the leaders table (no role led) to a version-3 file, inside the caller's
+    transaction, and record the current version; rows and task leases are kept.
+    """
+    conn.execute(_LEADERS_SCHEMA)
+    database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
+
+
 _UPGRADES: dict[int, Callable[[Database, sqlite3.Connection], None]] = {
     1: _upgrade_v1,
     2: _upgrade_v2,
+    3: _upgrade_v3,
 }
 """The in-place upgrade from each older version to the current one."""
 

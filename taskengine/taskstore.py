@@ -12,7 +12,8 @@ A store is a dumb, thread-safe map from task id to snapshot with a creation orde
 engine decides every change (under its own lock) and only asks the store to keep it.
 Besides the snapshots, a store keeps each task's :class:`Lease` (the ownership operations:
 :meth:`TaskStore.claim` and the rest), so that several engines can share one store; the
-lease is not part of the task or its JSON.
+lease is not part of the task or its JSON. It also keeps leader leases of named roles
+(:meth:`TaskStore.lead`), for services that must run in one engine at a time.
 Stores hand back tasks whose options are :class:`~taskengine.task.RawOptions` when they
 cannot keep typed ones (SQLite); the JSON form is the same either way.
 """
@@ -28,13 +29,16 @@ import attrs
 from sortedcontainers import SortedDict  # type: ignore[import-untyped]
 
 from taskengine._lease import (
+    Held,
     Lease,
     check_owner,
+    check_role,
     epoch_ms,
     fence_time,
     from_epoch_ms,
     lease_until,
     new_owner_id,
+    next_term,
 )
 from taskengine._sqlite_taskstore import SQLiteTaskStore
 from taskengine.errors import LeaseLost
@@ -75,6 +79,14 @@ class TaskStore(Protocol):
       clock. Expiries are kept to the millisecond (``now + duration`` rounded down);
     * an unknown task id is never claimable, has no lease, and fences nothing;
     * deleting a task deletes its lease.
+
+    **Leadership.** A service that must run in exactly one engine at a time (the publish
+    scheduler) holds a leader lease on a *role*, a name of its own: roles and tasks are
+    separate namespaces, and a leader lease's ``task_id`` holds the role. :meth:`lead` is
+    one atomic compare-and-set, like :meth:`claim`: of any number of concurrent leads of a
+    role that nobody leads live, exactly one wins. A role's tokens grow by one on every new
+    term (a renewal keeps the token; resigning does not reset it), so a leader's writes
+    can be fenced as a task owner's are. The same ``now`` and millisecond rules hold.
 
     Every operation is atomic with respect to the others, as ``save`` is.
     """
@@ -192,6 +204,38 @@ class TaskStore(Protocol):
         """
         ...
 
+    def lead(
+        self, role: str, owner: str, now: datetime, duration: timedelta
+    ) -> Lease | None:
+        """Lead ``role`` for ``owner`` until ``now + duration``, unless another owner leads it
+        live at ``now``.
+
+        One atomic compare-and-set. When nobody leads the role live (never led, resigned,
+        or ``expires_at <= now``) a new term starts, its token one more than the role's
+        previous one (1 the first time), also for an owner whose own term expired. When
+        ``owner`` leads it live, the term is renewed: same token, new end.
+
+        Returns:
+            The leader lease (its ``task_id`` is ``role``), or ``None`` when another owner
+            leads the role live at ``now``.
+
+        Raises:
+            ValueError: ``role`` or ``owner`` is not a non-empty string, or ``duration``
+                is not positive.
+        """
+        ...
+
+    def resign(self, lease: Lease) -> None:
+        """Give the role up at once if ``lease`` is its current term (same owner and token,
+        expired or not): another owner may lead it immediately. A stale lease is ignored
+        (never raises)."""
+        ...
+
+    def leader_of(self, role: str) -> Lease | None:
+        """The role's current term, live or expired; ``None`` if the role was never led or
+        its leader resigned."""
+        ...
+
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or ``None``."""
         ...
@@ -237,7 +281,8 @@ class MemoryTaskStore:
         self._seq = 0
         self._peak = 0
         # task id -> (owner, or None once released; token; expiry in epoch ms)
-        self._leases: dict[str, tuple[str | None, int, int]] = {}
+        self._leases: dict[str, Held] = {}
+        self._leaders: dict[str, Held] = {}  # role -> the same, for leader leases
 
     def __repr__(self) -> str:
         return f"<MemoryTaskStore {len(self)} task(s)>"
@@ -423,6 +468,35 @@ class MemoryTaskStore:
         with self._lock:
             if not self._current(lease, epoch_ms(now)):
                 raise LeaseLost(lease.task_id, lease.owner, lease.token)
+
+    def lead(
+        self, role: str, owner: str, now: datetime, duration: timedelta
+    ) -> Lease | None:
+        """Lead the role unless another owner leads it live (see :meth:`TaskStore.lead`)."""
+        check_role(role)
+        check_owner(owner)
+        until = lease_until(now, duration)
+        with self._lock:
+            term = next_term(self._leaders.get(role), owner, epoch_ms(now), until)
+            if term is None:
+                return None
+            self._leaders[role] = term
+        return Lease(role, owner, term[1], from_epoch_ms(until))
+
+    def resign(self, lease: Lease) -> None:
+        """Give the role up now if the lease is current (see :meth:`TaskStore.resign`)."""
+        with self._lock:
+            held = self._leaders.get(lease.task_id)
+            if held is not None and held[0] == lease.owner and held[1] == lease.token:
+                self._leaders[lease.task_id] = (None, lease.token, 0)
+
+    def leader_of(self, role: str) -> Lease | None:
+        """The role's current term, live or expired (see :meth:`TaskStore.leader_of`)."""
+        with self._lock:
+            held = self._leaders.get(role)
+        if held is None or held[0] is None:
+            return None
+        return Lease(role, held[0], held[1], from_epoch_ms(held[2]))
 
     def unfinished(self) -> list[Task]:
         """Every NEW or RUNNING task, oldest first."""

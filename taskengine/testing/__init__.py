@@ -49,8 +49,8 @@ unchanged, ``atomic()`` (and its rollback, when the adapter declares
 ``atomic_rolls_back``), and concurrent writers.
 
 **Task stores.** The ownership rules of the ``TaskStore`` contract (claim, renew,
-release, fencing; taskengine/taskstore.py) have a suite of their own, run the same two
-ways::
+release, fencing, update, leader leases; taskengine/taskstore.py) have a suite of their
+own, run the same two ways::
 
     from taskengine.testing import TaskStoreConformance, run_taskstore_conformance
 
@@ -68,7 +68,11 @@ Its checks (:data:`TASKSTORE_CHECKS`) take the store and a
 live owner, tokens that strictly increase, an expired or superseded owner's renew, fence
 check and fenced save refused (and nothing written), release freeing the task at once,
 finished tasks never claimed, ``claimable`` order, saves keeping leases, unknown ids,
-deletes, and concurrent claims from threads.
+deletes, and concurrent claims from threads; ``update`` (the change stored or kept, unknown
+ids, fencing, the id kept, errors from the change propagating with nothing written, leases
+kept, concurrent updates losing nothing); and leader leases (one live leader, hand-over at
+expiry with the next token, renewal keeping the token, resign, roles apart from tasks, and
+concurrent leads with one winner).
 """
 
 from __future__ import annotations
@@ -86,11 +90,8 @@ from taskengine.testing._checks import (
     same_value,
 )
 from taskengine.testing._suite import CHECKS
-from taskengine.testing._taskstore_checks import (
-    TASKSTORE_CHECKS,
-    TaskStoreCheck,
-    TaskStoreFactory,
-)
+from taskengine.testing._taskstore_checks import TaskStoreCheck, TaskStoreFactory
+from taskengine.testing._taskstore_suite import TASKSTORE_CHECKS
 from taskengine.testing.agreement import agreement_machine
 
 if TYPE_CHECKING:
@@ -110,7 +111,6 @@ __all__ = [
     "run_taskstore_conformance",
     "same_value",
 ]
-
 
 
 def run_conformance(

@@ -17,7 +17,8 @@ from taskengine.storage.base import Storage
 from taskengine.taskstore import TaskStore
 from taskengine.testing._checks import Check, close_storage
 from taskengine.testing._suite import CHECKS
-from taskengine.testing._taskstore_checks import TASKSTORE_CHECKS, TaskStoreCheck
+from taskengine.testing._taskstore_checks import TaskStoreCheck
+from taskengine.testing._taskstore_suite import TASKSTORE_CHECKS
 
 __all__ = ["StorageConformance", "TaskStoreConformance"]
 

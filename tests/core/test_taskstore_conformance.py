@@ -67,3 +67,25 @@ def test_the_suite_reports_a_broken_store() -> None:
     failures = run_taskstore_conformance(ForgetfulStore)
     assert "claimable_order_and_limit" in {failure.name for failure in failures}
     assert all(isinstance(failure.error, ConformanceError) for failure in failures)
+
+
+class CarelessStore(MemoryTaskStore):
+    """A broken store: update ignores its fence, and resign forgets the role's token."""
+
+    def update(self, task_id, change, fence=None, *, now=None):  # type: ignore[no-untyped-def]
+        """Update whoever holds the task (wrong)."""
+        return super().update(task_id, change)
+
+    def resign(self, lease):  # type: ignore[no-untyped-def]
+        """Forget the role altogether, token included (wrong)."""
+        held = self._leaders.get(lease.task_id)
+        if held is not None and held[:2] == (lease.owner, lease.token):
+            del self._leaders[lease.task_id]
+
+
+def test_the_suite_reports_a_broken_update_and_resign() -> None:
+    """A store whose update ignores the fence and whose resign resets the token fails the
+    update and leadership checks that say so."""
+    failures = {failure.name for failure in run_taskstore_conformance(CarelessStore)}
+    assert {"fenced_update_needs_a_current_lease", "resign_frees_the_role_at_once"} <= failures
+    assert "claim_grants_a_lease" not in failures

@@ -1,16 +1,11 @@
 """Task ownership: memory and SQLite stores agree with a model under random claims, renewals,
-releases, expiries and fenced saves; processes racing on one SQLite file never share a claim."""
+releases, expiries, fenced and unfenced saves and updates, and leads and resigns of roles
+(processes sharing one file: test_taskstore_processes.py)."""
 
 from __future__ import annotations
 
-import json
-import select
 import shutil
-import subprocess
-import sys
 import tempfile
-import textwrap
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,6 +22,7 @@ from taskengine.taskstore import Lease, MemoryTaskStore, SQLiteTaskStore, TaskSt
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 TASKS = ("t0", "t1", "t2")
 OWNERS = ("a", "b", "c")
+ROLES = ("scheduler", "t0")  # "t0" names a task too: roles and tasks are separate namespaces
 RETENTION = timedelta(hours=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MS = timedelta(milliseconds=1)
@@ -71,6 +67,8 @@ class Ownership(RuleBasedStateMachine):
         self.tasks = {task_id: make_task(task_id) for task_id in TASKS}
         self.held = {task_id: Held() for task_id in TASKS}
         self.issued: dict[tuple[str, str, int], Lease] = {}
+        self.leaders = {role: Held() for role in ROLES}
+        self.led: dict[tuple[str, str, int], Lease] = {}  # the latest end of each term
         for task in self.tasks.values():
             for store in self.stores:
                 store.insert(task)
@@ -93,10 +91,10 @@ class Ownership(RuleBasedStateMachine):
             and (not unexpired or self.now_ms() < held.expires)
         )
 
-    def pick(self, index: int) -> Lease:
-        """One of the leases handed out so far."""
-        leases = sorted(self.issued.values(), key=lambda lease: (lease.task_id, lease.token))
-        return leases[index % len(leases)]
+    def pick(self, index: int, leases: dict[tuple[str, str, int], Lease] | None = None) -> Lease:
+        """One of the task leases (or of ``leases``) handed out so far."""
+        found = sorted((self.issued if leases is None else leases).items())
+        return found[index % len(found)][1]
 
     @rule(task_id=st.sampled_from(TASKS), owner=st.sampled_from(OWNERS), seconds=st.integers(1, 60))
     def claim(self, task_id: str, owner: str, seconds: int) -> None:
@@ -152,11 +150,11 @@ class Ownership(RuleBasedStateMachine):
         """Time passes (leases expire)."""
         self.clock.advance(timedelta(milliseconds=millis))
 
-    @precondition(lambda self: self.issued)
+    @precondition(lambda self: self.issued or self.led)
     @rule(index=st.integers(0, 1000), millis=st.sampled_from([-1, 0, 1]))
     def advance_to_expiry(self, index: int, millis: int) -> None:
         """Time reaches a lease's end, or a millisecond either side (the boundary cases)."""
-        target = self.pick(index).expires_at + timedelta(milliseconds=millis)
+        target = self.pick(index, {**self.issued, **self.led}).expires_at + millis * MS
         if target > self.clock.now():
             self.clock.set(target)
 
@@ -201,6 +199,91 @@ class Ownership(RuleBasedStateMachine):
             store.save(after)
         self.tasks[task_id] = after
 
+    @rule(task_id=st.sampled_from(TASKS), finish=st.booleans(), keep=st.booleans())
+    def plain_update(self, task_id: str, finish: bool, keep: bool) -> None:
+        """An update without a fence always runs: change sees the stored task, and what it
+        returns (or, for None, the stored task) is stored and returned."""
+        before = self.tasks[task_id]
+        seen: list[Task] = []
+
+        def change(current: Task) -> Task | None:
+            seen.append(current)
+            return None if keep else self.next_version(current, finish)
+
+        got = [store.update(task_id, change) for store in self.stores]
+        expected = before if keep else self.next_version(before, finish)
+        assert seen == [before, before]
+        assert got == [expected, expected]
+        self.tasks[task_id] = expected
+
+    @precondition(lambda self: self.issued)
+    @rule(index=st.integers(0, 1000), finish=st.booleans())
+    def fenced_update(self, index: int, finish: bool) -> None:
+        """A fenced update runs exactly for a current, unexpired fence; else LeaseLost,
+        change is not called and nothing is written."""
+        lease = self.pick(index)
+        before = self.tasks[lease.task_id]
+        seen: list[Task] = []
+
+        def change(current: Task) -> Task:
+            seen.append(current)
+            return self.next_version(current, finish)
+
+        got: list[Task | None] = []
+        for store in self.stores:
+            try:
+                got.append(store.update(lease.task_id, change, lease, now=self.clock.now()))
+            except LeaseLost:
+                got.append(None)
+        if self.current(lease, unexpired=True):
+            after = self.next_version(before, finish)
+            assert seen == [before, before]
+            assert got == [after, after]
+            self.tasks[lease.task_id] = after
+        else:
+            assert seen == []
+            assert got == [None, None]
+
+    @rule(role=st.sampled_from(ROLES), owner=st.sampled_from(OWNERS), seconds=st.integers(1, 60))
+    def lead(self, role: str, owner: str, seconds: int) -> None:
+        """Both stores grant the same leadership exactly when nobody else leads live: a new
+        term (token + 1) when nobody leads live, a renewal (same token) for the live leader."""
+        now, duration = self.clock.now(), timedelta(seconds=seconds)
+        got = [store.lead(role, owner, now, duration) for store in self.stores]
+        assert got[0] == got[1]
+        held = self.leaders[role]
+        live = held.owner is not None and self.now_ms() < held.expires
+        if live and held.owner != owner:
+            assert got[0] is None
+            return
+        token = held.token if live else held.token + 1
+        assert got[0] == Lease(role, owner, token, now + duration)
+        self.leaders[role] = Held(owner, token, ms(now + duration))
+        self.led[(role, owner, token)] = got[0]
+
+    @precondition(lambda self: self.led)
+    @rule(index=st.integers(0, 1000))
+    def resign(self, index: int) -> None:
+        """A resign frees the role exactly when the lease is its current term; else a no-op."""
+        lease = self.pick(index, self.led)
+        for store in self.stores:
+            store.resign(lease)
+        held = self.leaders[lease.task_id]
+        if held.owner == lease.owner and held.token == lease.token:
+            held.owner = None
+
+    @invariant()
+    def leaders_agree_with_the_model(self) -> None:
+        """Every role's leadership is the same in both stores and the model."""
+        memory, sqlite = self.stores
+        for role, held in self.leaders.items():
+            expected = (
+                None
+                if held.owner is None
+                else Lease(role, held.owner, held.token, EPOCH + held.expires * MS)
+            )
+            assert memory.leader_of(role) == sqlite.leader_of(role) == expected
+
     @invariant()
     def stores_agree_with_the_model(self) -> None:
         """Tasks, leases and the claimable list are the same in both stores and the model."""
@@ -240,85 +323,3 @@ class Ownership(RuleBasedStateMachine):
 
 Ownership.TestCase.settings = settings(max_examples=60, stateful_step_count=40)
 TestOwnership = Ownership.TestCase
-
-
-CLAIMER = textwrap.dedent(
-    """
-    import json, random, sys
-    from datetime import datetime, timedelta, timezone
-    from taskengine.taskstore import SQLiteTaskStore
-
-    path, owner, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    lease = timedelta(seconds=60)
-    store = SQLiteTaskStore(path)
-    ids = store.claimable(t0, 1000)
-    random.Random(seed).shuffle(ids)
-    print("ready", len(ids), flush=True)
-    sys.stdin.readline()
-    claims = []
-    for now in (t0, t0 + lease + timedelta(seconds=1)):
-        for task_id in ids:
-            got = store.claim(task_id, owner, now, lease)
-            if got is not None:
-                claims.append([task_id, got.token])
-    store.close()
-    print(json.dumps(claims), flush=True)
-    """
-)
-
-
-def test_processes_racing_to_claim_never_share_a_token(tmp_path: Path) -> None:
-    """Four processes claim 40 tasks on one file, twice (the second round after expiry):
-    each (task, token) is won by exactly one process, and tokens go 1 then 2."""
-    path = tmp_path / "tasks.db"
-    store = SQLiteTaskStore(path)
-    ids = [f"task-{n:03d}" for n in range(40)]
-    for task_id in ids:
-        store.insert(make_task(task_id))
-    store.close()
-    children = [
-        subprocess.Popen(
-            [sys.executable, "-c", CLAIMER, str(path), f"proc-{k}", str(k)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for k in range(4)
-    ]
-    try:
-        deadline = time.monotonic() + 120
-        for child in children:  # every child has opened the file and listed the tasks
-            assert child.stdout is not None
-            ready, _, _ = select.select([child.stdout], [], [], deadline - time.monotonic())
-            assert ready, "a claiming process never said it was ready"
-            assert child.stdout.readline().split() == ["ready", "40"]
-        for child in children:  # then all of them start at once
-            assert child.stdin is not None
-            child.stdin.write("go\n")
-            child.stdin.flush()
-        reports = []
-        for child in children:
-            out, err = child.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            assert child.returncode == 0, err
-            reports.append(json.loads(out.strip().splitlines()[-1]))
-    finally:
-        for child in children:
-            if child.poll() is None:
-                child.kill()
-                child.wait()
-    winners: dict[tuple[str, int], list[int]] = {}
-    for k, claims in enumerate(reports):
-        for task_id, token in claims:
-            winners.setdefault((task_id, token), []).append(k)
-    assert sorted(winners) == sorted((task_id, token) for task_id in ids for token in (1, 2))
-    assert all(len(procs) == 1 for procs in winners.values()), winners
-    store = SQLiteTaskStore(path)
-    try:
-        for task_id in ids:
-            lease = store.lease_of(task_id)
-            assert lease is not None
-            assert (lease.owner, lease.token) == (f"proc-{winners[(task_id, 2)][0]}", 2)
-    finally:
-        store.close()

@@ -3,8 +3,10 @@
 ``fixtures/taskstore_v1.db`` was written by the release before the task row format
 (``fixtures/make_taskstore_v1.py`` says how); ``fixtures/taskstore_v1_expected.json`` is
 what its task store read back. ``fixtures/taskstore_v2.db`` is the same file as the release
-before task leases wrote it (row format 2, ``fixtures/make_taskstore_v2.py``): the same
-tasks, so the same expectations hold. Every test works on a copy.
+before task leases wrote it (row format 2, ``fixtures/make_taskstore_v2.py``), and
+``fixtures/taskstore_v3.db`` as the release before leader leases wrote it, with two task
+leases taken (``fixtures/make_taskstore_v3.py``): the same tasks, so the same expectations
+hold. Every test works on a copy.
 """
 
 from __future__ import annotations
@@ -30,11 +32,14 @@ from taskengine.errors import StorageError
 from taskengine.storage._database import Database
 from taskengine.storage.sqlite import SQLiteStorage
 from taskengine.task import Task, TaskStatus
-from taskengine.taskstore import SQLiteTaskStore
+from taskengine.taskstore import Lease, SQLiteTaskStore
 
-CURRENT = 3
+CURRENT = 4
 """The task store's schema version written by this code."""
 LEASE_COLUMNS = ["lease_owner", "lease_token", "lease_expires"]
+LEADERS = "taskengine_leaders"
+NOW = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
+"""When the version-3 fixture's task leases were taken."""
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EXPECTED: dict[str, Any] = json.loads((FIXTURES / "taskstore_v1_expected.json").read_text())
@@ -61,6 +66,14 @@ def v2_file(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def v3_file(tmp_path: Path) -> Path:
+    """A fresh copy of the version-3 fixture database (task leases, no leaders table)."""
+    path = tmp_path / "v3.db"
+    shutil.copyfile(FIXTURES / "taskstore_v3.db", path)
+    return path
+
+
 def schema(path: Path) -> tuple[int, list[str]]:
     """The task store's schema version in ``path`` and its task table's columns."""
     with closing(sqlite3.connect(path)) as conn:
@@ -69,6 +82,12 @@ def schema(path: Path) -> tuple[int, list[str]]:
         ).fetchone()
         columns = [r[1] for r in conn.execute("PRAGMA table_info(taskengine_tasks)")]
     return int(row[0]), columns
+
+
+def tables(path: Path) -> set[str]:
+    """The names of the tables in ``path``."""
+    with closing(sqlite3.connect(path)) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
 def fingerprint(path: Path) -> str:
@@ -120,11 +139,12 @@ def test_opening_an_old_file_upgrades_its_rows_in_place(old_file: Path) -> None:
             "SELECT seq FROM sqlite_sequence WHERE name = 'taskengine_tasks'"
         ).fetchone()
     assert "taskengine_tasks_v1" not in tables
-    assert {"taskengine_tasks_status", "taskengine_tasks_expiry"} <= tables
+    assert {"taskengine_tasks_status", "taskengine_tasks_expiry", LEADERS} <= tables
     assert mark == (len(IDS),)
     again = SQLiteTaskStore(old_file)
     try:
         assert_reads_like_the_old_store(again)
+        assert again.leader_of("publish-scheduler") is None
     finally:
         again.close()
 
@@ -222,11 +242,13 @@ def test_a_process_killed_during_the_upgrade_leaves_the_old_format(old_file: Pat
 def test_a_newer_task_store_version_is_refused_untouched(old_file: Path, read_only: bool) -> None:
     """A file whose task rows are newer than this code raises StorageError, unchanged."""
     with closing(sqlite3.connect(old_file)) as conn, conn:
-        conn.execute("UPDATE taskengine_schema SET version = 4 WHERE component = 'taskstore'")
+        conn.execute(
+            "UPDATE taskengine_schema SET version = ? WHERE component = 'taskstore'", (CURRENT + 1,)
+        )
     before = fingerprint(old_file)
     database = Database(old_file, read_only=read_only)
     try:
-        with pytest.raises(StorageError, match="taskstore schema version 4"):
+        with pytest.raises(StorageError, match=f"taskstore schema version {CURRENT + 1}"):
             SQLiteTaskStore(database)
     finally:
         database.close()
@@ -245,6 +267,8 @@ def test_a_read_only_view_reads_an_old_file_without_upgrading(old_file: Path) ->
         now = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
         assert store.lease_of(IDS["running"]) is None
         assert store.claimable(now, 10) == [IDS["dated"], IDS["running"], IDS["fresh"]]
+        assert store.lead("publish-scheduler", "engine-a", now, timedelta(seconds=30)) is None
+        assert store.leader_of("publish-scheduler") is None
     finally:
         database.close()
     assert fingerprint(old_file) == before
@@ -283,10 +307,14 @@ def test_opening_a_v2_file_adds_the_lease_columns_in_place(v2_file: Path) -> Non
         lease = store.claim(IDS["running"], "engine-a", now, timedelta(seconds=30))
         assert lease is not None
         assert lease.token == 1
+        led = store.lead("publish-scheduler", "engine-a", now, timedelta(seconds=30))
+        assert led is not None
+        assert led.token == 1
     finally:
         store.close()
     version, columns = schema(v2_file)
     assert (version, columns[-3:]) == (CURRENT, LEASE_COLUMNS)
+    assert LEADERS in tables(v2_file)
 
 
 def test_a_failed_v2_upgrade_leaves_version_two(
@@ -324,14 +352,19 @@ def test_a_read_only_view_reads_a_v2_file_without_upgrading(v2_file: Path) -> No
         assert store.claimable(now, 2) == [IDS["dated"], IDS["running"]]
         with pytest.raises(StorageError, match="read-only"):
             store.claim(IDS["running"], "engine-a", now, timedelta(seconds=30))
+        assert store.lead("publish-scheduler", "engine-a", now, timedelta(seconds=30)) is None
+        assert store.leader_of("publish-scheduler") is None
     finally:
         database.close()
     assert fingerprint(v2_file) == before
 
 
-def test_a_v2_file_resumes_its_running_task(v2_file: Path) -> None:
-    """After the lease upgrade the RUNNING task resumes at its checkpoint, each item once."""
-    storage = SQLiteStorage(v2_file)
+@pytest.mark.parametrize("name", ["v2_file", "v3_file"])
+def test_a_v2_or_v3_file_resumes_its_running_task(
+    name: str, request: pytest.FixtureRequest
+) -> None:
+    """After the upgrade the RUNNING task resumes at its checkpoint, each item once."""
+    storage = SQLiteStorage(request.getfixturevalue(name))
     engine = TaskEngine(storage, task_store=SQLiteTaskStore(storage), batch_size=50)
     try:
         assert engine.run_until_idle() == 3
@@ -343,15 +376,96 @@ def test_a_v2_file_resumes_its_running_task(v2_file: Path) -> None:
 
 
 def test_a_read_only_view_of_a_current_file_shows_leases(old_file: Path) -> None:
-    """`tasks list` style read-only views of a current file see the leases a writer took."""
+    """`tasks list` style read-only views of a current file see the leases and the
+    leaderships a writer took."""
     now = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
     writer = SQLiteTaskStore(old_file)
     lease = writer.claim(IDS["fresh"], "engine-a", now, timedelta(seconds=30))
+    led = writer.lead("publish-scheduler", "engine-a", now, timedelta(seconds=30))
     writer.close()
     database = Database(old_file, read_only=True)
     try:
         view = SQLiteTaskStore(database)
         assert view.lease_of(IDS["fresh"]) == lease
         assert view.claimable(now, 10) == [IDS["dated"], IDS["running"]]
+        assert view.leader_of("publish-scheduler") == led
     finally:
         database.close()
+
+
+def test_the_v3_fixture_is_at_version_three(v3_file: Path) -> None:
+    """The committed version-3 fixture has the lease columns, two task leases and no
+    leaders table."""
+    version, columns = schema(FIXTURES / "taskstore_v3.db")
+    assert (version, columns[-3:]) == (3, LEASE_COLUMNS)
+    assert LEADERS not in tables(FIXTURES / "taskstore_v3.db")
+    with closing(sqlite3.connect(v3_file)) as conn:
+        leased = conn.execute(
+            "SELECT id, lease_owner, lease_token FROM taskengine_tasks WHERE lease_token > 0"
+        ).fetchall()
+    assert sorted(leased) == sorted([(IDS["fresh"], "engine-a", 1), (IDS["dated"], None, 1)])
+
+
+def test_opening_a_v3_file_adds_the_leaders_table_in_place(v3_file: Path) -> None:
+    """A writable open adds the leaders table (no role led) and keeps tasks and task leases."""
+    store = SQLiteTaskStore(v3_file)
+    try:
+        assert_reads_like_the_old_store(store)
+        lease = store.lease_of(IDS["fresh"])
+        assert lease == Lease(IDS["fresh"], "engine-a", 1, NOW + timedelta(seconds=30))
+        assert store.lease_of(IDS["dated"]) is None
+        assert store.claimable(NOW, 10) == [IDS["dated"], IDS["running"]]
+        again = store.claim(IDS["dated"], "engine-b", NOW, timedelta(seconds=30))
+        assert again is not None
+        assert again.token == 2
+        assert store.leader_of("publish-scheduler") is None
+        led = store.lead("publish-scheduler", "engine-a", NOW, timedelta(seconds=30))
+        assert led == Lease("publish-scheduler", "engine-a", 1, NOW + timedelta(seconds=30))
+    finally:
+        store.close()
+    assert schema(v3_file) == (CURRENT, schema(FIXTURES / "taskstore_v3.db")[1])
+    with closing(sqlite3.connect(v3_file)) as conn:
+        columns = [r[1:3] for r in conn.execute(f"PRAGMA table_info({LEADERS})")]
+    assert columns == [
+        ("role", "TEXT"),
+        ("owner", "TEXT"),
+        ("token", "INTEGER"),
+        ("expires", "INTEGER"),
+    ]
+
+
+def test_a_failed_v3_upgrade_leaves_version_three(
+    v3_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while adding the leaders table rolls the whole upgrade back."""
+    monkeypatch.setattr(_sqlite_taskstore, "_LEADERS_SCHEMA", "CREATE TABLE (((")
+    with pytest.raises(StorageError):
+        SQLiteTaskStore(v3_file)
+    assert schema(v3_file)[0] == 3
+    assert LEADERS not in tables(v3_file)
+    monkeypatch.undo()
+    store = SQLiteTaskStore(v3_file)
+    try:
+        assert_reads_like_the_old_store(store)
+    finally:
+        store.close()
+    assert schema(v3_file)[0] == CURRENT
+
+
+def test_a_read_only_view_reads_a_v3_file_without_upgrading(v3_file: Path) -> None:
+    """Opened read-only, a version-3 file shows its task leases and no leader (lead: None),
+    and stays as it was."""
+    before = fingerprint(v3_file)
+    database = Database(v3_file, read_only=True)
+    try:
+        store = SQLiteTaskStore(database)
+        assert_reads_like_the_old_store(store)
+        lease = store.lease_of(IDS["fresh"])
+        assert lease == Lease(IDS["fresh"], "engine-a", 1, NOW + timedelta(seconds=30))
+        assert store.lead("publish-scheduler", "engine-a", NOW, timedelta(seconds=30)) is None
+        assert store.leader_of("publish-scheduler") is None
+        store.resign(Lease("publish-scheduler", "engine-a", 1, NOW))
+    finally:
+        database.close()
+    assert fingerprint(v3_file) == before
+    assert schema(v3_file)[0] == 3
