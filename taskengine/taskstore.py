@@ -278,6 +278,7 @@ class MemoryTaskStore:
         self._lock = threading.Lock()
         self._tasks: dict[str, tuple[int, Task]] = {}
         self._order = SortedDict()  # seq -> id
+        self._open = SortedDict()  # seq -> id of the unfinished tasks (claimable, unfinished)
         self._seq = 0
         self._peak = 0
         # task id -> (owner, or None once released; token; expiry in epoch ms)
@@ -293,8 +294,8 @@ class MemoryTaskStore:
             if task.id in self._tasks:
                 raise ValueError(f"task {task.id!r} already stored")
             self._seq += 1
-            self._tasks[task.id] = (self._seq, task)
             self._order[self._seq] = task.id
+            self._put(self._seq, task)
 
     def save(self, task: Task, fence: Lease | None = None, *, now: datetime | None = None) -> None:
         """Replace a stored snapshot; with a fence, only while it is current at ``now``
@@ -309,16 +310,16 @@ class MemoryTaskStore:
                 entry = self._tasks.get(task.id)
                 if entry is None or not self._current(fence, at):
                     raise LeaseLost(fence.task_id, fence.owner, fence.token)
-                self._tasks[task.id] = (entry[0], task)
+                self._put(entry[0], task)
             return
         with self._lock:
             entry = self._tasks.get(task.id)
             if entry is None:
                 self._seq += 1
                 self._order[self._seq] = task.id
-                self._tasks[task.id] = (self._seq, task)
+                self._put(self._seq, task)
             else:
-                self._tasks[task.id] = (entry[0], task)
+                self._put(entry[0], task)
 
     def update(
         self,
@@ -345,8 +346,16 @@ class MemoryTaskStore:
             if updated is None:
                 return entry[1]
             _check_same_id(updated, task_id)
-            self._tasks[task_id] = (entry[0], updated)
+            self._put(entry[0], updated)
             return updated
+
+    def _put(self, seq: int, task: Task) -> None:
+        """Store ``task`` at creation number ``seq`` and keep the unfinished index (lock held)."""
+        self._tasks[task.id] = (seq, task)
+        if task.is_finished:
+            self._open.pop(seq, None)
+        else:
+            self._open[seq] = task.id
 
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or ``None``."""
@@ -371,6 +380,7 @@ class MemoryTaskStore:
                 entry = self._tasks.pop(task_id, None)
                 if entry is not None:
                     del self._order[entry[0]]
+                    self._open.pop(entry[0], None)
                     self._leases.pop(task_id, None)
                     removed += 1
             self._peak = max(self._peak, len(self._tasks) + removed)
@@ -378,6 +388,7 @@ class MemoryTaskStore:
                 # dicts never shrink on delete: rebuild so memory follows the live tasks.
                 self._tasks = dict(self._tasks)
                 self._order = SortedDict(self._order)
+                self._open = SortedDict(self._open)
                 self._peak = len(self._tasks)
         return removed
 
@@ -412,16 +423,14 @@ class MemoryTaskStore:
     def claimable(self, now: datetime, limit: int) -> list[str]:
         """Unfinished, unleased task ids, oldest first (see :meth:`TaskStore.claimable`).
 
-        Walks the tasks in creation order: O(tasks) in the worst case.
+        Walks the unfinished tasks only (an index kept on every write), in creation order.
         """
         at = epoch_ms(now)
         found: list[str] = []
         if limit <= 0:
             return found
         with self._lock:
-            for task_id in self._order.values():
-                if self._tasks[task_id][1].is_finished:
-                    continue
+            for task_id in self._open.values():
                 held = self._leases.get(task_id)
                 if held is None or held[0] is None or held[2] <= at:
                     found.append(task_id)
@@ -501,8 +510,7 @@ class MemoryTaskStore:
     def unfinished(self) -> list[Task]:
         """Every NEW or RUNNING task, oldest first."""
         with self._lock:
-            entries = sorted(self._tasks.values(), key=lambda entry: entry[0])
-        return [task for _, task in entries if not task.is_finished]
+            return [self._tasks[task_id][1] for task_id in self._open.values()]
 
     def expiring(self) -> list[tuple[datetime, str]]:
         """``(expires_at, id)`` of every finished task."""

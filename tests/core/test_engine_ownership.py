@@ -11,8 +11,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -357,3 +358,57 @@ def test_the_engine_names_its_owner_and_its_leases() -> None:
         engine.wait(task.id, WAIT)
         engine.stop()
     assert engine.owned() == ()
+
+
+class CountingService:
+    """A service that counts its starts and ticks."""
+
+    def __init__(self) -> None:
+        self.starts = 0
+        self.ticks = 0
+
+    def start(self, storage: Storage) -> None:
+        self.starts += 1
+
+    def tick(self, now: datetime) -> datetime | None:
+        self.ticks += 1
+        return None
+
+
+def test_a_service_runs_in_its_leader_only(open_pair: Pair) -> None:
+    """Of two engines with the same service, only the leader starts and ticks it; when
+    its leadership runs out, the other takes over (and starts it: a rebuild)."""
+    clock = ManualClock()
+    first = engine_on(open_pair, clock=clock, lease=timedelta(seconds=5))
+    second = engine_on(open_pair, clock=clock, lease=timedelta(seconds=5))
+    one, two = CountingService(), CountingService()
+    first.register_service(one)
+    second.register_service(two)
+    first.run_until_idle()
+    second.run_until_idle()
+    assert (one.starts, one.ticks, two.starts, two.ticks) == (1, 1, 0, 0)
+    first.run_until_idle()  # still the leader: ticked, not started again
+    assert (one.starts, one.ticks) == (1, 2)
+    clock.advance(timedelta(seconds=5))
+    second.run_until_idle()
+    first.run_until_idle()
+    assert (one.starts, one.ticks, two.starts, two.ticks) == (1, 2, 1, 1)
+
+
+def test_stopping_hands_the_services_over_at_once(open_pair: Pair) -> None:
+    """A stopped engine resigns its services' leadership: another engine leads at once."""
+    first = engine_on(open_pair, lease=timedelta(hours=1), tick_interval=0.01)
+    second = engine_on(open_pair, lease=timedelta(hours=1))
+    one, two = CountingService(), CountingService()
+    first.register_service(one)
+    second.register_service(two)
+    first.start()
+    try:
+        deadline = time.monotonic() + WAIT
+        while one.ticks == 0 and time.monotonic() < deadline:
+            time.sleep(0.005)  # polls the tick counter, bounded by the deadline
+    finally:
+        first.stop()
+    assert one.ticks > 0
+    second.run_until_idle()
+    assert (two.starts, two.ticks) == (1, 1)
