@@ -56,8 +56,8 @@ class TaskStore(Protocol):
 
     **Ownership.** Several engines (threads sharing one store, or processes sharing one
     SQLite file) may use one store; a task is to be run only by the engine holding its
-    :class:`Lease` (the engine does not take leases yet: docs/durability.md, "Ownership
-    (groundwork)"). The store keeps, per task, the current lease's owner, its expiry and
+    :class:`Lease` (how the engine uses them: docs/durability.md, "Ownership"). The
+    store keeps, per task, the current lease's owner, its expiry and
     a fencing token, apart from the snapshot (``save`` never changes them, and they are
     not in the task JSON). The rules, the same for every store:
 

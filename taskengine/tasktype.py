@@ -152,12 +152,17 @@ class Executor(Protocol):
 class Service(Protocol):
     """Background work owned by a task type that is not a task (e.g. a scheduler).
 
-    A service sees the engine's item storage only: it is handed the storage when the
-    engine starts, and ``now`` (from the engine's clock) on every tick.
+    A service sees the engine's item storage only: it is handed the storage when its
+    engine starts running it, and ``now`` (from the engine's clock) on every tick. Of the
+    engines sharing a task store, only the one holding the service's leader lease runs it
+    (docs/durability.md, "Ownership").
     """
 
     def start(self, storage: Storage) -> None:
-        """Attach to the engine's item storage; called once, when the engine first runs."""
+        """Attach to the engine's item storage and rebuild what the service keeps in
+        memory from it. Called when the engine becomes the service's leader, and again
+        (every ``lease``) while it leads on a store other processes write, so it must be
+        idempotent."""
 
     def tick(self, now: datetime) -> datetime | None:
         """Do the work that is due at ``now``; return when it is next due, or ``None``."""
