@@ -272,7 +272,7 @@ class TaskStore(Protocol):
 class MemoryTaskStore:
     """Tasks in process memory (the default): a dict plus a creation-ordered index."""
 
-    process_private = True  # only this process writes it: the engine need not re-read it
+    process_private = True  # only this process writes it (services need no resync)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
