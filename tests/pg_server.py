@@ -343,7 +343,10 @@ def create_database(dsn: str, name: str) -> str:
     from psycopg.conninfo import make_conninfo
 
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+        # PostgreSQL 15's default strategy (WAL_LOG) takes 2-3 times as long for a
+        # database as small as template0.
+        strategy = " STRATEGY FILE_COPY" if conn.info.server_version >= 150000 else ""
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0{strategy}')
     return make_conninfo(dsn, dbname=name)
 
 
