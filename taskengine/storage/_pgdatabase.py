@@ -22,10 +22,10 @@ for one file). Everything PostgreSQL-specific about connections lives here:
   transaction-level advisory lock, so first uses racing from many processes create
   everything once;
 * ``LISTEN``/``NOTIFY`` (:meth:`PgDatabase.notify`, :meth:`PgDatabase.listen`), the
-  listener on a dedicated connection outside the pool;
+  listener (``_pglisten``) on a dedicated connection outside the pool;
 * every psycopg error leaving a public call becomes :class:`PostgresError` (a
-  ``StorageError``) naming the action and the server, never the password, raised
-  ``from`` the original; serialization failures and deadlocks are
+  ``StorageError``, in ``_pgerrors``) naming the action and the server, never the
+  password, raised ``from`` the original; serialization failures and deadlocks are
   :class:`TransactionConflict`, whose transaction may simply be run again.
 
 A ``PgDatabase`` belongs to the process that opened it (connections cannot cross a
@@ -38,27 +38,28 @@ import contextlib
 import math
 import os
 import threading
-import time
 import weakref
-from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any, ClassVar, NamedTuple, TypeAlias
+from typing import Any, TypeAlias
 
 from taskengine.errors import StorageError
+from taskengine.storage._pgerrors import (
+    PostgresError,
+    TransactionConflict,
+    driver_error,
+    missing_extra,
+)
+from taskengine.storage._pglisten import Listener, Notification
 
 try:
     import psycopg
-    from psycopg import sql
     from psycopg.conninfo import conninfo_to_dict
     from psycopg.pq import TransactionStatus
     from psycopg_pool import ConnectionPool
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess
-    raise ModuleNotFoundError(
-        f"PostgreSQL support needs the 'postgres' extra ({exc.name} is not installed): "
-        "pip install 'taskengine[postgres]'",
-        name=exc.name,
-    ) from exc
+except ImportError as exc:  # pragma: no cover - tested in a subprocess
+    raise missing_extra(exc) from exc
 
+# The errors and the listener are part of this module's interface.
 __all__ = ["Listener", "Notification", "PgDatabase", "PostgresError", "TransactionConflict"]
 
 Connection: TypeAlias = "psycopg.Connection[tuple[Any, ...]]"
@@ -69,52 +70,6 @@ _SCHEMA_TABLE = (
 )
 # One key for every component's schema changes: "taskeng1" as a signed 64-bit integer.
 _SCHEMA_LOCK = 0x7461736B656E6731
-_CONFLICTS = frozenset({"40001", "40P01"})  # serialization_failure, deadlock_detected
-# How long a waiting Listener.get holds the connection before it looks at close() again.
-_LISTEN_SLICE = 0.2
-
-
-class PostgresError(StorageError):
-    """A PostgreSQL operation failed; the driver's exception is the ``__cause__``.
-
-    Attributes:
-        action: what was being done (``"connect"``, ``"read"``, ``"commit"``, ...).
-        location: the server and database (``postgresql://user@host:port/db``), no password.
-        detail: the server's or the driver's message.
-        sqlstate: the server's SQLSTATE code, or ``None`` (e.g. the connection failed).
-        retryable: whether running the transaction again may succeed.
-    """
-
-    retryable: ClassVar[bool] = False
-
-    def __init__(
-        self, action: str, location: str, detail: str, sqlstate: str | None = None
-    ) -> None:
-        self.action = action
-        self.location = location
-        self.detail = detail
-        self.sqlstate = sqlstate
-        code = f" [SQLSTATE {sqlstate}]" if sqlstate else ""
-        super().__init__(f"PostgreSQL could not {action} on {location}: {detail}{code}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.action, self.location, self.detail, self.sqlstate))
-
-
-class TransactionConflict(PostgresError):
-    """A serialization failure (SQLSTATE 40001) or deadlock (40P01): the transaction was
-    rolled back, and running it again may succeed."""
-
-    retryable: ClassVar[bool] = True
-
-
-class Notification(NamedTuple):
-    """One ``NOTIFY`` received by a :class:`Listener`."""
-
-    channel: str
-    payload: str
-    pid: int
-    """The server process id of the sending session."""
 
 
 class _ThreadState(threading.local):
@@ -333,10 +288,14 @@ class PgDatabase:
         It receives what is sent after this call returns; :meth:`close` closes it.
 
         Raises:
+            ValueError: ``channels`` is empty.
             PostgresError: the database is closed, or the connection or ``LISTEN`` failed.
         """
+        names = tuple(channels)
+        if not names:
+            raise ValueError("listen to at least one channel")
         self._ensure_open()
-        listener = Listener(self, tuple(channels))
+        listener = Listener(self._connect(), names, self.location)
         self._listeners.add(listener)
         return listener
 
@@ -399,90 +358,7 @@ class PgDatabase:
             )
 
     def _error(self, action: str, exc: psycopg.Error) -> PostgresError:
-        return _error(action, self.location, exc)
-
-
-class Listener:
-    """Notifications of some channels, received on a dedicated autocommit connection.
-
-    Made by :meth:`PgDatabase.listen`. Safe to share between threads: :meth:`get`
-    returns each notification once, to one caller. :meth:`close` (from any thread) ends
-    the waits in progress within a fraction of a second. Iterating yields notifications
-    until the listener is closed.
-    """
-
-    def __init__(self, database: PgDatabase, channels: tuple[str, ...]) -> None:
-        if not channels:
-            raise ValueError("listen to at least one channel")
-        self.channels = channels
-        self.location = database.location
-        self._lock = threading.Lock()
-        self._pending: deque[Notification] = deque()
-        self._closed = False
-        self._conn = database._connect()
-        try:
-            for channel in channels:
-                self._conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
-        except psycopg.Error as exc:
-            self._conn.close()
-            raise _error(f"listen to {channel!r}", self.location, exc) from exc
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<Listener {list(self.channels)} on {self.location} {state}>"
-
-    def __enter__(self) -> Listener:
-        """Use as a context manager: the listener is closed on exit."""
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        """Close the listener."""
-        self.close()
-
-    def __iter__(self) -> Iterator[Notification]:
-        """Every notification, as it arrives, until the listener is closed."""
-        while (notification := self.get()) is not None:
-            yield notification
-
-    @property
-    def closed(self) -> bool:
-        """Whether :meth:`close` was called (directly or by the database's close)."""
-        return self._closed
-
-    def get(self, timeout: float | None = None) -> Notification | None:
-        """The next notification, waiting up to ``timeout`` seconds (``None``: until one
-        arrives); ``None`` when none came in time or the listener is closed.
-
-        Raises:
-            PostgresError: the connection failed.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            with self._lock:
-                if self._pending:
-                    return self._pending.popleft()
-                if self._closed:
-                    return None
-                left = _LISTEN_SLICE if deadline is None else deadline - time.monotonic()
-                try:
-                    for notify in self._conn.notifies(
-                        timeout=max(0.0, min(left, _LISTEN_SLICE)), stop_after=1
-                    ):
-                        self._pending.append(Notification(*notify))
-                except psycopg.Error as exc:
-                    raise _error("wait for notifications", self.location, exc) from exc
-                if self._pending:
-                    return self._pending.popleft()
-            if deadline is not None and time.monotonic() >= deadline:
-                return None
-
-    def close(self) -> None:
-        """Stop listening and close the connection. Idempotent."""
-        self._closed = True  # read by waiting get() calls between slices
-        with self._lock:
-            self._pending.clear()
-            if not self._conn.closed:
-                self._conn.close()
+        return driver_error(action, self.location, exc)
 
 
 def _rollback(conn: Connection, depth: int, savepoint: str) -> None:
@@ -496,13 +372,6 @@ def _rollback(conn: Connection, depth: int, savepoint: str) -> None:
         # The connection may be broken (the pool discards it on return); the original
         # error is the one worth reporting.
         pass
-
-
-def _error(action: str, location: str, exc: psycopg.Error) -> PostgresError:
-    sqlstate = exc.sqlstate
-    kind = TransactionConflict if sqlstate in _CONFLICTS else PostgresError
-    detail = str(exc).strip() or type(exc).__name__
-    return kind(action, location, detail, sqlstate)
 
 
 def _location(params: dict[str, Any]) -> str:

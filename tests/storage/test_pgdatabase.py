@@ -21,6 +21,7 @@ from taskengine.storage._pgdatabase import (
     PostgresError,
     TransactionConflict,
 )
+from taskengine.storage._pgerrors import driver_error
 
 WAIT = 5.0
 """The longest any test waits for something that should happen at once."""
@@ -326,9 +327,7 @@ def _update_elsewhere(db: PgDatabase) -> None:
 
 def test_deadlock_is_a_retryable_conflict() -> None:
     """SQLSTATE 40P01 (deadlock) maps to TransactionConflict like 40001."""
-    from taskengine.storage._pgdatabase import _error
-
-    error = _error("commit", "postgresql://x", psycopg.errors.DeadlockDetected("deadlock"))
+    error = driver_error("commit", "postgresql://x", psycopg.errors.DeadlockDetected("deadlock"))
     assert type(error) is TransactionConflict
     assert error.sqlstate == "40P01"
 
