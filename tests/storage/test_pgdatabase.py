@@ -427,15 +427,17 @@ def test_use_from_another_process_is_refused(db: PgDatabase) -> None:
         pass
 
 
-def test_missing_driver_names_the_extra() -> None:
-    """Without psycopg installed, importing PgDatabase says which extra to install."""
-    code = "import sys; sys.modules['psycopg'] = None\nimport taskengine.storage._pgdatabase\n"
+@pytest.mark.parametrize("missing", ["psycopg", "psycopg_pool"])
+def test_missing_driver_names_the_extra(missing: str) -> None:
+    """Without psycopg or its pool, importing PgDatabase says which extra to install."""
+    code = f"import sys; sys.modules[{missing!r}] = None\nimport taskengine.storage._pgdatabase"
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
     assert result.returncode != 0
     assert "ModuleNotFoundError" in result.stderr
     assert "pip install 'taskengine[postgres]'" in result.stderr
+    assert f"({missing} is not installed)" in result.stderr
 
 
 # LISTEN / NOTIFY
