@@ -25,3 +25,6 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 # this process Python's usual handler, so its children start with the default again.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# The PostgreSQL fixtures (postgres_dsn, pg_database) and the postgres marker.
+pytest_plugins = ["pg_conftest_plugin"]

@@ -1,0 +1,98 @@
+"""Pytest fixtures for tests that need PostgreSQL (registered by ``tests/conftest.py``).
+
+* ``postgres_dsn`` (session): the DSN of a database on a running server. With
+  ``TASKENGINE_TEST_POSTGRES`` set, that DSN as given; otherwise a throwaway server
+  started once per session by :mod:`pg_server` and stopped at its end.
+* ``pg_database`` (function): the DSN of a fresh, empty database on the same server,
+  created from ``template0`` for the test and dropped after it (open connections are
+  closed by force).
+
+Tests that use either fixture are marked ``postgres`` (``pytest -m "not postgres"``
+leaves them out). When no server can be provided they skip with a message that says what
+to install; with ``TASKENGINE_REQUIRE_POSTGRES=1`` (set by ``.ci/run``) they fail instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import uuid
+from collections.abc import Iterator
+from typing import NoReturn
+
+import pytest
+from pg_server import (
+    DSN_VARIABLE,
+    REQUIRE_VARIABLE,
+    PostgresServer,
+    PostgresUnavailable,
+    create_database,
+    drop_database,
+)
+
+_FIXTURES = frozenset({"postgres_dsn", "pg_database"})
+_counter = itertools.count()
+# Unique across processes and runs sharing one TASKENGINE_TEST_POSTGRES server.
+_prefix = f"taskengine_t{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the ``postgres`` marker."""
+    config.addinivalue_line("markers", "postgres: needs a PostgreSQL server (postgres_dsn)")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses a PostgreSQL fixture ``postgres``."""
+    for item in items:
+        if _FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.postgres)
+
+
+def unavailable(reason: str) -> NoReturn:
+    """Skip the test for ``reason``, or fail it when ``TASKENGINE_REQUIRE_POSTGRES=1``."""
+    if os.environ.get(REQUIRE_VARIABLE, "") not in ("", "0"):
+        pytest.fail(
+            f"{REQUIRE_VARIABLE} is set and PostgreSQL is unavailable: {reason}", pytrace=False
+        )
+    pytest.skip(f"PostgreSQL is unavailable: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn() -> Iterator[str]:
+    """The DSN of a database on a running PostgreSQL server, for the whole session."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        unavailable("psycopg is not installed: pip install -e '.[test]'")
+    given = os.environ.get(DSN_VARIABLE, "")
+    if given:
+        yield given
+        return
+    try:
+        server = PostgresServer()
+        server.start()
+    except PostgresUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        yield server.dsn
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_database(postgres_dsn: str) -> Iterator[str]:
+    """The DSN of a new, empty database, dropped after the test."""
+    import psycopg
+
+    name = f"{_prefix}_{next(_counter)}"
+    try:
+        dsn = create_database(postgres_dsn, name)
+    except psycopg.Error as exc:
+        if not os.environ.get(DSN_VARIABLE):
+            raise
+        # A given server may refuse CREATE DATABASE to its user (no CREATEDB).
+        unavailable(f"cannot create a database with {DSN_VARIABLE}: {exc}")
+    try:
+        yield dsn
+    finally:
+        drop_database(postgres_dsn, name)
