@@ -1,0 +1,175 @@
+"""One ``TaskEngine`` process for tests/core/test_ownership_processes.py.
+
+Run as ``python tests/ownership_child.py '<json config>'``. The engine works on the SQLite
+file ``config["path"]`` (items and tasks in one file, so each batch and its checkpoint
+commit together), adopts every task no live engine owns, and is driven by lines on
+stdin; it answers on stdout, one line per message:
+
+* it says ``ready <owner>`` once started (``owner`` is the engine's lease owner id);
+* ``go`` releases a paused batch, ``owned`` asks for ``owned <task ids>`` (the tasks it
+  holds a lease on now), ``stop`` (or the end of stdin) stops the engine, which then says
+  ``stopped`` and exits 0.
+
+Config keys: ``path``; ``lease`` and ``poll`` (seconds); ``batch`` and ``workers``;
+``tick`` (the housekeeping interval); and the test hooks, all off by default:
+
+* ``plain``: the engine loads the built-in task types itself (no test code in the engine);
+* ``pause_at``: the executor's ``committed()`` of this process's n-th committed batch says
+  ``paused <n>`` and blocks until ``go``: the worker waits between batches, holding no
+  transaction (the batch and its checkpoint have committed);
+* ``report``: say ``committed <n> <items written>`` after every committed batch;
+* ``stamp``: the storage stamps every item it writes with ``flips`` (one more on every
+  committed write of the item) and ``flippedAt`` (``time.time()``), in the same
+  transaction as the write, so the file itself says how often an item was written.
+
+Warnings (a lost lease, a failed renewal) are logged to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import attrs
+
+from taskengine import SQLiteStorage, SQLiteTaskStore, TaskEngine
+from taskengine.storage import Environment, WriteResult
+from taskengine.storage.base import Storage
+from taskengine.tasktype import BatchChanges, Executor, Plan, TaskOptions
+from taskengine.tasktypes import default_task_types
+
+#: Bounds every wait of the child, so a forgotten child cannot hang anything for long.
+PATIENCE = 120.0
+
+_SAY = threading.Lock()
+
+
+def say(line: str) -> None:
+    """One line to the parent (threads never interleave their lines)."""
+    with _SAY:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+class StampingStorage(SQLiteStorage):
+    """``SQLiteStorage`` whose every replaced item records how often it was written."""
+
+    def replace_items(
+        self,
+        collection: str,
+        environment: Environment | str,
+        items: Sequence[Mapping[str, Any]],
+    ) -> WriteResult:
+        """Write the items with ``flips`` one more and ``flippedAt`` now."""
+        moment = time.time()
+        stamped = [
+            {**item, "flips": item.get("flips", 0) + 1, "flippedAt": moment} for item in items
+        ]
+        return super().replace_items(collection, environment, stamped)
+
+
+class Hooked:
+    """An executor that reports (and may pause after) each committed batch of ``inner``."""
+
+    def __init__(self, inner: Executor, counter: Counter) -> None:
+        self.inner = inner
+        self.counter = counter
+
+    def plan(self, options: TaskOptions, storage: Storage) -> Plan:
+        """The inner plan."""
+        return self.inner.plan(options, storage)
+
+    def apply(self, plan: Plan, items: list[dict[str, Any]]) -> BatchChanges:
+        """The inner changes."""
+        return self.inner.apply(plan, items)
+
+    def committed(self, plan: Plan, changes: BatchChanges, written: WriteResult) -> None:
+        """Tell the inner executor, then report and maybe pause (see the module docstring)."""
+        self.inner.committed(plan, changes, written)
+        self.counter.committed(len(written.done))
+
+
+@attrs.define
+class Counter:
+    """This process's committed batches, over every task type; the pause point."""
+
+    pause_at: int
+    report: bool
+    go: threading.Event = attrs.field(factory=threading.Event)
+    batches: int = 0
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def committed(self, written: int) -> None:
+        """Count one committed batch; report it; pause at ``pause_at`` until ``go``."""
+        with self._lock:
+            self.batches += 1
+            number = self.batches
+        if self.report:
+            say(f"committed {number} {written}")
+        if number == self.pause_at:
+            say(f"paused {number}")
+            self.go.wait(PATIENCE)
+
+
+def open_engine(config: Mapping[str, Any], counter: Counter) -> tuple[TaskEngine, SQLiteStorage]:
+    """The engine the config asks for, on its own connection to the file."""
+    storage_class = StampingStorage if config.get("stamp") else SQLiteStorage
+    storage = storage_class(config["path"])
+    settings: dict[str, Any] = {
+        "task_store": SQLiteTaskStore(storage),
+        "lease": timedelta(seconds=config.get("lease", 2.0)),
+        "poll_interval": config.get("poll", 0.1),
+        "batch_size": config.get("batch", 500),
+        "workers": config.get("workers", 1),
+        "tick_interval": config.get("tick", 1.0),
+        "adopt": True,
+        "retry_delay": 0.01,
+    }
+    if config.get("plain"):
+        return TaskEngine(storage, **settings), storage
+    builtin = default_task_types()
+    types = [
+        attrs.evolve(task_type, executor=Hooked(task_type.executor, counter))
+        for task_type in builtin.task_types
+    ]
+    engine = TaskEngine(storage, task_types=types, **settings)
+    for service in builtin.services:
+        engine.register_service(service)
+    return engine, storage
+
+
+def main(argv: Sequence[str]) -> int:
+    """Start the engine, obey stdin, stop; see the module docstring."""
+    config = json.loads(argv[1])
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.WARNING,
+        format=f"{config.get('name', 'child')} %(levelname)s %(name)s: %(message)s",
+    )
+    counter = Counter(pause_at=config.get("pause_at", 0), report=config.get("report", False))
+    engine, storage = open_engine(config, counter)
+    engine.start()
+    say(f"ready {engine.owner}")
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "go":
+            counter.go.set()
+        elif command == "owned":
+            say(" ".join(["owned", *engine.owned()]))
+        elif command == "stop":
+            break
+    counter.go.set()  # a paused worker must not keep stop() waiting
+    engine.stop(timeout=PATIENCE)
+    storage.close()
+    say("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
