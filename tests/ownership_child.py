@@ -14,10 +14,13 @@ Config keys: ``path``; ``lease`` and ``poll`` (seconds); ``batch`` and ``workers
 ``tick`` (the housekeeping interval); and the test hooks, all off by default:
 
 * ``plain``: the engine loads the built-in task types itself (no test code in the engine);
-* ``pause_at``: the executor's ``committed()`` of this process's n-th committed batch says
-  ``paused <n>`` and blocks until ``go``: the worker waits between batches, holding no
-  transaction (the batch and its checkpoint have committed);
-* ``report``: say ``committed <n> <items written>`` after every committed batch;
+* ``pause_at``: after this process's n-th committed batch, the worker stops at the door
+  of its next batch (in ``storage.atomic()``, before the transaction begins), says
+  ``paused <n>`` and waits for ``go``: it holds no transaction and no lock of the file,
+  and it has passed the batch loop's own look at a lost lease, so what it does next is
+  scan, apply and reach the batch's fence;
+* ``report``: say ``apply <items>`` whenever the executor applies a batch (inside the
+  batch's transaction) and ``committed <n> <items written>`` after every committed batch;
 * ``stamp``: the storage stamps every item it writes with ``flips`` (one more on every
   committed write of the item) and ``flippedAt`` (``time.time()``), in the same
   transaction as the write, so the file itself says how often an item was written.
@@ -27,12 +30,13 @@ Warnings (a lost lease, a failed renewal) are logged to stderr.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -57,8 +61,13 @@ def say(line: str) -> None:
         sys.stdout.flush()
 
 
-class StampingStorage(SQLiteStorage):
-    """``SQLiteStorage`` whose every replaced item records how often it was written."""
+class HookedStorage(SQLiteStorage):
+    """``SQLiteStorage`` with the test hooks: stamped writes, a pause before a batch."""
+
+    def __init__(self, path: str, counter: Counter, *, stamp: bool) -> None:
+        super().__init__(path)
+        self.counter = counter
+        self.stamp = stamp
 
     def replace_items(
         self,
@@ -66,12 +75,20 @@ class StampingStorage(SQLiteStorage):
         environment: Environment | str,
         items: Sequence[Mapping[str, Any]],
     ) -> WriteResult:
-        """Write the items with ``flips`` one more and ``flippedAt`` now."""
-        moment = time.time()
-        stamped = [
-            {**item, "flips": item.get("flips", 0) + 1, "flippedAt": moment} for item in items
-        ]
-        return super().replace_items(collection, environment, stamped)
+        """Write the items (with ``flips`` one more and ``flippedAt`` now, to stamp)."""
+        if self.stamp:
+            moment = time.time()
+            items = [
+                {**item, "flips": item.get("flips", 0) + 1, "flippedAt": moment} for item in items
+            ]
+        return super().replace_items(collection, environment, items)
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """The storage's transaction, entered once a pause at its door is over."""
+        self.counter.at_door()
+        with super().atomic():
+            yield
 
 
 class Hooked:
@@ -86,7 +103,9 @@ class Hooked:
         return self.inner.plan(options, storage)
 
     def apply(self, plan: Plan, items: list[dict[str, Any]]) -> BatchChanges:
-        """The inner changes."""
+        """The inner changes (reported)."""
+        if self.counter.report:
+            say(f"apply {len(items)}")
         return self.inner.apply(plan, items)
 
     def committed(self, plan: Plan, changes: BatchChanges, written: WriteResult) -> None:
@@ -103,24 +122,37 @@ class Counter:
     report: bool
     go: threading.Event = attrs.field(factory=threading.Event)
     batches: int = 0
+    _armed: int | None = None  # the thread to stop at its next transaction's door
     _lock: threading.Lock = attrs.field(factory=threading.Lock)
 
     def committed(self, written: int) -> None:
-        """Count one committed batch; report it; pause at ``pause_at`` until ``go``."""
+        """Count one committed batch and report it; at ``pause_at``, arm the pause."""
         with self._lock:
             self.batches += 1
             number = self.batches
+            if number == self.pause_at:
+                self._armed = threading.get_ident()
         if self.report:
             say(f"committed {number} {written}")
-        if number == self.pause_at:
-            say(f"paused {number}")
-            self.go.wait(PATIENCE)
+
+    def at_door(self) -> None:
+        """Before a transaction: the armed thread says ``paused <n>`` and waits for ``go``."""
+        with self._lock:
+            if self._armed != threading.get_ident():
+                return
+            self._armed = None
+            number = self.batches
+        say(f"paused {number}")
+        self.go.wait(PATIENCE)
 
 
 def open_engine(config: Mapping[str, Any], counter: Counter) -> tuple[TaskEngine, SQLiteStorage]:
     """The engine the config asks for, on its own connection to the file."""
-    storage_class = StampingStorage if config.get("stamp") else SQLiteStorage
-    storage = storage_class(config["path"])
+    storage = (
+        HookedStorage(config["path"], counter, stamp=config.get("stamp", False))
+        if config.get("stamp") or counter.pause_at
+        else SQLiteStorage(config["path"])
+    )
     settings: dict[str, Any] = {
         "task_store": SQLiteTaskStore(storage),
         "lease": timedelta(seconds=config.get("lease", 2.0)),
