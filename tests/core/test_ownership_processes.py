@@ -31,6 +31,7 @@ from typing import IO, Any, TypeVar
 import pytest
 
 from taskengine import SQLiteStorage, SQLiteTaskStore, Task, TaskEngine, TaskStatus
+from taskengine._ownership import _DEAD_CHECK_EVERY as DEAD_CHECK_EVERY
 from taskengine.taskstore import Lease
 
 #: Bounds every wait of a test (each one far longer than the work it waits for).
@@ -722,23 +723,32 @@ def test_killing_the_scheduler_leader_while_dates_are_due_applies_each_date_once
 
 TAKEOVER_ITEMS = 40_000
 TAKEOVER_BATCH = 500
-TAKEOVER_LEASE = 2.0
 TAKEOVER_POLL = 0.1
 TAKEOVER_MARGIN = 1.5
 
 
+@pytest.mark.parametrize(
+    "lease",
+    [
+        pytest.param(2.0, id="lease-runs-out"),
+        # Far longer than the look for exited owners: the pid check must free the task.
+        pytest.param(60.0, id="owner-exited"),
+    ],
+)
 def test_idle_engine_finishes_a_killed_owners_task_from_its_checkpoint_in_time(
-    tmp_path: Path, engines: Engines, reader: Callable[[Path], Reader]
+    tmp_path: Path, engines: Engines, reader: Callable[[Path], Reader], lease: float
 ) -> None:
     """The only owner of a running task is SIGKILLed; an idle engine (built-in types, no
-    test code) goes on from the last checkpoint within lease + poll interval + a margin,
+    test code) goes on from the last checkpoint within lease + poll interval + a margin
+    (or, with a long lease, the interval of its look for exited owners + poll + margin),
     and every item is edited exactly once."""
+    bound = min(lease, DEAD_CHECK_EVERY) + TAKEOVER_POLL + TAKEOVER_MARGIN
     path = tmp_path / "takeover.db"
     build(path, TAKEOVER_ITEMS, [])
     view = reader(path)
     config = {
         "path": str(path),
-        "lease": TAKEOVER_LEASE,
+        "lease": lease,
         "poll": TAKEOVER_POLL,
         "batch": TAKEOVER_BATCH,
         "plain": True,
@@ -751,8 +761,8 @@ def test_idle_engine_finishes_a_killed_owners_task_from_its_checkpoint_in_time(
     task_id = (
         TaskEngine(view.storage, task_store=view.store).create_task(edit_task("Items", "z")).id
     )
-    lease = wait_for("an engine to claim the task", lambda: view.lease(task_id))
-    owner = started.pop(lease.owner)
+    claimed = wait_for("an engine to claim the task", lambda: view.lease(task_id))
+    owner = started.pop(claimed.owner)
     (idle,) = started.values()
     wait_for(
         "the owner to commit five batches",
@@ -771,7 +781,7 @@ def test_idle_engine_finishes_a_killed_owners_task_from_its_checkpoint_in_time(
             if (found := view.task(task_id)).items_succeeded > at_kill.items_succeeded
             else None
         ),
-        timeout=TAKEOVER_LEASE + PATIENCE,
+        timeout=lease + PATIENCE,
     )
     took = time.monotonic() - killed_at
     finished = wait_for(
@@ -782,9 +792,9 @@ def test_idle_engine_finishes_a_killed_owners_task_from_its_checkpoint_in_time(
     idle.stop()
     print(
         f"\ntakeover: first batch of the idle engine {took:.2f}s after the kill "
-        f"(lease {TAKEOVER_LEASE}s, poll {TAKEOVER_POLL}s)"
+        f"(lease {lease}s, poll {TAKEOVER_POLL}s, bound {bound:.1f}s)"
     )
-    assert took <= TAKEOVER_LEASE + TAKEOVER_POLL + TAKEOVER_MARGIN, took
+    assert took <= bound, took
     assert resumed.items_succeeded > at_kill.items_succeeded
     assert finished.status is TaskStatus.COMPLETED, finished.failures
     assert (finished.items_succeeded, finished.items_failed) == (TAKEOVER_ITEMS, 0)
