@@ -13,7 +13,8 @@ stdin; it answers on stdout, one line per message:
 Config keys: ``path``; ``lease`` and ``poll`` (seconds); ``batch`` and ``workers``;
 ``tick`` (the housekeeping interval); and the test hooks, all off by default:
 
-* ``plain``: the engine loads the built-in task types itself (no test code in the engine);
+* ``plain``: the engine loads the built-in task types itself (no test code in the engine;
+  ``pause_at`` and ``report`` need the test's executor wrapper and do nothing then);
 * ``pause_at``: after this process's n-th committed batch, the worker stops at the door
   of its next batch (in ``storage.atomic()``, before the transaction begins), says
   ``paused <n>`` and waits for ``go``: it holds no transaction and no lock of the file,
