@@ -367,8 +367,12 @@ STORM_ENGINES = 4
 def test_sigkill_storm_on_four_engines_runs_an_edit_and_a_copy_exactly_once(
     tmp_path: Path, engines: Engines, reader: Callable[[Path], Reader]
 ) -> None:
-    """Four adopting engines, an owner SIGKILLed k batches into its run 20+ times: both
-    tasks complete with exact counters, and every item is edited and copied once."""
+    """Owners SIGKILLed 20 times mid-task: an EDIT and a COPY still process each item once.
+
+    Four adopting engines share the file; each kill lands k (1-3) batches after the
+    victim was picked and a replacement engine starts at once. Both tasks complete with
+    exact counters, and every item holds one ``"z"`` and its copied field.
+    """
     path = tmp_path / "storm.db"
     build(path, STORM_ITEMS, [])
     view = reader(path)
@@ -463,10 +467,13 @@ PAUSE_LEASE = 1.0
 def test_paused_owner_is_fenced_out_after_another_engine_takes_its_task_over(
     tmp_path: Path, engines: Engines, reader: Callable[[Path], Reader]
 ) -> None:
-    """A SIGSTOPped owner loses its task when its lease runs out; the new owner (a larger
-    token) finishes it from the old owner's checkpoint; resumed at the door of its next
+    """A paused owner's task is taken over, and the resumed owner's batch is fenced out.
+
+    A SIGSTOPped owner loses the task when its lease runs out; the new owner (a larger
+    token) finishes it from the old owner's checkpoint. Resumed at the door of its next
     batch, the old owner scans and applies it, its fence refuses it, nothing is written,
-    and it lets the task go."""
+    and it lets the task go.
+    """
     path = tmp_path / "paused.db"
     (task_id,) = build(path, PAUSE_ITEMS, [edit_task("Items", "z")])
     view = reader(path)
@@ -528,11 +535,14 @@ CANCEL_PAUSES = (2, 3, 4)  # each engine's worker stops after this many committe
 def test_cancels_from_another_process_stop_new_and_running_tasks_with_exact_counters(
     tmp_path: Path, engines: Engines, reader: Callable[[Path], Reader]
 ) -> None:
-    """Three engine processes run twelve edits; another process cancels some while NEW and
+    """Cross-process cancels end NEW tasks unstarted and RUNNING ones with exact counters.
+
+    Three engine processes run twelve edits; another process cancels some while NEW and
     some while RUNNING, first while every worker waits between two batches, then at
-    moments chosen by progress: a task cancelled NEW never starts nor touches an item; a
+    moments chosen by progress. A task cancelled NEW never starts nor touches an item; a
     running one ends after at most one more batch, its counters equal to the items it
-    marked; the others complete, and no task runs twice."""
+    marked; the others complete, and no task runs twice.
+    """
     path = tmp_path / "cancel.db"
     marks = [f"m{n:02d}" for n in range(CANCEL_TASKS)]
     build(path, CANCEL_ITEMS, [])
@@ -649,9 +659,12 @@ SCHEDULE_LEASE = 1.0
 def test_killing_the_scheduler_leader_while_dates_are_due_applies_each_date_once(
     tmp_path: Path, engines: Engines, reader: Callable[[Path], Reader]
 ) -> None:
-    """Three engines; the scheduler's leader is SIGKILLed twice, each time with dates due
-    before another engine can lead: every item ends PUBLISHED, its date removed, written
-    exactly once (stamped in the write's own transaction) and never before its date."""
+    """Scheduler leaders SIGKILLed with dates due: every date is applied once, never early.
+
+    Three engines; the leader is killed twice, each time with dates due before another
+    engine can lead. Every item ends PUBLISHED with its date removed, written exactly
+    once (stamped in the write's own transaction) and never before its date.
+    """
     path = tmp_path / "schedule.db"
     start = utcnow()
     dates: dict[str, datetime] = {}
@@ -738,10 +751,12 @@ TAKEOVER_MARGIN = 1.5
 def test_idle_engine_finishes_a_killed_owners_task_from_its_checkpoint_in_time(
     tmp_path: Path, engines: Engines, reader: Callable[[Path], Reader], lease: float
 ) -> None:
-    """The only owner of a running task is SIGKILLed; an idle engine (built-in types, no
-    test code) goes on from the last checkpoint within lease + poll interval + a margin
-    (or, with a long lease, the interval of its look for exited owners + poll + margin),
-    and every item is edited exactly once."""
+    """An idle engine finishes a SIGKILLed owner's task from its checkpoint, in bounded time.
+
+    The idle engine (built-in types, no test code) goes on within lease + poll interval +
+    a margin (with a long lease: the interval of its look for exited owners + poll +
+    margin), and every item is edited exactly once.
+    """
     bound = min(lease, DEAD_CHECK_EVERY) + TAKEOVER_POLL + TAKEOVER_MARGIN
     path = tmp_path / "takeover.db"
     build(path, TAKEOVER_ITEMS, [])
