@@ -141,8 +141,12 @@ class Batches:
         self._exact = getattr(self.storage, "scan_filters_exactly", False) is True
         # The task is updated inside the batch's atomic() block when that makes the two
         # one: a shared transaction, or a block that rolls back (a refused fence or a
-        # failed update undoes the batch's writes).
-        self._inside = self._shared or self._rolls_back
+        # failed update undoes the batch's writes) with a store that never waits on
+        # anything else (memory). A store with its own connection to the items' file
+        # would wait inside the block for the write lock the block itself holds.
+        self._inside = self._shared or (
+            self._rolls_back and getattr(self.task_store, "process_private", False) is True
+        )
 
     def run(self, task_id: str, hold: Hold, *, sync: bool) -> None:
         """Run a task to its end (or until the engine stops or the lease is lost).

@@ -32,6 +32,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 import urllib.parse
 from collections.abc import Iterator, Sequence
 
@@ -44,6 +45,8 @@ FORMAT_VERSION = 1
 
 # Primary result codes (``sqlite3.SQLITE_BUSY`` exists from Python 3.11 only, untyped).
 _SQLITE_BUSY = 5
+_WRITE_POLL = 0.0002  # seconds between tries for another connection's write lock
+_SQLITE_LOCKED = 6
 _SQLITE_READONLY = 8
 _SQLITE_CANTOPEN = 14
 
@@ -171,7 +174,10 @@ class Database:
             depth = self._depth
             savepoint = f"taskengine_{depth}"
             try:
-                self._conn.execute("BEGIN IMMEDIATE" if depth == 0 else f"SAVEPOINT {savepoint}")
+                if depth == 0:
+                    self._begin()
+                else:
+                    self._conn.execute(f"SAVEPOINT {savepoint}")
             except sqlite3.Error as exc:
                 raise self._error("begin a transaction", exc) from exc
             self._depth = depth + 1
@@ -189,6 +195,36 @@ class Database:
             except sqlite3.Error as exc:
                 self._rollback(depth, savepoint)
                 raise self._error("commit", exc) from exc
+
+    def _begin(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting for another connection's write lock by polling
+        every :data:`_WRITE_POLL` seconds (up to ``timeout``).
+
+        SQLite's own busy handler sleeps ever longer between tries (up to 100 ms), so a
+        waiter rarely hits the short gap between two transactions of a busy writer (an
+        engine commits batch after batch): a cancel from another process could wait
+        seconds. Polling this often finds the gap within a batch or two.
+        """
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc) or self.timeout <= 0:
+                raise
+        deadline = time.monotonic() + self.timeout
+        conn.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if not _is_busy(exc) or time.monotonic() >= deadline:
+                        raise
+                time.sleep(_WRITE_POLL)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
@@ -285,6 +321,14 @@ class Database:
         if code == _SQLITE_READONLY:
             return StorageError(f"SQLite could not {action} on {self.path!r}: file is read-only")
         return StorageError(f"SQLite could not {action} on {self.path!r}: {exc}")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds a lock."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
 
 
 def _connect_read_only(path: str, timeout: float) -> sqlite3.Connection:

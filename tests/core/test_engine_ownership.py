@@ -412,3 +412,24 @@ def test_stopping_hands_the_services_over_at_once(open_pair: Pair) -> None:
     assert one.ticks > 0
     second.run_until_idle()
     assert (two.starts, two.ticks) == (1, 1)
+
+
+def test_a_task_store_with_its_own_connection_to_the_items_file(tmp_path: Path) -> None:
+    """Items and tasks in one file through two connections (not shared): the batch's task
+    update waits for nothing the batch holds, and the task completes."""
+    path = tmp_path / "one.db"
+    with SQLiteStorage(path) as storage:
+        store = SQLiteTaskStore(path)  # its own Database: no shared transactions
+        try:
+            assert not store.shares_transactions_with(storage)
+            fill(storage, 50)
+            engine = TaskEngine(storage, task_store=store, batch_size=10)
+            task = engine.create_task(edit_task(operations={"addItems": ["z"]}))
+            started = time.monotonic()
+            assert engine.run_until_idle() == 1
+            assert time.monotonic() - started < WAIT
+            done = engine.get_task(task.id)
+            assert (done.status, done.items_succeeded) == (TaskStatus.COMPLETED, 50)
+            assert tags(storage) == [["z"]] * 50
+        finally:
+            store.close()
