@@ -18,7 +18,8 @@ may use one task store. The store keeps who owns what (:mod:`taskengine._lease`,
   once (its lease would otherwise run for up to ``lease``): the owner id names host and
   pid (:func:`~taskengine._lease.new_owner_id`);
 * **lead** a role (:meth:`Ownership.lead`): services such as the publish scheduler run in
-  one engine at a time, the holder of the role's leader lease.
+  one engine at a time, the holder of the role's leader lease (a leader that is an exited
+  process of this host is replaced at once, like a task's owner).
 """
 
 from __future__ import annotations
@@ -233,6 +234,8 @@ class Ownership:
             return True, previous is None and self._roles.setdefault(role, _ALONE) is _ALONE
         try:
             lease = lead(role, self.owner, now, self.duration)
+            if lease is None and self._leader_is_gone(role):
+                lease = lead(role, self.owner, now, self.duration)
         except StorageError as exc:
             _log.warning("could not renew the leadership of %s: %s", role, exc)
             lease = None
@@ -242,6 +245,17 @@ class Ownership:
                 return False, False
             self._roles[role] = lease
         return True, previous is None or previous.token != lease.token
+
+    def _leader_is_gone(self, role: str) -> bool:
+        """Resign the role for its leader if that is an exited process of this host."""
+        store = self.task_store
+        leader_of = getattr(store, "leader_of", None)
+        current = None if leader_of is None else leader_of(role)
+        if current is None or current.owner == self.owner or not owner_is_gone(current.owner):
+            return False
+        store.resign(current)
+        _log.info("%s: leader %s has exited; its leadership is released", role, current.owner)
+        return True
 
     @staticmethod
     def _quietly(action: object, lease: Lease) -> None:

@@ -433,3 +433,21 @@ def test_a_task_store_with_its_own_connection_to_the_items_file(tmp_path: Path) 
             assert tags(storage) == [["z"]] * 50
         finally:
             store.close()
+
+
+def test_a_service_led_by_an_exited_process_moves_at_once(open_pair: Pair) -> None:
+    """A leader lease held by an exited process of this host is taken over on the next
+    tick, however long it still had to run."""
+    probe = subprocess.Popen(["true"])
+    probe.wait()
+    engine = engine_on(open_pair, lease=timedelta(hours=1))
+    service = CountingService()
+    engine.register_service(service)
+    role = "service:test_engine_ownership.CountingService:0"
+    dead = f"{socket.gethostname()}:{probe.pid}:0000"
+    assert engine.task_store.lead(role, dead, engine.clock.now(), timedelta(hours=1))
+    engine.run_until_idle()
+    assert (service.starts, service.ticks) == (1, 1)
+    leader = engine.task_store.leader_of(role)
+    assert leader is not None
+    assert leader.owner == engine.owner
