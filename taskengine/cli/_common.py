@@ -13,8 +13,9 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, BinaryIO
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from taskengine.errors import TaskEngineError
 
@@ -44,6 +45,7 @@ __all__ = [
     "port",
     "positive",
     "read_input",
+    "seconds",
 ]
 
 EXIT_OK = 0
@@ -61,7 +63,8 @@ EXIT_CODES: Mapping[int, str] = {
     EXIT_FAILED: "the task FAILED",
     EXIT_CANCELLED: "the task was CANCELLED",
     EXIT_ERROR: "a storage or internal error (one line on stderr; --debug shows the traceback)",
-    EXIT_INTERRUPTED: "interrupted by Ctrl-C before a task was created (after: it is cancelled, 4)",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C before a task was created (after: it is cancelled, "
+    "4), or 'run --resume' stopped before its end",
 }
 """What each exit code of ``taskengine`` means."""
 
@@ -155,6 +158,23 @@ def positive(text: str) -> int:
     return value
 
 
+def seconds(low: float, high: float) -> Callable[[str], float]:
+    """An argument type: a number of seconds from ``low`` to ``high`` (``--lease``, ``--poll``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        if not low <= value <= high:  # also refuses nan
+            raise argparse.ArgumentTypeError(
+                f"must be from {low:g} to {high:g} seconds, got {text}"
+            )
+        return value
+
+    return parse
+
+
 def port(text: str) -> int:
     """An argument that is a TCP port, 0-65535 (``--port``)."""
     try:
@@ -179,16 +199,25 @@ def open_engine(
     batch_size: int = 500,
     read_only: bool = False,
     task_types: Iterable[TaskType] | None = None,
+    adopt: bool = True,
+    lease: float | None = None,
+    poll: float | None = None,
 ) -> Iterator[tuple[TaskEngine, SQLiteStorage]]:
     """An engine over the SQLite file ``db`` (items and tasks in the one file).
 
     Args:
         create: create the file when it does not exist (else a missing file is an error).
-        start: start the engine's workers (which resumes unfinished tasks).
+        start: start the engine's workers (with ``adopt``, which resumes unfinished tasks).
         read_only: open the file with SQLite's ``mode=ro`` for commands that only read
             (``tasks list|get``): nothing in the file changes, a read-only file works,
             and a process writing the file never makes the command wait.
         task_types: the engine's task types (``None``: the built-in four).
+        adopt: the engine runs tasks it did not create (unfinished ones no live engine
+            owns, and those other processes create); ``False`` for ``run``, which runs
+            only its own task.
+        lease: seconds an engine's claim on a task lasts unrenewed (``None``: the
+            engine's default).
+        poll: seconds between the engine's looks for work (``None``: its default).
 
     Raises:
         CommandError: the file does not exist and ``create`` is false.
@@ -207,6 +236,11 @@ def open_engine(
     if not create and not os.path.exists(db):
         raise _no_database(db)
     check_db_path(db)
+    tuning: dict[str, Any] = {}
+    if lease is not None:
+        tuning["lease"] = timedelta(seconds=lease)
+    if poll is not None:
+        tuning["poll_interval"] = poll
     storage = SQLiteStorage(db)
     try:
         store = SQLiteTaskStore(storage)
@@ -216,6 +250,8 @@ def open_engine(
             workers=workers,
             batch_size=batch_size,
             task_types=task_types,
+            adopt=adopt,
+            **tuning,
         )
         try:
             if start:

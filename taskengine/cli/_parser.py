@@ -1,16 +1,20 @@
 """The ``taskengine`` argument parser: the root, one subcommand per command module.
 
 Each command module (:mod:`~taskengine.cli.demo`, :mod:`~taskengine.cli.import_`,
-:mod:`~taskengine.cli.run`, :mod:`~taskengine.cli.tasks`, :mod:`~taskengine.cli.serve`)
+:mod:`~taskengine.cli.run`, :mod:`~taskengine.cli.tasks`, :mod:`~taskengine.cli.worker`,
+:mod:`~taskengine.cli.serve`)
 adds its own subparser with ``add_command``, which also sets the ``handler`` that
-``main()`` calls. They are imported when the parser is built, inside ``main()``, not when
-``taskengine.cli`` is.
+``main()`` calls, and may set a ``check``: a function of the parsed arguments returning
+a usage problem (or ``None``) for rules argparse cannot state, such as "a task file or
+``--resume``", reported like any other usage error. They are imported when the parser is
+built, inside ``main()``, not when ``taskengine.cli`` is.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import NoReturn
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from taskengine.cli._common import EXIT_BAD_INPUT, exit_codes_epilog
 
@@ -33,11 +37,23 @@ class _Parser(argparse.ArgumentParser):
         line = f"{self.prog}: error: {message} (see '{self.prog} --help')\n"
         self.exit(EXIT_BAD_INPUT, usage + line)
 
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: Any = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        """Parse, then apply this parser's own ``check`` (see the module docstring)."""
+        parsed, extras = super().parse_known_args(args, namespace)
+        check = self._defaults.get("check")
+        if check is not None:
+            problem = check(parsed)
+            if problem is not None:
+                self.error(problem)
+        return parsed, extras
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``taskengine`` argument parser."""
     from taskengine import __version__
-    from taskengine.cli import demo, import_, run, serve, tasks
+    from taskengine.cli import demo, import_, run, serve, tasks, worker
 
     parser = _Parser(
         prog="taskengine",
@@ -48,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"taskengine {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
-    for command in (demo, import_, run, tasks, serve):  # the order --help lists them in
+    for command in (demo, import_, run, tasks, worker, serve):  # the order --help lists them in
         command.add_command(commands)
     _add_debug(parser)
     return parser

@@ -1,7 +1,8 @@
 """A running task on the terminal: its progress line, Ctrl-C cancelling it, its exit code.
 
 ``run`` and ``demo`` create a task and follow it here until it ends (see docs/cli.md and,
-for the states, docs/lifecycle.md).
+for the states, docs/lifecycle.md); ``run --resume`` shows the tasks it resumes with the
+same :class:`ProgressPrinter`.
 """
 
 from __future__ import annotations
@@ -36,15 +37,24 @@ class ProgressPrinter:
         label: what is running (``"DELETE_BY_QUERY"``).
         tty: draw a bar redrawn in place; ``None`` = ``stream.isatty()``.
         interval: seconds between plain lines when not on a terminal.
+        done_before: items the task had processed before it was followed from here (a
+            resumed task): left out of the rate.
     """
 
     def __init__(
-        self, stream: TextIO, label: str, *, tty: bool | None = None, interval: float = 1.0
+        self,
+        stream: TextIO,
+        label: str,
+        *,
+        tty: bool | None = None,
+        interval: float = 1.0,
+        done_before: int = 0,
     ) -> None:
         self.stream = stream
         self.label = label
         self.tty = _isatty(stream) if tty is None else tty
         self.interval = interval
+        self.done_before = done_before
         self._started = time.monotonic()
         self._last_line = self._started  # the first plain line comes after one interval
         self._drawn = False
@@ -87,7 +97,7 @@ class ProgressPrinter:
         counts = f"{done:,}/{count(total, 'item')}"
         if task.items_failed:
             counts += f" ({task.items_failed:,} failed)"
-        rate = f"{done / elapsed:,.0f} items/s"
+        rate = f"{max(0, done - self.done_before) / elapsed:,.0f} items/s"
         if self.tty:
             width = 28
             filled = round(fraction * width)

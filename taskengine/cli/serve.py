@@ -1,7 +1,9 @@
 """``taskengine serve``: the REST API (docs/http.md) on waitress, running tasks in-process.
 
-Unfinished tasks in the file resume at start; Ctrl-C or SIGTERM checkpoints the running
-ones, which resume on the next start (see docs/durability.md).
+Its engine adopts tasks, as ``worker``'s does: unfinished tasks no live engine owns resume
+at start, and tasks other processes create or leave behind are found by polling; Ctrl-C or
+SIGTERM checkpoints the running ones and releases them, so another engine on the file (or
+the next start) continues them (see docs/durability.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from taskengine.cli._common import (
     port,
     positive,
 )
+from taskengine.cli._owners import take_census
 
 __all__ = ["add_command", "run_command"]
 
@@ -33,9 +36,10 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "serve",
         help="serve the REST API (and run tasks) over a SQLite file",
         description="Serve the Background Tasks REST API on the waitress server (the "
-        "'taskengine[server]' extra). Unfinished tasks in the file resume; on Ctrl-C or "
-        "SIGTERM running tasks are checkpointed and resume on the next start. Without a token "
-        "only loopback addresses are allowed.",
+        "'taskengine[server]' extra). Unfinished tasks no live engine owns resume, and "
+        "tasks other processes leave or create are taken up; on Ctrl-C or SIGTERM running "
+        "tasks are checkpointed and released, for another engine or the next start. "
+        "Without a token only loopback addresses are allowed.",
     )
     serve.add_argument("--db", required=True, help="the SQLite file")
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
@@ -94,7 +98,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.quiet:
         logging.getLogger("waitress").setLevel(logging.ERROR)
     with open_engine(args.db, workers=args.workers) as (engine, _storage):
-        resumed = count_unfinished(engine)  # before the engine starts and resumes them
+        census = take_census(engine)  # before the engine starts and resumes them
         app = make_app(engine, token=token)
         try:
             server = make_waitress_server(
@@ -116,9 +120,11 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             loop.start()
             host = str(server.effective_host)
             shown = f"[{host}]" if ":" in host else host
+            note = census.owned_note()
             out.write(
-                f"Resumed {resumed} unfinished task(s) from {args.db}.\n"
-                f"Serving the task API on http://{shown}:{server.effective_port}/cms/v1/tasks "
+                f"Resumed {len(census.waiting)} unfinished task(s) from {args.db}.\n"
+                + ("" if note is None else note + "\n")
+                + f"Serving the task API on http://{shown}:{server.effective_port}/cms/v1/tasks "
                 f"({'token required' if token else 'no token, loopback only'}); "
                 "Ctrl-C stops.\n"
             )
@@ -136,7 +142,8 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         left = count_unfinished(engine)
         out.write(
             f"Stopped. {left} unfinished task(s) were checkpointed; they resume when "
-            f"'taskengine serve' or 'taskengine run' next opens {args.db}.\n"
+            f"'taskengine worker', 'serve' or 'run --resume' opens {args.db} (at once in "
+            "one already running on it).\n"
         )
         return EXIT_OK
 

@@ -1,7 +1,8 @@
 """``taskengine tasks list|get|cancel``: look at the stored tasks, or cancel one.
 
 ``list`` and ``get`` open the file read-only (see docs/cli.md); the JSON printed is the
-API's task object (docs/http.md).
+API's task object (docs/http.md). The ``list`` table also says who holds each unfinished
+task (:mod:`taskengine.cli._owners`); the JSON does not (a lease is not part of a task).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any, TextIO
 
 from taskengine._jsonio import dumps
 from taskengine.cli._common import EXIT_OK, format_table, open_engine
+from taskengine.cli._owners import holder, is_waiting, owner_label
 from taskengine.errors import InvalidRequest, Violation
 
 __all__ = ["add_command", "run_command"]
@@ -38,7 +40,10 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="list tasks, newest first",
         description="List the stored tasks, newest first, one page at a time: id, type, "
         "status (a cancelled task shows as 'FAILED (cancelled)', a pending cancel as "
-        "'(cancel requested)'), items succeeded and failed, and when it was created.",
+        "'(cancel requested)'), who runs it (OWNER: host/pid of the live engine holding "
+        "an unfinished task, or 'waiting', 'waiting (lease ran out)', 'waiting (owner "
+        "exited)' when none does), items succeeded and failed, and when it was created. "
+        "--json prints the API's JSON, which has no owner.",
     )
     listing.add_argument("--db", required=True, help="the SQLite file")
     listing.add_argument("--limit", type=int, default=30, help="tasks per page, 1-100 (default 30)")
@@ -86,20 +91,22 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if args.json:
             out.write(dumps(body, indent=2) + "\n")
             return EXIT_OK
+        now = engine.clock.now()
+        owners = {task.id: holder(engine.task_store, task, now) for task in page.tasks}
         rows = [
             (
                 t["id"],
                 t["type"],
                 _status_label(t),
+                _owner_cell(owners.get(t["id"])),
                 f"{t['itemsSucceeded']:,}/{t['estimatedItemCount']:,}",
                 f"{t['itemsFailed']:,}",
                 t.get("createdAt", ""),
             )
             for t in body["tasks"]
         ]
-        out.write(
-            format_table(("ID", "TYPE", "STATUS", "SUCCEEDED", "FAILED", "CREATED"), rows) + "\n"
-        )
+        headers = ("ID", "TYPE", "STATUS", "OWNER", "SUCCEEDED", "FAILED", "CREATED")
+        out.write(format_table(headers, rows) + "\n")
         meta = body["metadata"]
         out.write(f"{meta['count']} of {meta['total']} task(s), offset {meta['offset']}\n")
         return EXIT_OK
@@ -114,6 +121,14 @@ def _status_label(task: Mapping[str, Any]) -> str:
     if task.get("cancelRequested"):
         return f"{status} (cancel requested)"
     return status
+
+
+def _owner_cell(held_by: str | None) -> str:
+    """The OWNER column: ``host/pid`` of a live owner, why an unfinished task waits, or
+    ``-`` for a finished one."""
+    if held_by is None:
+        return "-"
+    return held_by if is_waiting(held_by) else owner_label(held_by)
 
 
 _OPTIONS = {"paging.limit": "--limit", "paging.offset": "--offset"}
