@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Literal
 
 import attrs
@@ -55,15 +55,19 @@ class Watch:
     certain one.
 
     Args:
-        engine: a started engine with ``adopt=True``.
+        engine: an engine with ``adopt=True``, started or about to be.
+        waiting: the tasks that wait for an owner now (from a census taken before the
+            engine starts, so that a task it finishes before the first look is seen).
         limit: how many waiting tasks to keep track of (the oldest).
     """
 
-    def __init__(self, engine: TaskEngine, *, limit: int = 1000) -> None:
+    def __init__(
+        self, engine: TaskEngine, *, waiting: Iterable[str] = (), limit: int = 1000
+    ) -> None:
         self.engine = engine
         self.limit = limit
         self._held: set[str] = set()
-        self._waiting: set[str] = set()
+        self._waiting: set[str] = set(waiting)
 
     def look(self) -> list[Event]:
         """What changed since the last look, and the counters of every task held now."""

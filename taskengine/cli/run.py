@@ -177,9 +177,9 @@ def resume(db: str, batch_size: int, *, quiet: bool, out: TextIO, err: TextIO) -
             "time; Ctrl-C stops, leaving them resumable.\n"
         )
         err.flush()
+        watch = Watch(engine, waiting=[task.id for task in census.waiting])
         engine.start()
         shown = _Resumed(out, err, quiet=quiet)
-        watch = Watch(engine)
         while True:
             shown.show(watch.look())
             if stop.is_set():

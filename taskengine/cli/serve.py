@@ -64,6 +64,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         f"(default {DEFAULT_TIMEOUT})",
     )
     serve.add_argument("--quiet", action="store_true", help="do not log requests")
+    serve.add_argument("--batch-size", type=positive, default=500, help=argparse.SUPPRESS)
     serve.set_defaults(handler=run_command)
 
 
@@ -97,7 +98,10 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     if args.quiet:
         logging.getLogger("waitress").setLevel(logging.ERROR)
-    with open_engine(args.db, workers=args.workers) as (engine, _storage):
+    with open_engine(args.db, workers=args.workers, batch_size=args.batch_size) as (
+        engine,
+        _storage,
+    ):
         census = take_census(engine)  # before the engine starts and resumes them
         app = make_app(engine, token=token)
         try:

@@ -82,6 +82,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         poll=args.poll,
     ) as (engine, _storage):
         census = take_census(engine)
+        watch = Watch(engine, waiting=[task.id for task in census.waiting])
         engine.start()
         out.write(
             f"Worker {engine.owner} running tasks from {args.db} "
@@ -95,9 +96,10 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(note + "\n")
         out.flush()
         lines = _TaskLines(out, quiet=args.quiet)
-        watch = Watch(engine)
-        while not stop.is_set():
-            lines.show(watch.look())
+        while True:
+            lines.show(watch.look())  # a last look before stopping: what it held, it releases
+            if stop.is_set():
+                break
             stop.wait(_LOOK_EVERY)
         held = len(engine.owned())
         engine.stop()  # after the current batches; releases every task it holds

@@ -1,7 +1,7 @@
 """The `taskengine` command as a whole: help, usage errors, exit codes, loading, shared pieces.
 
 Each command has its own file: test_cli_demo, test_cli_import, test_cli_run, test_cli_tasks,
-test_cli_serve.
+test_cli_worker, test_cli_serve.
 """
 
 from __future__ import annotations
@@ -88,7 +88,7 @@ def test_help_lists_every_command() -> None:
     """`taskengine --help` exits 0 and names every command."""
     result = cli("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("demo", "import", "run", "tasks", "serve"):
+    for command in ("demo", "import", "run", "tasks", "worker", "serve"):
         assert command in result.stdout
 
 

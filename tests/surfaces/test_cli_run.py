@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from cli_runner import (
     COPY_TASK,
+    EDIT_Z_TASK,
+    all_items,
+    assert_edited_and_copied_once,
+    batch_done,
     cli,
     executable,
     line_reader,
     make_items_db,
+    make_tagged_db,
+    newest_task_id,
+    owner_id,
+    queue_task,
     run_cli,
+    started,
+    task_store,
     task_total,
     wait_for_line,
+    wait_until,
     write,
     write_jsonl,
 )
@@ -26,6 +40,7 @@ from taskengine.cli import (
     EXIT_BAD_INPUT,
     EXIT_CANCELLED,
     EXIT_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_ITEM_FAILURES,
     EXIT_OK,
     load_task_spec,
@@ -39,6 +54,19 @@ REFERENCE_DELETE_BODY = """{ "task": { "type": "DELETE_BY_QUERY", "deleteByQuery
 """
 
 """The reference's curl body for DELETE_BY_QUERY, verbatim (trailing comma and all)."""
+
+REVERSE_COPY_TASK = {
+    "type": "COPY_FIELD_DATA",
+    "copyFieldDataOptions": {
+        "dataCollectionId": "Items",
+        "sourceFieldKey": "name",
+        "targetFieldKey": "nameAgain",
+    },
+}
+
+ITEMS = 10_000
+"""Items in the files two processes work on at once: a task over them at one item per
+batch takes a couple of seconds."""
 
 
 @pytest.fixture
@@ -168,23 +196,172 @@ def test_run_in_a_new_process_of_a_task_that_fails_exits_3(shop_db: Path, tmp_pa
     assert task["failures"][0]["code"] == "WDE0119"
 
 
-def test_run_says_when_earlier_queued_tasks_run_first(
+def test_run_leaves_unfinished_tasks_alone_and_says_so(
     db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """`run` after a `--no-wait` task says the queued one runs first; both complete."""
-    spec = tmp_path / "copy.json"
-    spec.write_text(json.dumps(COPY_TASK), encoding="utf-8")
-    code, out, _ = run_cli(capsys, "run", "--db", str(db), "--no-wait", str(spec))
-    assert code == EXIT_OK
-    queued = json.loads(out)["id"]
+    """`run` runs only its own task: a queued task and one a live engine holds stay as they
+    were, and `run` says how many it left alone, whose they are, and what resumes them."""
+    waiting = queue_task(db, COPY_TASK)
+    owned = queue_task(db, COPY_TASK)
+    alive = owner_id(os.getpid())
+    with task_store(db) as store:
+        assert store.claim(owned, alive, datetime.now(timezone.utc), timedelta(hours=1))
+    spec = write(tmp_path / "copy.json", COPY_TASK)
     code, out, err = run_cli(capsys, "run", "--db", str(db), "--quiet", str(spec))
     assert code == EXIT_OK, err
-    assert "1 earlier unfinished task(s)" in err
-    code, out, _ = run_cli(capsys, "tasks", "get", queued, "--db", str(db))
-    assert json.loads(out)["status"] == "COMPLETED"
-    code, out, err = run_cli(capsys, "run", "--db", str(db), "--quiet", str(spec))
+    assert json.loads(out)["itemsSucceeded"] == 50
+    label = f"{socket.gethostname()}/{os.getpid()}"
+    assert (
+        f"2 unfinished task(s) left alone: 1 owned by a live engine ({label}), 1 waiting for "
+        "an owner; resume them with 'taskengine run --resume' or a 'taskengine worker'.\n"
+    ) in err
+    with task_store(db) as store:
+        for task_id in (waiting, owned):
+            task = store.get(task_id)
+            assert task is not None
+            assert task.status.value == "NEW"
+        lease = store.lease_of(owned)
+        assert lease is not None
+        assert lease.owner == alive
+        assert store.lease_of(waiting) is None
+    code, _, err = run_cli(capsys, "run", "--db", str(db), "--quiet", str(spec))
+    assert "left alone" in err  # still there: nothing but `run`'s own task ran
+
+
+@pytest.mark.slow
+def test_two_runs_on_one_file_each_run_only_their_own_task(tmp_path: Path) -> None:
+    """`run edit.json`, and once its task has committed a batch, `run copy.json` on the same
+    file: the second leaves the first's task to it (and says whose it is), both tasks end
+    COMPLETED with exact counters, and every item was edited and copied exactly once."""
+    db = make_tagged_db(tmp_path, ITEMS)
+    edit = write(tmp_path / "edit.json", EDIT_Z_TASK)
+    copy = write(tmp_path / "copy.json", COPY_TASK)
+    with started("run", "--db", str(db), "--batch-size", "1", "--quiet", str(edit)) as first:
+        with task_store(db) as store:
+            edit_id = wait_until(lambda: newest_task_id(store), "the first run's task")
+            wait_until(lambda: batch_done(store, edit_id), "the first run's first batch")
+        second = cli("run", "--db", str(db), "--quiet", str(copy))
+        code, out, err = first.finish()
+    assert second.returncode == EXIT_OK, second.stderr
+    owner = f"{socket.gethostname()}/{first.pid}"
+    assert f"1 unfinished task(s) left alone: 1 owned by a live engine ({owner})." in (
+        second.stderr
+    ), "the first task had ended before the second run started"
+    assert code == EXIT_OK, err
+    for printed, kind in ((out, "EDIT_FIELD_DATA"), (second.stdout, "COPY_FIELD_DATA")):
+        task = json.loads(printed)
+        assert task["type"] == kind
+        assert task["status"] == "COMPLETED"
+        assert task["itemsSucceeded"] == ITEMS
+        assert task["itemsFailed"] == 0
+    assert json.loads(out)["id"] == edit_id
+    assert_edited_and_copied_once(db, ITEMS)
+
+
+# -- run --resume -------------------------------------------------------------------------------
+
+
+def test_run_resume_finishes_unfinished_tasks_and_creates_none(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --resume` runs the waiting tasks to their end, prints each as a JSON line,
+    creates no task, and leaves a task a live engine holds alone (and says so)."""
+    waiting = [queue_task(db, COPY_TASK), queue_task(db, REVERSE_COPY_TASK)]
+    owned = queue_task(db, COPY_TASK)
+    alive = owner_id(os.getpid())
+    with task_store(db) as store:
+        assert store.claim(owned, alive, datetime.now(timezone.utc), timedelta(hours=1))
+    code, out, err = run_cli(capsys, "run", "--db", str(db), "--resume")
+    assert code == EXIT_OK, err
+    printed = [json.loads(line) for line in out.splitlines()]
+    assert [task["id"] for task in printed] == waiting
+    assert all(task["status"] == "COMPLETED" for task in printed)
+    assert all(task["itemsSucceeded"] == 50 for task in printed)
+    label = f"{socket.gethostname()}/{os.getpid()}"
+    assert f"1 unfinished task(s) owned by a live engine ({label}) are left alone." in err
+    assert "Resuming 2 unfinished tasks" in err
+    assert "COPY_FIELD_DATA: 100% 50/50 items" in err
+    assert task_total(capsys, db) == 3
+    with task_store(db) as store:
+        untouched = store.get(owned)
+        assert untouched is not None
+        assert untouched.status.value == "NEW"
+
+
+def test_run_resume_with_nothing_waiting_exits_0(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --resume` on a file with no waiting task says so and exits 0 at once."""
+    code, out, err = run_cli(capsys, "run", "--db", str(db), "--resume")
     assert code == EXIT_OK
-    assert "earlier unfinished" not in err
+    assert out == ""
+    assert "Nothing to resume" in err
+
+
+def test_run_resume_exits_with_the_highest_exit_code_of_its_tasks(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One task with item failures (1) and one without (0): `run --resume` exits 1."""
+    edit = {
+        "type": "EDIT_FIELD_DATA",
+        "editFieldDataOptions": {
+            "dataCollectionId": "Items",
+            "fieldKey": "tags",
+            "operations": {"addItems": ["x"]},
+        },
+    }
+    queue_task(db, COPY_TASK)
+    queue_task(db, edit)  # `tags` is text: every item fails
+    code, out, err = run_cli(capsys, "run", "--db", str(db), "--resume", "--quiet")
+    assert code == EXIT_ITEM_FAILURES, err
+    assert [json.loads(line)["itemsFailed"] for line in out.splitlines()] == [0, 50]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--resume", "task.json"), "argument --resume: not allowed with a task file"),
+        (("--resume", "--no-wait"), "argument --resume: not allowed with argument --no-wait"),
+        ((), "the following arguments are required: TASK.json (or --resume)"),
+    ],
+)
+def test_run_needs_a_task_file_or_resume_alone(
+    db: Path, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...], message: str
+) -> None:
+    """`run` takes a task file or `--resume` (without `--no-wait`): else one usage line."""
+    code, out, err = run_cli(capsys, "run", "--db", str(db), *argv)
+    assert code == EXIT_BAD_INPUT
+    assert out == ""
+    assert err == f"taskengine run: error: {message} (see 'taskengine run --help')\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGINT to a child needs POSIX")
+def test_ctrl_c_stops_run_resume_leaving_the_task_resumable(tmp_path: Path) -> None:
+    """Ctrl-C during `run --resume` stops after the current batch (exit 130): the task stays
+    RUNNING with no lease, and the next `run --resume` ends it with exact counters."""
+    db = make_tagged_db(tmp_path, ITEMS)
+    task_id = queue_task(db, EDIT_Z_TASK)
+    with (
+        started("run", "--db", str(db), "--resume", "--batch-size", "1") as resume,
+        task_store(db) as store,
+    ):
+        wait_until(lambda: batch_done(store, task_id), "the resumed task's first batch")
+        resume.proc.send_signal(signal.SIGINT)
+        code, out, err = resume.finish()
+        assert code == EXIT_INTERRUPTED, err
+        assert out == ""
+        assert "Stopped: 1 task left unfinished, checkpointed and released" in err
+        assert store.lease_of(task_id) is None
+        stopped = store.get(task_id)
+        assert stopped is not None
+        assert stopped.status.value == "RUNNING"
+        assert 0 < stopped.items_succeeded < ITEMS
+    again = cli("run", "--db", str(db), "--resume", "--quiet")
+    assert again.returncode == EXIT_OK, again.stderr
+    assert f"Task {task_id} (EDIT_FIELD_DATA): resuming at " in again.stderr
+    final = json.loads(again.stdout)
+    assert final["itemsSucceeded"] == ITEMS
+    assert all(item["tags"] == ["z"] for item in all_items(db))
 
 
 # -- bad input ----------------------------------------------------------------------------------
