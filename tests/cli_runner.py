@@ -112,6 +112,18 @@ def wait_for_line(lines: queue.Queue[str], text: str) -> str:
             return line
 
 
+def read_until(lines: queue.Queue[str], text: str) -> list[str]:
+    """The lines read up to the first that contains ``text``, that one included (bounded:
+    60 s per line)."""
+    seen: list[str] = []
+    while not seen or text not in seen[-1]:
+        line = lines.get(timeout=60)
+        if line == "":
+            pytest.fail(f"the process ended before printing {text!r}: {seen[-20:]}")
+        seen.append(line)
+    return seen
+
+
 def rest_of(lines: queue.Queue[str]) -> str:
     """Every line still to come from a :func:`line_reader`, up to the stream's end."""
     rest: list[str] = []

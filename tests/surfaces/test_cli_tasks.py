@@ -7,16 +7,29 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from cli_runner import COPY_TASK, cli, executable, make_shop_db, run_cli, write
+from cli_runner import (
+    COPY_TASK,
+    cli,
+    executable,
+    exited_pid,
+    make_shop_db,
+    owner_id,
+    queue_task,
+    run_cli,
+    task_store,
+    write,
+)
 
 from taskengine.cli import EXIT_BAD_INPUT, EXIT_OK
 from taskengine.engine import TaskEngine
@@ -91,6 +104,47 @@ def test_tasks_queued_by_one_process_are_listed_shown_and_cancelled_by_others(
     ]
     again = json.loads(cli("tasks", "get", ids[0], "--db", str(db)).stdout)
     assert again == task
+
+
+def test_tasks_list_shows_who_owns_each_unfinished_task(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The OWNER column: host/pid of a live lease, why a task waits (never leased or
+    released, lease ran out, owner exited), `-` for a finished task; the JSON has none."""
+    waiting, owned, lapsed, orphaned, finished = (queue_task(db, COPY_TASK) for _ in range(5))
+    now = datetime.now(timezone.utc)
+    alive = owner_id(os.getpid())
+    with task_store(db) as store:
+        assert store.claim(owned, alive, now, timedelta(hours=1))
+        assert store.claim(lapsed, alive, now - timedelta(hours=2), timedelta(hours=1))
+        assert store.claim(orphaned, owner_id(exited_pid()), now, timedelta(hours=1))
+    code, out, err = run_cli(capsys, "tasks", "cancel", finished, "--db", str(db))
+    assert code == EXIT_OK, err
+    code, out, err = run_cli(capsys, "tasks", "list", "--db", str(db))
+    assert code == EXIT_OK, err
+    lines = out.splitlines()
+    header = lines[0]
+    column = header.index("OWNER")
+    assert header.split() == [
+        "ID", "TYPE", "STATUS", "OWNER", "SUCCEEDED", "FAILED", "CREATED"
+    ]
+    owners = {
+        line.split()[0]: line[column:].split("  ")[0].strip() for line in lines[2:-1]
+    }
+    assert owners == {
+        waiting: "waiting",
+        owned: f"{socket.gethostname()}/{os.getpid()}",
+        lapsed: "waiting (lease ran out)",
+        orphaned: "waiting (owner exited)",
+        finished: "-",
+    }
+    code, out, _ = run_cli(capsys, "tasks", "list", "--db", str(db), "--json")
+    listed = json.loads(out)["tasks"]
+    for task in listed:
+        code, shown, _ = run_cli(capsys, "tasks", "get", task["id"], "--db", str(db))
+        assert task == json.loads(shown)  # the API's task JSON, no ownership added
+    assert "lease" not in out.lower()
+    assert "owner" not in out.lower()
 
 
 def test_status_label_tells_cancelled_from_failed_and_pending() -> None:
