@@ -6,21 +6,26 @@ Subcommands::
     taskengine import  --db PATH --collection NAME [--environment LIVE|SANDBOX]
                        [--sandbox] [--publish-plugin] FILE.jsonl
     taskengine run     --db PATH TASK.json [--no-wait]
+    taskengine run     --db PATH --resume
     taskengine tasks   list|get ID|cancel ID --db PATH
+    taskengine worker  --db PATH [--workers N] [--lease S] [--poll S]
     taskengine serve   --db PATH [--host H] [--port P] [--token T] [--threads N] [--timeout S]
 
 Every command that takes ``--db`` keeps items *and* tasks in that one SQLite file, so
-``run`` in one terminal and ``tasks get`` in another see the same task, and ``serve``
-after a crash resumes unfinished tasks.
+``run`` in one terminal and ``tasks get`` in another see the same task. Several processes
+may run tasks from one file: each task runs in one engine at a time (it holds a lease on
+the task). ``run`` runs only the task it creates; ``worker``, ``serve`` and ``run
+--resume`` also take the unfinished tasks no live engine owns.
 
 Exit codes (:data:`EXIT_CODES`): 0 the task COMPLETED without item failures (or the
 command succeeded), 1 COMPLETED with item failures, 2 bad input (usage, files, JSON, task
 spec, unknown collection or task), 3 the task FAILED, 4 the task was CANCELLED, 5 a
 storage or internal error.
 
-One module per command (``demo``, ``import_``, ``run``, ``tasks``, ``serve``), each adding
-its own subparser; ``_parser`` builds the tree, ``_common`` and ``_progress`` hold what
-they share (see docs/cli.md). This module is :func:`main` and the names it re-exports.
+One module per command (``demo``, ``import_``, ``run``, ``tasks``, ``worker``, ``serve``),
+each adding its own subparser; ``_parser`` builds the tree, ``_common``, ``_progress``,
+``_owners`` and ``_watch`` hold what they share (see docs/cli.md). This module is
+:func:`main` and the names it re-exports.
 """
 
 from __future__ import annotations

@@ -66,8 +66,9 @@ class Watch:
     ) -> None:
         self.engine = engine
         self.limit = limit
+        self._order: dict[str, int] = {}  # the tasks followed, by when first seen
         self._held: set[str] = set()
-        self._waiting: set[str] = set(waiting)
+        self._waiting = set(self._seen(waiting))
 
     def look(self) -> list[Event]:
         """What changed since the last look, and the counters of every task held now."""
@@ -75,11 +76,11 @@ class Watch:
         store = engine.task_store
         # Waiting tasks first: a claim between the two reads then shows a task in both,
         # never in neither.
-        waiting = set(store.claimable(engine.clock.now(), self.limit))
-        held = set(engine.owned())
+        waiting = set(self._seen(store.claimable(engine.clock.now(), self.limit)))
+        held = set(self._seen(engine.owned()))
         events: list[Event] = []
         # A task the engine let go is reported whether or not it waits again now.
-        for task_id in sorted((self._held - held) | (self._waiting - held - waiting)):
+        for task_id in self._sorted((self._held - held) | (self._waiting - held - waiting)):
             task = store.get(task_id)
             if task is None:
                 continue  # expired, or removed
@@ -91,7 +92,7 @@ class Watch:
                 held.add(task_id)  # claimed after owned() was read, or not yet recorded
             else:
                 events.append(Event("released" if task_id in self._held else "taken", task))
-        for task_id in sorted(held):
+        for task_id in self._sorted(held):
             task = store.get(task_id)
             if task is None:
                 continue
@@ -99,7 +100,19 @@ class Watch:
                 events.append(Event("started", task))
             events.append(Event("running", task))
         self._held, self._waiting = held, waiting
+        followed = held | waiting
+        self._order = {task_id: n for task_id, n in self._order.items() if task_id in followed}
         return events
+
+    def _seen(self, task_ids: Iterable[str]) -> list[str]:
+        order = self._order
+        found = list(task_ids)
+        for task_id in found:
+            order.setdefault(task_id, len(order))
+        return found
+
+    def _sorted(self, task_ids: set[str]) -> list[str]:
+        return sorted(task_ids, key=self._order.__getitem__)
 
     def idle(self) -> bool:
         """Whether, as of the last look and a fresh read of every unfinished task, the
