@@ -71,6 +71,12 @@ class ProgressPrinter:
             self.stream.write(self._text(task, now) + "\n")
             self.stream.flush()
 
+    def end_line(self) -> None:
+        """End a bar drawn in place, so that other text starts on a line of its own."""
+        if self._drawn:
+            self.stream.write("\n")
+            self._drawn = False
+
     def finish(self, task: Task) -> None:
         """Show the final state and end the line."""
         now = time.monotonic()

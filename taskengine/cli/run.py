@@ -237,7 +237,9 @@ class _Resumed:
                 self.out.flush()
                 self.code = max(self.code, exit_code_for(task))
             else:
-                self._printers.pop(task.id, None)
+                printer = self._printers.pop(task.id, None)
+                if printer is not None:
+                    printer.end_line()
                 if event.kind == "released":
                     self.released += 1
                     what = "released unfinished"

@@ -317,6 +317,22 @@ def test_progress_printer_draws_a_bar_on_a_terminal() -> None:
     assert "\r" not in plain.getvalue()
 
 
+def test_progress_printer_leaves_out_of_the_rate_what_was_done_before() -> None:
+    """A resumed task's rate counts only the items done since it was followed, and a bar
+    drawn in place is ended (once) before other text."""
+    running = _task(TaskStatus.RUNNING, 0, None)
+    stream = io.StringIO()
+    printer = ProgressPrinter(stream, "COPY_TASK", tty=True, done_before=10)
+    printer.update(running)
+    assert " 0 items/s" in stream.getvalue()
+    printer.end_line()
+    printer.end_line()
+    assert stream.getvalue().endswith("\x1b[K\n")
+    plain = io.StringIO()
+    ProgressPrinter(plain, "COPY_TASK", tty=False).end_line()
+    assert plain.getvalue() == ""
+
+
 @pytest.mark.parametrize(
     ("seconds", "text"),
     [
