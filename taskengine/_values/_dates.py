@@ -145,7 +145,10 @@ def date_from_text(text: str) -> datetime:
     Raises:
         ValueError: ``text`` is not what :func:`date_text` writes.
     """
-    return datetime.fromisoformat(text)
+    # Not datetime.fromisoformat alone: CPython 3.11 drops the microseconds of an offset
+    # (``+00:00:00.000001`` reads as UTC), which moves the instant.
+    parsed = parse_iso_datetime(text)
+    return datetime.fromisoformat(text) if parsed is None else parsed
 
 
 def format_timestamp(moment: datetime) -> str:

@@ -415,3 +415,22 @@ def test_too_deep_an_item_is_invalid_not_a_recursion_error(adapter: str) -> None
         assert storage.count("c", "LIVE").value == 0
     finally:
         _close(storage)
+
+
+@ADAPTERS
+@pytest.mark.parametrize(
+    "offset",
+    [timedelta(microseconds=1), timedelta(microseconds=-1), timedelta(seconds=1, microseconds=5)],
+)
+def test_dates_with_fractional_offsets_round_trip(adapter: str, offset: timedelta) -> None:
+    """An offset with seconds or microseconds comes back as it was (Python 3.11's
+    ``fromisoformat`` alone would read ``+00:00:00.000001`` as UTC, moving the instant)."""
+    storage = _make(adapter)
+    try:
+        moment = datetime(2020, 1, 1, tzinfo=timezone(offset))
+        storage.create_collection("c")
+        storage.insert_items("c", "LIVE", [{"_id": "x", "d": moment}])
+        back = storage.get_item("c", "LIVE", "x")["d"]
+        assert (back, back.utcoffset()) == (moment, offset)
+    finally:
+        _close(storage)
