@@ -509,6 +509,53 @@ def test_processes_updating_one_task_lose_nothing(pg_database: str) -> None:
         store.close()
 
 
+ROUNDS = 30
+ROLES = [f"role-{n}" for n in range(4)]
+LEADER = """
+    import json, random, sys
+    from datetime import datetime, timedelta, timezone
+    from taskengine import PostgresTaskStore
+
+    dsn, k, rounds, roles = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    term = timedelta(seconds=60)
+    store = PostgresTaskStore(dsn)
+    print("ready", flush=True)
+    sys.stdin.readline()
+    won, renewed = [], []
+    shuffle = random.Random(k).shuffle
+    for round_ in range(rounds):
+        now = t0 + round_ * (term + timedelta(seconds=1))  # every earlier term has ended
+        shuffle(roles)
+        for role in roles:
+            got = store.lead(role, f"proc-{k}", now, term)
+            if got is not None:
+                won.append([role, round_, got.token])
+                again = store.lead(role, f"proc-{k}", now, term)
+                if again is not None:
+                    renewed.append([role, round_, again.token])
+    store.close()
+    print(json.dumps({"won": won, "renewed": renewed}), flush=True)
+"""
+
+
+def test_processes_racing_to_lead_have_one_winner_per_round(pg_database: str) -> None:
+    """Four processes lead four roles on one database for 30 rounds, each after the last
+    term ended (the first round inserts each role's row): each (role, round) has exactly
+    one winner, whose token is the round's number + 1; a winner's renewal keeps it."""
+    PostgresTaskStore(pg_database).close()
+    reports = race(LEADER, pg_database, ROUNDS, *ROLES)  # type: ignore[arg-type]
+    winners: dict[tuple[str, int], list[tuple[int, int]]] = {}
+    for k, report in enumerate(reports):
+        for role, round_, token in report["won"]:
+            winners.setdefault((role, round_), []).append((k, token))
+        for role, round_, token in report["renewed"]:
+            assert (k, token) in winners[(role, round_)]
+    assert sorted(winners) == sorted((role, r) for role in ROLES for r in range(ROUNDS))
+    assert all(len(won) == 1 for won in winners.values()), winners
+    assert all(won[0][1] == key[1] + 1 for key, won in winners.items()), winners
+
+
 # Engines
 
 
