@@ -242,6 +242,7 @@ class PostgresTaskStore:
 
         Raises:
             ValueError: a task with this id is already stored.
+            StorageError: the id holds NUL or a lone surrogate (PostgreSQL text cannot).
         """
         params = self._row(task)
         with self.database.transaction() as conn:
@@ -255,6 +256,7 @@ class PostgresTaskStore:
 
         Raises:
             LeaseLost: ``fence`` is not current and unexpired; nothing was written.
+            StorageError: unfenced, the id holds NUL or a lone surrogate.
         """
         if fence is None:
             params = self._row(task)
@@ -262,10 +264,9 @@ class PostgresTaskStore:
                 conn.execute(_UPSERT, params)
             return
         at = epoch_ms(fence_time(fence, task.id, now))
-        params = self._row(task)
         written = 0
-        if _storable(fence.owner):
-            args = (*params[1:], task.id, fence.owner, fence.token, at)
+        if _storable(task.id) and _storable(fence.owner):
+            args = (*self._row(task)[1:], task.id, fence.owner, fence.token, at)
             with self.database.transaction() as conn:
                 written = conn.execute(_FENCED_SAVE, args).rowcount
         if not written:

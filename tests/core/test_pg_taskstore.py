@@ -258,6 +258,8 @@ def test_ids_postgresql_cannot_hold(store: PostgresTaskStore) -> None:
             store.renew(forged, T0, LEASE)
         with pytest.raises(LeaseLost):
             store.update(odd, lambda task: task, forged, now=T0)
+        with pytest.raises(LeaseLost):
+            store.save(make_task(odd), forged, now=T0)
         stranger = attrs.evolve(lease, owner=odd)
         with pytest.raises(LeaseLost):
             store.check_fence(stranger, T0)
