@@ -29,8 +29,11 @@ that transaction left it, so two engines never both win a compare-and-set:
   ``storage.atomic()`` on a shared :class:`PgDatabase`) no claim can take the task until
   that transaction ends, so the check and the batch's writes commit or roll back
   together;
-* ``claimable`` skips rows locked by a transaction in progress (``FOR NO KEY UPDATE SKIP
-  LOCKED``): engines polling at once do not line up behind a claim in flight;
+* ``claimable`` skips rows a transaction in progress is changing (``FOR SHARE SKIP
+  LOCKED``): a poller never waits for, nor then tries to claim, a task a claim in flight
+  or a batch holds; pollers do not hide tasks from each other (share locks do not
+  conflict), so a task is never missed for a poll interval just because another engine
+  looked at it;
 * ``delete`` locks its rows in id order first, so two deletes of overlapping ids cannot
   deadlock.
 
@@ -136,7 +139,7 @@ _CLAIM = (
 _CLAIMABLE = (
     f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED}"
     " AND (lease_owner IS NULL OR lease_expires <= %s)"
-    " ORDER BY seq LIMIT %s FOR NO KEY UPDATE SKIP LOCKED"
+    " ORDER BY seq LIMIT %s FOR SHARE SKIP LOCKED"
 )
 _RENEW = f"UPDATE {_TABLE} SET lease_expires = %s WHERE id = %s AND {_LIVE}"
 _RELEASE = (
@@ -330,8 +333,9 @@ class PostgresTaskStore:
     def claimable(self, now: datetime, limit: int) -> list[str]:
         """Unfinished, unleased task ids, oldest first (see :meth:`TaskStore.claimable`).
 
-        Rows locked by a transaction in progress (a claim, a batch) are skipped. Called
-        inside a transaction, the rows listed stay locked until it ends.
+        Rows a transaction in progress is changing (a claim, an update, a batch past its
+        fence check) are skipped. Called inside a transaction, the rows listed stay
+        share-locked (no claim can take them) until it ends.
         """
         if limit <= 0:
             return []

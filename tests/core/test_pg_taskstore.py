@@ -381,14 +381,16 @@ def test_a_checked_fence_keeps_claims_out_until_commit(store: PostgresTaskStore)
     assert [getattr(got, "token", None) for got in claimed] == [2]
 
 
-def test_claimable_skips_rows_locked_by_a_claim_in_flight(
+def test_claimable_skips_rows_being_changed_but_not_rows_being_listed(
     store: PostgresTaskStore, pg_database: str
 ) -> None:
-    """claimable does not wait for a row another transaction holds: it lists the others."""
+    """claimable does not wait for a row another transaction is changing (a claim in
+    flight): it lists the others; a row another poller is listing is still listed."""
     for n in range(3):
         store.insert(make_task(f"t{n}"))
-    with psycopg.connect(pg_database) as other:
-        other.execute("SELECT 1 FROM taskengine_tasks WHERE id = 't0' FOR UPDATE")
+    with psycopg.connect(pg_database) as changing, psycopg.connect(pg_database) as listing:
+        changing.execute("UPDATE taskengine_tasks SET lease_token = 0 WHERE id = 't0'")
+        listing.execute("SELECT 1 FROM taskengine_tasks WHERE id = 't1' FOR SHARE")
         started = time.monotonic()
         assert store.claimable(T0, 10) == ["t1", "t2"]
         assert time.monotonic() - started < 5
