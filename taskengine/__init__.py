@@ -5,7 +5,9 @@ The public API is re-exported here; everything else is private. The modules
 ``taskengine.cli`` (the ``taskengine`` command) are public modules of their own.
 
 Exports are imported on first use (PEP 562), so ``import taskengine.cli`` stays cheap and
-the ``taskengine`` command can take charge of Ctrl-C before the engine is even loaded.
+the ``taskengine`` command can take charge of Ctrl-C before the engine is even loaded, and
+``import taskengine`` never imports psycopg: only the first use of ``PostgresTaskStore``
+does (``pip install 'taskengine[postgres]'``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from taskengine._pg_taskstore import PostgresTaskStore
     from taskengine.clock import Clock, ManualClock, SystemClock
     from taskengine.engine import TaskEngine, TaskPage
     from taskengine.errors import (
@@ -98,6 +101,7 @@ _EXPORTS: dict[str, str] = {
     "Operations": "taskengine.tasktypes._fieldops",
     "Page": "taskengine.storage",
     "Plan": "taskengine.tasktype",
+    "PostgresTaskStore": "taskengine._pg_taskstore",
     "Progress": "taskengine.progress",
     "PublishOperation": "taskengine.tasktypes.update_publish_status",
     "ReplaceItem": "taskengine.tasktypes._fieldops",
@@ -160,6 +164,7 @@ __all__ = [
     "Operations",
     "Page",
     "Plan",
+    "PostgresTaskStore",
     "Progress",
     "PublishOperation",
     "ReplaceItem",

@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("taskengine._ownership",),
     ("taskengine._writes",),
     ("taskengine.taskstore", "taskengine.progress"),
-    ("taskengine._sqlite_taskstore",),
+    ("taskengine._sqlite_taskstore", "taskengine._pg_taskstore"),
     ("taskengine._taskrow", "taskengine._lease"),
     ("taskengine.task",),
     ("taskengine._taskjson",),

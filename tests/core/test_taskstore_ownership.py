@@ -1,6 +1,7 @@
-"""Task ownership: memory and SQLite stores agree with a model under random claims, renewals,
-releases, expiries, fenced and unfenced saves and updates, and leads and resigns of roles
-(processes sharing one file: test_taskstore_processes.py)."""
+"""Task ownership: the memory, SQLite and PostgreSQL stores agree with a model under random
+claims, renewals, releases, expiries, fenced and unfenced saves and updates, and leads and
+resigns of roles (processes sharing one file or database: test_taskstore_processes.py,
+test_pg_taskstore.py)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,18 @@ import shutil
 import tempfile
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import attrs
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 
 from taskengine.clock import ManualClock
 from taskengine.errors import LeaseLost
@@ -26,6 +34,8 @@ ROLES = ("scheduler", "t0")  # "t0" names a task too: roles and tasks are separa
 RETENTION = timedelta(hours=1)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 MS = timedelta(milliseconds=1)
+SETTINGS = settings(max_examples=60, stateful_step_count=40)
+T = TypeVar("T")
 
 
 def make_task(task_id: str) -> Task:
@@ -44,6 +54,12 @@ def ms(moment: datetime) -> int:
     return (moment - EPOCH) // MS
 
 
+def agreed(answers: list[T]) -> T:
+    """The one answer every store gave (they must all give the same)."""
+    assert all(answer == answers[0] for answer in answers), answers
+    return answers[0]
+
+
 @attrs.define
 class Held:
     """The model's view of one task's lease: owner (None: free), token, expiry in ms."""
@@ -54,16 +70,14 @@ class Held:
 
 
 class Ownership(RuleBasedStateMachine):
-    """Several owners drive both stores; every answer must match the other store and the model."""
+    """Several owners drive every store; every answer must match the other stores and the
+    model."""
 
     def __init__(self) -> None:
         super().__init__()
         self.clock = ManualClock(T0)
         self.folder = tempfile.mkdtemp(prefix="ownership-")
-        self.stores: tuple[TaskStore, TaskStore] = (
-            MemoryTaskStore(),
-            SQLiteTaskStore(Path(self.folder) / "tasks.db"),
-        )
+        self.stores = self.make_stores()
         self.tasks = {task_id: make_task(task_id) for task_id in TASKS}
         self.held = {task_id: Held() for task_id in TASKS}
         self.issued: dict[tuple[str, str, int], Lease] = {}
@@ -73,9 +87,14 @@ class Ownership(RuleBasedStateMachine):
             for store in self.stores:
                 store.insert(task)
 
+    def make_stores(self) -> list[TaskStore]:
+        """Fresh, empty stores to drive: memory and SQLite (a subclass may add more)."""
+        return [MemoryTaskStore(), SQLiteTaskStore(Path(self.folder) / "tasks.db")]
+
     def teardown(self) -> None:
-        """Close the SQLite store and remove its folder."""
-        self.stores[1].close()
+        """Close the stores and remove the SQLite store's folder."""
+        for store in self.stores:
+            store.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
     def now_ms(self) -> int:
@@ -98,28 +117,27 @@ class Ownership(RuleBasedStateMachine):
 
     @rule(task_id=st.sampled_from(TASKS), owner=st.sampled_from(OWNERS), seconds=st.integers(1, 60))
     def claim(self, task_id: str, owner: str, seconds: int) -> None:
-        """Both stores grant the same lease exactly when the model says the task is free."""
+        """Every store grants the same lease exactly when the model says the task is free."""
         now, duration = self.clock.now(), timedelta(seconds=seconds)
-        got = [store.claim(task_id, owner, now, duration) for store in self.stores]
-        assert got[0] == got[1]
+        got = agreed([store.claim(task_id, owner, now, duration) for store in self.stores])
         held = self.held[task_id]
         free = not self.tasks[task_id].is_finished and (
             held.owner is None or held.expires <= self.now_ms()
         )
         if not free:
-            assert got[0] is None
+            assert got is None
             return
-        assert got[0] == Lease(task_id, owner, held.token + 1, now + duration)
-        assert got[0].token > max(
+        assert got == Lease(task_id, owner, held.token + 1, now + duration)
+        assert got.token > max(
             (key[2] for key in self.issued if key[0] == task_id), default=0
         )  # tokens strictly increase
         self.held[task_id] = Held(owner, held.token + 1, ms(now + duration))
-        self.issued[(task_id, owner, held.token + 1)] = got[0]
+        self.issued[(task_id, owner, held.token + 1)] = got
 
     @precondition(lambda self: self.issued)
     @rule(index=st.integers(0, 1000), seconds=st.integers(1, 60))
     def renew(self, index: int, seconds: int) -> None:
-        """A renewal succeeds in both stores exactly for a current, unexpired lease."""
+        """A renewal succeeds in every store exactly for a current, unexpired lease."""
         lease = self.pick(index)
         now, duration = self.clock.now(), timedelta(seconds=seconds)
         outcomes: list[Lease | None] = []
@@ -128,12 +146,12 @@ class Ownership(RuleBasedStateMachine):
                 outcomes.append(store.renew(lease, now, duration))
             except LeaseLost:
                 outcomes.append(None)
-        assert outcomes[0] == outcomes[1]
+        renewed = agreed(outcomes)
         if self.current(lease, unexpired=True):
-            assert outcomes[0] == attrs.evolve(lease, expires_at=now + duration)
+            assert renewed == attrs.evolve(lease, expires_at=now + duration)
             self.held[lease.task_id].expires = ms(now + duration)
         else:
-            assert outcomes[0] is None
+            assert renewed is None
 
     @precondition(lambda self: self.issued)
     @rule(index=st.integers(0, 1000))
@@ -182,7 +200,7 @@ class Ownership(RuleBasedStateMachine):
                 store.save(after, lease, now=self.clock.now())
             except LeaseLost:
                 refused.append(store)
-        assert len(refused) in (0, 2)
+        assert len(refused) in (0, len(self.stores))
         if self.current(lease, unexpired=True):
             assert not refused
             self.tasks[lease.task_id] = after
@@ -212,8 +230,8 @@ class Ownership(RuleBasedStateMachine):
 
         got = [store.update(task_id, change) for store in self.stores]
         expected = before if keep else self.next_version(before, finish)
-        assert seen == [before, before]
-        assert got == [expected, expected]
+        assert seen == [before] * len(self.stores)
+        assert got == [expected] * len(self.stores)
         self.tasks[task_id] = expected
 
     @precondition(lambda self: self.issued)
@@ -237,29 +255,28 @@ class Ownership(RuleBasedStateMachine):
                 got.append(None)
         if self.current(lease, unexpired=True):
             after = self.next_version(before, finish)
-            assert seen == [before, before]
-            assert got == [after, after]
+            assert seen == [before] * len(self.stores)
+            assert got == [after] * len(self.stores)
             self.tasks[lease.task_id] = after
         else:
             assert seen == []
-            assert got == [None, None]
+            assert got == [None] * len(self.stores)
 
     @rule(role=st.sampled_from(ROLES), owner=st.sampled_from(OWNERS), seconds=st.integers(1, 60))
     def lead(self, role: str, owner: str, seconds: int) -> None:
-        """Both stores grant the same leadership exactly when nobody else leads live: a new
+        """Every store grants the same leadership exactly when nobody else leads live: a new
         term (token + 1) when nobody leads live, a renewal (same token) for the live leader."""
         now, duration = self.clock.now(), timedelta(seconds=seconds)
-        got = [store.lead(role, owner, now, duration) for store in self.stores]
-        assert got[0] == got[1]
+        got = agreed([store.lead(role, owner, now, duration) for store in self.stores])
         held = self.leaders[role]
         live = held.owner is not None and self.now_ms() < held.expires
         if live and held.owner != owner:
-            assert got[0] is None
+            assert got is None
             return
         token = held.token if live else held.token + 1
-        assert got[0] == Lease(role, owner, token, now + duration)
+        assert got == Lease(role, owner, token, now + duration)
         self.leaders[role] = Held(owner, token, ms(now + duration))
-        self.led[(role, owner, token)] = got[0]
+        self.led[(role, owner, token)] = got
 
     @precondition(lambda self: self.led)
     @rule(index=st.integers(0, 1000))
@@ -274,37 +291,38 @@ class Ownership(RuleBasedStateMachine):
 
     @invariant()
     def leaders_agree_with_the_model(self) -> None:
-        """Every role's leadership is the same in both stores and the model."""
-        memory, sqlite = self.stores
+        """Every role's leadership is the same in every store and the model."""
         for role, held in self.leaders.items():
             expected = (
                 None
                 if held.owner is None
                 else Lease(role, held.owner, held.token, EPOCH + held.expires * MS)
             )
-            assert memory.leader_of(role) == sqlite.leader_of(role) == expected
+            assert [store.leader_of(role) for store in self.stores] == [expected] * len(
+                self.stores
+            )
 
     @invariant()
     def stores_agree_with_the_model(self) -> None:
-        """Tasks, leases and the claimable list are the same in both stores and the model."""
-        memory, sqlite = self.stores
+        """Tasks, leases and the claimable list are the same in every store and the model."""
         now = self.clock.now()
+        every = len(self.stores)
         for task_id, task in self.tasks.items():
-            assert memory.get(task_id) == sqlite.get(task_id) == task
+            assert [store.get(task_id) for store in self.stores] == [task] * every
             held = self.held[task_id]
             expected = (
                 None
                 if held.owner is None
                 else Lease(task_id, held.owner, held.token, EPOCH + held.expires * MS)
             )
-            assert memory.lease_of(task_id) == sqlite.lease_of(task_id) == expected
+            assert [store.lease_of(task_id) for store in self.stores] == [expected] * every
         claimable = [
             task_id
             for task_id in TASKS
             if not self.tasks[task_id].is_finished
             and (self.held[task_id].owner is None or self.held[task_id].expires <= self.now_ms())
         ]
-        assert memory.claimable(now, 10) == sqlite.claimable(now, 10) == claimable
+        assert [store.claimable(now, 10) for store in self.stores] == [claimable] * every
 
     @invariant()
     def at_most_one_live_owner(self) -> None:
@@ -321,5 +339,26 @@ class Ownership(RuleBasedStateMachine):
             assert all(count == 1 for count in live.values()), live
 
 
-Ownership.TestCase.settings = settings(max_examples=60, stateful_step_count=40)
+Ownership.TestCase.settings = SETTINGS
 TestOwnership = Ownership.TestCase
+
+
+def test_postgres_agrees_with_memory_and_sqlite(pg_database: str) -> None:
+    """The same machine with a PostgresTaskStore as a third store: on one database, emptied
+    before each example, it answers every step as memory and SQLite do."""
+    from taskengine import PostgresTaskStore
+    from taskengine.storage._pgdatabase import PgDatabase
+
+    with PgDatabase(pg_database) as database:
+        PostgresTaskStore(database)  # creates the tables once
+
+        class WithPostgres(Ownership):
+            """Memory, SQLite and PostgreSQL."""
+
+            def make_stores(self) -> list[TaskStore]:
+                """The two stores of the base machine and a PostgreSQL one, emptied."""
+                with database.transaction() as conn:
+                    conn.execute("TRUNCATE taskengine_tasks, taskengine_leaders")
+                return [*super().make_stores(), PostgresTaskStore(database)]
+
+        run_state_machine_as_test(WithPostgres, settings=SETTINGS)

@@ -1,0 +1,523 @@
+"""``PostgresTaskStore``: tasks in a PostgreSQL database, shared by engines on many machines.
+
+The tasks are rows of ``taskengine_tasks`` in the SQLite task store's row format
+(:mod:`taskengine._taskrow`), with the lease in three columns beside them; leader leases
+are rows of ``taskengine_leaders``, one per role. The schema is the ``taskstore``
+component's in ``taskengine_schema`` (:meth:`PgDatabase.ensure_schema`), version 1:
+
+* ``seq`` (``BIGINT`` identity, the creation order), ``id`` (unique), the task's columns as
+  :data:`taskengine._taskrow.COLUMNS` writes them (dates as ISO text, counters and
+  ``cancel_requested`` as integers, options and failures as JSON text), except
+  ``checkpoint``, which is ``BYTEA`` (the cursor's UTF-8): a scan cursor is an item id, an
+  item id may hold NUL, and PostgreSQL text cannot;
+* ``lease_owner``, ``lease_token`` (0: never claimed), ``lease_expires`` (integer epoch
+  milliseconds, compared with ``now`` in SQL);
+* ``taskengine_leaders (role, owner, token, expires)``: a resigned role keeps its row, with
+  ``owner`` and ``expires`` ``NULL``, so that its token keeps growing.
+
+Every operation is one statement, or one transaction, whose conditions PostgreSQL
+checks on the row it changes: under ``READ COMMITTED`` a statement that finds the row
+locked by another transaction waits for it and evaluates its ``WHERE`` again on the row as
+that transaction left it, so two engines never both win a compare-and-set:
+
+* ``claim``, ``renew``, ``release``, ``resign`` and a fenced ``save`` are one ``UPDATE`` each,
+  conditioned on status, owner, token and expiry (``claim`` reads the new token with
+  ``RETURNING``); ``lead`` is one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE``;
+* ``update`` locks the row (``SELECT ... FOR NO KEY UPDATE``, with the fence's conditions
+  in its ``WHERE``), runs ``change`` and writes, in one transaction;
+* ``check_fence`` locks the row the same way: inside a transaction (the engine's batch in
+  ``storage.atomic()`` on a shared :class:`PgDatabase`) no claim can take the task until
+  that transaction ends, so the check and the batch's writes commit or roll back
+  together;
+* ``claimable`` skips rows a transaction in progress is changing (``FOR SHARE SKIP
+  LOCKED``): a poller never waits for, nor then tries to claim, a task a claim in flight
+  or a batch holds; pollers do not hide tasks from each other (share locks do not
+  conflict), so a task is never missed for a poll interval just because another engine
+  looked at it;
+* ``delete`` locks its rows in id order first, so two deletes of overlapping ids cannot
+  deadlock.
+
+**Notifications.** ``insert`` sends ``NOTIFY taskengine_tasks`` (:data:`CHANNEL`) with the
+task id as payload, and so does an ``update`` that requests a cancel (the stored task had
+no ``cancel_requested``, the new one has), both when their transaction commits: an idle
+engine can start a new task, and an owner see a cancel, without waiting for its next
+poll (:meth:`PostgresTaskStore.listen`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from taskengine import _taskrow as rows
+from taskengine._lease import (
+    Lease,
+    check_owner,
+    check_role,
+    epoch_ms,
+    fence_time,
+    from_epoch_ms,
+    lease_until,
+)
+from taskengine._values import INT64_MAX, encodable
+from taskengine.errors import LeaseLost, StorageError
+from taskengine.storage._pgdatabase import Listener, PgDatabase
+from taskengine.task import Task, TaskStatus, parse_timestamp
+
+if TYPE_CHECKING:
+    from taskengine.storage.base import Storage
+
+__all__ = ["CHANNEL", "PostgresTaskStore"]
+
+CHANNEL = "taskengine_tasks"
+"""The ``NOTIFY`` channel of new tasks and cancel requests; the payload is the task id."""
+
+_COMPONENT = "taskstore"
+_VERSION = 1
+_TABLE = "taskengine_tasks"
+_LEADERS = "taskengine_leaders"
+_CHECKPOINT = 11  # the checkpoint's index in a row (rows.COLUMNS order)
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
+    " seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    ' id TEXT COLLATE "C" NOT NULL UNIQUE,'
+    " type TEXT NOT NULL,"
+    " status TEXT NOT NULL,"
+    " created_at TEXT NOT NULL,"
+    " started_at TEXT,"
+    " finished_at TEXT,"
+    " expires_at TEXT,"
+    " estimated_item_count BIGINT NOT NULL,"
+    " items_succeeded BIGINT NOT NULL,"
+    " items_failed BIGINT NOT NULL,"
+    " cancel_requested SMALLINT NOT NULL,"
+    " checkpoint BYTEA,"
+    " options_key TEXT NOT NULL,"
+    " options TEXT NOT NULL,"
+    " failures TEXT NOT NULL,"
+    " lease_owner TEXT,"
+    " lease_token BIGINT NOT NULL DEFAULT 0,"
+    " lease_expires BIGINT)",
+    # Claimers scan the unfinished tasks in creation order; finished ones pile up until
+    # their retention ends, so they stay out of this index.
+    f"CREATE INDEX IF NOT EXISTS {_TABLE}_unfinished ON {_TABLE} (seq)"
+    " WHERE status IN ('NEW', 'RUNNING')",
+    f"CREATE INDEX IF NOT EXISTS {_TABLE}_expiry ON {_TABLE} (expires_at)"
+    " WHERE expires_at IS NOT NULL",
+    f"CREATE TABLE IF NOT EXISTS {_LEADERS} ("
+    ' role TEXT COLLATE "C" PRIMARY KEY, owner TEXT, token BIGINT NOT NULL, expires BIGINT)',
+)
+_NAMES = [column.strip() for column in rows.COLUMNS.split(",")]
+_MARKS = ", ".join(["%s"] * len(_NAMES))
+_SET = ", ".join(f"{name} = %s" for name in _NAMES[1:])
+_INSERT = (
+    f"WITH added AS (INSERT INTO {_TABLE} ({rows.COLUMNS}) VALUES ({_MARKS})"
+    " ON CONFLICT (id) DO NOTHING RETURNING id)"
+    f" SELECT pg_notify('{CHANNEL}', id) FROM added"
+)
+_UPSERT = (
+    f"INSERT INTO {_TABLE} ({rows.COLUMNS}) VALUES ({_MARKS}) ON CONFLICT (id) DO UPDATE SET "
+    + ", ".join(f"{name} = EXCLUDED.{name}" for name in _NAMES[1:])
+)
+_UPDATE = f"UPDATE {_TABLE} SET {_SET} WHERE id = %s"
+_UNFINISHED = "status IN ('NEW', 'RUNNING')"
+_CURRENT = "lease_owner = %s AND lease_token = %s"
+_LIVE = f"{_CURRENT} AND lease_expires > %s"
+_FENCED_SAVE = f"{_UPDATE} AND {_LIVE}"
+_LOCK = f"SELECT {rows.COLUMNS} FROM {_TABLE} WHERE id = %s"
+_FENCED_LOCK = f"{_LOCK} AND {_LIVE}"
+_FENCE = f"SELECT 1 FROM {_TABLE} WHERE id = %s AND {_LIVE} FOR NO KEY UPDATE"
+_CLAIM = (
+    f"UPDATE {_TABLE} SET lease_owner = %s, lease_token = lease_token + 1, lease_expires = %s"
+    f" WHERE id = %s AND {_UNFINISHED} AND (lease_owner IS NULL OR lease_expires <= %s)"
+    " RETURNING lease_token"
+)
+_CLAIMABLE = (
+    f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED}"
+    " AND (lease_owner IS NULL OR lease_expires <= %s)"
+    " ORDER BY seq LIMIT %s FOR SHARE SKIP LOCKED"
+)
+_RENEW = f"UPDATE {_TABLE} SET lease_expires = %s WHERE id = %s AND {_LIVE}"
+_RELEASE = (
+    f"UPDATE {_TABLE} SET lease_owner = NULL, lease_expires = NULL WHERE id = %s AND {_CURRENT}"
+)
+_LEASE = f"SELECT lease_owner, lease_token, lease_expires FROM {_TABLE} WHERE id = %s"
+_DELETE = (
+    f"DELETE FROM {_TABLE} WHERE id IN"
+    f" (SELECT id FROM {_TABLE} WHERE id = ANY(%s) ORDER BY id FOR UPDATE)"
+)
+# A new term (token + 1) unless ``owner`` leads live already (a renewal keeps the token);
+# refused (no row) while another owner leads live. SET reads the row as it was.
+_LEAD = (
+    f"INSERT INTO {_LEADERS} AS held (role, owner, token, expires)"
+    " VALUES (%(role)s, %(owner)s, 1, %(until)s)"
+    " ON CONFLICT (role) DO UPDATE SET"
+    " token = CASE WHEN held.owner = EXCLUDED.owner AND held.expires > %(at)s"
+    " THEN held.token ELSE held.token + 1 END,"
+    " owner = EXCLUDED.owner, expires = EXCLUDED.expires"
+    " WHERE held.owner IS NULL OR held.expires <= %(at)s OR held.owner = EXCLUDED.owner"
+    " RETURNING token"
+)
+_RESIGN = (
+    f"UPDATE {_LEADERS} SET owner = NULL, expires = NULL"
+    " WHERE role = %s AND owner = %s AND token = %s"
+)
+_LEADER = f"SELECT owner, token, expires FROM {_LEADERS} WHERE role = %s"
+
+
+class PostgresTaskStore:
+    """Tasks in a PostgreSQL database: durable, and shared by engines on many machines.
+
+    Args:
+        source: a DSN (``postgresql://user@host/db``: the store opens and owns its own
+            :class:`PgDatabase`), a :class:`PgDatabase`, or anything with a ``.database``
+            attribute holding one (a ``PostgresStorage``); the last two are shared and not
+            closed by :meth:`close`. Sharing the item storage's database makes each batch
+            and its checkpoint commit in one transaction.
+
+    The first use of a database creates the tables (once, also when many processes start
+    together). Every operation is atomic across processes and machines (the module
+    docstring says how); the ownership rules are the ``TaskStore`` contract's.
+
+    Raises:
+        TypeError: ``source`` is none of these.
+        PostgresError: the server cannot be reached, or the database holds a newer task
+            store schema (it is left untouched).
+    """
+
+    channel = CHANNEL
+    """The ``NOTIFY`` channel of new tasks and cancel requests (payload: the task id)."""
+
+    def __init__(self, source: str | PgDatabase | Any) -> None:
+        if isinstance(source, PgDatabase):
+            self.database, self._owned = source, False
+        elif isinstance(shared := getattr(source, "database", None), PgDatabase):
+            self.database, self._owned = shared, False
+        elif isinstance(source, str):
+            self.database, self._owned = PgDatabase(source), True
+        else:
+            raise TypeError(
+                "PostgresTaskStore needs a DSN, a PgDatabase or a PostgresStorage, "
+                f"got {type(source).__name__}"
+            )
+        # Per RUNNING task: its options and failures objects and their encoded columns,
+        # so the update after every batch encodes only what changed (tasks are immutable).
+        self._encoded: dict[str, tuple[object, str, object, str]] = {}
+        try:
+            self.database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
+        except BaseException:
+            if self._owned:
+                self.database.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<PostgresTaskStore {self.database.location}>"
+
+    def _row(self, task: Task) -> list[Any]:
+        """The row of ``task`` as query parameters (the checkpoint as UTF-8 bytes)."""
+        if not _storable(task.id):
+            raise StorageError(f"a task id PostgreSQL cannot store: {task.id!r}")
+        if task.status is not TaskStatus.RUNNING:
+            self._encoded.pop(task.id, None)
+            row = rows.encode(task)
+        else:
+            cached = self._encoded.get(task.id)
+            options = failures = None
+            if cached is not None:
+                if cached[0] is task.options:
+                    options = cached[1]
+                if cached[2] is task.failures:
+                    failures = cached[3]
+            row = rows.encode(task, options, failures)
+            self._encoded[task.id] = (task.options, row[13], task.failures, row[14])
+        params: list[Any] = list(row)
+        if task.checkpoint is not None:
+            params[_CHECKPOINT] = task.checkpoint.encode("utf-8", "surrogatepass")
+        return params
+
+    def insert(self, task: Task) -> None:
+        """Store a new task and notify :data:`CHANNEL` when it commits (see
+        :meth:`TaskStore.insert`).
+
+        Raises:
+            ValueError: a task with this id is already stored.
+            StorageError: the id holds NUL or a lone surrogate (PostgreSQL text cannot).
+        """
+        params = self._row(task)
+        with self.database.transaction() as conn:
+            if conn.execute(_INSERT, params).fetchone() is None:
+                raise ValueError(f"task {task.id!r} already stored")
+
+    def save(self, task: Task, fence: Lease | None = None, *, now: datetime | None = None) -> None:
+        """Replace a stored snapshot, or store it; with a fence, only while it is current
+        at ``now``, checked by the ``UPDATE`` itself (see :meth:`TaskStore.save`). The
+        lease columns are never written here.
+
+        Raises:
+            LeaseLost: ``fence`` is not current and unexpired; nothing was written.
+            StorageError: unfenced, the id holds NUL or a lone surrogate.
+        """
+        if fence is None:
+            params = self._row(task)
+            with self.database.transaction() as conn:
+                conn.execute(_UPSERT, params)
+            return
+        at = epoch_ms(fence_time(fence, task.id, now))
+        written = 0
+        if _storable(task.id) and _storable(fence.owner):
+            args = (*self._row(task)[1:], task.id, fence.owner, fence.token, at)
+            with self.database.transaction() as conn:
+                written = conn.execute(_FENCED_SAVE, args).rowcount
+        if not written:
+            raise LeaseLost(fence.task_id, fence.owner, fence.token)
+
+    def update(
+        self,
+        task_id: str,
+        change: Callable[[Task], Task | None],
+        fence: Lease | None = None,
+        *,
+        now: datetime | None = None,
+    ) -> Task | None:
+        """Replace a snapshot with ``change(stored)`` in one transaction holding the row's
+        lock from the read to the write (see :meth:`TaskStore.update`); a change that
+        requests a cancel notifies :data:`CHANNEL`.
+
+        Raises:
+            LeaseLost: ``fence`` is not current and unexpired at ``now``.
+        """
+        at = None if fence is None else epoch_ms(fence_time(fence, task_id, now))
+        if not _storable(task_id) or (fence is not None and not _storable(fence.owner)):
+            if fence is not None:
+                raise LeaseLost(fence.task_id, fence.owner, fence.token)
+            return None
+        with self.database.transaction() as conn:
+            if fence is None:
+                found = conn.execute(f"{_LOCK} FOR NO KEY UPDATE", (task_id,)).fetchone()
+            else:
+                args = (task_id, fence.owner, fence.token, at)
+                found = conn.execute(f"{_FENCED_LOCK} FOR NO KEY UPDATE", args).fetchone()
+                if found is None:
+                    raise LeaseLost(fence.task_id, fence.owner, fence.token)
+            if found is None:
+                return None
+            stored = _decode(found)
+            updated = change(stored)
+            if updated is None:
+                return stored
+            if not isinstance(updated, Task) or updated.id != task_id:
+                raise ValueError(f"an update of task {task_id!r} must return that task or None")
+            params = self._row(updated)
+            conn.execute(_UPDATE, (*params[1:], task_id))
+            if updated.cancel_requested and not stored.cancel_requested:
+                self.database.notify(CHANNEL, task_id)
+            return updated
+
+    # -- ownership (see TaskStore) -----------------------------------------------------
+
+    def claim(self, task_id: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
+        """Take the task if it is unfinished and not leased, in one ``UPDATE ...
+        RETURNING`` (see :meth:`TaskStore.claim`)."""
+        _check_name(check_owner(owner), "lease owner")
+        until = lease_until(now, duration)
+        if not _storable(task_id):
+            return None
+        with self.database.transaction() as conn:
+            found = conn.execute(_CLAIM, (owner, until, task_id, epoch_ms(now))).fetchone()
+        return None if found is None else Lease(task_id, owner, int(found[0]), from_epoch_ms(until))
+
+    def claimable(self, now: datetime, limit: int) -> list[str]:
+        """Unfinished, unleased task ids, oldest first (see :meth:`TaskStore.claimable`).
+
+        Rows a transaction in progress is changing (a claim, an update, a batch past its
+        fence check) are skipped. Called inside a transaction, the rows listed stay
+        share-locked (no claim can take them) until it ends.
+        """
+        if limit <= 0:
+            return []
+        with self.database.read() as conn:
+            found = conn.execute(_CLAIMABLE, (epoch_ms(now), min(limit, INT64_MAX))).fetchall()
+        return [row[0] for row in found]
+
+    def renew(self, lease: Lease, now: datetime, duration: timedelta) -> Lease:
+        """Extend a current lease to ``now + duration`` (see :meth:`TaskStore.renew`).
+
+        Raises:
+            LeaseLost: the lease is not current and unexpired at ``now``.
+        """
+        until = lease_until(now, duration)
+        renewed = 0
+        if _storable(lease.task_id) and _storable(lease.owner):
+            args = (until, lease.task_id, lease.owner, lease.token, epoch_ms(now))
+            with self.database.transaction() as conn:
+                renewed = conn.execute(_RENEW, args).rowcount
+        if not renewed:
+            raise LeaseLost(lease.task_id, lease.owner, lease.token)
+        return attrs.evolve(lease, expires_at=from_epoch_ms(until))
+
+    def release(self, lease: Lease) -> None:
+        """Give the task up now if the lease is current (see :meth:`TaskStore.release`)."""
+        if not (_storable(lease.task_id) and _storable(lease.owner)):
+            return
+        with self.database.transaction() as conn:
+            conn.execute(_RELEASE, (lease.task_id, lease.owner, lease.token))
+
+    def lease_of(self, task_id: str) -> Lease | None:
+        """The task's lease, live or expired (see :meth:`TaskStore.lease_of`)."""
+        if not _storable(task_id):
+            return None
+        with self.database.read() as conn:
+            row = conn.execute(_LEASE, (task_id,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return Lease(task_id, row[0], int(row[1]), from_epoch_ms(int(row[2])))
+
+    def check_fence(self, lease: Lease, now: datetime) -> None:
+        """Raise unless the lease is current and unexpired (see :meth:`TaskStore.check_fence`).
+
+        The check locks the task's row: inside a transaction (or the shared storage's
+        ``atomic()``) no claim can take the task until it ends, so the check and the
+        writes that follow commit or roll back together.
+
+        Raises:
+            LeaseLost: it is not.
+        """
+        row = None
+        if _storable(lease.task_id) and _storable(lease.owner):
+            args = (lease.task_id, lease.owner, lease.token, epoch_ms(now))
+            with self.database.read() as conn:
+                row = conn.execute(_FENCE, args).fetchone()
+        if row is None:
+            raise LeaseLost(lease.task_id, lease.owner, lease.token)
+
+    def lead(self, role: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
+        """Lead the role unless another owner leads it live, in one ``INSERT ... ON
+        CONFLICT DO UPDATE`` (see :meth:`TaskStore.lead`)."""
+        _check_name(check_role(role), "leader role")
+        _check_name(check_owner(owner), "lease owner")
+        until = lease_until(now, duration)
+        args = {"role": role, "owner": owner, "until": until, "at": epoch_ms(now)}
+        with self.database.transaction() as conn:
+            found = conn.execute(_LEAD, args).fetchone()
+        return None if found is None else Lease(role, owner, int(found[0]), from_epoch_ms(until))
+
+    def resign(self, lease: Lease) -> None:
+        """Give the role up now if the lease is current (see :meth:`TaskStore.resign`)."""
+        if not (_storable(lease.task_id) and _storable(lease.owner)):
+            return
+        with self.database.transaction() as conn:
+            conn.execute(_RESIGN, (lease.task_id, lease.owner, lease.token))
+
+    def leader_of(self, role: str) -> Lease | None:
+        """The role's current term, live or expired (see :meth:`TaskStore.leader_of`)."""
+        if not _storable(role):
+            return None
+        with self.database.read() as conn:
+            row = conn.execute(_LEADER, (role,)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        return Lease(role, row[0], int(row[1]), from_epoch_ms(int(row[2])))
+
+    # -- reads and housekeeping ----------------------------------------------------------
+
+    def get(self, task_id: str) -> Task | None:
+        """The stored snapshot, or ``None``."""
+        if not _storable(task_id):
+            return None
+        with self.database.read() as conn:
+            row = conn.execute(_LOCK, (task_id,)).fetchone()
+        return None if row is None else _decode(row)
+
+    def page(self, limit: int, offset: int) -> tuple[list[Task], int]:
+        """A page, newest first, and the total (see :meth:`TaskStore.page`)."""
+        limit = max(0, min(limit, INT64_MAX))
+        offset = max(0, min(offset, INT64_MAX))
+        with self.database.read() as conn:
+            counted = conn.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()
+            found = conn.execute(
+                f"SELECT {rows.COLUMNS} FROM {_TABLE} ORDER BY seq DESC LIMIT %s OFFSET %s",
+                (limit, offset),
+            ).fetchall()
+        return [_decode(row) for row in found], 0 if counted is None else int(counted[0])
+
+    def delete(self, task_ids: Sequence[str]) -> int:
+        """Remove tasks, their leases with them (see :meth:`TaskStore.delete`)."""
+        wanted = sorted({task_id for task_id in task_ids if _storable(task_id)})
+        if not wanted:
+            return 0
+        with self.database.transaction() as conn:
+            removed = max(0, conn.execute(_DELETE, (wanted,)).rowcount)
+        for task_id in wanted:
+            self._encoded.pop(task_id, None)
+        return removed
+
+    def unfinished(self) -> list[Task]:
+        """Every NEW or RUNNING task, oldest first."""
+        with self.database.read() as conn:
+            found = conn.execute(
+                f"SELECT {rows.COLUMNS} FROM {_TABLE} WHERE {_UNFINISHED} ORDER BY seq"
+            ).fetchall()
+        return [_decode(row) for row in found]
+
+    def expiring(self) -> list[tuple[datetime, str]]:
+        """``(expires_at, id)`` of every finished task."""
+        with self.database.read() as conn:
+            found = conn.execute(
+                f"SELECT expires_at, id FROM {_TABLE} WHERE expires_at IS NOT NULL"
+            ).fetchall()
+        return [(parse_timestamp(expires), task_id) for expires, task_id in found]
+
+    def __len__(self) -> int:
+        """How many tasks are stored."""
+        with self.database.read() as conn:
+            row = conn.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()
+        return 0 if row is None else int(row[0])
+
+    def shares_transactions_with(self, storage: Storage) -> bool:
+        """Whether ``storage`` writes through this store's :class:`PgDatabase`."""
+        return getattr(storage, "database", None) is self.database
+
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A transaction on the store's database (reentrant in the calling thread)."""
+        return self.database.transaction()
+
+    def listen(self) -> Listener:
+        """A listener of :data:`CHANNEL` on a connection of its own (close it when done)."""
+        return self.database.listen([CHANNEL])
+
+    def close(self) -> None:
+        """Close the database if the store opened it itself. Idempotent."""
+        if self._owned:
+            self.database.close()
+
+
+def _decode(row: tuple[Any, ...]) -> Task:
+    """The task of a row read as :data:`taskengine._taskrow.COLUMNS`."""
+    checkpoint = row[_CHECKPOINT]
+    if checkpoint is not None:
+        row = (
+            *row[:_CHECKPOINT],
+            bytes(checkpoint).decode("utf-8", "surrogatepass"),
+            *row[_CHECKPOINT + 1 :],
+        )
+    return rows.decode(row)
+
+
+def _storable(text: object) -> bool:
+    """Whether ``text`` is a string PostgreSQL text can hold (no NUL, no lone surrogate):
+    any other id, owner or role is never stored, so it matches nothing."""
+    return type(text) is str and "\x00" not in text and (text.isascii() or encodable(text))
+
+
+def _check_name(name: str, kind: str) -> None:
+    """Refuse an owner or role with a NUL, which PostgreSQL text cannot hold.
+
+    Raises:
+        ValueError: it has one.
+    """
+    if "\x00" in name:
+        raise ValueError(f"a {kind} must not contain NUL for PostgreSQL, got {name!r}")
