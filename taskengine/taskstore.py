@@ -1,4 +1,4 @@
-"""Where tasks live: the ``TaskStore`` protocol and its two implementations.
+"""Where tasks live: the ``TaskStore`` protocol and its implementations.
 
 * :class:`MemoryTaskStore` (the default) keeps :class:`~taskengine.task.Task` snapshots
   in process memory;
@@ -6,10 +6,12 @@
   :class:`~taskengine.storage._database.Database` with ``SQLiteStorage`` so that a batch's item
   writes and the task's checkpoint commit in one transaction. It lives in
   :mod:`taskengine._sqlite_taskstore`, in rows of its own versioned format
-  (:mod:`taskengine._taskrow`, docs/durability.md).
+  (:mod:`taskengine._taskrow`, docs/durability.md);
+* ``PostgresTaskStore`` (:mod:`taskengine._pg_taskstore`, the ``postgres`` extra) keeps
+  them in PostgreSQL, for engines on many machines, in the same row format.
 
 A store is a dumb, thread-safe map from task id to snapshot with a creation order. The
-engine decides every change (under its own lock) and only asks the store to keep it.
+engine decides every change and asks the store to keep it, atomically (``update``).
 Besides the snapshots, a store keeps each task's :class:`Lease` (the ownership operations:
 :meth:`TaskStore.claim` and the rest), so that several engines can share one store; the
 lease is not part of the task or its JSON. It also keeps leader leases of named roles
