@@ -19,7 +19,10 @@ may use one task store. The store keeps who owns what (:mod:`taskengine._lease`,
   pid (:func:`~taskengine._lease.new_owner_id`);
 * **lead** a role (:meth:`Ownership.lead`): services such as the publish scheduler run in
   one engine at a time, the holder of the role's leader lease (a leader that is an exited
-  process of this host is replaced at once, like a task's owner).
+  process of this host is replaced at once, like a task's owner);
+* **listen** (:class:`Watcher`, on a store that offers notifications): new tasks, cancel
+  requests and finished tasks are heard as they commit, so the engine claims, stops or
+  wakes its waiters at once; polling stays, for what a dropped connection missed.
 """
 
 from __future__ import annotations
@@ -29,21 +32,26 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from taskengine._lease import Lease
 from taskengine.errors import LeaseLost, StorageError
+from taskengine.taskstore import read_notice
 
 if TYPE_CHECKING:
-    from taskengine.taskstore import TaskStore
+    from taskengine.taskstore import Notices, TaskStore
 
-__all__ = ["Hold", "Ownership", "owner_is_gone"]
+__all__ = ["Hold", "Ownership", "Watcher", "owner_is_gone"]
 
 _log = logging.getLogger("taskengine.engine")
 
 _ALONE = Lease("", "", 0, datetime.min)  # the role of an engine whose store has no roles
 _DEAD_CHECK_EVERY = 5.0  # real seconds between looks for leases of exited local processes
+_RECONNECT_FIRST = 0.1  # real seconds before listening again after a lost connection ...
+_RECONNECT_MAX = 10.0  # ... doubled on every failure up to this, reset once one lasts this
+_GET_SLICE = 1.0  # the longest wait for a notice: bounds a stop even if close() cannot end it
 
 
 class Hold:
@@ -167,6 +175,17 @@ class Ownership:
                 if hold.lease is lease:
                     hold.lease = renewed
 
+    def holds(self, task_id: str) -> bool:
+        """Whether this engine holds a lease on the task now."""
+        with self._lock:
+            return task_id in self._held
+
+    def knows(self, task_id: str) -> bool:
+        """Whether the task is this engine's already: held, or created here and not yet run
+        to its end (it is queued)."""
+        with self._lock:
+            return task_id in self._held or task_id in self._mine
+
     def held(self) -> dict[str, Lease]:
         """The leases this engine holds now, by task id."""
         with self._lock:
@@ -263,6 +282,125 @@ class Ownership:
             action(lease)  # type: ignore[operator]
         except StorageError:
             _log.warning("could not give up %s; its lease runs out instead", lease.task_id)
+
+
+class Watcher:
+    """An engine's ear on its task store's notifications (:class:`~taskengine.taskstore.
+    Notifying`), run by a thread of its own (:meth:`run`).
+
+    Each notice goes to ``heard(task id, kind)``. After every connection (the first one
+    too) ``connected()`` runs before :attr:`listening` turns true, so the engine catches up
+    on what was committed while it was not listening (it polls at once). A lost
+    connection is logged and opened again after a pause of 0.1 s, doubled on each failure
+    up to 10 s; the engine's polling covers the gap. :meth:`close` ends the thread
+    promptly (its listener is closed from the calling thread), and no connection outlives
+    it.
+
+    Args:
+        listen: the store's ``listen`` method.
+        heard: called with ``(task id, kind)`` for every notice (kinds as
+            :func:`~taskengine.taskstore.read_notice` returns them).
+        connected: called after every (re)connection, before notices are handed on.
+    """
+
+    def __init__(
+        self,
+        listen: Callable[[], Notices],
+        heard: Callable[[str, str], None],
+        connected: Callable[[], None],
+    ) -> None:
+        self._listen = listen
+        self._heard = heard
+        self._connected = connected
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._current: Notices | None = None
+        self._listening = False
+
+    @property
+    def listening(self) -> bool:
+        """Whether notices are being received now (connected and caught up)."""
+        return self._listening
+
+    def close(self) -> None:
+        """Stop: close the listener (ending its wait) and let :meth:`run` return. Idempotent."""
+        with self._lock:
+            self._closed.set()
+            current, self._current = self._current, None
+        if current is not None:
+            _quietly_close(current)
+
+    def run(self) -> None:
+        """Listen until :meth:`close`, reconnecting with backoff (the thread's target)."""
+        delay = _RECONNECT_FIRST
+        while not self._closed.is_set():
+            try:
+                notices = self._listen()
+            except Exception as exc:
+                _log.warning(
+                    "cannot listen to the task store's notifications (%s); polling, trying "
+                    "again in %.1f s",
+                    exc,
+                    delay,
+                )
+            else:
+                since = time.monotonic()
+                reason = self._receive(notices)
+                if reason is None:
+                    return
+                if time.monotonic() - since >= _RECONNECT_MAX:
+                    delay = _RECONNECT_FIRST
+                _log.warning(
+                    "lost the task store's notifications (%s); polling, listening again in "
+                    "%.1f s",
+                    reason,
+                    delay,
+                )
+            if self._closed.wait(delay):
+                return
+            delay = min(delay * 2, _RECONNECT_MAX)
+
+    def _receive(self, notices: Notices) -> str | None:
+        """Hand on notices until closed (``None``) or the connection fails (why)."""
+        with self._lock:
+            if self._closed.is_set():
+                adopted = False
+            else:
+                self._current, adopted = notices, True
+        if not adopted:
+            _quietly_close(notices)
+            return None
+        try:
+            try:
+                self._connected()
+            except Exception:
+                _log.exception("catching up after connecting to the notifications failed")
+            self._listening = True
+            while not self._closed.is_set():
+                notice = notices.get(_GET_SLICE)
+                if notice is None:
+                    continue
+                task_id, kind = read_notice(notice.payload)
+                try:
+                    self._heard(task_id, kind)
+                except Exception:
+                    _log.exception("acting on a notice of task %s (%s) failed", task_id, kind)
+            return None
+        except Exception as exc:
+            return None if self._closed.is_set() else str(exc) or type(exc).__name__
+        finally:
+            self._listening = False
+            with self._lock:
+                if self._current is notices:
+                    self._current = None
+            _quietly_close(notices)
+
+
+def _quietly_close(notices: Notices) -> None:
+    try:
+        notices.close()
+    except Exception as exc:  # the connection is gone either way
+        _log.debug("closing the notification listener failed: %s", exc)
 
 
 def owner_is_gone(owner: str) -> bool:

@@ -37,11 +37,14 @@ that transaction left it, so two engines never both win a compare-and-set:
 * ``delete`` locks its rows in id order first, so two deletes of overlapping ids cannot
   deadlock.
 
-**Notifications.** ``insert`` sends ``NOTIFY taskengine_tasks`` (:data:`CHANNEL`) with the
-task id as payload, and so does an ``update`` that requests a cancel (the stored task had
-no ``cancel_requested``, the new one has), both when their transaction commits: an idle
-engine can start a new task, and an owner see a cancel, without waiting for its next
-poll (:meth:`PostgresTaskStore.listen`).
+**Notifications.** Writes send ``NOTIFY taskengine_tasks`` (:data:`CHANNEL`) when their
+transaction commits (never for one rolled back), with the payloads of the task store's
+notification protocol (:class:`taskengine.taskstore.Notifying`): ``insert`` the task id;
+an ``update`` that requests a cancel (the stored task had no ``cancel_requested``, the new
+one has) ``"<id> cancel"``; an ``update`` that finishes the task, and a ``save`` of a
+finished one, ``"<id> done"``. So an idle engine starts a new task, an owner sees a
+cancel, and ``wait()`` in any process returns, without waiting for a poll
+(:meth:`PostgresTaskStore.listen`).
 """
 
 from __future__ import annotations
@@ -74,7 +77,12 @@ if TYPE_CHECKING:
 __all__ = ["CHANNEL", "PostgresTaskStore"]
 
 CHANNEL = "taskengine_tasks"
-"""The ``NOTIFY`` channel of new tasks and cancel requests; the payload is the task id."""
+"""The ``NOTIFY`` channel of new tasks, cancel requests and finished tasks; payloads
+``"<id>"``, ``"<id> cancel"`` and ``"<id> done"`` (:class:`taskengine.taskstore.Notifying`)."""
+
+# The kinds of taskengine.taskstore.Notifying (a layer above: the payloads are written here).
+_CANCELLED = " cancel"
+_DONE = " done"
 
 _COMPONENT = "taskstore"
 _VERSION = 1
@@ -190,7 +198,7 @@ class PostgresTaskStore:
     """
 
     channel = CHANNEL
-    """The ``NOTIFY`` channel of new tasks and cancel requests (payload: the task id)."""
+    """The ``NOTIFY`` channel of new tasks, cancel requests and finished tasks."""
 
     def __init__(self, source: str | PgDatabase | Any) -> None:
         if isinstance(source, PgDatabase):
@@ -255,7 +263,8 @@ class PostgresTaskStore:
     def save(self, task: Task, fence: Lease | None = None, *, now: datetime | None = None) -> None:
         """Replace a stored snapshot, or store it; with a fence, only while it is current
         at ``now``, checked by the ``UPDATE`` itself (see :meth:`TaskStore.save`). The
-        lease columns are never written here.
+        lease columns are never written here. Saving a finished task notifies
+        :data:`CHANNEL` (``"<id> done"``, also when it was finished before).
 
         Raises:
             LeaseLost: ``fence`` is not current and unexpired; nothing was written.
@@ -265,6 +274,8 @@ class PostgresTaskStore:
             params = self._row(task)
             with self.database.transaction() as conn:
                 conn.execute(_UPSERT, params)
+                if task.is_finished:
+                    self.database.notify(CHANNEL, task.id + _DONE)
             return
         at = epoch_ms(fence_time(fence, task.id, now))
         written = 0
@@ -272,6 +283,8 @@ class PostgresTaskStore:
             args = (*self._row(task)[1:], task.id, fence.owner, fence.token, at)
             with self.database.transaction() as conn:
                 written = conn.execute(_FENCED_SAVE, args).rowcount
+                if written and task.is_finished:
+                    self.database.notify(CHANNEL, task.id + _DONE)
         if not written:
             raise LeaseLost(fence.task_id, fence.owner, fence.token)
 
@@ -285,7 +298,7 @@ class PostgresTaskStore:
     ) -> Task | None:
         """Replace a snapshot with ``change(stored)`` in one transaction holding the row's
         lock from the read to the write (see :meth:`TaskStore.update`); a change that
-        requests a cancel notifies :data:`CHANNEL`.
+        requests a cancel, or finishes the task, notifies :data:`CHANNEL`.
 
         Raises:
             LeaseLost: ``fence`` is not current and unexpired at ``now``.
@@ -313,8 +326,10 @@ class PostgresTaskStore:
                 raise ValueError(f"an update of task {task_id!r} must return that task or None")
             params = self._row(updated)
             conn.execute(_UPDATE, (*params[1:], task_id))
-            if updated.cancel_requested and not stored.cancel_requested:
-                self.database.notify(CHANNEL, task_id)
+            if updated.is_finished and not stored.is_finished:
+                self.database.notify(CHANNEL, task_id + _DONE)
+            elif updated.cancel_requested and not stored.cancel_requested:
+                self.database.notify(CHANNEL, task_id + _CANCELLED)
             return updated
 
     # -- ownership (see TaskStore) -----------------------------------------------------
@@ -486,7 +501,12 @@ class PostgresTaskStore:
         return self.database.transaction()
 
     def listen(self) -> Listener:
-        """A listener of :data:`CHANNEL` on a connection of its own (close it when done)."""
+        """A listener of :data:`CHANNEL` on a connection of its own (close it when done):
+        the :class:`taskengine.taskstore.Notifying` capability, which started engines use.
+
+        Raises:
+            PostgresError: the database is closed, or the connection or ``LISTEN`` failed.
+        """
         return self.database.listen([CHANNEL])
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -30,7 +30,7 @@ from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine._batches import Batches
 from taskengine._lease import new_owner_id
-from taskengine._ownership import Ownership
+from taskengine._ownership import Ownership, Watcher
 from taskengine._queue import WorkQueue
 from taskengine._services import Services, load_plugin
 from taskengine._taskjson import read_create
@@ -39,7 +39,13 @@ from taskengine.clock import Clock, SystemClock
 from taskengine.errors import InvalidRequest, TaskNotFound, Violation
 from taskengine.progress import Progress
 from taskengine.task import Failure, Task, TaskStatus
-from taskengine.taskstore import MemoryTaskStore, TaskStore
+from taskengine.taskstore import (
+    NOTICE_CANCEL,
+    NOTICE_DONE,
+    MemoryTaskStore,
+    Notices,
+    TaskStore,
+)
 from taskengine.tasktype import Service, TaskType
 
 if TYPE_CHECKING:
@@ -106,7 +112,13 @@ class TaskEngine:
             hung or lost the store; another engine then takes the task over from its last
             checkpoint. Must be longer than the longest batch.
         poll_interval: real seconds between looks at the task store for work other
-            engines created or left (and between lease renewals checks).
+            engines created or left (and between lease renewals checks). On a store
+            that notifies (``PostgresTaskStore``) new tasks, cancels and finished tasks
+            are heard at once, and the poll only covers what a lost connection missed.
+        listen: whether a started engine listens to the task store's notifications when
+            it offers them (:class:`~taskengine.taskstore.Notifying`); turn it off where
+            the connection cannot ``LISTEN`` (a transaction-pooling PgBouncer), and the
+            engine polls only.
         adopt: whether this engine runs tasks it did not create: unfinished tasks found
             in the store, tasks other engines create, and tasks whose owner died. The
             command line's ``run`` turns it off so that it runs only its own task.
@@ -144,6 +156,7 @@ class TaskEngine:
         poll_interval: float = 0.5,
         adopt: bool = True,
         owner: str | None = None,
+        listen: bool = True,
     ) -> None:
         problems: list[Violation] = []
         for name, value, low in (
@@ -166,9 +179,10 @@ class TaskEngine:
             problems.append(Violation("poll_interval", "must be a number of seconds in (0, 3600]"))
         if not isinstance(lease, timedelta) or lease < timedelta(milliseconds=10):
             problems.append(Violation("lease", "must be a timedelta of at least 10 ms"))
-        adopt_value: object = adopt
-        if type(adopt_value) is not bool:
-            problems.append(Violation("adopt", "must be True or False"))
+        for name, flag in (("adopt", adopt), ("listen", listen)):
+            flag_value: object = flag
+            if type(flag_value) is not bool:
+                problems.append(Violation(name, "must be True or False"))
         if owner is not None and (type(owner) is not str or not owner.strip()):
             problems.append(Violation("owner", "must be a non-empty string"))
         if problems:
@@ -185,6 +199,7 @@ class TaskEngine:
         self.lease = lease
         self.poll_interval = float(poll_interval)
         self.adopt = adopt
+        self.listen = listen
         self.owner: str = owner if owner is not None else new_owner_id()
         self._ownership = Ownership(self.task_store, self.owner, lease, adopt)
 
@@ -202,6 +217,8 @@ class TaskEngine:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()
+        self._poll_now = threading.Event()
+        self._watcher: Watcher | None = None
         self._recovered = False
 
         self._batches = Batches(
@@ -266,20 +283,31 @@ class TaskEngine:
         """Whether worker threads are running (between :meth:`start` and :meth:`stop`)."""
         return bool(self._threads)
 
+    @property
+    def listening(self) -> bool:
+        """Whether the started engine hears the task store's notifications now: ``False``
+        on a store that offers none, with ``listen=False``, and while a lost connection
+        is being opened again (the engine polls meanwhile)."""
+        watcher = self._watcher
+        return watcher is not None and watcher.listening
+
     def owned(self) -> tuple[str, ...]:
         """Ids of the tasks this engine holds a lease on now (the tasks it is running)."""
         return tuple(self._ownership.held())
 
     def start(self) -> None:
-        """Start the worker threads, housekeeping and the owner thread; resume tasks.
+        """Start the worker threads, housekeeping, the owner thread and, on a store that
+        notifies, the listener thread; resume tasks.
 
         Unfinished tasks no live engine owns (with ``adopt``) are claimed and run, oldest
         first, a RUNNING one from its checkpoint; tasks other engines create or leave
-        behind are found within ``poll_interval``. Idempotent while running.
+        behind are found within ``poll_interval`` (tasks created elsewhere at once, when
+        the store notifies). Idempotent while running.
         """
         if self._threads:
             return
         self._stopping.clear()
+        self._poll_now.clear()
         self._recover()
         self._services.activate()
         threads = [
@@ -292,6 +320,16 @@ class TaskEngine:
         threads.append(
             threading.Thread(target=self._owner_loop, name="taskengine-owner", daemon=True)
         )
+        opener: Callable[[], Notices] | None = (
+            getattr(self.task_store, "listen", None) if self.listen else None
+        )
+        if opener is not None:
+            self._watcher = Watcher(opener, self._heard, self._caught_up)
+            threads.append(
+                threading.Thread(
+                    target=self._watcher.run, name="taskengine-listener", daemon=True
+                )
+            )
         self._threads = threads
         for thread in threads:
             thread.start()
@@ -300,14 +338,19 @@ class TaskEngine:
         """Stop the workers after their current batch; RUNNING tasks stay resumable.
 
         The engine's leases (tasks and service leadership) are released, so another
-        engine on the store goes on at once instead of after the lease runs out.
+        engine on the store goes on at once instead of after the lease runs out. The
+        listener's connection is closed.
 
         Args:
             timeout: seconds to wait for each thread (``None`` = as long as it takes).
         """
         self._stopping.set()
         self._wake.set()
+        self._poll_now.set()
         self._queue.wake_all()
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.close()
         threads, self._threads = self._threads, []
         for thread in threads:
             thread.join(timeout)
@@ -466,7 +509,8 @@ class TaskEngine:
 
         The returned task may still be unfinished when the timeout ran out (check
         ``task.is_finished``). Waiting uses real time, whatever the engine's clock. A
-        task another engine runs is re-read from the store every ``poll_interval``.
+        task another engine runs is re-read from the store every ``poll_interval``, and
+        at once when a started engine hears from the store that it finished.
 
         Raises:
             TaskNotFound: no such task, or it expired.
@@ -580,12 +624,54 @@ class TaskEngine:
             try:
                 now = self.clock.now()
                 self._ownership.heartbeat(now)
-                found = self._ownership.candidates(now, self.workers * 2)
-                if found:
-                    self._queue.put_missing(found)
+                self._look_for_work(now)
             except Exception:
                 _log.exception("looking for work failed")
-            self._stopping.wait(period)
+            self._poll_now.wait(period)
+            self._poll_now.clear()
+
+    def _look_for_work(self, now: datetime) -> None:
+        found = self._ownership.candidates(now, self.workers * 2)
+        if found:
+            self._queue.put_missing(found)
+
+    # -- internals: notifications (the listener thread) --------------------------------
+
+    def _heard(self, task_id: str, kind: str) -> None:
+        """Act on a store notice: claim a new task, stop a cancelled one, wake waiters.
+
+        A notice is a hint: a claim decides whether the task is ours, and a cancel is
+        read back from the store before the runner is told.
+        """
+        if kind != NOTICE_DONE:
+            if self._ownership.holds(task_id):
+                # A held task cannot be new: a bare id is a cancel from a store that
+                # named no kinds.
+                self._check_cancel(task_id)
+            elif (
+                kind != NOTICE_CANCEL
+                and self._ownership.eligible(task_id)
+                and not self._ownership.knows(task_id)
+            ):
+                self._queue.put_missing((task_id,))
+        with self._changed:
+            self._changed.notify_all()
+
+    def _check_cancel(self, task_id: str) -> None:
+        """Read a held task; a cancel requested stops its runner before its next batch."""
+        task = self.task_store.get(task_id)
+        if task is not None and task.cancel_requested and not task.is_finished:
+            with self._lock:
+                self._cancels.add(task_id)
+            _log.debug("task %s: a cancel was requested elsewhere; stopping it", task_id)
+
+    def _caught_up(self) -> None:
+        """After (re)connecting the listener: what it may have missed, looked up now."""
+        self._look_for_work(self.clock.now())
+        for task_id in self._ownership.held():
+            self._check_cancel(task_id)
+        with self._changed:
+            self._changed.notify_all()
 
     def _housekeeper(self) -> None:
         while not self._stopping.is_set():

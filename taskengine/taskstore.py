@@ -18,6 +18,10 @@ lease is not part of the task or its JSON. It also keeps leader leases of named 
 (:meth:`TaskStore.lead`), for services that must run in one engine at a time.
 Stores hand back tasks whose options are :class:`~taskengine.task.RawOptions` when they
 cannot keep typed ones (SQLite); the JSON form is the same either way.
+
+A store may also offer **notifications** (:class:`Notifying`, optional: ``PostgresTaskStore``
+does, memory and SQLite do not): a started engine then learns of new tasks, cancel
+requests and finished tasks as they commit instead of at its next poll.
 """
 
 from __future__ import annotations
@@ -49,7 +53,28 @@ from taskengine.task import Task
 if TYPE_CHECKING:
     from taskengine.storage.base import Storage
 
-__all__ = ["Lease", "MemoryTaskStore", "SQLiteTaskStore", "TaskStore", "new_owner_id"]
+__all__ = [
+    "NOTICE_CANCEL",
+    "NOTICE_DONE",
+    "NOTICE_NEW",
+    "Lease",
+    "MemoryTaskStore",
+    "Notice",
+    "Notices",
+    "Notifying",
+    "SQLiteTaskStore",
+    "TaskStore",
+    "new_owner_id",
+    "read_notice",
+]
+
+NOTICE_NEW = "new"
+"""The kind of a notification whose payload is a bare task id: a task was inserted (or,
+from a store that named no kinds, a cancel was requested)."""
+NOTICE_CANCEL = "cancel"
+"""The kind of ``"<id> cancel"``: a cancel of the RUNNING task was requested."""
+NOTICE_DONE = "done"
+"""The kind of ``"<id> done"``: the task was stored finished (COMPLETED or FAILED)."""
 
 
 @runtime_checkable
@@ -269,6 +294,75 @@ class TaskStore(Protocol):
     def close(self) -> None:
         """Release resources the store opened itself."""
         ...
+
+
+class Notice(Protocol):
+    """One notification of a :class:`Notifying` store."""
+
+    @property
+    def payload(self) -> str:
+        """What happened to which task (see :class:`Notifying` and :func:`read_notice`)."""
+        ...
+
+
+class Notices(Protocol):
+    """A store's notifications as they arrive, on a connection of their own."""
+
+    def get(self, timeout: float | None = None) -> Notice | None:
+        """The next notification, waiting up to ``timeout`` seconds (``None``: until one
+        comes); ``None`` when none came in time or :meth:`close` was called.
+
+        Raises:
+            StorageError: the connection was lost (notifications may have been missed);
+                the engine closes this object and calls ``listen()`` again.
+        """
+        ...
+
+    def close(self) -> None:
+        """Stop listening and release the connection; callable from any thread, it ends a
+        :meth:`get` in progress promptly. Idempotent."""
+        ...
+
+
+class Notifying(Protocol):
+    """The optional notification capability of a task store (duck-typed: a ``listen()``
+    method).
+
+    Every engine sharing the store hears, once each change commits (never for one rolled
+    back), a notice whose payload is one of:
+
+    * ``"<id>"``: the task was inserted (kind :data:`NOTICE_NEW`);
+    * ``"<id> cancel"``: an update requested a cancel of the RUNNING task;
+    * ``"<id> done"``: the task was stored finished (at least once; a save of an already
+      finished task may say it again).
+
+    Notices are hints, never the truth: a listener reads the store before acting on one,
+    and a notice may be lost (a dropped connection), so engines keep polling as well.
+    :func:`read_notice` parses a payload; one it cannot place is a bare id, whose kind
+    ``new`` also covers a cancel notified by a store that named no kinds.
+    """
+
+    def listen(self) -> Notices:
+        """Start receiving notifications (what is committed after this call returns).
+
+        Raises:
+            StorageError: the store cannot listen now (the engine tries again later).
+        """
+        ...
+
+
+def read_notice(payload: str) -> tuple[str, str]:
+    """``(task id, kind)`` of a notice's payload (see :class:`Notifying`).
+
+    A payload whose last word is not a kind is a bare task id (kind :data:`NOTICE_NEW`),
+    spaces and all. So a task whose own id ends in ``" done"`` or ``" cancel"`` is misread
+    when it is created: its wake-up then waits for the next poll, nothing worse (notices
+    are hints).
+    """
+    task_id, space, kind = payload.rpartition(" ")
+    if space and task_id and kind in (NOTICE_CANCEL, NOTICE_DONE):
+        return task_id, kind
+    return payload, NOTICE_NEW
 
 
 class MemoryTaskStore:

@@ -422,7 +422,7 @@ def test_new_tasks_and_cancel_requests_are_notified(store: PostgresTaskStore) ->
         store.update("a", lambda task: task.cancel_was_requested())
         got = listener.get(WAIT)
         assert got is not None
-        assert got.payload == "a"
+        assert got.payload == "a cancel"
         store.update("a", lambda task: task.with_batch(1, 0, [], "d"))  # still cancelled
         assert listener.get(0.3) is None
 
