@@ -217,7 +217,6 @@ class TaskEngine:
         self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._poll_now = threading.Event()
         self._watcher: Watcher | None = None
         self._recovered = False
 
@@ -307,7 +306,6 @@ class TaskEngine:
         if self._threads:
             return
         self._stopping.clear()
-        self._poll_now.clear()
         self._recover()
         self._services.activate()
         threads = [
@@ -346,7 +344,6 @@ class TaskEngine:
         """
         self._stopping.set()
         self._wake.set()
-        self._poll_now.set()
         self._queue.wake_all()
         watcher, self._watcher = self._watcher, None
         if watcher is not None:
@@ -627,8 +624,7 @@ class TaskEngine:
                 self._look_for_work(now)
             except Exception:
                 _log.exception("looking for work failed")
-            self._poll_now.wait(period)
-            self._poll_now.clear()
+            self._stopping.wait(period)
 
     def _look_for_work(self, now: datetime) -> None:
         found = self._ownership.candidates(now, self.workers * 2)

@@ -97,6 +97,11 @@ class FakeNotifyingStore(MemoryTaskStore):
         super().__init__()
         self.refusals = refusals
         self.listeners: list[FakeNotices] = []
+        self.reads: dict[str, int] = {}
+
+    def get(self, task_id: str) -> Task | None:
+        self.reads[task_id] = self.reads.get(task_id, 0) + 1
+        return super().get(task_id)
 
     def listen(self) -> FakeNotices:
         if self.refusals > 0:
@@ -217,6 +222,44 @@ def test_a_dropped_listener_reconnects_and_notices_flow_again(
     assert done.status is TaskStatus.COMPLETED
     assert any("lost the task store's notifications" in r.getMessage() for r in caplog.records)
     assert store.open_listeners() == []
+
+
+@pytest.mark.parametrize("payload", ["{id} cancel", "{id}"], ids=["cancel", "bare-id"])
+def test_a_cancel_notice_for_a_held_task_is_read_back_and_stops_it(
+    payload: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ``cancel`` notice, or a bare id (a cancel from a store that named no kinds), of a
+    task the engine holds makes it read the task; the cancel found stops the runner before
+    its next batch. A notice of a cancel nobody requested changes nothing."""
+    gate = Gate(edit_executor(), pause_after=1)
+    store = FakeNotifyingStore()
+    storage = MemoryStorage()
+    fill(storage, 100)
+    owner = quiet_engine(storage, store, task_types=gated_types(gate))
+    other = quiet_engine(storage, store)  # never started
+    owner.start()
+    try:
+        wait_for(lambda: owner.listening, "the owner to listen")
+        task = owner.create_task(edit_task(operations={"addItems": ["z"]}))
+        assert gate.reached.wait(WAIT)
+        with caplog.at_level(logging.DEBUG, logger="taskengine.engine"):
+            reads = store.reads[task.id]
+            store.tell(payload.format(id=task.id))  # nobody asked: a hint, read and ignored
+            wait_for(lambda: store.reads[task.id] > reads, "the owner to read the task")
+            other.cancel_task(task.id)
+            store.tell(payload.format(id=task.id))
+            wait_for(
+                lambda: any("cancel was requested" in r.getMessage() for r in caplog.records),
+                "the owner to hear the cancel",
+            )
+        heard = [r for r in caplog.records if "cancel was requested" in r.getMessage()]
+        gate.release.set()
+        ended = owner.wait(task.id, WAIT)
+    finally:
+        gate.release.set()
+        owner.stop()
+    assert len(heard) == 1
+    assert (ended.status, ended.items_succeeded, gate.batches) == (TaskStatus.FAILED, 10, 1)
 
 
 # -- engines on PostgreSQL, with another process -------------------------------------
