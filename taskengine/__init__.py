@@ -5,7 +5,9 @@ The public API is re-exported here; everything else is private. The modules
 ``taskengine.cli`` (the ``taskengine`` command) are public modules of their own.
 
 Exports are imported on first use (PEP 562), so ``import taskengine.cli`` stays cheap and
-the ``taskengine`` command can take charge of Ctrl-C before the engine is even loaded.
+the ``taskengine`` command can take charge of Ctrl-C before the engine is even loaded,
+and ``import taskengine`` never imports psycopg: ``PostgresStorage`` (the ``postgres``
+extra) loads it when first used.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
         Storage,
         WriteResult,
     )
+    from taskengine.storage.postgres import PostgresStorage
     from taskengine.task import Failure, Task, TaskStatus
     from taskengine.taskstore import Lease, MemoryTaskStore, SQLiteTaskStore, TaskStore
     from taskengine.tasktype import (
@@ -98,6 +101,7 @@ _EXPORTS: dict[str, str] = {
     "Operations": "taskengine.tasktypes._fieldops",
     "Page": "taskengine.storage",
     "Plan": "taskengine.tasktype",
+    "PostgresStorage": "taskengine.storage.postgres",
     "Progress": "taskengine.progress",
     "PublishOperation": "taskengine.tasktypes.update_publish_status",
     "ReplaceItem": "taskengine.tasktypes._fieldops",
@@ -160,6 +164,7 @@ __all__ = [
     "Operations",
     "Page",
     "Plan",
+    "PostgresStorage",
     "Progress",
     "PublishOperation",
     "ReplaceItem",
