@@ -114,9 +114,7 @@ _SCAN = (
 )
 _SCAN_AFTER = _SCAN.format(">")
 _SCAN_FROM = _SCAN.format(">=")
-_SCAN_FIRST = (
-    "SELECT doc FROM taskengine_items WHERE coll = %s AND env = %s ORDER BY id LIMIT %s"
-)
+_SCAN_FIRST = "SELECT doc FROM taskengine_items WHERE coll = %s AND env = %s ORDER BY id LIMIT %s"
 _COUNT_ROWS = (
     "SELECT id, doc FROM taskengine_items WHERE coll = %s AND env = %s AND id > %s"
     " ORDER BY id LIMIT %s"
@@ -463,7 +461,9 @@ def _check_encoding(database: PgDatabase) -> None:
     string."""
     with database.read() as conn:
         row = conn.execute("SELECT current_setting('server_encoding')").fetchone()
-    encoding = str(row[0]) if row else "?"
+    value = row[0] if row else b"?"
+    # A SQL_ASCII database hands text back as bytes.
+    encoding = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
     if encoding.upper() not in ("UTF8", "UTF-8"):
         raise PostgresError(
             "use the database for items",
