@@ -27,9 +27,12 @@ BY id LIMIT $4``).
 **Writes** send a batch as arrays in PostgreSQL's binary format and ``UNNEST`` them (one
 statement per 1000 items): ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` (an id
 missing from the answer is the duplicate to name, and raising rolls the insert back),
-``UPDATE ... FROM UNNEST(...) RETURNING id`` and ``DELETE ... WHERE id = ANY(...)
+``UPDATE ... FROM UNNEST(...) RETURNING id`` and ``DELETE ... USING UNNEST(...)
 RETURNING id``: which ids were written is known from the statement itself, even when
-other sessions write the same ids at the same time. Every write locks its collection's
+other sessions write the same ids at the same time. Updates and deletes join the batch on
+the whole key (see ``_BATCH``), so they are planned as one index probe per id even before
+the table has statistics, and they lock rows in key order, so two batches over the same
+ids never deadlock. Every write locks its collection's
 row (``FOR KEY SHARE``) until it commits, so a concurrent ``drop_collection`` waits for
 it (or the write finds the collection gone) and no item outlives its collection.
 
@@ -126,16 +129,23 @@ _INSERT = (
     " SELECT %s, %s, u.id, u.doc FROM unnest(%b::text[], %b::text[]) AS u(id, doc)"
     " ON CONFLICT DO NOTHING RETURNING id"
 )
+# The batch's collection and environment are arrays too, one element per id: joined
+# column to column, they leave the planner no "coll = $1 AND env = $2" range to estimate.
+# Without statistics (a table filled a moment ago, before autovacuum analyzed it) that
+# estimate is a few rows whatever the size, and a plan that reads the whole range for
+# every batch looks cheapest; a join on all three key columns is planned as one index
+# probe per id once the table is more than a few pages.
+_BATCH = "unnest(%b::integer[], %b::smallint[], %b::text[]{}) AS u(coll, env, id{})"
+_ON_KEY = "t.coll = u.coll AND t.env = u.env AND t.id = u.id"
 _UPDATE = (
-    "UPDATE taskengine_items AS t SET doc = u.doc"
-    " FROM unnest(%b::text[], %b::text[]) AS u(id, doc)"
-    " WHERE t.coll = %s AND t.env = %s AND t.id = u.id RETURNING t.id"
+    f"UPDATE taskengine_items AS t SET doc = u.doc FROM {_BATCH.format(', %b::text[]', ', doc')}"
+    f" WHERE {_ON_KEY} RETURNING t.id"
 )
 _DELETE = (
-    "DELETE FROM taskengine_items WHERE coll = %s AND env = %s AND id = ANY(%b::text[])"
-    " RETURNING id"
+    f"DELETE FROM taskengine_items AS t USING {_BATCH.format('', '')} WHERE {_ON_KEY}"
+    " RETURNING t.id"
 )
-_EXISTING = "SELECT id FROM taskengine_items WHERE coll = %s AND env = %s AND id = ANY(%b::text[])"
+_EXISTING = f"SELECT t.id FROM taskengine_items AS t JOIN {_BATCH.format('', '')} ON {_ON_KEY}"
 
 
 class PostgresStorage(Storage):
@@ -372,18 +382,18 @@ class PostgresStorage(Storage):
         with self.database.transaction() as conn:
             coll = _target(conn, collection, env, lock=True)
             if len(set(ids)) < len(ids):
-                raise DuplicateItem(collection, _first_duplicate(conn, coll, code, ids, stored))
+                raise DuplicateItem(collection, _first_duplicate(conn, coll, env, ids, stored))
             for start in range(0, len(ids), _CHUNK):
-                end = start + _CHUNK
+                chunk = stored[start : start + _CHUNK]
                 rows = conn.execute(
-                    _INSERT, (coll, code, stored[start:end], docs[start:end])
+                    _INSERT, (coll, code, chunk, docs[start : start + _CHUNK])
                 ).fetchall()
-                if len(rows) < len(stored[start:end]):
+                if len(rows) < len(chunk):
                     # The ids missing from RETURNING were already stored; raising here
                     # rolls back everything this call inserted.
                     written = {row[0] for row in rows}
-                    first = next(n for n in range(start, end) if stored[n] not in written)
-                    raise DuplicateItem(collection, ids[first])
+                    first = next(n for n, k in enumerate(chunk) if k not in written)
+                    raise DuplicateItem(collection, ids[start + first])
         return len(encoded)
 
     def replace_items(
@@ -406,10 +416,8 @@ class PostgresStorage(Storage):
             coll = _target(conn, collection, env, lock=True)
             for start in range(0, len(pairs), _CHUNK):
                 chunk = pairs[start : start + _CHUNK]
-                rows = conn.execute(
-                    _UPDATE,
-                    ([k for k, _ in chunk], [doc for _, doc in chunk], coll, _ENV_CODE[env]),
-                ).fetchall()
+                columns = _key_columns(coll, env, [k for k, _ in chunk])
+                rows = conn.execute(_UPDATE, (*columns, [doc for _, doc in chunk])).fetchall()
                 written += len(rows)
                 seen.update(row[0] for row in rows)
         if written == len(batch):  # the common case: every id is stored
@@ -434,9 +442,8 @@ class PostgresStorage(Storage):
         with self.database.transaction() as conn:
             coll = _target(conn, collection, env, lock=True)
             for start in range(0, len(stored), _CHUNK):
-                rows = conn.execute(
-                    _DELETE, (coll, _ENV_CODE[env], stored[start : start + _CHUNK])
-                ).fetchall()
+                columns = _key_columns(coll, env, stored[start : start + _CHUNK])
+                rows = conn.execute(_DELETE, columns).fetchall()
                 gone.update(row[0] for row in rows)
         if len(gone) == len(wanted):
             return WriteResult(tuple(wanted), ())
@@ -498,13 +505,21 @@ def _target(conn: Connection, collection: str, env: Environment, *, lock: bool =
     return coll
 
 
+def _key_columns(
+    coll: int, env: Environment, stored: list[str]
+) -> tuple[list[int], list[int], list[str]]:
+    """The ``coll``, ``env`` and ``id`` arrays of a batch of stored keys."""
+    return [coll] * len(stored), [_ENV_CODE[env]] * len(stored), stored
+
+
 def _first_duplicate(
-    conn: Connection, coll: int, env: int, ids: list[str], stored: list[str]
+    conn: Connection, coll: int, env: Environment, ids: list[str], stored: list[str]
 ) -> str:
     """The first of ``ids`` (in order) that is stored or repeats an earlier one."""
     found: set[str] = set()
     for start in range(0, len(stored), _CHUNK):
-        rows = conn.execute(_EXISTING, (coll, env, stored[start : start + _CHUNK])).fetchall()
+        columns = _key_columns(coll, env, stored[start : start + _CHUNK])
+        rows = conn.execute(_EXISTING, columns).fetchall()
         found.update(row[0] for row in rows)
     seen: set[str] = set()
     for item_id, stored_key in zip(ids, stored, strict=True):

@@ -31,6 +31,7 @@ from taskengine.errors import (
     StorageError,
 )
 from taskengine.storage import MemoryStorage, Storage
+from taskengine.storage._pgkeys import key, keys, lower_bound, unkey
 from taskengine.storage.codec import admit_text
 from taskengine.storage.postgres import (
     COMPONENT,
@@ -225,6 +226,29 @@ def test_atomic_rollback_leaves_storage_as_before(shared: PgDatabase) -> None:
         assert same_value(contents(storage), contents(expected))
 
     rolled_back()
+
+
+@given(a=_keys | _text, b=_keys | _text)
+def test_escaped_keys_sort_like_their_strings(a: str, b: str) -> None:
+    """Stored keys have no NUL, come back exactly, and compare as the original strings."""
+    assert "\x00" not in key(a)
+    assert unkey(key(a)) == a
+    assert (key(a) < key(b)) == (a < b)
+    assert keys([a, b]) == [key(a), key(b)]
+
+
+@given(
+    after=st.text(
+        st.sampled_from(["\x00", "a", "\ud7ff", "\ud800", "\udfff", "\ue000"]), max_size=4
+    ),
+    stored=_keys
+    | st.text(st.sampled_from(["\x00", "a", "\ud7ff", "\ue000", "\uffff"]), min_size=1),
+)
+def test_a_cursor_with_a_surrogate_bounds_the_same_keys(after: str, stored: str) -> None:
+    """lower_bound(after) admits exactly the stored keys above ``after``, surrogates or not."""
+    bound, inclusive = lower_bound(after)
+    above = key(stored) >= bound if inclusive else key(stored) > bound
+    assert above == (stored > after)
 
 
 # -- what is stored ------------------------------------------------------------------------
