@@ -289,6 +289,16 @@ def test_ids_and_names_with_nul_are_stored_escaped(
     assert _raw(shared_dsn, "SELECT count(*) FROM taskengine_items") == [(0,)]
 
 
+def test_filtered_count_reads_every_page(storage: PostgresStorage) -> None:
+    """A filtered count pages through more rows than one read holds (4096), NUL ids too."""
+    storage.create_collection("c", sandbox=True)
+    ids = [f"{n:05d}" + ("\x00" if n % 2 else "") for n in range(4200)]
+    storage.insert_items("c", "SANDBOX", [{"_id": i, "n": n} for n, i in enumerate(ids)])
+    assert storage.count("c", "SANDBOX", lambda doc: doc["n"] % 3 == 0).value == 1400
+    assert storage.count("c", "SANDBOX").value == 4200
+    assert storage.count("c", "LIVE", lambda doc: True).value == 0
+
+
 def test_names_that_cannot_be_stored(storage: PostgresStorage) -> None:
     """A name with a lone surrogate cannot be created (InvalidRequest) and is never found."""
     with pytest.raises(InvalidRequest, match="valid Unicode"):
