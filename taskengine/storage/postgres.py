@@ -135,7 +135,10 @@ _INSERT = (
 # estimate is a few rows whatever the size, and a plan that reads the whole range for
 # every batch looks cheapest; a join on all three key columns is planned as one index
 # probe per id once the table is more than a few pages.
-_BATCH = "unnest(%b::integer[], %b::smallint[], %b::text[]{}) AS u(coll, env, id{})"
+_BATCH = (
+    "unnest(array_fill(%s::integer, ARRAY[%s]), array_fill(%s::smallint, ARRAY[%s]),"
+    " %b::text[]{}) AS u(coll, env, id{})"
+)
 _ON_KEY = "t.coll = u.coll AND t.env = u.env AND t.id = u.id"
 _UPDATE = (
     f"UPDATE taskengine_items AS t SET doc = u.doc FROM {_BATCH.format(', %b::text[]', ', doc')}"
@@ -505,11 +508,10 @@ def _target(conn: Connection, collection: str, env: Environment, *, lock: bool =
     return coll
 
 
-def _key_columns(
-    coll: int, env: Environment, stored: list[str]
-) -> tuple[list[int], list[int], list[str]]:
-    """The ``coll``, ``env`` and ``id`` arrays of a batch of stored keys."""
-    return [coll] * len(stored), [_ENV_CODE[env]] * len(stored), stored
+def _key_columns(coll: int, env: Environment, stored: list[str]) -> tuple[int | list[str], ...]:
+    """The parameters of :data:`_BATCH` for a batch of stored keys: the collection and
+    environment (repeated by the server) and the keys."""
+    return coll, len(stored), _ENV_CODE[env], len(stored), stored
 
 
 def _first_duplicate(
