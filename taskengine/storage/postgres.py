@@ -30,9 +30,9 @@ missing from the answer is the duplicate to name, and raising rolls the insert b
 ``UPDATE ... FROM UNNEST(...) RETURNING id`` and ``DELETE ... USING UNNEST(...)
 RETURNING id``: which ids were written is known from the statement itself, even when
 other sessions write the same ids at the same time. Updates and deletes join the batch on
-the whole key (see ``_BATCH``), so they are planned as one index probe per id even before
-the table has statistics, and they lock rows in key order, so two batches over the same
-ids never deadlock. Every write locks its collection's
+the whole key (see ``_BATCH``), so their plans do not depend on statistics a freshly
+filled table does not have yet, and they lock rows in key order, so two batches over the
+same ids wait for each other instead of deadlocking. Every write locks its collection's
 row (``FOR KEY SHARE``) until it commits, so a concurrent ``drop_collection`` waits for
 it (or the write finds the collection gone) and no item outlives its collection.
 
@@ -91,8 +91,8 @@ SCHEMA = (
     ' name TEXT COLLATE "C" NOT NULL UNIQUE,'
     " sandbox BOOLEAN NOT NULL,"
     " publish_plugin BOOLEAN NOT NULL)",
-    # fillfactor 90 leaves room in each page for an updated row version, so most
-    # replaces are HOT updates that touch no index.
+    # fillfactor 90 leaves room in each page for updated row versions, so more replaces
+    # are HOT updates, which touch no index.
     "CREATE TABLE IF NOT EXISTS taskengine_items ("
     " coll INTEGER NOT NULL,"
     " env SMALLINT NOT NULL,"
@@ -129,12 +129,13 @@ _INSERT = (
     " SELECT %s, %s, u.id, u.doc FROM unnest(%b::text[], %b::text[]) AS u(id, doc)"
     " ON CONFLICT DO NOTHING RETURNING id"
 )
-# The batch's collection and environment are arrays too, one element per id: joined
-# column to column, they leave the planner no "coll = $1 AND env = $2" range to estimate.
-# Without statistics (a table filled a moment ago, before autovacuum analyzed it) that
-# estimate is a few rows whatever the size, and a plan that reads the whole range for
-# every batch looks cheapest; a join on all three key columns is planned as one index
-# probe per id once the table is more than a few pages.
+# The batch's collection and environment are columns of the batch too (the server
+# repeats them for each id): joined column to column, they leave the planner no
+# "coll = $1 AND env = $2" range to estimate. Without statistics (a table filled a moment
+# ago, before autovacuum analyzed it) that estimate is a few rows whatever the size, and
+# reading the whole range for every batch looks cheapest: quadratic. Joined on all three
+# key columns, the batch is weighed against the whole table, whose size the planner
+# always knows: one index probe per id, or one pass over a table small enough.
 _BATCH = (
     "unnest(array_fill(%s::integer, ARRAY[%s]), array_fill(%s::smallint, ARRAY[%s]),"
     " %b::text[]{}) AS u(coll, env, id{})"
