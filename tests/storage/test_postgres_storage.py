@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -471,6 +472,18 @@ def test_another_storage_sees_only_committed_writes(
         assert storage.get_item("c", "SANDBOX", "a") == {"_id": "a", "v": 2}
 
 
+def _wait_for_a_blocked_session(dsn: str) -> None:
+    """Return once a session of the database waits for a lock (fail after WAIT)."""
+    deadline = time.monotonic() + WAIT
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    while _raw(dsn, sql) != [(1,)]:
+        assert time.monotonic() < deadline, "no session came to wait for the lock"
+        time.sleep(0.01)
+
+
 def test_drop_waits_for_an_uncommitted_write(storage: PostgresStorage, shared_dsn: str) -> None:
     """drop_collection waits for a write to the collection to commit, then removes its
     items too: no item outlives its collection."""
@@ -491,8 +504,8 @@ def test_drop_waits_for_an_uncommitted_write(storage: PostgresStorage, shared_ds
     with storage.atomic():
         storage.insert_items("c", "LIVE", [{"_id": "a"}])
         inside.set()
-        thread.join(timeout=0.3)
-        assert thread.is_alive()  # the drop waits for this block
+        _wait_for_a_blocked_session(shared_dsn)
+        assert thread.is_alive()
     thread.join(timeout=WAIT)
     assert dropped == [None]
     assert storage.list_collections() == []
