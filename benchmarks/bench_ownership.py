@@ -1,37 +1,42 @@
 """Ownership benchmarks: lease overhead, takeover, worker processes, cross-process latency.
 
-Run: ``.venv/bin/python benchmarks/bench_ownership.py [--quick] [--pre-own COMMIT|DIR]``.
-About 3 minutes (``--quick``: about 40 s). Prints markdown tables; never passes or fails
-on time. Every engine runs in a child process of its own (``--child``), over
-``SQLiteStorage`` + ``SQLiteTaskStore(storage)`` on one file (the memory rows of 1 use
-``MemoryStorage`` + ``MemoryTaskStore``). The task is ``EDIT_FIELD_DATA`` with
-``addItems`` on every item of a collection (every item is written), batch 500; each
-SQLite run gets a fresh copy of a template file, so every run does the same work.
+Run: ``.venv/bin/python benchmarks/bench_ownership.py [--quick] [--only N]
+[--pre-own COMMIT|DIR] [--per N]``. About 2.5 minutes (``--quick``: about 30 s). Prints
+markdown tables; never passes or fails on time. Every engine runs in a child process of
+its own (``--child``), over ``SQLiteStorage`` + ``SQLiteTaskStore(storage)`` on one file
+(the memory rows of 1 use ``MemoryStorage`` + ``MemoryTaskStore``). The task is
+``EDIT_FIELD_DATA`` with ``addItems`` on every item of a collection (every item is
+written), batch 500; each SQLite run gets a fresh copy of a template file, so every run
+does the same work.
 
-1. **Lease overhead**: one task's run time with leases against the same engine with the
-   ownership's per-batch fence made a no-op (``Ownership.fence`` returns the lease it
-   holds: no ``check_fence`` read and no in-batch renewal), against the engine with no
-   fence at all (that, and the task store's ``update`` unfenced), and against the
-   pre-ownership engine (commit ``5eca6d0`` extracted with ``git archive``, run with it
-   first on ``PYTHONPATH``). Interleaved rounds, the order rotated each round; the
-   ratio is taken per round (variant time / no-op-fence time of that round).
+1. **Lease overhead**: one task's run time (``create_task`` to ``wait``, started engine)
+   with leases, against the same engine with the ownership's per-batch fence made a
+   no-op (the baseline: ``Ownership.fence`` returns the lease it holds, so no
+   ``check_fence`` read and no in-batch renewal; the claim, the fenced ``update`` of the
+   task after each batch, the release and the owner thread remain), against the engine
+   with no fence at all (also ``update`` called unfenced), and against the
+   pre-ownership engine (commit ``5eca6d0``, extracted with ``git archive`` and put
+   first on ``PYTHONPATH``). Interleaved rounds, the order rotated each round; ratios
+   are taken per round. Then the fence alone, timed in this process.
 2. **Takeover after SIGKILL**: engine A runs a long task (a 0.15 s pause after each
-   committed batch, outside its transaction), engine B is started and idle on the same
-   file; A is killed at a random moment after its first committed batch, and the time
-   from the kill to B's first committed batch is read from the store (polled every
-   2 ms). Case "pid": A's owner id names its pid on this host and the lease (30 s) is
-   far longer than the measurement, so only B's dead-owner check can free the task.
-   Case "lease": A's owner id names another host (``otherhost:1:...``), so the pid check
-   cannot tell it died and B waits for the lease (2 s) to run out. Poll 0.2 s in both.
-3. **Worker processes**: four tasks on four collections, run by 1, 2 or 4 idle engine
-   processes (one worker thread each, poll 0.1 s), and by one process with four worker
-   threads; items/s from the first task's ``createdAt`` to the last one's
-   ``finishedAt``, and the CPU the engines used (cores busy = CPU seconds / wall).
-4. **Cancel latency** across processes: a worker process runs a task; the parent cancels
-   it through its own (not started) engine on the file; time from the call to the
-   task's ``finishedAt`` (FAILED/CANCELLED). **Wake-up latency**: an idle worker process
-   (poll 0.5 s, the default); the parent creates a task through its own engine at a
-   random moment; time from its ``createdAt`` to its ``startedAt`` (RUNNING).
+   committed batch, outside its transaction), engine B is idle on the same file; A is
+   killed at a random moment after its first committed batch, and the time from the
+   kill to B's first committed batch is read from the store (polled every 2 ms). Case
+   "pid": A's owner id names its pid on this host and its lease (30 s) outlasts the
+   measurement, so only B's dead-owner check frees the task. Case "lease": A's owner id
+   names another host (``otherhost:1:...``), so the pid check cannot tell it died, and
+   B waits for the lease (2 s) to run out. Poll 0.2 s in both.
+3. **Worker processes**: four tasks on four collections (``--per`` items each), run by
+   1, 2 or 4 idle engine processes (one worker thread each, poll 0.1 s), and by one
+   process with four worker threads: items/s from the first ``createdAt`` to the last
+   ``finishedAt``; cores busy (the engines' CPU seconds / wall); each task's run time;
+   the longest time a RUNNING task committed no batch (the parent polls every 10 ms).
+4. **Cancel latency** across processes: a worker process runs a task (200,000 items);
+   the parent cancels it through its own (not started) engine on the file after its
+   first batch; time from the call to the task's ``finishedAt`` (FAILED/CANCELLED).
+   **Wake-up latency**: an idle worker process (poll 0.5 s, the default); the parent
+   creates a task through its own engine at a random moment; time from its
+   ``createdAt`` to its ``startedAt`` (RUNNING).
 """
 
 from __future__ import annotations
@@ -344,6 +349,7 @@ def lease_overhead(
         "unfenced": "no fence at all (also `update` unfenced)",
         "pre": f"pre-ownership engine ({PRE_OWNERSHIP})",
     }
+    all_times: dict[str, dict[str, list[float]]] = {}
     print(f"## 1. lease overhead: EDIT_FIELD_DATA addItems, {n:,} items, batch {BATCH}\n")
     print(
         "| storage | engine | rounds | seconds, median (min-max) | items/s | "
@@ -370,16 +376,74 @@ def lease_overhead(
                 assert result["items"] == n, result
                 assert result["status"] == "COMPLETED", result
                 times[variant].append(result["seconds"])
+        all_times[storage] = times
         base = times["nofence"]
         for variant in variants:
-            ratios = [t / b for t, b in zip(times[variant], base, strict=True)]
             print(
                 f"| {'SQLite' if storage == 'sqlite' else 'memory'} | {labels[variant]} "
                 f"| {count} | {spread(times[variant])} "
-                f"| {n / statistics.median(times[variant]):,.0f} | {spread(ratios)} "
+                f"| {n / statistics.median(times[variant]):,.0f} "
+                f"| {spread(_ratios(times[variant], base))} "
                 f"| {min(times[variant]) / min(base):.3f} |"
             )
+    if pre:
+        print()
+        for storage, times in all_times.items():
+            print(
+                f"{storage}: with leases ÷ pre-ownership, same round: "
+                f"{spread(_ratios(times['lease'], times['pre']))}; best ÷ best "
+                f"{min(times['lease']) / min(times['pre']):.3f}"
+            )
+    print(
+        "\nThe per-batch fence alone (`Ownership.fence` inside `storage.atomic()`, no "
+        "renewal due), in this process:\n"
+    )
+    print("| storage | µs per fence | a batch (with leases, median) | fence ÷ batch |")
+    print("|---|---:|---:|---:|")
+    for storage, times in all_times.items():
+        micro = fence_cost(folder, template if storage == "sqlite" else None)
+        batch = statistics.median(times["lease"]) / -(-n // BATCH)
+        print(
+            f"| {'SQLite' if storage == 'sqlite' else 'memory'} | {micro * 1e6:.1f} "
+            f"| {batch * 1000:.2f} ms | {micro / batch:.2%} |"
+        )
     print()
+
+
+def _ratios(times: list[float], base: list[float]) -> list[float]:
+    return [t / b for t, b in zip(times, base, strict=True)]
+
+
+def fence_cost(folder: Path, template: Path | None, calls: int = 5000) -> float:
+    """Seconds per ``Ownership.fence`` of a claimed task, inside one ``atomic()`` block
+    (a copy of ``template`` on SQLite; memory when ``template`` is ``None``)."""
+    from taskengine._ownership import Ownership
+    from taskengine.engine import TaskEngine
+    from taskengine.storage import MemoryStorage
+    from taskengine.taskstore import MemoryTaskStore
+
+    if template is None:
+        storage, store = MemoryStorage(), MemoryTaskStore()
+        fill(storage, "Items", 10)
+    else:
+        storage, store = _open(copy_db(template, folder, "fence.db"))
+    try:
+        task = TaskEngine(storage, task_store=store).create_task(spec("Items"))
+        ownership = Ownership(store, "bench:1:fence", timedelta(seconds=30), True)
+        now = datetime.now(timezone.utc)
+        hold = ownership.claim(task.id, now)
+        assert hold is not None
+        best = float("inf")
+        for _ in range(3):
+            with storage.atomic():
+                start = time.perf_counter()
+                for _ in range(calls):
+                    ownership.fence(hold, now)
+                best = min(best, (time.perf_counter() - start) / calls)
+        return best
+    finally:
+        if template is not None:
+            storage.close()
 
 
 # 2 ---------------------------------------------------------------------------------
@@ -579,7 +643,8 @@ def latencies(folder: Path, template: Path, rounds: int, big: int, rng: random.R
     db = copy_db(template, folder, "latency.db")
     storage, store = _open(db)
     parent = TaskEngine(storage, task_store=store)
-    calls: list[float] = []
+    calls: list[float] = []  # rounds where the cancel landed while the task ran
+    late: list[float] = []  # rounds where the task ended before the cancel got the lock
     cancels: list[float] = []
     runs: list[float] = []
     busy = 0
@@ -595,15 +660,17 @@ def latencies(folder: Path, template: Path, rounds: int, big: int, rng: random.R
                     parent.cancel_task(task.id)
                 except StorageError:  # waited longer than busy_timeout for the write lock
                     busy += 1
-                calls.append(time.time() - asked)
+                call = time.time() - asked
                 while not (final := store.get(task.id)).is_finished:
                     time.sleep(0.001)
                 assert final.finished_at is not None
                 assert final.started_at is not None
                 if final.failures and final.failures[0].code == "CANCELLED":
+                    calls.append(call)
                     cancels.append(final.finished_at.timestamp() - asked)
                 else:  # it ran to its end before the cancel got the write lock
                     assert final.items_succeeded == big, final
+                    late.append(call)
                     runs.append((final.finished_at - final.started_at).total_seconds())
         poll = 0.5
         wakes: list[float] = []
@@ -628,8 +695,9 @@ def latencies(folder: Path, template: Path, rounds: int, big: int, rng: random.R
     print("| case | median | min | max | target |")
     print("|---|---:|---:|---:|---|")
     for name, values, target in (
-        ("`cancel_task` call returns (parent)", calls, "-"),
-        ("cancel -> FAILED/CANCELLED in the store", cancels, "-"),
+        ("cancel landed: `cancel_task` call returns", calls, "-"),
+        ("cancel landed: call -> FAILED/CANCELLED in the store", cancels, "-"),
+        ("task ended first: `cancel_task` call returns", late, "-"),
         (f"create -> RUNNING (idle worker, poll {poll} s)", wakes, f"<= {poll * 1000:.0f}"),
     ):
         if not values:
@@ -666,6 +734,9 @@ def main(argv: list[str]) -> None:
         action="append",
         help="run only this part (repeatable)",
     )
+    parser.add_argument(
+        "--per", type=int, metavar="N", help="items per collection in 3 (default 50,000)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -675,7 +746,7 @@ def main(argv: list[str]) -> None:
     parts = set(args.only or [1, 2, 3, 4])
     quick = args.quick
     n = 20_000 if quick else 100_000
-    per = 10_000 if quick else 50_000
+    per = args.per or (10_000 if quick else 50_000)
     rng = random.Random(SEED)
     began = time.perf_counter()
     print(
@@ -687,17 +758,17 @@ def main(argv: list[str]) -> None:
         if 1 in parts:
             pre = None if args.no_pre_own else pre_ownership_tree(args.pre_own, folder)
             edit = make_template(folder / "edit.db", {"Items": n})
-            lease_overhead(folder, edit, n, 3 if quick else 9, 2 if quick else 5, pre)
+            lease_overhead(folder, edit, n, 3 if quick else 9, 2 if quick else 7, pre)
+        big = 100_000 if quick else 200_000
         if parts & {2, 4}:
-            big = 50_000 if quick else 200_000
             items = make_template(folder / "items.db", {"Items": 50_000, "Big": big, "Small": 200})
-            if 2 in parts:
-                takeover(folder, items, 1 if quick else 3, rng)
-            if 4 in parts:
-                latencies(folder, items, 5 if quick else 10, big, rng)
+        if 2 in parts:
+            takeover(folder, items, 1 if quick else 4, rng)
         if 3 in parts:
             four = make_template(folder / "four.db", {f"C{k}": per for k in range(4)})
             worker_processes(folder, four, per, 1 if quick else 2)
+        if 4 in parts:
+            latencies(folder, items, 5 if quick else 10, big, rng)
     print(f"({time.perf_counter() - began:.0f} s in all)")
 
 
