@@ -45,6 +45,7 @@ import argparse
 import gc
 import io
 import json
+import logging
 import os
 import random
 import secrets
@@ -202,6 +203,11 @@ def child_idle(cfg: dict[str, Any]) -> None:
     """An idle engine on the file: runs what it finds until its stdin closes."""
     from taskengine.engine import TaskEngine
 
+    if cfg.get("log"):  # the engine's retries are logged at INFO
+        handler = logging.FileHandler(cfg["log"])
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        logging.getLogger("taskengine").addHandler(handler)
+        logging.getLogger("taskengine").setLevel(logging.INFO)
     storage, store = _open(cfg["db"])
     engine = TaskEngine(
         storage,
@@ -325,6 +331,15 @@ def pre_ownership_tree(source: str, folder: Path) -> str | None:
         else:
             tar.extractall(target)
     return str(target)
+
+
+def _load() -> str:
+    """The load averages (other work on the machine skews every figure)."""
+    try:
+        one, five, fifteen = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load average {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def spread(values: list[float], fmt: str = "{:.3f}") -> str:
@@ -551,6 +566,7 @@ class WorkersRound(NamedTuple):
     cpu: float  # CPU seconds the engine processes used meanwhile
     spans: list[float]  # each task's seconds from startedAt to finishedAt
     stall: float  # longest time a RUNNING task committed no batch (10 ms resolution)
+    retries: int  # batches retried after a StorageError (here: database is busy)
 
 
 def worker_processes(folder: Path, template: Path, per: int, rounds: int) -> None:
@@ -574,9 +590,9 @@ def worker_processes(folder: Path, template: Path, per: int, rounds: int) -> Non
     )
     print(
         "| engines | items/s (min-max) | vs 1 process | cores busy | one task's run, s "
-        "(min-max) | longest stall of a running task, s |"
+        "(min-max) | longest stall of a running task, s | batches retried (busy) |"
     )
-    print("|---|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, _, _ in configs:
         rates = [total / r.wall for r in results[name]]
         busy = statistics.median(r.cpu / r.wall for r in results[name])
@@ -584,7 +600,8 @@ def worker_processes(folder: Path, template: Path, per: int, rounds: int) -> Non
         print(
             f"| {name} | {statistics.median(rates):,.0f} ({min(rates):,.0f}-{max(rates):,.0f})"
             f" | {statistics.median(rates) / base:.2f}x | {busy:.2f} "
-            f"| {spread(spans, '{:.2f}')} | {max(r.stall for r in results[name]):.2f} |"
+            f"| {spread(spans, '{:.2f}')} | {max(r.stall for r in results[name]):.2f} "
+            f"| {sum(r.retries for r in results[name])} |"
         )
     print()
 
@@ -596,11 +613,14 @@ def _workers_round(
 
     db = copy_db(template, folder, "workers.db")
     storage, store = _open(db)
-    cfg = {"mode": "idle", "db": db, "poll": 0.1, "workers": threads}
+    logs = [str(folder / f"worker{k}.log") for k in range(processes)]
+    for log in logs:
+        Path(log).unlink(missing_ok=True)
+    cfgs = [{"mode": "idle", "db": db, "poll": 0.1, "workers": threads, "log": log} for log in logs]
     last: dict[str, tuple[int, float]] = {}  # a running task's count, and when it changed
     stall = 0.0
     try:
-        with children([cfg] * processes) as engines:
+        with children(cfgs) as engines:
             parent = TaskEngine(storage, task_store=store)
             ids = [parent.create_task(spec(f"C{k}")).id for k in range(4)]
             deadline = time.monotonic() + 300
@@ -629,7 +649,8 @@ def _workers_round(
         assert task.items_succeeded == per, task
     wall = max(t.finished_at for t in tasks) - min(t.created_at for t in tasks)
     spans = [(t.finished_at - t.started_at).total_seconds() for t in tasks]
-    return WorkersRound(wall.total_seconds(), cpu, spans, stall)
+    retries = sum(Path(log).read_text().count("storage error, retry") for log in logs)
+    return WorkersRound(wall.total_seconds(), cpu, spans, stall, retries)
 
 
 # 4 ---------------------------------------------------------------------------------
@@ -751,7 +772,7 @@ def main(argv: list[str]) -> None:
     began = time.perf_counter()
     print(
         f"{os.cpu_count()} cores; {'--quick' if quick else 'full'} run; "
-        f"started {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC\n"
+        f"started {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; {_load()}\n"
     )
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -769,7 +790,7 @@ def main(argv: list[str]) -> None:
             worker_processes(folder, four, per, 1 if quick else 2)
         if 4 in parts:
             latencies(folder, items, 5 if quick else 10, big, rng)
-    print(f"({time.perf_counter() - began:.0f} s in all)")
+    print(f"({time.perf_counter() - began:.0f} s in all; {_load()})")
 
 
 if __name__ == "__main__":
