@@ -1,7 +1,7 @@
 """Ownership benchmarks: lease overhead, takeover, worker processes, cross-process latency.
 
 Run: ``.venv/bin/python benchmarks/bench_ownership.py [--quick] [--only N]
-[--pre-own COMMIT|DIR] [--per N]``. About 2.5 minutes (``--quick``: about 30 s). Prints
+[--pre-own COMMIT|DIR] [--per N] [--big N]``. About 2.5 minutes (``--quick``: about 30 s). Prints
 markdown tables; never passes or fails on time. Every engine runs in a child process of
 its own (``--child``), over ``SQLiteStorage`` + ``SQLiteTaskStore(storage)`` on one file
 (the memory rows of 1 use ``MemoryStorage`` + ``MemoryTaskStore``). The task is
@@ -31,7 +31,7 @@ does the same work.
    process with four worker threads: items/s from the first ``createdAt`` to the last
    ``finishedAt``; cores busy (the engines' CPU seconds / wall); each task's run time;
    the longest time a RUNNING task committed no batch (the parent polls every 10 ms).
-4. **Cancel latency** across processes: a worker process runs a task (200,000 items);
+4. **Cancel latency** across processes: a worker process runs a task (``--big`` items);
    the parent cancels it through its own (not started) engine on the file after its
    first batch; time from the call to the task's ``finishedAt`` (FAILED/CANCELLED).
    **Wake-up latency**: an idle worker process (poll 0.5 s, the default); the parent
@@ -758,6 +758,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--per", type=int, metavar="N", help="items per collection in 3 (default 50,000)"
     )
+    parser.add_argument(
+        "--big", type=int, metavar="N", help="items of the task cancelled in 4 (default 200,000)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -780,7 +783,7 @@ def main(argv: list[str]) -> None:
             pre = None if args.no_pre_own else pre_ownership_tree(args.pre_own, folder)
             edit = make_template(folder / "edit.db", {"Items": n})
             lease_overhead(folder, edit, n, 3 if quick else 9, 2 if quick else 7, pre)
-        big = 100_000 if quick else 200_000
+        big = args.big or (100_000 if quick else 200_000)
         if parts & {2, 4}:
             items = make_template(folder / "items.db", {"Items": 50_000, "Big": big, "Small": 200})
         if 2 in parts:
