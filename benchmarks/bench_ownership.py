@@ -30,7 +30,9 @@ does the same work.
    1, 2 or 4 idle engine processes (one worker thread each, poll 0.1 s), and by one
    process with four worker threads: items/s from the first ``createdAt`` to the last
    ``finishedAt``; cores busy (the engines' CPU seconds / wall); each task's run time;
-   the longest time a RUNNING task committed no batch (the parent polls every 10 ms).
+   the longest time a RUNNING task committed no batch (the parent polls every 10 ms);
+   batches the engines retried after a ``StorageError`` (``database is busy`` once a
+   wait for the write lock passed ``busy_timeout``), counted in their INFO logs.
 4. **Cancel latency** across processes: a worker process runs a task (``--big`` items);
    the parent cancels it through its own (not started) engine on the file after its
    first batch; time from the call to the task's ``finishedAt`` (FAILED/CANCELLED).
