@@ -295,7 +295,7 @@ def copy_db(template: Path, folder: Path, name: str) -> str:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     shutil.copyfile(template, db)
-    storage, _store = _open(str(db))  # creates the task tables before children race to
+    storage, _store = _open(str(db))  # the task tables, made before the children open it
     storage.close()
     return str(db)
 
