@@ -43,7 +43,7 @@ __all__ = ["Hold", "Ownership", "owner_is_gone"]
 _log = logging.getLogger("taskengine.engine")
 
 _ALONE = Lease("", "", 0, datetime.min)  # the role of an engine whose store has no roles
-_DEAD_CHECK_EVERY = 5.0  # real seconds between looks for leases of exited local processes
+_DEAD_CHECK_EVERY = 1.0  # real seconds between looks for leases of exited local processes
 
 
 class Hold:
@@ -176,7 +176,7 @@ class Ownership:
         """Up to ``limit`` tasks this engine may claim now (oldest first), not held by it.
 
         Leases of processes of this host that exited are released first (at most every
-        few seconds: it reads every unfinished task's lease).
+        second: it reads every unfinished task's lease).
         """
         store = self.task_store
         if self.adopt and time.monotonic() >= self._next_dead_check:
