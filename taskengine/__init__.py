@@ -6,8 +6,8 @@ The public API is re-exported here; everything else is private. The modules
 
 Exports are imported on first use (PEP 562), so ``import taskengine.cli`` stays cheap and
 the ``taskengine`` command can take charge of Ctrl-C before the engine is even loaded, and
-``import taskengine`` never imports psycopg: only the first use of ``PostgresTaskStore``
-does (``pip install 'taskengine[postgres]'``).
+``import taskengine`` never imports psycopg: only the first use of ``PostgresStorage`` or
+``PostgresTaskStore`` does (``pip install 'taskengine[postgres]'``).
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         Storage,
         WriteResult,
     )
+    from taskengine.storage.postgres import PostgresStorage
     from taskengine.task import Failure, Task, TaskStatus
     from taskengine.taskstore import Lease, MemoryTaskStore, SQLiteTaskStore, TaskStore
     from taskengine.tasktype import (
@@ -101,6 +102,7 @@ _EXPORTS: dict[str, str] = {
     "Operations": "taskengine.tasktypes._fieldops",
     "Page": "taskengine.storage",
     "Plan": "taskengine.tasktype",
+    "PostgresStorage": "taskengine.storage.postgres",
     "PostgresTaskStore": "taskengine._pg_taskstore",
     "Progress": "taskengine.progress",
     "PublishOperation": "taskengine.tasktypes.update_publish_status",
@@ -164,6 +166,7 @@ __all__ = [
     "Operations",
     "Page",
     "Plan",
+    "PostgresStorage",
     "PostgresTaskStore",
     "Progress",
     "PublishOperation",

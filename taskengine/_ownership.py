@@ -48,7 +48,7 @@ __all__ = ["Hold", "Ownership", "Watcher", "owner_is_gone"]
 _log = logging.getLogger("taskengine.engine")
 
 _ALONE = Lease("", "", 0, datetime.min)  # the role of an engine whose store has no roles
-_DEAD_CHECK_EVERY = 5.0  # real seconds between looks for leases of exited local processes
+_DEAD_CHECK_EVERY = 1.0  # real seconds between looks for leases of exited local processes
 _RECONNECT_FIRST = 0.1  # real seconds before listening again after a lost connection ...
 _RECONNECT_MAX = 10.0  # ... doubled on every failure up to this, reset once one lasts this
 _GET_SLICE = 1.0  # the longest wait for a notice: bounds a stop even if close() cannot end it
@@ -195,7 +195,7 @@ class Ownership:
         """Up to ``limit`` tasks this engine may claim now (oldest first), not held by it.
 
         Leases of processes of this host that exited are released first (at most every
-        few seconds: it reads every unfinished task's lease).
+        second: it reads every unfinished task's lease).
         """
         store = self.task_store
         if self.adopt and time.monotonic() >= self._next_dead_check:

@@ -1,0 +1,539 @@
+"""``PostgresStorage``: items in a PostgreSQL database, shareable with the task store.
+
+Layout (component ``"storage"``, schema version 1 in ``taskengine_schema``)::
+
+    taskengine_collections(id INTEGER IDENTITY PRIMARY KEY, name TEXT COLLATE "C" UNIQUE,
+                           sandbox BOOLEAN, publish_plugin BOOLEAN)
+    taskengine_items(coll INTEGER, env SMALLINT, id TEXT COLLATE "C", doc TEXT,
+                     data JSONB GENERATED ALWAYS AS (...) STORED,
+                     PRIMARY KEY (coll, env, id))
+
+``env`` is 0 for ``LIVE`` and 1 for ``SANDBOX``. **Exactness**: ``doc`` holds the codec's
+JSON text of the item (:func:`taskengine.storage.codec.admit_text`, dates as ``{"$date":
+ISO}``), written and read back byte for byte, so every value rule of the contract holds as
+it does on SQLite (64-bit ints, ``-0.0``, ``1.0`` against ``1``, key order, naive and
+aware dates). JSONB would not keep them: it reorders keys and turns numbers into
+``numeric``. ``data`` is JSONB *derived* from ``doc`` by the server (a generated column,
+never written, so it cannot drift), for queries and indexes over item fields; it is
+``NULL`` for a document holding ``\\u0000``, which JSONB refuses, so a query over it must
+treat ``NULL`` as "decide in Python". Reads never use it.
+
+**Order**: ``id`` is ``text`` with the ``"C"`` collation, i.e. compared by UTF-8 bytes,
+which is code point order, the order of Python ``str``; ids holding U+0000 (which
+``text`` cannot store) are escaped in an order-preserving way (``_pgkeys``). A scan page
+is one range read of the primary key (``WHERE coll = $1 AND env = $2 AND id > $3 ORDER
+BY id LIMIT $4``).
+
+**Writes** send a batch as arrays in PostgreSQL's binary format and ``UNNEST`` them (one
+statement per 1000 items): ``INSERT ... ON CONFLICT DO NOTHING RETURNING id`` (an id
+missing from the answer is the duplicate to name, and raising rolls the insert back),
+``UPDATE ... FROM UNNEST(...) RETURNING id`` and ``DELETE ... USING UNNEST(...)
+RETURNING id``: which ids were written is known from the statement itself, even when
+other sessions write the same ids at the same time. Updates and deletes join the batch on
+the whole key (see ``_BATCH``), so their plans do not depend on statistics a freshly
+filled table does not have yet, and they lock rows in key order, so two batches over the
+same ids wait for each other instead of deadlocking. Every write locks its collection's
+row (``FOR KEY SHARE``) until it commits, so a concurrent ``drop_collection`` waits for
+it (or the write finds the collection gone) and no item outlives its collection.
+
+Connections, transactions and error translation belong to
+:class:`~taskengine.storage._pgdatabase.PgDatabase`, which this storage may share with the
+PostgreSQL task store (``storage.database``): a batch's item writes and its checkpoint
+then commit in one transaction. Importing this module needs the ``postgres`` extra.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+from taskengine.errors import (
+    CollectionExists,
+    CollectionNotFound,
+    DuplicateItem,
+    InvalidRequest,
+    SandboxNotEnabled,
+    StorageError,
+    Violation,
+)
+from taskengine.storage._pgdatabase import (
+    Connection,
+    PgDatabase,
+    PostgresError,
+    TransactionConflict,
+)
+from taskengine.storage._pgkeys import key, keys, lower_bound, unkey
+from taskengine.storage.base import (
+    CollectionInfo,
+    Count,
+    Environment,
+    Item,
+    ItemFilter,
+    Page,
+    Storage,
+    WriteResult,
+    check_after,
+    check_limit,
+    check_name,
+)
+from taskengine.storage.codec import admit_text, count_accepted, decode, lookup_id
+
+# PgDatabase and its errors are re-exported: the public way to share one database
+# between components or to catch a PostgreSQL failure in particular.
+__all__ = ["PgDatabase", "PostgresError", "PostgresStorage", "TransactionConflict"]
+
+COMPONENT = "storage"
+SCHEMA_VERSION = 1
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS taskengine_collections ("
+    " id INTEGER GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
+    ' name TEXT COLLATE "C" NOT NULL UNIQUE,'
+    " sandbox BOOLEAN NOT NULL,"
+    " publish_plugin BOOLEAN NOT NULL)",
+    # fillfactor 90 leaves room in each page for updated row versions, so more replaces
+    # are HOT updates, which touch no index.
+    "CREATE TABLE IF NOT EXISTS taskengine_items ("
+    " coll INTEGER NOT NULL,"
+    " env SMALLINT NOT NULL,"
+    ' id TEXT COLLATE "C" NOT NULL,'
+    " doc TEXT NOT NULL,"
+    " data JSONB GENERATED ALWAYS AS"
+    " (CASE WHEN strpos(doc, E'\\\\u0000') = 0 THEN doc::jsonb END) STORED,"
+    " PRIMARY KEY (coll, env, id))"
+    " WITH (fillfactor = 90)",
+)
+
+_ENV_CODE = {Environment.LIVE: 0, Environment.SANDBOX: 1}
+_MAX_FETCH = 2**62  # a LIMIT larger than any table, still a bigint
+_CHUNK = 1000  # items per statement of a batched write
+_COUNT_PAGE = 4096  # rows per read of a filtered count
+
+_LOOKUP = "SELECT id, sandbox FROM taskengine_collections WHERE name = %s"
+_LOOKUP_LOCKED = _LOOKUP + " FOR KEY SHARE"
+_SCAN = (
+    "SELECT doc FROM taskengine_items WHERE coll = %s AND env = %s AND id {} %s"
+    " ORDER BY id LIMIT %s"
+)
+_SCAN_AFTER = _SCAN.format(">")
+_SCAN_FROM = _SCAN.format(">=")
+_SCAN_FIRST = "SELECT doc FROM taskengine_items WHERE coll = %s AND env = %s ORDER BY id LIMIT %s"
+_COUNT_ROWS = (
+    "SELECT id, doc FROM taskengine_items WHERE coll = %s AND env = %s AND id > %s"
+    " ORDER BY id LIMIT %s"
+)
+_COUNT = "SELECT count(*) FROM taskengine_items WHERE coll = %s AND env = %s"
+_GET = "SELECT doc FROM taskengine_items WHERE coll = %s AND env = %s AND id = %s"
+_INSERT = (
+    "INSERT INTO taskengine_items (coll, env, id, doc)"
+    " SELECT %s, %s, u.id, u.doc FROM unnest(%b::text[], %b::text[]) AS u(id, doc)"
+    " ON CONFLICT DO NOTHING RETURNING id"
+)
+# The batch's collection and environment are columns of the batch too (the server
+# repeats them for each id): joined column to column, they leave the planner no
+# "coll = $1 AND env = $2" range to estimate. Without statistics (a table filled a moment
+# ago, before autovacuum analyzed it) that estimate is a few rows whatever the size, and
+# reading the whole range for every batch looks cheapest: quadratic. Joined on all three
+# key columns, the batch is weighed against the whole table, whose size the planner
+# always knows: one index probe per id, or one pass over a table small enough.
+_BATCH = (
+    "unnest(array_fill(%s::integer, ARRAY[%s]), array_fill(%s::smallint, ARRAY[%s]),"
+    " %b::text[]{}) AS u(coll, env, id{})"
+)
+_ON_KEY = "t.coll = u.coll AND t.env = u.env AND t.id = u.id"
+_UPDATE = (
+    f"UPDATE taskengine_items AS t SET doc = u.doc FROM {_BATCH.format(', %b::text[]', ', doc')}"
+    f" WHERE {_ON_KEY} RETURNING t.id"
+)
+_DELETE = (
+    f"DELETE FROM taskengine_items AS t USING {_BATCH.format('', '')} WHERE {_ON_KEY}"
+    " RETURNING t.id"
+)
+_EXISTING = f"SELECT t.id FROM taskengine_items AS t JOIN {_BATCH.format('', '')} ON {_ON_KEY}"
+
+
+class PostgresStorage(Storage):
+    """Items in a PostgreSQL database: durable, shared by many processes, thread-safe.
+
+    Args:
+        source: a DSN (``"postgresql://user@host/db"``; the storage opens a
+            :class:`PgDatabase` and closes it in :meth:`close`), or an open
+            :class:`PgDatabase` to share (the storage then does not close it).
+
+    The tables are created on first use (and versioned: a database written by a newer
+    taskengine is refused). Every write runs in :meth:`PgDatabase.transaction`, so a
+    write made inside :meth:`atomic` (by this storage, or by a task store on the same
+    :attr:`database`, in the same thread) commits with the rest of the block or not at
+    all. Other threads and processes see a write once it commits.
+
+    Raises:
+        StorageError: the server cannot be reached, the database is not UTF-8, or it
+            holds a newer storage schema (a :class:`PostgresError` when PostgreSQL said
+            so).
+    """
+
+    atomic_rolls_back = True
+    scan_filters_exactly = True
+
+    def __init__(self, source: str | PgDatabase) -> None:
+        if isinstance(source, PgDatabase):
+            self.database = source
+            self._owns_database = False
+        else:
+            self.database = PgDatabase(source)
+            self._owns_database = True
+        try:
+            _check_encoding(self.database)
+            self.database.ensure_schema(COMPONENT, SCHEMA_VERSION, SCHEMA)
+        except BaseException:
+            self.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<PostgresStorage {self.database.location}>"
+
+    def __enter__(self) -> PostgresStorage:
+        """Use as a context manager: :meth:`close` on exit."""
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        """Close the storage."""
+        self.close()
+
+    def close(self) -> None:
+        """Close the database if this storage opened it; later calls raise StorageError."""
+        if self._owns_database:
+            self.database.close()
+
+    # -- collections ---------------------------------------------------------------------
+
+    def create_collection(
+        self, name: str, *, sandbox: bool = False, publish_plugin: bool = False
+    ) -> CollectionInfo:
+        """Create an empty collection (see :meth:`Storage.create_collection`).
+
+        Raises:
+            InvalidRequest: the name is not valid Unicode (holds a lone surrogate).
+        """
+        info = CollectionInfo(check_name(name), bool(sandbox), bool(publish_plugin))
+        stored = _name_key(info.name)
+        if stored is None:
+            raise InvalidRequest(
+                [Violation("name", "a collection name must be valid Unicode (lone surrogate)")]
+            )
+        with self.database.transaction() as conn:
+            row = conn.execute(
+                "INSERT INTO taskengine_collections (name, sandbox, publish_plugin)"
+                " VALUES (%s, %s, %s) ON CONFLICT (name) DO NOTHING RETURNING id",
+                (stored, info.sandbox_enabled, info.publish_plugin),
+            ).fetchone()
+            if row is None:
+                raise CollectionExists(info.name)
+        return info
+
+    def collection_info(self, name: str) -> CollectionInfo:
+        """Describe a collection (see :meth:`Storage.collection_info`)."""
+        stored = _name_key(name)
+        row = None
+        if stored is not None:
+            with self.database.read() as conn:
+                row = conn.execute(
+                    "SELECT sandbox, publish_plugin FROM taskengine_collections WHERE name = %s",
+                    (stored,),
+                ).fetchone()
+        if row is None:
+            raise CollectionNotFound(name)
+        return CollectionInfo(name, bool(row[0]), bool(row[1]))
+
+    def list_collections(self) -> list[CollectionInfo]:
+        """Every collection, sorted by name."""
+        with self.database.read() as conn:
+            rows = conn.execute(
+                "SELECT name, sandbox, publish_plugin FROM taskengine_collections"
+            ).fetchall()
+        infos = [CollectionInfo(unkey(name), bool(box), bool(plugin)) for name, box, plugin in rows]
+        infos.sort(key=lambda info: info.name)
+        return infos
+
+    def drop_collection(self, name: str) -> None:
+        """Delete a collection and its items (see :meth:`Storage.drop_collection`).
+
+        Waits for writes to the collection that have not committed yet.
+        """
+        stored = _name_key(name)
+        with self.database.transaction() as conn:
+            row = None
+            if stored is not None:
+                row = conn.execute(
+                    "DELETE FROM taskengine_collections WHERE name = %s RETURNING id", (stored,)
+                ).fetchone()
+            if row is None:
+                raise CollectionNotFound(name)
+            conn.execute("DELETE FROM taskengine_items WHERE coll = %s", (row[0],))
+
+    # -- items ---------------------------------------------------------------------------
+
+    def scan(
+        self,
+        collection: str,
+        environment: Environment | str,
+        *,
+        after: str | None = None,
+        limit: int = 1000,
+        filter: ItemFilter | None = None,
+    ) -> Page:
+        """A page in ``_id`` order (see :meth:`Storage.scan`).
+
+        Reads ``limit`` stored items at most (plus one, to know whether more are left);
+        with a filter, only the accepted ones are returned.
+        """
+        check_limit(limit)
+        check_after(after)
+        env = Environment.coerce(environment)
+        fetch = min(limit, _MAX_FETCH) + 1
+        with self.database.read() as conn:
+            coll = _target(conn, collection, env)
+            if after is None:
+                rows = conn.execute(_SCAN_FIRST, (coll, _ENV_CODE[env], fetch)).fetchall()
+            else:
+                bound, inclusive = lower_bound(after)
+                sql = _SCAN_FROM if inclusive else _SCAN_AFTER
+                rows = conn.execute(sql, (coll, _ENV_CODE[env], bound, fetch)).fetchall()
+        more = len(rows) > limit
+        if more:
+            del rows[limit:]
+        items = [decode(doc) for (doc,) in rows]
+        cursor = items[-1]["_id"] if more else None
+        if filter is not None:
+            items = [item for item in items if filter(item)]
+        return Page(items, cursor)
+
+    def count(
+        self,
+        collection: str,
+        environment: Environment | str,
+        filter: ItemFilter | None = None,
+    ) -> Count:
+        """The exact number of items (that ``filter`` accepts).
+
+        With a filter, the documents are read in pages of 4096 and each is decoded once,
+        straight into the filter.
+        """
+        env = Environment.coerce(environment)
+        code = _ENV_CODE[env]
+        if filter is None:
+            with self.database.read() as conn:
+                coll = _target(conn, collection, env)
+                row = conn.execute(_COUNT, (coll, code)).fetchone()
+            return Count(int(row[0]) if row else 0, exact=True)
+        total = 0
+        after = ""  # every stored key is above the empty string
+        while True:
+            with self.database.read() as conn:
+                coll = _target(conn, collection, env)
+                rows = conn.execute(_COUNT_ROWS, (coll, code, after, _COUNT_PAGE)).fetchall()
+            total += count_accepted([doc for _, doc in rows], filter)
+            if len(rows) < _COUNT_PAGE:
+                return Count(total, exact=True)
+            after = rows[-1][0]
+
+    def get_item(
+        self, collection: str, environment: Environment | str, item_id: str
+    ) -> Item | None:
+        """A fresh copy of the item with this ``_id``, or ``None``."""
+        env = Environment.coerce(environment)
+        with self.database.read() as conn:
+            coll = _target(conn, collection, env)
+            wanted = lookup_id(item_id)
+            if wanted is None:
+                return None
+            row = conn.execute(_GET, (coll, _ENV_CODE[env], key(wanted))).fetchone()
+        return None if row is None else decode(row[0])
+
+    def find(
+        self,
+        collection: str,
+        environment: Environment | str,
+        filter: ItemFilter | None = None,
+    ) -> Iterator[Item]:
+        """Every accepted item in ``_id`` order (see :meth:`Storage.find`)."""
+        first = self.scan(collection, environment, filter=filter)
+        return self._find(collection, environment, filter, first)
+
+    def _find(
+        self,
+        collection: str,
+        environment: Environment | str,
+        filter: ItemFilter | None,
+        page: Page,
+    ) -> Iterator[Item]:
+        while True:
+            yield from page.items
+            if page.cursor is None:
+                return
+            page = self.scan(collection, environment, after=page.cursor, filter=filter)
+
+    def insert_items(
+        self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
+    ) -> int:
+        """Insert new items, all or nothing (see :meth:`Storage.insert_items`)."""
+        encoded = [admit_text(item) for item in items]
+        env = Environment.coerce(environment)
+        code = _ENV_CODE[env]
+        ids = [item_id for item_id, _ in encoded]
+        stored = keys(ids)
+        docs = [text for _, text in encoded]
+        with self.database.transaction() as conn:
+            coll = _target(conn, collection, env, lock=True)
+            if len(set(ids)) < len(ids):
+                raise DuplicateItem(collection, _first_duplicate(conn, coll, env, ids, stored))
+            for start in range(0, len(ids), _CHUNK):
+                chunk = stored[start : start + _CHUNK]
+                rows = conn.execute(
+                    _INSERT, (coll, code, chunk, docs[start : start + _CHUNK])
+                ).fetchall()
+                if len(rows) < len(chunk):
+                    # The ids missing from RETURNING were already stored; raising here
+                    # rolls back everything this call inserted.
+                    written = {row[0] for row in rows}
+                    first = next(n for n, k in enumerate(chunk) if k not in written)
+                    raise DuplicateItem(collection, ids[start + first])
+        return len(encoded)
+
+    def replace_items(
+        self,
+        collection: str,
+        environment: Environment | str,
+        items: Sequence[Mapping[str, Any]],
+    ) -> WriteResult:
+        """Overwrite stored items by ``_id`` (see :meth:`Storage.replace_items`)."""
+        batch: dict[str, str] = {}
+        for item_id, text in map(admit_text, items):
+            batch[item_id] = text
+        env = Environment.coerce(environment)
+        # Rows are locked in key order, the same in every session, which keeps two
+        # batches over the same ids from deadlocking.
+        pairs = sorted(zip(keys(batch), batch.values(), strict=True))
+        written = 0
+        seen: set[str] = set()
+        with self.database.transaction() as conn:
+            coll = _target(conn, collection, env, lock=True)
+            for start in range(0, len(pairs), _CHUNK):
+                chunk = pairs[start : start + _CHUNK]
+                columns = _key_columns(coll, env, [k for k, _ in chunk])
+                rows = conn.execute(_UPDATE, (*columns, [doc for _, doc in chunk])).fetchall()
+                written += len(rows)
+                seen.update(row[0] for row in rows)
+        if written == len(batch):  # the common case: every id is stored
+            return WriteResult(tuple(batch), ())
+        return _outcome(batch, {unkey(k) for k in seen})
+
+    def delete_items(
+        self, collection: str, environment: Environment | str, ids: Sequence[str]
+    ) -> WriteResult:
+        """Delete items by ``_id`` (see :meth:`Storage.delete_items`)."""
+        wanted: dict[str, None] = {}
+        present: list[str] = []
+        for item_id in ids:
+            lookup = lookup_id(item_id)  # raises on an id that is not a string
+            if item_id not in wanted:
+                wanted[item_id] = None
+                if lookup is not None:
+                    present.append(lookup)
+        env = Environment.coerce(environment)
+        stored = sorted(keys(present))
+        gone: set[str] = set()
+        with self.database.transaction() as conn:
+            coll = _target(conn, collection, env, lock=True)
+            for start in range(0, len(stored), _CHUNK):
+                columns = _key_columns(coll, env, stored[start : start + _CHUNK])
+                rows = conn.execute(_DELETE, columns).fetchall()
+                gone.update(row[0] for row in rows)
+        if len(gone) == len(wanted):
+            return WriteResult(tuple(wanted), ())
+        return _outcome(wanted, {unkey(k) for k in gone})
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """``database.transaction()``: every write in the block commits together or not at all.
+
+        Writes by other components sharing :attr:`database` (the PostgreSQL task store)
+        in the same thread join the same transaction. Reentrant (a nested block is a
+        savepoint); an exception rolls the block back. Reads in the block see its writes;
+        other sessions see them when the outermost block commits.
+        """
+        with self.database.transaction():
+            yield
+
+
+def _check_encoding(database: PgDatabase) -> None:
+    """Refuse a database whose encoding is not UTF-8: ``COLLATE "C"`` orders its bytes,
+    which is code point order only in UTF-8, and other encodings cannot hold every
+    string."""
+    with database.read() as conn:
+        row = conn.execute("SELECT current_setting('server_encoding')").fetchone()
+    value = row[0] if row else b"?"
+    # A SQL_ASCII database hands text back as bytes.
+    encoding = value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
+    if encoding.upper() not in ("UTF8", "UTF-8"):
+        raise PostgresError(
+            "use the database for items",
+            database.location,
+            f"its encoding is {encoding}; PostgresStorage needs a UTF8 database "
+            "(CREATE DATABASE ... ENCODING 'UTF8' TEMPLATE template0)",
+        )
+
+
+def _name_key(name: object) -> str | None:
+    """The stored form of a collection name, or ``None`` when none can be stored."""
+    if type(name) is not str or not name or not (name.isascii() or lookup_id(name)):
+        return None
+    return key(name)
+
+
+def _target(conn: Connection, collection: str, env: Environment, *, lock: bool = False) -> int:
+    """The collection's row id, after checking it exists and has the environment.
+
+    With ``lock``, the collection's row stays locked against ``drop_collection`` until
+    the transaction ends.
+    """
+    stored = _name_key(collection)
+    row = None
+    if stored is not None:
+        row = conn.execute(_LOOKUP_LOCKED if lock else _LOOKUP, (stored,)).fetchone()
+    if row is None:
+        raise CollectionNotFound(collection)
+    if env is Environment.SANDBOX and not row[1]:
+        raise SandboxNotEnabled(collection)
+    coll: int = row[0]
+    return coll
+
+
+def _key_columns(coll: int, env: Environment, stored: list[str]) -> tuple[int | list[str], ...]:
+    """The parameters of :data:`_BATCH` for a batch of stored keys: the collection and
+    environment (repeated by the server) and the keys."""
+    return coll, len(stored), _ENV_CODE[env], len(stored), stored
+
+
+def _first_duplicate(
+    conn: Connection, coll: int, env: Environment, ids: list[str], stored: list[str]
+) -> str:
+    """The first of ``ids`` (in order) that is stored or repeats an earlier one."""
+    found: set[str] = set()
+    for start in range(0, len(stored), _CHUNK):
+        columns = _key_columns(coll, env, stored[start : start + _CHUNK])
+        rows = conn.execute(_EXISTING, columns).fetchall()
+        found.update(row[0] for row in rows)
+    seen: set[str] = set()
+    for item_id, stored_key in zip(ids, stored, strict=True):
+        if stored_key in found or item_id in seen:
+            return item_id
+        seen.add(item_id)
+    raise StorageError("no duplicate _id in a batch that repeats one")  # pragma: no cover
+
+
+def _outcome(wanted: Mapping[str, object], written: set[str]) -> WriteResult:
+    """Each wanted id once, in order: done when written, else missing."""
+    done = tuple(item_id for item_id in wanted if item_id in written)
+    missing = tuple(item_id for item_id in wanted if item_id not in written)
+    return WriteResult(done, missing)
