@@ -19,9 +19,12 @@ polling only) and then on:
    it, until the store shows it FAILED/CANCELLED (``finishedAt``) and until the driver's
    ``wait()`` returns; with fast batches (the built-in edit, 500 items in memory) and with
    slow ones (the same edit with 20 ms more in ``apply`` and 20 ms in ``committed``, as an
-   executor calling another service would have).
+   executor calling another service would have);
+3. the same cancel with the items in PostgreSQL, a ``PostgresStorage`` sharing the task
+   store's database (each batch and its task update one transaction), by a second runner.
 
-Timestamps are the store's (milliseconds, truncated), read on one machine's clock.
+Each mode runs on a fresh database holding the same items. Timestamps are the store's
+(milliseconds, truncated), read on one machine's clock.
 """
 
 from __future__ import annotations
@@ -41,7 +44,13 @@ from typing import Any
 
 import attrs
 
-from taskengine import MemoryStorage, PostgresTaskStore, TaskEngine, TaskStatus
+from taskengine import (
+    MemoryStorage,
+    PostgresStorage,
+    PostgresTaskStore,
+    TaskEngine,
+    TaskStatus,
+)
 from taskengine.storage.base import Storage, WriteResult
 from taskengine.tasktype import BatchChanges, Executor, Plan, TaskOptions, TaskType
 from taskengine.tasktypes import default_task_types
@@ -97,15 +106,29 @@ def edit_spec(collection: str, value: str, kind: str = "EDIT_FIELD_DATA") -> dic
 # -- the runner process ---------------------------------------------------------------
 
 
-def runner(dsn: str, listen: bool, items: int) -> None:
-    """A started engine on the database until stdin closes; says ``ready`` when listening."""
-    storage = MemoryStorage()
+def fill(storage: Storage, items: int) -> None:
+    """``Small`` (10 items) and ``Items`` (``items``), each item with empty ``tags``."""
     for name, count in (("Small", SMALL), ("Items", items)):
         storage.create_collection(name)
-        storage.insert_items(
-            name, "LIVE", [{"_id": f"{i:07d}", "tags": []} for i in range(count)]
-        )
-    store = PostgresTaskStore(dsn)
+        for start in range(0, count, 10_000):
+            chunk = range(start, min(count, start + 10_000))
+            storage.insert_items(name, "LIVE", [{"_id": f"{i:07d}", "tags": []} for i in chunk])
+
+
+def runner(dsn: str, listen: bool, items: int, shared: bool) -> None:
+    """A started engine on the database until stdin closes; says ``ready`` when listening.
+
+    Its items are in memory, or (``shared``) in the database already, through a
+    ``PostgresStorage`` whose ``PgDatabase`` the task store shares.
+    """
+    storage: Storage
+    if shared:
+        storage = PostgresStorage(dsn)
+        store = PostgresTaskStore(storage)
+    else:
+        storage = MemoryStorage()
+        fill(storage, items)
+        store = PostgresTaskStore(dsn)
     engine = TaskEngine(
         storage, task_store=store, task_types=bench_types(), poll_interval=POLL, listen=listen
     )
@@ -117,15 +140,17 @@ def runner(dsn: str, listen: bool, items: int) -> None:
     sys.stdin.read()
     engine.stop()
     store.close()
+    if isinstance(storage, PostgresStorage):
+        storage.close()
 
 
 # -- the driver -----------------------------------------------------------------------
 
 
 @contextmanager
-def running(dsn: str, listen: bool, items: int) -> Iterator[None]:
+def running(dsn: str, listen: bool, items: int, shared: bool) -> Iterator[None]:
     """The runner process, started and ready, stopped afterwards."""
-    flags = ["--listen", str(int(listen)), "--items", str(items)]
+    flags = ["--listen", str(int(listen)), "--items", str(items), "--shared", str(int(shared))]
     process = subprocess.Popen(
         [sys.executable, __file__, "--runner", dsn, *flags],
         stdin=subprocess.PIPE,
@@ -152,12 +177,21 @@ def wait_running(engine: TaskEngine, task_id: str) -> None:
 
 def measure(dsn: str, listen: bool, rounds: int, items: int) -> dict[str, list[float]]:
     """Every latency of one mode, in milliseconds, by measure name."""
+    found = measure_with(dsn, listen, rounds, items, shared=False)
+    found.update(measure_with(dsn, listen, rounds, items, shared=True))
+    return found
+
+
+def measure_with(
+    dsn: str, listen: bool, rounds: int, items: int, *, shared: bool
+) -> dict[str, list[float]]:
+    """The latencies of one mode with one runner (items in memory, or ``shared``)."""
     found: dict[str, list[float]] = {}
 
     def note(name: str, seconds: float) -> None:
         found.setdefault(name, []).append(seconds * 1000)
 
-    rng = random.Random(SEED)
+    rng = random.Random(SEED + shared)
     creator_store, waiter_store = PostgresTaskStore(dsn), PostgresTaskStore(dsn)
     creator = TaskEngine(MemoryStorage(), task_store=creator_store, task_types=bench_types())
     waiter = TaskEngine(
@@ -170,10 +204,13 @@ def measure(dsn: str, listen: bool, rounds: int, items: int) -> dict[str, list[f
     )
     waiter.start()
     try:
-        with running(dsn, listen, items):
+        with running(dsn, listen, items, shared):
             while listen and not waiter.listening:
                 time.sleep(0.01)
-            for n in range(rounds):
+            workloads = [("EDIT_FIELD_DATA", "shared")]
+            if not shared:
+                workloads = [("EDIT_FIELD_DATA", "fast"), ("SLOW_EDIT", "slow")]
+            for n in range(rounds if not shared else 0):
                 time.sleep(rng.uniform(0, POLL))
                 task = creator.create_task(edit_spec("Small", f"w{n}"))
                 done = waiter.wait(task.id, WAIT)
@@ -183,7 +220,7 @@ def measure(dsn: str, listen: bool, rounds: int, items: int) -> dict[str, list[f
                 assert done.finished_at is not None
                 note("wake", (done.started_at - done.created_at).total_seconds())
                 note("done-wait", returned - done.finished_at.timestamp())
-            for kind, label in (("EDIT_FIELD_DATA", "fast"), ("SLOW_EDIT", "slow")):
+            for kind, label in workloads:
                 for n in range(rounds):
                     task = creator.create_task(edit_spec("Items", f"{label}{n}", kind))
                     wait_running(creator, task.id)
@@ -212,6 +249,8 @@ MEASURES = (
     ("cancel-fast-wait", "cancel, fast batches -> the driver's wait() returns"),
     ("cancel-slow-store", "cancel, slow batches -> FAILED/CANCELLED in the store"),
     ("cancel-slow-wait", "cancel, slow batches -> the driver's wait() returns"),
+    ("cancel-shared-store", "cancel, items in PostgreSQL -> FAILED/CANCELLED in the store"),
+    ("cancel-shared-wait", "cancel, items in PostgreSQL -> the driver's wait() returns"),
 )
 
 
@@ -242,19 +281,34 @@ def report(polling: dict[str, list[float]], notified: dict[str, list[float]]) ->
         print(f"{mode}: samples {samples}; tasks that completed before their cancel {missed}")
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+
 @contextmanager
-def database(dsn: str | None) -> Iterator[str]:
-    """A fresh database on the given server, or on a throwaway one."""
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    from pg_server import PostgresServer, create_database, drop_database
+def server(dsn: str | None) -> Iterator[str]:
+    """The given server's DSN, or a throwaway server's (``tests/pg_server.py``)."""
+    from pg_server import PostgresServer
+
+    if dsn:
+        yield dsn
+        return
+    with PostgresServer() as started:
+        yield started.dsn
+
+
+@contextmanager
+def fresh_database(dsn: str, items: int) -> Iterator[str]:
+    """A new database on the server of ``dsn`` holding the items (``fill``), dropped after."""
+    from pg_server import create_database, drop_database
 
     name = f"bench_wakeups_{uuid.uuid4().hex[:8]}"
-    if dsn:
-        yield create_database(dsn, name)
+    created = create_database(dsn, name)
+    try:
+        with PostgresStorage(created) as storage:
+            fill(storage, items)
+        yield created
+    finally:
         drop_database(dsn, name)
-        return
-    with PostgresServer() as server:
-        yield create_database(server.dsn, name)
 
 
 def main(argv: list[str]) -> None:
@@ -265,16 +319,21 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--runner", metavar="DSN", help=argparse.SUPPRESS)
     parser.add_argument("--listen", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--items", type=int, default=200_000, help=argparse.SUPPRESS)
+    parser.add_argument("--shared", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.runner:
-        runner(args.runner, bool(args.listen), args.items)
+        runner(args.runner, bool(args.listen), args.items, bool(args.shared))
         return
     rounds = 10 if args.quick else 40
-    with database(args.dsn) as dsn:
-        print(f"{rounds} rounds per measure; poll_interval {POLL} s; {args.items} items")
-        polling = measure(dsn, False, rounds, args.items)
-        notified = measure(dsn, True, rounds, args.items)
-    report(polling, notified)
+    print(f"{rounds} rounds per measure; poll_interval {POLL} s; {args.items} items")
+    found: list[dict[str, list[float]]] = []
+    with server(args.dsn) as dsn:
+        for listen in (False, True):
+            # A database of its own per mode: the second would otherwise meet the first's
+            # dead row versions and longer items.
+            with fresh_database(dsn, args.items) as database:
+                found.append(measure(database, listen, rounds, args.items))
+    report(*found)
 
 
 if __name__ == "__main__":
