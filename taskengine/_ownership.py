@@ -285,8 +285,8 @@ class Ownership:
 
 
 class Watcher:
-    """An engine's ear on its task store's notifications (:class:`~taskengine.taskstore.
-    Notifying`), run by a thread of its own (:meth:`run`).
+    """An engine's ear on its task store's notifications (the optional ``Notifying``
+    capability of :mod:`taskengine.taskstore`), run by a thread of its own (:meth:`run`).
 
     Each notice goes to ``heard(task id, kind)``. After every connection (the first one
     too) ``connected()`` runs before :attr:`listening` turns true, so the engine catches up
