@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import signal
 import sys
@@ -148,6 +149,38 @@ def test_worker_runs_a_task_run_no_wait_created_and_stops_on_sigterm(
         code, out, err = worker.finish()
     assert code == EXIT_OK, err
     assert "s3cret" not in out + err
+
+
+@posix_only
+def test_serve_runs_a_task_posted_to_its_api_and_stops_on_sigterm(
+    pg_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`serve --db postgresql://…` creates and runs a task through its REST API."""
+    db = url(pg_database, password="s3cret")
+    fill(db, 100)
+    with started("serve", "--db", db, "--port", "0", "--quiet") as server:
+        line = wait_for_line(server.out, "Serving")
+        conn = http.client.HTTPConnection(line.split("http://", 1)[1].split("/", 1)[0], timeout=30)
+        try:
+            body = json.dumps({"task": COPY_TASK})
+            conn.request("POST", "/cms/v1/tasks", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            assert response.status == 200, response.read()
+            task_id = json.loads(response.read())["task"]["id"]
+        finally:
+            conn.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            [task] = tasks_json(capsys, db)
+            if task["status"] == "COMPLETED":
+                break
+            time.sleep(0.05)
+        assert task["id"] == task_id
+        assert task["status"] == "COMPLETED", task
+        server.proc.send_signal(signal.SIGTERM)
+        code, out, err = server.finish()
+    assert code == EXIT_OK, err
+    assert "s3cret" not in line + out + err
 
 
 def test_import_loads_a_file_and_refuses_bad_lines_writing_nothing(
