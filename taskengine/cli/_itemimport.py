@@ -1,14 +1,13 @@
 """Loading JSON Lines through the storage protocol: for PostgreSQL (and any adapter).
 
 :mod:`taskengine.cli._importer` is SQLite's bulk path (stage in a temporary file, then
-one ``INSERT ... SELECT``). On PostgreSQL a long write transaction blocks no other
-writer (only a ``drop_collection`` of the same collection waits), so the import is one
-pass in one transaction: lines are parsed and inserted in chunks of
-:data:`_CHUNK` as they come. After the first bad line nothing more would be kept, but
-the chunks still go in (each in its own savepoint) so that *every* bad line is found,
-``_id`` values already stored included; then the whole transaction rolls back. Memory
-holds a chunk and the set of ``_id`` values seen (for repeats inside the file), not the
-documents.
+one ``INSERT ... SELECT``). On PostgreSQL a long write transaction takes no table lock
+(other writers wait only to write the same ``_id`` values, or to drop the collection),
+so the import is one pass in one transaction: lines are parsed and inserted 1000 at a
+time as they come. After the first bad line nothing more would be kept, but the chunks
+still go in (each in its own savepoint) so that *every* bad line is found, ``_id``
+values already stored included; then the whole transaction rolls back. Memory holds a
+chunk and the ``_id`` values seen (for repeats inside the file), not the documents.
 """
 
 from __future__ import annotations

@@ -126,7 +126,9 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "SQLite file and run each of the four task types on it, then print a summary.",
     )
     demo.add_argument(
-        "--db", help="keep the sample data in this SQLite file (default: a temporary file)"
+        "--db",
+        help="keep the sample data in this SQLite file, or postgresql:// database "
+        "(default: a temporary file)",
     )
     demo.add_argument(
         "--items", type=positive, default=100_000, help="items to generate (default 100000)"

@@ -36,7 +36,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
     serve = commands.add_parser(
         "serve",
-        help="serve the REST API (and run tasks) over a SQLite file",
+        help="serve the REST API (and run tasks) over a SQLite file or PostgreSQL database",
         description="Serve the Background Tasks REST API on the waitress server (the "
         "'taskengine[server]' extra). Unfinished tasks no live engine owns resume, and "
         "tasks other processes leave or create are taken up; on Ctrl-C or SIGTERM running "

@@ -34,9 +34,9 @@ __all__ = ["add_command", "run_command"]
 _LOOK_EVERY = 0.1  # seconds between looks at what the engine runs (for the task lines)
 
 _DESCRIPTION = """\
-Run tasks from a SQLite file, with no HTTP server: every unfinished task no live
-engine owns, and every task other processes create on the file (for example with
-'taskengine run --no-wait'), found by polling. Each task runs in one engine at a time:
+Run tasks from a SQLite file (or PostgreSQL database), with no HTTP server: every
+unfinished task no live engine owns, and every task other processes create on it (for
+example with 'taskengine run --no-wait'), found by polling. Each task runs in one engine at a time:
 the worker claims it with a lease in the file and renews it while it runs; if the
 worker dies, another engine takes the task over from its last checkpoint once the
 lease runs out (at once on the same host). Prints a line when it starts and one per
