@@ -11,7 +11,8 @@ Subcommands::
     taskengine worker  --db PATH [--workers N] [--lease S] [--poll S]
     taskengine serve   --db PATH [--host H] [--port P] [--token T] [--threads N] [--timeout S]
 
-Every command that takes ``--db`` keeps items *and* tasks in that one SQLite file, so
+Every command that takes ``--db`` keeps items *and* tasks in that one SQLite file (or
+PostgreSQL database, for a ``postgresql://`` DSN: see ``_common.open_storage``), so
 ``run`` in one terminal and ``tasks get`` in another see the same task. Several processes
 may run tasks from one file: each task runs in one engine at a time (it holds a lease on
 the task). ``run`` runs only the task it creates; ``worker``, ``serve`` and ``run

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
@@ -21,10 +22,13 @@ from taskengine.errors import TaskEngineError
 
 if TYPE_CHECKING:
     from taskengine.engine import TaskEngine
+    from taskengine.storage.base import Storage
     from taskengine.storage.sqlite import SQLiteStorage
+    from taskengine.taskstore import TaskStore
     from taskengine.tasktype import TaskType
 
 __all__ = [
+    "DB_HELP",
     "EXIT_BAD_INPUT",
     "EXIT_CANCELLED",
     "EXIT_CODES",
@@ -37,11 +41,14 @@ __all__ = [
     "check_db_path",
     "count",
     "count_unfinished",
+    "display_db",
     "exit_codes_epilog",
     "format_duration",
     "format_table",
+    "is_postgres",
     "open_engine",
     "open_input",
+    "open_storage",
     "port",
     "positive",
     "read_input",
@@ -189,6 +196,103 @@ def port(text: str) -> int:
 # -- opening the database -------------------------------------------------------------------
 
 
+DB_HELP = "the SQLite file, or a postgresql:// DSN (PostgreSQL: pip install 'taskengine[postgres]')"
+"""The help of every ``--db`` option."""
+
+_POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_URL_PASSWORD = re.compile(r"^([a-z]+://[^:@/?#]*):[^@/?#]*@", re.IGNORECASE)
+_PARAM_PASSWORD = re.compile(r"(password=)[^&\s]*", re.IGNORECASE)
+
+
+def is_postgres(db: str) -> bool:
+    """Whether ``--db`` names a PostgreSQL database (a ``postgresql://`` DSN), not a file."""
+    return db.lower().startswith(_POSTGRES_SCHEMES)
+
+
+def display_db(db: str) -> str:
+    """``--db`` as messages print it: a DSN's password (in the URL or a parameter) masked."""
+    if not is_postgres(db):
+        return db
+    return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", db))
+
+
+@contextlib.contextmanager
+def open_storage(
+    db: str, *, create: bool = False, read_only: bool = False, timeout: float | None = None
+) -> Iterator[tuple[Storage, TaskStore]]:
+    """The storage and task store of ``--db``, sharing one database; closed on exit.
+
+    ``db`` is a SQLite file, or a ``postgresql://`` (``postgres://``) DSN, whose tables
+    are created on first use. The one place that chooses the adapter.
+
+    Args:
+        create: create a missing SQLite file (else it is an error). A PostgreSQL
+            database always exists: an empty one simply holds no collections or tasks.
+        read_only: open a SQLite file with ``mode=ro`` (see :func:`open_engine`); a
+            PostgreSQL database is just read.
+        timeout: the SQLite busy timeout in seconds (``None``: the adapter's default).
+
+    Raises:
+        CommandError: the file does not exist and ``create`` is false, it is not a SQLite
+            file (exit 2); psycopg is not installed, or the server cannot be reached (exit 5).
+    """
+    if is_postgres(db):
+        with _open_postgres(db) as opened:
+            yield opened
+        return
+
+    from taskengine.storage.sqlite import SQLiteStorage
+    from taskengine.taskstore import SQLiteTaskStore
+
+    if read_only:
+        with _open_read_only(db) as storage:
+            yield storage, SQLiteTaskStore(storage)
+        return
+    if not create and not os.path.exists(db):
+        raise _no_database(db)
+    check_db_path(db)
+    storage = SQLiteStorage(db) if timeout is None else SQLiteStorage(db, timeout=timeout)
+    try:
+        store = SQLiteTaskStore(storage)
+        try:
+            yield storage, store
+        finally:
+            store.close()
+    finally:
+        storage.close()
+
+
+@contextlib.contextmanager
+def _open_postgres(db: str) -> Iterator[tuple[Storage, TaskStore]]:
+    try:
+        from taskengine import PostgresStorage, PostgresTaskStore
+        from taskengine.storage._pgerrors import PostgresError
+    except ModuleNotFoundError:
+        raise CommandError(
+            f"--db {display_db(db)} is a PostgreSQL database, which needs psycopg: "
+            "pip install 'taskengine[postgres]'",
+            EXIT_ERROR,
+        ) from None
+    try:
+        storage = PostgresStorage(db)
+    except PostgresError as exc:
+        if exc.action not in ("connect", "parse the DSN"):
+            raise
+        # libpq's message spans lines (a hint after a tab): one line is the CLI's rule.
+        detail = " ".join(exc.detail.split())
+        raise CommandError(
+            f"cannot connect to PostgreSQL at {display_db(db)}: {detail}", EXIT_ERROR
+        ) from None
+    try:
+        store = PostgresTaskStore(storage)
+        try:
+            yield storage, store
+        finally:
+            store.close()
+    finally:
+        storage.close()
+
+
 @contextlib.contextmanager
 def open_engine(
     db: str,
@@ -202,15 +306,16 @@ def open_engine(
     adopt: bool = True,
     lease: float | None = None,
     poll: float | None = None,
-) -> Iterator[tuple[TaskEngine, SQLiteStorage]]:
-    """An engine over the SQLite file ``db`` (items and tasks in the one file).
+) -> Iterator[tuple[TaskEngine, Storage]]:
+    """An engine over ``--db`` (items and tasks in the one SQLite file or PostgreSQL database).
 
     Args:
-        create: create the file when it does not exist (else a missing file is an error).
+        create: create the SQLite file when it does not exist (else a missing file is an
+            error).
         start: start the engine's workers (with ``adopt``, which resumes unfinished tasks).
-        read_only: open the file with SQLite's ``mode=ro`` for commands that only read
-            (``tasks list|get``): nothing in the file changes, a read-only file works,
-            and a process writing the file never makes the command wait.
+        read_only: open a SQLite file with SQLite's ``mode=ro`` for commands that only
+            read (``tasks list|get``): nothing in the file changes, a read-only file
+            works, and a process writing the file never makes the command wait.
         task_types: the engine's task types (``None``: the built-in four).
         adopt: the engine runs tasks it did not create (unfinished ones no live engine
             owns, and those other processes create); ``False`` for ``run``, which runs
@@ -220,30 +325,21 @@ def open_engine(
         poll: seconds between the engine's looks for work (``None``: its default).
 
     Raises:
-        CommandError: the file does not exist and ``create`` is false.
+        CommandError: see :func:`open_storage`.
     """
     from taskengine.engine import TaskEngine
-    from taskengine.storage.sqlite import SQLiteStorage
-    from taskengine.taskstore import SQLiteTaskStore
 
     if read_only:
-        with _open_read_only(db) as storage:
-            store = SQLiteTaskStore(storage)
-            engine = TaskEngine(storage, task_store=store)
-            yield engine, storage
+        with open_storage(db, read_only=True) as (storage, store):
+            yield TaskEngine(storage, task_store=store), storage
         return
 
-    if not create and not os.path.exists(db):
-        raise _no_database(db)
-    check_db_path(db)
     tuning: dict[str, Any] = {}
     if lease is not None:
         tuning["lease"] = timedelta(seconds=lease)
     if poll is not None:
         tuning["poll_interval"] = poll
-    storage = SQLiteStorage(db)
-    try:
-        store = SQLiteTaskStore(storage)
+    with open_storage(db, create=create) as (storage, store):
         engine = TaskEngine(
             storage,
             task_store=store,
@@ -259,9 +355,6 @@ def open_engine(
             yield engine, storage
         finally:
             engine.stop()
-            store.close()
-    finally:
-        storage.close()
 
 
 @contextlib.contextmanager

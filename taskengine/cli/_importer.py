@@ -41,7 +41,7 @@ from taskengine.errors import (
     StorageError,
     TaskEngineError,
 )
-from taskengine.storage.base import CollectionInfo, Environment
+from taskengine.storage.base import CollectionInfo, Environment, Storage
 from taskengine.storage.codec import admit, admit_text
 from taskengine.storage.sqlite import _ENV_CODE, SQLiteStorage, _target
 
@@ -181,7 +181,7 @@ class _Conflict(Exception):
     """The insert hit an id committed since staging: everything was rolled back."""
 
 
-def _info(storage: SQLiteStorage, name: str) -> CollectionInfo | None:
+def _info(storage: Storage, name: str) -> CollectionInfo | None:
     try:
         return storage.collection_info(name)
     except CollectionNotFound:

@@ -33,6 +33,7 @@ from taskengine.cli._common import (
     EXIT_CANCELLED,
     EXIT_OK,
     CommandError,
+    display_db,
     format_duration,
     format_table,
     open_engine,
@@ -43,7 +44,6 @@ from taskengine.errors import CollectionNotFound
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Storage, WriteResult
-    from taskengine.storage.sqlite import SQLiteStorage
     from taskengine.task import Task
     from taskengine.tasktype import BatchChanges, Executor, Plan, TaskOptions, TaskType
     from taskengine.tasktypes import BuiltinTypes
@@ -126,7 +126,9 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "SQLite file and run each of the four task types on it, then print a summary.",
     )
     demo.add_argument(
-        "--db", help="keep the sample data in this SQLite file (default: a temporary file)"
+        "--db",
+        help="keep the sample data in this SQLite file, or postgresql:// database "
+        "(default: a temporary file)",
     )
     demo.add_argument(
         "--items", type=positive, default=100_000, help="items to generate (default 100000)"
@@ -199,7 +201,7 @@ def generate_items(count: int, prefix: str = "item") -> Iterator[dict[str, Any]]
         }
 
 
-def _fill(storage: SQLiteStorage, environment: str, count: int, batch: int = 5000) -> None:
+def _fill(storage: Storage, environment: str, count: int, batch: int = 5000) -> None:
     chunk: list[dict[str, Any]] = []
     with storage.atomic():
         for item in generate_items(count):
@@ -211,7 +213,7 @@ def _fill(storage: SQLiteStorage, environment: str, count: int, batch: int = 500
             storage.insert_items(COLLECTION, environment, chunk)
 
 
-def _prepare(storage: SQLiteStorage, items: int, out: TextIO, replace: bool) -> None:
+def _prepare(storage: Storage, db: str, items: int, out: TextIO, replace: bool) -> None:
     try:
         info = storage.collection_info(COLLECTION)
     except CollectionNotFound:
@@ -220,7 +222,7 @@ def _prepare(storage: SQLiteStorage, items: int, out: TextIO, replace: bool) -> 
         if not replace:
             count = storage.count(COLLECTION, "LIVE").value
             raise CommandError(
-                f"{storage.database.path} already has a collection {COLLECTION!r} "
+                f"{display_db(db)} already has a collection {COLLECTION!r} "
                 f"({count:,} LIVE items); pass --replace to delete it and rebuild the demo "
                 "data, or use another --db"
             )
@@ -250,8 +252,8 @@ def run_demo(
     """Run the demo; returns the exit code (0, or 4 when Ctrl-C cancelled a task).
 
     Args:
-        db: the SQLite file to build the data in; ``None`` = a temporary file removed at
-            the end.
+        db: the SQLite file, or the ``postgresql://`` DSN, to build the data in;
+            ``None`` = a temporary SQLite file removed at the end.
         items: how many LIVE items to generate (the sandbox gets a tenth).
         out: where to write (default ``sys.stdout``).
         batch_size: the engine's batch size.
@@ -296,7 +298,7 @@ def _run(
     with opened as (engine, storage):
         for service in builtin.services:
             engine.register_service(service)
-        _prepare(storage, items, out, replace)  # before the engine resumes any old task
+        _prepare(storage, path, items, out, replace)  # before the engine resumes any old task
         engine.start()
         for spec, what in zip(DEMO_TASKS, _WHAT, strict=True):
             started = time.monotonic()
@@ -319,12 +321,18 @@ def _run(
         out.write(f"\n{COLLECTION}: {live:,} LIVE items, {sandbox:,} SANDBOX items left.\n")
     if keep:
         out.write(
-            f"The data and the tasks are in {path}; try:\n  taskengine tasks list --db {path}\n"
+            f"The data and the tasks are in {display_db(path)}; try:\n"
+            f"  taskengine tasks list --db {_quoted(display_db(path))}\n"
         )
     else:
         out.write("(The database was temporary; pass --db demo.db to keep it.)\n")
     out.flush()
     return EXIT_OK
+
+
+def _quoted(db: str) -> str:
+    # A DSN holds '?' and '&', which a shell would take for its own.
+    return f"'{db}'" if any(c in db for c in "?&;* ") else db
 
 
 @attrs.frozen

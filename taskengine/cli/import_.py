@@ -7,19 +7,27 @@ The loading itself (two passes, every bad line, flat memory) is
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
-from typing import TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TextIO
 
 from taskengine.cli._common import (
+    DB_HELP,
     EXIT_BAD_INPUT,
     EXIT_OK,
     CommandError,
     check_db_path,
     count,
     format_duration,
+    is_postgres,
     open_input,
+    open_storage,
 )
+
+if TYPE_CHECKING:
+    from taskengine.storage.base import CollectionInfo
 
 __all__ = ["IMPORT_BUSY_TIMEOUT", "add_command", "run_command"]
 
@@ -44,7 +52,9 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--sandbox for a new collection. If another process holds the write lock for more "
         f"than {IMPORT_BUSY_TIMEOUT:g} s, the import stops with 'database is busy' (exit 5).",
     )
-    imp.add_argument("--db", required=True, help="the SQLite file (created if missing)")
+    imp.add_argument(
+        "--db", required=True, help=DB_HELP.replace("file", "file (created if missing)", 1)
+    )
     imp.add_argument("--collection", required=True, help="the collection name")
     imp.add_argument(
         "--environment",
@@ -72,18 +82,20 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     Bad lines are listed on ``err`` (exit 2); bad flags raise :class:`CommandError`.
     """
-    from taskengine.cli._importer import ImportRejected, import_jsonl
-    from taskengine.storage.sqlite import SQLiteStorage
+    from taskengine.cli._importer import ImportRejected
 
     environment = args.environment
-    check_db_path(args.db)
+    postgres = is_postgres(args.db)
+    if not postgres:
+        check_db_path(args.db)
     source = open_input(args.file)
-    storage = None
+    stack = contextlib.ExitStack()
     try:
-        storage = SQLiteStorage(args.db, timeout=IMPORT_BUSY_TIMEOUT)
+        opened = open_storage(args.db, create=True, timeout=IMPORT_BUSY_TIMEOUT)
+        storage, _store = stack.enter_context(opened)
         started = time.monotonic()
         try:
-            imported, created = import_jsonl(
+            imported, created = _importer(postgres)(
                 storage,
                 enumerate(source, start=1),
                 args.collection,
@@ -113,10 +125,20 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
         return EXIT_OK
     finally:
-        if storage is not None:
-            storage.close()
+        stack.close()
         if source is not sys.stdin.buffer:
             source.close()
+
+
+def _importer(postgres: bool) -> Callable[..., tuple[int, CollectionInfo | None]]:
+    # SQLite has its own bulk path (a staging file); PostgreSQL goes through the protocol.
+    if postgres:
+        from taskengine.cli._itemimport import import_items
+
+        return import_items
+    from taskengine.cli._importer import import_jsonl
+
+    return import_jsonl
 
 
 def _yes(flag: bool) -> str:

@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from taskengine._jsonio import dumps, parse_json_object
 from taskengine.cli._common import (
+    DB_HELP,
     EXIT_INTERRUPTED,
     EXIT_OK,
     CommandError,
     count,
+    display_db,
     exit_codes_epilog,
     open_engine,
     positive,
@@ -31,7 +33,7 @@ from taskengine.cli._watch import Event, Watch, stop_signals
 from taskengine.errors import CollectionNotFound, InvalidRequest, Violation
 
 if TYPE_CHECKING:
-    from taskengine.storage.sqlite import SQLiteStorage
+    from taskengine.storage.base import Storage
     from taskengine.task import Task
 
 __all__ = ["add_command", "load_task_spec", "resume", "run_command"]
@@ -69,7 +71,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         epilog=exit_codes_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    run.add_argument("--db", required=True, help="the SQLite file")
+    run.add_argument("--db", required=True, help=DB_HELP)
     run.add_argument(
         "task_file", metavar="TASK.json", nargs="?", help="the task ('-' = stdin)"
     )
@@ -132,14 +134,14 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     ) as (engine, storage):
         collection = _task_collection(spec)
         if collection is not None:
-            _check_collection(storage, collection)
+            _check_collection(storage, args.db, collection)
         if args.no_wait:
             _stop_if(pressed)
             task = engine.create_task(spec)
             out.write(dumps(task.to_json(), indent=2) + "\n")
             err.write(
                 f"Queued task {task.id}; a 'taskengine worker', 'taskengine serve' or "
-                f"'taskengine run --resume' on {args.db} runs it.\n"
+                f"'taskengine run --resume' on {display_db(args.db)} runs it.\n"
             )
             return EXIT_OK
         notice = take_census(engine).left_alone()
@@ -170,11 +172,13 @@ def resume(db: str, batch_size: int, *, quiet: bool, out: TextIO, err: TextIO) -
         if note is not None:
             err.write(note + "\n")
         if not census.waiting:
-            err.write(f"Nothing to resume in {db}: no unfinished task waits for an owner.\n")
+            err.write(
+                f"Nothing to resume in {display_db(db)}: no unfinished task waits for an owner.\n"
+            )
             return EXIT_OK
         err.write(
-            f"Resuming {count(len(census.waiting), 'unfinished task')} from {db}, one at a "
-            "time; Ctrl-C stops, leaving them resumable.\n"
+            f"Resuming {count(len(census.waiting), 'unfinished task')} from {display_db(db)}, "
+            "one at a time; Ctrl-C stops, leaving them resumable.\n"
         )
         err.flush()
         watch = Watch(engine, waiting=[task.id for task in census.waiting])
@@ -192,7 +196,7 @@ def resume(db: str, batch_size: int, *, quiet: bool, out: TextIO, err: TextIO) -
         left = shown.released
         err.write(
             f"Stopped: {count(left, 'task')} left unfinished, checkpointed and released; "
-            f"'taskengine run --resume --db {db}' or a 'taskengine worker' continues.\n"
+            f"'taskengine run --resume --db {display_db(db)}' or a 'taskengine worker' continues.\n"
         )
         return EXIT_INTERRUPTED
 
@@ -259,14 +263,14 @@ def _task_collection(spec: Mapping[str, Any]) -> str | None:
     return collection_of(spec.get("task"))
 
 
-def _check_collection(storage: SQLiteStorage, name: str) -> None:
+def _check_collection(storage: Storage, db: str, name: str) -> None:
     try:
         storage.collection_info(name)
     except CollectionNotFound:
         known = [info.name for info in storage.list_collections()]
         listed = ", ".join(known) if known else "none yet: use 'taskengine import'"
         raise CommandError(
-            f"unknown collection {name!r} in {storage.database.path!r} (collections: {listed})"
+            f"unknown collection {name!r} in {display_db(db)!r} (collections: {listed})"
         ) from None
 
 

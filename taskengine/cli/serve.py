@@ -16,9 +16,11 @@ import threading
 from typing import Any, TextIO
 
 from taskengine.cli._common import (
+    DB_HELP,
     EXIT_OK,
     CommandError,
     count_unfinished,
+    display_db,
     open_engine,
     port,
     positive,
@@ -34,14 +36,14 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
     serve = commands.add_parser(
         "serve",
-        help="serve the REST API (and run tasks) over a SQLite file",
+        help="serve the REST API (and run tasks) over a SQLite file or PostgreSQL database",
         description="Serve the Background Tasks REST API on the waitress server (the "
         "'taskengine[server]' extra). Unfinished tasks no live engine owns resume, and "
         "tasks other processes leave or create are taken up; on Ctrl-C or SIGTERM running "
         "tasks are checkpointed and released, for another engine or the next start. "
         "Without a token only loopback addresses are allowed.",
     )
-    serve.add_argument("--db", required=True, help="the SQLite file")
+    serve.add_argument("--db", required=True, help=DB_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1")
     serve.add_argument(
         "--port", type=port, default=8080, help="0-65535, default 8080; 0 = any free port"
@@ -126,7 +128,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             shown = f"[{host}]" if ":" in host else host
             note = census.owned_note()
             out.write(
-                f"Resumed {len(census.waiting)} unfinished task(s) from {args.db}.\n"
+                f"Resumed {len(census.waiting)} unfinished task(s) from {display_db(args.db)}.\n"
                 + ("" if note is None else note + "\n")
                 + f"Serving the task API on http://{shown}:{server.effective_port}/cms/v1/tasks "
                 f"({'token required' if token else 'no token, loopback only'}); "
@@ -146,8 +148,8 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         left = count_unfinished(engine)
         out.write(
             f"Stopped. {left} unfinished task(s) were checkpointed; they resume when "
-            f"'taskengine worker', 'serve' or 'run --resume' opens {args.db} (at once in "
-            "one already running on it).\n"
+            f"'taskengine worker', 'serve' or 'run --resume' opens {display_db(args.db)} "
+            "(at once in one already running on it).\n"
         )
         return EXIT_OK
 

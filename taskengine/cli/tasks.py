@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from taskengine._jsonio import dumps
-from taskengine.cli._common import EXIT_OK, format_table, open_engine
+from taskengine.cli._common import DB_HELP, EXIT_OK, format_table, open_engine
 from taskengine.cli._owners import holder, is_waiting, owner_label
 from taskengine.errors import InvalidRequest, Violation
 
@@ -45,7 +45,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "exited)' when none does), items succeeded and failed, and when it was created. "
         "--json prints the API's JSON, which has no owner.",
     )
-    listing.add_argument("--db", required=True, help="the SQLite file")
+    listing.add_argument("--db", required=True, help=DB_HELP)
     listing.add_argument("--limit", type=int, default=30, help="tasks per page, 1-100 (default 30)")
     listing.add_argument("--offset", type=int, default=0, help="tasks to skip (default 0)")
     listing.add_argument(
@@ -64,7 +64,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     ):
         action = actions.add_parser(name, help=text, description=description)
         action.add_argument("task_id", metavar="ID", help="the task's id")
-        action.add_argument("--db", required=True, help="the SQLite file")
+        action.add_argument("--db", required=True, help=DB_HELP)
     tasks.set_defaults(handler=run_command)
 
 

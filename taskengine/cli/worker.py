@@ -14,8 +14,10 @@ import time
 from typing import TYPE_CHECKING, TextIO
 
 from taskengine.cli._common import (
+    DB_HELP,
     EXIT_OK,
     count,
+    display_db,
     format_duration,
     open_engine,
     positive,
@@ -32,9 +34,9 @@ __all__ = ["add_command", "run_command"]
 _LOOK_EVERY = 0.1  # seconds between looks at what the engine runs (for the task lines)
 
 _DESCRIPTION = """\
-Run tasks from a SQLite file, with no HTTP server: every unfinished task no live
-engine owns, and every task other processes create on the file (for example with
-'taskengine run --no-wait'), found by polling. Each task runs in one engine at a time:
+Run tasks from a SQLite file (or PostgreSQL database), with no HTTP server: every
+unfinished task no live engine owns, and every task other processes create on it (for
+example with 'taskengine run --no-wait'), found by polling. Each task runs in one engine at a time:
 the worker claims it with a lease in the file and renews it while it runs; if the
 worker dies, another engine takes the task over from its last checkpoint once the
 lease runs out (at once on the same host). Prints a line when it starts and one per
@@ -50,7 +52,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    worker.add_argument("--db", required=True, help="the SQLite file")
+    worker.add_argument("--db", required=True, help=DB_HELP)
     worker.add_argument(
         "--workers", type=positive, default=2, help="tasks run at once (default 2)"
     )
@@ -85,7 +87,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         watch = Watch(engine, waiting=[task.id for task in census.waiting])
         engine.start()
         out.write(
-            f"Worker {engine.owner} running tasks from {args.db} "
+            f"Worker {engine.owner} running tasks from {display_db(args.db)} "
             f"({_threads(args.workers)}, "
             f"lease {args.lease:g} s, poll {args.poll:g} s); Ctrl-C or SIGTERM stops.\n"
         )
@@ -106,7 +108,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         lines.show(watch.look())
         out.write(
             f"Stopped. Released {count(held, 'unfinished task')} (checkpointed) for another "
-            f"engine on {args.db} to continue at once.\n"
+            f"engine on {display_db(args.db)} to continue at once.\n"
             if held
             else "Stopped. No task was running.\n"
         )
