@@ -1,0 +1,501 @@
+"""SQL backends: how one database reaches and tests a JSON value of a stored item.
+
+A :class:`Backend` knows its database's JSON functions; the dialect translators know
+the filter semantics and call it. Types are named in one neutral vocabulary, SQLite's
+``json_type`` names: ``null true false integer real text array object`` (a missing
+value has no type). Every method returns a :class:`~taskengine.filters._sql.Bound`
+whose conditions are two-valued (see :mod:`taskengine.filters._sql`).
+
+:class:`SQLiteJSON` reads the JSON text the SQLite storage keeps (``taskengine.storage.
+codec``: compact, dates as ``{"$date": ISO}``, ``1`` and ``1.0`` written apart, which
+``json_type`` tells as ``integer`` and ``real``). Its limits, each turned into a row-wise
+"decide in Python":
+
+* ``json_extract`` cuts a string at ``U+0000``, so every string test is only *sure* on a
+  document whose text holds no ``\\u0000`` escape;
+* a JSON real is parsed by SQLite's own routine; it is trusted to give Python's double
+  (a probe of hard cases runs once per process: :func:`sqlite_parses_reals_exactly`),
+  and where it does not, number tests on reals are re-checked in Python;
+* only ASCII strings are case-folded in SQL (``lower`` is ASCII-only, and non-ASCII
+  characters such as ``K`` (Kelvin) fold to ASCII ones), so the wix string operators are
+  sure on ASCII strings only.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import sqlite3
+import struct
+from collections.abc import Callable, Sequence
+from typing import Final
+
+import attrs
+
+from taskengine.filters._sql import (
+    FALSE,
+    SQL,
+    TRUE,
+    Bound,
+    exact,
+    join,
+    sql_and,
+    sql_not,
+    sql_or,
+)
+
+__all__ = [
+    "NUMBER",
+    "Backend",
+    "Leaf",
+    "Ref",
+    "SQLiteJSON",
+    "sqlite_parses_reals_exactly",
+]
+
+NUMBER: Final = frozenset({"integer", "real"})
+_OPS: Final = frozenset({"=", "<", "<=", ">", ">="})
+
+
+@attrs.frozen
+class Ref:
+    """A JSON value as a backend's SQL reaches it.
+
+    Attributes:
+        type: SQL for its type name (``NULL`` when the value is missing).
+        value: SQL for the value (SQLite: its SQL value; PostgreSQL: ``jsonb``).
+        source: what the backend's array functions take to reach the same value.
+        known: a type fixed at translation time (``"array"`` for an array itself).
+        missing: whether the value may be missing (a field may; an element may not).
+    """
+
+    type: SQL
+    value: SQL
+    source: SQL
+    known: str | None = None
+    missing: bool = True
+
+
+Leaf = Callable[[Ref], Bound]
+"""A test on one value, as a bound."""
+
+
+def both(make: Callable[[Callable[[Bound], SQL]], SQL], parts: Sequence[Bound]) -> Bound:
+    """Build a bound from parts with ``make``, once when every part is exact."""
+    if all(p.exact for p in parts):
+        return exact(make(lambda b: b.where))
+    return Bound(make(lambda b: b.where), make(lambda b: b.sure))
+
+
+def case_when(condition: SQL, then: SQL) -> SQL:
+    """``CASE WHEN condition THEN then ELSE FALSE END``: ``then`` only where it is defined."""
+    if condition == FALSE or then == FALSE:
+        return FALSE
+    if condition == TRUE:
+        return then
+    return join("CASE WHEN ", condition, " THEN ", then, " ELSE FALSE END")
+
+
+class Backend:
+    """One database's JSON functions, used by the dialect translators.
+
+    Args:
+        document: the SQL expression of the stored document (a column name).
+    """
+
+    name: str = ""
+    placeholder: str = "?"
+    max_params: int = 30000
+
+    def __init__(self, document: str) -> None:
+        self.document = document
+        self._aliases = 0
+
+    # -- building blocks -----------------------------------------------------------------
+
+    def param(self, value: object) -> SQL:
+        """A placeholder bound to ``value``."""
+        return SQL(self.placeholder, (value,))
+
+    def literal(self, text: str) -> str:
+        """``text`` as a SQL string literal."""
+        return "'" + text.replace("'", "''") + "'"
+
+    def alias(self) -> str:
+        """A fresh name for a row source."""
+        self._aliases += 1
+        return f"e{self._aliases}"
+
+    def addressable(self, parts: Sequence[str]) -> bool:
+        """Whether a path can be written for this backend (keys spelled as in JSON text)."""
+        return all(
+            part and part != "$date" and not any(ch in '"\\' or ch < " " for ch in part)
+            for part in parts
+        )
+
+    def finish(self, bound: Bound) -> Bound:
+        """The bound of a whole filter (a backend may add a row-wise guard)."""
+        return bound
+
+    # -- values --------------------------------------------------------------------------
+
+    def field(self, parts: Sequence[str]) -> Ref:
+        """The value at a path of object keys from the document (missing or not)."""
+        raise NotImplementedError
+
+    def not_array_at(self, parts: Sequence[str]) -> SQL:
+        """True where the value at ``parts`` is not an array (missing included)."""
+        raise NotImplementedError
+
+    def itself(self, ref: Ref) -> Ref:
+        """An array value seen as a whole (its type is known: ``array``)."""
+        return Ref(SQL("'array'"), ref.value, ref.source, known="array", missing=False)
+
+    def element(self, alias: str) -> Ref:
+        """An element of an array iterated under ``alias``."""
+        raise NotImplementedError
+
+    def each(self, ref: Ref, alias: str, condition: SQL) -> SQL:
+        """``EXISTS`` an element of the array ``ref`` (under ``alias``) meeting ``condition``."""
+        raise NotImplementedError
+
+    def some_element(self, ref: Ref, leaf: Leaf) -> Bound:
+        """Whether some element of the array ``ref`` passes ``leaf`` (``ref`` is an array)."""
+        alias = self.alias()
+        inner = leaf(self.element(alias))
+        return both(lambda pick: self._exists(ref, alias, pick(inner)), [inner])
+
+    def _exists(self, ref: Ref, alias: str, condition: SQL) -> SQL:
+        if condition == FALSE:
+            return FALSE
+        return self.each(ref, alias, condition)
+
+    def if_array(self, ref: Ref, yes: Bound, no: Bound) -> Bound:
+        """``yes`` where ``ref`` is an array, ``no`` elsewhere."""
+        if ref.known == "array":
+            return yes
+        if ref.known is not None:
+            return no
+
+        def make(pick: Callable[[Bound], SQL]) -> SQL:
+            a, b = pick(yes), pick(no)
+            if a == b:
+                return a
+            return join("CASE WHEN ", ref.type, " = 'array' THEN ", a, " ELSE ", b, " END")
+
+        return both(make, [yes, no])
+
+    def is_missing(self, ref: Ref) -> SQL:
+        """True where ``ref`` is missing."""
+        if not ref.missing or ref.known is not None:
+            return FALSE
+        return join(ref.type, " IS NULL")
+
+    def type_in(self, ref: Ref, types: frozenset[str]) -> Bound:
+        """Whether the value has one of the neutral ``types`` (never when missing)."""
+        raise NotImplementedError
+
+    def number(self, ref: Ref, op: str, c: int | float, kinds: frozenset[str] = NUMBER) -> Bound:
+        """A number of one of ``kinds`` with ``value op c`` (``c`` finite, ints in 64 bits)."""
+        raise NotImplementedError
+
+    def text(self, ref: Ref, op: str, s: str) -> Bound:
+        """A string with ``value op s``, by code point."""
+        raise NotImplementedError
+
+    def prefix(self, ref: Ref, s: str) -> Bound:
+        """A string starting with ``s`` (case-sensitive)."""
+        raise NotImplementedError
+
+    def folded(self, ref: Ref, kind: str, needle: str) -> Bound:
+        """A string whose ``casefold()`` starts with / ends with / contains ``needle``.
+
+        ``kind`` is ``startsWith``, ``endsWith`` or ``contains``; ``needle`` is folded.
+        """
+        raise NotImplementedError
+
+    def length_is(self, ref: Ref, n: int) -> Bound:
+        """An array of ``n`` elements."""
+        raise NotImplementedError
+
+    def mod(self, ref: Ref, divisor: int, remainder: int) -> Bound:
+        """A number whose truncation has ``remainder`` modulo ``divisor`` (C's sign)."""
+        raise NotImplementedError
+
+    def is_date(self, ref: Ref) -> Bound:
+        """A date: an object whose only key is ``$date``, holding a string."""
+        raise NotImplementedError
+
+    def date_text(self, ref: Ref) -> SQL:
+        """The ISO text of a date ``ref`` (only meaningful where :meth:`is_date` holds)."""
+        raise NotImplementedError
+
+    def text_slice(self, text: SQL, start: int, length: int) -> SQL:
+        """``length`` characters of ``text`` from 1-based ``start``."""
+        raise NotImplementedError
+
+    def text_length(self, text: SQL) -> SQL:
+        """The number of characters of ``text``."""
+        raise NotImplementedError
+
+    def text_suffix(self, text: SQL, n: int) -> SQL:
+        """The last ``n`` characters of ``text``."""
+        raise NotImplementedError
+
+    def compare_text(self, text: SQL, op: str, s: str) -> SQL:
+        """``text op s`` by code point, on a ``text`` that is never ``NULL``."""
+        raise NotImplementedError
+
+    def key_count_is(self, ref: Ref, n: int) -> SQL:
+        """True where the object ``ref`` has ``n`` keys (``ref`` is known to be an object)."""
+        raise NotImplementedError
+
+    def member(self, ref: Ref, key: str) -> Ref:
+        """The value under ``key`` of the object ``ref`` (missing when absent)."""
+        raise NotImplementedError
+
+    def item(self, ref: Ref, index: int) -> Ref:
+        """The element at ``index`` of the array ``ref``."""
+        raise NotImplementedError
+
+
+# ------------------------------------------------------------------------------ SQLite
+
+
+@functools.lru_cache(maxsize=1)
+def sqlite_parses_reals_exactly() -> bool:
+    """Whether this process's SQLite reads JSON reals as Python does (a probe, run once).
+
+    SQLite converts decimal text to a double with its own routine, whose last-bit
+    accuracy has depended on the version and the platform's ``long double``. The probe
+    parses hard cases (round-trip shortest forms of random bit patterns, powers of ten,
+    subnormals, halfway cases) and compares the doubles.
+    """
+    rng = random.Random(20240917)
+    values = [0.1, 0.2, 0.3, 1e23, 8.98846567431158e307, 5e-324, 2.2250738585072014e-308,
+              2.2250738585072009e-308, 9007199254740993.0, 1.7976931348623157e308,
+              4.9406564584124654e-324, 0.1 + 0.2, 1 / 3, 2 / 3, 123456789012345680.0]
+    values += [10.0**e for e in range(-320, 309)]
+    while len(values) < 5000:
+        (x,) = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))
+        if x == x and abs(x) != float("inf"):
+            values.append(x)
+    text = "[" + ",".join(map(repr, values)) + "]"
+    try:
+        conn = sqlite3.connect(":memory:")
+        try:
+            rows = conn.execute("SELECT value FROM json_each(?)", (text,)).fetchall()
+        finally:
+            conn.close()
+    except sqlite3.Error:  # pragma: no cover - a SQLite without JSON functions
+        return False
+    return [row[0] for row in rows] == values
+
+
+class SQLiteJSON(Backend):
+    """SQLite's JSON1 functions over the JSON text of a stored item.
+
+    Args:
+        document: the column holding the item's JSON text.
+        exact_reals: whether SQLite's parse of a JSON real is trusted (default: probe).
+    """
+
+    name = "sqlite"
+    placeholder = "?"
+    max_params = 30000  # SQLite 3.32+ allows 32766 host parameters
+
+    def __init__(self, document: str, *, exact_reals: bool | None = None) -> None:
+        super().__init__(document)
+        if exact_reals is None:
+            exact_reals = sqlite_parses_reals_exactly()
+        self.exact_reals = exact_reals
+        self._has_nul = SQL(f"instr({document}, '\\u0000') > 0")
+
+    @staticmethod
+    def _path(parts: Sequence[str]) -> str:
+        return "$" + "".join(f'."{part}"' for part in parts)
+
+    def field(self, parts: Sequence[str]) -> Ref:
+        """The value at a path of object keys from the document."""
+        path = self.literal(self._path(parts))
+        doc = self.document
+        return Ref(
+            SQL(f"json_type({doc}, {path})"),
+            SQL(f"json_extract({doc}, {path})"),
+            SQL(f"{doc}, {path}"),
+        )
+
+    def not_array_at(self, parts: Sequence[str]) -> SQL:
+        """True where the value at ``parts`` is not an array."""
+        path = self.literal(self._path(parts))
+        return SQL(f"COALESCE(json_type({self.document}, {path}), '') <> 'array'")
+
+    def element(self, alias: str) -> Ref:
+        """An element of ``json_each`` under ``alias``."""
+        return Ref(
+            SQL(f"{alias}.type"), SQL(f"{alias}.value"), SQL(f"{alias}.value"), missing=False
+        )
+
+    def each(self, ref: Ref, alias: str, condition: SQL) -> SQL:
+        """``EXISTS (SELECT 1 FROM json_each(...) AS alias WHERE condition)``."""
+        return join(
+            "EXISTS (SELECT 1 FROM json_each(", ref.source, f") AS {alias} WHERE ", condition, ")"
+        )
+
+    def member(self, ref: Ref, key: str) -> Ref:
+        """The value under ``key`` of the object ``ref``."""
+        path = self.literal(self._path([key]))
+        return Ref(
+            join("json_type(", ref.value, f", {path})"),
+            join("json_extract(", ref.value, f", {path})"),
+            join(ref.value, f", {path}"),
+        )
+
+    def item(self, ref: Ref, index: int) -> Ref:
+        """The element at ``index`` of the array ``ref``."""
+        path = self.literal(f"$[{index}]")
+        return Ref(
+            join("json_type(", ref.value, f", {path})"),
+            join("json_extract(", ref.value, f", {path})"),
+            join(ref.value, f", {path}"),
+        )
+
+    def key_count_is(self, ref: Ref, n: int) -> SQL:
+        """True where the object ``ref`` has ``n`` keys."""
+        alias = self.alias()
+        return join(
+            "(SELECT count(*) FROM json_each(", ref.value, f") AS {alias}) = ", self.param(n)
+        )
+
+    def type_in(self, ref: Ref, types: frozenset[str]) -> Bound:
+        """Whether ``json_type`` of the value is one of ``types``."""
+        if ref.known is not None:
+            return exact(TRUE if ref.known in types else FALSE)
+        if not types:
+            return exact(FALSE)
+        names = sorted(types)
+        if len(names) == 1:
+            test = f" = '{names[0]}'"
+        else:
+            test = " IN (" + ", ".join(f"'{n}'" for n in names) + ")"
+        if ref.missing:
+            return exact(join("COALESCE(", ref.type, ", '')", test))
+        return exact(join(ref.type, test))
+
+    def _typed(self, ref: Ref, types: frozenset[str], then: SQL) -> SQL:
+        check = self.type_in(ref, types).where
+        return case_when(check, then)
+
+    def number(self, ref: Ref, op: str, c: int | float, kinds: frozenset[str] = NUMBER) -> Bound:
+        """A number with ``value op c``; reals are unsure unless SQLite parses them exactly."""
+        assert op in _OPS
+        test = join(ref.value, f" {op} ", self.param(c))
+        if self.exact_reals or "real" not in kinds:
+            return exact(self._typed(ref, kinds, test))
+        sure = self._typed(ref, kinds - {"real"}, test)
+        return Bound(sql_or([sure, self.type_in(ref, frozenset({"real"})).where]), sure)
+
+    def _nul_guarded(self, bound: Bound) -> Bound:
+        # json_extract stops a string at U+0000: such documents are decided in Python.
+        if bound.where == FALSE and bound.sure == FALSE:
+            return bound
+        return Bound(
+            sql_or([self._has_nul, bound.where]), sql_and([sql_not(self._has_nul), bound.sure])
+        )
+
+    def text(self, ref: Ref, op: str, s: str) -> Bound:
+        """A string with ``value op s`` (SQLite compares TEXT by UTF-8 bytes: code points)."""
+        assert op in _OPS
+        test = join(ref.value, f" {op} ", self.param(s))
+        return self._nul_guarded(exact(self._typed(ref, frozenset({"text"}), test)))
+
+    def prefix(self, ref: Ref, s: str) -> Bound:
+        """A string starting with ``s``: its first UTF-8 bytes, compared as a BLOB."""
+        if not s:
+            return self.type_in(ref, frozenset({"text"}))
+        raw = s.encode("utf-8")
+        test = join(
+            "substr(CAST(", ref.value, " AS BLOB), 1, ", self.param(len(raw)), ") = ",
+            self.param(raw),
+        )
+        return self._nul_guarded(exact(self._typed(ref, frozenset({"text"}), test)))
+
+    def folded(self, ref: Ref, kind: str, needle: str) -> Bound:
+        """A string whose casefold starts/ends with or contains ``needle``: ASCII in SQL."""
+        text = frozenset({"text"})
+        if not needle:
+            return self.type_in(ref, text)
+        value = ref.value
+        ascii_ = join("length(CAST(", value, " AS BLOB)) = length(", value, ")")
+        if not needle.isascii():
+            # An ASCII string folds to ASCII: only the others may hold the needle.
+            return self._nul_guarded(Bound(self._typed(ref, text, sql_not(ascii_)), FALSE))
+        lowered = join("lower(", value, ")")
+        n = self.param(needle)
+        if kind == "startsWith":
+            test = join("substr(", lowered, ", 1, ", self.param(len(needle)), ") = ", n)
+        elif kind == "endsWith":
+            test = join("substr(", lowered, ", ", self.param(-len(needle)), ") = ", n)
+        else:
+            test = join("instr(", lowered, ", ", n, ") > 0")
+        where = self._typed(ref, text, sql_or([sql_not(ascii_), test]))
+        sure = self._typed(ref, text, sql_and([ascii_, test]))
+        return self._nul_guarded(Bound(where, sure))
+
+    def length_is(self, ref: Ref, n: int) -> Bound:
+        """An array of ``n`` elements (``json_array_length``)."""
+        test = join("json_array_length(", ref.source, ") = ", self.param(n))
+        return exact(self._typed(ref, frozenset({"array"}), test))
+
+    def mod(self, ref: Ref, divisor: int, remainder: int) -> Bound:
+        """``$mod``: SQLite's ``%`` truncates and keeps the dividend's sign, as C does."""
+        d = abs(divisor)
+        if d > 2**63 - 1:
+            return Bound(self.type_in(ref, NUMBER).where, FALSE)
+        ints = self._typed(
+            ref,
+            frozenset({"integer"}),
+            join(ref.value, " % ", self.param(d), " = ", self.param(remainder)),
+        )
+        reals_test = join(
+            "(", ref.value, " >= ", self.param(-9.2233720368547758e18), " AND ", ref.value,
+            " < ", self.param(9.2233720368547758e18), " AND CAST(", ref.value,
+            " AS INTEGER) % ", self.param(d), " = ", self.param(remainder), ")",
+        )
+        real = frozenset({"real"})
+        if not self.exact_reals:
+            return Bound(sql_or([ints, self.type_in(ref, real).where]), ints)
+        return exact(sql_or([ints, self._typed(ref, real, reals_test)]))
+
+    def is_date(self, ref: Ref) -> Bound:
+        """An object whose only key is ``$date`` with a string (what storage writes for dates).
+
+        The storage admits such an object only when the string is an ISO-8601 date and
+        turns it into a date, so it is a date exactly.
+        """
+        value = ref.value
+        test = join(
+            "COALESCE(json_type(", value, ", '$.\"$date\"') = 'text', FALSE) AND json_remove(",
+            value, ", '$.\"$date\"') = '{}'",
+        )
+        return exact(self._typed(ref, frozenset({"object"}), test))
+
+    def date_text(self, ref: Ref) -> SQL:
+        """The ISO text of a date ``ref``."""
+        return join("json_extract(", ref.value, ", '$.\"$date\"')")
+
+    def text_slice(self, text: SQL, start: int, length: int) -> SQL:
+        """``substr(text, start, length)``."""
+        return join("substr(", text, f", {start}, {length})")
+
+    def text_length(self, text: SQL) -> SQL:
+        """``length(text)``."""
+        return join("length(", text, ")")
+
+    def text_suffix(self, text: SQL, n: int) -> SQL:
+        """The last ``n`` characters of ``text``."""
+        return join("substr(", text, f", -{n})")
+
+    def compare_text(self, text: SQL, op: str, s: str) -> SQL:
+        """``text op s`` by code point (SQLite's BINARY collation compares UTF-8 bytes)."""
+        return join(text, f" {op} ", self.param(s))
