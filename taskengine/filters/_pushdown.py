@@ -52,6 +52,7 @@ def bound_of(spec: Mapping[str, Any], dialect: str, backend: Backend) -> Bound:
     bound = backend.finish(bound)
     if len(bound.where.params) + len(bound.sure.params) > backend.max_params:
         raise TooComplex("too many parameters")
+    backend.check(bound)
     return bound
 
 

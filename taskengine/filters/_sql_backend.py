@@ -37,6 +37,7 @@ from taskengine.filters._sql import (
     SQL,
     TRUE,
     Bound,
+    TooComplex,
     exact,
     join,
     sql_and,
@@ -136,6 +137,9 @@ class Backend:
     def finish(self, bound: Bound) -> Bound:
         """The bound of a whole filter (a backend may add a row-wise guard)."""
         return bound
+
+    def check(self, bound: Bound) -> None:
+        """Raise :class:`TooComplex` if the database would refuse the SQL of ``bound``."""
 
     # -- values --------------------------------------------------------------------------
 
@@ -310,6 +314,26 @@ class SQLiteJSON(Backend):
             exact_reals = sqlite_parses_reals_exactly()
         self.exact_reals = exact_reals
         self._has_nul = SQL(f"instr({document}, '\\u0000') > 0")
+
+    def check(self, bound: Bound) -> None:
+        """Prepare and run the SQL once on a scratch database: SQLite's parser has a
+        small fixed stack (``parser stack overflow`` at a few dozen nested ``CASE``),
+        so what fits is asked of the SQLite in use rather than modelled.
+        """
+        if not self.document.isidentifier():
+            return
+        doc = self.document
+        sql = (
+            f"WITH x AS (SELECT '{{}}' AS {doc}) SELECT CASE WHEN (({bound.sure.text}))"
+            f" THEN NULL ELSE {doc} END FROM x WHERE 1 = 1 AND 1 = 1 AND (({bound.where.text}))"
+        )
+        conn = sqlite3.connect(":memory:")
+        try:
+            conn.execute(sql, (*bound.sure.params, *bound.where.params)).fetchall()
+        except sqlite3.Error as exc:
+            raise TooComplex(str(exc)) from exc
+        finally:
+            conn.close()
 
     @staticmethod
     def _path(parts: Sequence[str]) -> str:
