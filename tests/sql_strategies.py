@@ -18,7 +18,9 @@ from typing import Any
 from hypothesis import strategies as st
 
 KEYS = ["a", "b", "c", "0", "1", 'q"', "é", ""]
-PATHS = st.sampled_from(["a", "b", "c", "a.b", "a.0", "a.b.c", "a.0.b", "b.1", "0", 'q"', "é", "a.é"])
+PATHS = st.sampled_from(
+    ["a", "b", "c", "a.b", "a.0", "a.b.c", "a.0.b", "b.1", "0", 'q"', "é", "a.é"]
+)
 
 ints = st.one_of(
     st.integers(-3, 3),
@@ -36,8 +38,14 @@ texts = st.text(
     max_size=4,
 )
 _ANCHORS = [datetime(2020, 1, 1), datetime(2020, 1, 1, 12, 30), datetime(1999, 12, 31, 23, 59, 59)]
-_ZONES = [None, timezone.utc, timezone(timedelta(hours=5, minutes=30)), timezone(-timedelta(hours=8)),
-          timezone(timedelta(hours=23, minutes=59)), timezone(timedelta(seconds=3723))]
+_ZONES = [
+    None,
+    timezone.utc,
+    timezone(timedelta(hours=5, minutes=30)),
+    timezone(-timedelta(hours=8)),
+    timezone(timedelta(hours=23, minutes=59)),
+    timezone(timedelta(seconds=3723)),
+]
 datetimes = st.builds(
     lambda anchor, shift, micro, zone: (anchor + timedelta(minutes=shift)).replace(
         microsecond=micro, tzinfo=zone

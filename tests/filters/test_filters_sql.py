@@ -45,7 +45,8 @@ def check_bounds(
     query = f"SELECT doc, ({condition.where}), ({condition.sure}) FROM t ORDER BY id"
     for text, where, sure in db.execute(query, (*condition.where_params, *condition.sure_params)):
         accepted = flt(decode(text))
-        assert where in (0, 1) and sure in (0, 1), (text, where, sure)  # never NULL
+        assert where in (0, 1), (text, where)  # never NULL
+        assert sure in (0, 1), (text, sure)
         assert where or not accepted, f"where dropped an accepted item: {text}"
         assert accepted or not sure, f"sure accepted a rejected item: {text}"
         if condition.exact:
@@ -255,17 +256,17 @@ def test_string_tests_are_sure_except_on_documents_holding_nul(
     """String tests differ from exact only on documents whose text holds U+0000."""
     flt = compile_filter(spec, dialect)  # type: ignore[arg-type]
     condition = flt.to_sql("sqlite", "doc")
-    assert condition is not None and not condition.exact
+    assert condition is not None
+    assert not condition.exact
     docs = [{"a": "x"}, {"a": "alpha"}, {"a": "abc"}, {"a": "Zed"}, {"a": ["ab", 1]}, {"a": 3}]
     conn.execute("DELETE FROM t")
-    conn.executemany(
-        "INSERT INTO t VALUES (?, ?)", [admit_text({**d, "_id": str(i)}) for i, d in enumerate(docs)]
-    )
-    rows = conn.execute(
+    rows = [admit_text({**d, "_id": str(i)}) for i, d in enumerate(docs)]
+    conn.executemany("INSERT INTO t VALUES (?, ?)", rows)
+    found = conn.execute(
         f"SELECT doc, ({condition.where}), ({condition.sure}) FROM t",
         (*condition.where_params, *condition.sure_params),
     ).fetchall()
-    assert all(where == sure for _, where, sure in rows)
+    assert all(where == sure for _, where, sure in found)
 
 
 @pytest.mark.parametrize(
@@ -305,7 +306,8 @@ def test_deep_filters_are_not_pushed_and_long_ones_are_balanced(conn: sqlite3.Co
     assert compile_filter(spec).to_sql("sqlite", "doc") is None
     wide = compile_filter({"$or": [{"a": i} for i in range(2000)]})
     condition = wide.to_sql("sqlite", "doc")
-    assert condition is not None and condition.exact
+    assert condition is not None
+    assert condition.exact
     check_bounds(conn, wide, [{"a": 1999}, {"a": 2000}], condition)
 
 
