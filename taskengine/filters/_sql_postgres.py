@@ -67,11 +67,20 @@ class PostgresJSONB(Backend):
         return all(part and part != "$date" and "\x00" not in part for part in parts)
 
     def finish(self, bound: Bound) -> Bound:
-        """Rows whose ``jsonb`` is ``NULL`` may match and are never sure (Python decides)."""
+        """Rows whose ``jsonb`` is ``NULL`` may match and are never sure (Python decides).
+
+        A constant needs no guard: translations fold to one only what holds of every
+        item (``{}``, ``$in: []``), never what follows from what JSONB holds.
+        """
         if bound.exact and bound.where in (TRUE, FALSE):
             return bound
         missing = SQL(f"{self.document} IS NULL")
         return Bound(sql_or([missing, bound.where]), sql_and([sql_not(missing), bound.sure]))
+
+    def _only_without_jsonb(self) -> Bound:
+        """Never true of an item JSONB holds (it may be of one it cannot: never a constant,
+        which :meth:`finish` would not guard)."""
+        return Bound(SQL(f"{self.document} IS NULL"), FALSE)
 
     def _at(self, base: str, parts: Sequence[str]) -> str:
         return base + "".join(f" -> {self.literal(p)}" for p in parts)
@@ -165,7 +174,7 @@ class PostgresJSONB(Backend):
         text = frozenset({"text"})
         if "\x00" in s:  # PostgreSQL text cannot hold it, nor can a JSONB string
             if op == "=":
-                return exact(FALSE)
+                return self._only_without_jsonb()
             return Bound(self.type_in(ref, text).where, FALSE)
         return exact(self._typed(ref, text, self.compare_text(self._text(ref), op, s)))
 
@@ -175,7 +184,7 @@ class PostgresJSONB(Backend):
         if not s:
             return self.type_in(ref, text)
         if "\x00" in s:
-            return exact(FALSE)
+            return self._only_without_jsonb()
         test = join("left(", self._text(ref), ", ", self.param(len(s)), ") = ", self.param(s))
         return exact(self._typed(ref, text, test))
 
