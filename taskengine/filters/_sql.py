@@ -23,7 +23,7 @@ compiled, so already valid, spec; the backends (``_sql_backend`` for SQLite,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import attrs
@@ -43,6 +43,7 @@ __all__ = [
     "sql_and",
     "sql_not",
     "sql_or",
+    "typed",
 ]
 
 MAX_DEPTH: Final = 200
@@ -61,6 +62,60 @@ class SQL:
     params: tuple[Any, ...] = ()
     depth: int = attrs.field(default=0, eq=False)
     negation_of: SQL | None = attrs.field(default=None, eq=False, repr=False)
+    cases: Cases | None = attrs.field(default=None, eq=False, repr=False)
+    """Set when this is ``CASE type WHEN 't' THEN s ... ELSE FALSE END`` (see :func:`typed`)."""
+
+
+Cases = tuple[SQL, tuple[tuple[str, SQL], ...]]
+"""A type expression and the condition for each type name it may give (others: false)."""
+
+
+def typed(type_: SQL, branches: Sequence[tuple[str, SQL]]) -> SQL:
+    """``CASE type WHEN 'name' THEN condition ... ELSE FALSE END``, the type read once.
+
+    Such conditions on the same type expression merge under ``AND``/``OR`` into one
+    ``CASE``, so a field's type is read once per row however many tests it has.
+    """
+    kept = tuple((name, cond) for name, cond in branches if cond != FALSE)
+    if not kept:
+        return FALSE
+    pieces: list[str | SQL] = ["CASE ", type_]
+    for name, cond in kept:
+        pieces += [f" WHEN '{name}' THEN ", cond]
+    pieces.append(" ELSE FALSE END")
+    return attrs.evolve(join(*pieces), cases=(type_, kept))
+
+
+def _merge(items: list[SQL], combine: Callable[[Sequence[SQL]], SQL], union: bool) -> list[SQL]:
+    """Typed cases on one type expression merged into one (order otherwise kept)."""
+    groups: dict[SQL, list[SQL]] = {}
+    for item in items:
+        if item.cases is not None:
+            groups.setdefault(item.cases[0], []).append(item)
+    if all(len(group) < 2 for group in groups.values()):
+        return items
+    out: list[SQL] = []
+    done: set[SQL] = set()
+    for item in items:
+        if item.cases is None or len(groups[item.cases[0]]) < 2:
+            out.append(item)
+            continue
+        type_ = item.cases[0]
+        if type_ in done:
+            continue
+        done.add(type_)
+        per_type: dict[str, list[SQL]] = {}
+        for member in groups[type_]:
+            for name, cond in member.cases[1]:  # type: ignore[index]
+                per_type.setdefault(name, []).append(cond)
+        size = len(groups[type_])
+        branches = [
+            (name, combine(conds))
+            for name, conds in per_type.items()
+            if union or len(conds) == size  # AND: a type absent from one case is false
+        ]
+        out.append(typed(type_, branches))
+    return out
 
 
 TRUE: Final = SQL("TRUE")
@@ -110,7 +165,9 @@ def sql_and(items: Sequence[SQL]) -> SQL:
             return FALSE
         if item != TRUE:
             kept.append(item)
-    kept = _unique(kept)
+    kept = _merge(_unique(kept), sql_and, union=False)
+    if FALSE in kept:
+        return FALSE
     return _balanced("AND", kept) if kept else TRUE
 
 
@@ -122,7 +179,7 @@ def sql_or(items: Sequence[SQL]) -> SQL:
             return TRUE
         if item != FALSE:
             kept.append(item)
-    kept = _unique(kept)
+    kept = [item for item in _merge(_unique(kept), sql_or, union=True) if item != FALSE]
     return _balanced("OR", kept) if kept else FALSE
 
 

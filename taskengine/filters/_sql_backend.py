@@ -43,6 +43,7 @@ from taskengine.filters._sql import (
     sql_and,
     sql_not,
     sql_or,
+    typed,
 )
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
 
 NUMBER: Final = frozenset({"integer", "real"})
 _OPS: Final = frozenset({"=", "<", "<=", ">", ">="})
+_DATE_KEY: Final = '."$date"'  # the path step to a stored date's ISO text
 
 
 @attrs.frozen
@@ -75,6 +77,8 @@ class Ref:
     source: SQL
     known: str | None = None
     missing: bool = True
+    path: str | None = None
+    """The backend's path to the value from the document, when it has one (SQLite)."""
 
 
 Leaf = Callable[[Ref], Bound]
@@ -185,6 +189,12 @@ class Backend:
             a, b = pick(yes), pick(no)
             if a == b:
                 return a
+            if b == FALSE:
+                return typed(ref.type, [("array", a)])
+            if b.cases is not None and b.cases[0] == ref.type:
+                # one CASE on the type: the array branch, then the others' branches
+                others = [(name, cond) for name, cond in b.cases[1] if name != "array"]
+                return typed(ref.type, [("array", a), *others])
             return join("CASE WHEN ", ref.type, " = 'array' THEN ", a, " ELSE ", b, " END")
 
         return both(make, [yes, no])
@@ -242,8 +252,8 @@ class Backend:
         """The number of characters of ``text``."""
         raise NotImplementedError
 
-    def text_suffix(self, text: SQL, n: int) -> SQL:
-        """The last ``n`` characters of ``text``."""
+    def text_replace(self, text: SQL, old: str, new: str) -> SQL:
+        """``text`` with every ``old`` replaced by ``new``."""
         raise NotImplementedError
 
     def compare_text(self, text: SQL, op: str, s: str) -> SQL:
@@ -344,9 +354,10 @@ class SQLiteJSON(Backend):
         path = self.literal(self._path(parts))
         doc = self.document
         return Ref(
-            SQL(f"json_type({doc}, {path})"),
+            SQL(f"IFNULL(json_type({doc}, {path}), 'missing')"),
             SQL(f"json_extract({doc}, {path})"),
             SQL(f"{doc}, {path}"),
+            path=self._path(parts),
         )
 
     def not_array_at(self, parts: Sequence[str]) -> SQL:
@@ -370,7 +381,7 @@ class SQLiteJSON(Backend):
         """The value under ``key`` of the object ``ref``."""
         path = self.literal(self._path([key]))
         return Ref(
-            join("json_type(", ref.value, f", {path})"),
+            join("IFNULL(json_type(", ref.value, f", {path}), 'missing')"),
             join("json_extract(", ref.value, f", {path})"),
             join(ref.value, f", {path}"),
         )
@@ -379,7 +390,7 @@ class SQLiteJSON(Backend):
         """The element at ``index`` of the array ``ref``."""
         path = self.literal(f"$[{index}]")
         return Ref(
-            join("json_type(", ref.value, f", {path})"),
+            join("IFNULL(json_type(", ref.value, f", {path}), 'missing')"),
             join("json_extract(", ref.value, f", {path})"),
             join(ref.value, f", {path}"),
         )
@@ -393,22 +404,19 @@ class SQLiteJSON(Backend):
 
     def type_in(self, ref: Ref, types: frozenset[str]) -> Bound:
         """Whether ``json_type`` of the value is one of ``types``."""
-        if ref.known is not None:
-            return exact(TRUE if ref.known in types else FALSE)
-        if not types:
-            return exact(FALSE)
-        names = sorted(types)
-        if len(names) == 1:
-            test = f" = '{names[0]}'"
-        else:
-            test = " IN (" + ", ".join(f"'{n}'" for n in names) + ")"
-        if ref.missing:
-            return exact(join("COALESCE(", ref.type, ", '')", test))
-        return exact(join(ref.type, test))
+        return exact(self._typed(ref, types, TRUE))
+
+    def is_missing(self, ref: Ref) -> SQL:
+        """True where the value is missing (a field's type then reads ``'missing'``)."""
+        if not ref.missing or ref.known is not None:
+            return FALSE
+        return typed(ref.type, [("missing", TRUE)])
 
     def _typed(self, ref: Ref, types: frozenset[str], then: SQL) -> SQL:
-        check = self.type_in(ref, types).where
-        return case_when(check, then)
+        """``then`` where the value has one of ``types`` (a missing one has none)."""
+        if ref.known is not None:
+            return then if ref.known in types else FALSE
+        return typed(ref.type, [(name, then) for name in sorted(types)])
 
     def number(self, ref: Ref, op: str, c: int | float, kinds: frozenset[str] = NUMBER) -> Bound:
         """A number with ``value op c``; reals are unsure unless SQLite parses them exactly."""
@@ -417,21 +425,23 @@ class SQLiteJSON(Backend):
         if self.exact_reals or "real" not in kinds:
             return exact(self._typed(ref, kinds, test))
         sure = self._typed(ref, kinds - {"real"}, test)
-        return Bound(sql_or([sure, self.type_in(ref, frozenset({"real"})).where]), sure)
+        return Bound(sql_or([sure, self._typed(ref, frozenset({"real"}), TRUE)]), sure)
 
-    def _nul_guarded(self, bound: Bound) -> Bound:
-        # json_extract stops a string at U+0000: such documents are decided in Python.
-        if bound.where == FALSE and bound.sure == FALSE:
-            return bound
+    def _string(self, ref: Ref, where: SQL, sure: SQL) -> Bound:
+        """A test on a string value: ``json_extract`` stops a string at U+0000, so in a
+        document holding one the test is never sure (the type is still read right)."""
+        text = frozenset({"text"})
+        has_nul = self._has_nul
         return Bound(
-            sql_or([self._has_nul, bound.where]), sql_and([sql_not(self._has_nul), bound.sure])
+            self._typed(ref, text, sql_or([has_nul, where])),
+            self._typed(ref, text, sql_and([sql_not(has_nul), sure])),
         )
 
     def text(self, ref: Ref, op: str, s: str) -> Bound:
         """A string with ``value op s`` (SQLite compares TEXT by UTF-8 bytes: code points)."""
         assert op in _OPS
         test = join(ref.value, f" {op} ", self.param(s))
-        return self._nul_guarded(exact(self._typed(ref, frozenset({"text"}), test)))
+        return self._string(ref, test, test)
 
     def prefix(self, ref: Ref, s: str) -> Bound:
         """A string starting with ``s``: its first UTF-8 bytes, compared as a BLOB."""
@@ -442,18 +452,17 @@ class SQLiteJSON(Backend):
             "substr(CAST(", ref.value, " AS BLOB), 1, ", self.param(len(raw)), ") = ",
             self.param(raw),
         )
-        return self._nul_guarded(exact(self._typed(ref, frozenset({"text"}), test)))
+        return self._string(ref, test, test)
 
     def folded(self, ref: Ref, kind: str, needle: str) -> Bound:
         """A string whose casefold starts/ends with or contains ``needle``: ASCII in SQL."""
-        text = frozenset({"text"})
         if not needle:
-            return self.type_in(ref, text)
+            return self.type_in(ref, frozenset({"text"}))
         value = ref.value
         ascii_ = join("length(CAST(", value, " AS BLOB)) = length(", value, ")")
         if not needle.isascii():
             # An ASCII string folds to ASCII: only the others may hold the needle.
-            return self._nul_guarded(Bound(self._typed(ref, text, sql_not(ascii_)), FALSE))
+            return self._string(ref, sql_not(ascii_), FALSE)
         lowered = join("lower(", value, ")")
         n = self.param(needle)
         if kind == "startsWith":
@@ -462,9 +471,7 @@ class SQLiteJSON(Backend):
             test = join("substr(", lowered, ", ", self.param(-len(needle)), ") = ", n)
         else:
             test = join("instr(", lowered, ", ", n, ") > 0")
-        where = self._typed(ref, text, sql_or([sql_not(ascii_), test]))
-        sure = self._typed(ref, text, sql_and([ascii_, test]))
-        return self._nul_guarded(Bound(where, sure))
+        return self._string(ref, sql_or([sql_not(ascii_), test]), sql_and([ascii_, test]))
 
     def length_is(self, ref: Ref, n: int) -> Bound:
         """An array of ``n`` elements (``json_array_length``)."""
@@ -488,7 +495,7 @@ class SQLiteJSON(Backend):
         )
         real = frozenset({"real"})
         if not self.exact_reals:
-            return Bound(sql_or([ints, self.type_in(ref, real).where]), ints)
+            return Bound(sql_or([ints, self._typed(ref, real, TRUE)]), ints)
         return exact(sql_or([ints, self._typed(ref, real, reals_test)]))
 
     def is_date(self, ref: Ref) -> Bound:
@@ -499,14 +506,21 @@ class SQLiteJSON(Backend):
         """
         value = ref.value
         test = join(
-            "COALESCE(json_type(", value, ", '$.\"$date\"') = 'text', FALSE) AND json_remove(",
+            "COALESCE(json_type(", self._date_source(ref), ") = 'text', FALSE) AND json_remove(",
             value, ", '$.\"$date\"') = '{}'",
         )
         return exact(self._typed(ref, frozenset({"object"}), test))
 
+    def _date_source(self, ref: Ref) -> SQL:
+        # From the document when the path is known: its parse is cached for the row.
+        if ref.path is not None:
+            path = self.literal(ref.path + _DATE_KEY)
+            return SQL(f"{self.document}, {path}")
+        return join(ref.value, ", '$.\"$date\"'")
+
     def date_text(self, ref: Ref) -> SQL:
         """The ISO text of a date ``ref``."""
-        return join("json_extract(", ref.value, ", '$.\"$date\"')")
+        return join("json_extract(", self._date_source(ref), ")")
 
     def text_slice(self, text: SQL, start: int, length: int) -> SQL:
         """``substr(text, start, length)``."""
@@ -516,9 +530,9 @@ class SQLiteJSON(Backend):
         """``length(text)``."""
         return join("length(", text, ")")
 
-    def text_suffix(self, text: SQL, n: int) -> SQL:
-        """The last ``n`` characters of ``text``."""
-        return join("substr(", text, f", -{n})")
+    def text_replace(self, text: SQL, old: str, new: str) -> SQL:
+        """``replace(text, old, new)``."""
+        return join("replace(", text, f", {self.literal(old)}, {self.literal(new)})")
 
     def compare_text(self, text: SQL, op: str, s: str) -> SQL:
         """``text op s`` by code point (SQLite's BINARY collation compares UTF-8 bytes)."""

@@ -246,9 +246,9 @@ class PostgresJSONB(Backend):
         """``length(text)``."""
         return join("length(", text, ")")
 
-    def text_suffix(self, text: SQL, n: int) -> SQL:
-        """``right(text, n)``."""
-        return join("right(", text, f", {n})")
+    def text_replace(self, text: SQL, old: str, new: str) -> SQL:
+        """``replace(text, old, new)``."""
+        return join("replace(", text, f", {self.literal(old)}, {self.literal(new)})")
 
     def compare_text(self, text: SQL, op: str, s: str) -> SQL:
         """``text COLLATE "C" op s``: code point order whatever the database's collation."""

@@ -24,7 +24,6 @@ from taskengine.filters._sql import (
     join,
     negate,
     sql_and,
-    sql_or,
 )
 from taskengine.filters._sql_backend import NUMBER, Backend, Ref, both, case_when
 
@@ -184,19 +183,19 @@ def date(b: Backend, ref: Ref, op: str, c: object) -> Bound:
     if at is None or lo is None or hi is None:
         return Bound(is_date.where, FALSE)
     text = b.date_text(ref)
-    wall = join(
-        "CASE WHEN ", b.text_slice(text, 20, 1), " = '.' THEN ", b.text_slice(text, 1, 26),
-        " ELSE ", b.text_slice(text, 1, 19), " END",
-    )
-    size = b.text_length(text)
-    utc = sql_or([join(size, " IN (19, 26)"), join(b.text_suffix(text, 6), " = '+00:00'")])
+    # Naive, or at +00:00 (no other part of the text holds a '+'): the wall time is UTC.
+    utc_wall = b.text_replace(text, "+00:00", "")
+    utc = join(b.text_length(utc_wall), " IN (19, 26)")
+    # Elsewhere, the wall time to the second (truncating keeps the order, never makes
+    # a later time earlier) within a day of c, or surely past the margin.
+    wall, lo, hi = b.text_slice(text, 1, 19), lo[:19], hi[:19]
     if op == "=":
-        near, far = sql_and([b.compare_text(wall, ">", lo), b.compare_text(wall, "<", hi)]), FALSE
+        near, far = sql_and([b.compare_text(wall, ">=", lo), b.compare_text(wall, "<=", hi)]), FALSE
     elif op in (">", ">="):
-        near, far = b.compare_text(wall, ">", lo), b.compare_text(wall, ">=", hi)
+        near, far = b.compare_text(wall, ">=", lo), b.compare_text(wall, ">", hi)
     else:
-        near, far = b.compare_text(wall, "<", hi), b.compare_text(wall, "<=", lo)
-    at_utc = b.compare_text(wall, op, at)
+        near, far = b.compare_text(wall, "<=", hi), b.compare_text(wall, "<", lo)
+    at_utc = b.compare_text(utc_wall, op, at)
 
     def on_dates(other_zone: SQL) -> SQL:
         inner = join("CASE WHEN ", utc, " THEN ", at_utc, " ELSE ", other_zone, " END")

@@ -34,9 +34,9 @@ DOCUMENT: Final = "doc"
 Reader = Callable[[], contextlib.AbstractContextManager[tuple[sqlite3.Connection, int, int]]]
 """Opens a read of the target item set: ``(connection, collection row id, env code)``."""
 
-_BOUNDS = (
-    "SELECT count(*), max(id) FROM (SELECT id FROM taskengine_items"
-    " WHERE coll = ? AND env = ?{after} ORDER BY id LIMIT ?)"
+# The key WINDOW rows on: SQLite steps over rows to an OFFSET without reading them.
+_EDGE = (
+    "SELECT id FROM taskengine_items WHERE coll = ? AND env = ?{after} ORDER BY id LIMIT 1 OFFSET ?"
 )
 
 
@@ -52,27 +52,22 @@ def pushed_condition(filter: ItemFilter | None) -> SQLFilterCondition | None:
 @contextlib.contextmanager
 def _window(
     reader: Reader, after: str | None
-) -> Iterator[tuple[sqlite3.Connection, int, int, tuple[Any, ...], str, str | None, bool]]:
+) -> Iterator[tuple[sqlite3.Connection, tuple[Any, ...], str, str | None]]:
     """A read of the next window after ``after``.
 
-    Yields ``(conn, coll, env, key params, key condition, last key, is last window)``;
-    the key condition (``AND id > ? AND id <= ?``) bounds a query to the window.
+    Yields ``(conn, key params, key condition, last key)``: the key condition (``AND id >
+    ? AND id <= ?``) bounds a query to the window; the last key is ``None`` when fewer
+    than :data:`WINDOW` keys are left, and the window then runs to the end.
     """
     with reader() as (conn, coll, env):
-        if after is None:
-            size, last = conn.execute(_BOUNDS.format(after=""), (coll, env, WINDOW)).fetchone()
-            keys: tuple[Any, ...] = (coll, env)
-            bounds = ""
-        else:
-            size, last = conn.execute(
-                _BOUNDS.format(after=" AND id > ?"), (coll, env, after, WINDOW)
-            ).fetchone()
-            keys = (coll, env, after)
-            bounds = " AND id > ?"
+        keys: tuple[Any, ...] = (coll, env) if after is None else (coll, env, after)
+        bounds = "" if after is None else " AND id > ?"
+        edge = conn.execute(_EDGE.format(after=bounds), (*keys, WINDOW - 1)).fetchone()
+        last: str | None = None if edge is None else edge[0]
         if last is not None:
             keys += (last,)
             bounds += " AND id <= ?"
-        yield conn, coll, env, keys, bounds, last, size < WINDOW
+        yield conn, keys, bounds, last
 
 
 def scan_pushed(
@@ -92,9 +87,7 @@ def scan_pushed(
         head, head_params = f"SELECT id, doc, ({condition.sure})", condition.sure_params
     while True:
         need = limit - len(items)
-        with _window(reader, after) as (conn, _, _, keys, bounds, last, final):
-            if last is None:
-                return Page(items, None)
+        with _window(reader, after) as (conn, keys, bounds, last):
             sql = (
                 f"{head} FROM taskengine_items WHERE coll = ? AND env = ?{bounds}{where}"
                 " ORDER BY id LIMIT ?"
@@ -107,11 +100,11 @@ def scan_pushed(
                 items.append(item)
                 if len(items) == limit:
                     # A candidate row is left when this was not the window's last row.
-                    more = item_id != rows[-1][0] or not final or len(rows) > need
+                    more = item_id != rows[-1][0] or last is not None or len(rows) > need
                     return Page(items, item_id if more else None)
         if len(rows) > need:
             after = rows[-1][0]  # the window holds more candidates after these
-        elif final:
+        elif last is None:
             return Page(items, None)
         else:
             after = last
@@ -123,9 +116,7 @@ def count_pushed(reader: Reader, condition: SQLFilterCondition, filter: ItemFilt
     after: str | None = None
     where = f" AND ({condition.where})"
     while True:
-        with _window(reader, after) as (conn, _, _, keys, bounds, last, final):
-            if last is None:
-                return total
+        with _window(reader, after) as (conn, keys, bounds, last):
             base = f" FROM taskengine_items WHERE coll = ? AND env = ?{bounds}{where}"
             if condition.exact:
                 total += conn.execute(
@@ -141,6 +132,6 @@ def count_pushed(reader: Reader, condition: SQLFilterCondition, filter: ItemFilt
                 texts = [row[0] for row in rows if row[0] is not None]
                 total += len(rows) - len(texts)
         total += count_accepted(texts, filter)
-        if final:
+        if last is None:
             return total
         after = last

@@ -137,6 +137,8 @@ def test_number_comparisons_are_exact_on_any_floats(
 
 UTC, MINUS_8 = timezone.utc, timezone(-timedelta(hours=8))
 NOON_MINUS_8 = datetime(2020, 1, 1, 12, tzinfo=MINUS_8)  # 20:00 UTC
+ALMOST_DAY = timedelta(hours=23, minutes=59, seconds=59, microseconds=900000)
+ALMOST_MINUS_DAY, ALMOST_PLUS_DAY = timezone(-ALMOST_DAY), timezone(ALMOST_DAY)
 
 # Shapes where SQL and Python part most easily, each with documents on both sides.
 TRICKY: list[tuple[dict[str, Any], str, list[dict[str, Any]]]] = [
@@ -188,6 +190,13 @@ TRICKY: list[tuple[dict[str, Any], str, list[dict[str, Any]]]] = [
      [{"a": datetime(2020, 1, 2, 23, 59, tzinfo=timezone(timedelta(hours=23, minutes=59)))},
       {"a": datetime(2020, 1, 1, 0, 0, 1, tzinfo=timezone(-timedelta(hours=23, minutes=59)))},
       {"a": datetime(2020, 1, 1, 12, tzinfo=timezone(timedelta(seconds=3723)))}]),
+    # the margin's edges: offsets a hair short of a day, wall times a fraction past it
+    ({"a": {"$lt": datetime(2020, 1, 2)}}, "mongo",
+     [{"a": datetime(2020, 1, 1, 0, 0, 0, 500000, tzinfo=ALMOST_MINUS_DAY)},
+      {"a": datetime(2020, 1, 1, 0, 0, 0, 0, tzinfo=ALMOST_MINUS_DAY)}]),
+    ({"a": {"$gt": datetime(2020, 1, 2)}}, "wix",
+     [{"a": datetime(2020, 1, 3, 0, 0, 0, 500000, tzinfo=ALMOST_PLUS_DAY)},
+      {"a": datetime(2020, 1, 2, 23, 59, 59, 999999, tzinfo=ALMOST_PLUS_DAY)}]),
 ]
 
 
