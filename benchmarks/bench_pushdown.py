@@ -33,7 +33,7 @@ START = datetime(2024, 1, 1, tzinfo=timezone.utc)
 FILTERS: list[tuple[str, dict[str, Any], str]] = [
     ("wix number range (exact)", {"n": {"$gte": 10, "$lt": 20}}, "wix"),
     ("wix string equality", {"status": "archived"}, "wix"),
-    ("wix $startsWith (ASCII: sure)", {"title": {"$startsWith": "TITLE 1"}}, "wix"),
+    ("wix $endsWith (ASCII: sure)", {"title": {"$endsWith": "7"}}, "wix"),
     ("mongo UTC date range", {"created": {"$lt": START + timedelta(days=10)}}, "mongo"),
     ("mongo $in on an array", {"tags": {"$in": ["t3", "t11"]}}, "mongo"),
     ("mongo $regex (narrowed)", {"title": {"$regex": "7$"}, "n": {"$lt": 20}}, "mongo"),
