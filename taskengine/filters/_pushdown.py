@@ -10,16 +10,27 @@ large or too deep for the database). Translations are cached per filter.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, Final, Protocol
 
 from taskengine.filters._sql import TRUE, Bound, SQLCondition, TooComplex
 from taskengine.filters._sql_backend import Backend, SQLiteJSON
 
-if TYPE_CHECKING:
-    from taskengine.filters import Filter
+__all__ = ["BACKENDS", "Compiled", "translate"]
 
-__all__ = ["BACKENDS", "translate"]
+
+class Compiled(Hashable, Protocol):
+    """What is translated: a compiled filter's spec and dialect (a ``Filter``, hashable)."""
+
+    @property
+    def spec(self) -> Mapping[str, Any]:
+        """The source spec."""
+        ...
+
+    @property
+    def dialect(self) -> str:
+        """``"mongo"`` or ``"wix"``."""
+        ...
 
 
 def _postgres(document: str) -> Backend:
@@ -57,7 +68,7 @@ def bound_of(spec: Mapping[str, Any], dialect: str, backend: Backend) -> Bound:
 
 
 @functools.lru_cache(maxsize=512)
-def translate(flt: Filter, backend: str, document: str) -> SQLCondition | None:
+def translate(flt: Compiled, backend: str, document: str) -> SQLCondition | None:
     """``flt`` as a condition over ``document`` for the named backend, or ``None``.
 
     ``None`` for an unknown backend, a filter with no SQL form at all (the condition
