@@ -61,7 +61,8 @@ def bound_of(spec: Mapping[str, Any], dialect: str, backend: Backend) -> Bound:
 
         bound = wix_bound(spec, backend)
     bound = backend.finish(bound)
-    if len(bound.where.params) + len(bound.sure.params) > backend.max_params:
+    sent = len(bound.where.params) + (0 if bound.exact else len(bound.sure.params))
+    if sent > backend.max_params:
         raise TooComplex("too many parameters")
     backend.check(bound)
     return bound

@@ -38,6 +38,7 @@ from taskengine.filters._sql import (
     TRUE,
     Bound,
     TooComplex,
+    any_of,
     exact,
     join,
     sql_and,
@@ -216,6 +217,14 @@ class Backend:
     def text(self, ref: Ref, op: str, s: str) -> Bound:
         """A string with ``value op s``, by code point."""
         raise NotImplementedError
+
+    def number_in(self, ref: Ref, values: Sequence[int | float]) -> Bound:
+        """A number equal to one of ``values`` (finite, ints in 64 bits)."""
+        return any_of([self.number(ref, "=", c) for c in values])
+
+    def text_in(self, ref: Ref, values: Sequence[str]) -> Bound:
+        """A string equal to one of ``values``."""
+        return any_of([self.text(ref, "=", s) for s in values])
 
     def prefix(self, ref: Ref, s: str) -> Bound:
         """A string starting with ``s`` (case-sensitive)."""
@@ -441,6 +450,23 @@ class SQLiteJSON(Backend):
         """A string with ``value op s`` (SQLite compares TEXT by UTF-8 bytes: code points)."""
         assert op in _OPS
         test = join(ref.value, f" {op} ", self.param(s))
+        return self._string(ref, test, test)
+
+    def _in_list(self, value: SQL, values: Sequence[object]) -> SQL:
+        marks = ", ".join(self.placeholder for _ in values)
+        return join(value, " IN (", SQL(marks, tuple(values)), ")")
+
+    def number_in(self, ref: Ref, values: Sequence[int | float]) -> Bound:
+        """A number in an ``IN`` list (SQLite compares an integer and a real exactly)."""
+        test = self._in_list(ref.value, values)
+        if self.exact_reals:
+            return exact(self._typed(ref, NUMBER, test))
+        sure = self._typed(ref, frozenset({"integer"}), test)
+        return Bound(sql_or([sure, self._typed(ref, frozenset({"real"}), TRUE)]), sure)
+
+    def text_in(self, ref: Ref, values: Sequence[str]) -> Bound:
+        """A string in an ``IN`` list."""
+        test = self._in_list(ref.value, values)
         return self._string(ref, test, test)
 
     def prefix(self, ref: Ref, s: str) -> Bound:

@@ -40,7 +40,7 @@ from taskengine.filters._sql import (
     sql_or,
 )
 from taskengine.filters._sql_backend import NUMBER, Backend, Leaf, Ref
-from taskengine.filters._sql_values import compare, equal, is_null
+from taskengine.filters._sql_values import compare, equal, is_null, one_of
 
 __all__ = ["mongo_bound"]
 
@@ -197,7 +197,12 @@ def _cmp(op: str, c: Any, b: Backend) -> Leaf:
 
 
 def _in(values: list[Any], b: Backend) -> Leaf:
-    tests = [_regex(c, b) if isinstance(c, re.Pattern) else _eq(c, b) for c in values]
+    tests = [_regex(c, b) for c in values if isinstance(c, re.Pattern)]
+    if any(c is None for c in values):
+        tests.append(_eq(None, b))
+    literals = [c for c in values if c is not None and not isinstance(c, re.Pattern)]
+    if literals:
+        tests.append(lambda ref: one_of(b, ref, literals, ordered=True))
     return lambda ref: any_of([test(ref) for test in tests])
 
 

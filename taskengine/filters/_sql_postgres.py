@@ -27,6 +27,7 @@ from taskengine.filters._sql import (
     SQL,
     TRUE,
     Bound,
+    any_of,
     exact,
     join,
     sql_and,
@@ -168,6 +169,28 @@ class PostgresJSONB(Backend):
         if kinds != NUMBER:
             return Bound(compared, FALSE)  # JSONB does not tell integers from reals
         return exact(compared)
+
+    def number_in(self, ref: Ref, values: Sequence[int | float]) -> Bound:
+        """Numbers below 2**53 as one ``IN`` list of numerics, the others one by one."""
+        small = [c for c in values if abs(c) < _EXACT_BELOW]
+        parts = [self.number(ref, "=", c) for c in values if not abs(c) < _EXACT_BELOW]
+        if small:
+            marks = ", ".join("CAST(%s AS numeric)" for _ in small)
+            test = join(
+                "(", ref.value, ")::numeric IN (", SQL(marks, tuple(map(repr, small))), ")"
+            )
+            parts.append(exact(self._typed(ref, NUMBER, test)))
+        return any_of(parts)
+
+    def text_in(self, ref: Ref, values: Sequence[str]) -> Bound:
+        """Strings in one ``IN`` list (one holding U+0000 matches no item JSONB holds)."""
+        plain = [s for s in values if "\x00" not in s]
+        parts = [self._only_without_jsonb()] if len(plain) < len(values) else []
+        if plain:
+            marks = ", ".join(self.placeholder for _ in plain)
+            test = join(self._text(ref), ' COLLATE "C" IN (', SQL(marks, tuple(plain)), ")")
+            parts.append(exact(self._typed(ref, frozenset({"text"}), test)))
+        return any_of(parts)
 
     def text(self, ref: Ref, op: str, s: str) -> Bound:
         """A string with ``value op s`` by code point (``COLLATE "C"``)."""

@@ -27,7 +27,7 @@ from taskengine.filters._sql import (
 )
 from taskengine.filters._sql_backend import NUMBER, Backend, Ref, both, case_when
 
-__all__ = ["compare", "date", "equal", "is_date_operand", "is_null", "number"]
+__all__ = ["compare", "date", "equal", "is_date_operand", "is_null", "number", "one_of"]
 
 _TRUE_OR_FALSE: Final = {True: frozenset({"true"}), False: frozenset({"false"})}
 
@@ -91,6 +91,27 @@ def equal(b: Backend, ref: Ref, c: object, *, ordered: bool) -> Bound:
     if cls is dict:
         return _equal_dict(b, ref, c, ordered=ordered)  # type: ignore[arg-type]
     return exact(FALSE)  # a regex: no stored value is one
+
+
+def one_of(b: Backend, ref: Ref, values: list[Any], *, ordered: bool) -> Bound:
+    """The value equals one of ``values`` (none ``None``): numbers and strings each as one
+    ``IN`` list, the rest one by one."""
+    nums: list[int | float] = []
+    strs: list[str] = []
+    parts: list[Bound] = []
+    for c in values:
+        cls = c.__class__
+        if cls is str:
+            strs.append(c)
+        elif (cls is int and INT64_MIN <= c <= INT64_MAX) or (cls is float and math.isfinite(c)):
+            nums.append(c)
+        else:
+            parts.append(equal(b, ref, c, ordered=ordered))
+    if nums:
+        parts.append(b.number_in(ref, nums) if len(nums) > 1 else b.number(ref, "=", nums[0]))
+    if strs:
+        parts.append(b.text_in(ref, strs) if len(strs) > 1 else b.text(ref, "=", strs[0]))
+    return any_of(parts)
 
 
 def _equal_list(b: Backend, ref: Ref, c: list[Any], *, ordered: bool) -> Bound:

@@ -26,7 +26,7 @@ from taskengine.filters._sql import (
     sql_or,
 )
 from taskengine.filters._sql_backend import Backend, Leaf, Ref
-from taskengine.filters._sql_values import compare, equal, is_date_operand, is_null
+from taskengine.filters._sql_values import compare, equal, is_date_operand, is_null, one_of
 
 __all__ = ["wix_bound"]
 
@@ -90,10 +90,12 @@ def _eq(ref: Ref, c: Any, b: Backend) -> Bound:
 
 
 def _member(values: list[Any], b: Backend) -> Leaf:
+    literals = [c for c in values if c is not None]
+    null = len(literals) < len(values)
+
     def leaf(ref: Ref) -> Bound:
-        return any_of(
-            [is_null(b, ref) if c is None else equal(b, ref, c, ordered=False) for c in values]
-        )
+        found = [one_of(b, ref, literals, ordered=False)]
+        return any_of([*found, is_null(b, ref)] if null else found)
 
     return leaf
 
