@@ -14,7 +14,8 @@ from collections.abc import Callable, Hashable, Mapping
 from typing import Any, Final, Protocol
 
 from taskengine.filters._sql import TRUE, Bound, SQLCondition, TooComplex
-from taskengine.filters._sql_backend import Backend, SQLiteJSON
+from taskengine.filters._sql_backend import Backend
+from taskengine.filters._sql_sqlite import SQLiteJSON
 
 __all__ = ["BACKENDS", "Compiled", "translate"]
 

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from taskengine.filters import Filter, compile_filter
 from taskengine.filters._pushdown import bound_of
 from taskengine.filters._sql import SQLCondition, TooComplex
-from taskengine.filters._sql_backend import SQLiteJSON, sqlite_parses_reals_exactly
+from taskengine.filters._sql_sqlite import SQLiteJSON, sqlite_parses_reals_exactly
 from taskengine.storage.codec import admit_text, decode
 
 
