@@ -28,7 +28,6 @@ from taskengine.filters._mongo_operands import (
 from taskengine.filters._mongo_types import INT32_MAX, INT32_MIN, NUMBER_ALIAS, type_codes
 from taskengine.filters._sql import (
     FALSE,
-    TRUE,
     UNKNOWN,
     Bound,
     all_of,
@@ -249,5 +248,3 @@ def _type(codes: frozenset[int], b: Backend) -> Leaf:
 
     return leaf
 
-
-_ = TRUE

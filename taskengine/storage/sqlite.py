@@ -9,8 +9,10 @@ Layout (component ``"storage"``, schema version 1 in ``taskengine_schema``)::
 scan page is one range read (``WHERE coll = ? AND env = ? AND id > ? ORDER BY id LIMIT
 ?``) and each row's JSON is decoded exactly once. SQLite compares ``TEXT`` with the
 ``BINARY`` collation, i.e. by UTF-8 bytes, which is code point order: the same order as
-Python ``str``. Connections, locking, transactions and error translation belong to
-:class:`taskengine.storage._database.Database`, which this storage may share with the task store.
+Python ``str``. A compiled filter runs inside the query, over ``doc`` with SQLite's JSON
+functions (:mod:`taskengine.storage._sqlfilter`). Connections, locking, transactions and
+error translation belong to :class:`taskengine.storage._database.Database`, which this
+storage may share with the task store.
 """
 
 from __future__ import annotations
