@@ -30,6 +30,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from taskengine.errors import InvalidFilter
 
+if TYPE_CHECKING:
+    from taskengine.filters._sql import SQLCondition
+
 __all__ = ["Dialect", "Filter", "compile_filter", "matches"]
 
 Dialect = Literal["mongo", "wix"]
@@ -116,6 +119,25 @@ class Filter(functools.partial[bool]):
     def predicate(self) -> Predicate:
         """The bare compiled predicate function."""
         return self.func
+
+    def to_sql(self, backend: str, document: str) -> SQLCondition | None:
+        """This filter as a SQL condition over stored item JSON, or ``None``.
+
+        Args:
+            backend: ``"sqlite"`` (JSON1 functions over JSON text) or ``"postgresql"``
+                (JSONB operators).
+            document: the SQL expression of the stored document (a column name).
+
+        Returns:
+            A :class:`~taskengine.filters._sql.SQLCondition`: ``where`` holds on every
+            item the filter accepts, ``sure`` only on items it accepts, and ``exact``
+            says they are one condition. ``None`` when the backend is unknown, nothing
+            in the filter has a SQL form, or the SQL would be too large. The storage
+            protocol's ``SQLFilter`` describes this method (see docs/filters.md).
+        """
+        from taskengine.filters._pushdown import translate
+
+        return translate(self, backend, document)
 
     def __setattr__(self, name: str, value: object) -> None:
         """Filters are immutable."""

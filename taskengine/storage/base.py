@@ -32,6 +32,8 @@ __all__ = [
     "Item",
     "ItemFilter",
     "Page",
+    "SQLFilter",
+    "SQLFilterCondition",
     "Storage",
     "WriteResult",
     "check_after",
@@ -46,6 +48,61 @@ ItemFilter = Callable[[Mapping[str, Any]], bool]
 """A predicate over items; a compiled ``taskengine.Filter`` is one."""
 
 _PAGE = 1000
+
+
+class SQLFilterCondition(Protocol):
+    """A filter translated to SQL for one database (what :meth:`SQLFilter.to_sql` returns).
+
+    ``where`` holds on every item the filter accepts, so a query may drop the rows that
+    fail it; ``sure`` holds only on items the filter accepts, so those need no check in
+    Python; rows between the two must be checked with the filter itself. ``exact`` says
+    the two are one condition. Each is SQL text with the backend's placeholders and its
+    parameters in placeholder order, to be ``AND``-ed into a query.
+    """
+
+    @property
+    def where(self) -> str:
+        """The necessary condition."""
+        ...
+
+    @property
+    def where_params(self) -> tuple[Any, ...]:
+        """The parameters of :attr:`where`."""
+        ...
+
+    @property
+    def sure(self) -> str:
+        """The sufficient condition."""
+        ...
+
+    @property
+    def sure_params(self) -> tuple[Any, ...]:
+        """The parameters of :attr:`sure`."""
+        ...
+
+    @property
+    def exact(self) -> bool:
+        """Whether :attr:`where` and :attr:`sure` are one condition."""
+        ...
+
+
+@runtime_checkable
+class SQLFilter(Protocol):
+    """An item filter that can also run inside a SQL database (a compiled filter is one).
+
+    Storage knows no filter language; a SQL adapter asks a filter it is given, by this
+    method, for a condition over its document column, and checks in Python whatever the
+    condition leaves undecided. ``to_sql`` returns ``None`` when it has nothing to offer
+    for that ``backend`` (``"sqlite"``: JSON1 over JSON text; ``"postgresql"``: JSONB).
+    """
+
+    def __call__(self, item: Mapping[str, Any], /) -> bool:
+        """Whether the filter accepts ``item``."""
+        ...
+
+    def to_sql(self, backend: str, document: str) -> SQLFilterCondition | None:
+        """The filter as a condition over the SQL expression ``document``, or ``None``."""
+        ...
 
 
 class Environment(str, enum.Enum):

@@ -9,8 +9,10 @@ Layout (component ``"storage"``, schema version 1 in ``taskengine_schema``)::
 scan page is one range read (``WHERE coll = ? AND env = ? AND id > ? ORDER BY id LIMIT
 ?``) and each row's JSON is decoded exactly once. SQLite compares ``TEXT`` with the
 ``BINARY`` collation, i.e. by UTF-8 bytes, which is code point order: the same order as
-Python ``str``. Connections, locking, transactions and error translation belong to
-:class:`taskengine.storage._database.Database`, which this storage may share with the task store.
+Python ``str``. A compiled filter runs inside the query, over ``doc`` with SQLite's JSON
+functions (:mod:`taskengine.storage._sqlfilter`). Connections, locking, transactions and
+error translation belong to :class:`taskengine.storage._database.Database`, which this
+storage may share with the task store.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from taskengine.errors import (
     StorageError,
 )
 from taskengine.storage._database import Database
+from taskengine.storage._sqlfilter import Reader, count_pushed, pushed_condition, scan_pushed
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -197,11 +200,20 @@ class SQLiteStorage(Storage):
         """A page in ``_id`` order (see :meth:`Storage.scan`).
 
         Reads ``limit`` stored items at most (plus one key, to know whether more are
-        left); with a filter, only the accepted ones are returned.
+        left); with a filter, only the accepted ones are returned. A filter that offers
+        a SQL condition (a compiled ``taskengine.Filter``) runs inside the query
+        instead, and the page then holds ``limit`` accepted items unless the
+        collection ends first (see :mod:`taskengine.storage._sqlfilter`).
         """
         check_limit(limit)
         check_after(after)
         env = Environment.coerce(environment)
+        if filter is not None:
+            condition = pushed_condition(filter)
+            if condition is not None:
+                return scan_pushed(
+                    self._reader(collection, env), condition, filter, after, min(limit, _MAX_FETCH)
+                )
         fetch = min(limit, _MAX_FETCH) + 1
         with self.database.read() as conn:
             coll = _target(conn, collection, env)
@@ -231,6 +243,9 @@ class SQLiteStorage(Storage):
             with self.database.read() as conn:
                 coll = _target(conn, collection, env)
                 return Count(int(conn.execute(_COUNT, (coll, _ENV_CODE[env])).fetchone()[0]), True)
+        condition = pushed_condition(filter)
+        if condition is not None:
+            return Count(count_pushed(self._reader(collection, env), condition, filter), True)
         # Rows are read in large keyset pages (the lock is held while reading, not
         # while decoding) and each document is decoded once, straight into the filter:
         # no Page, no per-item copy or list, no generator.
@@ -248,6 +263,17 @@ class SQLiteStorage(Storage):
             if len(rows) < _COUNT_PAGE:
                 return Count(total, exact=True)
             after = rows[-1][0]
+
+    def _reader(self, collection: str, env: Environment) -> Reader:
+        """Opens a read of one item set: ``(connection, collection row id, env code)``."""
+        database, code = self.database, _ENV_CODE[env]
+
+        @contextlib.contextmanager
+        def read() -> Iterator[tuple[sqlite3.Connection, int, int]]:
+            with database.read() as conn:
+                yield conn, _target(conn, collection, env), code
+
+        return read
 
     def insert_items(
         self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
