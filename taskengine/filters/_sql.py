@@ -64,6 +64,21 @@ class SQL:
     negation_of: SQL | None = attrs.field(default=None, eq=False, repr=False)
     cases: Cases | None = attrs.field(default=None, eq=False, repr=False)
     """Set when this is ``CASE type WHEN 't' THEN s ... ELSE FALSE END`` (see :func:`typed`)."""
+    exists: Exists | None = attrs.field(default=None, eq=False, repr=False)
+    """Set when this is ``EXISTS`` an array element meeting a condition."""
+
+
+@attrs.frozen
+class Exists:
+    """An ``EXISTS`` over the elements of one array (``key``: its source and alias).
+
+    Under ``OR``, tests of the same array become one ``EXISTS`` of the ``OR`` of their
+    conditions (``rebuild``), so the array is walked once.
+    """
+
+    key: tuple[SQL, str]
+    condition: SQL
+    rebuild: Callable[[SQL], SQL] = attrs.field(eq=False)
 
 
 Cases = tuple[SQL, tuple[tuple[str, SQL], ...]]
@@ -180,7 +195,26 @@ def sql_or(items: Sequence[SQL]) -> SQL:
         if item != FALSE:
             kept.append(item)
     kept = [item for item in _merge(_unique(kept), sql_or, union=True) if item != FALSE]
+    kept = _merge_exists(kept)
     return _balanced("OR", kept) if kept else FALSE
+
+
+def _merge_exists(items: list[SQL]) -> list[SQL]:
+    """``EXISTS`` tests of the same array under ``OR`` made one (order otherwise kept)."""
+    groups: dict[tuple[SQL, str], list[SQL]] = {}
+    for item in items:
+        if item.exists is not None:
+            groups.setdefault(item.exists.key, []).append(item)
+    if all(len(group) < 2 for group in groups.values()):
+        return items
+    out: list[SQL] = []
+    for item in items:
+        if item.exists is None or len(groups[item.exists.key]) < 2:
+            out.append(item)
+        elif item is groups[item.exists.key][0]:
+            group = groups[item.exists.key]
+            out.append(item.exists.rebuild(sql_or([g.exists.condition for g in group])))  # type: ignore[union-attr]
+    return out
 
 
 def sql_not(item: SQL) -> SQL:

@@ -20,6 +20,7 @@ from taskengine.filters._sql import (
     SQL,
     TRUE,
     Bound,
+    Exists,
     any_of,
     exact,
     join,
@@ -88,6 +89,7 @@ class Backend:
     def __init__(self, document: str) -> None:
         self.document = document
         self._aliases = 0
+        self._element_aliases: dict[SQL, str] = {}
 
     # -- building blocks -----------------------------------------------------------------
 
@@ -142,14 +144,22 @@ class Backend:
 
     def some_element(self, ref: Ref, leaf: Leaf) -> Bound:
         """Whether some element of the array ``ref`` passes ``leaf`` (``ref`` is an array)."""
-        alias = self.alias()
+        # One alias per array, so that tests of the same array can merge under OR.
+        alias = self._element_aliases.get(ref.source)
+        if alias is None:
+            alias = self._element_aliases[ref.source] = self.alias()
         inner = leaf(self.element(alias))
         return both(lambda pick: self._exists(ref, alias, pick(inner)), [inner])
 
     def _exists(self, ref: Ref, alias: str, condition: SQL) -> SQL:
         if condition == FALSE:
             return FALSE
-        return self.each(ref, alias, condition)
+        return attrs.evolve(
+            self.each(ref, alias, condition),
+            exists=Exists(
+                (ref.source, alias), condition, lambda merged: self._exists(ref, alias, merged)
+            ),
+        )
 
     def if_array(self, ref: Ref, yes: Bound, no: Bound) -> Bound:
         """``yes`` where ``ref`` is an array, ``no`` elsewhere."""
