@@ -47,7 +47,6 @@ __all__ = ["Hold", "Ownership", "Watcher", "owner_is_gone"]
 
 _log = logging.getLogger("taskengine.engine")
 
-_ALONE = Lease("", "", 0, datetime.min)  # the role of an engine whose store has no roles
 _DEAD_CHECK_EVERY = 1.0  # real seconds between looks for leases of exited local processes
 _RECONNECT_FIRST = 0.1  # real seconds before listening again after a lost connection ...
 _RECONNECT_MAX = 10.0  # ... doubled on every failure up to this, reset once one lasts this
@@ -237,10 +236,8 @@ class Ownership:
         for hold in holds:
             if not hold.lost:
                 self._quietly(self.task_store.release, hold.lease)
-        resign = getattr(self.task_store, "resign", None)
         for lease in roles:
-            if resign is not None and lease is not _ALONE:
-                self._quietly(resign, lease)
+            self._quietly(self.task_store.resign, lease)
 
     # -- roles --------------------------------------------------------------------------
 
@@ -248,9 +245,7 @@ class Ownership:
         """Become or stay the leader of ``role``: ``(leading, just became leader)``."""
         with self._lock:
             previous = self._roles.get(role)
-        lead = getattr(self.task_store, "lead", None)
-        if lead is None:  # a store without leader leases serves one engine: it leads
-            return True, previous is None and self._roles.setdefault(role, _ALONE) is _ALONE
+        lead = self.task_store.lead
         try:
             lease = lead(role, self.owner, now, self.duration)
             if lease is None and self._leader_is_gone(role):
@@ -268,8 +263,7 @@ class Ownership:
     def _leader_is_gone(self, role: str) -> bool:
         """Resign the role for its leader if that is an exited process of this host."""
         store = self.task_store
-        leader_of = getattr(store, "leader_of", None)
-        current = None if leader_of is None else leader_of(role)
+        current = store.leader_of(role)
         if current is None or current.owner == self.owner or not owner_is_gone(current.owner):
             return False
         store.resign(current)
@@ -277,9 +271,9 @@ class Ownership:
         return True
 
     @staticmethod
-    def _quietly(action: object, lease: Lease) -> None:
+    def _quietly(action: Callable[[Lease], None], lease: Lease) -> None:
         try:
-            action(lease)  # type: ignore[operator]
+            action(lease)
         except StorageError:
             _log.warning("could not give up %s; its lease runs out instead", lease.task_id)
 
