@@ -71,6 +71,7 @@ _log = logging.getLogger("taskengine.engine")
 _NOTHING = BatchChanges()
 _T = TypeVar("_T")
 
+
 class _Stopped(Exception):
     """The engine is stopping: leave the task RUNNING where it is."""
 
@@ -478,9 +479,7 @@ class Batches:
     ) -> Task:
         """The task after a batch whose writes did ``written``: counters, checkpoint, end."""
         done, missing = written.done, written.missing
-        failures = [
-            Failure(f.code, f.description, {"itemId": f.item_id}) for f in changes.failures
-        ]
+        failures = [Failure(f.code, f.description, {"itemId": f.item_id}) for f in changes.failures]
         failures.extend(_vanished(missing))
         updated = task.with_batch(
             len(done) + changes.unchanged,

@@ -90,8 +90,7 @@ def _prepare(text: str, source: str) -> str:
                     [
                         Violation(
                             source,
-                            f"nested deeper than {MAX_DEPTH} levels "
-                            f"(line {line} column {column})",
+                            f"nested deeper than {MAX_DEPTH} levels (line {line} column {column})",
                         )
                     ]
                 )
@@ -196,14 +195,11 @@ def dumps(value: Any, *, indent: int | None = None) -> str:
     return json.dumps(value, ensure_ascii=False, indent=indent, allow_nan=False, default=_default)
 
 
-
 TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
 """The :func:`check_json` violation for a value nested deeper than the wire allows."""
 
 
-def check_json(
-    value: Any, path: str, violations: list[Violation], depth: int = MAX_DEPTH
-) -> None:
+def check_json(value: Any, path: str, violations: list[Violation], depth: int = MAX_DEPTH) -> None:
     """Record a violation under ``path`` for each part of ``value`` JSON text cannot carry.
 
     A task is stored and served as JSON text, so every string and object key in its spec

@@ -345,8 +345,7 @@ class Watcher:
                 if time.monotonic() - since >= _RECONNECT_MAX:
                     delay = _RECONNECT_FIRST
                 _log.warning(
-                    "lost the task store's notifications (%s); polling, listening again in "
-                    "%.1f s",
+                    "lost the task store's notifications (%s); polling, listening again in %.1f s",
                     reason,
                     delay,
                 )

@@ -69,7 +69,7 @@ from taskengine._lease import (
 from taskengine._values import INT64_MAX, encodable
 from taskengine.errors import LeaseLost, StorageError
 from taskengine.storage._pgdatabase import Listener, PgDatabase
-from taskengine.task import Task, TaskStatus, parse_timestamp
+from taskengine.task import Task, TaskStatus, format_timestamp
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Storage
@@ -478,13 +478,19 @@ class PostgresTaskStore:
             ).fetchall()
         return [_decode(row) for row in found]
 
-    def expiring(self) -> list[tuple[datetime, str]]:
-        """``(expires_at, id)`` of every finished task."""
+    def expired(self, now: datetime, limit: int) -> list[str]:
+        """Ids of tasks expired at ``now``, earliest first (see :meth:`TaskStore.expired`).
+
+        One range read of the ``expires_at`` index: the ISO-8601 UTC text with
+        milliseconds sorts as the instants do.
+        """
         with self.database.read() as conn:
             found = conn.execute(
-                f"SELECT expires_at, id FROM {_TABLE} WHERE expires_at IS NOT NULL"
+                f"SELECT id FROM {_TABLE} WHERE expires_at IS NOT NULL AND expires_at <= %s"
+                " ORDER BY expires_at, id LIMIT %s",
+                (format_timestamp(now), max(0, int(limit))),
             ).fetchall()
-        return [(parse_timestamp(expires), task_id) for expires, task_id in found]
+        return [task_id for (task_id,) in found]
 
     def __len__(self) -> int:
         """How many tasks are stored."""

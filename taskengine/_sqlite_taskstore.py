@@ -49,7 +49,7 @@ from taskengine._lease import (
 from taskengine._values import INT64_MAX, encodable
 from taskengine.errors import LeaseLost
 from taskengine.storage._database import Database
-from taskengine.task import Task, TaskStatus, parse_timestamp
+from taskengine.task import Task, TaskStatus, format_timestamp
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Storage
@@ -114,9 +114,7 @@ _CLAIM = (
 # RETURNING reads the new token in the claiming statement itself (SQLite 3.35+); before
 # that, the token is read back in the same transaction, which is just as atomic.
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
-_RENEW = (
-    f"UPDATE {_TABLE} SET lease_expires = ? WHERE id = ? AND {_CURRENT} AND lease_expires > ?"
-)
+_RENEW = f"UPDATE {_TABLE} SET lease_expires = ? WHERE id = ? AND {_CURRENT} AND lease_expires > ?"
 _RELEASE = (
     f"UPDATE {_TABLE} SET lease_owner = NULL, lease_expires = NULL WHERE id = ? AND {_CURRENT}"
 )
@@ -267,8 +265,7 @@ class SQLiteTaskStore:
         with self.database.transaction() as conn:
             if fence is not None and (
                 not self._leases
-                or conn.execute(_FENCE, (task_id, fence.owner, fence.token, at)).fetchone()
-                is None
+                or conn.execute(_FENCE, (task_id, fence.owner, fence.token, at)).fetchone() is None
             ):
                 raise LeaseLost(fence.task_id, fence.owner, fence.token)
             found = conn.execute(
@@ -288,9 +285,7 @@ class SQLiteTaskStore:
 
     # -- ownership (see TaskStore) -----------------------------------------------------
 
-    def claim(
-        self, task_id: str, owner: str, now: datetime, duration: timedelta
-    ) -> Lease | None:
+    def claim(self, task_id: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
         """Take the task if it is unfinished and not leased (see :meth:`TaskStore.claim`)."""
         check_owner(owner)
         until = lease_until(now, duration)
@@ -317,8 +312,7 @@ class SQLiteTaskStore:
         with self.database.read() as conn:
             if self._leases:
                 found = conn.execute(
-                    f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED} AND {_FREE}"
-                    " ORDER BY seq LIMIT ?",
+                    f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED} AND {_FREE} ORDER BY seq LIMIT ?",
                     (epoch_ms(now), limit),
                 ).fetchall()
             else:
@@ -382,9 +376,7 @@ class SQLiteTaskStore:
         if row is None:
             raise LeaseLost(lease.task_id, lease.owner, lease.token)
 
-    def lead(
-        self, role: str, owner: str, now: datetime, duration: timedelta
-    ) -> Lease | None:
+    def lead(self, role: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
         """Lead the role unless another owner leads it live (see :meth:`TaskStore.lead`).
 
         The read and the write are one ``BEGIN IMMEDIATE`` transaction: it holds the
@@ -498,15 +490,21 @@ class SQLiteTaskStore:
             ).fetchall()
         return [self._decode(row) for row in found]
 
-    def expiring(self) -> list[tuple[datetime, str]]:
-        """``(expires_at, id)`` of every finished task."""
+    def expired(self, now: datetime, limit: int) -> list[str]:
+        """Ids of tasks expired at ``now``, earliest first (see :meth:`TaskStore.expired`).
+
+        One range read of the ``expires_at`` index: the ISO-8601 UTC text with
+        milliseconds sorts as the instants do.
+        """
         if self._absent:
             return []
         with self.database.read() as conn:
             found = conn.execute(
-                f"SELECT expires_at, id FROM {_TABLE} WHERE expires_at IS NOT NULL"
+                f"SELECT id FROM {_TABLE} WHERE expires_at IS NOT NULL AND expires_at <= ?"
+                " ORDER BY expires_at, id LIMIT ?",
+                (format_timestamp(now), max(0, int(limit))),
             ).fetchall()
-        return [(parse_timestamp(expires), task_id) for expires, task_id in found]
+        return [task_id for (task_id,) in found]
 
     def __len__(self) -> int:
         """How many tasks are stored."""

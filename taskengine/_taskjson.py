@@ -141,9 +141,7 @@ def stored_options(options: TaskOptions, task_type: TaskType) -> TaskOptions:
     """
     if not isinstance(options, RawOptions):
         return options
-    parsed, problems = task_type.parse_options(
-        options.to_json(), f"task.{task_type.options_key}"
-    )
+    parsed, problems = task_type.parse_options(options.to_json(), f"task.{task_type.options_key}")
     if parsed is None or problems:
         listed = "; ".join(f"{v.field}: {v.description}" for v in problems) or "unreadable"
         raise TaskFailure(

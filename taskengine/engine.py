@@ -26,7 +26,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
-from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine._batches import Batches
 from taskengine._lease import new_owner_id
@@ -63,6 +62,7 @@ MAX_PAGE = 100
 """The largest ``limit`` :meth:`TaskEngine.list_tasks` accepts."""
 MAX_OFFSET = INT64_MAX
 """The largest ``offset`` :meth:`TaskEngine.list_tasks` accepts (SQLite's largest integer)."""
+_SWEEP_CHUNK = 500  # expired tasks deleted per store call in a sweep
 
 
 @attrs.frozen
@@ -207,8 +207,6 @@ class TaskEngine:
         self._changed = threading.Condition(self._lock)
         self._queue = WorkQueue()
         self._cancels: set[str] = set()
-        self._expiry = SortedList()
-        self._expiry_loaded = False
         self._types: dict[str, TaskType] = {}
         self._services = Services(
             storage,
@@ -324,9 +322,7 @@ class TaskEngine:
         if opener is not None:
             self._watcher = Watcher(opener, self._heard, self._caught_up)
             threads.append(
-                threading.Thread(
-                    target=self._watcher.run, name="taskengine-listener", daemon=True
-                )
+                threading.Thread(target=self._watcher.run, name="taskengine-listener", daemon=True)
             )
         self._threads = threads
         for thread in threads:
@@ -489,9 +485,7 @@ class TaskEngine:
             if current.is_finished or current.cancel_requested:
                 return None
             if current.status is TaskStatus.NEW:
-                return current.finished(
-                    TaskStatus.FAILED, now, self.retention, Failure.cancelled()
-                )
+                return current.finished(TaskStatus.FAILED, now, self.retention, Failure.cancelled())
             return current.cancel_was_requested()
 
         updated = self.task_store.update(task_id, change)
@@ -540,20 +534,14 @@ class TaskEngine:
         before every list; reads of an expired task also remove it.
         """
         moment = self.clock.now() if now is None else now
-        with self._lock:
-            if not self._expiry_loaded:
-                # An engine that was never started has not loaded the expiry index yet.
-                self._expiry = SortedList(self.task_store.expiring())
-                self._expiry_loaded = True
-            expired: list[str] = []
-            for expires_at, task_id in self._expiry:
-                if expires_at > moment:
-                    break
-                expired.append(task_id)
+        removed = 0
+        while True:
+            # The store finds them by its expiry index: a sweep costs what it removes.
+            expired = self.task_store.expired(moment, _SWEEP_CHUNK)
             if expired:
-                del self._expiry[: len(expired)]
-                self.task_store.delete(expired)
-        return len(expired)
+                removed += self.task_store.delete(expired)
+            if len(expired) < _SWEEP_CHUNK:
+                return removed
 
     # -- internals: reads ---------------------------------------------------------------
 
@@ -564,9 +552,7 @@ class TaskEngine:
         if task is None:
             raise TaskNotFound(task_id)
         if task.expires_at is not None and task.expires_at <= self.clock.now():
-            with self._lock:
-                self._expiry.discard((task.expires_at, task.id))
-                self.task_store.delete([task.id])
+            self.task_store.delete([task.id])
             raise TaskNotFound(task_id)
         return task
 
@@ -574,8 +560,6 @@ class TaskEngine:
 
     def _recover(self) -> None:
         with self._lock:
-            self._expiry = SortedList(self.task_store.expiring())
-            self._expiry_loaded = True
             self._recovered = True
         if self.adopt:
             self._ownership.release_orphans()
@@ -685,9 +669,6 @@ class TaskEngine:
         """Bookkeeping after a task change was saved (engine lock held)."""
         if task.is_finished:
             self._cancels.discard(task.id)
-            if task.expires_at is not None:
-                self._expiry.add((task.expires_at, task.id))
         elif task.cancel_requested:
             self._cancels.add(task.id)
         self._changed.notify_all()
-

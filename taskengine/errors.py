@@ -221,9 +221,7 @@ class TaskFailure(TaskEngineError):
     recorded as the task's failure ``{"code", "description", "data"}``.
     """
 
-    def __init__(
-        self, code: str, description: str, data: Mapping[str, Any] | None = None
-    ) -> None:
+    def __init__(self, code: str, description: str, data: Mapping[str, Any] | None = None) -> None:
         self.code = code
         self.description = description
         self.data: dict[str, Any] | None = dict(data) if data is not None else None

@@ -200,9 +200,7 @@ class TaskAPI:
                 raise _not_allowed(method, ("GET", "HEAD"))
             progress = self.engine.get_progress(task_id)
             return HTTPStatus.OK, progress.to_json(base_url(environ)), []
-        raise _HTTPError(
-            HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no route for {path}", {"path": path}
-        )
+        raise _HTTPError(HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no route for {path}", {"path": path})
 
     def _authenticate(self, environ: WSGIEnviron) -> None:
         if self._token is None:
@@ -336,9 +334,7 @@ def validation_error(message: str, violations: tuple[Violation, ...]) -> dict[st
     """The reference envelope for a request with field violations (HTTP 400)."""
     return {
         "message": message,
-        "details": {
-            "validationError": {"fieldViolations": [v.to_json() for v in violations]}
-        },
+        "details": {"validationError": {"fieldViolations": [v.to_json() for v in violations]}},
     }
 
 

@@ -29,6 +29,7 @@ __all__ = ["PROGRESS_PATH", "Progress", "progress_message"]
 PROGRESS_PATH = "/api/backgroundtask/"
 """The path prefix of the progress resource; ``Self`` is ``base_url + PROGRESS_PATH + id``."""
 
+
 def progress_message(task: Task, running_message: str = DEFAULT_RUNNING_MESSAGE) -> str:
     """The human ``Message`` for a task in its current state.
 

@@ -416,9 +416,7 @@ def _check_consistency(
             out.append(Violation(f"{path}.{key}", reason))
 
     def need(key: str, reason: str) -> None:
-        if fields.get(_TIMES[key]) is None and not any(
-            v.field == f"{path}.{key}" for v in out
-        ):
+        if fields.get(_TIMES[key]) is None and not any(v.field == f"{path}.{key}" for v in out):
             out.append(Violation(f"{path}.{key}", reason))
 
     if status is TaskStatus.NEW:

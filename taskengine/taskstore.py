@@ -32,7 +32,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import attrs
-from sortedcontainers import SortedDict  # type: ignore[import-untyped]
+from sortedcontainers import SortedDict, SortedList  # type: ignore[import-untyped]
 
 from taskengine._lease import (
     Held,
@@ -174,9 +174,7 @@ class TaskStore(Protocol):
         """
         ...
 
-    def claim(
-        self, task_id: str, owner: str, now: datetime, duration: timedelta
-    ) -> Lease | None:
+    def claim(self, task_id: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
         """Take the task for ``owner`` until ``now + duration``, if it is claimable at ``now``.
 
         One atomic compare-and-set: the task must be unfinished and have no live lease.
@@ -231,9 +229,7 @@ class TaskStore(Protocol):
         """
         ...
 
-    def lead(
-        self, role: str, owner: str, now: datetime, duration: timedelta
-    ) -> Lease | None:
+    def lead(self, role: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
         """Lead ``role`` for ``owner`` until ``now + duration``, unless another owner leads it
         live at ``now``.
 
@@ -279,8 +275,13 @@ class TaskStore(Protocol):
         """Every NEW or RUNNING task, oldest first (what a starting engine must run)."""
         ...
 
-    def expiring(self) -> list[tuple[datetime, str]]:
-        """``(expires_at, id)`` of every finished task (to rebuild the expiry index)."""
+    def expired(self, now: datetime, limit: int) -> list[str]:
+        """Ids of finished tasks whose ``expiresAt`` is at or before ``now``, earliest
+        first, at most ``limit`` (what the engine's retention sweep deletes).
+
+        The store answers from an index on ``expiresAt``, so a sweep costs the tasks it
+        finds, not every stored task.
+        """
         ...
 
     def __len__(self) -> int:
@@ -380,6 +381,7 @@ class MemoryTaskStore:
         # task id -> (owner, or None once released; token; expiry in epoch ms)
         self._leases: dict[str, Held] = {}
         self._leaders: dict[str, Held] = {}  # role -> the same, for leader leases
+        self._expiry = SortedList()  # (expires_at, id) of the finished tasks
 
     def __repr__(self) -> str:
         return f"<MemoryTaskStore {len(self)} task(s)>"
@@ -446,7 +448,13 @@ class MemoryTaskStore:
             return updated
 
     def _put(self, seq: int, task: Task) -> None:
-        """Store ``task`` at creation number ``seq`` and keep the unfinished index (lock held)."""
+        """Store ``task`` at creation number ``seq`` and keep the unfinished and expiry
+        indexes (lock held)."""
+        old = self._tasks.get(task.id)
+        if old is not None and old[1].expires_at is not None:
+            self._expiry.discard((old[1].expires_at, task.id))
+        if task.expires_at is not None:
+            self._expiry.add((task.expires_at, task.id))
         self._tasks[task.id] = (seq, task)
         if task.is_finished:
             self._open.pop(seq, None)
@@ -475,6 +483,8 @@ class MemoryTaskStore:
             for task_id in task_ids:
                 entry = self._tasks.pop(task_id, None)
                 if entry is not None:
+                    if entry[1].expires_at is not None:
+                        self._expiry.discard((entry[1].expires_at, task_id))
                     del self._order[entry[0]]
                     self._open.pop(entry[0], None)
                     self._leases.pop(task_id, None)
@@ -498,9 +508,7 @@ class MemoryTaskStore:
             and (at is None or at < held[2])
         )
 
-    def claim(
-        self, task_id: str, owner: str, now: datetime, duration: timedelta
-    ) -> Lease | None:
+    def claim(self, task_id: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
         """Take the task if it is unfinished and not leased (see :meth:`TaskStore.claim`)."""
         check_owner(owner)
         until = lease_until(now, duration)
@@ -574,9 +582,7 @@ class MemoryTaskStore:
             if not self._current(lease, epoch_ms(now)):
                 raise LeaseLost(lease.task_id, lease.owner, lease.token)
 
-    def lead(
-        self, role: str, owner: str, now: datetime, duration: timedelta
-    ) -> Lease | None:
+    def lead(self, role: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
         """Lead the role unless another owner leads it live (see :meth:`TaskStore.lead`)."""
         check_role(role)
         check_owner(owner)
@@ -608,14 +614,15 @@ class MemoryTaskStore:
         with self._lock:
             return [self._tasks[task_id][1] for task_id in self._open.values()]
 
-    def expiring(self) -> list[tuple[datetime, str]]:
-        """``(expires_at, id)`` of every finished task."""
+    def expired(self, now: datetime, limit: int) -> list[str]:
+        """Ids of tasks expired at ``now``, earliest first (see :meth:`TaskStore.expired`)."""
+        found: list[str] = []
         with self._lock:
-            return [
-                (task.expires_at, task.id)
-                for _, task in self._tasks.values()
-                if task.expires_at is not None
-            ]
+            for expires_at, task_id in self._expiry:
+                if expires_at > now or len(found) >= limit:
+                    break
+                found.append(task_id)
+        return found
 
     def __len__(self) -> int:
         """How many tasks are stored."""

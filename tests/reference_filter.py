@@ -18,10 +18,27 @@ from taskengine._values import bson_equal, compare_values, is_date_wrapper, type
 MISSING = object()
 
 ALIASES = {
-    "double": 1, "string": 2, "object": 3, "array": 4, "binData": 5, "undefined": 6,
-    "objectId": 7, "bool": 8, "date": 9, "null": 10, "regex": 11, "dbPointer": 12,
-    "javascript": 13, "symbol": 14, "javascriptWithScope": 15, "int": 16,
-    "timestamp": 17, "long": 18, "decimal": 19, "minKey": -1, "maxKey": 127,
+    "double": 1,
+    "string": 2,
+    "object": 3,
+    "array": 4,
+    "binData": 5,
+    "undefined": 6,
+    "objectId": 7,
+    "bool": 8,
+    "date": 9,
+    "null": 10,
+    "regex": 11,
+    "dbPointer": 12,
+    "javascript": 13,
+    "symbol": 14,
+    "javascriptWithScope": 15,
+    "int": 16,
+    "timestamp": 17,
+    "long": 18,
+    "decimal": 19,
+    "minKey": -1,
+    "maxKey": 127,
 }
 
 
@@ -244,8 +261,10 @@ def single(v: Any, op: str, arg: Any, ops: dict[str, Any]) -> bool:
     if op == "$mod":
         return mod_match(v, arg)
     if op == "$all":
-        return all(single(v, "$eq", x, {}) if not isinstance(x, re.Pattern)
-                   else regex_match(v, x) for x in arg) and bool(arg)
+        return all(
+            single(v, "$eq", x, {}) if not isinstance(x, re.Pattern) else regex_match(v, x)
+            for x in arg
+        ) and bool(arg)
     if op == "$elemMatch":
         return elem_match(v, arg)
     if op == "$not":
@@ -260,8 +279,8 @@ def elem_match(v: Any, arg: dict[str, Any]) -> bool:
     if not isinstance(v, list):
         return False
     first = next(iter(arg), None)
-    value_form = first is not None and first.startswith("$") and first not in (
-        "$and", "$or", "$nor"
+    value_form = (
+        first is not None and first.startswith("$") and first not in ("$and", "$or", "$nor")
     )
     for e in v:
         if value_form:

@@ -24,17 +24,69 @@ PATHS = st.sampled_from(
 
 ints = st.one_of(
     st.integers(-3, 3),
-    st.sampled_from([2**31 - 1, 2**31, -(2**31), -(2**31) - 1, 2**53, 2**53 + 1, -(2**53) - 1,
-                     2**63 - 1, -(2**63), 10**15]),
+    st.sampled_from(
+        [
+            2**31 - 1,
+            2**31,
+            -(2**31),
+            -(2**31) - 1,
+            2**53,
+            2**53 + 1,
+            -(2**53) - 1,
+            2**63 - 1,
+            -(2**63),
+            10**15,
+        ]
+    ),
 )
 reals = st.one_of(
-    st.sampled_from([0.0, -0.0, 0.1, 0.5, 1.0, -1.0, 1.5, 2.5, 2.0**53, 2.0**53 + 2, 1e300,
-                     -1e-300, 5e-324, 2.0**31, 9.2233720368547758e18, -9.2233720368547758e18]),
+    st.sampled_from(
+        [
+            0.0,
+            -0.0,
+            0.1,
+            0.5,
+            1.0,
+            -1.0,
+            1.5,
+            2.5,
+            2.0**53,
+            2.0**53 + 2,
+            1e300,
+            -1e-300,
+            5e-324,
+            2.0**31,
+            9.2233720368547758e18,
+            -9.2233720368547758e18,
+        ]
+    ),
     st.floats(-4, 4, allow_nan=False).map(lambda f: round(f, 2)),
 )
 texts = st.text(
-    alphabet=st.sampled_from(["a", "A", "b", "B", "é", "É", "ß", "\u212a", "k", "ſ", "s", "İ",
-                              "i", "\x00", "%", "_", "'", '"', "\\", "\U0001f600"]),
+    alphabet=st.sampled_from(
+        [
+            "a",
+            "A",
+            "b",
+            "B",
+            "é",
+            "É",
+            "ß",
+            "\u212a",
+            "k",
+            "ſ",
+            "s",
+            "İ",
+            "i",
+            "\x00",
+            "%",
+            "_",
+            "'",
+            '"',
+            "\\",
+            "\U0001f600",
+        ]
+    ),
     max_size=4,
 )
 _ANCHORS = [datetime(2020, 1, 1), datetime(2020, 1, 1, 12, 30), datetime(1999, 12, 31, 23, 59, 59)]
@@ -121,9 +173,16 @@ def _variants(v: Any) -> list[Any]:
         return [v, v[:1], v[:2], v[1:], v[-1:], v.upper(), v.lower(), v.casefold(), v + "a"]
     if isinstance(v, datetime):
         aware = v if v.tzinfo is not None else v.replace(tzinfo=timezone.utc)
-        return [v, v + timedelta(hours=1), v - timedelta(hours=7), v + timedelta(days=1),
-                v - timedelta(microseconds=1), aware.astimezone(timezone(timedelta(hours=-3))),
-                aware.astimezone(timezone.utc), {"$date": aware.isoformat()}]
+        return [
+            v,
+            v + timedelta(hours=1),
+            v - timedelta(hours=7),
+            v + timedelta(days=1),
+            v - timedelta(microseconds=1),
+            aware.astimezone(timezone(timedelta(hours=-3))),
+            aware.astimezone(timezone.utc),
+            {"$date": aware.isoformat()},
+        ]
     if isinstance(v, dict):
         return [v, dict(reversed(list(v.items())))]
     if isinstance(v, list):
@@ -166,15 +225,24 @@ def _pool(candidates: list[Any]) -> st.SearchStrategy[Any]:
 # ------------------------------------------------------------------------ mongo specs
 
 
-
 _CMP = st.sampled_from(["$gt", "$gte", "$lt", "$lte"])
-_REGEXES = st.sampled_from([re.compile("^a"), re.compile("^é"), re.compile("b"),
-                            re.compile("^A", re.I), re.compile("^a\x00")])
+_REGEXES = st.sampled_from(
+    [
+        re.compile("^a"),
+        re.compile("^é"),
+        re.compile("b"),
+        re.compile("^A", re.I),
+        re.compile("^a\x00"),
+    ]
+)
 
 
 def _literal_pool(pool: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.one_of(pool, st.lists(scalars, max_size=2),
-                     st.dictionaries(st.sampled_from(KEYS), scalars, max_size=2))
+    return st.one_of(
+        pool,
+        st.lists(scalars, max_size=2),
+        st.dictionaries(st.sampled_from(KEYS), scalars, max_size=2),
+    )
 
 
 def _mongo_ops(depth: int, pool: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
@@ -187,15 +255,32 @@ def _mongo_ops(depth: int, pool: st.SearchStrategy[Any]) -> st.SearchStrategy[di
         st.builds(lambda vs: {"$in": vs}, st.lists(st.one_of(_literals, _REGEXES), max_size=3)),
         st.builds(lambda vs: {"$nin": vs}, st.lists(_literals, max_size=3)),
         st.builds(lambda b: {"$exists": b}, st.sampled_from([True, False, 0, 1, None])),
-        st.builds(lambda t: {"$type": t}, st.sampled_from(
-            ["double", "string", "object", "array", "bool", "date", "null", "int", "long",
-             "number", ["int", "string"], 19])),
+        st.builds(
+            lambda t: {"$type": t},
+            st.sampled_from(
+                [
+                    "double",
+                    "string",
+                    "object",
+                    "array",
+                    "bool",
+                    "date",
+                    "null",
+                    "int",
+                    "long",
+                    "number",
+                    ["int", "string"],
+                    19,
+                ]
+            ),
+        ),
         st.builds(lambda n: {"$size": n}, st.integers(0, 3)),
         st.builds(lambda vs: {"$all": vs}, st.lists(_literals, max_size=2)),
         st.builds(lambda p: {"$regex": p}, st.sampled_from(["^a", "^ab", "b$", "^\\w", "^é"])),
         st.builds(lambda p: {"$regex": p, "$options": "i"}, st.sampled_from(["^a", "b"])),
-        st.builds(lambda d, r: {"$mod": [d, r]}, st.sampled_from([2, 3, -2, 2**62]),
-                  st.integers(-1, 1)),
+        st.builds(
+            lambda d, r: {"$mod": [d, r]}, st.sampled_from([2, 3, -2, 2**62]), st.integers(-1, 1)
+        ),
         st.builds(lambda c: {"$elemMatch": c}, st.just({"$gt": 0})),
     )
     if depth <= 0:
@@ -224,33 +309,50 @@ def mongo_specs(
     return st.one_of(
         conditions,
         conditions,
-        st.builds(lambda op, subs: {op: subs}, st.sampled_from(["$and", "$or", "$nor"]),
-                  st.lists(sub, min_size=1, max_size=3)),
+        st.builds(
+            lambda op, subs: {op: subs},
+            st.sampled_from(["$and", "$or", "$nor"]),
+            st.lists(sub, min_size=1, max_size=3),
+        ),
     )
 
 
 # -------------------------------------------------------------------------- wix specs
 
+
 def _comparable(v: Any) -> bool:
-    return v is not None and not isinstance(v, list) and (
-        not isinstance(v, dict) or "$date" in v) and not (isinstance(v, float) and v != v)
+    return (
+        v is not None
+        and not isinstance(v, list)
+        and (not isinstance(v, dict) or "$date" in v)
+        and not (isinstance(v, float) and v != v)
+    )
 
 
 def _wix_ops(
     pool: st.SearchStrategy[Any], strings: st.SearchStrategy[str]
 ) -> st.SearchStrategy[dict[str, Any]]:
-    _wix_values = st.one_of(pool, st.lists(scalars, max_size=2),
-                            st.dictionaries(st.sampled_from(KEYS), scalars, max_size=2))
+    _wix_values = st.one_of(
+        pool,
+        st.lists(scalars, max_size=2),
+        st.dictionaries(st.sampled_from(KEYS), scalars, max_size=2),
+    )
     _wix_comparable = pool.filter(_comparable)
     _needles = st.one_of(strings, st.sampled_from(["a", "A", "ab", "K", "SS", "s", "É", ""]))
     one = st.one_of(
         st.builds(lambda v: {"$eq": v}, _wix_values),
         st.builds(lambda v: {"$ne": v}, _wix_values),
         st.builds(lambda op, v: {op: v}, _CMP, _wix_comparable),
-        st.builds(lambda op, vs: {op: vs}, st.sampled_from(["$in", "$nin", "$hasSome", "$hasAll"]),
-                  st.lists(_wix_values, max_size=3)),
-        st.builds(lambda op, s: {op: s},
-                  st.sampled_from(["$startsWith", "$endsWith", "$contains"]), _needles),
+        st.builds(
+            lambda op, vs: {op: vs},
+            st.sampled_from(["$in", "$nin", "$hasSome", "$hasAll"]),
+            st.lists(_wix_values, max_size=3),
+        ),
+        st.builds(
+            lambda op, s: {op: s},
+            st.sampled_from(["$startsWith", "$endsWith", "$contains"]),
+            _needles,
+        ),
         st.builds(lambda b: {"$exists": b}, st.booleans()),
     )
     return st.one_of(one, st.builds(lambda a, b: {**a, **b}, one, one))
@@ -280,7 +382,10 @@ def wix_specs(
     return st.one_of(
         conditions,
         conditions,
-        st.builds(lambda op, subs: {op: subs}, st.sampled_from(["$and", "$or"]),
-                  st.lists(sub, min_size=1, max_size=3)),
+        st.builds(
+            lambda op, subs: {op: subs},
+            st.sampled_from(["$and", "$or"]),
+            st.lists(sub, min_size=1, max_size=3),
+        ),
         st.builds(lambda s: {"$not": s}, sub),
     )

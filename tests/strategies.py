@@ -18,9 +18,9 @@ PATHS = st.sampled_from(["a", "b", "c", "a.b", "a.0", "a.b.c", "a.0.b", "b.1", "
 
 texts = st.text(alphabet="abAB0 ", max_size=4)
 
-naive_datetimes = st.datetimes(
-    min_value=datetime(1990, 1, 1), max_value=datetime(2040, 1, 1)
-).map(lambda d: d.replace(microsecond=0))
+naive_datetimes = st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2040, 1, 1)).map(
+    lambda d: d.replace(microsecond=0)
+)
 aware_datetimes = st.builds(
     lambda d, h: d.replace(tzinfo=timezone(timedelta(hours=h))),
     naive_datetimes,
@@ -79,9 +79,7 @@ def mongo_conditions(depth: int = 2) -> st.SearchStrategy[Any]:
         st.builds(lambda v: {"$eq": v}, values),
         st.builds(lambda v: {"$ne": v}, values),
         st.builds(lambda op, v: {op: v}, st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), scalars),
-        st.builds(
-            lambda a, b: {"$gt": a, "$lt": b}, numbers, numbers
-        ),
+        st.builds(lambda a, b: {"$gt": a, "$lt": b}, numbers, numbers),
         st.builds(lambda vs: {"$in": vs}, st.lists(st.one_of(scalars, regexes), max_size=3)),
         st.builds(lambda vs: {"$nin": vs}, st.lists(scalars, max_size=3)),
         st.builds(lambda b: {"$exists": b}, st.booleans()),
@@ -97,8 +95,9 @@ def mongo_conditions(depth: int = 2) -> st.SearchStrategy[Any]:
         return simple
     inner = mongo_conditions(depth - 1)
     operator_objects = inner.filter(
-        lambda c: isinstance(c, dict) and bool(c) and next(iter(c)).startswith("$")
-        and "$date" not in c
+        lambda c: (
+            isinstance(c, dict) and bool(c) and next(iter(c)).startswith("$") and "$date" not in c
+        )
     )
     return st.one_of(
         simple,
@@ -117,8 +116,11 @@ def mongo_specs(depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:
     sub = st.deferred(lambda: mongo_specs(depth - 1))
     return st.one_of(
         fields,
-        st.builds(lambda op, subs: {op: subs}, st.sampled_from(["$and", "$or", "$nor"]),
-                  st.lists(sub, min_size=1, max_size=3)),
+        st.builds(
+            lambda op, subs: {op: subs},
+            st.sampled_from(["$and", "$or", "$nor"]),
+            st.lists(sub, min_size=1, max_size=3),
+        ),
     )
 
 
@@ -133,13 +135,17 @@ def wix_operator_objects() -> st.SearchStrategy[dict[str, Any]]:
     one = st.one_of(
         st.builds(lambda v: {"$eq": v}, wix_scalars),
         st.builds(lambda v: {"$ne": v}, wix_scalars),
-        st.builds(lambda op, v: {op: v}, st.sampled_from(["$gt", "$gte", "$lt", "$lte"]),
-                  comparable),
-        st.builds(lambda op, vs: {op: vs},
-                  st.sampled_from(["$in", "$nin", "$hasSome", "$hasAll"]),
-                  st.lists(wix_scalars, max_size=3)),
-        st.builds(lambda op, s: {op: s},
-                  st.sampled_from(["$startsWith", "$endsWith", "$contains"]), texts),
+        st.builds(
+            lambda op, v: {op: v}, st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), comparable
+        ),
+        st.builds(
+            lambda op, vs: {op: vs},
+            st.sampled_from(["$in", "$nin", "$hasSome", "$hasAll"]),
+            st.lists(wix_scalars, max_size=3),
+        ),
+        st.builds(
+            lambda op, s: {op: s}, st.sampled_from(["$startsWith", "$endsWith", "$contains"]), texts
+        ),
         st.builds(lambda b: {"$exists": b}, st.booleans()),
     )
     return st.one_of(one, st.builds(lambda a, b: {**a, **b}, one, one))
@@ -154,13 +160,17 @@ def wix_conditions() -> st.SearchStrategy[Any]:
         st.lists(wix_scalars, max_size=2),
         st.builds(lambda v: {"$eq": v}, wix_scalars),
         st.builds(lambda v: {"$ne": v}, wix_scalars),
-        st.builds(lambda op, v: {op: v}, st.sampled_from(["$gt", "$gte", "$lt", "$lte"]),
-                  comparable),
-        st.builds(lambda op, vs: {op: vs},
-                  st.sampled_from(["$in", "$nin", "$hasSome", "$hasAll"]),
-                  st.lists(wix_scalars, max_size=3)),
-        st.builds(lambda op, s: {op: s},
-                  st.sampled_from(["$startsWith", "$endsWith", "$contains"]), texts),
+        st.builds(
+            lambda op, v: {op: v}, st.sampled_from(["$gt", "$gte", "$lt", "$lte"]), comparable
+        ),
+        st.builds(
+            lambda op, vs: {op: vs},
+            st.sampled_from(["$in", "$nin", "$hasSome", "$hasAll"]),
+            st.lists(wix_scalars, max_size=3),
+        ),
+        st.builds(
+            lambda op, s: {op: s}, st.sampled_from(["$startsWith", "$endsWith", "$contains"]), texts
+        ),
         st.builds(lambda b: {"$exists": b}, st.booleans()),
     )
 
@@ -173,8 +183,11 @@ def wix_specs(depth: int = 2) -> st.SearchStrategy[dict[str, Any]]:
     sub = st.deferred(lambda: wix_specs(depth - 1))
     return st.one_of(
         fields,
-        st.builds(lambda op, subs: {op: subs}, st.sampled_from(["$and", "$or"]),
-                  st.lists(sub, min_size=1, max_size=3)),
+        st.builds(
+            lambda op, subs: {op: subs},
+            st.sampled_from(["$and", "$or"]),
+            st.lists(sub, min_size=1, max_size=3),
+        ),
         st.builds(lambda s: {"$not": s}, sub),
     )
 
@@ -193,10 +206,34 @@ junk = st.recursive(
         st.dictionaries(
             st.one_of(
                 st.sampled_from(
-                    ["a", "a.b", "$and", "$or", "$nor", "$not", "$eq", "$ne", "$gt", "$in",
-                     "$nin", "$all", "$size", "$type", "$mod", "$regex", "$options",
-                     "$elemMatch", "$exists", "$date", "$hasSome", "$hasAll",
-                     "$startsWith", "$contains", "$foo", "$where"]
+                    [
+                        "a",
+                        "a.b",
+                        "$and",
+                        "$or",
+                        "$nor",
+                        "$not",
+                        "$eq",
+                        "$ne",
+                        "$gt",
+                        "$in",
+                        "$nin",
+                        "$all",
+                        "$size",
+                        "$type",
+                        "$mod",
+                        "$regex",
+                        "$options",
+                        "$elemMatch",
+                        "$exists",
+                        "$date",
+                        "$hasSome",
+                        "$hasAll",
+                        "$startsWith",
+                        "$contains",
+                        "$foo",
+                        "$where",
+                    ]
                 ),
                 st.integers(0, 2),
             ),

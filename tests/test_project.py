@@ -34,8 +34,7 @@ def test_public_names_are_exported() -> None:
     public = {
         name
         for name, value in vars(taskengine).items()
-        if not name.startswith("_")
-        and (inspect.isclass(value) or inspect.isfunction(value))
+        if not name.startswith("_") and (inspect.isclass(value) or inspect.isfunction(value))
     }
     assert public - set(taskengine.__all__) == set()
 

@@ -128,9 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             _write_safely(err, "".join(traceback.format_exception(exc)))
         message = printable(str(exc))
         hint = "" if debug else " (run with --debug for the traceback)"
-        _write_safely(
-            err, f"taskengine: internal error: {type(exc).__name__}: {message}{hint}\n"
-        )
+        _write_safely(err, f"taskengine: internal error: {type(exc).__name__}: {message}{hint}\n")
         return EXIT_ERROR
     finally:
         with contextlib.suppress(Exception):

@@ -274,8 +274,7 @@ def _find_stored(conn: sqlite3.Connection, collection: str, env: Environment) ->
         (
             (
                 line,
-                f"$._id: {_quote(item_id)} is already in collection {collection!r}"
-                f" ({env.value})",
+                f"$._id: {_quote(item_id)} is already in collection {collection!r} ({env.value})",
             )
             for line, item_id in cursor
         ),

@@ -70,8 +70,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     imp.add_argument(
         "--publish-plugin",
         action="store_true",
-        help="create the collection with the publish plugin (error for an existing one "
-        "without)",
+        help="create the collection with the publish plugin (error for an existing one without)",
     )
     imp.add_argument("file", metavar="FILE.jsonl", help="the JSON Lines file ('-' = stdin)")
     imp.set_defaults(handler=run_command)

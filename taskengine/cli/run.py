@@ -72,9 +72,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--db", required=True, help=DB_HELP)
-    run.add_argument(
-        "task_file", metavar="TASK.json", nargs="?", help="the task ('-' = stdin)"
-    )
+    run.add_argument("task_file", metavar="TASK.json", nargs="?", help="the task ('-' = stdin)")
     run.add_argument(
         "--no-wait",
         action="store_true",
@@ -129,9 +127,13 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     # The Ctrl-C handler covers opening and closing the engine too: before the task exists
     # a Ctrl-C still means "stop, nothing created" (130), and once the outcome is known a
     # Ctrl-C during shutdown cannot turn it into 130.
-    with ctrl_c_cancels() as pressed, open_engine(
-        args.db, workers=1, batch_size=args.batch_size, adopt=False
-    ) as (engine, storage):
+    with (
+        ctrl_c_cancels() as pressed,
+        open_engine(args.db, workers=1, batch_size=args.batch_size, adopt=False) as (
+            engine,
+            storage,
+        ),
+    ):
         collection = _task_collection(spec)
         if collection is not None:
             _check_collection(storage, args.db, collection)
@@ -163,9 +165,12 @@ def resume(db: str, batch_size: int, *, quiet: bool, out: TextIO, err: TextIO) -
     """``taskengine run --resume``: run the unfinished tasks no live engine owns, one at
     a time, until none is left; returns the highest exit code of their outcomes, or
     :data:`EXIT_INTERRUPTED` when SIGINT or SIGTERM stopped it first."""
-    with stop_signals() as stop, open_engine(db, workers=1, batch_size=batch_size) as (
-        engine,
-        _storage,
+    with (
+        stop_signals() as stop,
+        open_engine(db, workers=1, batch_size=batch_size) as (
+            engine,
+            _storage,
+        ),
     ):
         census = take_census(engine)
         note = census.owned_note()

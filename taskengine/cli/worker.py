@@ -53,9 +53,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     worker.add_argument("--db", required=True, help=DB_HELP)
-    worker.add_argument(
-        "--workers", type=positive, default=2, help="tasks run at once (default 2)"
-    )
+    worker.add_argument("--workers", type=positive, default=2, help="tasks run at once (default 2)")
     worker.add_argument(
         "--lease",
         type=seconds(0.01, 86_400),
@@ -76,13 +74,16 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run ``taskengine worker`` with parsed ``args`` until SIGINT or SIGTERM; returns 0."""
-    with stop_signals() as stop, open_engine(
-        args.db,
-        workers=args.workers,
-        batch_size=args.batch_size,
-        lease=args.lease,
-        poll=args.poll,
-    ) as (engine, _storage):
+    with (
+        stop_signals() as stop,
+        open_engine(
+            args.db,
+            workers=args.workers,
+            batch_size=args.batch_size,
+            lease=args.lease,
+            poll=args.poll,
+        ) as (engine, _storage),
+    ):
         census = take_census(engine)
         watch = Watch(engine, waiting=[task.id for task in census.waiting])
         engine.start()

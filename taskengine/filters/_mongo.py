@@ -75,10 +75,29 @@ __all__ = ["MISSING", "compile_mongo", "compile_regex", "type_code"]
 _LOGICAL: Final = frozenset({"$and", "$or", "$nor"})
 _KNOWN_UNSUPPORTED: Final = frozenset(
     {
-        "$where", "$expr", "$text", "$jsonSchema", "$geoWithin", "$geoIntersects",
-        "$near", "$nearSphere", "$bitsAllSet", "$bitsAnySet", "$bitsAllClear",
-        "$bitsAnyClear", "$sampleRate", "$search", "$box", "$center", "$centerSphere",
-        "$geometry", "$maxDistance", "$minDistance", "$polygon", "$comment", "$rand",
+        "$where",
+        "$expr",
+        "$text",
+        "$jsonSchema",
+        "$geoWithin",
+        "$geoIntersects",
+        "$near",
+        "$nearSphere",
+        "$bitsAllSet",
+        "$bitsAnySet",
+        "$bitsAllClear",
+        "$bitsAnyClear",
+        "$sampleRate",
+        "$search",
+        "$box",
+        "$center",
+        "$centerSphere",
+        "$geometry",
+        "$maxDistance",
+        "$minDistance",
+        "$polygon",
+        "$comment",
+        "$rand",
     }
 )
 
@@ -199,9 +218,7 @@ def _all_conds(arg: object, path: str) -> list[Cond]:
     items: list[Any] = arg
     if not items:
         return [Cond("test", never)]
-    elem = [
-        isinstance(x, dict) and len(x) >= 1 and next(iter(x)) == "$elemMatch" for x in items
-    ]
+    elem = [isinstance(x, dict) and len(x) >= 1 and next(iter(x)) == "$elemMatch" for x in items]
     conds: list[Cond] = []
     if any(elem):
         if not all(elem):

@@ -230,6 +230,7 @@ def type_test(codes: frozenset[int]) -> Test:
 
 def size_test(n: int) -> Test:
     """``$size n``: an array of ``n`` elements."""
+
     def test(v: Any) -> bool:
         return v.__class__ is list and len(v) == n
 

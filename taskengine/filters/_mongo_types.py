@@ -30,10 +30,27 @@ INT32_MAX: Final = 2**31 - 1
 
 # $type aliases and codes (BSON type numbers).
 TYPE_ALIASES: Final[dict[str, int]] = {
-    "double": 1, "string": 2, "object": 3, "array": 4, "binData": 5, "undefined": 6,
-    "objectId": 7, "bool": 8, "date": 9, "null": 10, "regex": 11, "dbPointer": 12,
-    "javascript": 13, "symbol": 14, "javascriptWithScope": 15, "int": 16,
-    "timestamp": 17, "long": 18, "decimal": 19, "minKey": -1, "maxKey": 127,
+    "double": 1,
+    "string": 2,
+    "object": 3,
+    "array": 4,
+    "binData": 5,
+    "undefined": 6,
+    "objectId": 7,
+    "bool": 8,
+    "date": 9,
+    "null": 10,
+    "regex": 11,
+    "dbPointer": 12,
+    "javascript": 13,
+    "symbol": 14,
+    "javascriptWithScope": 15,
+    "int": 16,
+    "timestamp": 17,
+    "long": 18,
+    "decimal": 19,
+    "minKey": -1,
+    "maxKey": 127,
 }
 _VALID_CODES: Final = frozenset(TYPE_ALIASES.values())
 NUMBER_CODES: Final = frozenset({1, 16, 18, 19})

@@ -235,9 +235,9 @@ def _type(codes: frozenset[int], b: Backend) -> Leaf:
                 parts.append(b.type_in(ref, frozenset({"null"})))
             elif code in (16, 18):
                 ints = frozenset({"integer"})
-                in32 = all_of([
-                    b.number(ref, ">=", INT32_MIN, ints), b.number(ref, "<=", INT32_MAX, ints)
-                ])
+                in32 = all_of(
+                    [b.number(ref, ">=", INT32_MIN, ints), b.number(ref, "<=", INT32_MAX, ints)]
+                )
                 if code == 16:
                     parts.append(in32)
                 else:
@@ -247,4 +247,3 @@ def _type(codes: frozenset[int], b: Backend) -> Leaf:
         return any_of(parts) if parts else exact(FALSE)
 
     return leaf
-

@@ -103,8 +103,11 @@ class PostgresJSONB(Backend):
     def each(self, ref: Ref, alias: str, condition: SQL) -> SQL:
         """``EXISTS (SELECT 1 FROM jsonb_array_elements(...) AS alias(value) WHERE ...)``."""
         return join(
-            "EXISTS (SELECT 1 FROM jsonb_array_elements(", ref.source,
-            f") AS {alias}(value) WHERE ", condition, ")",
+            "EXISTS (SELECT 1 FROM jsonb_array_elements(",
+            ref.source,
+            f") AS {alias}(value) WHERE ",
+            condition,
+            ")",
         )
 
     def member(self, ref: Ref, key: str) -> Ref:
@@ -176,9 +179,7 @@ class PostgresJSONB(Backend):
         parts = [self.number(ref, "=", c) for c in values if not abs(c) < _EXACT_BELOW]
         if small:
             marks = ", ".join("CAST(%s AS numeric)" for _ in small)
-            test = join(
-                "(", ref.value, ")::numeric IN (", SQL(marks, tuple(map(repr, small))), ")"
-            )
+            test = join("(", ref.value, ")::numeric IN (", SQL(marks, tuple(map(repr, small))), ")")
             parts.append(exact(self._typed(ref, NUMBER, test)))
         return any_of(parts)
 
@@ -252,7 +253,10 @@ class PostgresJSONB(Backend):
         """An object whose only key is ``$date``, holding a string."""
         value = ref.value
         test = join(
-            "COALESCE(jsonb_typeof(", value, " -> '$date') = 'string', FALSE) AND (", value,
+            "COALESCE(jsonb_typeof(",
+            value,
+            " -> '$date') = 'string', FALSE) AND (",
+            value,
             " - '$date') = '{}'::jsonb",
         )
         return exact(self._typed(ref, frozenset({"object"}), test))

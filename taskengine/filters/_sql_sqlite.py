@@ -44,7 +44,6 @@ __all__ = ["SQLiteJSON", "sqlite_parses_reals_exactly"]
 _DATE_KEY: Final = '."$date"'  # the path step to a stored date's ISO text
 
 
-
 @functools.lru_cache(maxsize=1)
 def sqlite_parses_reals_exactly() -> bool:
     """Whether this process's SQLite reads JSON reals as Python does (a probe, run once).
@@ -55,9 +54,23 @@ def sqlite_parses_reals_exactly() -> bool:
     subnormals, halfway cases) and compares the doubles.
     """
     rng = random.Random(20240917)
-    values = [0.1, 0.2, 0.3, 1e23, 8.98846567431158e307, 5e-324, 2.2250738585072014e-308,
-              2.2250738585072009e-308, 9007199254740993.0, 1.7976931348623157e308,
-              4.9406564584124654e-324, 0.1 + 0.2, 1 / 3, 2 / 3, 123456789012345680.0]
+    values = [
+        0.1,
+        0.2,
+        0.3,
+        1e23,
+        8.98846567431158e307,
+        5e-324,
+        2.2250738585072014e-308,
+        2.2250738585072009e-308,
+        9007199254740993.0,
+        1.7976931348623157e308,
+        4.9406564584124654e-324,
+        0.1 + 0.2,
+        1 / 3,
+        2 / 3,
+        123456789012345680.0,
+    ]
     values += [10.0**e for e in range(-320, 309)]
     while len(values) < 5000:
         (x,) = struct.unpack("<d", rng.getrandbits(64).to_bytes(8, "little"))
@@ -235,7 +248,11 @@ class SQLiteJSON(Backend):
             return self.type_in(ref, frozenset({"text"}))
         raw = s.encode("utf-8")
         test = join(
-            "substr(CAST(", ref.value, " AS BLOB), 1, ", self.param(len(raw)), ") = ",
+            "substr(CAST(",
+            ref.value,
+            " AS BLOB), 1, ",
+            self.param(len(raw)),
+            ") = ",
             self.param(raw),
         )
         return self._string(ref, test, test)
@@ -275,9 +292,21 @@ class SQLiteJSON(Backend):
             join(ref.value, " % ", self.param(d), " = ", self.param(remainder)),
         )
         reals_test = join(
-            "(", ref.value, " >= ", self.param(-9.2233720368547758e18), " AND ", ref.value,
-            " < ", self.param(9.2233720368547758e18), " AND CAST(", ref.value,
-            " AS INTEGER) % ", self.param(d), " = ", self.param(remainder), ")",
+            "(",
+            ref.value,
+            " >= ",
+            self.param(-9.2233720368547758e18),
+            " AND ",
+            ref.value,
+            " < ",
+            self.param(9.2233720368547758e18),
+            " AND CAST(",
+            ref.value,
+            " AS INTEGER) % ",
+            self.param(d),
+            " = ",
+            self.param(remainder),
+            ")",
         )
         real = frozenset({"real"})
         if not self.exact_reals:
@@ -292,8 +321,11 @@ class SQLiteJSON(Backend):
         """
         value = ref.value
         test = join(
-            "COALESCE(json_type(", self._date_source(ref), ") = 'text', FALSE) AND json_remove(",
-            value, ", '$.\"$date\"') = '{}'",
+            "COALESCE(json_type(",
+            self._date_source(ref),
+            ") = 'text', FALSE) AND json_remove(",
+            value,
+            ", '$.\"$date\"') = '{}'",
         )
         return exact(self._typed(ref, frozenset({"object"}), test))
 

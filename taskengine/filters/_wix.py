@@ -56,8 +56,20 @@ Test = Callable[[Any], bool]
 
 _FIELD_OPS: Final = frozenset(
     {
-        "$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin", "$hasSome",
-        "$hasAll", "$startsWith", "$endsWith", "$contains", "$exists",
+        "$eq",
+        "$ne",
+        "$gt",
+        "$gte",
+        "$lt",
+        "$lte",
+        "$in",
+        "$nin",
+        "$hasSome",
+        "$hasAll",
+        "$startsWith",
+        "$endsWith",
+        "$contains",
+        "$exists",
     }
 )
 
@@ -362,4 +374,3 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
 def compile_wix(spec: Mapping[str, Any]) -> Predicate:
     """Compile a wix filter into a predicate; raises only ``InvalidFilter``."""
     return _compile_doc(spec, "")
-

@@ -59,6 +59,7 @@ __all__ = [
     "plan_of",
 ]
 
+
 def check_id(value: object) -> str:
     """Return ``value`` if it is a usable ``_id`` (non-empty, valid Unicode ``str``).
 

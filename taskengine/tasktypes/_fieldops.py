@@ -188,9 +188,7 @@ def edit_value(old: Any, ops: Operations) -> Any:
         table = ops.str_replacements
         if table is not None and isinstance(value, list):
             # every ``from`` is a string: only string elements can match (type-strict)
-            value = [
-                _fresh(table[v]) if type(v) is str and v in table else v for v in value
-            ]
+            value = [_fresh(table[v]) if type(v) is str and v in table else v for v in value]
         elif isinstance(value, list):
             value = [_replace_one(v, rules) for v in value]
         else:
@@ -237,9 +235,7 @@ def edit_item(item: dict[str, Any], field_key: str, ops: Operations) -> bool | E
     return True
 
 
-def compile_edit(
-    field_key: str, ops: Operations
-) -> Callable[[dict[str, Any]], bool | EditRefused]:
+def compile_edit(field_key: str, ops: Operations) -> Callable[[dict[str, Any]], bool | EditRefused]:
     """:func:`edit_item` for one field and one set of operations, compiled once per task.
 
     The returned function behaves exactly like ``edit_item(item, field_key, ops)``. When
@@ -259,6 +255,7 @@ def compile_edit(
         and all(type(v) in _SCALARS for v in adds)
     )
     if not fast or table is None or removals is None:
+
         def general(item: dict[str, Any]) -> bool | EditRefused:
             return edit_item(item, field_key, ops)
 

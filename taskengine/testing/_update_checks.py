@@ -9,7 +9,7 @@ from datetime import timedelta
 import attrs
 
 from taskengine.clock import ManualClock
-from taskengine.task import Task
+from taskengine.task import Task, TaskStatus
 from taskengine.taskstore import Lease, TaskStore
 from taskengine.testing._checks import expect, expect_raises
 from taskengine.testing._taskstore_checks import LEASE, claim, lost, register, stored
@@ -214,3 +214,34 @@ def check_concurrent_updates_lose_nothing(store: TaskStore, clock: ManualClock) 
     count = None if final is None else final.items_succeeded
     expect(count == 200, f"four threads' 200 increments left the counter at {count}")
     expect(sorted(seen) == list(range(1, 201)), "two concurrent updates returned the same count")
+
+
+@register
+def check_expired_lists_due_tasks_earliest_first(store: TaskStore, clock: ManualClock) -> None:
+    """expired(now, limit) lists the finished tasks whose expiresAt is at or before now,
+    earliest first, at most limit; unfinished tasks and deleted ones never appear, and a
+    task saved again with another expiry is listed at its new one."""
+    tasks = stored(store, clock, 4)
+    start = clock.now()
+    # Finished one minute apart in reverse order: expiry order is the reverse of ids.
+    for n, task in enumerate(reversed(tasks[:3])):
+        at = start + timedelta(minutes=n)
+        store.save(task.started(at, 1).finished(TaskStatus.COMPLETED, at, timedelta(hours=1)))
+    first = start + timedelta(hours=1)
+    order = [tasks[2].id, tasks[1].id, tasks[0].id]
+    got = store.expired(first + timedelta(minutes=5), 10)
+    expect(got == order, f"expired() listed {got!r}, not {order!r} (earliest expiry first)")
+    got = store.expired(first + timedelta(minutes=5), 2)
+    expect(got == order[:2], f"expired(limit=2) listed {got!r}, not {order[:2]!r}")
+    got = store.expired(first, 10)
+    expect(got == order[:1], f"a task due exactly at now was not listed: {got!r}")
+    got = store.expired(first - timedelta(milliseconds=1), 10)
+    expect(got == [], f"a task listed before its expiresAt: {got!r}")
+    later = start + timedelta(minutes=30)
+    store.save(tasks[2].started(later, 1).finished(TaskStatus.COMPLETED, later, timedelta(hours=1)))
+    store.delete([tasks[1].id])
+    got = store.expired(first + timedelta(hours=1), 10)
+    expect(
+        got == [tasks[0].id, tasks[2].id],
+        f"after a re-save and a delete, expired() listed {got!r}",
+    )

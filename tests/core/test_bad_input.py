@@ -149,9 +149,7 @@ def test_typed_operations_get_the_same_check(engine: TaskEngine) -> None:
         {"nested": [1, 2.5, None, True]},
     ],
 )
-def test_storable_operation_values_are_accepted_and_written(
-    engine: TaskEngine, value: Any
-) -> None:
+def test_storable_operation_values_are_accepted_and_written(engine: TaskEngine, value: Any) -> None:
     """Every value the storage stores is accepted, and the task completes writing it."""
     task = engine.create_task(edit_spec({"addItems": [value]}))
     engine.run_until_idle()

@@ -102,9 +102,7 @@ def store_for(backend: str, storage: Any) -> TaskStore:
     return MemoryTaskStore() if backend == "memory" else SQLiteTaskStore(storage)
 
 
-def run_task(
-    storage: Any, task_store: TaskStore, spec: Mapping[str, Any], **settings: Any
-) -> Task:
+def run_task(storage: Any, task_store: TaskStore, spec: Mapping[str, Any], **settings: Any) -> Task:
     """Run one task to its end with no retry delay; return it."""
     engine = TaskEngine(storage, task_store=task_store, retry_delay=0, **settings)
     task = engine.create_task(spec)

@@ -277,7 +277,7 @@ def test_ids_postgresql_cannot_hold(store: PostgresTaskStore) -> None:
 
 def test_paging_delete_and_lists(store: PostgresTaskStore) -> None:
     """page is newest first with the total; delete ignores unknown and repeated ids;
-    unfinished is oldest first; expiring lists finished tasks."""
+    unfinished is oldest first; expired lists finished tasks once they expired."""
     for n in range(5):
         store.insert(make_task(f"t{n}", T0 + n * timedelta(seconds=1)))
     done = store.get("t1")
@@ -289,7 +289,9 @@ def test_paging_delete_and_lists(store: PostgresTaskStore) -> None:
     assert store.page(10, 2**70) == ([], 5)
     assert store.page(-1, 0) == ([], 5)
     assert [task.id for task in store.unfinished()] == ["t0", "t2", "t3", "t4"]
-    assert store.expiring() == [(finished.expires_at, "t1")]
+    assert finished.expires_at is not None
+    assert store.expired(finished.expires_at, 10) == ["t1"]
+    assert store.expired(finished.expires_at - timedelta(milliseconds=1), 10) == []
     assert store.delete(["t2", "t2", "nope", "t4"]) == 2
     assert len(store) == 3
     assert store.claimable(T0, 2**70) == ["t0", "t3"]

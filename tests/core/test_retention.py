@@ -96,3 +96,44 @@ def test_expired_tasks_are_not_listed_by_an_engine_that_never_started(tmp_path: 
             assert page.tasks == ()
         finally:
             store.close()
+
+
+def test_an_engine_sweeps_tasks_another_engine_finished_after_it_started(
+    tmp_path: Path,
+) -> None:
+    """The store answers the sweep: a started engine also removes the expired tasks that
+    another engine (another process, on the same file) finished after it started."""
+    db = tmp_path / "t.db"
+    clock = ManualClock()
+    with SQLiteStorage(db) as mine, SQLiteStorage(db) as theirs:
+        mine.create_collection("Items")
+        my_store, their_store = SQLiteTaskStore(mine), SQLiteTaskStore(theirs)
+        try:
+            me = TaskEngine(mine, task_store=my_store, clock=clock, tick_interval=3600)
+            other = TaskEngine(theirs, task_store=their_store, clock=clock)
+            with me:
+                finished = [other.create_task(copy_task()) for _ in range(3)]
+                for task in finished:
+                    other.cancel_task(task.id)
+                assert me.list_tasks().total == 3
+                clock.advance(timedelta(days=31))
+                assert me.sweep() == 3
+                assert me.list_tasks().total == 0
+                assert len(their_store) == 0
+        finally:
+            my_store.close()
+            their_store.close()
+
+
+def test_a_sweep_removes_more_expired_tasks_than_one_store_call_returns(
+    clock: ManualClock,
+) -> None:
+    """The sweep asks the store in chunks until none are left (here 1,203 tasks)."""
+    engine = TaskEngine(items_storage(), clock=clock, retention=timedelta(hours=1))
+    created = [engine.create_task(copy_task()) for _ in range(1203)]
+    for task in created:
+        engine.cancel_task(task.id)
+    kept = engine.create_task(copy_task())
+    clock.advance(timedelta(hours=2))
+    assert engine.sweep() == 1203
+    assert [task.id for task in engine.list_tasks().tasks] == [kept.id]

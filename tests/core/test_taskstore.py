@@ -87,14 +87,16 @@ def test_page_is_newest_first(store: TaskStore) -> None:
     assert store.page(10, 9) == ([], 5)
 
 
-def test_unfinished_expiring_and_delete(store: TaskStore) -> None:
-    """unfinished() lists NEW/RUNNING oldest first; expiring() the finished; delete removes."""
+def test_unfinished_expired_and_delete(store: TaskStore) -> None:
+    """unfinished() lists NEW/RUNNING oldest first; expired() the finished ones whose
+    expiry passed; delete removes."""
     for n in range(4):
         store.insert(make_task(n))
     store.save(finished(make_task(1), T0))
     store.save(make_task(2).started(T0, 1))
     assert [t.id for t in store.unfinished()] == ["t0000", "t0002", "t0003"]
-    assert store.expiring() == [(T0 + timedelta(hours=1), "t0001")]
+    assert store.expired(T0 + timedelta(hours=1), 10) == ["t0001"]
+    assert store.expired(T0 + timedelta(minutes=59), 10) == []
     assert store.delete(["t0001", "t0003", "nope"]) == 2
     assert len(store) == 2
     assert store.get("t0001") is None
@@ -321,3 +323,31 @@ def test_leases_stay_out_of_the_task_and_its_json(store: TaskStore) -> None:
     assert back is not None
     assert back.to_json() == task.to_json()
     assert not any("lease" in key.lower() for key in back.to_json())
+
+
+def test_expired_is_earliest_first_bounded_and_follows_changes(store: TaskStore) -> None:
+    """expired(now, limit) lists finished tasks whose expiresAt <= now, earliest first,
+    at most ``limit``; a re-save with another expiry moves a task, delete removes it."""
+    for n in range(6):
+        store.insert(make_task(n))
+    # Finished at T0 + 5 min, 4 min, ... : expiry order is the reverse of creation order.
+    for n in range(5):
+        store.save(finished(make_task(n), T0 + timedelta(minutes=5 - n)))
+    expiry = T0 + timedelta(hours=1)
+    assert store.expired(expiry + timedelta(minutes=5), 10) == [
+        "t0004",
+        "t0003",
+        "t0002",
+        "t0001",
+        "t0000",
+    ]
+    assert store.expired(expiry + timedelta(minutes=5), 2) == ["t0004", "t0003"]
+    assert store.expired(expiry + timedelta(minutes=5), 0) == []
+    # Boundary: due at exactly its expiresAt, not a millisecond before.
+    assert store.expired(expiry + timedelta(minutes=1), 10) == ["t0004"]
+    assert store.expired(expiry + timedelta(minutes=1) - timedelta(milliseconds=1), 10) == []
+    # Saved again with a later finish (another retention), it moves to its new place.
+    store.save(finished(make_task(4), T0 + timedelta(minutes=10)))
+    assert store.expired(expiry + timedelta(minutes=5), 10) == ["t0003", "t0002", "t0001", "t0000"]
+    store.delete(["t0002"])
+    assert store.expired(expiry + timedelta(minutes=10), 10) == ["t0003", "t0001", "t0000", "t0004"]

@@ -298,9 +298,7 @@ class Ownership(RuleBasedStateMachine):
                 if held.owner is None
                 else Lease(role, held.owner, held.token, EPOCH + held.expires * MS)
             )
-            assert [store.leader_of(role) for store in self.stores] == [expected] * len(
-                self.stores
-            )
+            assert [store.leader_of(role) for store in self.stores] == [expected] * len(self.stores)
 
     @invariant()
     def stores_agree_with_the_model(self) -> None:

@@ -66,8 +66,9 @@ awkward = st.sampled_from(
 )
 storage_values = st.recursive(
     values | awkward,
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.text(max_size=2), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=2), children, max_size=3)
+    ),
     max_leaves=8,
 )
 iso_texts = st.one_of(

@@ -183,20 +183,41 @@ TRICKY: list[tuple[dict[str, Any], str, list[dict[str, Any]]]] = [
     ({"a": {"$lt": datetime(2020, 1, 1, 15)}}, "wix", [{"a": NOON_MINUS_8}]),
     ({"a": {"$eq": datetime(2020, 1, 1, 20, tzinfo=UTC)}}, "wix", [{"a": NOON_MINUS_8}]),
     ({"a": datetime(2020, 1, 1, 20)}, "mongo", [{"a": NOON_MINUS_8}, {"a": [NOON_MINUS_8]}]),
-    ({"a": {"$gte": {"$date": "2020-01-01T00:00:00.5Z"}}}, "mongo",
-     [{"a": datetime(2020, 1, 1)}, {"a": datetime(2020, 1, 1, 0, 0, 0, 500000)},
-      {"a": datetime(2020, 1, 1, 0, 0, 0, 500001, tzinfo=UTC)}]),
-    ({"a": {"$lte": datetime(2020, 1, 2)}}, "mongo",
-     [{"a": datetime(2020, 1, 2, 23, 59, tzinfo=timezone(timedelta(hours=23, minutes=59)))},
-      {"a": datetime(2020, 1, 1, 0, 0, 1, tzinfo=timezone(-timedelta(hours=23, minutes=59)))},
-      {"a": datetime(2020, 1, 1, 12, tzinfo=timezone(timedelta(seconds=3723)))}]),
+    (
+        {"a": {"$gte": {"$date": "2020-01-01T00:00:00.5Z"}}},
+        "mongo",
+        [
+            {"a": datetime(2020, 1, 1)},
+            {"a": datetime(2020, 1, 1, 0, 0, 0, 500000)},
+            {"a": datetime(2020, 1, 1, 0, 0, 0, 500001, tzinfo=UTC)},
+        ],
+    ),
+    (
+        {"a": {"$lte": datetime(2020, 1, 2)}},
+        "mongo",
+        [
+            {"a": datetime(2020, 1, 2, 23, 59, tzinfo=timezone(timedelta(hours=23, minutes=59)))},
+            {"a": datetime(2020, 1, 1, 0, 0, 1, tzinfo=timezone(-timedelta(hours=23, minutes=59)))},
+            {"a": datetime(2020, 1, 1, 12, tzinfo=timezone(timedelta(seconds=3723)))},
+        ],
+    ),
     # the margin's edges: offsets a hair short of a day, wall times a fraction past it
-    ({"a": {"$lt": datetime(2020, 1, 2)}}, "mongo",
-     [{"a": datetime(2020, 1, 1, 0, 0, 0, 500000, tzinfo=ALMOST_MINUS_DAY)},
-      {"a": datetime(2020, 1, 1, 0, 0, 0, 0, tzinfo=ALMOST_MINUS_DAY)}]),
-    ({"a": {"$gt": datetime(2020, 1, 2)}}, "wix",
-     [{"a": datetime(2020, 1, 3, 0, 0, 0, 500000, tzinfo=ALMOST_PLUS_DAY)},
-      {"a": datetime(2020, 1, 2, 23, 59, 59, 999999, tzinfo=ALMOST_PLUS_DAY)}]),
+    (
+        {"a": {"$lt": datetime(2020, 1, 2)}},
+        "mongo",
+        [
+            {"a": datetime(2020, 1, 1, 0, 0, 0, 500000, tzinfo=ALMOST_MINUS_DAY)},
+            {"a": datetime(2020, 1, 1, 0, 0, 0, 0, tzinfo=ALMOST_MINUS_DAY)},
+        ],
+    ),
+    (
+        {"a": {"$gt": datetime(2020, 1, 2)}},
+        "wix",
+        [
+            {"a": datetime(2020, 1, 3, 0, 0, 0, 500000, tzinfo=ALMOST_PLUS_DAY)},
+            {"a": datetime(2020, 1, 2, 23, 59, 59, 999999, tzinfo=ALMOST_PLUS_DAY)},
+        ],
+    ),
 ]
 
 

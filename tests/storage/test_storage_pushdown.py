@@ -79,8 +79,12 @@ def big() -> Iterator[SQLiteStorage]:
             "c",
             "LIVE",
             [
-                {"_id": f"{i:06d}", "n": i % 100, "name": ["Alice", "bob", "Émile"][i % 3],
-                 "tags": ["x"] if i % 7 == 0 else []}
+                {
+                    "_id": f"{i:06d}",
+                    "n": i % 100,
+                    "name": ["Alice", "bob", "Émile"][i % 3],
+                    "tags": ["x"] if i % 7 == 0 else [],
+                }
                 for i in range(20000)
             ],
         )

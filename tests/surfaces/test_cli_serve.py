@@ -204,9 +204,7 @@ def test_serve_then_run_on_one_file_each_run_only_their_own_task(tmp_path: Path)
     assert edited.items_failed == 0
     assert_edited_and_copied_once(db, ITEMS)
     owner = f"{socket.gethostname()}/{server.pid}"
-    assert f"1 unfinished task(s) left alone: 1 owned by a live engine ({owner}).\n" in (
-        ran.stderr
-    )
+    assert f"1 unfinished task(s) left alone: 1 owned by a live engine ({owner}).\n" in (ran.stderr)
 
 
 @pytest.mark.slow

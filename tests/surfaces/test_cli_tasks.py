@@ -125,12 +125,8 @@ def test_tasks_list_shows_who_owns_each_unfinished_task(
     lines = out.splitlines()
     header = lines[0]
     column = header.index("OWNER")
-    assert header.split() == [
-        "ID", "TYPE", "STATUS", "OWNER", "SUCCEEDED", "FAILED", "CREATED"
-    ]
-    owners = {
-        line.split()[0]: line[column:].split("  ")[0].strip() for line in lines[2:-1]
-    }
+    assert header.split() == ["ID", "TYPE", "STATUS", "OWNER", "SUCCEEDED", "FAILED", "CREATED"]
+    owners = {line.split()[0]: line[column:].split("  ")[0].strip() for line in lines[2:-1]}
     assert owners == {
         waiting: "waiting",
         owned: f"{socket.gethostname()}/{os.getpid()}",

@@ -40,7 +40,13 @@ REFERENCE_DELETE_BODY = (
 )
 TASK_KEYS = {"id", "type", "status", "estimatedItemCount", "itemsSucceeded", "itemsFailed"}
 PROGRESS_KEYS = {
-    "Id", "Complete", "TotalElements", "ProcessedElements", "ProgressInPercent", "Message", "Self"
+    "Id",
+    "Complete",
+    "TotalElements",
+    "ProcessedElements",
+    "ProgressInPercent",
+    "Message",
+    "Self",
 }
 
 
@@ -143,16 +149,16 @@ def test_reference_body_with_trailing_comma_is_accepted(engine: TaskEngine, addr
     """The reference's DELETE_BY_QUERY curl body works verbatim (on the autocms alias)."""
     status, body, _ = call(address, "POST", "/autocms/v1/tasks", REFERENCE_DELETE_BODY)
     assert status == 200, body
-    assert body["task"]["deleteByQueryOptions"]["filter"] == {
-        "holidays": {"$in": ["Halloween"]}
-    }
+    assert body["task"]["deleteByQueryOptions"]["filter"] == {"holidays": {"$in": ["Halloween"]}}
     assert engine.wait(body["task"]["id"], timeout=30).is_finished
 
 
 def test_list_pages_newest_first(engine: TaskEngine, address: str) -> None:
     """GET /tasks pages newest first, with count, offset and total metadata."""
-    ids = [call(address, "POST", "/cms/v1/tasks", copy_task("Empty"))[1]["task"]["id"]
-           for _ in range(3)]
+    ids = [
+        call(address, "POST", "/cms/v1/tasks", copy_task("Empty"))[1]["task"]["id"]
+        for _ in range(3)
+    ]
     status, body, _ = call(address, "GET", "/cms/v1/tasks?paging.limit=2&paging.offset=1")
     assert status == 200
     assert body["metadata"] == {"count": 2, "offset": 1, "total": 3}
@@ -349,9 +355,10 @@ def test_unexpected_error_is_500_without_internals(
     engine: TaskEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A bug gives 500 in the envelope, without the exception text; the log has it."""
-    with caplog.at_level(logging.ERROR, logger="taskengine.http"), serving(
-        make_app(_BrokenEngine(engine))
-    ) as where:
+    with (
+        caplog.at_level(logging.ERROR, logger="taskengine.http"),
+        serving(make_app(_BrokenEngine(engine))) as where,
+    ):
         status, body, _ = call(where, "GET", "/cms/v1/tasks/x")
     assert status == 500
     assert "secret" not in json.dumps(body)
@@ -437,11 +444,13 @@ def test_arbitrary_bodies_never_cause_500(body: bytes) -> None:
 @given(
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.text(max_size=5),
-        lambda inner: st.lists(inner, max_size=3)
-        | st.dictionaries(
-            st.sampled_from(["type", "copyFieldDataOptions", "dataCollectionId", "x"]),
-            inner,
-            max_size=3,
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["type", "copyFieldDataOptions", "dataCollectionId", "x"]),
+                inner,
+                max_size=3,
+            )
         ),
         max_leaves=10,
     )

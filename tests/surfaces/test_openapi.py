@@ -41,18 +41,42 @@ CHECKS = [
 ]
 
 TASKS = [
-    {"type": "DELETE_BY_QUERY", "deleteByQueryOptions": {
-        "dataCollectionId": "Items", "filter": {"n": {"$gt": 90}}}},
-    {"type": "COPY_FIELD_DATA", "copyFieldDataOptions": {
-        "dataCollectionId": "Items", "sourceFieldKey": "n", "targetFieldKey": "m"}},
-    {"type": "EDIT_FIELD_DATA", "editFieldDataOptions": {
-        "dataCollectionId": "Items", "fieldKey": "tags",
-        "operations": {"addItems": ["a"], "replaceItems": [{"from": "x", "to": "y"}]}}},
-    {"type": "UPDATE_PUBLISH_STATUS", "updatePublishStatusOptions": {
-        "dataCollectionId": "Items", "operation": "SCHEDULE_DRAFT_STATUS",
-        "scheduleDraftStatusOptions": {"date": "2030-01-01T00:00:00Z"}}},
-    {"type": "COPY_FIELD_DATA", "copyFieldDataOptions": {
-        "dataCollectionId": "Missing", "sourceFieldKey": "n", "targetFieldKey": "m"}},
+    {
+        "type": "DELETE_BY_QUERY",
+        "deleteByQueryOptions": {"dataCollectionId": "Items", "filter": {"n": {"$gt": 90}}},
+    },
+    {
+        "type": "COPY_FIELD_DATA",
+        "copyFieldDataOptions": {
+            "dataCollectionId": "Items",
+            "sourceFieldKey": "n",
+            "targetFieldKey": "m",
+        },
+    },
+    {
+        "type": "EDIT_FIELD_DATA",
+        "editFieldDataOptions": {
+            "dataCollectionId": "Items",
+            "fieldKey": "tags",
+            "operations": {"addItems": ["a"], "replaceItems": [{"from": "x", "to": "y"}]},
+        },
+    },
+    {
+        "type": "UPDATE_PUBLISH_STATUS",
+        "updatePublishStatusOptions": {
+            "dataCollectionId": "Items",
+            "operation": "SCHEDULE_DRAFT_STATUS",
+            "scheduleDraftStatusOptions": {"date": "2030-01-01T00:00:00Z"},
+        },
+    },
+    {
+        "type": "COPY_FIELD_DATA",
+        "copyFieldDataOptions": {
+            "dataCollectionId": "Missing",
+            "sourceFieldKey": "n",
+            "targetFieldKey": "m",
+        },
+    },
 ]
 
 

@@ -130,7 +130,11 @@ def test_chunked_body_is_read(address: str) -> None:
     conn = http.client.HTTPConnection(address, timeout=30)
     try:
         status, data, _ = request(
-            conn, "POST", "/cms/v1/tasks", iter(chunks), encode_chunked=True,
+            conn,
+            "POST",
+            "/cms/v1/tasks",
+            iter(chunks),
+            encode_chunked=True,
             headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"},
         )
     finally:
@@ -146,7 +150,11 @@ def test_chunked_body_over_the_limit_is_413(engine: TaskEngine) -> None:
         conn = http.client.HTTPConnection(where, timeout=30)
         try:
             status, data, _ = request(
-                conn, "POST", "/cms/v1/tasks", iter(chunks), encode_chunked=True,
+                conn,
+                "POST",
+                "/cms/v1/tasks",
+                iter(chunks),
+                encode_chunked=True,
                 headers={"Transfer-Encoding": "chunked"},
             )
         finally:

@@ -134,9 +134,9 @@ user_filters = st.one_of(
 )
 
 
-def memory_engine(collection_items: list[dict[str, Any]], plugin: bool) -> tuple[
-    MemoryStorage, TaskEngine
-]:
+def memory_engine(
+    collection_items: list[dict[str, Any]], plugin: bool
+) -> tuple[MemoryStorage, TaskEngine]:
     """A fresh memory store with 'c' holding the items, and an engine with batches of 4."""
     storage = MemoryStorage()
     storage.create_collection("c", publish_plugin=plugin)

@@ -106,15 +106,17 @@ options_strategy = st.one_of(
         environment=envs,
         filter=filters,
         date=st.datetimes(
-            min_value=datetime(2000, 1, 1), max_value=datetime(2100, 1, 1), timezones=st.just(
-                timezone.utc
-            )
+            min_value=datetime(2000, 1, 1),
+            max_value=datetime(2100, 1, 1),
+            timezones=st.just(timezone.utc),
         ),
     ).map(
-        lambda o: o
-        if o.operation.schedule_key
-        else UpdatePublishStatusOptions(
-            o.data_collection_id, o.operation, o.environment, o.filter, None
+        lambda o: (
+            o
+            if o.operation.schedule_key
+            else UpdatePublishStatusOptions(
+                o.data_collection_id, o.operation, o.environment, o.filter, None
+            )
         )
     ),
 )
@@ -182,9 +184,18 @@ def test_environments(
     storage.insert_items("Items", "LIVE", [{"_id": "a", "s": 1}])
     if sandbox:
         storage.insert_items("Items", "SANDBOX", [{"_id": "a", "s": 2}])
-    task = run(engine, {"type": "COPY_FIELD_DATA", "copyFieldDataOptions": {
-        "dataCollectionId": "Items", "environment": env,
-        "sourceFieldKey": "s", "targetFieldKey": "t"}})
+    task = run(
+        engine,
+        {
+            "type": "COPY_FIELD_DATA",
+            "copyFieldDataOptions": {
+                "dataCollectionId": "Items",
+                "environment": env,
+                "sourceFieldKey": "s",
+                "targetFieldKey": "t",
+            },
+        },
+    )
     assert task.status is TaskStatus.COMPLETED
     assert "t" in items(storage, env=touched)[0]
     if sandbox:
@@ -206,16 +217,30 @@ def test_unknown_collection_task_fails(engine: TaskEngine) -> None:
 def test_sandbox_not_enabled_fails(storage: Storage, engine: TaskEngine) -> None:
     """SANDBOX on a collection without a sandbox FAILS with WDE0179."""
     storage.create_collection("Items")
-    task = run(engine, {"type": "DELETE_BY_QUERY", "deleteByQueryOptions": {
-        "dataCollectionId": "Items", "environment": "SANDBOX"}})
+    task = run(
+        engine,
+        {
+            "type": "DELETE_BY_QUERY",
+            "deleteByQueryOptions": {"dataCollectionId": "Items", "environment": "SANDBOX"},
+        },
+    )
     failed_with(task, "WDE0179")
 
 
 def test_create_rejects_with_paths(engine: TaskEngine) -> None:
     """A bad spec raises InvalidTask listing every violation by JSON path; nothing stored."""
     with pytest.raises(InvalidTask) as info:
-        engine.create_task({"task": {"type": "EDIT_FIELD_DATA", "editFieldDataOptions": {
-            "dataCollectionId": "x" * 300, "operations": {"addItems": list(range(65))}}}})
+        engine.create_task(
+            {
+                "task": {
+                    "type": "EDIT_FIELD_DATA",
+                    "editFieldDataOptions": {
+                        "dataCollectionId": "x" * 300,
+                        "operations": {"addItems": list(range(65))},
+                    },
+                }
+            }
+        )
     paths = {v.field for v in info.value.violations}
     assert paths == {
         "task.editFieldDataOptions.dataCollectionId",
@@ -228,8 +253,16 @@ def test_create_rejects_with_paths(engine: TaskEngine) -> None:
 def test_create_options_must_match_type(engine: TaskEngine) -> None:
     """The options object must be the one matching type."""
     with pytest.raises(InvalidTask) as info:
-        engine.create_task({"type": "DELETE_BY_QUERY", "copyFieldDataOptions": {
-            "dataCollectionId": "c", "sourceFieldKey": "a", "targetFieldKey": "b"}})
+        engine.create_task(
+            {
+                "type": "DELETE_BY_QUERY",
+                "copyFieldDataOptions": {
+                    "dataCollectionId": "c",
+                    "sourceFieldKey": "a",
+                    "targetFieldKey": "b",
+                },
+            }
+        )
     paths = {v.field for v in info.value.violations}
     assert "task.deleteByQueryOptions" in paths
 
@@ -238,8 +271,10 @@ def test_create_from_typed_options(storage: Storage, engine: TaskEngine) -> None
     """Typed options objects are accepted as a task spec."""
     storage.create_collection("Items")
     storage.insert_items("Items", "LIVE", [{"_id": "a", "t": ["x"]}])
-    task = run(engine, EditFieldDataOptions(
-        "Items", "t", Operations(replace_items=[ReplaceItem("x", "y")])))
+    task = run(
+        engine,
+        EditFieldDataOptions("Items", "t", Operations(replace_items=[ReplaceItem("x", "y")])),
+    )
     assert task.type == "EDIT_FIELD_DATA"
     assert task.status is TaskStatus.COMPLETED
     assert items(storage) == [{"_id": "a", "t": ["y"]}]
@@ -251,19 +286,39 @@ def test_concurrent_tasks_with_cancels(tmp_path: Path) -> None:
     n = 600
     for name in ("A", "B"):
         storage.create_collection(name)
-        storage.insert_items(name, "LIVE", [
-            {"_id": f"{i:05d}", "g": i % 3, "tags": []} for i in range(n)
-        ])
+        storage.insert_items(
+            name, "LIVE", [{"_id": f"{i:05d}", "g": i % 3, "tags": []} for i in range(n)]
+        )
     engine = TaskEngine(storage, workers=3, batch_size=25)
-    edit_a = {"type": "EDIT_FIELD_DATA", "editFieldDataOptions": {
-        "dataCollectionId": "A", "fieldKey": "tags", "filter": {"g": 0},
-        "operations": {"addItems": ["x"]}}}
-    delete_a = {"type": "DELETE_BY_QUERY", "deleteByQueryOptions": {
-        "dataCollectionId": "A", "filter": {"g": 1}}}
-    copy_b = {"type": "COPY_FIELD_DATA", "copyFieldDataOptions": {
-        "dataCollectionId": "B", "sourceFieldKey": "g", "targetFieldKey": "h"}}
-    cancelled_b = {"type": "EDIT_FIELD_DATA", "editFieldDataOptions": {
-        "dataCollectionId": "B", "fieldKey": "tags", "operations": {"addItems": ["y"]}}}
+    edit_a = {
+        "type": "EDIT_FIELD_DATA",
+        "editFieldDataOptions": {
+            "dataCollectionId": "A",
+            "fieldKey": "tags",
+            "filter": {"g": 0},
+            "operations": {"addItems": ["x"]},
+        },
+    }
+    delete_a = {
+        "type": "DELETE_BY_QUERY",
+        "deleteByQueryOptions": {"dataCollectionId": "A", "filter": {"g": 1}},
+    }
+    copy_b = {
+        "type": "COPY_FIELD_DATA",
+        "copyFieldDataOptions": {
+            "dataCollectionId": "B",
+            "sourceFieldKey": "g",
+            "targetFieldKey": "h",
+        },
+    }
+    cancelled_b = {
+        "type": "EDIT_FIELD_DATA",
+        "editFieldDataOptions": {
+            "dataCollectionId": "B",
+            "fieldKey": "tags",
+            "operations": {"addItems": ["y"]},
+        },
+    }
     engine.start()
     try:
         tasks = [engine.create_task(s) for s in (edit_a, delete_a, copy_b, cancelled_b)]
@@ -291,8 +346,16 @@ def test_cancel_midway_counts_exact(storage: Storage) -> None:
     storage.create_collection("C")
     storage.insert_items("C", "LIVE", [{"_id": f"{i:04d}", "t": []} for i in range(300)])
     engine = TaskEngine(storage, batch_size=10, clock=ManualClock(START))
-    task = engine.create_task({"type": "EDIT_FIELD_DATA", "editFieldDataOptions": {
-        "dataCollectionId": "C", "fieldKey": "t", "operations": {"addItems": [1]}}})
+    task = engine.create_task(
+        {
+            "type": "EDIT_FIELD_DATA",
+            "editFieldDataOptions": {
+                "dataCollectionId": "C",
+                "fieldKey": "t",
+                "operations": {"addItems": [1]},
+            },
+        }
+    )
     executor = engine.task_types["EDIT_FIELD_DATA"].executor
     original = executor.apply
     calls = {"n": 0}

@@ -220,7 +220,8 @@ def test_empty_filter_is_no_filter(targets: Storage) -> None:
 
 def test_plan_takes_only_its_own_parsed_options(targets: Storage) -> None:
     """Options are parsed once, by the engine: an executor refuses raw JSON options."""
-    raw = RawOptions("plain", {"dataCollectionId": "plain", "sourceFieldKey": "a",
-                               "targetFieldKey": "b"})
+    raw = RawOptions(
+        "plain", {"dataCollectionId": "plain", "sourceFieldKey": "a", "targetFieldKey": "b"}
+    )
     with pytest.raises(TypeError, match="expected CopyFieldDataOptions, got RawOptions"):
         CopyFieldDataExecutor().plan(raw, targets)

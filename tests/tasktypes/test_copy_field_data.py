@@ -98,8 +98,17 @@ def test_example_copy_field_data(storage: Storage, engine: TaskEngine) -> None:
 def test_copy_touches_only_target(collection_items: list[dict[str, Any]], source: str) -> None:
     """COPY_FIELD_DATA sets target = source and leaves every other field untouched."""
     storage, engine = memory_engine(collection_items, False)
-    task = run(engine, {"type": "COPY_FIELD_DATA", "copyFieldDataOptions": {
-        "dataCollectionId": "c", "sourceFieldKey": source, "targetFieldKey": "dst"}})
+    task = run(
+        engine,
+        {
+            "type": "COPY_FIELD_DATA",
+            "copyFieldDataOptions": {
+                "dataCollectionId": "c",
+                "sourceFieldKey": source,
+                "targetFieldKey": "dst",
+            },
+        },
+    )
     for before, after in zip(collection_items, storage.find("c", "LIVE"), strict=True):
         assert {k: v for k, v in after.items() if k != "dst"} == before
         if source in before:

@@ -42,9 +42,7 @@ def test_delete_publish_plugin_options() -> None:
     _, problems = parse_delete_by_query_options(
         {"dataCollectionId": "c", "publishPluginOptions": {"includeDraftItems": "yes"}}, "t"
     )
-    assert fields(problems) == {
-        "t.publishPluginOptions.includeDraftItems": "must be a boolean"
-    }
+    assert fields(problems) == {"t.publishPluginOptions.includeDraftItems": "must be a boolean"}
 
 
 def test_delete_app_options_opaque() -> None:
@@ -124,8 +122,10 @@ def test_delete_deletes_exactly_matching(
 ) -> None:
     """DELETE_BY_QUERY deletes exactly the matching items, sparing drafts unless asked."""
     storage, engine = memory_engine(collection_items, plugin)
-    options: dict[str, Any] = {"dataCollectionId": "c",
-                               "publishPluginOptions": {"includeDraftItems": drafts}}
+    options: dict[str, Any] = {
+        "dataCollectionId": "c",
+        "publishPluginOptions": {"includeDraftItems": drafts},
+    }
     if spec is not None:
         options["filter"] = spec
     task = run(engine, {"type": "DELETE_BY_QUERY", "deleteByQueryOptions": options})

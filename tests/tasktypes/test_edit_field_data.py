@@ -152,8 +152,12 @@ def test_all_violations_reported_together() -> None:
 def test_edit_apply_failures_and_unchanged(targets: Storage) -> None:
     """EDIT reports WDE0075 for non-arrays, writes changes, counts the rest unchanged."""
     ex = EditFieldDataExecutor()
-    ops = Operations(add_items=["sale"], remove_items=["outdated"],
-                     replace_items=[ReplaceItem("Goob", "Good")], remove_duplicates=True)
+    ops = Operations(
+        add_items=["sale"],
+        remove_items=["outdated"],
+        replace_items=[ReplaceItem("Goob", "Good")],
+        remove_duplicates=True,
+    )
     plan = plan_for(targets, ex, EditFieldDataOptions("plain", "tags", ops))
     items = [
         {"_id": "1", "tags": ["Goob", "outdated", "sale"]},
@@ -191,8 +195,17 @@ def test_item_failures_complete_with_items_failed(storage: Storage, engine: Task
     """addItems on a string field is an item failure; the task still COMPLETES."""
     storage.create_collection("Items")
     storage.insert_items("Items", "LIVE", holiday_items())
-    task = run(engine, {"type": "EDIT_FIELD_DATA", "editFieldDataOptions": {
-        "dataCollectionId": "Items", "fieldKey": "tags", "operations": {"addItems": ["x"]}}})
+    task = run(
+        engine,
+        {
+            "type": "EDIT_FIELD_DATA",
+            "editFieldDataOptions": {
+                "dataCollectionId": "Items",
+                "fieldKey": "tags",
+                "operations": {"addItems": ["x"]},
+            },
+        },
+    )
     assert task.status is TaskStatus.COMPLETED
     assert (task.items_succeeded, task.items_failed) == (4, 1)
     assert len(task.failures) == 1

@@ -344,4 +344,3 @@ def test_compiled_edit_agrees_with_edit_item(old: Any, o: Operations) -> None:
     else:
         assert got is expected
     assert identical(fast, slow)
-

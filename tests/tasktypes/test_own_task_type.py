@@ -137,5 +137,3 @@ def test_own_type_options_round_trip() -> None:
     options = SetFieldOptions("Items", "stock", [1, {"a": None}], {"kind": "toy"})
     again, problems = SET_FIELD.parse_options(options.to_json(), "t")
     assert (again, problems) == (options, [])
-
-

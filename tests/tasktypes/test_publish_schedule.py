@@ -44,11 +44,15 @@ def get(storage: Storage, item_id: str, env: str = "LIVE") -> dict[str, Any]:
 
 def test_rebuild_finds_stored_dates(storage: Storage) -> None:
     """rebuild puts every stored date of plugin collections on the timeline, both envs."""
-    storage.insert_items("pub", "LIVE", [
-        {"_id": "a", "_publishDate": at(10)},
-        {"_id": "b", "_draftDate": at(5), "_publishDate": at(20)},
-        {"_id": "c"},
-    ])
+    storage.insert_items(
+        "pub",
+        "LIVE",
+        [
+            {"_id": "a", "_publishDate": at(10)},
+            {"_id": "b", "_draftDate": at(5), "_publishDate": at(20)},
+            {"_id": "c"},
+        ],
+    )
     storage.insert_items("pub", "SANDBOX", [{"_id": "s", "_publishDate": at(1)}])
     storage.insert_items("plain", "LIVE", [{"_id": "p", "_publishDate": at(1)}])
     scheduler = PublishScheduler(storage)
@@ -64,10 +68,14 @@ def test_rebuild_finds_stored_dates(storage: Storage) -> None:
 
 def test_tick_flips_due_and_removes_date(storage: Storage) -> None:
     """A passed date flips the status and is removed; a future one stays and is next."""
-    storage.insert_items("pub", "LIVE", [
-        {"_id": "a", "_publishStatus": "DRAFT", "_publishDate": at(10), "k": 1},
-        {"_id": "b", "_publishStatus": "PUBLISHED", "_draftDate": at(30)},
-    ])
+    storage.insert_items(
+        "pub",
+        "LIVE",
+        [
+            {"_id": "a", "_publishStatus": "DRAFT", "_publishDate": at(10), "k": 1},
+            {"_id": "b", "_publishStatus": "PUBLISHED", "_draftDate": at(30)},
+        ],
+    )
     scheduler = PublishScheduler(storage)
     scheduler.rebuild()
     assert scheduler.tick(at(9)) == at(10)
@@ -84,10 +92,14 @@ def test_overdue_applied_at_once_after_restart(tmp_path: Path) -> None:
     path = tmp_path / "items.db"
     with SQLiteStorage(path) as first:
         first.create_collection("pub", publish_plugin=True)
-        first.insert_items("pub", "LIVE", [
-            {"_id": "old", "_publishStatus": "DRAFT", "_publishDate": at(1)},
-            {"_id": "new", "_publishStatus": "DRAFT", "_publishDate": at(100)},
-        ])
+        first.insert_items(
+            "pub",
+            "LIVE",
+            [
+                {"_id": "old", "_publishStatus": "DRAFT", "_publishDate": at(1)},
+                {"_id": "new", "_publishStatus": "DRAFT", "_publishDate": at(100)},
+            ],
+        )
     with SQLiteStorage(path) as second:
         scheduler = PublishScheduler(second)
         scheduler.rebuild()
@@ -95,7 +107,9 @@ def test_overdue_applied_at_once_after_restart(tmp_path: Path) -> None:
         old = second.get_item("pub", "LIVE", "old")
         assert old == {"_id": "old", "_publishStatus": "PUBLISHED"}
         assert second.get_item("pub", "LIVE", "new") == {
-            "_id": "new", "_publishStatus": "DRAFT", "_publishDate": at(100)
+            "_id": "new",
+            "_publishStatus": "DRAFT",
+            "_publishDate": at(100),
         }
 
 
@@ -130,10 +144,14 @@ def test_deleted_item_and_dropped_collection(storage: Storage) -> None:
 
 def test_both_dates_passed_latest_wins(storage: Storage) -> None:
     """When both dates passed, they apply in date order so the later one decides."""
-    storage.insert_items("pub", "LIVE", [
-        {"_id": "a", "_publishDate": at(1), "_draftDate": at(2)},
-        {"_id": "b", "_publishDate": at(2), "_draftDate": at(1)},
-    ])
+    storage.insert_items(
+        "pub",
+        "LIVE",
+        [
+            {"_id": "a", "_publishDate": at(1), "_draftDate": at(2)},
+            {"_id": "b", "_publishDate": at(2), "_draftDate": at(1)},
+        ],
+    )
     scheduler = PublishScheduler(storage)
     scheduler.rebuild()
     scheduler.tick(at(3))
@@ -236,15 +254,20 @@ def test_ticks_match_reference(items: list[tuple[Any, Any, Any]], ticks: list[in
     for doc in docs:
         expected = dict(doc)
         passed = sorted(
-            (expected[f], f) for f in ("_publishDate", "_draftDate")
+            (expected[f], f)
+            for f in ("_publishDate", "_draftDate")
             if f in expected and expected[f] <= at(now) and ticks
         )
         for _, field in passed:
             expected["_publishStatus"] = "PUBLISHED" if field == "_publishDate" else "DRAFT"
             del expected[field]
         assert get(storage, doc["_id"]) == expected
-    remaining = sum(1 for d in docs for f in ("_publishDate", "_draftDate")
-                    if f in d and (not ticks or d[f] > at(now)))
+    remaining = sum(
+        1
+        for d in docs
+        for f in ("_publishDate", "_draftDate")
+        if f in d and (not ticks or d[f] > at(now))
+    )
     assert len(scheduler) == remaining
 
 

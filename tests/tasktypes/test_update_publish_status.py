@@ -123,11 +123,16 @@ def test_publish_set_apply(targets: Storage) -> None:
         targets, ex, UpdatePublishStatusOptions("pub", PublishOperation.SET_DRAFT_STATUS)
     )
     changes = ex.apply(
-        plan, [{"_id": "1"}, {"_id": "2", "_publishStatus": "DRAFT"},
-               {"_id": "3", "_publishStatus": "PUBLISHED"}]
+        plan,
+        [
+            {"_id": "1"},
+            {"_id": "2", "_publishStatus": "DRAFT"},
+            {"_id": "3", "_publishStatus": "PUBLISHED"},
+        ],
     )
     assert [(i["_id"], i["_publishStatus"]) for i in changes.replaces] == [
-        ("1", "DRAFT"), ("3", "DRAFT")
+        ("1", "DRAFT"),
+        ("3", "DRAFT"),
     ]
     assert changes.unchanged == 1
 
@@ -138,9 +143,7 @@ def test_publish_schedule_and_cancel_apply(targets: Storage) -> None:
     plan = plan_for(
         targets,
         ex,
-        UpdatePublishStatusOptions(
-            "pub", PublishOperation.SCHEDULE_DRAFT_STATUS, date=WHEN
-        ),
+        UpdatePublishStatusOptions("pub", PublishOperation.SCHEDULE_DRAFT_STATUS, date=WHEN),
     )
     changes = ex.apply(plan, [{"_id": "1"}, {"_id": "2", "_draftDate": WHEN}])
     assert [i["_id"] for i in changes.replaces] == ["1"]
@@ -220,19 +223,28 @@ def test_cancel_scheduling_prevents_flip(storage: Storage) -> None:
     engine = TaskEngine(storage, clock=clock)
     storage.create_collection("Items", publish_plugin=True)
     storage.insert_items("Items", "LIVE", holiday_items())
-    run(engine, {
-        "type": "UPDATE_PUBLISH_STATUS",
-        "updatePublishStatusOptions": {
-            "dataCollectionId": "Items", "operation": "SCHEDULE_DRAFT_STATUS",
-            "scheduleDraftStatusOptions": {"date": "2024-06-01T00:00:00Z"},
+    run(
+        engine,
+        {
+            "type": "UPDATE_PUBLISH_STATUS",
+            "updatePublishStatusOptions": {
+                "dataCollectionId": "Items",
+                "operation": "SCHEDULE_DRAFT_STATUS",
+                "scheduleDraftStatusOptions": {"date": "2024-06-01T00:00:00Z"},
+            },
         },
-    })
+    )
     assert all("_draftDate" in i for i in items(storage))
-    task = run(engine, {
-        "type": "UPDATE_PUBLISH_STATUS",
-        "updatePublishStatusOptions": {"dataCollectionId": "Items",
-                                       "operation": "CANCEL_SCHEDULING"},
-    })
+    task = run(
+        engine,
+        {
+            "type": "UPDATE_PUBLISH_STATUS",
+            "updatePublishStatusOptions": {
+                "dataCollectionId": "Items",
+                "operation": "CANCEL_SCHEDULING",
+            },
+        },
+    )
     assert task.items_succeeded == 5
     clock.set(datetime(2025, 1, 1, tzinfo=timezone.utc))
     engine.run_until_idle()
@@ -267,11 +279,17 @@ def test_set_status(storage: Storage, engine: TaskEngine, op: str) -> None:
     """SET_* writes _publishStatus on matching items; already-set items succeed unchanged."""
     storage.create_collection("Items", publish_plugin=True)
     storage.insert_items("Items", "LIVE", holiday_items())
-    task = run(engine, {
-        "type": "UPDATE_PUBLISH_STATUS",
-        "updatePublishStatusOptions": {"dataCollectionId": "Items", "operation": op,
-                                       "filter": HALLOWEEN},
-    })
+    task = run(
+        engine,
+        {
+            "type": "UPDATE_PUBLISH_STATUS",
+            "updatePublishStatusOptions": {
+                "dataCollectionId": "Items",
+                "operation": op,
+                "filter": HALLOWEEN,
+            },
+        },
+    )
     status = "PUBLISHED" if op == "SET_PUBLISHED_STATUS" else "DRAFT"
     by_id = {i["_id"]: i for i in items(storage)}
     assert [by_id[i].get("_publishStatus") for i in ("1", "3", "5")] == [status] * 3
