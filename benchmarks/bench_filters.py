@@ -82,12 +82,7 @@ def h_member(d: Mapping[str, Any]) -> bool:
 
 def h_and3(d: Mapping[str, Any]) -> bool:
     a = d.get("age")
-    return (
-        d.get("status") == "active"
-        and a is not None
-        and a >= 30
-        and "red" in d.get("tags", ())
-    )
+    return d.get("status") == "active" and a is not None and a >= 30 and "red" in d.get("tags", ())
 
 
 def h_or3(d: Mapping[str, Any]) -> bool:

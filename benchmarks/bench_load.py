@@ -195,7 +195,13 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         servers = {
             "waitress (taskengine serve)": [
-                taskengine, "serve", "--db", "{db}", "--port", "0", "--quiet",
+                taskengine,
+                "serve",
+                "--db",
+                "{db}",
+                "--port",
+                "0",
+                "--quiet",
                 *(["--threads", str(args.threads)] if args.threads else []),
             ],
             "bare wsgiref": [sys.executable, __file__, "--serve-bare", "{db}"],
@@ -211,8 +217,10 @@ def main() -> None:
             rows.append((name, _run(argv, clients, rounds)))
 
     print(f"{clients} clients x {rounds} rounds (create, 3 polls, progress, cancel)\n")
-    print("| server | requests | errors | req/s | GET p50 ms | GET p99 ms | GET max ms "
-          "| POST p99 ms |")
+    print(
+        "| server | requests | errors | req/s | GET p50 ms | GET p99 ms | GET max ms "
+        "| POST p99 ms |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, row in rows:
         get50, get99, getmax = (1000 * v for v in row["get"])

@@ -234,32 +234,51 @@ def main() -> None:
                     loop: tuple[float, int] = (float("inf"), 0)
                     eng: tuple[float, int] = (float("inf"), 0)
                     for _ in range(repeat):
-                        loop = min(loop, timed(
-                            storage,
-                            items,
-                            lambda s=storage, k=kind: lambda: hand_loop(s, k),  # type: ignore[misc]
-                            1,
-                        ))
-                        eng = min(eng, timed(
-                            storage,
-                            items,
-                            lambda s=storage, k=kind: engine_run(s, k),  # type: ignore[misc]
-                            1,
-                        ))
-                    rows.append((name, kind, n / eng[0], n / loop[0], eng[0] / loop[0], target,
-                                 f"{eng[1]}/{loop[1]}"))
+                        loop = min(
+                            loop,
+                            timed(
+                                storage,
+                                items,
+                                lambda s=storage, k=kind: lambda: hand_loop(s, k),  # type: ignore[misc]
+                                1,
+                            ),
+                        )
+                        eng = min(
+                            eng,
+                            timed(
+                                storage,
+                                items,
+                                lambda s=storage, k=kind: engine_run(s, k),  # type: ignore[misc]
+                                1,
+                            ),
+                        )
+                    rows.append(
+                        (
+                            name,
+                            kind,
+                            n / eng[0],
+                            n / loop[0],
+                            eng[0] / loop[0],
+                            target,
+                            f"{eng[1]}/{loop[1]}",
+                        )
+                    )
         finally:
             gc.callbacks.remove(_count_full_gcs)
             for _, storage, _ in adapters:
                 if isinstance(storage, SQLiteStorage):
                     storage.close()
     print(f"items per collection: {n:,} (items/s counts every stored item scanned)")
-    print(f"| {'storage':7} | {'task type':22} | {'engine items/s':>14} | "
-          f"{'loop items/s':>12} | {'ratio':>5} | {'target':>6} | {'full GCs e/l':>12} |")
+    print(
+        f"| {'storage':7} | {'task type':22} | {'engine items/s':>14} | "
+        f"{'loop items/s':>12} | {'ratio':>5} | {'target':>6} | {'full GCs e/l':>12} |"
+    )
     print(f"|{'-' * 9}|{'-' * 24}|{'-' * 16}|{'-' * 14}|{'-' * 7}|{'-' * 8}|{'-' * 14}|")
     for name, kind, eng_rate, loop_rate, ratio, target, gcs in rows:
-        print(f"| {name:7} | {kind:22} | {eng_rate:14,.0f} | {loop_rate:12,.0f} | {ratio:5.2f} | "
-              f"{'<=' + str(target):>6} | {gcs:>12} |")
+        print(
+            f"| {name:7} | {kind:22} | {eng_rate:14,.0f} | {loop_rate:12,.0f} | {ratio:5.2f} | "
+            f"{'<=' + str(target):>6} | {gcs:>12} |"
+        )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ The scheduler never reads a clock: the engine passes ``now`` to ``tick``.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
@@ -30,6 +30,7 @@ from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine._values import as_utc
 from taskengine.errors import CollectionNotFound, SandboxNotEnabled, StorageError
+from taskengine.filters import compile_filter
 from taskengine.storage.base import Environment
 from taskengine.tasktypes._common import parse_date
 
@@ -317,9 +318,11 @@ class PublishScheduler:
                     self._put(entry)
 
 
-def _has_date(item: Mapping[str, Any]) -> bool:
-    """Whether the item holds a publish or draft date field (adapters may pre-filter)."""
-    return PUBLISH_DATE in item or DRAFT_DATE in item
+_has_date: Final = compile_filter(
+    {"$or": [{PUBLISH_DATE: {"$exists": True}}, {DRAFT_DATE: {"$exists": True}}]}
+)
+"""Whether the item holds a publish or draft date field: a compiled filter, so SQL
+adapters run it inside the database and read only the items that hold a date."""
 
 
 def _flip_due(
