@@ -17,6 +17,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, BinaryIO
+from urllib.parse import unquote
 
 from taskengine.errors import TaskEngineError
 
@@ -214,6 +215,30 @@ def display_db(db: str) -> str:
     if not is_postgres(db):
         return db
     return _PARAM_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1:***@", db))
+
+
+_QUERY_PASSWORD = re.compile(r"([?&])password=([^&#]*)&?", re.IGNORECASE)
+
+
+def split_password(db: str) -> tuple[str, str | None]:
+    """``--db`` without its password, and the password (decoded) or ``None``.
+
+    For a child process: the DSN goes on its command line (which ``ps`` shows to every
+    user) and the password into its environment as ``PGPASSWORD``, which libpq reads when
+    the DSN has none. A SQLite file is returned as it is.
+    """
+    if not is_postgres(db):
+        return db, None
+    password: str | None = None
+    url = _URL_PASSWORD.match(db)
+    if url is not None:
+        password = unquote(db[len(url.group(1)) + 1 : url.end() - 1])
+        db = f"{url.group(1)}@{db[url.end() :]}"
+    query = _QUERY_PASSWORD.search(db)
+    if query is not None:
+        password = unquote(query.group(2))
+        db = (db[: query.start()] + query.group(1) + db[query.end() :]).rstrip("?&")
+    return db, password
 
 
 @contextlib.contextmanager

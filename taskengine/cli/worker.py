@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, cast
 
 from taskengine.cli._common import (
     DB_HELP,
@@ -25,6 +25,7 @@ from taskengine.cli._common import (
 )
 from taskengine.cli._owners import take_census
 from taskengine.cli._watch import Event, Watch, stop_signals
+from taskengine.cli._workers import LossyOutput, parent_gone, supervise
 
 if TYPE_CHECKING:
     from taskengine.task import Task
@@ -41,7 +42,12 @@ the worker claims it with a lease in the file and renews it while it runs; if th
 worker dies, another engine takes the task over from its last checkpoint once the
 lease runs out (at once on the same host). Prints a line when it starts and one per
 task it starts and finishes. Ctrl-C or SIGTERM stops it after the current batches and
-releases its tasks, checkpointed, so another engine continues them at once (exit 0)."""
+releases its tasks, checkpointed, so another engine continues them at once (exit 0).
+
+With --workers N (N > 1) it starts N worker processes, each an engine of its own
+running --threads tasks at once, so independent tasks use several cores; their lines
+are prefixed [1]..[N], a process that dies is restarted, and Ctrl-C or SIGTERM stops
+them all the same way."""
 
 
 def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,7 +59,19 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     worker.add_argument("--db", required=True, help=DB_HELP)
-    worker.add_argument("--workers", type=positive, default=2, help="tasks run at once (default 2)")
+    worker.add_argument(
+        "--workers",
+        type=positive,
+        default=1,
+        help="worker processes (default 1): each runs its own engine on its own core; "
+        "more than 1 starts them under this process, which restarts one that dies",
+    )
+    worker.add_argument(
+        "--threads",
+        type=positive,
+        default=2,
+        help="tasks each worker process runs at once (default 2)",
+    )
     worker.add_argument(
         "--lease",
         type=seconds(0.01, 86_400),
@@ -69,16 +87,22 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     worker.add_argument("--quiet", action="store_true", help="no line per task")
     worker.add_argument("--batch-size", type=positive, default=500, help=argparse.SUPPRESS)
+    worker.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)
     worker.set_defaults(handler=run_command)
 
 
 def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    """Run ``taskengine worker`` with parsed ``args`` until SIGINT or SIGTERM; returns 0."""
+    """Run ``taskengine worker`` with parsed ``args`` until SIGINT or SIGTERM; returns 0
+    (1 when a worker process of several did not stop cleanly)."""
+    if args.workers > 1:
+        return supervise(args, out, err)
+    if args.parent is not None:
+        out = cast("TextIO", LossyOutput(out))  # one of several: the supervisor may go
     with (
         stop_signals() as stop,
         open_engine(
             args.db,
-            workers=args.workers,
+            workers=args.threads,
             batch_size=args.batch_size,
             lease=args.lease,
             poll=args.poll,
@@ -89,7 +113,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         engine.start()
         out.write(
             f"Worker {engine.owner} running tasks from {display_db(args.db)} "
-            f"({_threads(args.workers)}, "
+            f"({_threads(args.threads)}, "
             f"lease {args.lease:g} s, poll {args.poll:g} s); Ctrl-C or SIGTERM stops.\n"
         )
         if census.waiting:
@@ -101,7 +125,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         lines = _TaskLines(out, quiet=args.quiet)
         while True:
             lines.show(watch.look())  # a last look before stopping: what it held, it releases
-            if stop.is_set():
+            if stop.is_set() or parent_gone(args.parent):
                 break
             stop.wait(_LOOK_EVERY)
         held = len(engine.owned())

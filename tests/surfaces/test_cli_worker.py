@@ -132,6 +132,8 @@ def test_worker_takes_over_lapsed_and_orphaned_tasks_but_not_live_ones(tmp_path:
     ("option", "value", "reason"),
     [
         ("--workers", "0", "must be at least 1, got 0"),
+        ("--threads", "0", "must be at least 1, got 0"),
+        ("--threads", "two", "not a whole number: 'two'"),
         ("--lease", "0", "must be from 0.01 to 86400 seconds, got 0"),
         ("--lease", "nan", "must be from 0.01 to 86400 seconds, got nan"),
         ("--poll", "-1", "must be from 0.01 to 3600 seconds, got -1"),
@@ -141,7 +143,7 @@ def test_worker_takes_over_lapsed_and_orphaned_tasks_but_not_live_ones(tmp_path:
 def test_worker_rejects_bad_arguments_with_one_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, reason: str
 ) -> None:
-    """A bad --workers, --lease or --poll is one usage line naming it (exit 2)."""
+    """A bad --workers, --threads, --lease or --poll is one usage line naming it (exit 2)."""
     db = make_tagged_db(tmp_path, 1)
     code, out, err = run_cli(capsys, "worker", "--db", str(db), f"{option}={value}")
     assert code == EXIT_BAD_INPUT
