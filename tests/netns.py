@@ -1,15 +1,16 @@
 """A network namespace joined to the host by a veth pair: one "machine" for the partition test.
 
 :class:`Link` creates namespace ``<name>`` and a veth pair, the host end ``<name>h``
-(``10.213.<n>.1/30``) and the namespace end ``<name>n`` (``10.213.<n>.2/30``), runs a
-command inside with :attr:`Link.prefix` (``ip netns exec <name>``), and cuts and restores
-the link (:meth:`Link.cut` sets the host end down, so nothing passes either way; TCP on
-both sides sees silence, as behind a failed switch). :meth:`Link.remove` deletes both (the
-namespace end goes with the namespace); it runs before the setup too, for a link a killed
-run left behind, and :func:`remove_stale` removes the links of processes that have exited.
+(``10.213.<n>.1/30``) and the namespace end ``<name>n`` (``10.213.<n>.2/30``); a command
+runs inside with :attr:`Link.prefix` (``ip netns exec <name>``). :meth:`Link.cut` makes
+both ends drop every packet they send (a ``blackhole`` qdisc), so TCP on both sides sees
+silence, as behind a failed switch, and no error tells either side; :meth:`Link.restore`
+undoes it. :meth:`Link.remove` deletes both (the namespace end goes with the namespace);
+it also runs before the setup, for a link a killed run left behind, and
+:func:`remove_stale` removes the links of processes that have exited.
 
-:func:`unavailable_reason` says why no link can be made here (not root, no ``ip``, the
-kernel refuses), or ``None``.
+:func:`unavailable_reason` says why no link can be made here (not root, no ``ip`` or
+``tc``, the kernel refuses), or ``None``.
 """
 
 from __future__ import annotations
@@ -24,9 +25,11 @@ PREFIX = "tep"  # namespace names: tep<pid>x<k>; interface names add one letter 
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["ip", *args], capture_output=True, text=True, timeout=30, check=check
-    )
+    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30, check=check)
+
+
+def _tc(*args: str) -> None:
+    subprocess.run(["tc", *args], capture_output=True, text=True, timeout=30, check=True)
 
 
 class Link:
@@ -63,12 +66,16 @@ class Link:
         _ip(*inside, "link", "set", "lo", "up")
 
     def cut(self) -> None:
-        """Nothing passes the link any more, either way."""
-        _ip("link", "set", self.host_if, "down")
+        """Nothing passes the link any more, either way, silently: both ends' queues drop
+        every packet (a ``blackhole`` qdisc), the link stays up, so the routes stay and no
+        sender gets an error, as behind a failed switch."""
+        _tc("qdisc", "add", "dev", self.host_if, "root", "blackhole")
+        _tc("-n", self.name, "qdisc", "add", "dev", self.ns_if, "root", "blackhole")
 
     def restore(self) -> None:
-        """The link passes packets again (the addresses and routes come back with it)."""
-        _ip("link", "set", self.host_if, "up")
+        """The link passes packets again."""
+        _tc("qdisc", "del", "dev", self.host_if, "root")
+        _tc("-n", self.name, "qdisc", "del", "dev", self.ns_if, "root")
 
     def remove(self) -> None:
         """Delete the namespace and the host end of the link, if they exist. Idempotent."""
@@ -90,15 +97,20 @@ def remove_stale() -> None:
 
 def unavailable_reason() -> str | None:
     """Why a namespace and a veth pair cannot be made here, or ``None`` if they can."""
-    if shutil.which("ip") is None:
-        return "the ip command (iproute2) is not installed"
+    if shutil.which("ip") is None or shutil.which("tc") is None:
+        return "the ip and tc commands (iproute2) are not installed"
     if os.geteuid() != 0:
         return "creating network namespaces needs root"
-    probe = Link(999)
+    probe = Link(9)
     try:
         probe.create()
+        probe.cut()
+        probe.restore()
     except subprocess.CalledProcessError as exc:
-        return f"ip refused to create a namespace and a veth pair: {exc.stderr.strip()}"
+        return (
+            f"{' '.join(exc.cmd[:4])} failed (a namespace, a veth pair and a blackhole qdisc "
+            f"are needed): {exc.stderr.strip()}"
+        )
     finally:
         probe.remove()
     return None

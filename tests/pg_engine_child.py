@@ -91,7 +91,7 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.WARNING,
-        format=f"{config.get('name', 'child')} %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s {config.get('name', 'child')} %(levelname)s %(name)s: %(message)s",
     )
     counter = Counter(pause_at=config.get("pause_at", 0), report=config.get("report", False))
     engine, storage = open_engine(config, counter)
