@@ -187,12 +187,11 @@ def test_four_engines_with_owners_killed_change_every_item_exactly_once(
             if owner is None:
                 continue  # a replacement that has not said ready yet is not ours to pick
             owner.kill()
-            if view.task(victim).is_finished:
-                live[owner.pid] = owner  # it finished before it died: not a kill mid-task
-                continue
-            kills.append((ids[victim], view.task(victim).items_succeeded))
             replacement = engines.start(f"engine-{len(engines.started)}", wait=False, **config)
             live[replacement.pid] = replacement
+            killed = view.task(victim)  # final now: its owner is gone
+            if not killed.is_finished:  # else its last batch came before the kill
+                kills.append((ids[victim], killed.items_succeeded))
 
         def all_done() -> list[Task] | None:
             found = [view.task(task_id) for task_id in ids]
