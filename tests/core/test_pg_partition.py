@@ -211,11 +211,18 @@ def test_partitioned_owners_commits_are_refused_after_another_engine_takes_over(
     far = make_conninfo(dsn, host=link.host_ip, options=SERVER_SIDE)
     config = {"lease": LEASE, "poll": 0.1, "batch": BATCH, "report": True}
     try:
-        first = engines.start("A", prefix=link.prefix, dsn=far, **config)
-        lease_a = wait_for("A to claim the task", lambda: view.lease(task_id))
+        # A claims the task and stops at the door of a batch (outside any transaction),
+        # so that B starts while A holds the task; then A goes on, and the link is cut
+        # once A has committed a few more batches.
+        pause_at = rng.randint(5, 20)
+        first = engines.start("A", prefix=link.prefix, dsn=far, pause_at=pause_at, **config)
+        first.expect(f"paused {pause_at}")
+        lease_a = view.lease(task_id)
+        assert lease_a is not None
         assert lease_a.owner == first.owner
         second = engines.start("B", dsn=dsn, **config)  # idle: the only task is A's
-        mark = rng.randint(NET_ITEMS // 10, NET_ITEMS * 3 // 10)
+        mark = (pause_at + rng.randint(1, 10)) * BATCH
+        first.send("go")
         wait_for(f"A to pass {mark} items", lambda: view.task(task_id).items_succeeded >= mark)
         link.cut()
         cut_at = time.monotonic()
