@@ -155,13 +155,28 @@ class PostgresServer:
     Also a context manager. ``stop`` is idempotent and also registered with ``atexit``,
     so an interrupted session does not leave a server running.
 
+    Args:
+        binaries: the server programs (default: :func:`find_binaries`).
+        listen: addresses to listen on besides 127.0.0.1 (the host end of a test's
+            network link; the DSN still names 127.0.0.1).
+        trust: client networks (``10.0.0.2/32``) allowed in without a password besides
+            loopback, added to ``pg_hba.conf``.
+
     Attributes:
         dsn: ``postgresql://postgres@127.0.0.1:<port>/taskengine_test`` once started.
         start_seconds: how long :meth:`start` took (initdb, start, first connection).
     """
 
-    def __init__(self, binaries: Binaries | None = None) -> None:
+    def __init__(
+        self,
+        binaries: Binaries | None = None,
+        *,
+        listen: Sequence[str] = (),
+        trust: Sequence[str] = (),
+    ) -> None:
         self.binaries = binaries if binaries is not None else find_binaries()
+        self.listen = tuple(listen)
+        self.trust = tuple(trust)
         self.folder: Path | None = None
         self.port = 0
         self.dsn = ""
@@ -287,6 +302,7 @@ class PostgresServer:
     def _configure(self) -> None:
         settings = {
             **_SETTINGS,
+            "listen_addresses": "'" + ",".join(["127.0.0.1", *self.listen]) + "'",
             "port": str(self.port),
             "unix_socket_directories": f"'{self.folder}'",
         }
@@ -294,6 +310,9 @@ class PostgresServer:
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write("\n# taskengine tests\n")
             conf.writelines(f"{name} = {value}\n" for name, value in settings.items())
+        if self.trust:
+            with open(self.data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+                hba.writelines(f"host all all {network} trust\n" for network in self.trust)
 
     def _run(self, program: str, *args: str) -> None:
         options: dict[str, Any] = {}

@@ -71,6 +71,30 @@ _SCHEMA_TABLE = (
 # One key for every component's schema changes: "taskeng1" as a signed 64-bit integer.
 _SCHEMA_LOCK = 0x7461736B656E6731
 
+# Dead connections (a network partition, a machine that vanished) fail within about 25-30 s
+# instead of hanging until the operating system gives up (hours). On the client, libpq's
+# TCP keepalives and TCP_USER_TIMEOUT, unless the DSN sets them: a statement waiting for
+# a dead server fails, and the engine retries, then lets the task go.
+_CLIENT_KEEPALIVE: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,  # milliseconds of unacknowledged data
+}
+# On the server, the same for the session's socket, unless set already (by the DSN's
+# ``options``, PGOPTIONS, the role, the server's configuration): a session whose client
+# vanished inside a transaction ends, and its row locks (a batch's fence, its items) are
+# released, so another engine can take the task over once the lease runs out. Settings a
+# server does not know (tcp_user_timeout before PostgreSQL 12) are left out; on a Unix
+# socket they do nothing.
+_SERVER_KEEPALIVE = (
+    "SELECT set_config(s.name, v.value, false) FROM pg_settings AS s JOIN (VALUES"
+    " ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'),"
+    " ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000')) AS v(name, value)"
+    " ON s.name = v.name WHERE s.source = 'default'"
+)
+
 
 class _ThreadState(threading.local):
     conn: Connection | None = None
@@ -88,6 +112,13 @@ class PgDatabase:
         connect_timeout: seconds to wait for the server when connecting (at least 2:
             libpq rounds shorter timeouts up).
         pool_timeout: seconds to wait for a free pooled connection.
+
+    Dead connections: unless the DSN sets them, connections use TCP keepalives (idle 10 s,
+    then 3 probes 5 s apart) and a TCP user timeout of 30 s, on both ends (the server's
+    ``tcp_keepalives_*`` and ``tcp_user_timeout`` are set for each session whose server
+    defaults are in force). A connection to a server that became unreachable fails within
+    about 30 s instead of hanging, and a session whose client vanished mid-transaction is
+    ended by the server, releasing its locks.
 
     Raises:
         PostgresError: the DSN is invalid or the server cannot be reached.
@@ -116,6 +147,9 @@ class PgDatabase:
         }
         if "application_name" not in params:
             self._kwargs["application_name"] = "taskengine"
+        for name, value in _CLIENT_KEEPALIVE.items():
+            if name not in params:
+                self._kwargs[name] = value
         self._state = _ThreadState()
         self._pid = os.getpid()
         self._closed = False
@@ -130,6 +164,7 @@ class PgDatabase:
             max_size=max_size,
             open=False,
             timeout=pool_timeout,
+            configure=_configure,
             name=f"taskengine {self.location}",
         )
         try:
@@ -335,9 +370,15 @@ class PgDatabase:
 
     def _connect(self) -> Connection:
         try:
-            return psycopg.connect(self._dsn, **self._kwargs)
+            conn = psycopg.connect(self._dsn, **self._kwargs)
         except psycopg.Error as exc:
             raise self._error("connect", exc) from exc
+        try:
+            _configure(conn)
+        except psycopg.Error as exc:
+            conn.close()
+            raise self._error("connect", exc) from exc
+        return conn
 
     def _ensure_open(self) -> None:
         if self._closed:
@@ -359,6 +400,11 @@ class PgDatabase:
 
     def _error(self, action: str, exc: psycopg.Error) -> PostgresError:
         return driver_error(action, self.location, exc)
+
+
+def _configure(conn: Connection) -> None:
+    """Prepare a new connection: the server's end of its keepalives (``_SERVER_KEEPALIVE``)."""
+    conn.execute(_SERVER_KEEPALIVE)
 
 
 def _rollback(conn: Connection, depth: int, savepoint: str) -> None:

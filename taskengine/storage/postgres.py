@@ -118,6 +118,21 @@ _SCAN = (
 _SCAN_AFTER = _SCAN.format(">")
 _SCAN_FROM = _SCAN.format(">=")
 _SCAN_FIRST = "SELECT doc FROM taskengine_items WHERE coll = %s AND env = %s ORDER BY id LIMIT %s"
+# Inside a transaction a scan locks what it returns (see PostgresStorage.scan): the ids of
+# the page first, then the rows of that key range, locked, as they are once their locks
+# are free (a row deleted meanwhile is left out; the page's cursor stays the same).
+_WINDOW = (
+    "SELECT id FROM taskengine_items WHERE coll = %s AND env = %s AND id {} %s ORDER BY id LIMIT %s"
+)
+_WINDOW_AFTER = _WINDOW.format(">")
+_WINDOW_FROM = _WINDOW.format(">=")
+_WINDOW_FIRST = "SELECT id FROM taskengine_items WHERE coll = %s AND env = %s ORDER BY id LIMIT %s"
+_LOCKED = (
+    "SELECT doc FROM taskengine_items WHERE coll = %s AND env = %s AND id {} %s AND id <= %s"
+    " ORDER BY id FOR UPDATE"
+)
+_LOCKED_AFTER = _LOCKED.format(">")
+_LOCKED_FROM = _LOCKED.format(">=")
 _COUNT_ROWS = (
     "SELECT id, doc FROM taskengine_items WHERE coll = %s AND env = %s AND id > %s"
     " ORDER BY id LIMIT %s"
@@ -285,7 +300,10 @@ class PostgresStorage(Storage):
         """A page in ``_id`` order (see :meth:`Storage.scan`).
 
         Reads ``limit`` stored items at most (plus one, to know whether more are left);
-        with a filter, only the accepted ones are returned.
+        with a filter, only the accepted ones are returned. Inside :meth:`atomic` the
+        page's rows are locked (``FOR UPDATE``) until the block ends, and read as they are
+        once no other transaction holds them: a batch's read, change and write of an item
+        in one block cannot lose another process's write of it made in between.
         """
         check_limit(limit)
         check_after(after)
@@ -293,6 +311,8 @@ class PostgresStorage(Storage):
         fetch = min(limit, _MAX_FETCH) + 1
         with self.database.read() as conn:
             coll = _target(conn, collection, env)
+            if _in_transaction(conn):
+                return _locked_page(conn, coll, _ENV_CODE[env], after, limit, fetch, filter)
             if after is None:
                 rows = conn.execute(_SCAN_FIRST, (coll, _ENV_CODE[env], fetch)).fetchall()
             else:
@@ -507,6 +527,43 @@ def _target(conn: Connection, collection: str, env: Environment, *, lock: bool =
         raise SandboxNotEnabled(collection)
     coll: int = row[0]
     return coll
+
+
+def _in_transaction(conn: Connection) -> bool:
+    """Whether ``conn`` is inside a transaction (a block of :meth:`PgDatabase.transaction`)."""
+    from psycopg.pq import TransactionStatus  # imported with _pgdatabase, which needs it
+
+    return conn.info.transaction_status == TransactionStatus.INTRANS
+
+
+def _locked_page(
+    conn: Connection,
+    coll: int,
+    env: int,
+    after: str | None,
+    limit: int,
+    fetch: int,
+    filter: ItemFilter | None,
+) -> Page:
+    """A scan page inside a transaction, its rows locked (see :meth:`PostgresStorage.scan`)."""
+    if after is None:
+        ids = [row[0] for row in conn.execute(_WINDOW_FIRST, (coll, env, fetch))]
+        lower, inclusive = "", True
+    else:
+        lower, inclusive = lower_bound(after)
+        sql = _WINDOW_FROM if inclusive else _WINDOW_AFTER
+        ids = [row[0] for row in conn.execute(sql, (coll, env, lower, fetch))]
+    more = len(ids) > limit
+    if more:
+        del ids[limit:]
+    if not ids:
+        return Page([], None)
+    sql = _LOCKED_FROM if inclusive else _LOCKED_AFTER
+    rows = conn.execute(sql, (coll, env, lower, ids[-1])).fetchall()
+    items = [decode(doc) for (doc,) in rows]
+    if filter is not None:
+        items = [item for item in items if filter(item)]
+    return Page(items, unkey(ids[-1]) if more else None)
 
 
 def _key_columns(coll: int, env: Environment, stored: list[str]) -> tuple[int | list[str], ...]:

@@ -1,0 +1,116 @@
+"""One ``TaskEngine`` process on a PostgreSQL database, for the scale-out and partition tests.
+
+Run as ``python tests/pg_engine_child.py '<json config>'``. The engine keeps items and
+tasks in the database ``config["dsn"]`` (a ``PostgresStorage`` and a ``PostgresTaskStore``
+sharing one ``PgDatabase``, so each batch and its checkpoint commit together), adopts
+every task no live engine owns, and is driven by lines on stdin; it answers on stdout, one
+line per message (as tests/ownership_child.py does, whose hooks it reuses):
+
+* it says ``ready <owner>`` once started (``owner`` is the engine's lease owner id);
+* ``go`` releases a paused batch, ``owned`` asks for ``owned <task ids>`` (the tasks it
+  holds a lease on now), ``stop`` (or the end of stdin) stops the engine, which then says
+  ``stopped`` and exits 0.
+
+Config keys: ``dsn``; ``name`` (also the connections' ``application_name``, so the parent
+can find this process's sessions in ``pg_stat_activity``); ``lease`` and ``poll``
+(seconds); ``batch``, ``workers``, ``listen`` (the engine's ``listen``); and the hooks
+of tests/ownership_child.py, off by default: ``report`` (say ``apply <items>`` when a
+batch is applied, inside its transaction, and ``committed <n> <items>`` after each
+committed batch) and ``pause_at`` (after the n-th committed batch, the worker says
+``paused <n>`` at the door of its next transaction, outside any, and waits for ``go``).
+Without hooks the engine runs the built-in task types as they are.
+
+Warnings (a lost lease, a failed renewal, storage errors) are logged to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import attrs
+from ownership_child import PATIENCE, Counter, Hooked, say
+from psycopg.conninfo import make_conninfo
+
+from taskengine import PostgresStorage, PostgresTaskStore, TaskEngine
+from taskengine.tasktypes import default_task_types
+
+
+class PausingStorage(PostgresStorage):
+    """``PostgresStorage`` whose transactions wait at their door while a pause is armed."""
+
+    def __init__(self, dsn: str, counter: Counter) -> None:
+        super().__init__(dsn)
+        self.counter = counter
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """The storage's transaction, entered once a pause at its door is over."""
+        self.counter.at_door()
+        with super().atomic():
+            yield
+
+
+def open_engine(config: Mapping[str, Any], counter: Counter) -> tuple[TaskEngine, PostgresStorage]:
+    """The engine the config asks for, on its own connections to the database."""
+    dsn = make_conninfo(config["dsn"], application_name=config.get("name", "child"))
+    hooked = bool(counter.report or counter.pause_at)
+    storage = PausingStorage(dsn, counter) if hooked else PostgresStorage(dsn)
+    settings: dict[str, Any] = {
+        "task_store": PostgresTaskStore(storage),
+        "lease": timedelta(seconds=config.get("lease", 2.0)),
+        "poll_interval": config.get("poll", 0.1),
+        "batch_size": config.get("batch", 100),
+        "workers": config.get("workers", 1),
+        "tick_interval": config.get("tick", 1.0),
+        "listen": config.get("listen", False),
+        "adopt": True,
+        "retry_delay": 0.01,
+    }
+    if not hooked:
+        return TaskEngine(storage, **settings), storage
+    builtin = default_task_types()
+    types = [
+        attrs.evolve(task_type, executor=Hooked(task_type.executor, counter))
+        for task_type in builtin.task_types
+    ]
+    engine = TaskEngine(storage, task_types=types, **settings)
+    for service in builtin.services:
+        engine.register_service(service)
+    return engine, storage
+
+
+def main(argv: Sequence[str]) -> int:
+    """Start the engine, obey stdin, stop; see the module docstring."""
+    config = json.loads(argv[1])
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.WARNING,
+        format=f"%(asctime)s {config.get('name', 'child')} %(levelname)s %(name)s: %(message)s",
+    )
+    counter = Counter(pause_at=config.get("pause_at", 0), report=config.get("report", False))
+    engine, storage = open_engine(config, counter)
+    engine.start()
+    say(f"ready {engine.owner}")
+    for line in sys.stdin:
+        command = line.strip()
+        if command == "go":
+            counter.go.set()
+        elif command == "owned":
+            say(" ".join(["owned", *engine.owned()]))
+        elif command == "stop":
+            break
+    counter.go.set()  # a paused worker must not keep stop() waiting
+    engine.stop(timeout=PATIENCE)
+    storage.close()
+    say("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
