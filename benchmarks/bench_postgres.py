@@ -25,7 +25,8 @@ one side:
 After each run the table's count and a checksum over ``(id, doc)`` in id order are read;
 the engine's and SQL's must be equal, byte for byte. Rounds are interleaved (engine,
 SQL, engine, ...; the first side alternates per round), each side's best is kept, and
-the ratio is engine time / SQL time. CPU is split into the engine process (its own
+the ratio is engine time / SQL time; the CPU ratio is (engine process + server CPU) /
+(server CPU of the statement), steadier than wall time on a shared machine. CPU is split into the engine process (its own
 ``time.process_time``) and the server (the backends of the run's database, read from
 ``/proc/<pid>/stat``), so the report says who spent the time.
 
@@ -362,14 +363,15 @@ def compare(dsn: str, template: str, n: int, rounds: int) -> list[tuple[Any, ...
 def report(rows: list[tuple[Any, ...]]) -> None:
     """The table of best times and ratios."""
     print()
-    print("| items | task type | engine items/s | SQL items/s | ratio | engine CPU client/server"
-          " | SQL server CPU | end state |")
-    print("|---:|---|---:|---:|---:|---|---:|---|")
+    print("| items | task type | engine items/s | SQL items/s | ratio | engine CPU client + server"
+          " of wall | SQL server CPU of wall | CPU ratio | end state |")
+    print("|---:|---|---:|---:|---:|---|---|---:|---|")
     for n, kind, engine, sql, count in rows:
         print(
             f"| {n:,} | {kind} | {n / engine.wall:,.0f} | {n / sql.wall:,.0f} |"
             f" {engine.wall / sql.wall:.2f}x | {engine.client:.1f} s / {engine.server:.1f} s"
             f" of {engine.wall:.1f} s | {sql.server:.1f} s of {sql.wall:.1f} s |"
+            f" {(engine.client + engine.server) / max(sql.server + sql.client, 1e-3):.2f}x |"
             f" equal ({count:,} items left) |"
         )
 
