@@ -17,12 +17,13 @@ exits; items/s counts every item of every task. The speed-up is items/s against 
 process's in the same round.
 
 What limits it is read from the machine, not guessed: the engine processes' CPU
-(each one's ``time.process_time`` over its ``run_until_idle``), the server's CPU (the postmaster's reaped children plus its live
-ones, from ``/proc``), both as cores busy on average (CPU seconds / wall seconds; this
-machine has ``os.cpu_count()`` cores), and ``pg_stat_activity`` sampled every 20 ms:
-the share of the run's client backends that were running a statement (``active`` and
-not waiting), waiting for the engine (``idle`` / ``idle in transaction``: the engine
-holds the turn), or waiting on a lock, I/O or an LWLock inside the server.
+(each one's ``time.process_time`` over its ``run_until_idle``), the server's CPU (the
+postmaster's reaped children plus its live ones, from ``/proc``), both as cores busy
+on average (CPU seconds / wall seconds; this machine has ``os.cpu_count()`` cores),
+and ``pg_stat_activity`` sampled every 20 ms: the share of the run's client backends
+that were running a statement (``active`` and not waiting), waiting for the engine
+(``idle`` / ``idle in transaction``: the engine holds the turn), or waiting on a lock,
+I/O or an LWLock inside the server.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from taskengine import PostgresStorage, PostgresTaskStore, TaskEngine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_postgres import (  # noqa: E402
+from bench_postgres import (
     admin,
     copy_items,
     fresh_copy,
@@ -169,7 +170,8 @@ def run(dsn: str, template: str, processes: int, tasks: int, items: int) -> dict
             store = PostgresTaskStore(storage)
             for task_id in ids:
                 task = store.get(task_id)
-                assert task is not None and task.status.value == "COMPLETED", task
+                assert task is not None
+                assert task.status.value == "COMPLETED", task
             store.close()
         with closing(psycopg.connect(db, autocommit=True)) as conn:
             row = conn.execute(
@@ -177,7 +179,8 @@ def run(dsn: str, template: str, processes: int, tasks: int, items: int) -> dict
                 " '%\"fullNameCopy\":\"Name %' AND doc NOT LIKE '%fullNameCopy%fullNameCopy%')"
                 " FROM taskengine_items"
             ).fetchone()
-        assert row is not None and row[0] == row[1] == tasks * items, row
+        assert row is not None
+        assert row[0] == row[1] == tasks * items, row
     return {
         "processes": processes,
         "wall": wall,
@@ -193,9 +196,11 @@ def report(results: dict[int, list[dict[str, Any]]]) -> None:
     """The table: best run per process count, CPU split and backend states."""
     base = max(r["rate"] for r in results[min(results)])
     print(f"\ncores: {os.cpu_count()}; load average at the end: {os.getloadavg()[0]:.2f}")
-    print("| engine processes | items/s | speed-up | engine CPU (cores busy) |"
-          " server CPU (cores busy) | backends: running / engine's turn /"
-          " waiting |")
+    print(
+        "| engine processes | items/s | speed-up | engine CPU (cores busy) |"
+        " server CPU (cores busy) | backends: running / engine's turn /"
+        " waiting |"
+    )
     print("|---:|---:|---:|---:|---:|---|")
     for processes in sorted(results):
         best = max(results[processes], key=lambda r: r["rate"])

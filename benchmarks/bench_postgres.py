@@ -25,10 +25,11 @@ one side:
 After each run the table's count and a checksum over ``(id, doc)`` in id order are read;
 the engine's and SQL's must be equal, byte for byte. Rounds are interleaved (engine,
 SQL, engine, ...; the first side alternates per round), each side's best is kept, and
-the ratio is engine time / SQL time; the CPU ratio is (engine process + server CPU) /
-(server CPU of the statement), steadier than wall time on a shared machine. CPU is split into the engine process (its own
+the ratio is engine time / SQL time. CPU is split into the engine process (its own
 ``time.process_time``) and the server (the backends of the run's database, read from
-``/proc/<pid>/stat``), so the report says who spent the time.
+``/proc/<pid>/stat``), so the report says who spent the time; the CPU ratio, (engine
+process + server CPU) / the statement's server CPU, is steadier than wall time on a
+shared machine.
 
 ``--profile KIND`` runs one engine task of that type under cProfile and prints the top
 functions by own time. ``--memory`` runs a COPY_FIELD_DATA task at N/10 and N items in
@@ -141,7 +142,7 @@ HAND_SQL: dict[str, str] = {
         f" AND {_OLD_TAGS} <> {_NEW_TAGS}"
     ),
     "UPDATE_PUBLISH_STATUS": (
-        "UPDATE taskengine_items SET doc = left(doc, -1) || ',\"_publishDate\":"
+        'UPDATE taskengine_items SET doc = left(doc, -1) || \',"_publishDate":'
         f"{DATE_JSON}}}'"
         f" WHERE {_WHERE} AND NOT data ? '_publishDate'"
     ),
@@ -223,9 +224,10 @@ def copy_items(dsn: str, collection: str, docs: Iterator[dict[str, Any]]) -> Non
             "SELECT id FROM taskengine_collections WHERE name = %s", (collection,)
         ).fetchone()
         assert row is not None
-        with conn.transaction(), conn.cursor().copy(
-            "COPY taskengine_items (coll, env, id, doc) FROM STDIN"
-        ) as copy:
+        with (
+            conn.transaction(),
+            conn.cursor().copy("COPY taskengine_items (coll, env, id, doc) FROM STDIN") as copy,
+        ):
             for item in docs:
                 item_id, text = admit_text(item)
                 copy.write_row((row[0], 0, item_id, text))
@@ -352,9 +354,11 @@ def compare(dsn: str, template: str, n: int, rounds: int) -> list[tuple[Any, ...
                 kept = best[side]
                 if kept is None or timing.wall < kept.wall:
                     best[side] = timing
-        assert len(states["engine"]) == 1 and states["engine"] == states["sql"], (kind, states)
+        assert len(states["engine"]) == 1, (kind, states)
+        assert states["engine"] == states["sql"], (kind, states)
         engine, sql = best["engine"], best["sql"]
-        assert engine is not None and sql is not None
+        assert engine is not None
+        assert sql is not None
         count = next(iter(states["sql"]))[0]
         rows.append((n, kind, engine, sql, count))
     return rows
@@ -363,8 +367,10 @@ def compare(dsn: str, template: str, n: int, rounds: int) -> list[tuple[Any, ...
 def report(rows: list[tuple[Any, ...]]) -> None:
     """The table of best times and ratios."""
     print()
-    print("| items | task type | engine items/s | SQL items/s | ratio | engine CPU client + server"
-          " of wall | SQL server CPU of wall | CPU ratio | end state |")
+    print(
+        "| items | task type | engine items/s | SQL items/s | ratio | engine CPU client + server"
+        " of wall | SQL server CPU of wall | CPU ratio | end state |"
+    )
     print("|---:|---|---:|---:|---:|---|---|---:|---|")
     for n, kind, engine, sql, count in rows:
         print(
@@ -381,8 +387,10 @@ def profile_engine(dsn: str, template: str, kind: str) -> None:
     profile = cProfile.Profile()
     with fresh_copy(dsn, template) as run:
         timing = engine_run(run, kind, profile)
-    print(f"\n{kind}: {timing.wall:.2f} s wall, {timing.client:.2f} s client CPU (profiled),"
-          f" {timing.server:.2f} s server CPU")
+    print(
+        f"\n{kind}: {timing.wall:.2f} s wall, {timing.client:.2f} s client CPU (profiled),"
+        f" {timing.server:.2f} s server CPU"
+    )
     stats = pstats.Stats(profile)
     stats.sort_stats("tottime").print_stats(25)
     stats.sort_stats("cumulative").print_stats(40)
@@ -429,11 +437,17 @@ def memory(dsn: str, sizes: list[int]) -> None:
         with fresh_copy(dsn, str(name)) as run:
             out = subprocess.run(
                 [sys.executable, __file__, "--memory-child", run],
-                capture_output=True, text=True, check=True, timeout=3600,
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=3600,
             ).stdout.split()
         peak, start, high = (int(v) for v in out[-3:])
-        print(f"| {n:,} | {peak / 2**20:.1f} MiB | {start / 2**20:.1f} MiB |"
-              f" {high / 2**20:.1f} MiB |", flush=True)
+        print(
+            f"| {n:,} | {peak / 2**20:.1f} MiB | {start / 2**20:.1f} MiB |"
+            f" {high / 2**20:.1f} MiB |",
+            flush=True,
+        )
         with closing(admin(dsn)) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
