@@ -334,10 +334,12 @@ def sql_run(dsn: str, kind: str) -> Timing:
     return Timing(wall, cpu, spent)
 
 
-def compare(dsn: str, template: str, n: int, rounds: int) -> list[tuple[Any, ...]]:
-    """Every task type, engine against SQL, interleaved rounds; one row per type."""
+def compare(
+    dsn: str, template: str, n: int, rounds: int, kinds: list[str]
+) -> list[tuple[Any, ...]]:
+    """Each task type of ``kinds``, engine against SQL, interleaved rounds; a row per type."""
     rows = []
-    for kind in SPECS:
+    for kind in kinds:
         best: dict[str, Timing | None] = {"engine": None, "sql": None}
         states: dict[str, set[tuple[int, str]]] = {"engine": set(), "sql": set()}
         for round_ in range(rounds):
@@ -459,6 +461,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per side (best kept)")
     parser.add_argument("--quick", action="store_true", help="20k items, one round")
     parser.add_argument("--dsn", default=os.environ.get("TASKENGINE_TEST_POSTGRES") or None)
+    parser.add_argument("--kind", choices=sorted(SPECS), action="append", help="(repeatable)")
     parser.add_argument("--profile", choices=sorted(SPECS), help="profile one engine task")
     parser.add_argument("--memory", action="store_true", help="peak memory at N/10 and N")
     parser.add_argument("--memory-child", metavar="DSN", help=argparse.SUPPRESS)
@@ -482,7 +485,7 @@ def main(argv: list[str]) -> None:
                 if args.profile:
                     profile_engine(dsn, name, args.profile)
                     continue
-                rows.extend(compare(dsn, name, n, rounds))
+                rows.extend(compare(dsn, name, n, rounds, args.kind or list(SPECS)))
             finally:
                 with closing(admin(dsn)) as conn:
                     conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
