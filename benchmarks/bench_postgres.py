@@ -32,9 +32,10 @@ process + server CPU) / the statement's server CPU, is steadier than wall time o
 shared machine.
 
 ``--profile KIND`` runs one engine task of that type under cProfile and prints the top
-functions by own time. ``--memory`` runs a COPY_FIELD_DATA task at N/10 and N items in
-a child process each and prints the Python heap peak (tracemalloc) and the process RSS
-high-water mark of the task alone (after the engine started, ``/proc/self/clear_refs``).
+functions by own time. ``--memory`` runs a task (COPY_FIELD_DATA, or each ``--kind``)
+at N/10 and N items in a child process each and prints the Python heap peak
+(tracemalloc) and the process RSS high-water mark of the task alone (after the engine
+started, ``/proc/self/clear_refs``).
 """
 
 from __future__ import annotations
@@ -401,8 +402,8 @@ def profile_engine(dsn: str, template: str, kind: str) -> None:
 # --------------------------------------------------------------------------- memory
 
 
-def memory_child(dsn: str) -> None:
-    """In a child: one COPY_FIELD_DATA task; prints the peaks of the task alone."""
+def memory_child(dsn: str, kind: str) -> None:
+    """In a child: one task of ``kind``; prints the peaks of the task alone."""
     import tracemalloc
 
     with PostgresStorage(dsn) as storage:
@@ -412,7 +413,7 @@ def memory_child(dsn: str) -> None:
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
         rss_start = _status("VmRSS")
         tracemalloc.start()
-        task = engine.create_task(SPECS["COPY_FIELD_DATA"])
+        task = engine.create_task(SPECS[kind])
         engine.run_until_idle()
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
@@ -429,16 +430,18 @@ def _status(field: str) -> int:
     raise LookupError(field)
 
 
-def memory(dsn: str, sizes: list[int]) -> None:
-    """Peak memory of one task per size, each in a child process on a fresh copy."""
-    print("\n| items | Python heap peak (tracemalloc) | RSS at start | RSS high-water |")
-    print("|---:|---:|---:|---:|")
-    for n in sizes:
+def memory(dsn: str, sizes: list[int], kinds: list[str]) -> None:
+    """Peak memory of one task per size and kind, each in a child process on a fresh copy."""
+    print(
+        "\n| items | task type | Python heap peak (tracemalloc) | RSS at start | RSS high-water |"
+    )
+    print("|---:|---|---:|---:|---:|")
+    for n, kind in ((n, kind) for n in sizes for kind in kinds):
         template = make_template(dsn, f"bench_mem_{n}", fill_items(n))
         name = psycopg.conninfo.conninfo_to_dict(template)["dbname"]
         with fresh_copy(dsn, str(name)) as run:
             out = subprocess.run(
-                [sys.executable, __file__, "--memory-child", run],
+                [sys.executable, __file__, "--memory-child", run, "--kind", kind],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -446,7 +449,7 @@ def memory(dsn: str, sizes: list[int]) -> None:
             ).stdout.split()
         peak, start, high = (int(v) for v in out[-3:])
         print(
-            f"| {n:,} | {peak / 2**20:.1f} MiB | {start / 2**20:.1f} MiB |"
+            f"| {n:,} | {kind} | {peak / 2**20:.1f} MiB | {start / 2**20:.1f} MiB |"
             f" {high / 2**20:.1f} MiB |",
             flush=True,
         )
@@ -467,13 +470,14 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--memory-child", metavar="DSN", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
-        memory_child(args.memory_child)
+        memory_child(args.memory_child, (args.kind or ["COPY_FIELD_DATA"])[0])
         return
     sizes = [20_000] if args.quick else (args.items or [100_000])
     rounds = 1 if args.quick else args.rounds
     with server(args.dsn) as dsn:
         if args.memory:
-            memory(dsn, sorted({max(1, sizes[-1] // 10), sizes[-1]}))
+            kinds = args.kind or ["COPY_FIELD_DATA"]
+            memory(dsn, sorted({max(1, sizes[-1] // 10), sizes[-1]}), kinds)
             return
         rows = []
         for n in sizes:
