@@ -89,7 +89,7 @@ def server_pid(dsn: str) -> int:
     """The postmaster's process id (the parent of a backend)."""
     with closing(psycopg.connect(dsn, autocommit=True)) as conn:
         backend = conn.info.backend_pid
-    stat = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
+        stat = Path(f"/proc/{backend}/stat").read_text().rsplit(")", 1)[1].split()
     return int(stat[1])
 
 
