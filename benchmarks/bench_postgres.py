@@ -440,13 +440,16 @@ def memory(dsn: str, sizes: list[int], kinds: list[str]) -> None:
         template = make_template(dsn, f"bench_mem_{n}", fill_items(n))
         name = psycopg.conninfo.conninfo_to_dict(template)["dbname"]
         with fresh_copy(dsn, str(name)) as run:
-            out = subprocess.run(
+            child = subprocess.run(
                 [sys.executable, __file__, "--memory-child", run, "--kind", kind],
                 capture_output=True,
                 text=True,
-                check=True,
+                check=False,
                 timeout=3600,
-            ).stdout.split()
+            )
+            if child.returncode != 0:
+                raise RuntimeError(f"the {kind} child at {n:,} items failed:\n{child.stderr}")
+            out = child.stdout.split()
         peak, start, high = (int(v) for v in out[-3:])
         print(
             f"| {n:,} | {kind} | {peak / 2**20:.1f} MiB | {start / 2**20:.1f} MiB |"
