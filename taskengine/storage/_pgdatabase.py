@@ -11,8 +11,9 @@ for one file). Everything PostgreSQL-specific about connections lives here:
   thread: the outermost level binds a pooled connection to the calling thread and runs
   ``BEGIN``, nested levels on that thread get the same connection and a ``SAVEPOINT``, so
   a failing inner block undoes only its own writes when its exception is caught, and
-  everything when it is not. Other threads get other connections: they see only what
-  was committed (``READ COMMITTED``);
+  everything when it is not (a cleanly ended level's savepoint is released lazily, by
+  the next ``SAVEPOINT`` of its depth in the same round trip, or by ``COMMIT``). Other
+  threads get other connections: they see only what was committed (``READ COMMITTED``);
 * :meth:`PgDatabase.read` runs on the thread's transaction when there is one (reads see
   its uncommitted writes), else on a pooled autocommit connection;
 * a transaction is never committed after one of its statements failed: PostgreSQL would
@@ -99,6 +100,8 @@ _SERVER_KEEPALIVE = (
 class _ThreadState(threading.local):
     conn: Connection | None = None
     depth = 0
+    # Depths whose last savepoint ended cleanly but is not released yet (see transaction).
+    unreleased: frozenset[int] = frozenset()
 
 
 class PgDatabase:
@@ -208,8 +211,21 @@ class PgDatabase:
             state = self._state
             depth = state.depth
             savepoint = f"taskengine_{depth}"
+            # A nested level that ends cleanly leaves its savepoint in place instead of
+            # spending a round trip on RELEASE: the next level at the same depth
+            # releases it in the same round trip as its own SAVEPOINT (releasing also
+            # drops every later savepoint), and COMMIT or ROLLBACK of the transaction
+            # ends them all. So at most one unreleased savepoint per depth exists, and
+            # ROLLBACK TO a name always finds the block's own, the most recent of it.
+            if depth == 0:
+                begin = "BEGIN"
+            elif depth in state.unreleased:
+                begin = f"RELEASE SAVEPOINT {savepoint}; SAVEPOINT {savepoint}"
+            else:
+                begin = f"SAVEPOINT {savepoint}"
+            state.unreleased = frozenset(d for d in state.unreleased if d < depth)
             try:
-                conn.execute("BEGIN" if depth == 0 else f"SAVEPOINT {savepoint}")
+                conn.execute(begin)
             except psycopg.Error as exc:
                 raise self._error("begin a transaction", exc) from exc
             state.depth = depth + 1
@@ -217,6 +233,7 @@ class PgDatabase:
                 yield conn
             except BaseException as exc:
                 state.depth = depth
+                state.unreleased = frozenset(d for d in state.unreleased if d < depth)
                 _rollback(conn, depth, savepoint)
                 if isinstance(exc, psycopg.Error):
                     raise self._error("run a statement in a transaction", exc) from exc
@@ -224,6 +241,7 @@ class PgDatabase:
             state.depth = depth
             status = conn.info.transaction_status
             if status != TransactionStatus.INTRANS:
+                state.unreleased = frozenset(d for d in state.unreleased if d < depth)
                 _rollback(conn, depth, savepoint)
                 reason = (
                     "a statement failed inside the transaction and its error was caught "
@@ -232,8 +250,12 @@ class PgDatabase:
                     else "the transaction was ended inside its block"
                 )
                 raise PostgresError("commit", self.location, reason)
+            if depth > 0:
+                state.unreleased |= {depth}
+                return
+            state.unreleased = frozenset()
             try:
-                conn.execute("COMMIT" if depth == 0 else f"RELEASE SAVEPOINT {savepoint}")
+                conn.execute("COMMIT")
             except psycopg.Error as exc:
                 _rollback(conn, depth, savepoint)
                 raise self._error("commit", exc) from exc
@@ -364,6 +386,7 @@ class PgDatabase:
         finally:
             state.conn = None
             state.depth = 0
+            state.unreleased = frozenset()
             # The pool rolls back a connection left in a transaction and discards a
             # broken one.
             self._pool.putconn(conn)
@@ -411,9 +434,8 @@ def _rollback(conn: Connection, depth: int, savepoint: str) -> None:
     try:
         if depth == 0:
             conn.execute("ROLLBACK")
-        else:
-            conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}")
-            conn.execute(f"RELEASE SAVEPOINT {savepoint}")
+        else:  # one round trip (no parameters: psycopg sends both as one query)
+            conn.execute(f"ROLLBACK TO SAVEPOINT {savepoint}; RELEASE SAVEPOINT {savepoint}")
     except psycopg.Error:
         # The connection may be broken (the pool discards it on return); the original
         # error is the one worth reporting.
