@@ -16,11 +16,12 @@ SQLite database, which serialises everything anyway).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -578,10 +579,40 @@ class TaskEngine:
             if task is not None and task.cancel_requested and not task.is_finished:
                 with self._lock:
                     self._cancels.add(task_id)
-            self._batches.run(task_id, hold, sync=sync)
+            with self._heartbeat_unless_started():
+                self._batches.run(task_id, hold, sync=sync)
         finally:
             self._ownership.release(hold)
         return True
+
+    @contextlib.contextmanager
+    def _heartbeat_unless_started(self) -> Iterator[None]:
+        """Renew the engine's leases while a task runs in ``run_until_idle``.
+
+        A started engine's owner thread renews them; ``run_until_idle`` has no such
+        thread, so without this a count or a batch longer than the lease would lose the
+        task to another engine (and leave it NEW, or stop it mid-way, until then).
+        """
+        if self._threads:
+            yield
+            return
+        done = threading.Event()
+        period = min(self.poll_interval, self.lease.total_seconds() / 6)
+
+        def beat() -> None:
+            while not done.wait(period):
+                try:
+                    self._ownership.heartbeat(self.clock.now())
+                except Exception:
+                    _log.exception("renewing leases failed")
+
+        thread = threading.Thread(target=beat, name="taskengine-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
 
     def _worker(self) -> None:
         while not self._stopping.is_set():

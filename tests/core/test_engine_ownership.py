@@ -451,3 +451,46 @@ def test_a_service_led_by_an_exited_process_moves_at_once(open_pair: Pair) -> No
     leader = engine.task_store.leader_of(role)
     assert leader is not None
     assert leader.owner == engine.owner
+
+
+class _SlowCount(MemoryStorage):
+    """A storage whose count at task start lasts 90 s of a manual clock (three times
+    half a 30 s lease), each step waiting until the engine renewed the task's lease."""
+
+    def __init__(self, clock: ManualClock, store: MemoryTaskStore) -> None:
+        super().__init__()
+        self.clock = clock
+        self.store = store
+        self.task_id = ""
+
+    def count(self, collection: str, environment: Any, filter: Any = None) -> Any:
+        for _ in range(3):
+            self.clock.advance(timedelta(seconds=15))
+            deadline = time.monotonic() + 30
+            while True:
+                lease = self.store.lease_of(self.task_id)
+                assert lease is not None
+                if lease.expires_at - self.clock.now() > timedelta(seconds=15):
+                    break  # renewed after the advance: a whole lease ahead again
+                assert time.monotonic() < deadline, "the lease was never renewed"
+                time.sleep(0.005)
+        return super().count(collection, environment, filter)
+
+
+def test_run_until_idle_renews_the_lease_while_a_long_count_runs() -> None:
+    """run_until_idle has no owner thread, yet a count at task start longer than the
+    lease keeps the task: its lease is renewed meanwhile and the task completes."""
+    clock = ManualClock()
+    store = MemoryTaskStore()
+    storage = _SlowCount(clock, store)
+    storage.create_collection("Items")
+    storage.insert_items("Items", "LIVE", [{"_id": str(n), "tags": []} for n in range(5)])
+    engine = TaskEngine(
+        storage, task_store=store, clock=clock, lease=timedelta(seconds=30), poll_interval=0.01
+    )
+    task = engine.create_task(edit_task())
+    storage.task_id = task.id
+    assert engine.run_until_idle() == 1
+    done = engine.get_task(task.id)
+    assert done.status.value == "COMPLETED"
+    assert done.items_succeeded == 5
