@@ -63,7 +63,9 @@ from taskengine.storage._pgdatabase import (
     PostgresError,
     TransactionConflict,
 )
+from taskengine.storage._pgfilter import BACKEND, DOCUMENT, PgReader, count_pushed, scan_pushed
 from taskengine.storage._pgkeys import key, keys, lower_bound, unkey
+from taskengine.storage._sqlfilter import pushed_condition
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -285,11 +287,20 @@ class PostgresStorage(Storage):
         """A page in ``_id`` order (see :meth:`Storage.scan`).
 
         Reads ``limit`` stored items at most (plus one, to know whether more are left);
-        with a filter, only the accepted ones are returned.
+        with a filter, only the accepted ones are returned. A filter that offers a SQL
+        condition (a compiled ``taskengine.Filter``) runs inside the query instead, and
+        the page then holds ``limit`` accepted items unless the collection ends first
+        (see :mod:`taskengine.storage._pgfilter`).
         """
         check_limit(limit)
         check_after(after)
         env = Environment.coerce(environment)
+        if filter is not None:
+            condition = pushed_condition(filter, BACKEND, DOCUMENT)
+            if condition is not None:
+                return scan_pushed(
+                    self._reader(collection, env), condition, filter, after, min(limit, _MAX_FETCH)
+                )
         fetch = min(limit, _MAX_FETCH) + 1
         with self.database.read() as conn:
             coll = _target(conn, collection, env)
@@ -316,8 +327,10 @@ class PostgresStorage(Storage):
     ) -> Count:
         """The exact number of items (that ``filter`` accepts).
 
-        With a filter, the documents are read in pages of 4096 and each is decoded once,
-        straight into the filter.
+        With a filter that offers a SQL condition, the server counts the rows it decides
+        and only the others are read and checked (:mod:`taskengine.storage._pgfilter`);
+        with any other filter, the documents are read in pages of 4096 and each is
+        decoded once, straight into the filter.
         """
         env = Environment.coerce(environment)
         code = _ENV_CODE[env]
@@ -326,6 +339,9 @@ class PostgresStorage(Storage):
                 coll = _target(conn, collection, env)
                 row = conn.execute(_COUNT, (coll, code)).fetchone()
             return Count(int(row[0]) if row else 0, exact=True)
+        condition = pushed_condition(filter, BACKEND, DOCUMENT)
+        if condition is not None:
+            return Count(count_pushed(self._reader(collection, env), condition, filter), True)
         total = 0
         after = ""  # every stored key is above the empty string
         while True:
@@ -336,6 +352,17 @@ class PostgresStorage(Storage):
             if len(rows) < _COUNT_PAGE:
                 return Count(total, exact=True)
             after = rows[-1][0]
+
+    def _reader(self, collection: str, env: Environment) -> PgReader:
+        """Opens a read of one item set: ``(connection, collection row id, env code)``."""
+        database, code = self.database, _ENV_CODE[env]
+
+        @contextlib.contextmanager
+        def read() -> Iterator[tuple[Connection, int, int]]:
+            with database.read() as conn:
+                yield conn, _target(conn, collection, env), code
+
+        return read
 
     def get_item(
         self, collection: str, environment: Environment | str, item_id: str
