@@ -16,7 +16,8 @@ aware dates). JSONB would not keep them: it reorders keys and turns numbers into
 ``numeric``. ``data`` is JSONB *derived* from ``doc`` by the server (a generated column,
 never written, so it cannot drift), for queries and indexes over item fields; it is
 ``NULL`` for a document holding ``\\u0000``, which JSONB refuses, so a query over it must
-treat ``NULL`` as "decide in Python". Reads never use it.
+treat ``NULL`` as "decide in Python". Items are never read back from it; a compiled
+filter runs over it inside scans and counts (:mod:`taskengine.storage._pgfilter`).
 
 **Order**: ``id`` is ``text`` with the ``"C"`` collation, i.e. compared by UTF-8 bytes,
 which is code point order, the order of Python ``str``; ids holding U+0000 (which
