@@ -9,17 +9,21 @@ are never sent; rows meeting ``sure`` are accepted without a Python check; the r
 decoded and checked with the filter, so a scan still returns only accepted items
 (``scan_filters_exactly``).
 
-**Bounding.** SQLite windows its reads by keys because a read holds the database lock.
-A PostgreSQL read holds no lock a writer waits for (MVCC), so a read here is one keyset
-query over the primary key, ``id > $after AND (where) ORDER BY id LIMIT n``: the server
-walks the index in key order and stops at the ``n``-th candidate, and a scan repeats it
-after the last candidate until its page holds ``limit`` accepted items or no candidate is
-left. What a query sends is bounded by its ``LIMIT`` (``limit + 1`` rows for a scan,
-:data:`COUNT_PAGE` for a count's recheck); what it reads is bounded by the collection.
+**Windows.** Reads go through the collection in windows of :data:`WINDOW` keys, as on
+SQLite, but for another reason: a PostgreSQL read holds no lock a writer waits for, while
+the plan of a keyset query ``id > $after AND (where) ORDER BY id LIMIT n`` depends on
+statistics. Without them (a table filled a moment ago, before autovacuum analyzed it) the
+planner expects a few rows, and reads *every* row after ``$after`` and sorts the
+candidates, for each page: quadratic in the pages of a scan. Here each query is bounded
+by keys, ``id > lo AND id <= hi``, whatever its plan: the window's last key ``hi`` comes
+from the plain scan's range read (``ORDER BY id LIMIT 1 OFFSET WINDOW - 1``, an index scan
+whatever the statistics). A scan loops over windows until its page holds ``limit``
+accepted items or the collection ends.
 
 **Counting.** One pass counts the rows meeting ``sure`` and, beside them, the rows meeting
-``where`` but not ``sure``; only when there are some are those rows read (in keyset pages
-of :data:`COUNT_PAGE`) and checked in Python. Nothing of an item decided in SQL is sent.
+``where`` but not ``sure`` (a count of the whole item set is linear whatever its plan);
+only when there are some are those rows read, window by window, and checked in Python.
+Nothing of an item decided in SQL is sent.
 """
 
 from __future__ import annotations
@@ -33,17 +37,56 @@ from taskengine.storage._pgkeys import lower_bound
 from taskengine.storage.base import ItemFilter, Page, SQLFilterCondition
 from taskengine.storage.codec import count_accepted, decode
 
-__all__ = ["BACKEND", "COUNT_PAGE", "DOCUMENT", "PgReader", "count_pushed", "scan_pushed"]
+__all__ = ["BACKEND", "DOCUMENT", "WINDOW", "PgReader", "count_pushed", "scan_pushed"]
 
 BACKEND: Final = "postgresql"
 DOCUMENT: Final = "data"
-COUNT_PAGE: Final = 4096
-"""Rows per read of a count's Python recheck."""
+WINDOW: Final = 8192
+"""Keys per window: the most rows one query examines."""
 
 PgReader = Callable[[], contextlib.AbstractContextManager[tuple[Connection, int, int]]]
 """Opens a read of the target item set: ``(connection, collection row id, env code)``."""
 
 _ITEMS: Final = "FROM taskengine_items WHERE coll = %s AND env = %s"
+_MAX_FETCH: Final = 2**62  # a LIMIT larger than any table, still a bigint
+
+# The key a window ends on: the plain scan's range read over the primary key (an index
+# scan whatever the statistics), stepping over WINDOW - 1 keys.
+_EDGE = "SELECT id {items}{keyed} ORDER BY id LIMIT 1 OFFSET %s"
+
+Row = tuple[str, str, bool]
+"""A candidate row: ``(stored key, doc, meets sure)``."""
+
+
+def _window(
+    reader: PgReader,
+    condition: tuple[str, tuple[Any, ...], str, tuple[Any, ...]],
+    after: tuple[str, bool] | None,
+    fetch: int,
+) -> tuple[list[Row], str | None]:
+    """Up to ``fetch`` candidate rows of the window after ``after`` (``(stored key,
+    inclusive)``), in key order; and the window's last key, ``None`` when fewer than
+    :data:`WINDOW` keys are left (the window then runs to the end).
+
+    ``condition`` is ``(where, its parameters, sure, its parameters)``.
+    """
+    where, where_params, sure, sure_params = condition
+    keys: tuple[Any, ...] = ()
+    keyed = ""
+    if after is not None:
+        keyed, keys = (" AND id >= %s" if after[1] else " AND id > %s"), (after[0],)
+    with reader() as (conn, coll, env):
+        edge = conn.execute(
+            _EDGE.format(items=_ITEMS, keyed=keyed), (coll, env, *keys, WINDOW - 1)
+        ).fetchone()
+        last: str | None = None if edge is None else edge[0]
+        if last is not None:
+            keyed, keys = keyed + " AND id <= %s", (*keys, last)
+        rows: list[Row] = conn.execute(
+            f"SELECT id, doc, ({sure}) {_ITEMS}{keyed} AND ({where}) ORDER BY id LIMIT %s",
+            (*sure_params, coll, env, *keys, *where_params, fetch),
+        ).fetchall()
+    return rows, last
 
 
 def scan_pushed(
@@ -59,33 +102,28 @@ def scan_pushed(
     left after it.
     """
     items: list[dict[str, Any]] = []
-    if condition.exact:
-        head, head_params = "SELECT id, doc, TRUE", ()
-    else:
-        head, head_params = f"SELECT id, doc, ({condition.sure})", condition.sure_params
-    tail = f" AND ({condition.where}) ORDER BY id LIMIT %s"
-    bound, inclusive = (None, False) if after is None else lower_bound(after)
+    sure = "TRUE" if condition.exact else condition.sure
+    sure_params = () if condition.exact else condition.sure_params
+    parts = (condition.where, condition.where_params, sure, sure_params)
+    start = None if after is None else lower_bound(after)
     while True:
         need = limit - len(items)
-        keyed = "" if bound is None else (" AND id >= %s" if inclusive else " AND id > %s")
-        keys: tuple[Any, ...] = () if bound is None else (bound,)
-        with reader() as (conn, coll, env):
-            rows = conn.execute(
-                f"{head} {_ITEMS}{keyed}{tail}",
-                (*head_params, coll, env, *keys, *condition.where_params, need + 1),
-            ).fetchall()
-        for n, (_, text, sure) in enumerate(rows):
+        rows, last = _window(reader, parts, start, need + 1)
+        for n, (_, text, sure_row) in enumerate(rows):
             item = decode(text)
-            if sure or filter(item):
+            if sure_row or filter(item):
                 items.append(item)
                 if len(items) == limit:
-                    # Candidates may be left unless this is the last row of a query
-                    # that ran out of them (it sent fewer rows than it asked for).
-                    more = n + 1 < len(rows) or len(rows) > need
+                    # Candidates may be left unless this is the last row of the last
+                    # window and the LIMIT did not cut it short.
+                    more = n + 1 < len(rows) or last is not None or len(rows) > need
                     return Page(items, item["_id"] if more else None)
-        if len(rows) <= need:
-            return Page(items, None)  # the query ran out of candidates
-        bound, inclusive = rows[-1][0], False
+        if len(rows) > need:
+            start = (rows[-1][0], False)  # the window holds more candidates after these
+        elif last is None:
+            return Page(items, None)
+        else:
+            start = (last, False)
 
 
 def count_pushed(reader: PgReader, condition: SQLFilterCondition, filter: ItemFilter) -> int:
@@ -106,18 +144,17 @@ def count_pushed(reader: PgReader, condition: SQLFilterCondition, filter: ItemFi
     total, undecided = (int(row[0]), int(row[1])) if row else (0, 0)
     if not undecided:
         return total
-    recheck = (
-        f"SELECT id, doc {_ITEMS} AND id > %s{where} AND ({condition.sure}) IS NOT TRUE"
-        " ORDER BY id LIMIT %s"
+    # The undecided rows, window by window (their condition has no sure part).
+    parts = (
+        f"({condition.where}) AND ({condition.sure}) IS NOT TRUE",
+        (*condition.where_params, *condition.sure_params),
+        "FALSE",
+        (),
     )
-    after = ""  # every stored key is above the empty string
+    start: tuple[str, bool] | None = None
     while True:
-        with reader() as (conn, coll, env):
-            rows = conn.execute(
-                recheck,
-                (coll, env, after, *condition.where_params, *condition.sure_params, COUNT_PAGE),
-            ).fetchall()
-        total += count_accepted([text for _, text in rows], filter)
-        if len(rows) < COUNT_PAGE:
+        rows, last = _window(reader, parts, start, _MAX_FETCH)
+        total += count_accepted([text for _, text, _ in rows], filter)
+        if last is None:
             return total
-        after = rows[-1][0]
+        start = (last, False)
