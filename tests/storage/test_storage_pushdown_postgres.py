@@ -236,3 +236,27 @@ def test_sandbox_and_live_are_kept_apart(shared: PgDatabase) -> None:
     assert [item["_id"] for item in storage.find("s", "SANDBOX", flt)] == ["b"]
     assert storage.count("s", "LIVE", flt).value == 1
     assert storage.count("s", "SANDBOX", flt).value == 1
+
+
+@pytest.mark.parametrize("window", [2, 3, 8192])
+def test_a_candidate_python_rejects_does_not_end_the_scan(shared: PgDatabase, window: int) -> None:
+    """Rows without jsonb are candidates Python may reject; the page after them goes on."""
+    storage = emptied(shared, "r")
+    storage.create_collection("r")
+    docs = [
+        {"_id": "a", "v": 2, "z": "\x00"},  # a candidate (no jsonb), rejected in Python
+        {"_id": "b", "v": 1},
+        {"_id": "c", "v": 1, "z": "\x00"},  # a candidate, accepted in Python
+        {"_id": "d", "v": 2, "z": "\x00"},
+        {"_id": "e", "v": 1},
+    ]
+    storage.insert_items("r", "LIVE", docs)
+    flt = compile_filter({"v": 1})
+    with mock.patch.object(_pgfilter, "WINDOW", window):
+        for limit in (1, 2, 3):
+            assert [item["_id"] for item in scan_all(storage, flt, limit, name="r")] == [
+                "b",
+                "c",
+                "e",
+            ]
+        assert storage.count("r", "LIVE", flt).value == 3
