@@ -1,4 +1,4 @@
-"""``PostgresStorage`` reads with a filter pushed into SQL: keyset pages over the key.
+"""``PostgresStorage`` reads with a filter pushed into SQL: scans and counts in key windows.
 
 A filter that offers a SQL form (:class:`~taskengine.storage.base.SQLFilter`, asked by
 duck typing, as on SQLite: :func:`~taskengine.storage._sqlfilter.pushed_condition`) gives
