@@ -40,12 +40,15 @@ _EDGE = (
 )
 
 
-def pushed_condition(filter: ItemFilter | None) -> SQLFilterCondition | None:
-    """The filter's SQLite condition over ``doc``, when it offers one."""
+def pushed_condition(
+    filter: ItemFilter | None, backend: str = BACKEND, document: str = DOCUMENT
+) -> SQLFilterCondition | None:
+    """The filter's condition for ``backend`` over ``document`` (by default SQLite's,
+    over ``doc``), when it offers one."""
     to_sql = getattr(filter, "to_sql", None)
     if to_sql is None:
         return None
-    condition: SQLFilterCondition | None = to_sql(BACKEND, DOCUMENT)
+    condition: SQLFilterCondition | None = to_sql(backend, document)
     return condition
 
 

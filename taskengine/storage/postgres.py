@@ -16,7 +16,8 @@ aware dates). JSONB would not keep them: it reorders keys and turns numbers into
 ``numeric``. ``data`` is JSONB *derived* from ``doc`` by the server (a generated column,
 never written, so it cannot drift), for queries and indexes over item fields; it is
 ``NULL`` for a document holding ``\\u0000``, which JSONB refuses, so a query over it must
-treat ``NULL`` as "decide in Python". Reads never use it.
+treat ``NULL`` as "decide in Python". Items are never read back from it; a compiled
+filter runs over it inside scans and counts (:mod:`taskengine.storage._pgfilter`).
 
 **Order**: ``id`` is ``text`` with the ``"C"`` collation, i.e. compared by UTF-8 bytes,
 which is code point order, the order of Python ``str``; ids holding U+0000 (which
@@ -63,7 +64,16 @@ from taskengine.storage._pgdatabase import (
     PostgresError,
     TransactionConflict,
 )
+from taskengine.storage._pgfilter import (
+    BACKEND,
+    DOCUMENT,
+    PgReader,
+    count_pushed,
+    in_transaction,
+    scan_pushed,
+)
 from taskengine.storage._pgkeys import key, keys, lower_bound, unkey
+from taskengine.storage._sqlfilter import pushed_condition
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -300,18 +310,27 @@ class PostgresStorage(Storage):
         """A page in ``_id`` order (see :meth:`Storage.scan`).
 
         Reads ``limit`` stored items at most (plus one, to know whether more are left);
-        with a filter, only the accepted ones are returned. Inside :meth:`atomic` the
-        page's rows are locked (``FOR UPDATE``) until the block ends, and read as they are
-        once no other transaction holds them: a batch's read, change and write of an item
-        in one block cannot lose another process's write of it made in between.
+        with a filter, only the accepted ones are returned. A filter that offers a SQL
+        condition (a compiled ``taskengine.Filter``) runs inside the query instead, and
+        the page then holds ``limit`` accepted items unless the collection ends first
+        (see :mod:`taskengine.storage._pgfilter`). Inside :meth:`atomic` the page's rows
+        are locked (``FOR UPDATE``) until the block ends, and read as they are once no
+        other transaction holds them: a batch's read, change and write of an item in one
+        block cannot lose another process's write of it made in between.
         """
         check_limit(limit)
         check_after(after)
         env = Environment.coerce(environment)
+        if filter is not None:
+            condition = pushed_condition(filter, BACKEND, DOCUMENT)
+            if condition is not None:
+                return scan_pushed(
+                    self._reader(collection, env), condition, filter, after, min(limit, _MAX_FETCH)
+                )
         fetch = min(limit, _MAX_FETCH) + 1
         with self.database.read() as conn:
             coll = _target(conn, collection, env)
-            if _in_transaction(conn):
+            if in_transaction(conn):
                 return _locked_page(conn, coll, _ENV_CODE[env], after, limit, fetch, filter)
             if after is None:
                 rows = conn.execute(_SCAN_FIRST, (coll, _ENV_CODE[env], fetch)).fetchall()
@@ -336,8 +355,10 @@ class PostgresStorage(Storage):
     ) -> Count:
         """The exact number of items (that ``filter`` accepts).
 
-        With a filter, the documents are read in pages of 4096 and each is decoded once,
-        straight into the filter.
+        With a filter that offers a SQL condition, the server counts the rows it decides
+        and only the others are read and checked (:mod:`taskengine.storage._pgfilter`);
+        with any other filter, the documents are read in pages of 4096 and each is
+        decoded once, straight into the filter.
         """
         env = Environment.coerce(environment)
         code = _ENV_CODE[env]
@@ -346,6 +367,9 @@ class PostgresStorage(Storage):
                 coll = _target(conn, collection, env)
                 row = conn.execute(_COUNT, (coll, code)).fetchone()
             return Count(int(row[0]) if row else 0, exact=True)
+        condition = pushed_condition(filter, BACKEND, DOCUMENT)
+        if condition is not None:
+            return Count(count_pushed(self._reader(collection, env), condition, filter), True)
         total = 0
         after = ""  # every stored key is above the empty string
         while True:
@@ -356,6 +380,17 @@ class PostgresStorage(Storage):
             if len(rows) < _COUNT_PAGE:
                 return Count(total, exact=True)
             after = rows[-1][0]
+
+    def _reader(self, collection: str, env: Environment) -> PgReader:
+        """Opens a read of one item set: ``(connection, collection row id, env code)``."""
+        database, code = self.database, _ENV_CODE[env]
+
+        @contextlib.contextmanager
+        def read() -> Iterator[tuple[Connection, int, int]]:
+            with database.read() as conn:
+                yield conn, _target(conn, collection, env), code
+
+        return read
 
     def get_item(
         self, collection: str, environment: Environment | str, item_id: str
@@ -527,13 +562,6 @@ def _target(conn: Connection, collection: str, env: Environment, *, lock: bool =
         raise SandboxNotEnabled(collection)
     coll: int = row[0]
     return coll
-
-
-def _in_transaction(conn: Connection) -> bool:
-    """Whether ``conn`` is inside a transaction (a block of :meth:`PgDatabase.transaction`)."""
-    from psycopg.pq import TransactionStatus  # imported with _pgdatabase, which needs it
-
-    return conn.info.transaction_status == TransactionStatus.INTRANS
 
 
 def _locked_page(

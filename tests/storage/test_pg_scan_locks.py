@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from taskengine import PostgresStorage
+from taskengine.filters import compile_filter
 from taskengine.storage.base import Page
 
 WAIT = 30.0
@@ -145,3 +146,38 @@ def test_a_locked_scan_pages_like_an_unlocked_one(
             with first.atomic():
                 inside = first.scan("C", "LIVE", after=after, limit=limit, filter=accept)
             assert (inside.items, inside.cursor) == (outside.items, outside.cursor), (after, limit)
+
+
+def add_tag_where(storage: PostgresStorage, tag: str, spec: dict[str, Any]) -> Page:
+    """One batch over the items a compiled filter (pushed into SQL) accepts."""
+    with storage.atomic():
+        page = storage.scan("C", "LIVE", limit=4, filter=compile_filter(spec))
+        storage.replace_items(
+            "C", "LIVE", [{**item, "tags": [*item["tags"], tag]} for item in page.items]
+        )
+    return page
+
+
+def test_a_pushed_down_scan_locks_its_candidates_and_rechecks_them(
+    storages: tuple[PostgresStorage, PostgresStorage], pg_database: str
+) -> None:
+    """A scan whose filter runs inside the query waits for a block writing its rows, then
+    sees the write: an item the first block changed so that it no longer matches is left
+    out, the others carry both changes."""
+    first, second = storages
+    spec = {"tags": {"$ne": "stop"}}
+    with first.atomic():
+        page = first.scan("C", "LIVE", limit=4, filter=compile_filter(spec))
+        assert [item["_id"] for item in page.items] == ["a", "b", "c", "d"]
+        thread, out = in_thread(lambda: add_tag_where(second, "two", spec))
+        wait_until_blocked(pg_database, thread)
+        changed = [
+            {**item, "tags": ["stop" if item["_id"] == "b" else "one"]} for item in page.items
+        ]
+        first.replace_items("C", "LIVE", changed)
+    thread.join(WAIT)
+    (seen,) = out
+    assert not isinstance(seen, BaseException), seen
+    assert [item["_id"] for item in seen.items] == ["a", "c", "d"]
+    tags = {item["_id"]: item["tags"] for item in first.find("C", "LIVE")}
+    assert tags == {"a": ["one", "two"], "b": ["stop"], "c": ["one", "two"], "d": ["one", "two"]}
