@@ -33,7 +33,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-from taskengine._values import is_date_wrapper
+from datetime import datetime
+
+from taskengine._values import date_instant, is_date_wrapper
 from taskengine.errors import InvalidFilter
 from taskengine.filters._mongo_condition import Cond, eq_fast, in_fast, regex_cond
 from taskengine.filters._mongo_element import (
@@ -61,12 +63,20 @@ from taskengine.filters._mongo_operands import (
 )
 from taskengine.filters._mongo_types import type_code, type_codes
 from taskengine.filters._predicates import (
+    ARG,
+    FIRST,
     MISSING,
+    Inline,
     Predicate,
     all_of,
     any_of,
+    as_inline,
     compile_each,
     fields,
+    generate,
+    negate,
+    some_element,
+    with_inline,
 )
 
 __all__ = ["MISSING", "compile_mongo", "compile_regex", "type_code"]
@@ -134,7 +144,7 @@ def _compile_logical(op: str, value: object, path: str) -> Predicate:
     either = any_of(preds)
     if op == "$or":
         return either
-    return lambda doc: not either(doc)
+    return negate(either)
 
 
 def _compile_field(field: str, value: object, path: str) -> Predicate:
@@ -183,6 +193,8 @@ def _compile_operator(op: str, arg: Any, path: str, ops: Mapping[str, Any]) -> l
         fast = None
         if arg.__class__ in (int, float) and arg == arg:
             fast = ("cmp", op, arg)
+        elif isinstance(arg, datetime) or is_date_wrapper(arg):
+            fast = ("date", op, date_instant(arg))
         return [Cond("test", cmp_test(op, arg), fast=fast)]
     if op == "$in" or op == "$nin":
         values = in_values(arg, path, op)
@@ -279,7 +291,9 @@ def _elem_match(arg: object, path: str) -> Cond:
                     return True
             return False
 
-        return Cond("test", value_test, expand=False)
+        loop = as_inline(some_element(inner, whole=False))
+        inline = Inline(f"({FIRST}.__class__ is list and {loop.later()})", loop.env)
+        return Cond("test", with_inline(value_test, inline), expand=False)
     sub = _compile_doc(spec, path)
 
     def object_test(v: Any) -> bool:
@@ -301,4 +315,4 @@ def _elem_match(arg: object, path: str) -> Cond:
 
 def compile_mongo(spec: Mapping[str, Any]) -> Predicate:
     """Compile a MongoDB query document into a predicate; raises only ``InvalidFilter``."""
-    return _compile_doc(spec, "")
+    return generate(_compile_doc(spec, ""))
