@@ -65,20 +65,7 @@ def regex_test(rx: re.Pattern[str]) -> Test:
 
 def eq_test(c: object) -> Test:
     """``$eq c`` on one value (``null`` also matches a missing field)."""
-    test = equals(c, ordered=True)
-    cls = c.__class__
-    name = fresh("c")
-    if cls is str:
-        return with_inline(test, Inline(f"({FIRST}.__class__ is str and {ARG} == {name})", {name: c}))
-    if (cls is int or cls is float) and c == c:
-        k = fresh("k")
-        inline = Inline(
-            f"((({k} := {FIRST}.__class__) is int or {k} is float) and {ARG} == {name})", {name: c}
-        )
-        return with_inline(test, inline)
-    if cls is bool:
-        return with_inline(test, Inline(f"({FIRST} is {name})", {name: c}))
-    return test
+    return equals(c, ordered=True)
 
 
 CMP_OPS: Final = ("$gt", "$gte", "$lt", "$lte")

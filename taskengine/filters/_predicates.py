@@ -24,7 +24,7 @@ from datetime import datetime, timedelta, timezone
 from types import CodeType
 from typing import Any, Final, TypeVar
 
-from taskengine._values import equal_to, is_date_wrapper
+from taskengine._values import date_instant, equal_to, is_date_wrapper
 from taskengine.errors import InvalidFilter
 
 __all__ = [
@@ -416,7 +416,25 @@ def equals(c: object, *, ordered: bool) -> Callable[[Any], bool]:
     """
     if c is None:
         return is_null
-    return equal_to(c, ordered=ordered)
+    test = equal_to(c, ordered=ordered)
+    if not _enabled[0]:
+        return test
+    cls = c.__class__
+    name = fresh("c")
+    if cls is str:
+        return with_inline(test, Inline(f"({FIRST} == {name} and {ARG}.__class__ is str)", {name: c}))
+    if (cls is int or cls is float) and c == c:
+        k = fresh("k")
+        inline = Inline(
+            f"((({k} := {FIRST}.__class__) is int or {k} is float) and {ARG} == {name})", {name: c}
+        )
+        return with_inline(test, inline)
+    if cls is bool:
+        return with_inline(test, Inline(f"({FIRST} is {name})", {name: c}))
+    instant = date_instant(c)
+    if instant is not None:
+        return with_inline(test, date_compare([("==", instant)], test))
+    return test
 
 
 def is_null(v: Any) -> bool:

@@ -39,14 +39,25 @@ from taskengine._values import (
 )
 from taskengine.errors import InvalidFilter
 from taskengine.filters._predicates import (
+    ARG,
+    FIRST,
     MISSING,
+    Inline,
     Predicate,
     all_of,
     any_of,
+    as_inline,
     compile_each,
+    date_compare,
     equals,
     fields,
+    fresh,
+    generate,
+    inlining,
     is_null,
+    negate,
+    some_element,
+    with_inline,
 )
 
 __all__ = ["compile_wix"]
@@ -117,8 +128,19 @@ def _some(scalar: Test) -> Test:
             return False
         return scalar(v)
 
-    return test
+    if not inlining():
+        return test
+    loop = as_inline(some_element(scalar, whole=False))
+    one = as_inline(scalar)
+    inline = Inline(
+        f"({loop.later()} if {FIRST}.__class__ is list else {one.later()})",
+        {**loop.env, **one.env},
+    )
+    return with_inline(test, inline)
 
+
+_PY_OPS: Final[dict[str, str]] = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_MARK: Final = "_taskengine_wix_cmp"  # on a comparison test: (kind, python op, bound)
 
 _CMP: Final[dict[str, Callable[[Any, Any], bool]]] = {
     "$gt": operator.gt,
@@ -137,16 +159,25 @@ def _cmp_scalar(op: str, c: object, path: str) -> Test:
     """``$gt/$gte/$lt/$lte c`` on one value: same kind only (type-strict)."""
     cls = c.__class__
     cmp = _CMP[op]
+    py, name = _PY_OPS[op], fresh("c")
     if cls is int or cls is float:
         if c != c:
             raise InvalidFilter(path, f"{op} cannot compare with NaN")
-        return lambda v: _is_num(v) and cmp(v, c)
+        k = fresh("k")
+        number = Inline(
+            f"((({k} := {FIRST}.__class__) is int or {k} is float) and {ARG} {py} {name})",
+            {name: c},
+        )
+        return with_inline(lambda v: _is_num(v) and cmp(v, c), number)
     if cls is str:
-        return lambda v: v.__class__ is str and cmp(v, c)
+        text = Inline(f"({FIRST}.__class__ is str and {ARG} {py} {name})", {name: c})
+        return with_inline(lambda v: v.__class__ is str and cmp(v, c), text)
     if cls is bool:
-        return lambda v: v.__class__ is bool and cmp(v, c)
+        flag = Inline(f"({FIRST}.__class__ is bool and {ARG} {py} {name})", {name: c})
+        return with_inline(lambda v: v.__class__ is bool and cmp(v, c), flag)
     if isinstance(c, datetime) or is_date_wrapper(c):
         bound = date_instant(c)
+        assert bound is not None
 
         def date(v: Any) -> bool:
             k = v.__class__
@@ -155,7 +186,9 @@ def _cmp_scalar(op: str, c: object, path: str) -> Test:
                 return d is not None and cmp(d, bound)
             return False
 
-        return date
+        if not inlining():
+            return date
+        return with_inline(date, date_compare([(py, bound)], date))
     raise InvalidFilter(path, f"{op} needs a number, string, boolean or date")
 
 
@@ -184,18 +217,31 @@ def _member(values: Sequence[object]) -> Test:
                 return True
         return False
 
-    return test
+    if rest or not inlining():
+        return test
+    ss, nn, k = fresh("strs"), fresh("nums"), fresh("k")
+    other = f"(({k} is int or {k} is float) and {ARG} in {nn})" if nums else "False"
+    inline = Inline(
+        f"({ARG} in {ss} if ({k} := {FIRST}.__class__) is str else {other})", {ss: strs, nn: nums}
+    )
+    return with_inline(test, inline)
 
 
 def _string_test(op: str, needle: object, path: str) -> Test:
     if not isinstance(needle, str):
         raise InvalidFilter(path, f"{op} needs a string")
     n = needle.casefold()
+    name = fresh("s")
     if op == "$startsWith":
-        return _some(lambda v: v.__class__ is str and v.casefold().startswith(n))
-    if op == "$endsWith":
-        return _some(lambda v: v.__class__ is str and v.casefold().endswith(n))
-    return _some(lambda v: v.__class__ is str and n in v.casefold())
+        test: Test = lambda v: v.__class__ is str and v.casefold().startswith(n)  # noqa: E731
+        expr = f"{ARG}.casefold().startswith({name})"
+    elif op == "$endsWith":
+        test = lambda v: v.__class__ is str and v.casefold().endswith(n)  # noqa: E731
+        expr = f"{ARG}.casefold().endswith({name})"
+    else:
+        test = lambda v: v.__class__ is str and n in v.casefold()  # noqa: E731
+        expr = f"{name} in {ARG}.casefold()"
+    return _some(with_inline(test, Inline(f"({FIRST}.__class__ is str and {expr})", {name: n})))
 
 
 def _list_arg(op: str, arg: object, path: str) -> list[Any]:
@@ -212,16 +258,23 @@ def _op_test(op: str, arg: Any, path: str) -> Test:
         return _eq_test(arg)
     if op == "$ne":
         _check_value(arg, path)
-        eq = _eq_test(arg)
-        return lambda v: not eq(v)
+        return negate(_eq_test(arg))
     if op in ("$gt", "$gte", "$lt", "$lte"):
         _check_value(arg, path)
-        return _some(_cmp_scalar(op, arg, path))
+        scalar = _cmp_scalar(op, arg, path)
+        test = _some(scalar)
+        if inlining():
+            is_date = isinstance(arg, datetime) or is_date_wrapper(arg)
+            kind = "num" if arg.__class__ in (int, float) else "date" if is_date else ""
+            if kind:
+                bound = arg if kind == "num" else date_instant(arg)
+                setattr(test, _MARK, (kind, _PY_OPS[op], bound))
+        return test
     if op in ("$in", "$nin", "$hasSome"):
         member = _member(_list_arg(op, arg, path))
         some = _some(member)
         if op == "$nin":
-            return lambda v: not some(v)
+            return negate(some)
         return some
     if op == "$hasAll":
         wanted = _list_arg(op, arg, path)
@@ -244,8 +297,8 @@ def _op_test(op: str, arg: Any, path: str) -> Test:
         if arg.__class__ is not bool:
             raise InvalidFilter(path, "$exists needs true or false")
         if arg:
-            return lambda v: v is not None and v is not MISSING
-        return lambda v: v is None or v is MISSING
+            return negate(is_null)
+        return is_null
     if op == "$not":
         return _not_test(arg, path)
     if op == "$regex":
@@ -262,11 +315,7 @@ def _not_test(arg: Any, path: str) -> Test:
         if not (isinstance(op, str) and op.startswith("$")) or op == "$date":
             raise InvalidFilter(f"{path}.{op}", "$not needs an object of operators")
         tests.append(_op_test(op, inner, f"{path}.{op}"))
-    if len(tests) == 1:
-        only = tests[0]
-        return lambda v: not only(v)
-    tt = tuple(tests)
-    return lambda v: not all(t(v) for t in tt)
+    return negate(all_of(tests))
 
 
 # -------------------------------------------------------------------------- paths
@@ -297,6 +346,13 @@ def _getter(field: str) -> Callable[[Mapping[str, Any]], Any]:
 
 
 def _field_pred(field: str, tests: Sequence[Test]) -> Predicate:
+    pred = _field_closure(field, tests)
+    if not inlining():
+        return pred
+    return with_inline(pred, _field_inline(field, tests))
+
+
+def _field_closure(field: str, tests: Sequence[Test]) -> Predicate:
     get = _getter(field)
     if "." not in field:
         key = field
@@ -318,11 +374,67 @@ def _field_pred(field: str, tests: Sequence[Test]) -> Predicate:
     return pred
 
 
+def _field_inline(field: str, tests: Sequence[Test]) -> Inline | None:
+    """The predicate of ``field`` passing ``tests`` as one expression."""
+    v = fresh("v")
+    env: dict[str, object] = {}
+    fetch = _fetch_inline(field, env)
+    marks = [getattr(t, _MARK, None) for t in tests]
+    kinds = {m[0] if m is not None else None for m in marks}
+    if len(kinds) == 1 and None not in kinds:
+        (kind,) = kinds
+        everything = all_of(tests)
+        if kind == "date":
+            test = date_compare([(m[1], m[2]) for m in marks], everything)  # type: ignore[index]
+            if test is None:
+                return None
+            env.update(test.env)
+            return Inline(test.on(f"({v} := {fetch})", v), env)
+        g, k = fresh("g"), fresh("k")
+        env[g] = everything
+        terms = []
+        for m in marks:
+            b = fresh("b")
+            env[b] = m[2]  # type: ignore[index]
+            terms.append(f"{v} {m[1]} {b}")  # type: ignore[index]
+        return Inline(
+            f"(({' and '.join(terms)}) if (({k} := ({v} := {fetch}).__class__) is int"
+            f" or {k} is float) else {g}({v}))",
+            env,
+        )
+    parts = []
+    for i, t in enumerate(tests):
+        inline = as_inline(t)
+        env.update(inline.env)
+        parts.append(f"({inline.on(f'({v} := {fetch})', v) if i == 0 else inline.on(v, v)})")
+    return Inline(" and ".join(parts), env, size=len(parts))
+
+
+def _fetch_inline(field: str, env: dict[str, object]) -> str:
+    """An expression of the value :func:`_getter` returns for ``field`` (one ``$F``)."""
+    parts = field.split(".")
+    k = fresh("key")
+    env[k] = parts[0]
+    expr = f"{FIRST}.get({k}, _MISSING)"
+    for p in parts[1:]:
+        h, k = fresh("h"), fresh("key")
+        env[k] = p
+        i = int(p) if p.isascii() and p.isdigit() and str(int(p)) == p else -1
+        other = "_MISSING"
+        if i >= 0:
+            other = f"({h}[{i}] if {h}.__class__ is list and {i} < len({h}) else _MISSING)"
+        expr = (
+            f"({h}.get({k}, _MISSING) if (({h} := {expr}).__class__ is dict"
+            f' and ("$date" not in {h} or not _is_date_wrapper({h}))) else {other})'
+        )
+    return expr
+
+
 # ------------------------------------------------------------------------ compile
 
 
 def _negate(inner: Predicate) -> Predicate:
-    return lambda doc: not inner(doc)
+    return negate(inner)
 
 
 def _sub_docs(op: str, arg: object, path: str) -> list[Predicate]:
@@ -373,4 +485,4 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
 
 def compile_wix(spec: Mapping[str, Any]) -> Predicate:
     """Compile a wix filter into a predicate; raises only ``InvalidFilter``."""
-    return _compile_doc(spec, "")
+    return generate(_compile_doc(spec, ""))
