@@ -75,6 +75,7 @@ from taskengine.filters._predicates import (
     fields,
     generate,
     negate,
+    one_field_literals,
     some_element,
     with_inline,
 )
@@ -131,6 +132,10 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
 
 
 def _compile_logical(op: str, value: object, path: str) -> Predicate:
+    same = one_field_literals(value) if op != "$and" else None
+    if same is not None:  # {$or: [{f: 1}, {f: 2}]} is {f: {$in: [1, 2]}}: one set lookup
+        either = _compile_field(same[0], {"$in": same[1]}, path)
+        return either if op == "$or" else negate(either)
     preds = compile_each(
         value,
         path,

@@ -49,6 +49,7 @@ __all__ = [
     "inlining",
     "is_null",
     "negate",
+    "one_field_literals",
     "some_element",
     "with_inline",
 ]
@@ -456,6 +457,29 @@ def fields(spec: Mapping[Any, Any], path: str) -> Iterator[tuple[str, Any, str]]
         if not isinstance(key, str):
             raise InvalidFilter(where, "field names must be strings")
         yield key, value, where
+
+
+def one_field_literals(arg: object) -> tuple[str, list[Any]] | None:
+    """``(field, values)`` when ``arg`` is a list of two or more ``{field: literal}`` with
+    the same field and string or (non-NaN) number literals: an ``$or`` of them is a
+    ``$in`` of the literals (a set lookup), in both dialects."""
+    if arg.__class__ is not list or len(arg) < 2:  # type: ignore[arg-type]
+        return None
+    field = None
+    values = []
+    for sub in arg:  # type: ignore[attr-defined]
+        if sub.__class__ is not dict or len(sub) != 1:
+            return None
+        ((key, value),) = sub.items()
+        if key.__class__ is not str or key.startswith("$") or (field is not None and key != field):
+            return None
+        cls = value.__class__
+        if not (cls is str or ((cls is int or cls is float) and value == value)):
+            return None
+        field = key
+        values.append(value)
+    assert field is not None
+    return field, values
 
 
 def compile_each(

@@ -56,6 +56,7 @@ from taskengine.filters._predicates import (
     inlining,
     is_null,
     negate,
+    one_field_literals,
     some_element,
     with_inline,
 )
@@ -454,7 +455,12 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
         if key == "$and":
             preds.append(all_of(_sub_docs(key, value, where)))
         elif key == "$or":
-            preds.append(any_of(_sub_docs(key, value, where)))
+            same = one_field_literals(value)
+            if same is not None:  # {$or: [{f: 1}, {f: 2}]} is {f: {$in: [1, 2]}}
+                field, literals = same
+                preds.append(_field_pred(field, [_op_test("$in", literals, where)]))
+            else:
+                preds.append(any_of(_sub_docs(key, value, where)))
         elif key == "$not":
             if value.__class__ is list:
                 if len(value) != 1:
