@@ -31,9 +31,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Any, Final
-
 from datetime import datetime
+from typing import Any, Final
 
 from taskengine._values import date_instant, is_date_wrapper
 from taskengine.errors import InvalidFilter
@@ -63,7 +62,6 @@ from taskengine.filters._mongo_operands import (
 )
 from taskengine.filters._mongo_types import type_code, type_codes
 from taskengine.filters._predicates import (
-    ARG,
     FIRST,
     MISSING,
     Inline,
@@ -195,7 +193,7 @@ def _compile_operator(op: str, arg: Any, path: str, ops: Mapping[str, Any]) -> l
         validate_date_literal(arg, path)
         if isinstance(arg, re.Pattern):
             raise InvalidFilter(path, f"can't have a regex as arg to {op}")
-        fast = None
+        fast: tuple[Any, ...] | None = None
         if arg.__class__ in (int, float) and arg == arg:
             fast = ("cmp", op, arg)
         elif isinstance(arg, datetime) or is_date_wrapper(arg):

@@ -265,7 +265,9 @@ def size_test(n: int) -> Test:
         return v.__class__ is list and len(v) == n
 
     name = fresh("n")
-    return with_inline(test, Inline(f"({FIRST}.__class__ is list and len({ARG}) == {name})", {name: n}))
+    return with_inline(
+        test, Inline(f"({FIRST}.__class__ is list and len({ARG}) == {name})", {name: n})
+    )
 
 
 def mod_test(divisor: int, remainder: int) -> Test:

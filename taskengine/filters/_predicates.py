@@ -333,7 +333,7 @@ def some_element(test: Callable[[Any], bool], *, whole: bool) -> Callable[[list[
             return with_inline(made, Inline(f"{name}({FIRST})", {name: made}))
 
     def loop(arr: list[Any]) -> bool:
-        for e in arr:  # noqa: SIM110
+        for e in arr:
             if test(e):
                 return True
         return whole and test(arr)
@@ -423,7 +423,9 @@ def equals(c: object, *, ordered: bool) -> Callable[[Any], bool]:
     cls = c.__class__
     name = fresh("c")
     if cls is str:
-        return with_inline(test, Inline(f"({FIRST} == {name} and {ARG}.__class__ is str)", {name: c}))
+        return with_inline(
+            test, Inline(f"({FIRST} == {name} and {ARG}.__class__ is str)", {name: c})
+        )
     if (cls is int or cls is float) and c == c:
         k = fresh("k")
         inline = Inline(
@@ -463,11 +465,11 @@ def one_field_literals(arg: object) -> tuple[str, list[Any]] | None:
     """``(field, values)`` when ``arg`` is a list of two or more ``{field: literal}`` with
     the same field and string or (non-NaN) number literals: an ``$or`` of them is a
     ``$in`` of the literals (a set lookup), in both dialects."""
-    if arg.__class__ is not list or len(arg) < 2:  # type: ignore[arg-type]
+    if not isinstance(arg, list) or len(arg) < 2:
         return None
     field = None
     values = []
-    for sub in arg:  # type: ignore[attr-defined]
+    for sub in arg:
         if sub.__class__ is not dict or len(sub) != 1:
             return None
         ((key, value),) = sub.items()

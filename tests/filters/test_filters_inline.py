@@ -214,9 +214,7 @@ def test_wix_date_comparisons_agree(path: str, cond: Any, doc: dict[str, Any]) -
 
 @settings(max_examples=100)
 @given(PATHS, st.lists(values, min_size=1, max_size=3), documents)
-def test_wix_not_of_generated_is_complement(
-    path: str, vs: list[Any], doc: dict[str, Any]
-) -> None:
+def test_wix_not_of_generated_is_complement(path: str, vs: list[Any], doc: dict[str, Any]) -> None:
     """A negated generated filter is the complement of the filter."""
     spec = {path: {"$in": vs}}
     f = compile_filter(spec, "wix")
