@@ -36,6 +36,7 @@ from typing import Any, Final
 
 from taskengine._values import date_instant, is_date_wrapper
 from taskengine.errors import InvalidFilter
+from taskengine.filters._inline import FIRST, Inline, as_inline, generate, some_element, with_inline
 from taskengine.filters._mongo_condition import Cond, eq_fast, in_fast, regex_cond
 from taskengine.filters._mongo_element import (
     CMP_OPS,
@@ -62,20 +63,14 @@ from taskengine.filters._mongo_operands import (
 )
 from taskengine.filters._mongo_types import type_code, type_codes
 from taskengine.filters._predicates import (
-    FIRST,
     MISSING,
-    Inline,
     Predicate,
     all_of,
     any_of,
-    as_inline,
     compile_each,
     fields,
-    generate,
     negate,
     one_field_literals,
-    some_element,
-    with_inline,
 )
 
 __all__ = ["MISSING", "compile_mongo", "compile_regex", "type_code"]

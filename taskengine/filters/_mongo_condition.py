@@ -14,9 +14,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from taskengine.filters._inline import some_element
 from taskengine.filters._mongo_element import Test, regex_test
 from taskengine.filters._mongo_paths import make_walker
-from taskengine.filters._predicates import Predicate, all_of, negate, some_element
+from taskengine.filters._predicates import Predicate, all_of, negate
 
 __all__ = ["Cond", "eq_fast", "in_fast", "regex_cond"]
 

@@ -21,17 +21,9 @@ from taskengine._values import (
     date_instant,
     type_rank,
 )
+from taskengine.filters._inline import ARG, FIRST, Inline, date_compare, fresh, with_inline
 from taskengine.filters._mongo_types import NUMBER_ALIAS, NUMBER_CODES, type_code
-from taskengine.filters._predicates import (
-    ARG,
-    FIRST,
-    MISSING,
-    Inline,
-    date_compare,
-    equals,
-    fresh,
-    with_inline,
-)
+from taskengine.filters._predicates import MISSING, equals
 
 __all__ = [
     "CMP_OPS",

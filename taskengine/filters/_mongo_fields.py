@@ -13,15 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from taskengine._values import is_date_wrapper
-from taskengine.filters._mongo_condition import Cond
-from taskengine.filters._mongo_element import Test
-from taskengine.filters._predicates import (
+from taskengine.filters._inline import (
     ARG,
     FIRST,
-    MISSING,
     Inline,
-    Predicate,
-    all_of,
     as_inline,
     build,
     constant,
@@ -30,6 +25,9 @@ from taskengine.filters._predicates import (
     inlining,
     with_inline,
 )
+from taskengine.filters._mongo_condition import Cond
+from taskengine.filters._mongo_element import Test
+from taskengine.filters._predicates import MISSING, Predicate, all_of
 
 __all__ = ["field_pred"]
 

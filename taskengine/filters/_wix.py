@@ -38,28 +38,31 @@ from taskengine._values import (
     values_equal,
 )
 from taskengine.errors import InvalidFilter
-from taskengine.filters._predicates import (
+from taskengine.filters._inline import (
     ARG,
     FIRST,
-    MISSING,
     Inline,
-    Predicate,
-    all_of,
-    any_of,
     as_inline,
-    compile_each,
     date_compare,
-    equals,
-    fields,
     fresh,
     generate,
     inlining,
-    is_null,
-    negate,
-    one_field_literals,
     some_element,
     with_inline,
 )
+from taskengine.filters._predicates import (
+    MISSING,
+    Predicate,
+    all_of,
+    any_of,
+    compile_each,
+    equals,
+    fields,
+    is_null,
+    negate,
+    one_field_literals,
+)
+from taskengine.filters._wix_fields import MARK, field_pred
 
 __all__ = ["compile_wix"]
 
@@ -141,8 +144,6 @@ def _some(scalar: Test) -> Test:
 
 
 _PY_OPS: Final[dict[str, str]] = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-_MARK: Final = "_taskengine_wix_cmp"  # on a comparison test: (kind, python op, bound)
-
 _CMP: Final[dict[str, Callable[[Any, Any], bool]]] = {
     "$gt": operator.gt,
     "$gte": operator.ge,
@@ -269,7 +270,7 @@ def _op_test(op: str, arg: Any, path: str) -> Test:
             kind = "num" if arg.__class__ in (int, float) else "date" if is_date else ""
             if kind:
                 bound = arg if kind == "num" else date_instant(arg)
-                setattr(test, _MARK, (kind, _PY_OPS[op], bound))
+                setattr(test, MARK, (kind, _PY_OPS[op], bound))
         return test
     if op in ("$in", "$nin", "$hasSome"):
         member = _member(_list_arg(op, arg, path))
@@ -319,118 +320,6 @@ def _not_test(arg: Any, path: str) -> Test:
     return negate(all_of(tests))
 
 
-# -------------------------------------------------------------------------- paths
-
-
-def _getter(field: str) -> Callable[[Mapping[str, Any]], Any]:
-    parts = tuple(field.split("."))
-    if len(parts) == 1:
-        key = parts[0]
-        return lambda doc: doc.get(key, MISSING)
-    index = tuple(int(p) if p.isascii() and p.isdigit() and str(int(p)) == p else -1 for p in parts)
-
-    def get(doc: Mapping[str, Any]) -> Any:
-        v: Any = doc
-        for p, i in zip(parts, index, strict=True):
-            k = v.__class__
-            if k is dict or v is doc:
-                if k is dict and len(v) == 1 and is_date_wrapper(v):
-                    return MISSING
-                v = v.get(p, MISSING)
-            elif k is list and 0 <= i < len(v):
-                v = v[i]
-            else:
-                return MISSING
-        return v
-
-    return get
-
-
-def _field_pred(field: str, tests: Sequence[Test]) -> Predicate:
-    pred = _field_closure(field, tests)
-    if not inlining():
-        return pred
-    return with_inline(pred, _field_inline(field, tests))
-
-
-def _field_closure(field: str, tests: Sequence[Test]) -> Predicate:
-    get = _getter(field)
-    if "." not in field:
-        key = field
-        if len(tests) == 1:
-            t = tests[0]
-            return lambda doc: t(doc.get(key, MISSING))
-        if len(tests) == 2:
-            t1, t2 = tests
-            return lambda doc: t1(v := doc.get(key, MISSING)) and t2(v)
-    tt = tuple(tests)
-
-    def pred(doc: Mapping[str, Any]) -> bool:
-        v = get(doc)
-        for t in tt:  # noqa: SIM110
-            if not t(v):
-                return False
-        return True
-
-    return pred
-
-
-def _field_inline(field: str, tests: Sequence[Test]) -> Inline | None:
-    """The predicate of ``field`` passing ``tests`` as one expression."""
-    v = fresh("v")
-    env: dict[str, object] = {}
-    fetch = _fetch_inline(field, env)
-    marks = [getattr(t, _MARK, None) for t in tests]
-    kinds = {m[0] if m is not None else None for m in marks}
-    if len(kinds) == 1 and None not in kinds:
-        (kind,) = kinds
-        everything = all_of(tests)
-        if kind == "date":
-            test = date_compare([(m[1], m[2]) for m in marks], everything)  # type: ignore[index]
-            if test is None:
-                return None
-            env.update(test.env)
-            return Inline(test.on(f"({v} := {fetch})", v), env)
-        g, k = fresh("g"), fresh("k")
-        env[g] = everything
-        terms = []
-        for m in marks:
-            b = fresh("b")
-            env[b] = m[2]  # type: ignore[index]
-            terms.append(f"{v} {m[1]} {b}")  # type: ignore[index]
-        return Inline(
-            f"(({' and '.join(terms)}) if (({k} := ({v} := {fetch}).__class__) is int"
-            f" or {k} is float) else {g}({v}))",
-            env,
-        )
-    parts = []
-    for i, t in enumerate(tests):
-        inline = as_inline(t)
-        env.update(inline.env)
-        parts.append(f"({inline.on(f'({v} := {fetch})', v) if i == 0 else inline.on(v, v)})")
-    return Inline(" and ".join(parts), env, size=len(parts))
-
-
-def _fetch_inline(field: str, env: dict[str, object]) -> str:
-    """An expression of the value :func:`_getter` returns for ``field`` (one ``$F``)."""
-    parts = field.split(".")
-    k = fresh("key")
-    env[k] = parts[0]
-    expr = f"{FIRST}.get({k}, _MISSING)"
-    for p in parts[1:]:
-        h, k = fresh("h"), fresh("key")
-        env[k] = p
-        i = int(p) if p.isascii() and p.isdigit() and str(int(p)) == p else -1
-        other = "_MISSING"
-        if i >= 0:
-            other = f"({h}[{i}] if {h}.__class__ is list and {i} < len({h}) else _MISSING)"
-        expr = (
-            f"({h}.get({k}, _MISSING) if (({h} := {expr}).__class__ is dict"
-            f' and ("$date" not in {h} or not _is_date_wrapper({h}))) else {other})'
-        )
-    return expr
-
-
 # ------------------------------------------------------------------------ compile
 
 
@@ -458,7 +347,7 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
             same = one_field_literals(value)
             if same is not None:  # {$or: [{f: 1}, {f: 2}]} is {f: {$in: [1, 2]}}
                 field, literals = same
-                preds.append(_field_pred(field, [_op_test("$in", literals, where)]))
+                preds.append(field_pred(field, [_op_test("$in", literals, where)]))
             else:
                 preds.append(any_of(_sub_docs(key, value, where)))
         elif key == "$not":
@@ -482,10 +371,10 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
                 if not (isinstance(op, str) and op.startswith("$")):
                     raise InvalidFilter(f"{where}.{op}", f"unknown operator: {op}")
                 tests.append(_op_test(op, arg, f"{where}.{op}"))
-            preds.append(_field_pred(key, tests))
+            preds.append(field_pred(key, tests))
         else:
             _check_value(value, where)
-            preds.append(_field_pred(key, [_eq_test(value)]))
+            preds.append(field_pred(key, [_eq_test(value)]))
     return all_of(preds)
 
 

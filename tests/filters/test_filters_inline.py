@@ -23,7 +23,7 @@ from strategies import PATHS, documents, mongo_specs, scalars, values, wix_specs
 
 from taskengine.errors import InvalidFilter
 from taskengine.filters import compile_filter
-from taskengine.filters._predicates import closures_only, inline_of
+from taskengine.filters._inline import closures_only, inline_of
 
 
 class _Shifting(tzinfo):
