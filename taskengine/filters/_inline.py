@@ -233,7 +233,7 @@ def joined(parts: Sequence[Inline], op: str) -> Inline | None:
     for i, p in enumerate(parts):
         env.update(p.env)
         exprs.append(f"({p.expr if i == 0 else p.later()})")
-    return Inline(f" {op} ".join(exprs), env, size=size, depth=depth)
+    return Inline(f"({f' {op} '.join(exprs)})", env, size=size, depth=depth)
 
 
 def inlines(preds: Sequence[Callable[..., Any]]) -> list[Inline] | None:
@@ -282,7 +282,7 @@ def build(inline: Inline) -> Callable[[Any], bool] | None:
         except (SyntaxError, RecursionError, MemoryError, ValueError):  # pragma: no cover
             return None
         if len(_CODE_CACHE) >= _CODE_CACHE_SIZE:
-            _CODE_CACHE.pop(next(iter(_CODE_CACHE)), None)
+            _CODE_CACHE.clear()  # atomic, unlike evicting one entry while threads compile
         _CODE_CACHE[source] = code
     namespace: dict[str, Any] = {"__builtins__": {}}
     namespace.update(BASE_ENV)
@@ -334,4 +334,4 @@ def negated(inline: Inline | None) -> Inline | None:
     """``not (inline)``, or ``None`` (none given, or past the depth limit)."""
     if inline is None or inline.depth >= _MAX_DEPTH:
         return None
-    return Inline(f"not ({inline.expr})", inline.env, size=inline.size, depth=inline.depth + 1)
+    return Inline(f"(not {inline.expr})", inline.env, size=inline.size, depth=inline.depth + 1)

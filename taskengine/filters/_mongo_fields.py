@@ -330,6 +330,24 @@ def _fast_inline(
         if nums:
             rest = f"((({t} is int or {t} is float) and {v} in {nn}) or {rest})"
         expr = f"({v} in {ss} if ({t} := {get}.__class__) is str else {rest})"
+        # on its own: the loop over an array inlined too (an array is never in the sets)
+        e, n = fresh("e"), "int, float" if nums else ""
+        element = f"{e} in {ss}" if not nums else f"{e} in ({ss} if {t} is str else {nn})"
+        body = (
+            f"    {v} = {ARG}.get({k})\n"
+            f"    {t} = {v}.__class__\n"
+            f"    if {t} is str:\n"
+            f"        return {v} in {ss}\n"
+            f"    if {t} is list:\n"
+            f"        for {e} in {v}:\n"
+            f"            {t} = {e}.__class__\n"
+            f"            if ({t} is str{' or ' + t + ' is int or ' + t + ' is float' if n else ''})"
+            f" and {element}:\n"
+            "                return True\n"
+            "        return False\n"
+            f"    return {f'({t} is int or {t} is float) and {v} in {nn}' if nums else 'False'}\n"
+        )
+        return Inline(expr, env, body=body)
     elif kind == "prefix" or kind == "regex":
         name = fresh("p")
         env[name] = fasts[0][1]

@@ -120,7 +120,7 @@ def _field_inline(field: str, tests: Sequence[Test]) -> Inline | None:
         inline = as_inline(t)
         env.update(inline.env)
         parts.append(f"({inline.on(f'({v} := {fetch})', v) if i == 0 else inline.on(v, v)})")
-    return Inline(" and ".join(parts), env, size=len(parts))
+    return Inline(f"({' and '.join(parts)})", env, size=len(parts))
 
 
 def _fetch_inline(field: str, env: dict[str, object]) -> str:
