@@ -221,13 +221,21 @@ def closures_only() -> Iterator[None]:
 
 
 def joined(parts: Sequence[Inline], op: str) -> Inline | None:
-    """``parts`` joined by ``op`` (``and``/``or``), or ``None`` past the size limits."""
+    """``parts`` joined by ``op`` (``and``/``or``).
+
+    Past the size limits each part becomes a call of its own generated function, so a
+    large filter is a few generated functions instead of one (``None`` if that fails).
+    """
     if len(parts) < 2:
         return None
     size = sum(p.size for p in parts)
     depth = max(p.depth for p in parts) + 1
     if size > _MAX_SIZE or depth > _MAX_DEPTH:
-        return None
+        called = [_called(p) for p in parts]
+        if any(c is None for c in called):  # pragma: no cover - see _called
+            return None
+        parts = called  # type: ignore[assignment]
+        size, depth = len(parts), 1
     env: dict[str, object] = {}
     exprs = []
     for i, p in enumerate(parts):
@@ -330,8 +338,23 @@ def some_element(test: Callable[[Any], bool], *, whole: bool) -> Callable[[list[
     return loop
 
 
-def negated(inline: Inline | None) -> Inline | None:
-    """``not (inline)``, or ``None`` (none given, or past the depth limit)."""
-    if inline is None or inline.depth >= _MAX_DEPTH:
+def _called(inline: Inline) -> Inline | None:
+    """``inline`` as a call of the function generated from it (size 1, depth 0)."""
+    if inline.size == 1 and inline.depth == 0:
+        return inline
+    made = build(inline)
+    if made is None:  # pragma: no cover - the size limits keep the code compilable
         return None
+    name = fresh("part")
+    return Inline(f"{name}({FIRST})", {name: made})
+
+
+def negated(inline: Inline | None) -> Inline | None:
+    """``not (inline)``, or ``None`` (none given, or the part cannot be generated)."""
+    if inline is None:
+        return None
+    if inline.depth >= _MAX_DEPTH:
+        inline = _called(inline)
+        if inline is None:  # pragma: no cover - see _called
+            return None
     return Inline(f"(not {inline.expr})", inline.env, size=inline.size, depth=inline.depth + 1)

@@ -331,8 +331,9 @@ def _fast_inline(
             rest = f"((({t} is int or {t} is float) and {v} in {nn}) or {rest})"
         expr = f"({v} in {ss} if ({t} := {get}.__class__) is str else {rest})"
         # on its own: the loop over an array inlined too (an array is never in the sets)
-        e, n = fresh("e"), "int, float" if nums else ""
+        e = fresh("e")
         element = f"{e} in {ss}" if not nums else f"{e} in ({ss} if {t} is str else {nn})"
+        kinds = f"{t} is str or {t} is int or {t} is float" if nums else f"{t} is str"
         body = (
             f"    {v} = {ARG}.get({k})\n"
             f"    {t} = {v}.__class__\n"
@@ -341,8 +342,7 @@ def _fast_inline(
             f"    if {t} is list:\n"
             f"        for {e} in {v}:\n"
             f"            {t} = {e}.__class__\n"
-            f"            if ({t} is str{' or ' + t + ' is int or ' + t + ' is float' if n else ''})"
-            f" and {element}:\n"
+            f"            if ({kinds}) and {element}:\n"
             "                return True\n"
             "        return False\n"
             f"    return {f'({t} is int or {t} is float) and {v} in {nn}' if nums else 'False'}\n"
