@@ -82,7 +82,7 @@ def _dotted_inline(parts: tuple[str, ...], general: Predicate, scalar: Test) -> 
             opened.append(f"({g}({ARG}) if {fetch}.__class__ is list else {sc.on(v, v)})")
         else:
             opened.append(
-                f"(@ if ({fetch}.__class__ is dict and (len({v}) != 1"
+                f'(@ if ({fetch}.__class__ is dict and ("$date" not in {v}'
                 f" or not _is_date_wrapper({v}))) else ({g}({ARG}) if {v}.__class__ is list"
                 f" else {on_missing}))"
             )
@@ -383,7 +383,8 @@ def _elem_inline(key: str, sub: Predicate, on_arr: Callable[[list[Any]], bool]) 
         f"    if {v}.__class__ is list:\n"
         f"        for {e} in {v}:\n"
         f"            if {e}.__class__ is dict:\n"
-        f"                if {inner.on(e, e)} and not (len({e}) == 1 and _is_date_wrapper({e})):\n"
+        f"                if {inner.on(e, e)} and ("
+        f'"$date" not in {e} or not _is_date_wrapper({e})):\n'
         "                    return True\n"
         f"            elif {e}.__class__ is list and {a}([{e}]):\n"
         "                return True\n"
