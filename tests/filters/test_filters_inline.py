@@ -143,7 +143,7 @@ def _both(spec: dict[str, Any], dialect: str) -> tuple[Any, Any]:
 # --------------------------------------------------------------------------- mongo
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(mongo_specs(), documents)
 def test_mongo_generated_agrees_with_closures_and_reference(
     spec: dict[str, Any], doc: dict[str, Any]
@@ -155,7 +155,7 @@ def test_mongo_generated_agrees_with_closures_and_reference(
     assert fast(doc) is expected
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(date_paths, date_conditions(), date_docs)
 def test_mongo_date_comparisons_agree(path: str, cond: Any, doc: dict[str, Any]) -> None:
     """Dates: naive = UTC, equal instants with different offsets, wrappers, odd zones,
@@ -192,7 +192,7 @@ def test_or_of_literals_on_one_field_is_a_set_lookup(
 # ----------------------------------------------------------------------------- wix
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(wix_specs(), documents)
 def test_wix_generated_agrees_with_closures(spec: dict[str, Any], doc: dict[str, Any]) -> None:
     """On any valid wix spec the generated function answers as the closures."""
@@ -200,7 +200,7 @@ def test_wix_generated_agrees_with_closures(spec: dict[str, Any], doc: dict[str,
     assert fast(doc) is plain(doc)
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(date_paths, date_conditions(), date_docs)
 def test_wix_date_comparisons_agree(path: str, cond: Any, doc: dict[str, Any]) -> None:
     """Wix date comparisons and equality: generated == closures on the odd dates too."""
