@@ -31,10 +31,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final
 
-from taskengine._values import is_date_wrapper
+from taskengine._values import date_instant, is_date_wrapper
 from taskengine.errors import InvalidFilter
+from taskengine.filters._inline import FIRST, Inline, as_inline, generate, some_element, with_inline
 from taskengine.filters._mongo_condition import Cond, eq_fast, in_fast, regex_cond
 from taskengine.filters._mongo_element import (
     CMP_OPS,
@@ -67,6 +69,8 @@ from taskengine.filters._predicates import (
     any_of,
     compile_each,
     fields,
+    negate,
+    one_field_literals,
 )
 
 __all__ = ["MISSING", "compile_mongo", "compile_regex", "type_code"]
@@ -121,6 +125,10 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
 
 
 def _compile_logical(op: str, value: object, path: str) -> Predicate:
+    same = one_field_literals(value) if op != "$and" else None
+    if same is not None:  # {$or: [{f: 1}, {f: 2}]} is {f: {$in: [1, 2]}}: one set lookup
+        either = _compile_field(same[0], {"$in": same[1]}, path)
+        return either if op == "$or" else negate(either)
     preds = compile_each(
         value,
         path,
@@ -134,7 +142,7 @@ def _compile_logical(op: str, value: object, path: str) -> Predicate:
     either = any_of(preds)
     if op == "$or":
         return either
-    return lambda doc: not either(doc)
+    return negate(either)
 
 
 def _compile_field(field: str, value: object, path: str) -> Predicate:
@@ -180,9 +188,11 @@ def _compile_operator(op: str, arg: Any, path: str, ops: Mapping[str, Any]) -> l
         validate_date_literal(arg, path)
         if isinstance(arg, re.Pattern):
             raise InvalidFilter(path, f"can't have a regex as arg to {op}")
-        fast = None
+        fast: tuple[Any, ...] | None = None
         if arg.__class__ in (int, float) and arg == arg:
             fast = ("cmp", op, arg)
+        elif isinstance(arg, datetime) or is_date_wrapper(arg):
+            fast = ("date", op, date_instant(arg))
         return [Cond("test", cmp_test(op, arg), fast=fast)]
     if op == "$in" or op == "$nin":
         values = in_values(arg, path, op)
@@ -279,7 +289,9 @@ def _elem_match(arg: object, path: str) -> Cond:
                     return True
             return False
 
-        return Cond("test", value_test, expand=False)
+        loop = as_inline(some_element(inner, whole=False))
+        inline = Inline(f"({FIRST}.__class__ is list and {loop.later()})", loop.env)
+        return Cond("test", with_inline(value_test, inline), expand=False)
     sub = _compile_doc(spec, path)
 
     def object_test(v: Any) -> bool:
@@ -301,4 +313,4 @@ def _elem_match(arg: object, path: str) -> Cond:
 
 def compile_mongo(spec: Mapping[str, Any]) -> Predicate:
     """Compile a MongoDB query document into a predicate; raises only ``InvalidFilter``."""
-    return _compile_doc(spec, "")
+    return generate(_compile_doc(spec, ""))

@@ -14,9 +14,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
+from taskengine.filters._inline import some_element
 from taskengine.filters._mongo_element import Test, regex_test
 from taskengine.filters._mongo_paths import make_walker
-from taskengine.filters._predicates import Predicate, all_of
+from taskengine.filters._predicates import Predicate, all_of, negate
 
 __all__ = ["Cond", "eq_fast", "in_fast", "regex_cond"]
 
@@ -48,12 +49,7 @@ class Cond:
         if self.kind == "test":
             assert self.test is not None
             return self.test
-        inner = all_of([c.scalar() for c in self.children])
-
-        def neg(v: Any) -> bool:
-            return not inner(v)
-
-        return neg
+        return negate(all_of([c.scalar() for c in self.children]))
 
     def for_array(self) -> Callable[[list[Any]], bool]:
         """The condition when a one-component path holds an array ``arr``."""
@@ -61,24 +57,15 @@ class Cond:
             t = self.test
             assert t is not None
             if self.expand:
-
-                def on_arr(arr: list[Any]) -> bool:
-                    for e in arr:
-                        if t(e):
-                            return True
-                    return t(arr)
-
-                return on_arr
+                return some_element(t, whole=True)
             return t
-        inner = all_of([c.for_array() for c in self.children])
-        return lambda arr: not inner(arr)
+        return negate(all_of([c.for_array() for c in self.children]))
 
     def for_path(self, parts: tuple[str, ...]) -> Predicate:
         if self.kind == "test":
             assert self.test is not None
             return make_walker(parts, self.test, self.expand)
-        inner = all_of([c.for_path(parts) for c in self.children])
-        return lambda doc: not inner(doc)
+        return negate(all_of([c.for_path(parts) for c in self.children]))
 
 
 def eq_fast(c: object) -> tuple[Any, ...] | None:

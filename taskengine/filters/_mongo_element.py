@@ -21,6 +21,7 @@ from taskengine._values import (
     date_instant,
     type_rank,
 )
+from taskengine.filters._inline import ARG, FIRST, Inline, date_compare, fresh, with_inline
 from taskengine.filters._mongo_types import NUMBER_ALIAS, NUMBER_CODES, type_code
 from taskengine.filters._predicates import MISSING, equals
 
@@ -48,7 +49,10 @@ def regex_test(rx: re.Pattern[str]) -> Test:
     def test(v: Any) -> bool:
         return v.__class__ is str and search(v) is not None
 
-    return test
+    name = fresh("search")
+    return with_inline(
+        test, Inline(f"({FIRST}.__class__ is str and {name}({ARG}) is not None)", {name: search})
+    )
 
 
 def eq_test(c: object) -> Test:
@@ -69,6 +73,11 @@ def cmp_test(op: str, c: object) -> Test:
                 return eq_test(c)
             return never
         num = c
+        name, k = fresh("c"), fresh("k")
+        number = Inline(
+            f"((({k} := {FIRST}.__class__) is int or {k} is float) and {ARG} {_PY_OPS[op]} {name})",
+            {name: num},
+        )
         if op == "$gt":
 
             def test(v: Any) -> bool:
@@ -93,16 +102,18 @@ def cmp_test(op: str, c: object) -> Test:
                 k = v.__class__
                 return (k is int or k is float) and v <= num
 
-        return test
+        return with_inline(test, number)
     if isinstance(c, str):
         s: str = c
+        name = fresh("c")
+        text = Inline(f"({FIRST}.__class__ is str and {ARG} {_PY_OPS[op]} {name})", {name: s})
         if op == "$gt":
-            return lambda v: v.__class__ is str and v > s
+            return with_inline(lambda v: v.__class__ is str and v > s, text)
         if op == "$gte":
-            return lambda v: v.__class__ is str and v >= s
+            return with_inline(lambda v: v.__class__ is str and v >= s, text)
         if op == "$lt":
-            return lambda v: v.__class__ is str and v < s
-        return lambda v: v.__class__ is str and v <= s
+            return with_inline(lambda v: v.__class__ is str and v < s, text)
+        return with_inline(lambda v: v.__class__ is str and v <= s, text)
     if c is None:
         return eq_test(None) if inclusive else never
     rank = type_rank(c)
@@ -120,7 +131,7 @@ def cmp_test(op: str, c: object) -> Test:
                 return (-1 if d < instant else (1 if d > instant else 0)) in want
             return False
 
-        return date_test
+        return with_inline(date_test, date_compare([(_PY_OPS[op], instant)], date_test))
 
     def generic(v: Any) -> bool:
         if v is MISSING or type_rank(v) != rank:
@@ -129,6 +140,8 @@ def cmp_test(op: str, c: object) -> Test:
 
     return generic
 
+
+_PY_OPS: Final[dict[str, str]] = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 _CMP_WANT: Final[dict[str, frozenset[int]]] = {
     "$gt": frozenset({1}),
@@ -144,6 +157,9 @@ def never(v: Any) -> bool:
 
 def exists_test(v: Any) -> bool:
     return v is not MISSING
+
+
+with_inline(exists_test, Inline(f"({FIRST} is not _MISSING)", {}))
 
 
 def in_test(values: Sequence[object]) -> Test:
@@ -189,7 +205,13 @@ def in_test(values: Sequence[object]) -> Test:
                 return v in fnums
             return False
 
-        return fast
+        ss, nn, k = fresh("strs"), fresh("nums"), fresh("k")
+        inline = Inline(
+            f"({ARG} in {ss} if ({k} := {FIRST}.__class__) is str"
+            f" else (({k} is int or {k} is float) and {ARG} in {nn}))",
+            {ss: fstrs, nn: fnums},
+        )
+        return with_inline(fast, inline)
 
     def test(v: Any) -> bool:
         k = v.__class__
@@ -234,7 +256,10 @@ def size_test(n: int) -> Test:
     def test(v: Any) -> bool:
         return v.__class__ is list and len(v) == n
 
-    return test
+    name = fresh("n")
+    return with_inline(
+        test, Inline(f"({FIRST}.__class__ is list and len({ARG}) == {name})", {name: n})
+    )
 
 
 def mod_test(divisor: int, remainder: int) -> Test:

@@ -13,6 +13,18 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final
 
 from taskengine._values import is_date_wrapper
+from taskengine.filters._inline import (
+    ARG,
+    FIRST,
+    Inline,
+    as_inline,
+    build,
+    constant,
+    date_compare,
+    fresh,
+    inlining,
+    with_inline,
+)
 from taskengine.filters._mongo_condition import Cond
 from taskengine.filters._mongo_element import Test
 from taskengine.filters._predicates import MISSING, Predicate, all_of
@@ -48,7 +60,37 @@ def field_pred(field: str, conds: Sequence[Cond]) -> Predicate:
             return general(doc)
         return scalar(v)
 
-    return pred
+    if not inlining():
+        return pred
+    return with_inline(pred, _dotted_inline(parts, general, scalar))
+
+
+def _dotted_inline(parts: tuple[str, ...], general: Predicate, scalar: Test) -> Inline:
+    """``pred`` of :func:`field_pred` as one expression (the walk stays a call)."""
+    g = fresh("walk")
+    env: dict[str, object] = {g: general}
+    sc = as_inline(scalar)
+    env.update(sc.env)
+    on_missing = constant(scalar(MISSING))
+    holder = FIRST
+    opened: list[str] = []
+    for i, part in enumerate(parts):
+        k, v = fresh("key"), fresh("v")
+        env[k] = part
+        fetch = f"({v} := {holder}.get({k}, _MISSING))"
+        if i == len(parts) - 1:
+            opened.append(f"({g}({ARG}) if {fetch}.__class__ is list else {sc.on(v, v)})")
+        else:
+            opened.append(
+                f'(@ if ({fetch}.__class__ is dict and ("$date" not in {v}'
+                f" or not _is_date_wrapper({v}))) else ({g}({ARG}) if {v}.__class__ is list"
+                f" else {on_missing}))"
+            )
+        holder = v
+    expr = opened[-1]
+    for outer in reversed(opened[:-1]):
+        expr = outer.replace("@", expr, 1)
+    return Inline(expr, env, size=len(parts))
 
 
 def _top_level_pred(key: str, conds: Sequence[Cond]) -> Predicate:
@@ -57,7 +99,9 @@ def _top_level_pred(key: str, conds: Sequence[Cond]) -> Predicate:
     miss = MISSING
     special = _specialised(key, conds, on_arr)
     if special is not None:
-        return special
+        if not inlining():
+            return special
+        return with_inline(special, _fast_inline(key, conds, on_arr))
 
     def pred(doc: Mapping[str, Any]) -> bool:
         v = doc.get(key, miss)
@@ -65,7 +109,43 @@ def _top_level_pred(key: str, conds: Sequence[Cond]) -> Predicate:
             return on_arr(v)
         return scalar(v)
 
-    return pred
+    if not inlining():
+        return pred
+    date = _date_inline(key, conds, on_arr, scalar)
+    if date is not None:
+        return with_inline(pred, date)
+    k, v = fresh("key"), fresh("v")
+    arr, sc = as_inline(on_arr), as_inline(scalar)
+    inline = Inline(
+        f"({arr.on(v, v)} if ({v} := {FIRST}.get({k}, _MISSING)).__class__ is list"
+        f" else {sc.on(v, v)})",
+        {k: key, **arr.env, **sc.env},
+    )
+    return with_inline(pred, inline)
+
+
+def _date_inline(
+    key: str, conds: Sequence[Cond], on_arr: Callable[[Any], bool], scalar: Test
+) -> Inline | None:
+    """Comparisons of a top-level field with dates (``("date", op, instant)`` descriptors),
+    as fast as a hand-written comparison of ``datetime`` objects."""
+    fasts = [c.fast for c in conds]
+    if not fasts or any(f is None or f[0] != "date" for f in fasts):
+        return None
+    ops = [(_PY_OPS[f[1]], f[2]) for f in fasts]  # type: ignore[index]
+
+    def on_value(v: Any) -> bool:
+        return on_arr(v) if v.__class__ is list else scalar(v)
+
+    test = date_compare(ops, on_value)
+    if test is None:
+        return None
+    k, v = fresh("key"), fresh("v")
+    return Inline(test.on(f"({v} := {FIRST}.get({k}, _MISSING))", v), {k: key, **test.env})
+
+
+_PY_OPS: Final[dict[str, str]] = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+_FLIPPED: Final[dict[str, str]] = {"$gt": "<", "$gte": "<="}
 
 
 _RANGE_BUILDERS: Final[dict[tuple[str, str], Callable[[float, float], Test]]] = {
@@ -219,3 +299,100 @@ def _specialised(
                 return num_half_open
         return num_range
     return None
+
+
+def _fast_inline(
+    key: str, conds: Sequence[Cond], on_arr: Callable[[list[Any]], bool]
+) -> Inline | None:
+    """The closure :func:`_specialised` made for ``conds``, as one expression."""
+    fasts: list[tuple[Any, ...]] = [c.fast for c in conds]  # type: ignore[misc]
+    kind = fasts[0][0]
+    k, v, t = fresh("key"), fresh("v"), fresh("t")
+    arr = as_inline(on_arr)
+    env: dict[str, object] = {k: key, **arr.env}
+    on_list = f"({v}.__class__ is list and {arr.on(v, v)})"
+    get = f"({v} := {FIRST}.get({k}))"
+    if kind == "eq":
+        c = fasts[0][1]
+        name = fresh("c")
+        env[name] = c
+        if c.__class__ is str:
+            expr = f"({get} == {name} or ({v}.__class__ is list and {name} in {v}))"
+        elif c is None:
+            expr = f"({get} is None or ({v}.__class__ is list and None in {v}))"
+        else:
+            expr = f"(({get} == {name} and {v}.__class__ is not bool) or {on_list})"
+    elif kind == "in":
+        strs, nums = fasts[0][1], fasts[0][2]
+        ss, nn = fresh("strs"), fresh("nums")
+        env[ss], env[nn] = strs, nums
+        rest = f"({t} is list and {arr.on(v, v)})"
+        if nums:
+            rest = f"((({t} is int or {t} is float) and {v} in {nn}) or {rest})"
+        expr = f"({v} in {ss} if ({t} := {get}.__class__) is str else {rest})"
+        # on its own: the loop over an array inlined too (an array is never in the sets)
+        e = fresh("e")
+        element = f"{e} in {ss}" if not nums else f"{e} in ({ss} if {t} is str else {nn})"
+        kinds = f"{t} is str or {t} is int or {t} is float" if nums else f"{t} is str"
+        body = (
+            f"    {v} = {ARG}.get({k})\n"
+            f"    {t} = {v}.__class__\n"
+            f"    if {t} is str:\n"
+            f"        return {v} in {ss}\n"
+            f"    if {t} is list:\n"
+            f"        for {e} in {v}:\n"
+            f"            {t} = {e}.__class__\n"
+            f"            if ({kinds}) and {element}:\n"
+            "                return True\n"
+            "        return False\n"
+            f"    return {f'({t} is int or {t} is float) and {v} in {nn}' if nums else 'False'}\n"
+        )
+        return Inline(expr, env, body=body)
+    elif kind == "prefix" or kind == "regex":
+        name = fresh("p")
+        env[name] = fasts[0][1]
+        test = f"{v}.startswith({name})" if kind == "prefix" else f"{name}({v}) is not None"
+        expr = f"({test} if {get}.__class__ is str else {on_list})"
+    elif kind == "cmp":
+        terms = []
+        for f in sorted(fasts, key=lambda f: f[1] not in _FLIPPED):
+            name = fresh("b")
+            env[name] = f[2]
+            if f[1] in _FLIPPED and len(fasts) == 2:
+                terms.append(f"{name} {_FLIPPED[f[1]]} {v}")
+            else:
+                terms.append(f"{v} {_PY_OPS[f[1]]} {name}")
+        chain = terms[0] if len(terms) == 1 else f"{terms[0]}{terms[1][len(v) :]}"
+        expr = (
+            f"({chain} if (({t} := {get}.__class__) is int or {t} is float)"
+            f" else ({t} is list and {arr.on(v, v)}))"
+        )
+    elif kind == "elem":
+        return _elem_inline(key, fasts[0][1], on_arr)
+    else:  # pragma: no cover - _specialised knows no other kind
+        return None
+    return Inline(expr, env)
+
+
+def _elem_inline(key: str, sub: Predicate, on_arr: Callable[[list[Any]], bool]) -> Inline | None:
+    """``{key: {$elemMatch: {...}}}``: a loop over the array with ``sub`` inlined."""
+    inner = as_inline(sub)
+    k, v, e, a = fresh("key"), fresh("v"), fresh("e"), fresh("arr")
+    body = (
+        f"    {v} = {ARG}.get({k})\n"
+        f"    if {v}.__class__ is list:\n"
+        f"        for {e} in {v}:\n"
+        f"            if {e}.__class__ is dict:\n"
+        f"                if {inner.on(e, e)} and ("
+        f'"$date" not in {e} or not _is_date_wrapper({e})):\n'
+        "                    return True\n"
+        f"            elif {e}.__class__ is list and {a}([{e}]):\n"
+        "                return True\n"
+        "    return False\n"
+    )
+    env: dict[str, object] = {k: key, a: on_arr, **inner.env}
+    loop = build(Inline("False", env, body=body))
+    if loop is None:  # pragma: no cover - the size limits keep the code compilable
+        return None
+    name = fresh("elem")
+    return Inline(f"{name}({FIRST})", {name: loop, **env}, body=body, size=inner.size)

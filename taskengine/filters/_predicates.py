@@ -2,15 +2,31 @@
 
 Each combinator returns a plain function; the common small arities are unrolled so that
 an ``$and`` of two or three conditions costs no loop.
+Parts that carry expression forms (:mod:`taskengine.filters._inline`) are joined into
+one expression, so that a whole filter becomes one generated function.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
-from taskengine._values import equal_to
+from taskengine._values import date_instant, equal_to
 from taskengine.errors import InvalidFilter
+from taskengine.filters._inline import (
+    ARG,
+    FIRST,
+    MISSING,
+    Inline,
+    date_compare,
+    fresh,
+    inline_of,
+    inlines,
+    inlining,
+    joined,
+    negated,
+    with_inline,
+)
 
 __all__ = [
     "MISSING",
@@ -22,6 +38,8 @@ __all__ = [
     "equals",
     "fields",
     "is_null",
+    "negate",
+    "one_field_literals",
 ]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
@@ -29,22 +47,12 @@ Predicate = Callable[[Mapping[str, Any]], bool]
 _T = TypeVar("_T")
 
 
-class _Missing:
-    """The value a path yields where a field does not exist (BSON EOO)."""
-
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        return "MISSING"
-
-
-MISSING: Final[Any] = _Missing()
-"""What a compiled path yields for a field a document does not have."""
-
-
 def always(doc: Any) -> bool:
     """The predicate of an empty filter: matches every document."""
     return True
+
+
+with_inline(always, Inline(f"({FIRST} is {ARG} or True)", {}))
 
 
 def all_of(preds: Sequence[Callable[[_T], bool]]) -> Callable[[_T], bool]:
@@ -56,12 +64,14 @@ def all_of(preds: Sequence[Callable[[_T], bool]]) -> Callable[[_T], bool]:
         return always
     if len(preds) == 1:
         return preds[0]
+    parts = inlines(preds)
+    both = joined(parts, "and") if parts is not None else None
     if len(preds) == 2:
         p1, p2 = preds
-        return lambda doc: p1(doc) and p2(doc)
+        return with_inline(lambda doc: p1(doc) and p2(doc), both)
     if len(preds) == 3:
         p1, p2, p3 = preds
-        return lambda doc: p1(doc) and p2(doc) and p3(doc)
+        return with_inline(lambda doc: p1(doc) and p2(doc) and p3(doc), both)
     pp = tuple(preds)
 
     def pred(doc: _T) -> bool:
@@ -70,19 +80,21 @@ def all_of(preds: Sequence[Callable[[_T], bool]]) -> Callable[[_T], bool]:
                 return False
         return True
 
-    return pred
+    return with_inline(pred, both)
 
 
 def any_of(preds: Sequence[Predicate]) -> Predicate:
     """A predicate true when at least one of ``preds`` (a non-empty sequence) is."""
     if len(preds) == 1:
         return preds[0]
+    parts = inlines(preds)
+    both = joined(parts, "or") if parts is not None else None
     if len(preds) == 2:
         p1, p2 = preds
-        return lambda doc: p1(doc) or p2(doc)
+        return with_inline(lambda doc: p1(doc) or p2(doc), both)
     if len(preds) == 3:
         p1, p2, p3 = preds
-        return lambda doc: p1(doc) or p2(doc) or p3(doc)
+        return with_inline(lambda doc: p1(doc) or p2(doc) or p3(doc), both)
     pp = tuple(preds)
 
     def pred(doc: Mapping[str, Any]) -> bool:
@@ -91,7 +103,12 @@ def any_of(preds: Sequence[Predicate]) -> Predicate:
                 return True
         return False
 
-    return pred
+    return with_inline(pred, both)
+
+
+def negate(pred: Callable[[_T], bool]) -> Callable[[_T], bool]:
+    """The complement of ``pred`` (a document predicate or a test on one value)."""
+    return with_inline(lambda doc: not pred(doc), negated(inline_of(pred)))
 
 
 def equals(c: object, *, ordered: bool) -> Callable[[Any], bool]:
@@ -102,12 +119,35 @@ def equals(c: object, *, ordered: bool) -> Callable[[Any], bool]:
     """
     if c is None:
         return is_null
-    return equal_to(c, ordered=ordered)
+    test = equal_to(c, ordered=ordered)
+    if not inlining():
+        return test
+    cls = c.__class__
+    name = fresh("c")
+    if cls is str:
+        return with_inline(
+            test, Inline(f"({FIRST} == {name} and {ARG}.__class__ is str)", {name: c})
+        )
+    if (cls is int or cls is float) and c == c:
+        k = fresh("k")
+        inline = Inline(
+            f"((({k} := {FIRST}.__class__) is int or {k} is float) and {ARG} == {name})", {name: c}
+        )
+        return with_inline(test, inline)
+    if cls is bool:
+        return with_inline(test, Inline(f"({FIRST} is {name})", {name: c}))
+    instant = date_instant(c)
+    if instant is not None:
+        return with_inline(test, date_compare([("==", instant)], test))
+    return test
 
 
 def is_null(v: Any) -> bool:
     """Whether a yielded value is ``null`` or :data:`MISSING`."""
     return v is None or v is MISSING
+
+
+with_inline(is_null, Inline(f"({FIRST} is None or {ARG} is _MISSING)", {}))
 
 
 def fields(spec: Mapping[Any, Any], path: str) -> Iterator[tuple[str, Any, str]]:
@@ -121,6 +161,29 @@ def fields(spec: Mapping[Any, Any], path: str) -> Iterator[tuple[str, Any, str]]
         if not isinstance(key, str):
             raise InvalidFilter(where, "field names must be strings")
         yield key, value, where
+
+
+def one_field_literals(arg: object) -> tuple[str, list[Any]] | None:
+    """``(field, values)`` when ``arg`` is a list of two or more ``{field: literal}`` with
+    the same field and string or (non-NaN) number literals: an ``$or`` of them is a
+    ``$in`` of the literals (a set lookup), in both dialects."""
+    if not isinstance(arg, list) or len(arg) < 2:
+        return None
+    field = None
+    values = []
+    for sub in arg:
+        if sub.__class__ is not dict or len(sub) != 1:
+            return None
+        ((key, value),) = sub.items()
+        if key.__class__ is not str or key.startswith("$") or (field is not None and key != field):
+            return None
+        cls = value.__class__
+        if not (cls is str or ((cls is int or cls is float) and value == value)):
+            return None
+        field = key
+        values.append(value)
+    assert field is not None
+    return field, values
 
 
 def compile_each(

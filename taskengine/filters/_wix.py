@@ -38,6 +38,18 @@ from taskengine._values import (
     values_equal,
 )
 from taskengine.errors import InvalidFilter
+from taskengine.filters._inline import (
+    ARG,
+    FIRST,
+    Inline,
+    as_inline,
+    date_compare,
+    fresh,
+    generate,
+    inlining,
+    some_element,
+    with_inline,
+)
 from taskengine.filters._predicates import (
     MISSING,
     Predicate,
@@ -47,7 +59,10 @@ from taskengine.filters._predicates import (
     equals,
     fields,
     is_null,
+    negate,
+    one_field_literals,
 )
+from taskengine.filters._wix_fields import MARK, field_pred
 
 __all__ = ["compile_wix"]
 
@@ -117,9 +132,18 @@ def _some(scalar: Test) -> Test:
             return False
         return scalar(v)
 
-    return test
+    if not inlining():
+        return test
+    loop = as_inline(some_element(scalar, whole=False))
+    one = as_inline(scalar)
+    inline = Inline(
+        f"({loop.later()} if {FIRST}.__class__ is list else {one.later()})",
+        {**loop.env, **one.env},
+    )
+    return with_inline(test, inline)
 
 
+_PY_OPS: Final[dict[str, str]] = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _CMP: Final[dict[str, Callable[[Any, Any], bool]]] = {
     "$gt": operator.gt,
     "$gte": operator.ge,
@@ -137,16 +161,25 @@ def _cmp_scalar(op: str, c: object, path: str) -> Test:
     """``$gt/$gte/$lt/$lte c`` on one value: same kind only (type-strict)."""
     cls = c.__class__
     cmp = _CMP[op]
+    py, name = _PY_OPS[op], fresh("c")
     if cls is int or cls is float:
         if c != c:
             raise InvalidFilter(path, f"{op} cannot compare with NaN")
-        return lambda v: _is_num(v) and cmp(v, c)
+        k = fresh("k")
+        number = Inline(
+            f"((({k} := {FIRST}.__class__) is int or {k} is float) and {ARG} {py} {name})",
+            {name: c},
+        )
+        return with_inline(lambda v: _is_num(v) and cmp(v, c), number)
     if cls is str:
-        return lambda v: v.__class__ is str and cmp(v, c)
+        text = Inline(f"({FIRST}.__class__ is str and {ARG} {py} {name})", {name: c})
+        return with_inline(lambda v: v.__class__ is str and cmp(v, c), text)
     if cls is bool:
-        return lambda v: v.__class__ is bool and cmp(v, c)
+        flag = Inline(f"({FIRST}.__class__ is bool and {ARG} {py} {name})", {name: c})
+        return with_inline(lambda v: v.__class__ is bool and cmp(v, c), flag)
     if isinstance(c, datetime) or is_date_wrapper(c):
         bound = date_instant(c)
+        assert bound is not None
 
         def date(v: Any) -> bool:
             k = v.__class__
@@ -155,7 +188,9 @@ def _cmp_scalar(op: str, c: object, path: str) -> Test:
                 return d is not None and cmp(d, bound)
             return False
 
-        return date
+        if not inlining():
+            return date
+        return with_inline(date, date_compare([(py, bound)], date))
     raise InvalidFilter(path, f"{op} needs a number, string, boolean or date")
 
 
@@ -184,18 +219,31 @@ def _member(values: Sequence[object]) -> Test:
                 return True
         return False
 
-    return test
+    if rest or not inlining():
+        return test
+    ss, nn, k = fresh("strs"), fresh("nums"), fresh("k")
+    other = f"(({k} is int or {k} is float) and {ARG} in {nn})" if nums else "False"
+    inline = Inline(
+        f"({ARG} in {ss} if ({k} := {FIRST}.__class__) is str else {other})", {ss: strs, nn: nums}
+    )
+    return with_inline(test, inline)
 
 
 def _string_test(op: str, needle: object, path: str) -> Test:
     if not isinstance(needle, str):
         raise InvalidFilter(path, f"{op} needs a string")
     n = needle.casefold()
+    name = fresh("s")
     if op == "$startsWith":
-        return _some(lambda v: v.__class__ is str and v.casefold().startswith(n))
-    if op == "$endsWith":
-        return _some(lambda v: v.__class__ is str and v.casefold().endswith(n))
-    return _some(lambda v: v.__class__ is str and n in v.casefold())
+        test: Test = lambda v: v.__class__ is str and v.casefold().startswith(n)  # noqa: E731
+        expr = f"{ARG}.casefold().startswith({name})"
+    elif op == "$endsWith":
+        test = lambda v: v.__class__ is str and v.casefold().endswith(n)  # noqa: E731
+        expr = f"{ARG}.casefold().endswith({name})"
+    else:
+        test = lambda v: v.__class__ is str and n in v.casefold()  # noqa: E731
+        expr = f"{name} in {ARG}.casefold()"
+    return _some(with_inline(test, Inline(f"({FIRST}.__class__ is str and {expr})", {name: n})))
 
 
 def _list_arg(op: str, arg: object, path: str) -> list[Any]:
@@ -212,16 +260,23 @@ def _op_test(op: str, arg: Any, path: str) -> Test:
         return _eq_test(arg)
     if op == "$ne":
         _check_value(arg, path)
-        eq = _eq_test(arg)
-        return lambda v: not eq(v)
+        return negate(_eq_test(arg))
     if op in ("$gt", "$gte", "$lt", "$lte"):
         _check_value(arg, path)
-        return _some(_cmp_scalar(op, arg, path))
+        scalar = _cmp_scalar(op, arg, path)
+        test = _some(scalar)
+        if inlining():
+            is_date = isinstance(arg, datetime) or is_date_wrapper(arg)
+            kind = "num" if arg.__class__ in (int, float) else "date" if is_date else ""
+            if kind:
+                bound = arg if kind == "num" else date_instant(arg)
+                setattr(test, MARK, (kind, _PY_OPS[op], bound))
+        return test
     if op in ("$in", "$nin", "$hasSome"):
         member = _member(_list_arg(op, arg, path))
         some = _some(member)
         if op == "$nin":
-            return lambda v: not some(v)
+            return negate(some)
         return some
     if op == "$hasAll":
         wanted = _list_arg(op, arg, path)
@@ -244,8 +299,8 @@ def _op_test(op: str, arg: Any, path: str) -> Test:
         if arg.__class__ is not bool:
             raise InvalidFilter(path, "$exists needs true or false")
         if arg:
-            return lambda v: v is not None and v is not MISSING
-        return lambda v: v is None or v is MISSING
+            return negate(is_null)
+        return is_null
     if op == "$not":
         return _not_test(arg, path)
     if op == "$regex":
@@ -262,67 +317,14 @@ def _not_test(arg: Any, path: str) -> Test:
         if not (isinstance(op, str) and op.startswith("$")) or op == "$date":
             raise InvalidFilter(f"{path}.{op}", "$not needs an object of operators")
         tests.append(_op_test(op, inner, f"{path}.{op}"))
-    if len(tests) == 1:
-        only = tests[0]
-        return lambda v: not only(v)
-    tt = tuple(tests)
-    return lambda v: not all(t(v) for t in tt)
-
-
-# -------------------------------------------------------------------------- paths
-
-
-def _getter(field: str) -> Callable[[Mapping[str, Any]], Any]:
-    parts = tuple(field.split("."))
-    if len(parts) == 1:
-        key = parts[0]
-        return lambda doc: doc.get(key, MISSING)
-    index = tuple(int(p) if p.isascii() and p.isdigit() and str(int(p)) == p else -1 for p in parts)
-
-    def get(doc: Mapping[str, Any]) -> Any:
-        v: Any = doc
-        for p, i in zip(parts, index, strict=True):
-            k = v.__class__
-            if k is dict or v is doc:
-                if k is dict and len(v) == 1 and is_date_wrapper(v):
-                    return MISSING
-                v = v.get(p, MISSING)
-            elif k is list and 0 <= i < len(v):
-                v = v[i]
-            else:
-                return MISSING
-        return v
-
-    return get
-
-
-def _field_pred(field: str, tests: Sequence[Test]) -> Predicate:
-    get = _getter(field)
-    if "." not in field:
-        key = field
-        if len(tests) == 1:
-            t = tests[0]
-            return lambda doc: t(doc.get(key, MISSING))
-        if len(tests) == 2:
-            t1, t2 = tests
-            return lambda doc: t1(v := doc.get(key, MISSING)) and t2(v)
-    tt = tuple(tests)
-
-    def pred(doc: Mapping[str, Any]) -> bool:
-        v = get(doc)
-        for t in tt:  # noqa: SIM110
-            if not t(v):
-                return False
-        return True
-
-    return pred
+    return negate(all_of(tests))
 
 
 # ------------------------------------------------------------------------ compile
 
 
 def _negate(inner: Predicate) -> Predicate:
-    return lambda doc: not inner(doc)
+    return negate(inner)
 
 
 def _sub_docs(op: str, arg: object, path: str) -> list[Predicate]:
@@ -342,7 +344,12 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
         if key == "$and":
             preds.append(all_of(_sub_docs(key, value, where)))
         elif key == "$or":
-            preds.append(any_of(_sub_docs(key, value, where)))
+            same = one_field_literals(value)
+            if same is not None:  # {$or: [{f: 1}, {f: 2}]} is {f: {$in: [1, 2]}}
+                field, literals = same
+                preds.append(field_pred(field, [_op_test("$in", literals, where)]))
+            else:
+                preds.append(any_of(_sub_docs(key, value, where)))
         elif key == "$not":
             if value.__class__ is list:
                 if len(value) != 1:
@@ -364,13 +371,13 @@ def _compile_doc(spec: Mapping[str, Any], path: str) -> Predicate:
                 if not (isinstance(op, str) and op.startswith("$")):
                     raise InvalidFilter(f"{where}.{op}", f"unknown operator: {op}")
                 tests.append(_op_test(op, arg, f"{where}.{op}"))
-            preds.append(_field_pred(key, tests))
+            preds.append(field_pred(key, tests))
         else:
             _check_value(value, where)
-            preds.append(_field_pred(key, [_eq_test(value)]))
+            preds.append(field_pred(key, [_eq_test(value)]))
     return all_of(preds)
 
 
 def compile_wix(spec: Mapping[str, Any]) -> Predicate:
     """Compile a wix filter into a predicate; raises only ``InvalidFilter``."""
-    return _compile_doc(spec, "")
+    return generate(_compile_doc(spec, ""))
