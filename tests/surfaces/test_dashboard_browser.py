@@ -49,7 +49,10 @@ def _missing() -> str | None:
     except ImportError:
         return "the Python package playwright is not installed: pip install -e '.[test]'"
     if not (os.path.isfile(CHROMIUM) or shutil.which(CHROMIUM)):
-        return f"no Chromium at {CHROMIUM}: install the Debian package chromium (apt-get install chromium)"
+        return (
+            f"no Chromium at {CHROMIUM}: install the Debian package chromium "
+            "(apt-get install chromium)"
+        )
     return None
 
 
@@ -75,7 +78,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def page(browser: Any) -> Iterator[Any]:
     """A fresh tab (its own sessionStorage); fails the test on any script error."""
-    context = browser.new_context(viewport={"width": 1280, "height": 760})
+    context = browser.new_context(viewport={"width": 1280, "height": 760}, reduced_motion="reduce")
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
@@ -271,7 +274,9 @@ def test_the_token_flow(browser: Any) -> None:
             page.get_by_label("API token", exact=True).fill("s3cret")
             page.get_by_role("button", name="Sign in").click()
             expect(row(page, task.id)).to_be_visible()
-            stored = page.evaluate("[sessionStorage.getItem('taskengine.token'), localStorage.length]")
+            stored = page.evaluate(
+                "[sessionStorage.getItem('taskengine.token'), localStorage.length]"
+            )
             assert stored == ["s3cret", 0]
             other = context.new_page()  # another tab: sessionStorage is per tab
             other.goto(site.url)

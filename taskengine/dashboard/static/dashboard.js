@@ -201,11 +201,11 @@
     const cells = COLUMNS.map((label) => el("td", { "data-label": label }));
     const link = el("a", { class: "mono" });
     const type = el("span", { class: "type" });
-    cells[0].append(link, type);
+    cells[0].append(el("div", null, link, type));
     const status = el("span", { class: "status" });
     cells[3].append(status);
     const bar = makeBar();
-    cells[4].append(bar.bar, bar.count);
+    cells[4].append(el("div", null, bar.bar, bar.count));
     cells[5].className = "num";
     cells[6].className = "time";
     cells[7].className = "time";
