@@ -10,7 +10,7 @@ never by time. Waits are bounded (:data:`GATE_TIMEOUT`), so a broken test cannot
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -83,14 +83,24 @@ def fill(storage: MemoryStorage) -> None:
 
 
 @contextmanager
-def serve_dashboard(*, token: str | None = None, workers: int = 2) -> Iterator[Site]:
+def serve_dashboard(
+    *,
+    token: str | None = None,
+    workers: int = 2,
+    batch_size: int = BATCH,
+    wrap: Callable[[Any], Any] | None = None,
+) -> Iterator[Site]:
     """An engine over a filled :class:`GatedStorage`, started, with the dashboard served by
-    the threaded ``wsgiref`` server on a free loopback port; all stopped on exit."""
+    the threaded ``wsgiref`` server on a free loopback port; all stopped on exit.
+
+    Args:
+        wrap: applied to the WSGI app before it is served (the benchmark counts requests).
+    """
     storage = GatedStorage()
     fill(storage)
-    engine = TaskEngine(storage, workers=workers, batch_size=BATCH, poll_interval=0.2)
+    engine = TaskEngine(storage, workers=workers, batch_size=batch_size, poll_interval=0.2)
     app = make_dashboard_app(engine, token=token)
-    server = make_server(app, "127.0.0.1", 0, quiet=True)
+    server = make_server(app if wrap is None else wrap(app), "127.0.0.1", 0, quiet=True)
     thread = threading.Thread(target=server.serve_forever, name="dashboard-test", daemon=True)
     engine.start()
     thread.start()
