@@ -340,3 +340,16 @@ def test_screenshots_and_narrow_width(site: Site, page: Any, shots: Path) -> Non
     expect(row(page, done.id)).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.screenshot(path=str(shots / "dashboard-narrow.png"))
+
+
+def test_an_unknown_task_says_so(site: Site, page: Any) -> None:
+    """A detail link to a task that does not exist (or expired) says so, and stays said."""
+    from playwright.sync_api import expect
+
+    page.goto(site.url + REFRESH + "#/task/" + "%3Cb%3Enope%3C%2Fb%3E")
+    expect(page.locator("#error")).to_have_text(
+        "Cannot refresh: no task <b>nope</b> (never created, or expired)"
+    )
+    expect(page.locator("#d-id")).to_have_text("<b>nope</b>")
+    page.get_by_role("link", name="Tasks", exact=True).click()
+    expect(page.locator("#error")).to_have_text("")

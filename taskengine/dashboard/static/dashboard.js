@@ -205,6 +205,7 @@
     const status = el("span", { class: "status" });
     cells[3].append(status);
     const bar = makeBar();
+    bar.bar.setAttribute("aria-label", "Progress");
     cells[4].append(el("div", null, bar.bar, bar.count));
     cells[5].className = "num";
     cells[6].className = "time";
@@ -311,9 +312,8 @@
       data = await api("GET", taskPath(id));
     } catch (e) {
       if (e.status === 404 && state.taskId === id) {
-        state.detail = { status: "COMPLETED" };
-        showError(`No task ${id} (never created, or expired).`);
-        return;
+        state.detail = { status: "COMPLETED" }; // nothing more to poll
+        throw new Error(`no task ${id} (never created, or expired)`);
       }
       throw e;
     }
