@@ -9,6 +9,8 @@
                                  a task page as the API lists it, each unfinished task with
                                  its "owner" (host/pid, or why it waits): one request per
                                  refresh of the list
+    GET  /dashboard/v1/tasks/{id}
+                                 {"task": ...} as the API's get, with the "owner"
     POST /dashboard/v1/validate  {"task": {...}} -> {"valid": true, "type", "options"}, or the
                                  400 a create would answer; nothing is stored
     GET  /dashboard/v1/collections
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, quote
 
 from taskengine._jsonio import json_type_name, parse_json_object
-from taskengine.dashboard._data import collections_json, tasks_json, validate
+from taskengine.dashboard._data import collections_json, task_json, tasks_json, validate
 from taskengine.errors import InvalidRequest, Violation
 from taskengine.http import (
     MAX_BODY,
@@ -142,6 +144,10 @@ class DashboardApp:
                 raise _not_allowed(method, ("GET", "HEAD"))
             limit, offset = _paging(environ)
             return tasks_json(self.engine, limit, offset)
+        if route.startswith("tasks/") and "/" not in route[6:] and route[6:]:
+            if method != "GET":
+                raise _not_allowed(method, ("GET", "HEAD"))
+            return task_json(self.engine, route[6:])
         if route == "collections":
             if method != "GET":
                 raise _not_allowed(method, ("GET", "HEAD"))

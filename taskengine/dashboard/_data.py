@@ -19,7 +19,15 @@ if TYPE_CHECKING:
     from taskengine.task import Task
     from taskengine.taskstore import TaskStore
 
-__all__ = ["WAITING", "collections_json", "holder_label", "owner_label", "tasks_json", "validate"]
+__all__ = [
+    "WAITING",
+    "collections_json",
+    "holder_label",
+    "owner_label",
+    "task_json",
+    "tasks_json",
+    "validate",
+]
 
 WAITING = "waiting"
 """The holder of an unfinished task no engine has claimed (or one released it)."""
@@ -68,6 +76,20 @@ def tasks_json(engine: TaskEngine, limit: int, offset: int) -> dict[str, Any]:
         if held_by is not None:
             shown["owner"] = held_by
     return out
+
+
+def task_json(engine: TaskEngine, task_id: str) -> dict[str, Any]:
+    """``{"task": ...}`` as the API's get answers it, with the ``owner`` of an unfinished task.
+
+    Raises:
+        TaskNotFound: no such task, or it expired.
+    """
+    task = engine.get_task(task_id)
+    shown = task.to_json()
+    held_by = holder_label(engine.task_store, task, engine.clock.now())
+    if held_by is not None:
+        shown["owner"] = held_by
+    return {"task": shown}
 
 
 def validate(engine: TaskEngine, spec: dict[str, Any]) -> dict[str, Any]:

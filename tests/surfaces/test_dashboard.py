@@ -114,6 +114,7 @@ def test_with_a_token_no_data_without_it(engine: TaskEngine) -> None:
     requests = [
         ("GET", "/dashboard/v1/tasks", None),
         ("GET", "/dashboard/v1/collections", None),
+        ("GET", "/dashboard/v1/tasks/nope", None),
         ("POST", "/dashboard/v1/validate", spec),
         ("GET", "/cms/v1/tasks", None),
         ("GET", "/dashboard/v1/nothing", None),
@@ -125,7 +126,8 @@ def test_with_a_token_no_data_without_it(engine: TaskEngine) -> None:
             assert "tasks" not in json.loads(answer)
             assert headers["WWW-Authenticate"].startswith("Bearer")
     for method, path, body in requests[:-1]:
-        assert call(app, method, path, body=body, token="s3cret")[0] == 200, path
+        expected = 404 if path.endswith("nope") else 200
+        assert call(app, method, path, body=body, token="s3cret")[0] == expected, path
     assert call(app, "GET", "/dashboard/v1/nothing", token="s3cret")[0] == 404
     assert engine.list_tasks().total == 0  # validate stored nothing
 
@@ -204,6 +206,20 @@ def test_owners_agree_with_tasks_list(engine: TaskEngine) -> None:
     listed = {t["id"]: t for t in json.loads(body)["tasks"]}
     assert listed[states["live"]]["owner"] == "otherhost/4242"
     assert "owner" not in listed[states["finished"]]
+    app = make_dashboard_app(engine)
+    status, _, body = call(app, "GET", f"/dashboard/v1/tasks/{states['live']}")
+    assert status == 200
+    assert json.loads(body)["task"] == {
+        **engine.get_task(states["live"]).to_json(),
+        "owner": "otherhost/4242",
+    }
+    _, _, body = call(app, "GET", f"/dashboard/v1/tasks/{states['finished']}")
+    assert json.loads(body)["task"] == engine.get_task(states["finished"]).to_json()
+    status, _, body = call(app, "GET", "/dashboard/v1/tasks/nope")
+    assert status == 404
+    assert json.loads(body)["details"]["applicationError"]["code"] == "TASK_NOT_FOUND"
+    assert call(app, "DELETE", f"/dashboard/v1/tasks/{states['live']}")[0] == 405
+    assert call(app, "GET", f"/dashboard/v1/tasks/{states['live']}/x")[0] == 404
 
 
 def test_collections_view(engine: TaskEngine) -> None:
@@ -286,11 +302,17 @@ OPTION_FIELDS = [
     "publishPluginOptions",
     "scheduleDraftStatusOptions",
 ]
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text("ab$_", max_size=3), inner, max_size=3)
+    )
+
+
 junk = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(-3, 3), st.text("ab$_.", max_size=4)),
-    lambda inner: st.one_of(
-        st.lists(inner, max_size=3), st.dictionaries(st.text("ab$_", max_size=3), inner, max_size=3)
-    ),
+    _containers,
     max_leaves=8,
 )
 values = st.one_of(

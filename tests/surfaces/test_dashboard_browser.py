@@ -180,11 +180,13 @@ def test_cancel_from_the_list_and_the_detail(site: Site, page: Any) -> None:
 
     page.goto(site.url + REFRESH + f"#/task/{second.id}")
     expect(page.locator("#d-status")).to_have_text("RUNNING")
+    expect(page.locator("#d-owner")).to_have_text(owner_label(site.engine.owner))
     page.get_by_role("button", name="Cancel task").click()
     expect(page.locator("#d-status")).to_have_text("RUNNING · cancel requested")
     site.release(10)
     expect(page.locator("#d-status")).to_have_text("FAILED · cancelled")
     expect(page.locator("#d-failures tbody td").first).to_have_text("CANCELLED")
+    expect(page.locator("#d-owner")).to_have_text("—")
     expect(page.locator("#d-times")).to_contain_text("Expires")
 
     page.get_by_role("link", name="All tasks").click()

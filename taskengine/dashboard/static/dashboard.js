@@ -309,7 +309,7 @@
     const id = state.taskId;
     let data;
     try {
-      data = await api("GET", taskPath(id));
+      data = await api("GET", `dashboard/v1/tasks/${encodeURIComponent(id)}`);
     } catch (e) {
       if (e.status === 404 && state.taskId === id) {
         state.detail = { status: "COMPLETED" }; // nothing more to poll
@@ -322,6 +322,7 @@
     state.detail = t;
     setText($("d-id"), t.id);
     setText($("d-type"), t.type);
+    setText($("d-owner"), t.owner || "—");
     updateStatus($("d-status"), t);
     updateBar(detailBar, t);
     setText($("d-ok"), String(t.itemsSucceeded || 0));
