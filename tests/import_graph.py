@@ -20,6 +20,7 @@ __all__ = ["LAYERS", "cycles", "import_graph", "layer_of", "upward_imports"]
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("taskengine.cli",),
+    ("taskengine.dashboard",),
     ("taskengine.http", "taskengine.testing"),
     ("taskengine._servers",),
     ("taskengine.tasktypes",),

@@ -1,4 +1,5 @@
-"""``taskengine serve``: the REST API (docs/http.md) on waitress, running tasks in-process.
+"""``taskengine serve``: the REST API (docs/http.md) and the dashboard (docs/dashboard.md, at
+``/``) on waitress, running tasks in-process.
 
 Its engine adopts tasks, as ``worker``'s does: unfinished tasks no live engine owns resume
 at start, and tasks other processes create or leave behind are found by polling; Ctrl-C or
@@ -36,8 +37,10 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
     serve = commands.add_parser(
         "serve",
-        help="serve the REST API (and run tasks) over a SQLite file or PostgreSQL database",
-        description="Serve the Background Tasks REST API on the waitress server (the "
+        help="serve the REST API and the dashboard (and run tasks) over a SQLite file or "
+        "PostgreSQL database",
+        description="Serve the Background Tasks REST API, and the dashboard page at /, on "
+        "the waitress server (the "
         "'taskengine[server]' extra). Unfinished tasks no live engine owns resume, and "
         "tasks other processes leave or create are taken up; on Ctrl-C or SIGTERM running "
         "tasks are checkpointed and released, for another engine or the next start. "
@@ -77,9 +80,9 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         CommandError: waitress is missing, a non-loopback host without a token, or the
             address cannot be listened on (exit 2).
     """
+    from taskengine.dashboard import make_dashboard_app
     from taskengine.http import (
         is_loopback,
-        make_app,
         make_waitress_server,
         stop_waitress_server,
     )
@@ -105,7 +108,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         _storage,
     ):
         census = take_census(engine)  # before the engine starts and resumes them
-        app = make_app(engine, token=token)
+        app = make_dashboard_app(engine, token=token)  # the task API, and the page at /
         try:
             server = make_waitress_server(
                 app if args.quiet else _access_log(app, err),
@@ -131,6 +134,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 f"Resumed {len(census.waiting)} unfinished task(s) from {display_db(args.db)}.\n"
                 + ("" if note is None else note + "\n")
                 + f"Serving the task API on http://{shown}:{server.effective_port}/cms/v1/tasks "
+                f"and the dashboard on http://{shown}:{server.effective_port}/ "
                 f"({'token required' if token else 'no token, loopback only'}); "
                 "Ctrl-C stops.\n"
             )
