@@ -3,7 +3,7 @@
 How a task runs (one worker thread per task at a time)::
 
     plan = executor.plan(options, storage)          # TaskFailure -> FAILED with its code
-    estimate = storage.count(...)                   # NEW -> RUNNING, saved
+    estimate = storage.estimate_count(...)          # NEW -> RUNNING, saved
     loop until the scan is finished, a cancel was requested, the engine stops, or the
     task's lease is lost:
         with storage.atomic():                      # one transaction on SQLite
@@ -234,11 +234,12 @@ class Batches:
         storage = self.storage
         plan: Plan = self._retry(lambda: executor.plan(options, storage), sync)
         if task.status is TaskStatus.NEW:
-            # The items the task affects (ref): O(1) without a filter on the built-in
-            # adapters; with one, a filtered pass (cheap in memory, a decode of every
-            # row on SQLite). Re-estimated to the exact number processed on completion.
+            # The items the task affects (ref), from the adapter's cheap count when it
+            # has one (exact for small item sets, else sampled: no second pass over the
+            # collection), else counted. Set to the exact number processed on completion.
+            counter = getattr(storage, "estimate_count", storage.count)
             estimate = self._retry(
-                lambda: storage.count(plan.collection, plan.environment, plan.filter).value,
+                lambda: counter(plan.collection, plan.environment, plan.filter).value,
                 sync,
             )
             now = self.clock.now()

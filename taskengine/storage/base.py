@@ -354,6 +354,22 @@ class Storage(Protocol):
             total += 1
         return Count(total, exact=True)
 
+    def estimate_count(
+        self,
+        collection: str,
+        environment: Environment | str,
+        filter: ItemFilter | None = None,
+    ) -> Count:
+        """A cheap count of the items ``filter`` accepts, for a task's
+        ``estimatedItemCount``: exact, or an estimate (``Count.exact`` says which).
+
+        The engine asks once, when a task starts, instead of :meth:`count`, which may be
+        a full pass as long as the task itself. This default counts exactly; the SQL
+        adapters estimate large item sets from a sample. An adapter that does not
+        define it is counted with :meth:`count`.
+        """
+        return self.count(collection, environment, filter)
+
     def get_item(
         self, collection: str, environment: Environment | str, item_id: str
     ) -> Item | None:
