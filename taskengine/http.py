@@ -237,6 +237,9 @@ class TaskAPI:
 
     def _create(self, environ: WSGIEnviron) -> dict[str, Any]:
         body = parse_json_object(self._read_body(environ), source="body")
+        unknown = [Violation(key, "unknown field") for key in body if key != "task"]
+        if unknown:
+            raise InvalidRequest(unknown)  # the body is {"task": {...}} and nothing else
         if "task" not in body:
             raise InvalidRequest([Violation("task", "required")])
         spec = body["task"]

@@ -222,17 +222,26 @@ def test_every_violation_is_reported(address: str) -> None:
         (b"", "body", "empty"),
         (b"\xff", "body", "not UTF-8"),
         (b"[" * 5000 + b"]" * 5000, "body", "nested deeper"),
-        (b'{"nope": 1}', "task", "required"),
+        (b"{}", "task", "required"),
+        (b'{"nope": 1}', "nope", "unknown field"),
         (b'{"task": []}', "task", "must be an object"),
+        (
+            b'{"task": {"type": "COPY_FIELD_DATA", "copyFieldDataOptions": {"dataCollectionId":'
+            b' "Items", "sourceFieldKey": "name", "targetFieldKey": "c"}}, "": null}',
+            "",
+            "unknown field",
+        ),
     ],
 )
 def test_bad_bodies_are_400(address: str, payload: bytes, field: str, fragment: str) -> None:
-    """Bodies that are not JSON, not an object, too deep or without a task get 400."""
+    """Bodies that are not JSON, not an object, too deep, without a task or with another
+    top-level field get 400, and nothing is created."""
     status, body, _ = call(address, "POST", "/cms/v1/tasks", payload)
     assert status == 400
     violations = body["details"]["validationError"]["fieldViolations"]
     assert violations[0]["field"] == field
     assert fragment in violations[0]["description"]
+    assert call(address, "GET", "/cms/v1/tasks")[1]["metadata"]["total"] == 0
 
 
 def test_oversized_body_is_413(engine: TaskEngine) -> None:
