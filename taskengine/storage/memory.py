@@ -1,4 +1,4 @@
-"""``MemoryStorage``: the default adapter, items in dicts ordered by a ``SortedList``."""
+"""``MemoryStorage``: the default adapter, frozen items in a dict ordered by a ``SortedList``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from taskengine.errors import (
     DuplicateItem,
     SandboxNotEnabled,
 )
-from taskengine.storage._shapes import Copier, copier_of
+from taskengine.storage._frozen import Frozen, freeze_item, thaw_item, thawers
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -30,7 +30,7 @@ from taskengine.storage.base import (
     check_limit,
     check_name,
 )
-from taskengine.storage.codec import Plan, admit_entry, check_planned, lookup_id
+from taskengine.storage.codec import Plan, admit, check_planned, lookup_id, plan_of
 
 __all__ = ["MemoryStorage"]
 
@@ -40,9 +40,8 @@ _STR_ONLY = {str}
 class _ItemSet:
     """The items of one collection in one environment.
 
-    ``entries`` maps each stored ``_id`` to ``(item, copier)``: the private item and the
-    function that copies it by its plan, without type checks (see
-    :func:`~taskengine.storage._shapes.copier_of`). ``ids``
+    ``entries`` maps each stored ``_id`` to the item in frozen form (tuples the cyclic
+    garbage collector stops tracking, see :mod:`taskengine.storage._frozen`). ``ids``
     is every stored ``_id`` in order plus the tombstones in ``dead``: deleted ids not yet
     removed from ``ids`` (removing from a ``SortedList`` one by one costs ~10x a dict
     pop, so deletes only pop the entry, and ``ids`` is rebuilt in one pass once the
@@ -52,7 +51,7 @@ class _ItemSet:
     __slots__ = ("dead", "entries", "ids")
 
     def __init__(self) -> None:
-        self.entries: dict[str, tuple[Item, Copier]] = {}
+        self.entries: dict[str, Frozen] = {}
         self.ids = SortedList()
         self.dead: set[str] = set()
 
@@ -78,11 +77,19 @@ class _Collection:
 class MemoryStorage(Storage):
     """Items in process memory: thread-safe, private copies in and out.
 
-    Each item set is a ``dict`` (``_id`` -> item) plus a ``SortedList`` of the ids.
+    Each item set is a ``dict`` (``_id`` -> item in frozen form) plus a ``SortedList`` of
+    the ids. Frozen items are tuples of immutable values that CPython's cyclic garbage
+    collector stops tracking right after they are made (:mod:`taskengine.storage._frozen`),
+    so a store of millions of items adds almost nothing to the collector's work and
+    large tasks cost the same per item as small ones; the process's GC settings are
+    left alone. An item is thawed into fresh dicts and lists when read.
+
     Costs, for n items in the set and a page of k: ``scan`` O(log n + k), ``get_item``
     O(1), inserting, replacing or deleting k items O(k log n). Every call holds one
-    ``RLock``; :meth:`atomic` holds it for the whole block (isolation) and keeps an undo
-    log (rollback), so ``atomic_rolls_back`` is true.
+    ``RLock``, only while it picks or swaps frozen items (copies in and out are made
+    outside it; a filtered ``count`` lists the frozen items and filters them after
+    releasing it). :meth:`atomic` holds it for the whole block (isolation) and keeps an
+    undo log (rollback), so ``atomic_rolls_back`` is true.
     """
 
     atomic_rolls_back = True
@@ -140,8 +147,10 @@ class MemoryStorage(Storage):
         """A page in ``_id`` order (see :meth:`Storage.scan`).
 
         Looks at ``limit`` stored items at most (plus tombstones and one more id, to
-        know whether more are left); with a filter, only the accepted ones are copied
-        and returned. The cursor is the last item looked at, as in ``SQLiteStorage``.
+        know whether more are left); with a filter, only the accepted ones are returned.
+        The cursor is the last item looked at, as in ``SQLiteStorage``. The lock is held
+        only to pick the page's frozen items (immutable, so they are a snapshot); they
+        are thawed and filtered after it is released.
         """
         check_limit(limit)
         check_after(after)
@@ -157,15 +166,10 @@ class MemoryStorage(Storage):
                 if len(chunk) > limit:
                     del chunk[limit:]
                     cursor = chunk[-1]
-                if filter is None:
-                    page = [copy(doc) for doc, copy in map(entries.__getitem__, chunk)]
-                else:
-                    page = [
-                        copy(doc) for doc, copy in map(entries.__getitem__, chunk) if filter(doc)
-                    ]
+                frozen = list(map(entries.__getitem__, chunk))
             else:
-                page, cursor = _scan_live(keys, entries, limit, filter)
-        return Page(page, cursor)
+                frozen, cursor = _scan_live(keys, entries, limit)
+        return Page(_thaw_all(frozen, filter), cursor)
 
     def count(
         self,
@@ -173,12 +177,19 @@ class MemoryStorage(Storage):
         environment: Environment | str,
         filter: ItemFilter | None = None,
     ) -> Count:
-        """The exact number of items (that ``filter`` accepts)."""
+        """The exact number of items (that ``filter`` accepts).
+
+        With a filter, the stored items are listed under the lock (one C-speed copy of
+        references) and thawed and filtered after it is released, so a long count never
+        blocks other threads' reads and writes; it counts the items of that moment.
+        """
         with self._lock:
             entries = self._items(collection, environment).entries
             if filter is None:
                 return Count(len(entries), exact=True)
-            return Count(sum(1 for doc, _ in entries.values() if filter(doc)), exact=True)
+            frozen = list(entries.values())
+        thaw = thawers
+        return Count(sum(1 for item in frozen if filter(thaw[item[0]](item))), exact=True)
 
     def insert_items(
         self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
@@ -213,8 +224,8 @@ class MemoryStorage(Storage):
         with self._lock:
             entries = self._items(collection, environment).entries
             key = lookup_id(item_id)
-            entry = None if key is None else entries.get(key)
-            return None if entry is None else entry[1](entry[0])
+            frozen = None if key is None else entries.get(key)
+        return None if frozen is None else thawers[frozen[0]](frozen)
 
     def find(
         self,
@@ -246,49 +257,29 @@ class MemoryStorage(Storage):
     ) -> WriteResult:
         """Overwrite stored items by ``_id`` (see :meth:`Storage.replace_items`).
 
-        Every item is checked first (nothing is written if one is refused); then each
-        is copied just before it replaces the stored one, so the batch never holds a
-        pile of fresh copies (which would wake Python's cyclic garbage collector).
+        Every item is checked and frozen first, without the lock (nothing is written if
+        one is refused); the lock is held only to swap the frozen items in.
         """
         if type(items) is not list:
             items = list(items)  # read twice below, so any iterable works
         checked = list(map(check_planned, items))
         if None in checked:  # something to normalise or refuse: the general way
-            return self._replace_admitted(collection, environment, list(map(_entry, items)))
-        pairs = cast("list[tuple[str, Plan]]", checked)
-        with self._lock:
-            target = self._items(collection, environment)
-            entries = target.entries
-            if self._undo is not None:
-                keys = [pair[0] for pair in pairs]
-                self._undo.append((target, dict(zip(keys, map(entries.get, keys), strict=True))))
-            missing: list[str] = []
-            for doc, (item_id, plan) in zip(items, pairs, strict=True):
-                if item_id in entries:  # a repeated id: the last one wins
-                    copier = copier_of(plan)
-                    entries[item_id] = (copier(doc), copier)
-                else:
-                    missing.append(item_id)
-        wanted = dict.fromkeys([pair[0] for pair in pairs])
-        if not missing:
-            return WriteResult(tuple(wanted), ())
-        gone = dict.fromkeys(missing)
-        return WriteResult(tuple(item_id for item_id in wanted if item_id not in gone), tuple(gone))
-
-    def _replace_admitted(
-        self,
-        collection: str,
-        environment: Environment | str,
-        admitted: list[tuple[str, tuple[Item, Copier]]],
-    ) -> WriteResult:
+            admitted = list(map(_entry, items))
+        else:
+            pairs = cast("list[tuple[str, Plan]]", checked)
+            admitted = [
+                (pair[0], freeze_item(doc, pair[1])) for doc, pair in zip(items, pairs, strict=True)
+            ]
         batch = dict(admitted)  # a repeated id: the last one wins
         with self._lock:
             target = self._items(collection, environment)
             entries = target.entries
-            done = {item_id: entry for item_id, entry in batch.items() if item_id in entries}
+            done = {item_id: frozen for item_id, frozen in batch.items() if item_id in entries}
             if self._undo is not None:
                 self._undo.append((target, {item_id: entries[item_id] for item_id in done}))
             entries.update(done)
+        if len(done) == len(batch):
+            return WriteResult(tuple(done), ())
         return WriteResult(tuple(done), tuple(item_id for item_id in batch if item_id not in done))
 
     def delete_items(
@@ -369,8 +360,8 @@ class MemoryStorage(Storage):
         """Assert the invariants of every item set.
 
         The sorted ids are exactly the stored ids plus the tombstones, each once; the
-        tombstones never outnumber the items; every entry's copier makes a private copy
-        of its item.
+        tombstones never outnumber the items; every frozen item thaws to its ``_id``,
+        to fresh containers each time, and freezes back to itself.
         """
         with self._lock:
             for name, coll in self._collections.items():
@@ -383,9 +374,11 @@ class MemoryStorage(Storage):
                     assert list(items.ids) == sorted([*items.entries, *items.dead])
                     assert len(items.dead) <= len(items.entries)
                     items.ids._check()
-                    for item_id, (doc, copy) in items.entries.items():
+                    for item_id, frozen in items.entries.items():
+                        doc = thaw_item(frozen)
                         assert doc["_id"] == item_id
-                        assert _private(copy(doc), doc)
+                        assert _private(thaw_item(frozen), doc)
+                        assert freeze_item(doc, plan_of(doc)) == frozen
 
     def _collection(self, name: str) -> _Collection:
         try:
@@ -404,37 +397,47 @@ class MemoryStorage(Storage):
 
 
 def _scan_live(
-    keys: Iterator[str],
-    entries: dict[str, tuple[Item, Copier]],
-    limit: int,
-    filter: ItemFilter | None,
-) -> tuple[list[Item], str | None]:
-    """Copies of the accepted items among the next ``limit`` stored ids, and the cursor.
+    keys: Iterator[str], entries: dict[str, Frozen], limit: int
+) -> tuple[list[Frozen], str | None]:
+    """The frozen items among the next ``limit`` stored ids, and the cursor.
 
     Skips tombstones. The cursor is the last id looked at when another stored id
     follows, else ``None``.
     """
-    page: list[Item] = []
-    looked = 0
+    page: list[Frozen] = []
     last = ""
     for key in keys:
-        entry = entries.get(key)
-        if entry is None:
+        frozen = entries.get(key)
+        if frozen is None:
             continue
-        if looked == limit:
+        if len(page) == limit:
             return page, last
-        looked += 1
         last = key
-        doc, copy = entry
-        if filter is None or filter(doc):
-            page.append(copy(doc))
+        page.append(frozen)
     return page, None
 
 
-def _entry(item: object) -> tuple[str, tuple[Item, Copier]]:
-    """``(_id, (private copy, copier))`` of an item to store (see :func:`admit_entry`)."""
-    item_id, (doc, plan) = admit_entry(item)
-    return item_id, (doc, copier_of(plan))
+def _thaw_all(frozen: list[Frozen], filter: ItemFilter | None) -> list[Item]:
+    """Fresh items from frozen ones, only those ``filter`` accepts when there is one."""
+    thaw = thawers
+    if filter is None:
+        return [thaw[item[0]](item) for item in frozen]
+    return [doc for doc in [thaw[item[0]](item) for item in frozen] if filter(doc)]
+
+
+def _entry(item: object) -> tuple[str, Frozen]:
+    """``(_id, frozen form)`` of an item to store, as :func:`admit` checks and normalises it.
+
+    A plain item is checked in place and frozen (no intermediate copy).
+
+    Raises:
+        InvalidItem: as :func:`admit`.
+    """
+    checked = check_planned(item)
+    if checked is not None:
+        return checked[0], freeze_item(cast("dict[str, Any]", item), checked[1])
+    item_id, doc = admit(item)
+    return item_id, freeze_item(doc, plan_of(doc))
 
 
 def _private(copy: Any, original: Any) -> bool:
