@@ -5,10 +5,8 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import islice
+from itertools import chain
 from typing import Any, cast
-
-from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine.errors import (
     CollectionExists,
@@ -16,6 +14,7 @@ from taskengine.errors import (
     DuplicateItem,
     SandboxNotEnabled,
 )
+from taskengine.storage._chunks import ChunkedItems
 from taskengine.storage._frozen import Frozen, freeze_item, thaw_item, thawers
 from taskengine.storage.base import (
     CollectionInfo,
@@ -37,41 +36,13 @@ __all__ = ["MemoryStorage"]
 _STR_ONLY = {str}
 
 
-class _ItemSet:
-    """The items of one collection in one environment.
-
-    ``entries`` maps each stored ``_id`` to the item in frozen form (tuples the cyclic
-    garbage collector stops tracking, see :mod:`taskengine.storage._frozen`). ``ids``
-    is every stored ``_id`` in order plus the tombstones in ``dead``: deleted ids not yet
-    removed from ``ids`` (removing from a ``SortedList`` one by one costs ~10x a dict
-    pop, so deletes only pop the entry, and ``ids`` is rebuilt in one pass once the
-    tombstones outnumber the items).
-    """
-
-    __slots__ = ("dead", "entries", "ids")
-
-    def __init__(self) -> None:
-        self.entries: dict[str, Frozen] = {}
-        self.ids = SortedList()
-        self.dead: set[str] = set()
-
-    def compact(self) -> None:
-        """Drop the tombstones from ``ids`` (O(n), one pass over sorted data)."""
-        if self.entries:
-            dead = self.dead
-            self.ids = SortedList([key for key in self.ids if key not in dead])
-        else:
-            self.ids = SortedList()
-        self.dead = set()
-
-
 class _Collection:
     __slots__ = ("info", "live", "sandbox")
 
     def __init__(self, info: CollectionInfo) -> None:
         self.info = info
-        self.live = _ItemSet()
-        self.sandbox = _ItemSet() if info.sandbox_enabled else None
+        self.live = ChunkedItems()
+        self.sandbox = ChunkedItems() if info.sandbox_enabled else None
 
 
 class MemoryStorage(Storage):
@@ -102,7 +73,7 @@ class MemoryStorage(Storage):
         # (item set, {_id: prior entry or None}) or (None, {name: prior collection or
         # None}); entries and collections are replaced, never changed in place, so a
         # record holds references, not copies.
-        self._undo: list[tuple[_ItemSet | None, dict[str, Any]]] | None = None
+        self._undo: list[tuple[ChunkedItems | None, dict[str, Any]]] | None = None
 
     def create_collection(
         self, name: str, *, sandbox: bool = False, publish_plugin: bool = False
@@ -155,20 +126,7 @@ class MemoryStorage(Storage):
         check_limit(limit)
         check_after(after)
         with self._lock:
-            items = self._items(collection, environment)
-            keys = (
-                iter(items.ids) if after is None else items.ids.irange(after, None, (False, False))
-            )
-            entries = items.entries
-            cursor: str | None = None
-            if not items.dead:
-                chunk = list(islice(keys, limit + 1)) if limit < len(entries) else list(keys)
-                if len(chunk) > limit:
-                    del chunk[limit:]
-                    cursor = chunk[-1]
-                frozen = list(map(entries.__getitem__, chunk))
-            else:
-                frozen, cursor = _scan_live(keys, entries, limit)
+            frozen, cursor = self._items(collection, environment).page(after, limit)
         return Page(_thaw_all(frozen, filter), cursor)
 
     def count(
@@ -184,12 +142,13 @@ class MemoryStorage(Storage):
         blocks other threads' reads and writes; it counts the items of that moment.
         """
         with self._lock:
-            entries = self._items(collection, environment).entries
+            items = self._items(collection, environment)
             if filter is None:
-                return Count(len(entries), exact=True)
-            frozen = list(entries.values())
+                return Count(len(items), exact=True)
+            chunks = items.snapshot()
         thaw = thawers
-        return Count(sum(1 for item in frozen if filter(thaw[item[0]](item))), exact=True)
+        accepted = sum(1 for chunk in chunks for item in chunk if filter(thaw[item[0]](item)))
+        return Count(accepted, exact=True)
 
     def insert_items(
         self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
@@ -198,23 +157,17 @@ class MemoryStorage(Storage):
         admitted = [_entry(item) for item in items]
         with self._lock:
             target = self._items(collection, environment)
-            entries = target.entries
             batch = dict(admitted)
-            if len(batch) < len(admitted) or not entries.keys().isdisjoint(batch):
+            get = target.get
+            if len(batch) < len(admitted) or any(get(item_id) is not None for item_id in batch):
                 seen: set[str] = set()
                 for item_id, _ in admitted:
-                    if item_id in entries or item_id in seen:
+                    if get(item_id) is not None or item_id in seen:
                         raise DuplicateItem(collection, item_id)
                     seen.add(item_id)
             if self._undo is not None:
                 self._undo.append((target, dict.fromkeys(batch)))
-            entries.update(batch)
-            dead = target.dead
-            if dead and not dead.isdisjoint(batch):
-                target.ids.update([item_id for item_id in batch if item_id not in dead])
-                dead.difference_update(batch)
-            else:
-                target.ids.update(batch)
+            target.write(batch)
         return len(admitted)
 
     def get_item(
@@ -222,9 +175,9 @@ class MemoryStorage(Storage):
     ) -> Item | None:
         """A fresh copy of the item with this ``_id``, or ``None``."""
         with self._lock:
-            entries = self._items(collection, environment).entries
+            items = self._items(collection, environment)
             key = lookup_id(item_id)
-            frozen = None if key is None else entries.get(key)
+            frozen = None if key is None else items.get(key)
         return None if frozen is None else thawers[frozen[0]](frozen)
 
     def find(
@@ -273,11 +226,12 @@ class MemoryStorage(Storage):
         batch = dict(admitted)  # a repeated id: the last one wins
         with self._lock:
             target = self._items(collection, environment)
-            entries = target.entries
-            done = {item_id: frozen for item_id, frozen in batch.items() if item_id in entries}
+            get = target.get
+            prior = {item_id: get(item_id) for item_id in batch}
+            done = {item_id: batch[item_id] for item_id, old in prior.items() if old is not None}
             if self._undo is not None:
-                self._undo.append((target, {item_id: entries[item_id] for item_id in done}))
-            entries.update(done)
+                self._undo.append((target, {item_id: prior[item_id] for item_id in done}))
+            target.write(done)
         if len(done) == len(batch):
             return WriteResult(tuple(done), ())
         return WriteResult(tuple(done), tuple(item_id for item_id in batch if item_id not in done))
@@ -296,28 +250,19 @@ class MemoryStorage(Storage):
         missing: list[str] = []
         with self._lock:
             target = self._items(collection, environment)
-            pop = target.entries.pop
-            if self._undo is None:
-                for item_id in wanted:
-                    # An empty or unencodable id is never stored, so it is simply missing.
-                    if pop(item_id, None) is None:
-                        missing.append(item_id)
-                    else:
-                        done.append(item_id)
-            else:
-                prior: dict[str, Any] = {}
-                for item_id in wanted:
-                    entry = pop(item_id, None)
-                    if entry is None:
-                        missing.append(item_id)
-                    else:
-                        done.append(item_id)
-                        prior[item_id] = entry
+            get = target.get
+            prior: dict[str, Any] = {}
+            for item_id in wanted:
+                # An empty or unencodable id is never stored, so it is simply missing.
+                entry = get(item_id)
+                if entry is None:
+                    missing.append(item_id)
+                else:
+                    done.append(item_id)
+                    prior[item_id] = entry
+            if self._undo is not None:
                 self._undo.append((target, prior))
-            if done:
-                target.dead.update(done)
-                if len(target.dead) > len(target.entries):
-                    target.compact()
+            target.write(dict.fromkeys(done))
         return WriteResult(tuple(done), tuple(missing))
 
     def atomic(self) -> contextlib.AbstractContextManager[None]:
@@ -336,7 +281,6 @@ class MemoryStorage(Storage):
         """Undo the records after the first ``mark`` of the log (lock held), newest first."""
         log = self._undo
         assert log is not None
-        touched: dict[int, tuple[_ItemSet, set[str]]] = {}
         while len(log) > mark:
             target, prior = log.pop()
             if target is None:
@@ -346,15 +290,7 @@ class MemoryStorage(Storage):
                     else:
                         self._collections[name] = coll
                 continue
-            entries = target.entries
-            for item_id, entry in prior.items():
-                if entry is None:
-                    entries.pop(item_id, None)
-                else:
-                    entries[item_id] = entry
-            touched.setdefault(id(target), (target, set()))[1].update(prior)
-        for target, ids in touched.values():
-            _reindex(target, ids)
+            target.write(prior)
 
     def _check(self) -> None:
         """Assert the invariants of every item set.
@@ -370,11 +306,10 @@ class MemoryStorage(Storage):
                 for items in (coll.live, coll.sandbox):
                     if items is None:
                         continue
-                    assert items.dead.isdisjoint(items.entries)
-                    assert list(items.ids) == sorted([*items.entries, *items.dead])
-                    assert len(items.dead) <= len(items.entries)
-                    items.ids._check()
-                    for item_id, frozen in items.entries.items():
+                    items.check()
+                    for item_id, frozen in zip(
+                        items.ids(), chain.from_iterable(items.snapshot()), strict=True
+                    ):
                         doc = thaw_item(frozen)
                         assert doc["_id"] == item_id
                         assert _private(thaw_item(frozen), doc)
@@ -386,7 +321,7 @@ class MemoryStorage(Storage):
         except (KeyError, TypeError):
             raise CollectionNotFound(name) from None
 
-    def _items(self, collection: str, environment: Environment | str) -> _ItemSet:
+    def _items(self, collection: str, environment: Environment | str) -> ChunkedItems:
         env = Environment.coerce(environment)
         coll = self._collection(collection)
         if env is Environment.LIVE:
@@ -394,27 +329,6 @@ class MemoryStorage(Storage):
         if coll.sandbox is None:
             raise SandboxNotEnabled(collection)
         return coll.sandbox
-
-
-def _scan_live(
-    keys: Iterator[str], entries: dict[str, Frozen], limit: int
-) -> tuple[list[Frozen], str | None]:
-    """The frozen items among the next ``limit`` stored ids, and the cursor.
-
-    Skips tombstones. The cursor is the last id looked at when another stored id
-    follows, else ``None``.
-    """
-    page: list[Frozen] = []
-    last = ""
-    for key in keys:
-        frozen = entries.get(key)
-        if frozen is None:
-            continue
-        if len(page) == limit:
-            return page, last
-        last = key
-        page.append(frozen)
-    return page, None
 
 
 def _thaw_all(frozen: list[Frozen], filter: ItemFilter | None) -> list[Item]:
@@ -485,22 +399,3 @@ class _Atomic:
             if self._mark < 0:
                 storage._undo = None
             storage._lock.release()
-
-
-def _reindex(target: _ItemSet, ids: set[str]) -> None:
-    """Make ``target.ids`` and ``target.dead`` agree with its entries again for ``ids``.
-
-    An undone insert leaves its id in ``ids``, so it becomes a tombstone; an undone
-    delete revives a tombstone, or re-adds the id when a compaction dropped it.
-    """
-    entries, dead, sorted_ids = target.entries, target.dead, target.ids
-    for item_id in ids:
-        listed = item_id in sorted_ids
-        if item_id in entries:
-            dead.discard(item_id)
-            if not listed:
-                sorted_ids.add(item_id)
-        elif listed:
-            dead.add(item_id)
-    if len(dead) > len(entries):
-        target.compact()
