@@ -91,6 +91,43 @@ class ChunkedItems:
         """Every stored id in order (not safe across writes)."""
         return chain.from_iterable(self._keys)
 
+    def replace(self, batch: Mapping[str, Frozen]) -> dict[str, Frozen]:
+        """Overwrite the stored ids of ``batch``; return what they held (others: ignored).
+
+        One bisection per id at most (ids in order mostly stay in the chunk found for
+        the one before), and one new item tuple per chunk touched.
+        """
+        maxes, all_keys, all_vals = self._maxes, self._keys, self._vals
+        count = len(maxes)
+        prior: dict[str, Frozen] = {}
+        low, top = "", ""  # the bounds of the current chunk: low < id <= top
+        keys: tuple[str, ...] = ()
+        vals: list[Frozen] | None = None
+        index = -1
+        for key, value in batch.items():
+            if not low < key <= top:
+                if vals is not None:
+                    all_vals[index] = tuple(vals)
+                    vals = None
+                index = bisect_left(maxes, key)
+                if index == count:
+                    low, top = maxes[-1] if maxes else "", "\U0010ffff" * 8
+                    index = -1
+                    continue
+                low, top = (maxes[index - 1] if index else ""), maxes[index]
+                keys = all_keys[index]
+            if index < 0:
+                continue
+            position = bisect_left(keys, key)
+            if keys[position] == key:
+                if vals is None:
+                    vals = list(all_vals[index])
+                prior[key] = vals[position]
+                vals[position] = value
+        if vals is not None:
+            all_vals[index] = tuple(vals)
+        return prior
+
     def write(self, changes: Mapping[str, Frozen | None]) -> None:
         """Store each ``id -> frozen item``; ``id -> None`` deletes (absent ids: no-op)."""
         if not changes:

@@ -145,6 +145,9 @@ def _register(keys: tuple[str, ...]) -> int:
 def _compile_thawer(keys: tuple[str, ...]) -> _Thawer:
     """One dict display over the unpacked values; containers thawed where found.
 
+    A frozen list of scalars (a tuple whose first element is not a sentinel: the
+    sentinels are the only values of type ``object``) becomes ``list(value)`` inline.
+
     The source is built from fixed fragments and positional names only; the keys are
     passed in as arguments, never written into the source.
     """
@@ -152,11 +155,13 @@ def _compile_thawer(keys: tuple[str, ...]) -> _Thawer:
     values = ", ".join(f"v{index}" for index in range(count))
     names = ", ".join(f"k{index}" for index in range(count))
     pairs = ", ".join(
-        f"k{index}: v{index} if type(v{index}) is not tuple else thaw(v{index})"
+        f"k{index}: v{index} if type(v{index}) is not tuple"
+        f" else list(v{index}) if not v{index} or type(v{index}[0]) is not object"
+        f" else thaw(v{index})"
         for index in range(count)
     )
     source = (
-        f"def make({names}, thaw, tuple, type):\n"
+        f"def make({names}, thaw, tuple, type, list, object):\n"
         "    def thaw_item(item):\n"
         f"        _, {values}, = item\n"
         f"        return {{{pairs}}}\n"
@@ -164,5 +169,5 @@ def _compile_thawer(keys: tuple[str, ...]) -> _Thawer:
     )
     namespace: dict[str, Any] = {}
     exec(source, namespace)  # fixed fragments and k/v names only
-    thawer: _Thawer = namespace["make"](*keys, thaw_value, tuple, type)
+    thawer: _Thawer = namespace["make"](*keys, thaw_value, tuple, type, list, object)
     return thawer

@@ -226,15 +226,13 @@ class MemoryStorage(Storage):
         batch = dict(admitted)  # a repeated id: the last one wins
         with self._lock:
             target = self._items(collection, environment)
-            get = target.get
-            prior = {item_id: get(item_id) for item_id in batch}
-            done = {item_id: batch[item_id] for item_id, old in prior.items() if old is not None}
+            prior = target.replace(batch)
             if self._undo is not None:
-                self._undo.append((target, {item_id: prior[item_id] for item_id in done}))
-            target.write(done)
+                self._undo.append((target, prior))
+        done = [item_id for item_id in batch if item_id in prior]
         if len(done) == len(batch):
             return WriteResult(tuple(done), ())
-        return WriteResult(tuple(done), tuple(item_id for item_id in batch if item_id not in done))
+        return WriteResult(tuple(done), tuple(item_id for item_id in batch if item_id not in prior))
 
     def delete_items(
         self, collection: str, environment: Environment | str, ids: Sequence[str]
