@@ -67,17 +67,17 @@ def _tracked_objects() -> int:
 
 def test_stored_items_are_not_tracked_by_the_garbage_collector() -> None:
     """After a few collections no stored item, id chunk or item chunk is a tracked object,
-    and 10,000 stored items (then all replaced) add far fewer tracked objects than items:
+    and 5,000 stored items (then all replaced) add far fewer tracked objects than items:
     a full collection's cost does not grow with the store."""
     storage = MemoryStorage()
     storage.create_collection("c")
     before = _tracked_objects()
-    items = [_item(i) for i in range(10_000)]
-    for start in range(0, len(items), 5_000):
-        storage.insert_items("c", "LIVE", items[start : start + 5_000])
+    items = [_item(i) for i in range(5_000)]
+    for start in range(0, len(items), 2_500):
+        storage.insert_items("c", "LIVE", items[start : start + 2_500])
     del items
     after_insert = _tracked_objects()
-    for start in range(0, 10_000, 500):
+    for start in range(0, 5_000, 500):
         after = None if start == 0 else f"{start - 1:07d}"
         page = storage.scan("c", "LIVE", after=after, limit=500)
         for doc in page.items:
@@ -85,8 +85,8 @@ def test_stored_items_are_not_tracked_by_the_garbage_collector() -> None:
         storage.replace_items("c", "LIVE", page.items)
     del page, doc  # the test's own copies
     after_replace = _tracked_objects()
-    assert storage.count("c", "LIVE").value == 10_000
-    # Three short lists of chunks per item set: about 3 * 10_000 / 512 references.
+    assert storage.count("c", "LIVE").value == 5_000
+    # Three short lists of chunks per item set: about 3 * 5_000 / 512 references.
     assert after_insert - before < 500
     assert after_replace - before < 500
     untracked = [obj for obj in _stored(storage, "c") if gc.is_tracked(obj)]
