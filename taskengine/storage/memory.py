@@ -1,4 +1,4 @@
-"""``MemoryStorage``: the default adapter, frozen items in a dict ordered by a ``SortedList``."""
+"""``MemoryStorage``: the default adapter, items frozen into untracked tuples, in sorted chunks."""
 
 from __future__ import annotations
 
@@ -48,15 +48,17 @@ class _Collection:
 class MemoryStorage(Storage):
     """Items in process memory: thread-safe, private copies in and out.
 
-    Each item set is a ``dict`` (``_id`` -> item in frozen form) plus a ``SortedList`` of
-    the ids. Frozen items are tuples of immutable values that CPython's cyclic garbage
-    collector stops tracking right after they are made (:mod:`taskengine.storage._frozen`),
-    so a store of millions of items adds almost nothing to the collector's work and
-    large tasks cost the same per item as small ones; the process's GC settings are
-    left alone. An item is thawed into fresh dicts and lists when read.
+    Each item set is a :class:`~taskengine.storage._chunks.ChunkedItems`: the ids and the
+    items in frozen form, in sorted chunks of immutable tuples. Frozen items are tuples of
+    immutable values that CPython's cyclic garbage collector stops tracking soon after
+    they are made (:mod:`taskengine.storage._frozen`), so a store of millions of items
+    adds almost nothing to the collector's work and large tasks cost the same per item
+    as small ones; the process's GC settings are left alone. An item is thawed into
+    fresh dicts and lists when read.
 
-    Costs, for n items in the set and a page of k: ``scan`` O(log n + k), ``get_item``
-    O(1), inserting, replacing or deleting k items O(k log n). Every call holds one
+    Costs, for n items in the set and a page of k: ``scan`` and ``get_item``
+    O(log n + k), inserting, replacing or deleting k items O(k log n) plus O(512) per
+    chunk touched (ids in order mostly share a chunk). Every call holds one
     ``RLock``, only while it picks or swaps frozen items (copies in and out are made
     outside it; a filtered ``count`` lists the frozen items and filters them after
     releasing it). :meth:`atomic` holds it for the whole block (isolation) and keeps an
@@ -117,8 +119,8 @@ class MemoryStorage(Storage):
     ) -> Page:
         """A page in ``_id`` order (see :meth:`Storage.scan`).
 
-        Looks at ``limit`` stored items at most (plus tombstones and one more id, to
-        know whether more are left); with a filter, only the accepted ones are returned.
+        Looks at ``limit`` stored items at most (and one more id, to know whether more
+        are left); with a filter, only the accepted ones are returned.
         The cursor is the last item looked at, as in ``SQLiteStorage``. The lock is held
         only to pick the page's frozen items (immutable, so they are a snapshot); they
         are thawed and filtered after it is released.
@@ -293,8 +295,8 @@ class MemoryStorage(Storage):
     def _check(self) -> None:
         """Assert the invariants of every item set.
 
-        The sorted ids are exactly the stored ids plus the tombstones, each once; the
-        tombstones never outnumber the items; every frozen item thaws to its ``_id``,
+        The chunks are sorted, non-empty and within size (``ChunkedItems.check``);
+        every frozen item thaws to its ``_id``,
         to fresh containers each time, and freezes back to itself.
         """
         with self._lock:

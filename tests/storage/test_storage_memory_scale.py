@@ -271,3 +271,18 @@ def test_a_long_filtered_read_does_not_block_other_threads(call: str) -> None:
     assert seen == [True]  # the other thread got through while the filter was running
     assert results == [2_000]  # odd n among the 4,000 items present when the read began
     assert storage.count("c", "LIVE").value == 4_000  # +5001, -0000003
+
+
+def test_an_item_with_more_keys_than_a_shape_holds_round_trips() -> None:
+    """An item of 100 keys (past the 64 a compiled thawer takes) is stored in the generic
+    frozen form and comes back exactly, in key order, with fresh containers."""
+    storage = MemoryStorage()
+    storage.create_collection("c")
+    item: dict[str, Any] = {"_id": "wide"}
+    item.update({f"f{i}": [i, {"x": -0.0}] if i % 3 == 0 else i * 1.5 for i in range(99)})
+    storage.insert_items("c", "LIVE", [item])
+    first = storage.get_item("c", "LIVE", "wide")
+    second = storage.get_item("c", "LIVE", "wide")
+    assert _same(first, item)
+    assert not _shares_container(first, second)
+    assert not _shares_container(first, item)
