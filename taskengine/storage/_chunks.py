@@ -18,12 +18,12 @@ consistent snapshot of every item is a copy of the list of item tuples.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import chain
 
 from taskengine.storage._frozen import Frozen
 
-__all__ = ["ChunkedItems"]
+__all__ = ["ChunkView", "ChunkedItems"]
 
 _LOAD = 512
 """The size of a chunk made by a split."""
@@ -32,34 +32,38 @@ _SPLIT = 2 * _LOAD
 """A chunk longer than this is split into chunks of :data:`_LOAD`."""
 
 
-class ChunkedItems:
-    """Frozen items by ``_id``, in ``_id`` order; not thread-safe (the caller locks).
+class ChunkView:
+    """A read-only view of a :class:`ChunkedItems`: its chunk lists at one moment.
 
-    ``_keys[i]`` is the sorted tuple of ids of chunk ``i``, ``_vals[i]`` their frozen
-    items, ``_maxes[i]`` its last id; every id of chunk ``i`` is above every id of chunk
-    ``i - 1``, and no chunk is empty.
+    A view made by :meth:`ChunkedItems.publish` holds copies of the chunk lists (the
+    chunks themselves are immutable), so it stays valid, unchanged, while writes go on:
+    a reader may use it without any lock.
     """
 
-    __slots__ = ("_keys", "_maxes", "_size", "_vals")
+    __slots__ = ("keys", "maxes", "size", "vals")
 
-    def __init__(self) -> None:
-        self._keys: list[tuple[str, ...]] = []
-        self._vals: list[tuple[Frozen, ...]] = []
-        self._maxes: list[str] = []
-        self._size = 0
-
-    def __len__(self) -> int:
-        return self._size
+    def __init__(
+        self,
+        keys: Sequence[tuple[str, ...]],
+        vals: Sequence[tuple[Frozen, ...]],
+        maxes: Sequence[str],
+        size: int,
+    ) -> None:
+        self.keys = keys
+        self.vals = vals
+        self.maxes = maxes
+        self.size = size
 
     def get(self, key: str) -> Frozen | None:
         """The frozen item stored under ``key``, or ``None``."""
-        index = bisect_left(self._maxes, key)
-        if index == len(self._maxes):
+        maxes = self.maxes
+        index = bisect_left(maxes, key)
+        if index == len(maxes):
             return None
-        keys = self._keys[index]
+        keys = self.keys[index]
         position = bisect_left(keys, key)
         if keys[position] == key:  # maxes[index] >= key, so position is in range
-            return self._vals[index][position]
+            return self.vals[index][position]
         return None
 
     def page(self, after: str | None, limit: int) -> tuple[list[Frozen], str | None]:
@@ -67,7 +71,7 @@ class ChunkedItems:
 
         The cursor is the last id of the page when more ids follow, else ``None``.
         """
-        maxes, all_keys, all_vals = self._maxes, self._keys, self._vals
+        maxes, all_keys, all_vals = self.maxes, self.keys, self.vals
         index = 0 if after is None else bisect_right(maxes, after)
         start = 0 if after is None or index == len(maxes) else bisect_right(all_keys[index], after)
         page: list[Frozen] = []
@@ -82,6 +86,53 @@ class ChunkedItems:
             del page[limit:]
             return page, ids[limit - 1]
         return page, None
+
+    def snapshot(self) -> list[tuple[Frozen, ...]]:
+        """Every frozen item, as the list of chunk tuples of the view (immutable)."""
+        return list(self.vals)
+
+
+_EMPTY = ChunkView((), (), (), 0)
+
+
+class ChunkedItems:
+    """Frozen items by ``_id``, in ``_id`` order; not thread-safe (the caller locks).
+
+    ``_keys[i]`` is the sorted tuple of ids of chunk ``i``, ``_vals[i]`` their frozen
+    items, ``_maxes[i]`` its last id; every id of chunk ``i`` is above every id of chunk
+    ``i - 1``, and no chunk is empty. :attr:`published` is the view readers without the
+    lock use: the state as of the last :meth:`publish`.
+    """
+
+    __slots__ = ("_keys", "_maxes", "_size", "_vals", "published")
+
+    def __init__(self) -> None:
+        self._keys: list[tuple[str, ...]] = []
+        self._vals: list[tuple[Frozen, ...]] = []
+        self._maxes: list[str] = []
+        self._size = 0
+        self.published: ChunkView = _EMPTY
+
+    def __len__(self) -> int:
+        return self._size
+
+    def publish(self) -> None:
+        """Make the current state the :attr:`published` view (O(n / 512) references)."""
+        self.published = ChunkView(
+            tuple(self._keys), tuple(self._vals), tuple(self._maxes), self._size
+        )
+
+    def live(self) -> ChunkView:
+        """A view of the current state without copies: valid only until the next write."""
+        return ChunkView(self._keys, self._vals, self._maxes, self._size)
+
+    def get(self, key: str) -> Frozen | None:
+        """The frozen item stored under ``key``, or ``None``."""
+        return self.live().get(key)
+
+    def page(self, after: str | None, limit: int) -> tuple[list[Frozen], str | None]:
+        """As :meth:`ChunkView.page`, on the current state."""
+        return self.live().page(after, limit)
 
     def snapshot(self) -> list[tuple[Frozen, ...]]:
         """Every frozen item, as the list of chunk tuples of this moment (immutable)."""

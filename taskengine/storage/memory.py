@@ -14,7 +14,7 @@ from taskengine.errors import (
     DuplicateItem,
     SandboxNotEnabled,
 )
-from taskengine.storage._chunks import ChunkedItems
+from taskengine.storage._chunks import ChunkedItems, ChunkView
 from taskengine.storage._frozen import Frozen, freeze_item, thaw_item, thawers
 from taskengine.storage.base import (
     CollectionInfo,
@@ -58,11 +58,12 @@ class MemoryStorage(Storage):
 
     Costs, for n items in the set and a page of k: ``scan`` and ``get_item``
     O(log n + k), inserting, replacing or deleting k items O(k log n) plus O(512) per
-    chunk touched (ids in order mostly share a chunk). Every call holds one
-    ``RLock``, only while it picks or swaps frozen items (copies in and out are made
-    outside it; a filtered ``count`` lists the frozen items and filters them after
-    releasing it). :meth:`atomic` holds it for the whole block (isolation) and keeps an
-    undo log (rollback), so ``atomic_rolls_back`` is true.
+    chunk touched (ids in order mostly share a chunk). Every write holds one
+    ``RLock`` while it swaps frozen items in (copies are made outside it) and then
+    publishes the new state; reads take no lock at all, so readers never wait behind a
+    long batch: they see the published state (see :meth:`scan`). :meth:`atomic` holds
+    the lock for the whole block, publishes its writes when it ends (isolation) and
+    keeps an undo log (rollback), so ``atomic_rolls_back`` is true.
     """
 
     atomic_rolls_back = True
@@ -76,6 +77,8 @@ class MemoryStorage(Storage):
         # None}); entries and collections are replaced, never changed in place, so a
         # record holds references, not copies.
         self._undo: list[tuple[ChunkedItems | None, dict[str, Any]]] | None = None
+        # The thread inside an atomic() block (it reads its own writes), None outside.
+        self._owner: int | None = None
 
     def create_collection(
         self, name: str, *, sandbox: bool = False, publish_plugin: bool = False
@@ -121,14 +124,15 @@ class MemoryStorage(Storage):
 
         Looks at ``limit`` stored items at most (and one more id, to know whether more
         are left); with a filter, only the accepted ones are returned.
-        The cursor is the last item looked at, as in ``SQLiteStorage``. The lock is held
-        only to pick the page's frozen items (immutable, so they are a snapshot); they
-        are thawed and filtered after it is released.
+        The cursor is the last item looked at, as in ``SQLiteStorage``. Reads take no lock:
+        they use the item set's published view (the state after the last write outside
+        a block, or the last committed block), whose chunks are immutable; the thread
+        inside an atomic() block reads its own writes. Items are thawed and filtered
+        after the page is picked.
         """
         check_limit(limit)
         check_after(after)
-        with self._lock:
-            frozen, cursor = self._items(collection, environment).page(after, limit)
+        frozen, cursor = self._view(collection, environment).page(after, limit)
         return Page(_thaw_all(frozen, filter), cursor)
 
     def count(
@@ -139,15 +143,13 @@ class MemoryStorage(Storage):
     ) -> Count:
         """The exact number of items (that ``filter`` accepts).
 
-        With a filter, the stored items are listed under the lock (one C-speed copy of
-        references) and thawed and filtered after it is released, so a long count never
-        blocks other threads' reads and writes; it counts the items of that moment.
+        Counts the items of one moment (a published view, see :meth:`scan`) without the
+        lock, so a long count never blocks other threads' reads and writes.
         """
-        with self._lock:
-            items = self._items(collection, environment)
-            if filter is None:
-                return Count(len(items), exact=True)
-            chunks = items.snapshot()
+        view = self._view(collection, environment)
+        if filter is None:
+            return Count(view.size, exact=True)
+        chunks = view.snapshot()
         thaw = thawers
         accepted = sum(1 for chunk in chunks for item in chunk if filter(thaw[item[0]](item)))
         return Count(accepted, exact=True)
@@ -167,19 +169,17 @@ class MemoryStorage(Storage):
                     if get(item_id) is not None or item_id in seen:
                         raise DuplicateItem(collection, item_id)
                     seen.add(item_id)
-            if self._undo is not None:
-                self._undo.append((target, dict.fromkeys(batch)))
             target.write(batch)
+            self._written(target, dict.fromkeys(batch))
         return len(admitted)
 
     def get_item(
         self, collection: str, environment: Environment | str, item_id: str
     ) -> Item | None:
         """A fresh copy of the item with this ``_id``, or ``None``."""
-        with self._lock:
-            items = self._items(collection, environment)
-            key = lookup_id(item_id)
-            frozen = None if key is None else items.get(key)
+        view = self._view(collection, environment)
+        key = lookup_id(item_id)
+        frozen = None if key is None else view.get(key)
         return None if frozen is None else thawers[frozen[0]](frozen)
 
     def find(
@@ -189,8 +189,7 @@ class MemoryStorage(Storage):
         filter: ItemFilter | None = None,
     ) -> Iterator[Item]:
         """Every accepted item in ``_id`` order (see :meth:`Storage.find`)."""
-        with self._lock:
-            self._items(collection, environment)
+        self._items(collection, environment)  # errors now, not at the first next()
         return self._find(collection, environment, filter)
 
     def _find(
@@ -229,8 +228,7 @@ class MemoryStorage(Storage):
         with self._lock:
             target = self._items(collection, environment)
             prior = target.replace(batch)
-            if self._undo is not None:
-                self._undo.append((target, prior))
+            self._written(target, prior)
         done = [item_id for item_id in batch if item_id in prior]
         if len(done) == len(batch):
             return WriteResult(tuple(done), ())
@@ -260,9 +258,8 @@ class MemoryStorage(Storage):
                 else:
                     done.append(item_id)
                     prior[item_id] = entry
-            if self._undo is not None:
-                self._undo.append((target, prior))
             target.write(dict.fromkeys(done))
+            self._written(target, prior)
         return WriteResult(tuple(done), tuple(missing))
 
     def atomic(self) -> contextlib.AbstractContextManager[None]:
@@ -307,6 +304,13 @@ class MemoryStorage(Storage):
                     if items is None:
                         continue
                     items.check()
+                    if self._undo is None:  # outside a block, readers see every write
+                        view = items.published
+                        assert list(chain.from_iterable(view.keys)) == list(items.ids())
+                        assert list(chain.from_iterable(view.vals)) == list(
+                            chain.from_iterable(items.snapshot())
+                        )
+                        assert view.size == len(items)
                     for item_id, frozen in zip(
                         items.ids(), chain.from_iterable(items.snapshot()), strict=True
                     ):
@@ -314,6 +318,31 @@ class MemoryStorage(Storage):
                         assert doc["_id"] == item_id
                         assert _private(thaw_item(frozen), doc)
                         assert freeze_item(doc, plan_of(doc)) == frozen
+
+    def _written(self, target: ChunkedItems, prior: dict[str, Any]) -> None:
+        """After a write (lock held): log it inside a block, else publish it now."""
+        if self._undo is None:
+            target.publish()
+        else:
+            self._undo.append((target, prior))
+
+    def _view(self, collection: str, environment: Environment | str) -> ChunkView:
+        """What a read sees, without the lock: the published view of the item set, or
+        for the thread inside an atomic() block, the current state (its own writes)."""
+        items = self._items(collection, environment)
+        if self._owner == threading.get_ident():
+            return items.live()
+        return items.published
+
+    def _touched(self) -> list[ChunkedItems]:
+        """The item sets the writes in the undo log changed (lock held, inside a block).
+
+        A write undone by an inner block is no longer in the log: its item set holds
+        what was published before (the same items, perhaps chunked differently).
+        """
+        assert self._undo is not None
+        touched = {id(target): target for target, _ in self._undo if target is not None}
+        return list(touched.values())
 
     def _collection(self, name: str) -> _Collection:
         try:
@@ -387,15 +416,22 @@ class _Atomic:
         storage._lock.acquire()
         if storage._undo is None:
             storage._undo = []
+            storage._owner = threading.get_ident()
         else:
             self._mark = len(storage._undo)
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         storage = self._storage
+        touched = storage._touched() if self._mark < 0 else []
         try:
             if exc_type is not None:
                 storage._undo_to(max(self._mark, 0))
         finally:
-            if self._mark < 0:
-                storage._undo = None
-            storage._lock.release()
+            try:
+                for target in touched:  # the outermost block ends: readers see it now
+                    target.publish()
+            finally:
+                if self._mark < 0:
+                    storage._undo = None
+                    storage._owner = None
+                storage._lock.release()

@@ -286,3 +286,48 @@ def test_an_item_with_more_keys_than_a_shape_holds_round_trips() -> None:
     assert _same(first, item)
     assert not _shares_container(first, second)
     assert not _shares_container(first, item)
+
+
+def test_readers_do_not_wait_for_an_open_atomic_block() -> None:
+    """While one thread holds an atomic() block open (its writes not yet committed),
+    another thread's get_item, scan, count and find finish, and see the items as they
+    were before the block; the block's own thread sees its writes; once the block ends,
+    everyone sees them."""
+    storage = MemoryStorage()
+    storage.create_collection("c")
+    storage.insert_items("c", "LIVE", [_item(i) for i in range(3_000)])
+    written, read_done = threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    def reader() -> None:
+        if written.wait(WAIT):
+            seen["get"] = storage.get_item("c", "LIVE", "0000000")
+            seen["scan"] = [doc["n"] for doc in storage.scan("c", "LIVE", limit=3).items]
+            seen["count"] = storage.count("c", "LIVE").value
+            seen["odd"] = storage.count("c", "LIVE", lambda doc: bool(doc["n"] % 2)).value
+            seen["find"] = sum(1 for _ in storage.find("c", "LIVE"))
+            read_done.set()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    with storage.atomic():
+        storage.replace_items("c", "LIVE", [dict(_item(0), n=-7)])
+        storage.delete_items("c", "LIVE", ["0000001", "0000002"])
+        storage.insert_items("c", "LIVE", [_item(9_999)])
+        own = storage.get_item("c", "LIVE", "0000000")
+        own_count = storage.count("c", "LIVE").value
+        written.set()
+        finished = read_done.wait(WAIT)  # the reader cannot finish if reads need the lock
+    thread.join(WAIT)
+    assert finished
+    assert own is not None
+    assert own["n"] == -7
+    assert own_count == 2_999
+    assert seen["get"] == _item(0)
+    assert seen["scan"] == [0, 1, 2]
+    assert (seen["count"], seen["odd"], seen["find"]) == (3_000, 1_500, 3_000)
+    after = storage.get_item("c", "LIVE", "0000000")
+    assert after is not None
+    assert after["n"] == -7
+    assert storage.count("c", "LIVE").value == 2_999
+    storage._check()
