@@ -1,14 +1,12 @@
-"""``MemoryStorage``: the default adapter, items in dicts ordered by a ``SortedList``."""
+"""``MemoryStorage``: the default adapter, items frozen into untracked tuples, in sorted chunks."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from itertools import islice
+from itertools import chain
 from typing import Any, cast
-
-from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine.errors import (
     CollectionExists,
@@ -16,7 +14,8 @@ from taskengine.errors import (
     DuplicateItem,
     SandboxNotEnabled,
 )
-from taskengine.storage._shapes import Copier, copier_of
+from taskengine.storage._chunks import ChunkedItems, ChunkView
+from taskengine.storage._frozen import Frozen, freeze_item, thaw_item, thawers
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -30,40 +29,11 @@ from taskengine.storage.base import (
     check_limit,
     check_name,
 )
-from taskengine.storage.codec import Plan, admit_entry, check_planned, lookup_id
+from taskengine.storage.codec import Plan, admit, check_planned, lookup_id, plan_of
 
 __all__ = ["MemoryStorage"]
 
 _STR_ONLY = {str}
-
-
-class _ItemSet:
-    """The items of one collection in one environment.
-
-    ``entries`` maps each stored ``_id`` to ``(item, copier)``: the private item and the
-    function that copies it by its plan, without type checks (see
-    :func:`~taskengine.storage._shapes.copier_of`). ``ids``
-    is every stored ``_id`` in order plus the tombstones in ``dead``: deleted ids not yet
-    removed from ``ids`` (removing from a ``SortedList`` one by one costs ~10x a dict
-    pop, so deletes only pop the entry, and ``ids`` is rebuilt in one pass once the
-    tombstones outnumber the items).
-    """
-
-    __slots__ = ("dead", "entries", "ids")
-
-    def __init__(self) -> None:
-        self.entries: dict[str, tuple[Item, Copier]] = {}
-        self.ids = SortedList()
-        self.dead: set[str] = set()
-
-    def compact(self) -> None:
-        """Drop the tombstones from ``ids`` (O(n), one pass over sorted data)."""
-        if self.entries:
-            dead = self.dead
-            self.ids = SortedList([key for key in self.ids if key not in dead])
-        else:
-            self.ids = SortedList()
-        self.dead = set()
 
 
 class _Collection:
@@ -71,18 +41,29 @@ class _Collection:
 
     def __init__(self, info: CollectionInfo) -> None:
         self.info = info
-        self.live = _ItemSet()
-        self.sandbox = _ItemSet() if info.sandbox_enabled else None
+        self.live = ChunkedItems()
+        self.sandbox = ChunkedItems() if info.sandbox_enabled else None
 
 
 class MemoryStorage(Storage):
     """Items in process memory: thread-safe, private copies in and out.
 
-    Each item set is a ``dict`` (``_id`` -> item) plus a ``SortedList`` of the ids.
-    Costs, for n items in the set and a page of k: ``scan`` O(log n + k), ``get_item``
-    O(1), inserting, replacing or deleting k items O(k log n). Every call holds one
-    ``RLock``; :meth:`atomic` holds it for the whole block (isolation) and keeps an undo
-    log (rollback), so ``atomic_rolls_back`` is true.
+    Each item set is a :class:`~taskengine.storage._chunks.ChunkedItems`: the ids and the
+    items in frozen form, in sorted chunks of immutable tuples. Frozen items are tuples of
+    immutable values that CPython's cyclic garbage collector stops tracking soon after
+    they are made (:mod:`taskengine.storage._frozen`), so a store of millions of items
+    adds almost nothing to the collector's work and large tasks cost the same per item
+    as small ones; the process's GC settings are left alone. An item is thawed into
+    fresh dicts and lists when read.
+
+    Costs, for n items in the set and a page of k: ``scan`` and ``get_item``
+    O(log n + k), inserting, replacing or deleting k items O(k log n) plus O(512) per
+    chunk touched (ids in order mostly share a chunk). Every write holds one
+    ``RLock`` while it swaps frozen items in (copies are made outside it) and then
+    publishes the new state; reads take no lock at all, so readers never wait behind a
+    long batch: they see the published state (see :meth:`scan`). :meth:`atomic` holds
+    the lock for the whole block, publishes its writes when it ends (isolation) and
+    keeps an undo log (rollback), so ``atomic_rolls_back`` is true.
     """
 
     atomic_rolls_back = True
@@ -95,7 +76,9 @@ class MemoryStorage(Storage):
         # (item set, {_id: prior entry or None}) or (None, {name: prior collection or
         # None}); entries and collections are replaced, never changed in place, so a
         # record holds references, not copies.
-        self._undo: list[tuple[_ItemSet | None, dict[str, Any]]] | None = None
+        self._undo: list[tuple[ChunkedItems | None, dict[str, Any]]] | None = None
+        # The thread inside an atomic() block (it reads its own writes), None outside.
+        self._owner: int | None = None
 
     def create_collection(
         self, name: str, *, sandbox: bool = False, publish_plugin: bool = False
@@ -139,33 +122,18 @@ class MemoryStorage(Storage):
     ) -> Page:
         """A page in ``_id`` order (see :meth:`Storage.scan`).
 
-        Looks at ``limit`` stored items at most (plus tombstones and one more id, to
-        know whether more are left); with a filter, only the accepted ones are copied
-        and returned. The cursor is the last item looked at, as in ``SQLiteStorage``.
+        Looks at ``limit`` stored items at most (and one more id, to know whether more
+        are left); with a filter, only the accepted ones are returned.
+        The cursor is the last item looked at, as in ``SQLiteStorage``. Reads take no lock:
+        they use the item set's published view (the state after the last write outside
+        a block, or the last committed block), whose chunks are immutable; the thread
+        inside an atomic() block reads its own writes. Items are thawed and filtered
+        after the page is picked.
         """
         check_limit(limit)
         check_after(after)
-        with self._lock:
-            items = self._items(collection, environment)
-            keys = (
-                iter(items.ids) if after is None else items.ids.irange(after, None, (False, False))
-            )
-            entries = items.entries
-            cursor: str | None = None
-            if not items.dead:
-                chunk = list(islice(keys, limit + 1)) if limit < len(entries) else list(keys)
-                if len(chunk) > limit:
-                    del chunk[limit:]
-                    cursor = chunk[-1]
-                if filter is None:
-                    page = [copy(doc) for doc, copy in map(entries.__getitem__, chunk)]
-                else:
-                    page = [
-                        copy(doc) for doc, copy in map(entries.__getitem__, chunk) if filter(doc)
-                    ]
-            else:
-                page, cursor = _scan_live(keys, entries, limit, filter)
-        return Page(page, cursor)
+        frozen, cursor = self._view(collection, environment).page(after, limit)
+        return Page(_thaw_all(frozen, filter), cursor)
 
     def count(
         self,
@@ -173,12 +141,18 @@ class MemoryStorage(Storage):
         environment: Environment | str,
         filter: ItemFilter | None = None,
     ) -> Count:
-        """The exact number of items (that ``filter`` accepts)."""
-        with self._lock:
-            entries = self._items(collection, environment).entries
-            if filter is None:
-                return Count(len(entries), exact=True)
-            return Count(sum(1 for doc, _ in entries.values() if filter(doc)), exact=True)
+        """The exact number of items (that ``filter`` accepts).
+
+        Counts the items of one moment (a published view, see :meth:`scan`) without the
+        lock, so a long count never blocks other threads' reads and writes.
+        """
+        view = self._view(collection, environment)
+        if filter is None:
+            return Count(view.size, exact=True)
+        chunks = view.snapshot()
+        thaw = thawers
+        accepted = sum(1 for chunk in chunks for item in chunk if filter(thaw[item[0]](item)))
+        return Count(accepted, exact=True)
 
     def insert_items(
         self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
@@ -187,34 +161,26 @@ class MemoryStorage(Storage):
         admitted = [_entry(item) for item in items]
         with self._lock:
             target = self._items(collection, environment)
-            entries = target.entries
             batch = dict(admitted)
-            if len(batch) < len(admitted) or not entries.keys().isdisjoint(batch):
+            get = target.get
+            if len(batch) < len(admitted) or any(get(item_id) is not None for item_id in batch):
                 seen: set[str] = set()
                 for item_id, _ in admitted:
-                    if item_id in entries or item_id in seen:
+                    if get(item_id) is not None or item_id in seen:
                         raise DuplicateItem(collection, item_id)
                     seen.add(item_id)
-            if self._undo is not None:
-                self._undo.append((target, dict.fromkeys(batch)))
-            entries.update(batch)
-            dead = target.dead
-            if dead and not dead.isdisjoint(batch):
-                target.ids.update([item_id for item_id in batch if item_id not in dead])
-                dead.difference_update(batch)
-            else:
-                target.ids.update(batch)
+            target.write(batch)
+            self._written(target, dict.fromkeys(batch))
         return len(admitted)
 
     def get_item(
         self, collection: str, environment: Environment | str, item_id: str
     ) -> Item | None:
         """A fresh copy of the item with this ``_id``, or ``None``."""
-        with self._lock:
-            entries = self._items(collection, environment).entries
-            key = lookup_id(item_id)
-            entry = None if key is None else entries.get(key)
-            return None if entry is None else entry[1](entry[0])
+        view = self._view(collection, environment)
+        key = lookup_id(item_id)
+        frozen = None if key is None else view.get(key)
+        return None if frozen is None else thawers[frozen[0]](frozen)
 
     def find(
         self,
@@ -223,8 +189,7 @@ class MemoryStorage(Storage):
         filter: ItemFilter | None = None,
     ) -> Iterator[Item]:
         """Every accepted item in ``_id`` order (see :meth:`Storage.find`)."""
-        with self._lock:
-            self._items(collection, environment)
+        self._items(collection, environment)  # errors now, not at the first next()
         return self._find(collection, environment, filter)
 
     def _find(
@@ -246,50 +211,28 @@ class MemoryStorage(Storage):
     ) -> WriteResult:
         """Overwrite stored items by ``_id`` (see :meth:`Storage.replace_items`).
 
-        Every item is checked first (nothing is written if one is refused); then each
-        is copied just before it replaces the stored one, so the batch never holds a
-        pile of fresh copies (which would wake Python's cyclic garbage collector).
+        Every item is checked and frozen first, without the lock (nothing is written if
+        one is refused); the lock is held only to swap the frozen items in.
         """
         if type(items) is not list:
             items = list(items)  # read twice below, so any iterable works
         checked = list(map(check_planned, items))
         if None in checked:  # something to normalise or refuse: the general way
-            return self._replace_admitted(collection, environment, list(map(_entry, items)))
-        pairs = cast("list[tuple[str, Plan]]", checked)
-        with self._lock:
-            target = self._items(collection, environment)
-            entries = target.entries
-            if self._undo is not None:
-                keys = [pair[0] for pair in pairs]
-                self._undo.append((target, dict(zip(keys, map(entries.get, keys), strict=True))))
-            missing: list[str] = []
-            for doc, (item_id, plan) in zip(items, pairs, strict=True):
-                if item_id in entries:  # a repeated id: the last one wins
-                    copier = copier_of(plan)
-                    entries[item_id] = (copier(doc), copier)
-                else:
-                    missing.append(item_id)
-        wanted = dict.fromkeys([pair[0] for pair in pairs])
-        if not missing:
-            return WriteResult(tuple(wanted), ())
-        gone = dict.fromkeys(missing)
-        return WriteResult(tuple(item_id for item_id in wanted if item_id not in gone), tuple(gone))
-
-    def _replace_admitted(
-        self,
-        collection: str,
-        environment: Environment | str,
-        admitted: list[tuple[str, tuple[Item, Copier]]],
-    ) -> WriteResult:
+            admitted = list(map(_entry, items))
+        else:
+            pairs = cast("list[tuple[str, Plan]]", checked)
+            admitted = [
+                (pair[0], freeze_item(doc, pair[1])) for doc, pair in zip(items, pairs, strict=True)
+            ]
         batch = dict(admitted)  # a repeated id: the last one wins
         with self._lock:
             target = self._items(collection, environment)
-            entries = target.entries
-            done = {item_id: entry for item_id, entry in batch.items() if item_id in entries}
-            if self._undo is not None:
-                self._undo.append((target, {item_id: entries[item_id] for item_id in done}))
-            entries.update(done)
-        return WriteResult(tuple(done), tuple(item_id for item_id in batch if item_id not in done))
+            prior = target.replace(batch)
+            self._written(target, prior)
+        done = [item_id for item_id in batch if item_id in prior]
+        if len(done) == len(batch):
+            return WriteResult(tuple(done), ())
+        return WriteResult(tuple(done), tuple(item_id for item_id in batch if item_id not in prior))
 
     def delete_items(
         self, collection: str, environment: Environment | str, ids: Sequence[str]
@@ -305,28 +248,18 @@ class MemoryStorage(Storage):
         missing: list[str] = []
         with self._lock:
             target = self._items(collection, environment)
-            pop = target.entries.pop
-            if self._undo is None:
-                for item_id in wanted:
-                    # An empty or unencodable id is never stored, so it is simply missing.
-                    if pop(item_id, None) is None:
-                        missing.append(item_id)
-                    else:
-                        done.append(item_id)
-            else:
-                prior: dict[str, Any] = {}
-                for item_id in wanted:
-                    entry = pop(item_id, None)
-                    if entry is None:
-                        missing.append(item_id)
-                    else:
-                        done.append(item_id)
-                        prior[item_id] = entry
-                self._undo.append((target, prior))
-            if done:
-                target.dead.update(done)
-                if len(target.dead) > len(target.entries):
-                    target.compact()
+            get = target.get
+            prior: dict[str, Any] = {}
+            for item_id in wanted:
+                # An empty or unencodable id is never stored, so it is simply missing.
+                entry = get(item_id)
+                if entry is None:
+                    missing.append(item_id)
+                else:
+                    done.append(item_id)
+                    prior[item_id] = entry
+            target.write(dict.fromkeys(done))
+            self._written(target, prior)
         return WriteResult(tuple(done), tuple(missing))
 
     def atomic(self) -> contextlib.AbstractContextManager[None]:
@@ -345,7 +278,6 @@ class MemoryStorage(Storage):
         """Undo the records after the first ``mark`` of the log (lock held), newest first."""
         log = self._undo
         assert log is not None
-        touched: dict[int, tuple[_ItemSet, set[str]]] = {}
         while len(log) > mark:
             target, prior = log.pop()
             if target is None:
@@ -355,22 +287,14 @@ class MemoryStorage(Storage):
                     else:
                         self._collections[name] = coll
                 continue
-            entries = target.entries
-            for item_id, entry in prior.items():
-                if entry is None:
-                    entries.pop(item_id, None)
-                else:
-                    entries[item_id] = entry
-            touched.setdefault(id(target), (target, set()))[1].update(prior)
-        for target, ids in touched.values():
-            _reindex(target, ids)
+            target.write(prior)
 
     def _check(self) -> None:
         """Assert the invariants of every item set.
 
-        The sorted ids are exactly the stored ids plus the tombstones, each once; the
-        tombstones never outnumber the items; every entry's copier makes a private copy
-        of its item.
+        The chunks are sorted, non-empty and within size (``ChunkedItems.check``);
+        every frozen item thaws to its ``_id``,
+        to fresh containers each time, and freezes back to itself.
         """
         with self._lock:
             for name, coll in self._collections.items():
@@ -379,13 +303,46 @@ class MemoryStorage(Storage):
                 for items in (coll.live, coll.sandbox):
                     if items is None:
                         continue
-                    assert items.dead.isdisjoint(items.entries)
-                    assert list(items.ids) == sorted([*items.entries, *items.dead])
-                    assert len(items.dead) <= len(items.entries)
-                    items.ids._check()
-                    for item_id, (doc, copy) in items.entries.items():
+                    items.check()
+                    if self._undo is None:  # outside a block, readers see every write
+                        view = items.published
+                        assert list(chain.from_iterable(view.keys)) == list(items.ids())
+                        assert list(chain.from_iterable(view.vals)) == list(
+                            chain.from_iterable(items.snapshot())
+                        )
+                        assert view.size == len(items)
+                    for item_id, frozen in zip(
+                        items.ids(), chain.from_iterable(items.snapshot()), strict=True
+                    ):
+                        doc = thaw_item(frozen)
                         assert doc["_id"] == item_id
-                        assert _private(copy(doc), doc)
+                        assert _private(thaw_item(frozen), doc)
+                        assert freeze_item(doc, plan_of(doc)) == frozen
+
+    def _written(self, target: ChunkedItems, prior: dict[str, Any]) -> None:
+        """After a write (lock held): log it inside a block, else publish it now."""
+        if self._undo is None:
+            target.publish()
+        else:
+            self._undo.append((target, prior))
+
+    def _view(self, collection: str, environment: Environment | str) -> ChunkView:
+        """What a read sees, without the lock: the published view of the item set, or
+        for the thread inside an atomic() block, the current state (its own writes)."""
+        items = self._items(collection, environment)
+        if self._owner == threading.get_ident():
+            return items.live()
+        return items.published
+
+    def _touched(self) -> list[ChunkedItems]:
+        """The item sets the writes in the undo log changed (lock held, inside a block).
+
+        A write undone by an inner block is no longer in the log: its item set holds
+        what was published before (the same items, perhaps chunked differently).
+        """
+        assert self._undo is not None
+        touched = {id(target): target for target, _ in self._undo if target is not None}
+        return list(touched.values())
 
     def _collection(self, name: str) -> _Collection:
         try:
@@ -393,7 +350,7 @@ class MemoryStorage(Storage):
         except (KeyError, TypeError):
             raise CollectionNotFound(name) from None
 
-    def _items(self, collection: str, environment: Environment | str) -> _ItemSet:
+    def _items(self, collection: str, environment: Environment | str) -> ChunkedItems:
         env = Environment.coerce(environment)
         coll = self._collection(collection)
         if env is Environment.LIVE:
@@ -403,38 +360,27 @@ class MemoryStorage(Storage):
         return coll.sandbox
 
 
-def _scan_live(
-    keys: Iterator[str],
-    entries: dict[str, tuple[Item, Copier]],
-    limit: int,
-    filter: ItemFilter | None,
-) -> tuple[list[Item], str | None]:
-    """Copies of the accepted items among the next ``limit`` stored ids, and the cursor.
+def _thaw_all(frozen: list[Frozen], filter: ItemFilter | None) -> list[Item]:
+    """Fresh items from frozen ones, only those ``filter`` accepts when there is one."""
+    thaw = thawers
+    if filter is None:
+        return [thaw[item[0]](item) for item in frozen]
+    return [doc for doc in [thaw[item[0]](item) for item in frozen] if filter(doc)]
 
-    Skips tombstones. The cursor is the last id looked at when another stored id
-    follows, else ``None``.
+
+def _entry(item: object) -> tuple[str, Frozen]:
+    """``(_id, frozen form)`` of an item to store, as :func:`admit` checks and normalises it.
+
+    A plain item is checked in place and frozen (no intermediate copy).
+
+    Raises:
+        InvalidItem: as :func:`admit`.
     """
-    page: list[Item] = []
-    looked = 0
-    last = ""
-    for key in keys:
-        entry = entries.get(key)
-        if entry is None:
-            continue
-        if looked == limit:
-            return page, last
-        looked += 1
-        last = key
-        doc, copy = entry
-        if filter is None or filter(doc):
-            page.append(copy(doc))
-    return page, None
-
-
-def _entry(item: object) -> tuple[str, tuple[Item, Copier]]:
-    """``(_id, (private copy, copier))`` of an item to store (see :func:`admit_entry`)."""
-    item_id, (doc, plan) = admit_entry(item)
-    return item_id, (doc, copier_of(plan))
+    checked = check_planned(item)
+    if checked is not None:
+        return checked[0], freeze_item(cast("dict[str, Any]", item), checked[1])
+    item_id, doc = admit(item)
+    return item_id, freeze_item(doc, plan_of(doc))
 
 
 def _private(copy: Any, original: Any) -> bool:
@@ -470,34 +416,22 @@ class _Atomic:
         storage._lock.acquire()
         if storage._undo is None:
             storage._undo = []
+            storage._owner = threading.get_ident()
         else:
             self._mark = len(storage._undo)
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
         storage = self._storage
+        touched = storage._touched() if self._mark < 0 else []
         try:
             if exc_type is not None:
                 storage._undo_to(max(self._mark, 0))
         finally:
-            if self._mark < 0:
-                storage._undo = None
-            storage._lock.release()
-
-
-def _reindex(target: _ItemSet, ids: set[str]) -> None:
-    """Make ``target.ids`` and ``target.dead`` agree with its entries again for ``ids``.
-
-    An undone insert leaves its id in ``ids``, so it becomes a tombstone; an undone
-    delete revives a tombstone, or re-adds the id when a compaction dropped it.
-    """
-    entries, dead, sorted_ids = target.entries, target.dead, target.ids
-    for item_id in ids:
-        listed = item_id in sorted_ids
-        if item_id in entries:
-            dead.discard(item_id)
-            if not listed:
-                sorted_ids.add(item_id)
-        elif listed:
-            dead.add(item_id)
-    if len(dead) > len(entries):
-        target.compact()
+            try:
+                for target in touched:  # the outermost block ends: readers see it now
+                    target.publish()
+            finally:
+                if self._mark < 0:
+                    storage._undo = None
+                    storage._owner = None
+                storage._lock.release()
