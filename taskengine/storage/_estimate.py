@@ -28,7 +28,7 @@ from typing import Any, Final
 from taskengine.storage.base import Count, ItemFilter, SQLFilterCondition
 from taskengine.storage.codec import decode
 
-__all__ = ["EXACT_UP_TO", "ROWS", "WINDOWS", "Query", "estimate_accepted"]
+__all__ = ["EXACT_UP_TO", "ROWS", "SAMPLE", "WINDOWS", "Query", "estimate_accepted"]
 
 EXACT_UP_TO: Final = 50_000
 """Item sets at most this large are counted exactly (a pass over them is cheap)."""
@@ -36,6 +36,8 @@ WINDOWS: Final = 64
 """Windows in a sample."""
 ROWS: Final = 64
 """Consecutive items per window."""
+SAMPLE: Final = WINDOWS * ROWS
+"""Items in a sample (``MemoryStorage`` takes them one by one at even steps)."""
 
 Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 """Runs one read query on the adapter's connection: ``(sql, params) -> rows`` (the SQL is

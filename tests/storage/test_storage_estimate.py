@@ -1,7 +1,7 @@
 """``estimate_count``: a task's item estimate without a second pass over a large item set.
 
 Exact (``Count.exact``) up to ``EXACT_UP_TO`` items; above, estimated from evenly spread
-windows of consecutive items. On SQLite and PostgreSQL, with filters that run inside the
+windows of consecutive items (single items in memory). On memory, SQLite and PostgreSQL, with filters that run inside the
 database, filters that run partly in Python, and plain Python functions.
 """
 
@@ -26,11 +26,13 @@ def _items(count: int) -> Iterator[dict[str, Any]]:
         yield {"_id": f"i{n:07d}", "k": n % 10, "name": f"n{n}", "tags": ["a"] if n % 4 else []}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
 def big(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
-    """A SQL storage whose collection "C" holds BIG items (k = n % 10)."""
+    """A storage whose collection "C" holds BIG items (k = n % 10)."""
     storage: Any
-    if request.param == "sqlite":
+    if request.param == "memory":
+        storage = MemoryStorage()
+    elif request.param == "sqlite":
         storage = SQLiteStorage(tmp_path / "big.db")
     else:
         from taskengine import PostgresStorage
@@ -41,7 +43,8 @@ def big(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
         storage.insert_items("C", "LIVE", _items(BIG))
         yield storage
     finally:
-        storage.close()
+        if hasattr(storage, "close"):
+            storage.close()
 
 
 FILTERS: list[tuple[str, Callable[[], Any], int]] = [
@@ -72,7 +75,7 @@ def test_a_large_item_set_is_estimated_from_a_sample(
 
 
 def test_a_sample_reads_a_bounded_number_of_documents(big: Storage) -> None:
-    """The estimate checks at most WINDOWS * ROWS documents in Python, whatever the size."""
+    """The estimate checks at most WINDOWS * ROWS items in Python, whatever the size."""
     calls = 0
 
     def accept(item: Any) -> bool:
