@@ -1,8 +1,9 @@
 """``estimate_count``: a task's item estimate without a second pass over a large item set.
 
 Exact (``Count.exact``) up to ``EXACT_UP_TO`` items; above, estimated from evenly spread
-windows of consecutive items (single items in memory). On memory, SQLite and PostgreSQL, with filters that run inside the
-database, filters that run partly in Python, and plain Python functions.
+windows of consecutive items (single items in memory). On memory, SQLite and PostgreSQL,
+with filters that run inside the database, filters that run partly in Python, and plain
+Python functions.
 """
 
 from __future__ import annotations
