@@ -218,22 +218,8 @@ class TaskAPI:
             )
 
     def _list(self, environ: WSGIEnviron) -> dict[str, Any]:
-        query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
-        violations: list[Violation] = []
-        paging: dict[str, int] = {}
-        for name, default in (("limit", 30), ("offset", 0)):
-            values = query.get(f"paging.{name}", [])
-            raw = values[-1].strip() if values else ""
-            if not raw:
-                paging[name] = default
-                continue
-            try:
-                paging[name] = int(raw)
-            except ValueError:
-                violations.append(Violation(f"paging.{name}", f"must be an integer, got {raw!r}"))
-        if violations:
-            raise InvalidRequest(violations)
-        return self.engine.list_tasks(limit=paging["limit"], offset=paging["offset"]).to_json()
+        limit, offset = _paging(environ)
+        return self.engine.list_tasks(limit=limit, offset=offset).to_json()
 
     def _create(self, environ: WSGIEnviron) -> dict[str, Any]:
         body = parse_json_object(self._read_body(environ), source="body")
@@ -420,3 +406,28 @@ def _respond(
         ],
     )
     return [] if head else [payload]
+
+
+def _paging(environ: WSGIEnviron) -> tuple[int, int]:
+    """``(limit, offset)`` from the query's ``paging.limit`` and ``paging.offset``
+    (defaults 30 and 0; the last of repeated values counts).
+
+    Raises:
+        InvalidRequest: a value that is not an integer, by its field.
+    """
+    query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+    violations: list[Violation] = []
+    paging: dict[str, int] = {}
+    for name, default in (("limit", 30), ("offset", 0)):
+        values = query.get(f"paging.{name}", [])
+        raw = values[-1].strip() if values else ""
+        if not raw:
+            paging[name] = default
+            continue
+        try:
+            paging[name] = int(raw)
+        except ValueError:
+            violations.append(Violation(f"paging.{name}", f"must be an integer, got {raw!r}"))
+    if violations:
+        raise InvalidRequest(violations)
+    return paging["limit"], paging["offset"]

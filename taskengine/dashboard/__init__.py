@@ -28,7 +28,7 @@ import importlib.resources
 from functools import cache
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from taskengine._jsonio import json_type_name, parse_json_object
 from taskengine.dashboard._data import collections_json, task_json, tasks_json, validate
@@ -41,6 +41,7 @@ from taskengine.http import (
     _error_answer,
     _HTTPError,
     _not_allowed,
+    _paging,
     _respond,
 )
 
@@ -206,25 +207,6 @@ class DashboardApp:
     ) -> list[bytes]:
         status, body, headers = _error_answer(exc, environ)
         return _respond(start_response, status, body, headers, head=head)
-
-
-def _paging(environ: WSGIEnviron) -> tuple[int, int]:
-    query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
-    violations: list[Violation] = []
-    paging: dict[str, int] = {}
-    for name, default in (("limit", 30), ("offset", 0)):
-        values = query.get(f"paging.{name}", [])
-        raw = values[-1].strip() if values else ""
-        if not raw:
-            paging[name] = default
-            continue
-        try:
-            paging[name] = int(raw)
-        except ValueError:
-            violations.append(Violation(f"paging.{name}", f"must be an integer, got {raw!r}"))
-    if violations:
-        raise InvalidRequest(violations)
-    return paging["limit"], paging["offset"]
 
 
 def make_dashboard_app(
