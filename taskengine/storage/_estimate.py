@@ -48,20 +48,25 @@ def estimate_accepted(
     query: Query,
     mark: str,
     target: tuple[int, int],
-    total: int,
     condition: SQLFilterCondition | None,
     filter: ItemFilter,
+    count_exactly: Callable[[], Count],
 ) -> Count:
-    """An estimate of how many of the ``total`` items of the item set ``target``
-    (``(collection row id, env code)``) the filter accepts, from a sample.
+    """How many items of the item set ``target`` (``(collection row id, env code)``) the
+    filter accepts: ``count_exactly()`` up to :data:`EXACT_UP_TO` items, else an
+    estimate from a sample.
 
     Args:
         query: runs a read on the adapter's connection (see :data:`Query`).
         mark: the adapter's placeholder (``"?"`` or ``"%s"``).
-        total: how many items the set holds (more than :data:`ROWS` * :data:`WINDOWS`).
         condition: the filter's SQL condition, or ``None`` to check every row in Python.
+        count_exactly: the adapter's exact filtered count.
     """
     items = f"FROM taskengine_items WHERE coll = {mark} AND env = {mark}"
+    counted = query(f"SELECT count(*) {items}", target)
+    total = int(counted[0][0]) if counted else 0
+    if total <= EXACT_UP_TO:
+        return count_exactly()
     if condition is None:
         head, head_params = "SELECT id, FALSE, TRUE, doc", ()
     else:

@@ -58,7 +58,7 @@ from taskengine.errors import (
     StorageError,
     Violation,
 )
-from taskengine.storage._estimate import EXACT_UP_TO, estimate_accepted
+from taskengine.storage._estimate import estimate_accepted
 from taskengine.storage._pgdatabase import (
     Connection,
     PgDatabase,
@@ -394,21 +394,23 @@ class PostgresStorage(Storage):
         env = Environment.coerce(environment)
         if filter is None:
             return self.count(collection, env)
-        code = _ENV_CODE[env]
         with self.database.read() as conn:
-            coll = _target(conn, collection, env)
-            row = conn.execute(_COUNT, (coll, code)).fetchone()
-        total = int(row[0]) if row else 0
-        if total <= EXACT_UP_TO:
-            return self.count(collection, env, filter)
-        condition = pushed_condition(filter, BACKEND, DOCUMENT)
+            target = (_target(conn, collection, env), _ENV_CODE[env])
 
         def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
             with self.database.read() as conn:
                 _target(conn, collection, env)  # still there
-                return conn.execute(sql, tuple(params)).fetchall()
+                rows: list[tuple[Any, ...]] = conn.execute(sql, tuple(params)).fetchall()
+                return rows
 
-        return estimate_accepted(query, "%s", (coll, code), total, condition, filter)
+        return estimate_accepted(
+            query,
+            "%s",
+            target,
+            pushed_condition(filter, BACKEND, DOCUMENT),
+            filter,
+            lambda: self.count(collection, env, filter),
+        )
 
     def _reader(self, collection: str, env: Environment) -> PgReader:
         """Opens a read of one item set: ``(connection, collection row id, env code)``."""

@@ -32,7 +32,7 @@ from taskengine.errors import (
     StorageError,
 )
 from taskengine.storage._database import Database
-from taskengine.storage._estimate import EXACT_UP_TO, estimate_accepted
+from taskengine.storage._estimate import estimate_accepted
 from taskengine.storage._sqlfilter import Reader, count_pushed, pushed_condition, scan_pushed
 from taskengine.storage.base import (
     CollectionInfo,
@@ -277,12 +277,8 @@ class SQLiteStorage(Storage):
         env = Environment.coerce(environment)
         if filter is None:
             return self.count(collection, env)
-        code = _ENV_CODE[env]
         with self.database.read() as conn:
-            coll = _target(conn, collection, env)
-            total = int(conn.execute(_COUNT, (coll, code)).fetchone()[0])
-        if total <= EXACT_UP_TO:
-            return self.count(collection, env, filter)
+            target = (_target(conn, collection, env), _ENV_CODE[env])
 
         def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
             with self.database.read() as conn:
@@ -290,7 +286,14 @@ class SQLiteStorage(Storage):
                 rows: list[tuple[Any, ...]] = conn.execute(sql, tuple(params)).fetchall()
                 return rows
 
-        return estimate_accepted(query, "?", (coll, code), total, pushed_condition(filter), filter)
+        return estimate_accepted(
+            query,
+            "?",
+            target,
+            pushed_condition(filter),
+            filter,
+            lambda: self.count(collection, env, filter),
+        )
 
     def _reader(self, collection: str, env: Environment) -> Reader:
         """Opens a read of one item set: ``(connection, collection row id, env code)``."""
