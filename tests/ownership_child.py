@@ -37,7 +37,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -166,6 +166,12 @@ def open_engine(config: Mapping[str, Any], counter: Counter) -> tuple[TaskEngine
     }
     if config.get("plain"):
         return TaskEngine(storage, **settings), storage
+    return hooked_engine(storage, counter, settings), storage
+
+
+def hooked_engine(storage: Any, counter: Counter, settings: Mapping[str, Any]) -> TaskEngine:
+    """An engine whose built-in task types report to ``counter`` (and pause at its
+    mark), with the built-in services registered."""
     builtin = default_task_types()
     types = [
         attrs.evolve(task_type, executor=Hooked(task_type.executor, counter))
@@ -174,19 +180,26 @@ def open_engine(config: Mapping[str, Any], counter: Counter) -> tuple[TaskEngine
     engine = TaskEngine(storage, task_types=types, **settings)
     for service in builtin.services:
         engine.register_service(service)
-    return engine, storage
+    return engine
 
 
-def main(argv: Sequence[str]) -> int:
-    """Start the engine, obey stdin, stop; see the module docstring."""
+def run_child(
+    argv: Sequence[str],
+    opener: Callable[[Mapping[str, Any], Counter], tuple[TaskEngine, Any]],
+    *,
+    timestamps: bool = False,
+) -> int:
+    """Open the engine ``opener`` makes from the JSON config in ``argv[1]``, start it,
+    obey stdin (``go``, ``owned``, ``stop``), stop; see the module docstring."""
     config = json.loads(argv[1])
+    stamp = "%(asctime)s " if timestamps else ""
     logging.basicConfig(
         stream=sys.stderr,
         level=logging.WARNING,
-        format=f"{config.get('name', 'child')} %(levelname)s %(name)s: %(message)s",
+        format=f"{stamp}{config.get('name', 'child')} %(levelname)s %(name)s: %(message)s",
     )
     counter = Counter(pause_at=config.get("pause_at", 0), report=config.get("report", False))
-    engine, storage = open_engine(config, counter)
+    engine, storage = opener(config, counter)
     engine.start()
     say(f"ready {engine.owner}")
     for line in sys.stdin:
@@ -202,6 +215,11 @@ def main(argv: Sequence[str]) -> int:
     storage.close()
     say("stopped")
     return 0
+
+
+def main(argv: Sequence[str]) -> int:
+    """Start the engine, obey stdin, stop; see the module docstring."""
+    return run_child(argv, open_engine)
 
 
 if __name__ == "__main__":

@@ -26,19 +26,15 @@ Warnings (a lost lease, a failed renewal, storage errors) are logged to stderr.
 from __future__ import annotations
 
 import contextlib
-import json
-import logging
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-import attrs
-from ownership_child import PATIENCE, Counter, Hooked, say
+from ownership_child import Counter, hooked_engine, run_child
 from psycopg.conninfo import make_conninfo
 
 from taskengine import PostgresStorage, PostgresTaskStore, TaskEngine
-from taskengine.tasktypes import default_task_types
 
 
 class PausingStorage(PostgresStorage):
@@ -74,42 +70,12 @@ def open_engine(config: Mapping[str, Any], counter: Counter) -> tuple[TaskEngine
     }
     if not hooked:
         return TaskEngine(storage, **settings), storage
-    builtin = default_task_types()
-    types = [
-        attrs.evolve(task_type, executor=Hooked(task_type.executor, counter))
-        for task_type in builtin.task_types
-    ]
-    engine = TaskEngine(storage, task_types=types, **settings)
-    for service in builtin.services:
-        engine.register_service(service)
-    return engine, storage
+    return hooked_engine(storage, counter, settings), storage
 
 
 def main(argv: Sequence[str]) -> int:
     """Start the engine, obey stdin, stop; see the module docstring."""
-    config = json.loads(argv[1])
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=logging.WARNING,
-        format=f"%(asctime)s {config.get('name', 'child')} %(levelname)s %(name)s: %(message)s",
-    )
-    counter = Counter(pause_at=config.get("pause_at", 0), report=config.get("report", False))
-    engine, storage = open_engine(config, counter)
-    engine.start()
-    say(f"ready {engine.owner}")
-    for line in sys.stdin:
-        command = line.strip()
-        if command == "go":
-            counter.go.set()
-        elif command == "owned":
-            say(" ".join(["owned", *engine.owned()]))
-        elif command == "stop":
-            break
-    counter.go.set()  # a paused worker must not keep stop() waiting
-    engine.stop(timeout=PATIENCE)
-    storage.close()
-    say("stopped")
-    return 0
+    return run_child(argv, open_engine, timestamps=True)
 
 
 if __name__ == "__main__":
