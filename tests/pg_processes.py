@@ -9,14 +9,10 @@ the :class:`~test_ownership_processes.Engine` handle of each is the SQLite tests
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from test_ownership_processes import Engine, Engines
+from test_ownership_processes import Engines
 
 from taskengine import PostgresStorage, PostgresTaskStore, Task
 from taskengine.taskstore import Lease
@@ -25,30 +21,10 @@ CHILD = Path(__file__).parent / "pg_engine_child.py"
 
 
 class PgEngines(Engines):
-    """Starts engine processes on one database; kills every one still running at the end."""
+    """Starts engine processes on one database (``prefix``: e.g. ``ip netns exec <name>``);
+    kills every one still running at the end."""
 
-    def start(
-        self, name: str, *, wait: bool = True, prefix: Sequence[str] = (), **config: Any
-    ) -> Engine:
-        """An engine process with ``config`` (see tests/pg_engine_child.py), run under
-        ``prefix``, once ready (or at once, without ``wait``)."""
-        stderr = self.folder / f"{name}.stderr"
-        with stderr.open("w") as errors:
-            process = subprocess.Popen(
-                [*prefix, sys.executable, str(CHILD), json.dumps({"name": name, **config})],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=errors,
-                text=True,
-            )
-        engine = Engine(name, process, stderr)
-        self.started.append(engine)
-        try:
-            return engine.wait_ready() if wait else engine
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
+    child = CHILD
 
 
 class PgReader:

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -122,17 +122,22 @@ class Engine:
 class Engines:
     """Starts engine processes on one file; kills every one still running at the end."""
 
+    child = CHILD
+    """The engine process's script (its config is its one argument)."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.started: list[Engine] = []
 
-    def start(self, name: str, *, wait: bool = True, **config: Any) -> Engine:
-        """An engine process with ``config`` (see tests/ownership_child.py), once ready
-        (or at once, without ``wait``)."""
+    def start(
+        self, name: str, *, wait: bool = True, prefix: Sequence[str] = (), **config: Any
+    ) -> Engine:
+        """An engine process with ``config`` (see :attr:`child`), run under ``prefix``,
+        once ready (or at once, without ``wait``)."""
         stderr = self.folder / f"{name}.stderr"
         with stderr.open("w") as errors:
             process = subprocess.Popen(
-                [sys.executable, str(CHILD), json.dumps({"name": name, **config})],
+                [*prefix, sys.executable, str(self.child), json.dumps({"name": name, **config})],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=errors,
