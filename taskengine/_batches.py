@@ -54,7 +54,7 @@ from taskengine.errors import (
 )
 from taskengine.storage.base import WriteResult
 from taskengine.task import Failure, Task, TaskStatus
-from taskengine.tasktype import BatchChanges, Plan
+from taskengine.tasktype import BatchChanges, ItemFailure, Plan
 
 if TYPE_CHECKING:
     from taskengine._lease import Lease
@@ -270,6 +270,7 @@ class Batches:
         # re-checks, except on adapters that declare exact scans (a second call per item).
         recheck = accept if accept is not None and not self._exact else None
         scan, commit, atomic = storage.scan, self._commit, storage.atomic
+        set_step = self._set_step(hold, task_id, plan, target_lock)
 
         # The previous batch (its scanned copies) is let go right after the next page is
         # read, as a hand-written ``page = scan(...)`` loop does, so apply and the write
@@ -305,6 +306,11 @@ class Batches:
                     return None, _NOTHING, None, None
             return page.cursor, changes, written, updated
 
+        def set_batch() -> tuple[str | None, BatchChanges, WriteResult | None, Task | None]:
+            assert set_step is not None
+            return set_step(checkpoint)
+
+        batch = step if set_step is None else set_batch
         while True:
             if hold.lost:
                 raise LeaseLost(task_id, hold.lease.owner, hold.lease.token)
@@ -315,13 +321,15 @@ class Batches:
                 raise _Stopped
             gave_up: StorageError | None = None
             try:
-                cursor, changes, written, updated = self._retry(step, sync)
+                cursor, changes, written, updated = self._retry(batch, sync)
             except _Unsettled as unsettled:
                 cursor, changes = unsettled.cursor, unsettled.changes
                 written, updated, gave_up = self._settle(
                     hold, task_id, plan, unsettled, target_lock
                 )
-            if written is not None and (changes.deletes or changes.replaces):
+            if written is not None and (
+                changes.deletes or changes.replaces or set_step is not None
+            ):
                 committed(plan, changes, written)  # after giving up too: what was written
             if updated is not None:
                 # Waiters hear of the batch after the executor did (``committed``).
@@ -333,6 +341,70 @@ class Batches:
             previous.append(changes)
             del changes, written
             checkpoint = cursor
+
+    def _set_step(
+        self, hold: Hold, task_id: str, plan: Plan, target_lock: threading.Lock
+    ) -> (
+        Callable[[str | None], tuple[str | None, BatchChanges, WriteResult | None, Task | None]]
+        | None
+    ):
+        """The batch step done by the storage itself (a set-based batch), when it can be.
+
+        It can when the executor states its change as an ``ItemChange``
+        (``executor.item_change(plan)``), the storage implements ``change_matching``, and
+        the batch's writes and its checkpoint are one block that rolls back (a failed
+        batch is retried whole, as on the scan path).
+        """
+        task = self.task_store.get(task_id)
+        task_type = None if task is None else self.task_types.get(task.type)
+        make = getattr(getattr(task_type, "executor", None), "item_change", None)
+        # Looked up on the class: a wrapping adapter that delegates unknown attributes to
+        # another one (``__getattr__``) must not have its own writes bypassed.
+        unbound = getattr(type(self.storage), "change_matching", None)
+        if make is None or unbound is None or not (self._inside and self._rolls_back):
+            return None
+        change = make(plan)
+        if change is None:
+            return None
+        change_matching = unbound.__get__(self.storage)
+        collection, environment, accept = plan.collection, plan.environment, plan.filter
+        batch_size, atomic, clock = self.batch_size, self.storage.atomic, self.clock
+
+        def set_step(
+            checkpoint: str | None,
+        ) -> tuple[str | None, BatchChanges, WriteResult | None, Task | None]:
+            with target_lock:
+                try:
+                    with atomic():
+                        now = clock.now()
+                        fence = self.ownership.fence(hold, now)
+                        result = change_matching(
+                            collection,
+                            environment,
+                            after=checkpoint,
+                            limit=batch_size,
+                            filter=accept,
+                            change=change,
+                        )
+                        # Items written without their ids reported count as succeeded
+                        # all the same (``unchanged`` carries them into the counters).
+                        unreported = result.written - len(result.done)
+                        changes = BatchChanges(
+                            failures=[
+                                ItemFailure(item_id, codes.ITEM_VALIDATION, reason)
+                                for item_id, reason in result.refused
+                            ],
+                            unchanged=result.unchanged + unreported,
+                        )
+                        written = WriteResult(result.done, result.missing)
+                        updated = self._record(
+                            fence, task_id, plan, changes, written, result.cursor, now
+                        )
+                except _Gone:
+                    return None, _NOTHING, None, None
+            return result.cursor, changes, written, updated
+
+        return set_step
 
     def _target_lock(self, collection: str, environment: str) -> threading.Lock:
         with self.changed:

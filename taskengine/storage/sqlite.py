@@ -33,7 +33,15 @@ from taskengine.errors import (
 )
 from taskengine.storage._database import Database
 from taskengine.storage._estimate import estimate_accepted
-from taskengine.storage._sqlfilter import Reader, count_pushed, pushed_condition, scan_pushed
+from taskengine.storage._sqlchange import change_rows
+from taskengine.storage._sqlfilter import (
+    BACKEND,
+    DOCUMENT,
+    Reader,
+    count_pushed,
+    pushed_condition,
+    scan_pushed,
+)
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -47,6 +55,7 @@ from taskengine.storage.base import (
     check_limit,
     check_name,
 )
+from taskengine.storage.changes import ChangeResult, ChangingStorage, ItemChange, change_by_scan
 from taskengine.storage.codec import admit_text, count_accepted, decode, lookup_id
 
 __all__ = ["SQLiteStorage"]
@@ -86,7 +95,7 @@ _second = operator.itemgetter(1)
 _COUNT_PAGE = 4096  # rows per read of a filtered count (the lock is released between)
 
 
-class SQLiteStorage(Storage):
+class SQLiteStorage(Storage, ChangingStorage):
     """Items in a SQLite database: durable, shareable with the task store, thread-safe.
 
     Args:
@@ -421,6 +430,47 @@ class SQLiteStorage(Storage):
         done = tuple(item_id for item_id in wanted if item_id in gone)
         missing = tuple(item_id for item_id in wanted if item_id not in gone)
         return WriteResult(done, missing)
+
+    def change_matching(
+        self,
+        collection: str,
+        environment: Environment | str,
+        *,
+        after: str | None,
+        limit: int,
+        filter: ItemFilter | None,
+        change: ItemChange,
+    ) -> ChangeResult:
+        """Change the next batch with SQL statements (see :class:`ChangingStorage`).
+
+        A batch is the next ``limit`` candidate rows; the rows the filter's and the
+        change's SQL forms decide are written by one ``DELETE``/``UPDATE ... RETURNING``
+        statement, the others in Python as on the scan path
+        (:mod:`taskengine.storage._sqlchange`). A filter without a SQL form, or an
+        SQLite without ``RETURNING`` (before 3.35), takes :func:`change_by_scan`.
+        """
+        check_limit(limit)
+        check_after(after)
+        env = Environment.coerce(environment)
+        condition = pushed_condition(filter) if filter is not None else None
+        if (filter is not None and condition is None) or not _HAS_RETURNING:
+            with self.database.transaction():
+                return change_by_scan(
+                    self, collection, env, after=after, limit=limit, filter=filter, change=change
+                )
+        with self.database.transaction() as conn:
+            return change_rows(
+                conn,
+                _target(conn, collection, env),
+                _ENV_CODE[env],
+                after=after,
+                limit=min(limit, _MAX_FETCH),
+                filter=filter,
+                condition=condition,
+                change=change,
+                backend=BACKEND,
+                document=DOCUMENT,
+            )
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:

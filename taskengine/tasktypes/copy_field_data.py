@@ -11,7 +11,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import attrs
 
+from taskengine import codes
 from taskengine.tasktype import BatchChanges, Plan, TaskType
+from taskengine.tasktypes._changes import CopyField, batch_changes
 from taskengine.tasktypes._common import (
     CollectionOptions,
     OptionsReader,
@@ -20,7 +22,6 @@ from taskengine.tasktypes._common import (
     target_json,
     typed_options,
 )
-from taskengine.tasktypes._fieldops import copy_item
 
 if TYPE_CHECKING:
     from taskengine.errors import Violation
@@ -81,12 +82,6 @@ def parse_copy_field_data_options(
     )
 
 
-@attrs.frozen
-class _CopyState:
-    source: str
-    target: str
-
-
 class CopyFieldDataExecutor:
     """Copies the source field into the target field of every item of the collection."""
 
@@ -98,15 +93,17 @@ class CopyFieldDataExecutor:
         """
         opts = typed_options(options, CopyFieldDataOptions)
         _, env = resolve_target(opts.collection, opts.environment, storage)
-        state = _CopyState(opts.source_field_key, opts.target_field_key)
+        state = CopyField(opts.source_field_key, opts.target_field_key)
         return Plan(opts.collection, env, None, state)
 
     def apply(self, plan: Plan, items: list[dict[str, Any]]) -> BatchChanges:
         """Copy the source value into the target field of each item that has a source."""
-        state: _CopyState = plan.state
-        source, target, copy = state.source, state.target, copy_item
-        replaces = [item for item in items if copy(item, source, target)]
-        return BatchChanges(replaces=replaces, unchanged=len(items) - len(replaces))
+        return batch_changes(plan.state, items, codes.ITEM_VALIDATION)
+
+    def item_change(self, plan: Plan) -> CopyField:
+        """The copy, for a storage that changes batches itself."""
+        change: CopyField = plan.state
+        return change
 
     def committed(self, plan: Plan, changes: BatchChanges, written: WriteResult) -> None:
         """Nothing to do after a copy batch."""

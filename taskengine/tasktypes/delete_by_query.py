@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 import attrs
 
 from taskengine.tasktype import BatchChanges, Plan, TaskType
+from taskengine.tasktypes._changes import DELETE_MATCHED, DeleteMatched
 from taskengine.tasktypes._common import (
     CollectionOptions,
     OptionsReader,
@@ -125,6 +126,10 @@ class DeleteByQueryExecutor:
     def apply(self, plan: Plan, items: list[dict[str, Any]]) -> BatchChanges:
         """Every matching item is deleted."""
         return BatchChanges(deletes=[item["_id"] for item in items])
+
+    def item_change(self, plan: Plan) -> DeleteMatched:
+        """Every matched item is deleted (a storage may do it in one statement)."""
+        return DELETE_MATCHED
 
     def committed(self, plan: Plan, changes: BatchChanges, written: WriteResult) -> None:
         """Nothing to do after a delete batch."""

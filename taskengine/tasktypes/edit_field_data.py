@@ -9,13 +9,14 @@ is not written.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import attrs
 
 from taskengine import codes
-from taskengine.tasktype import BatchChanges, ItemFailure, Plan, TaskType
+from taskengine.tasktype import BatchChanges, Plan, TaskType
+from taskengine.tasktypes._changes import EditField, batch_changes
 from taskengine.tasktypes._common import (
     CollectionOptions,
     OptionsReader,
@@ -26,7 +27,7 @@ from taskengine.tasktypes._common import (
     target_json,
     typed_options,
 )
-from taskengine.tasktypes._fieldops import EditRefused, Operations, ReplaceItem, compile_edit
+from taskengine.tasktypes._fieldops import Operations, ReplaceItem, compile_edit
 
 if TYPE_CHECKING:
     from taskengine.errors import Violation
@@ -148,18 +149,6 @@ def parse_edit_field_data_options(
     )
 
 
-@attrs.frozen
-class _EditState:
-    field_key: str
-    operations: Operations
-    edit: Callable[[dict[str, Any]], bool | EditRefused] = attrs.field(
-        init=False, eq=False, repr=False
-    )
-
-    def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "edit", compile_edit(self.field_key, self.operations))
-
-
 class EditFieldDataExecutor:
     """Applies the array operations to one field of every matching item."""
 
@@ -171,30 +160,20 @@ class EditFieldDataExecutor:
         """
         opts = typed_options(options, EditFieldDataOptions)
         _, env = resolve_target(opts.collection, opts.environment, storage)
-        state = _EditState(opts.field_key, opts.operations)
+        state = EditField(
+            opts.field_key, opts.operations, compile_edit(opts.field_key, opts.operations)
+        )
         compiled = compile_task_filter(opts.filter, opts.collection)
         return Plan(opts.collection, env, compiled, state)
 
     def apply(self, plan: Plan, items: list[dict[str, Any]]) -> BatchChanges:
         """Edit each item; changed ones are replaced, refused ones are item failures."""
-        state: _EditState = plan.state
-        key, edit = state.field_key, state.edit
-        replaces: list[dict[str, Any]] = []
-        append = replaces.append
-        failures: list[ItemFailure] = []
-        unchanged = 0
-        for item in items:
-            outcome = edit(item)
-            if outcome is True:
-                append(item)
-            elif outcome is False:
-                unchanged += 1
-            else:
-                assert isinstance(outcome, EditRefused)
-                failures.append(
-                    ItemFailure(item["_id"], codes.ITEM_VALIDATION, f"{key}: {outcome.reason}")
-                )
-        return BatchChanges(replaces=replaces, failures=failures, unchanged=unchanged)
+        return batch_changes(plan.state, items, codes.ITEM_VALIDATION)
+
+    def item_change(self, plan: Plan) -> EditField:
+        """The edit, for a storage that changes batches itself."""
+        change: EditField = plan.state
+        return change
 
     def committed(self, plan: Plan, changes: BatchChanges, written: WriteResult) -> None:
         """Nothing to do after an edit batch."""

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import attrs
 
 from taskengine import codes
-from taskengine._values import identical
 from taskengine.errors import TaskFailure
 from taskengine.tasktype import BatchChanges, Plan, TaskType
+from taskengine.tasktypes._changes import RemoveFields, SetField, batch_changes
 from taskengine.tasktypes._common import (
     CollectionOptions,
     OptionsReader,
@@ -173,6 +173,21 @@ def parse_update_publish_status_options(
 class _PublishState:
     operation: PublishOperation
     date: _dt.datetime | None
+    change: SetField | RemoveFields = attrs.field(init=False, eq=False)
+
+    def __attrs_post_init__(self) -> None:
+        op = self.operation
+        change: SetField | RemoveFields
+        if op is PublishOperation.SET_PUBLISHED_STATUS:
+            change = SetField(PUBLISH_STATUS, PUBLISHED)
+        elif op is PublishOperation.SET_DRAFT_STATUS:
+            change = SetField(PUBLISH_STATUS, DRAFT)
+        elif op is PublishOperation.CANCEL_SCHEDULING:
+            change = RemoveFields((PUBLISH_DATE, DRAFT_DATE), needs_ids=True)
+        else:
+            assert self.date is not None
+            change = SetField(_date_field(op), self.date, needs_ids=True)
+        object.__setattr__(self, "change", change)
 
 
 class UpdatePublishStatusExecutor:
@@ -214,35 +229,12 @@ class UpdatePublishStatusExecutor:
     def apply(self, plan: Plan, items: list[dict[str, Any]]) -> BatchChanges:
         """Change each item as the operation says; unchanged items are not written."""
         state: _PublishState = plan.state
-        op = state.operation
-        replaces: list[dict[str, Any]] = []
-        unchanged = 0
-        if op is PublishOperation.SET_PUBLISHED_STATUS or op is PublishOperation.SET_DRAFT_STATUS:
-            status = PUBLISHED if op is PublishOperation.SET_PUBLISHED_STATUS else DRAFT
-            for item in items:
-                if item.get(PUBLISH_STATUS) == status:
-                    unchanged += 1
-                else:
-                    item[PUBLISH_STATUS] = status
-                    replaces.append(item)
-        elif op is PublishOperation.CANCEL_SCHEDULING:
-            for item in items:
-                if PUBLISH_DATE in item or DRAFT_DATE in item:
-                    item.pop(PUBLISH_DATE, None)
-                    item.pop(DRAFT_DATE, None)
-                    replaces.append(item)
-                else:
-                    unchanged += 1
-        else:
-            field = _date_field(op)
-            date = state.date
-            for item in items:
-                if field in item and identical(item[field], date):
-                    unchanged += 1
-                else:
-                    item[field] = date
-                    replaces.append(item)
-        return BatchChanges(replaces=replaces, unchanged=unchanged)
+        return batch_changes(state.change, items, codes.ITEM_VALIDATION)
+
+    def item_change(self, plan: Plan) -> SetField | RemoveFields:
+        """The operation's change, for a storage that changes batches itself."""
+        state: _PublishState = plan.state
+        return state.change
 
     def committed(self, plan: Plan, changes: BatchChanges, written: WriteResult) -> None:
         """Put newly stored dates on the timeline; take cancelled ones off."""

@@ -356,21 +356,23 @@ def test_cancel_midway_counts_exact(storage: Storage) -> None:
             },
         }
     )
+    # Cancelled once the 5th batch committed (the hook runs on the scan path and on a
+    # storage that changes batches itself alike).
     executor = engine.task_types["EDIT_FIELD_DATA"].executor
-    original = executor.apply
+    original = executor.committed
     calls = {"n": 0}
 
-    def apply_then_cancel(plan: Any, batch: list[dict[str, Any]]) -> Any:
+    def committed_then_cancel(plan: Any, changes: Any, written: Any) -> None:
         calls["n"] += 1
         if calls["n"] == 5:
             engine.cancel_task(task.id)
-        return original(plan, batch)
+        original(plan, changes, written)
 
-    executor.apply = apply_then_cancel  # type: ignore[method-assign]
+    executor.committed = committed_then_cancel  # type: ignore[method-assign]
     try:
         engine.run_until_idle()
     finally:
-        executor.apply = original  # type: ignore[method-assign]
+        executor.committed = original  # type: ignore[method-assign]
     done = engine.get_task(task.id)
     assert done.status is TaskStatus.FAILED
     assert done.failures[0].code == "CANCELLED"
