@@ -8,16 +8,28 @@ from taskengine.storage.base import (
     Storage,
     WriteResult,
 )
+from taskengine.storage.changes import (
+    ChangeResult,
+    ChangingStorage,
+    ItemChange,
+    SQLChange,
+    change_by_scan,
+)
 from taskengine.storage.memory import MemoryStorage
 from taskengine.storage.sqlite import SQLiteStorage
 
 __all__ = [
+    "ChangeResult",
+    "ChangingStorage",
     "CollectionInfo",
     "Count",
     "Environment",
+    "ItemChange",
     "MemoryStorage",
     "Page",
+    "SQLChange",
     "SQLiteStorage",
     "Storage",
     "WriteResult",
+    "change_by_scan",
 ]

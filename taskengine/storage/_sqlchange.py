@@ -1,33 +1,40 @@
 """``SQLiteStorage.change_matching``: a batch changed by SQL statements, not item by item.
 
-A batch covers the next ``limit`` *candidate* rows after the checkpoint (rows meeting
-the filter's ``where``, or every row without a filter), found by one range read of the
-key (``ORDER BY id LIMIT 2 OFFSET limit - 1``): its last key bounds every statement of
-the batch, ``id > after AND id <= last``. Within that range:
+Which rows a batch covers, and how its statements name them:
 
-* rows meeting the filter's ``sure`` condition (every row, without a filter) and the
-  change's ``applies`` are written by one statement: ``DELETE ... RETURNING id``, or
-  ``UPDATE ... SET doc = <value> WHERE ... AND <changes> RETURNING id``;
-* the other candidates (undecided by the filter's SQL, or outside ``applies``) are read,
-  checked with the filter in Python, and changed by the change's Python form, exactly as
-  the scan path does; rows the SQL form leaves unchanged are counted in the same read.
+* **without a filter**, the next ``limit`` rows by key: one range read of the key
+  (``ORDER BY id LIMIT 2 OFFSET limit - 1``) finds the batch's last key, and every
+  statement is bounded by ``id > after AND id <= last``;
+* **with a filter**, the next ``limit`` *candidate* rows (meeting its SQL ``where``): one
+  read of their ids and whether each meets ``sure``, and the statements name them by id
+  (``id IN (SELECT value FROM json_each(?))``), so the filter's SQL runs once per row. A
+  batch holding an id with U+0000 (which ``json_each`` cannot carry) is left to
+  :func:`~taskengine.storage.changes.change_by_scan`.
 
-Everything runs in one transaction (the caller's ``atomic()`` block, with the task's
-checkpoint), so the batch commits whole or not at all.
+Within the batch, the rows sure to match and inside the change's SQL form (its
+``applies``) are written by one statement: ``DELETE``, or ``UPDATE ... SET doc = <value>
+WHERE ... AND <changes>`` (``RETURNING id`` only when the change needs the ids). The
+others (undecided by the filter's SQL, or outside ``applies``) are read, checked with the
+filter in Python and changed by the change's Python form, exactly as the scan path does.
+Rows the statement leaves unchanged are counted from the batch's size. Everything runs
+in one transaction (the caller's ``atomic()`` block, with the task's checkpoint), so the
+batch commits whole or not at all.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from typing import Any, Final
 
-from taskengine.storage.base import ItemFilter, SQLFilterCondition
+from taskengine.storage.base import Item, ItemFilter, SQLFilterCondition
 from taskengine.storage.changes import ChangeResult, ItemChange, SQLChange, split_outcomes
 from taskengine.storage.codec import admit_text, decode
 
 __all__ = ["change_rows"]
 
 _ITEMS: Final = "taskengine_items WHERE coll = ? AND env = ?"
+_BY_ID: Final = f"{_ITEMS} AND id IN (SELECT value FROM json_each(?))"
 _UPDATE_ONE: Final = "UPDATE taskengine_items SET doc = ? WHERE coll = ? AND env = ? AND id = ?"
 _DELETE_ONE: Final = "DELETE FROM taskengine_items WHERE coll = ? AND env = ? AND id = ?"
 
@@ -57,79 +64,93 @@ def change_rows(
     change: ItemChange,
     backend: str,
     document: str,
-) -> ChangeResult:
+) -> ChangeResult | None:
     """Change the next batch of the item set ``(coll, env)`` inside the open transaction.
 
     ``condition`` is ``filter``'s SQL form (``None`` only when ``filter`` is ``None``).
+    Returns ``None``, having written nothing, for a batch this cannot name by id.
     """
-    # The batch's key range: up to ``limit`` candidates after ``after``.
-    candidates = _Query(f" AND ({condition.where})", condition.where_params) if condition else None
-    keys = _Query("" if after is None else " AND id > ?", () if after is None else (after,))
-
-    def in_range(head: _Query) -> _Query:
-        head.add(f" FROM {_ITEMS}", (coll, env)).add(keys.sql, keys.params)
-        if candidates is not None:
-            head.add(candidates.sql, candidates.params)
-        return head
-
-    edge = in_range(_Query("SELECT id")).add(" ORDER BY id LIMIT 2 OFFSET ?", (limit - 1,))
-    bounds = conn.execute(edge.sql, edge.params).fetchall()
+    keys = _Query(f"{_ITEMS}{'' if after is None else ' AND id > ?'}", (coll, env))
+    if after is not None:
+        keys.params.append(after)
     cursor: str | None = None
-    if len(bounds) == 2:
-        cursor = bounds[0][0]
-        keys.add(" AND id <= ?", (cursor,))
-    exact = condition is None or condition.exact
-    sure = _Query("TRUE") if exact else _Query(f"({condition.sure})", condition.sure_params)  # type: ignore[union-attr]
+    unsure: list[str] = []
+    if condition is None:
+        edge = _Query("SELECT id FROM ").add(keys.sql, keys.params)
+        bounds = conn.execute(
+            edge.add(" ORDER BY id LIMIT 2 OFFSET ?", (limit - 1,)).sql, edge.params
+        ).fetchall()
+        if len(bounds) == 2:
+            cursor = bounds[0][0]
+            keys.add(" AND id <= ?", (cursor,))
+        scope = keys
+        if len(bounds) == 0:
+            size = conn.execute(
+                _Query("SELECT count(*) FROM ").add(keys.sql, keys.params).sql, keys.params
+            ).fetchone()[0]
+        else:
+            size = limit
+    else:
+        sure_sql = "TRUE" if condition.exact else f"({condition.sure})"
+        sure_params = () if condition.exact else condition.sure_params
+        read = _Query(f"SELECT id, {sure_sql} FROM ", sure_params).add(keys.sql, keys.params)
+        read.add(
+            f" AND ({condition.where}) ORDER BY id LIMIT ?", (*condition.where_params, limit + 1)
+        )
+        rows = conn.execute(read.sql, read.params).fetchall()
+        if len(rows) > limit:
+            del rows[limit:]
+            cursor = rows[-1][0]
+        if any("\x00" in row[0] for row in rows):
+            return None
+        sure = [item_id for item_id, decided in rows if decided]
+        unsure = [item_id for item_id, decided in rows if not decided]
+        scope = _Query(_BY_ID, (coll, env, json.dumps(sure)))
+        size = len(sure)
     form: SQLChange | None = None if change.deletes else change.to_sql(backend, document)
 
-    # Rows for Python: undecided by the filter's SQL, or outside the change's SQL form.
-    if form is None and not change.deletes:
-        by_hand: _Query | None = _Query("TRUE")
-    else:
-        applies = "TRUE" if form is None else form.applies
-        if exact and applies == "TRUE":
-            by_hand = None  # the statement decides every row
-        else:
-            by_hand = _Query(f"({sure.sql} IS NOT TRUE OR ({applies}) IS NOT TRUE)")
-            by_hand.params = [*sure.params, *(() if form is None else form.applies_params)]
-    items = []
-    read_rows = 0
-    if by_hand is not None:
-        read = in_range(_Query(f"SELECT doc, {sure.sql}", tuple(sure.params)))
-        read.add(f" AND {by_hand.sql}", by_hand.params)
-        for text, decided in conn.execute(read.sql, read.params):
-            read_rows += 1
-            item = decode(text)
-            if decided or filter is None or filter(item):
-                items.append(item)
-
+    # Rows for Python: undecided by the filter's SQL, and rows outside the change's SQL form.
+    items: list[Item] = []
+    if unsure:
+        by_id = _Query(f"SELECT doc FROM {_BY_ID}", (coll, env, json.dumps(unsure)))
+        items = [
+            item for item in map(decode, _texts(conn, by_id)) if filter is None or filter(item)
+        ]
     # The statement: every sure row within the change's SQL form, at once.
     written = unchanged = 0
     done: list[str] = []
-    if change.deletes or form is not None:
+    if change.deletes or (form is not None and size):
         if change.deletes:
-            write = in_range(_Query("DELETE")).add(f" AND {sure.sql}", sure.params)
-            decided = 0
+            write = _Query("DELETE FROM ").add(scope.sql, scope.params)
         else:
             assert form is not None
-            write = _Query(f"UPDATE taskengine_items SET doc = {form.value}", form.value_params)
-            write.add(f" WHERE coll = ? AND env = ?{keys.sql}", (coll, env, *keys.params))
-            if candidates is not None:
-                write.add(candidates.sql, candidates.params)
-            write.add(f" AND {sure.sql} AND ({form.applies})", (*sure.params, *form.applies_params))
-            write.add(f" AND ({form.changes})", form.changes_params)
-            # The rows the statement decides, written or not (for the unchanged count).
-            if cursor is not None or len(bounds) == 1:
-                decided = limit - read_rows
-            else:
-                total = in_range(_Query("SELECT count(*)"))
-                decided = conn.execute(total.sql, total.params).fetchone()[0] - read_rows
+            write = _Query(
+                f"UPDATE taskengine_items SET doc = {form.value} WHERE ", form.value_params
+            )
+            write.add(scope.sql.removeprefix("taskengine_items WHERE "), scope.params)
+            write.add(
+                f" AND ({form.applies}) AND ({form.changes})",
+                (*form.applies_params, *form.changes_params),
+            )
         if change.needs_ids:
             done = [row[0] for row in conn.execute(write.sql + " RETURNING id", write.params)]
             written = len(done)
         else:
             written = conn.execute(write.sql, write.params).rowcount
-        unchanged = decided - written if not change.deletes else 0
+
+    # Sure rows outside the change's SQL form, for Python. Read after the statement (a row
+    # it wrote still meets ``applies``), and only when it did not write every sure row.
+    if not change.deletes:
+        outside = 0
+        if form is None or (form.applies != "TRUE" and written < size):
+            read = _Query("SELECT doc FROM ").add(scope.sql, scope.params)
+            if form is not None:
+                read.add(f" AND ({form.applies}) IS NOT TRUE", form.applies_params)
+            texts = _texts(conn, read)
+            outside = len(texts)
+            items += map(decode, texts)
+        if form is not None:
+            unchanged = size - outside - written
 
     # The rest, item by item, as on the scan path.
     refused: tuple[tuple[str, str], ...] = ()
@@ -141,9 +162,13 @@ def change_rows(
             writes, kept, refusals = split_outcomes(change, items)
             unchanged += kept
             refused = tuple(refusals)
-            texts = [admit_text(item) for item in writes]
-            conn.executemany(_UPDATE_ONE, [(text, coll, env, item_id) for item_id, text in texts])
-            ids = [item_id for item_id, _ in texts]
+            encoded = [admit_text(item) for item in writes]
+            conn.executemany(_UPDATE_ONE, [(text, coll, env, item_id) for item_id, text in encoded])
+            ids = [item_id for item_id, _ in encoded]
         done += ids
         written += len(ids)
     return ChangeResult(cursor, written, tuple(done), unchanged, refused)
+
+
+def _texts(conn: sqlite3.Connection, query: _Query) -> list[str]:
+    return [row[0] for row in conn.execute(query.sql, query.params)]

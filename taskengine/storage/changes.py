@@ -40,7 +40,9 @@ class SQLChange(Protocol):
     would write, value for value) and ``changes`` says whether it differs from the stored
     one (rows where it does not are counted unchanged and not written). Rows where
     ``applies`` does not hold must go through the Python form. Each part is SQL text with
-    the backend's placeholders, and its parameters in placeholder order.
+    the backend's placeholders, and its parameters in placeholder order. ``applies``
+    must still hold on a row after ``value`` was written to it (an adapter may look for
+    the rows outside it after the statement).
     """
 
     @property

@@ -459,7 +459,7 @@ class SQLiteStorage(Storage, ChangingStorage):
                     self, collection, env, after=after, limit=limit, filter=filter, change=change
                 )
         with self.database.transaction() as conn:
-            return change_rows(
+            result = change_rows(
                 conn,
                 _target(conn, collection, env),
                 _ENV_CODE[env],
@@ -471,6 +471,11 @@ class SQLiteStorage(Storage, ChangingStorage):
                 backend=BACKEND,
                 document=DOCUMENT,
             )
+            if result is None:  # a batch it cannot name by id (U+0000 in one)
+                result = change_by_scan(
+                    self, collection, env, after=after, limit=limit, filter=filter, change=change
+                )
+            return result
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:

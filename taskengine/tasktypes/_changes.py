@@ -6,11 +6,13 @@ changes batches itself (``change_matching``) may run its SQL form instead. The S
 are SQLite's (JSON1 over the codec's JSON text) and are offered only where they are exact,
 value for value, against the Python form:
 
-* a value copied or compared as JSON text is the codec's own text (SQLite's ``->`` gives
-  a value's text as stored, and ``json_set`` inserts it as it is), so text equality is
-  :func:`identical` except for ``-0.0`` against ``0.0`` (equal, different text): documents
-  holding ``-0.0`` anywhere are left to Python (``applies``), as are documents holding
-  ``\\u0000`` (SQLite text stops at NUL in places);
+* values are copied and compared as JSON text, never as SQL values: SQLite's ``->``
+  gives a value's text as stored (the codec's), ``json_set`` inserts ``json(text)`` as it
+  is, and new values are the codec's text of the option value. So no string holding
+  U+0000 reaches SQLite as text (where it would stop there), and text equality is
+  :func:`identical`, escapes included (SQLite's and the codec's agree), except for
+  ``-0.0`` against ``0.0`` (equal, different text): a copy leaves documents holding
+  ``-0.0`` anywhere to Python (``applies``);
 * field keys become JSON paths bound as parameters, ``$."key"``; a key holding ``"``,
   ``\\`` or a control character has no SQL form.
 
@@ -47,10 +49,8 @@ _SQLITE: Final = "sqlite"
 # ``->`` (a value's JSON text as stored) came with SQLite 3.38.
 _HAS_ARROW: Final = sqlite3.sqlite_version_info >= (3, 38)
 # Documents a SQL form leaves to Python (see the module docstring): ones holding
-# ``-0.0`` where values are compared as text, ones holding ``\u0000`` where SQLite
-# compares a value it extracted.
+# ``-0.0`` where values are compared as text.
 _NO_NEGATIVE_ZERO: Final = "instr({doc}, '-0.0') = 0"
-_NO_NUL: Final = "instr({doc}, '\\u0000') = 0"
 
 
 @attrs.frozen
@@ -133,20 +133,13 @@ class SetField:
         path = _path(self.field)
         if backend != _SQLITE or path is None or not _HAS_ARROW:
             return None
-        if isinstance(self.value, str):
-            return SqlChange(
-                f"json_set({document}, ?, ?)",
-                (path, self.value),
-                _NO_NUL.format(doc=document),
-                (),
-                f"(json_type({document}, ?) IS NOT 'text' OR json_extract({document}, ?) IS NOT ?)",
-                (path, path, self.value),
-            )
-        text = encode({"v": self.value})[5:-1]  # the codec's text of the date
+        # Compared as the codec's text (a string's escapes are canonical: SQLite's and
+        # the codec's agree), so no text holding U+0000 is ever handed to SQLite.
+        text = encode({"v": self.value})[5:-1]
         return SqlChange(
             f"json_set({document}, ?, json(?))",
             (path, text),
-            "TRUE",  # a date's text holds no -0.0, and only text is compared
+            "TRUE",  # a string's or a date's text holds no -0.0
             (),
             f"(({document} -> ?) IS NOT ?)",
             (path, text),

@@ -265,3 +265,55 @@ def test_edges_where_sql_and_python_part(
         got = run_all(SQLiteStorage.change_matching, fast, None, change, limit)
         assert texts(fast) == texts(reference)
         assert got[:3] == expected[:3]
+
+
+def test_a_batch_with_nul_in_an_id_ends_alike() -> None:
+    """Ids holding U+0000 (which SQLite's json_each cannot carry) take the scan path."""
+    items = [{"_id": f"a\x00{n}", "n": n, "t": []} for n in range(6)]
+    items += [{"_id": f"b{n}", "n": n, "t": []} for n in range(6)]
+    flt = compile_filter({"n": {"$gte": 2}}, "wix")
+    for change in (DELETE_MATCHED, _edit("t", Operations(add_items=("x",)))):
+        with SQLiteStorage(":memory:") as fast, SQLiteStorage(":memory:") as reference:
+            for storage in (fast, reference):
+                storage.create_collection("c")
+                storage.insert_items("c", "LIVE", items)
+            expected = run_all(change_by_scan, reference, flt, change, 3)
+            got = run_all(SQLiteStorage.change_matching, fast, flt, change, 3)
+            assert texts(fast) == texts(reference)
+            assert got[:3] == expected[:3] == (8, 0, set())
+
+
+class Wrapper:
+    """A README-style adapter: delegates every other method to SQLite, counts its writes."""
+
+    def __init__(self, inner: SQLiteStorage) -> None:
+        self._inner = inner
+        self.writes = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def replace_items(self, collection: str, environment: Any, items: Any) -> Any:
+        self.writes += 1
+        return self._inner.replace_items(collection, environment, items)
+
+
+def test_a_wrapping_adapter_keeps_its_own_writes() -> None:
+    """The engine looks ``change_matching`` up on the adapter's class: a wrapper that
+    delegates through ``__getattr__`` is not bypassed by the inner adapter's method."""
+    with SQLiteStorage(":memory:") as inner:
+        inner.create_collection("c")
+        inner.insert_items("c", "LIVE", [{"_id": f"i{n}", "v": n} for n in range(7)])
+        wrapper = Wrapper(inner)
+        engine = TaskEngine(wrapper, task_store=SQLiteTaskStore(inner.database), batch_size=3)  # type: ignore[arg-type]
+        spec = SPECS[3]
+        task = engine.create_task(
+            {
+                "type": spec["type"],
+                "copyFieldDataOptions": {**spec["copyFieldDataOptions"], "dataCollectionId": "c"},
+            }
+        )
+        engine.run_until_idle()
+        assert engine.get_task(task.id).items_succeeded == 7
+        assert wrapper.writes == 3
+        assert all(item["w"] == item["v"] for item in inner.find("c", "LIVE"))
