@@ -105,6 +105,7 @@ class Batches:
         clock: where timestamps come from.
         retention: how long finished tasks are kept.
         batch_size: items per batch (one scan page, one write, one checkpoint).
+        set_batch_size: rows per set-based batch (one the storage runs itself).
         max_retries: retries of a batch hit by a ``StorageError``.
         retry_delay: seconds before the first retry (doubled each time).
         task_types: the engine's registered types by name (the live mapping).
@@ -120,6 +121,7 @@ class Batches:
     clock: Clock
     retention: timedelta
     batch_size: int
+    set_batch_size: int
     max_retries: int
     retry_delay: float
     task_types: Mapping[str, TaskType]
@@ -368,7 +370,7 @@ class Batches:
             return None
         change_matching = unbound.__get__(self.storage)
         collection, environment, accept = plan.collection, plan.environment, plan.filter
-        batch_size, atomic, clock = self.batch_size, self.storage.atomic, self.clock
+        batch_size, atomic, clock = self.set_batch_size, self.storage.atomic, self.clock
 
         def set_step(
             checkpoint: str | None,
