@@ -170,7 +170,7 @@ class TaskEngine:
             ("workers", workers, 1),
             ("batch_size", batch_size, 1),
             ("max_retries", max_retries, 0),
-            ("set_batch_size", batch_size if set_batch_size is None else set_batch_size, 1),
+            *([] if set_batch_size is None else [("set_batch_size", set_batch_size, 1)]),
         ):
             if type(value) is not int or value < low:
                 problems.append(Violation(name, f"must be an integer >= {low}, got {value!r}"))

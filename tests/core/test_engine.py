@@ -300,6 +300,9 @@ def test_bad_settings_are_rejected() -> None:
     with pytest.raises(InvalidRequest) as info:
         TaskEngine(MemoryStorage(), task_types=[], workers=0, batch_size=0, retention=timedelta(-1))
     assert {v.field for v in info.value.violations} == {"workers", "batch_size", "retention"}
+    with pytest.raises(InvalidRequest) as info:
+        TaskEngine(MemoryStorage(), task_types=[], set_batch_size=0)
+    assert [v.field for v in info.value.violations] == ["set_batch_size"]
 
 
 def test_duplicate_task_type_is_rejected(executor: CountExecutor) -> None:

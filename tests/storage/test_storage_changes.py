@@ -317,3 +317,34 @@ def test_a_wrapping_adapter_keeps_its_own_writes() -> None:
         assert engine.get_task(task.id).items_succeeded == 7
         assert wrapper.writes == 3
         assert all(item["w"] == item["v"] for item in inner.find("c", "LIVE"))
+
+
+@pytest.mark.parametrize(("settings", "batches"), [({}, 4), ({"set_batch_size": 5}, 2)])
+def test_set_batch_size_sets_the_rows_per_set_based_batch(
+    settings: dict[str, Any], batches: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Set-based batches cover ``set_batch_size`` rows (default ``batch_size``)."""
+    with SQLiteStorage(":memory:") as storage:
+        storage.create_collection("c")
+        storage.insert_items("c", "LIVE", [{"_id": f"i{n}", "v": n} for n in range(8)])
+        engine = TaskEngine(
+            storage, task_store=SQLiteTaskStore(storage.database), batch_size=2, **settings
+        )
+        executor = engine.task_types["COPY_FIELD_DATA"].executor
+        seen: list[int] = []
+        monkeypatch.setattr(
+            executor, "committed", lambda plan, changes, written: seen.append(changes.unchanged)
+        )
+        task = engine.create_task(
+            {
+                "type": "COPY_FIELD_DATA",
+                "copyFieldDataOptions": {
+                    "dataCollectionId": "c",
+                    "sourceFieldKey": "v",
+                    "targetFieldKey": "w",
+                },
+            }
+        )
+        engine.run_until_idle()
+        assert engine.get_task(task.id).items_succeeded == 8
+        assert len(seen) == batches
