@@ -179,7 +179,9 @@ def run_task(storage: SQLiteStorage, spec: dict[str, Any]) -> Task:
     """One task on ``storage`` (tasks in the same database), run to its end."""
     options = {**next(v for k, v in spec.items() if k != "type"), "dataCollectionId": "c"}
     key = next(k for k in spec if k != "type")
-    engine = TaskEngine(storage, task_store=SQLiteTaskStore(storage.database), batch_size=3)
+    engine = TaskEngine(
+        storage, task_store=SQLiteTaskStore(storage.database), batch_size=3, set_batch_size=3
+    )
     task = engine.create_task({"type": spec["type"], key: options})
     engine.run_until_idle()
     return engine.get_task(task.id)
@@ -319,11 +321,13 @@ def test_a_wrapping_adapter_keeps_its_own_writes() -> None:
         assert all(item["w"] == item["v"] for item in inner.find("c", "LIVE"))
 
 
-@pytest.mark.parametrize(("settings", "batches"), [({}, 4), ({"set_batch_size": 5}, 2)])
+@pytest.mark.parametrize(
+    ("settings", "batches"), [({}, 1), ({"set_batch_size": 5}, 2), ({"set_batch_size": 2}, 4)]
+)
 def test_set_batch_size_sets_the_rows_per_set_based_batch(
     settings: dict[str, Any], batches: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Set-based batches cover ``set_batch_size`` rows (default ``batch_size``)."""
+    """Set-based batches cover ``set_batch_size`` rows (default ten times ``batch_size``)."""
     with SQLiteStorage(":memory:") as storage:
         storage.create_collection("c")
         storage.insert_items("c", "LIVE", [{"_id": f"i{n}", "v": n} for n in range(8)])
