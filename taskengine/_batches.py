@@ -388,19 +388,21 @@ class Batches:
                             filter=accept,
                             change=change,
                         )
-                        # Items written without their ids reported count as succeeded
-                        # all the same (``unchanged`` carries them into the counters).
-                        unreported = result.written - len(result.done)
                         changes = BatchChanges(
                             failures=[
                                 ItemFailure(item_id, codes.ITEM_VALIDATION, reason)
                                 for item_id, reason in result.refused
                             ],
-                            unchanged=result.unchanged + unreported,
+                            unchanged=result.unchanged,
                         )
                         written = WriteResult(result.done, result.missing)
+                        # Items written without their ids reported (the change did not
+                        # ask for them) count as succeeded all the same.
+                        counted = attrs.evolve(
+                            changes, unchanged=result.unchanged + result.written - len(result.done)
+                        )
                         updated = self._record(
-                            fence, task_id, plan, changes, written, result.cursor, now
+                            fence, task_id, plan, counted, written, result.cursor, now
                         )
                 except _Gone:
                     return None, _NOTHING, None, None

@@ -128,7 +128,14 @@ class BatchChanges:
 
 
 class Executor(Protocol):
-    """Runs one task type; the engine calls it from a worker thread."""
+    """Runs one task type; the engine calls it from a worker thread.
+
+    An executor may also define ``item_change(plan)``, returning its per-item change as
+    a :class:`taskengine.storage.changes.ItemChange` (or ``None``): a storage that
+    implements ``ChangingStorage`` then runs the task's batches itself (set-based
+    batches; ``SQLiteStorage`` with one SQL statement per batch) instead of the engine
+    calling :meth:`apply`. Both must give the same result. The built-in types define it.
+    """
 
     def plan(self, options: TaskOptions, storage: Storage) -> Plan:
         """Decide what the task works on, when it starts (and again when it resumes).
@@ -146,7 +153,13 @@ class Executor(Protocol):
         """
 
     def committed(self, plan: Plan, changes: BatchChanges, written: WriteResult) -> None:
-        """Hear that a batch's writes committed (e.g. register new schedule dates)."""
+        """Hear that a batch's writes committed (e.g. register new schedule dates).
+
+        After a set-based batch (one the storage ran itself, through the change the
+        executor's optional ``item_change(plan)`` returned), ``changes`` holds its
+        failures and unchanged count but no items, and ``written.done`` lists the ids
+        written only when that change ``needs_ids`` (else it may leave some out).
+        """
 
 
 class Service(Protocol):

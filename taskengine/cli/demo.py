@@ -44,6 +44,7 @@ from taskengine.errors import CollectionNotFound
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Storage, WriteResult
+    from taskengine.storage.changes import ItemChange, SQLChange
     from taskengine.task import Task
     from taskengine.tasktype import BatchChanges, Executor, Plan, TaskOptions, TaskType
     from taskengine.tasktypes import BuiltinTypes
@@ -166,10 +167,31 @@ class _CountingExecutor:
     def apply(self, plan: Plan, items: list[dict[str, Any]]) -> BatchChanges:
         return self._inner.apply(plan, items)
 
+    def item_change(self, plan: Plan) -> ItemChange | None:
+        make = getattr(self._inner, "item_change", None)
+        change = None if make is None else make(plan)
+        return None if change is None else _WithIds(change)
+
     def committed(self, plan: Plan, changes: BatchChanges, written: WriteResult) -> None:
         with self._lock:
             self.written += len(written.done)
         self._inner.committed(plan, changes, written)
+
+
+class _WithIds:
+    """A built-in change that asks for the ids it writes (the demo counts them)."""
+
+    needs_ids = True
+
+    def __init__(self, inner: ItemChange) -> None:
+        self._inner = inner
+        self.deletes = inner.deletes
+
+    def __call__(self, item: dict[str, Any], /) -> dict[str, Any] | str | None:
+        return self._inner(item)
+
+    def to_sql(self, backend: str, document: str) -> SQLChange | None:
+        return self._inner.to_sql(backend, document)
 
 
 def _counting_task_types(
