@@ -325,7 +325,7 @@ def open_engine(
     create: bool = False,
     start: bool = False,
     workers: int = 1,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     read_only: bool = False,
     task_types: Iterable[TaskType] | None = None,
     adopt: bool = True,
@@ -348,6 +348,8 @@ def open_engine(
         lease: seconds an engine's claim on a task lasts unrenewed (``None``: the
             engine's default).
         poll: seconds between the engine's looks for work (``None``: its default).
+        batch_size: rows per batch of either kind (scan-path and set-based batches;
+            ``None``: the engine's defaults).
 
     Raises:
         CommandError: see :func:`open_storage`.
@@ -364,12 +366,13 @@ def open_engine(
         tuning["lease"] = timedelta(seconds=lease)
     if poll is not None:
         tuning["poll_interval"] = poll
+    if batch_size is not None:
+        tuning["batch_size"] = tuning["set_batch_size"] = batch_size
     with open_storage(db, create=create) as (storage, store):
         engine = TaskEngine(
             storage,
             task_store=store,
             workers=workers,
-            batch_size=batch_size,
             task_types=task_types,
             adopt=adopt,
             **tuning,

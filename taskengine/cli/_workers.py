@@ -203,11 +203,11 @@ def _command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
         repr(args.lease),
         "--poll",
         repr(args.poll),
-        "--batch-size",
-        str(args.batch_size),
         "--parent",
         str(os.getpid()),
     ]
+    if args.batch_size is not None:
+        command += ["--batch-size", str(args.batch_size)]
     if args.quiet:
         command.append("--quiet")
     return command, env

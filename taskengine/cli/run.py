@@ -85,7 +85,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="create no task: run the unfinished ones no live engine owns, then exit",
     )
     run.add_argument("--quiet", action="store_true", help="no progress output")
-    run.add_argument("--batch-size", type=positive, default=500, help=argparse.SUPPRESS)
+    run.add_argument("--batch-size", type=positive, default=None, help=argparse.SUPPRESS)
     run.set_defaults(handler=run_command, check=_check_arguments)
 
 
@@ -161,7 +161,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return exit_code_for(final)
 
 
-def resume(db: str, batch_size: int, *, quiet: bool, out: TextIO, err: TextIO) -> int:
+def resume(db: str, batch_size: int | None, *, quiet: bool, out: TextIO, err: TextIO) -> int:
     """``taskengine run --resume``: run the unfinished tasks no live engine owns, one at
     a time, until none is left; returns the highest exit code of their outcomes, or
     :data:`EXIT_INTERRUPTED` when SIGINT or SIGTERM stopped it first."""

@@ -69,7 +69,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         f"(default {DEFAULT_TIMEOUT})",
     )
     serve.add_argument("--quiet", action="store_true", help="do not log requests")
-    serve.add_argument("--batch-size", type=positive, default=500, help=argparse.SUPPRESS)
+    serve.add_argument("--batch-size", type=positive, default=None, help=argparse.SUPPRESS)
     serve.set_defaults(handler=run_command)
 
 

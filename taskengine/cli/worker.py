@@ -86,7 +86,7 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="seconds between looks for new or abandoned tasks (default 0.5)",
     )
     worker.add_argument("--quiet", action="store_true", help="no line per task")
-    worker.add_argument("--batch-size", type=positive, default=500, help=argparse.SUPPRESS)
+    worker.add_argument("--batch-size", type=positive, default=None, help=argparse.SUPPRESS)
     worker.add_argument("--parent", type=int, default=None, help=argparse.SUPPRESS)
     worker.set_defaults(handler=run_command)
 

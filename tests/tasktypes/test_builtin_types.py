@@ -345,7 +345,7 @@ def test_cancel_midway_counts_exact(storage: Storage) -> None:
     """Cancelling a RUNNING task stops it between batches; counters match the writes."""
     storage.create_collection("C")
     storage.insert_items("C", "LIVE", [{"_id": f"{i:04d}", "t": []} for i in range(300)])
-    engine = TaskEngine(storage, batch_size=10, clock=ManualClock(START))
+    engine = TaskEngine(storage, batch_size=10, set_batch_size=10, clock=ManualClock(START))
     task = engine.create_task(
         {
             "type": "EDIT_FIELD_DATA",
