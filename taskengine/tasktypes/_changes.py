@@ -32,7 +32,13 @@ import attrs
 from taskengine.storage.changes import split_outcomes
 from taskengine.storage.codec import encode
 from taskengine.tasktype import BatchChanges, ItemFailure
-from taskengine.tasktypes._fieldops import EditRefused, Operations, copy_item, identical
+from taskengine.tasktypes._fieldops import (
+    EditRefused,
+    Operations,
+    compile_edit,
+    copy_item,
+    identical,
+)
 
 __all__ = [
     "DELETE_MATCHED",
@@ -225,6 +231,11 @@ class EditField:
     edit: Callable[[dict[str, Any]], bool | EditRefused]
     deletes: bool = attrs.field(default=False, init=False)
     needs_ids: bool = attrs.field(default=False, init=False)
+
+    @classmethod
+    def of(cls, field_key: str, operations: Operations) -> EditField:
+        """The edit of ``operations`` on ``field_key``, its Python form compiled once."""
+        return cls(field_key, operations, compile_edit(field_key, operations))
 
     def __call__(self, item: dict[str, Any], /) -> dict[str, Any] | str | None:
         """The edited item, ``None`` when unchanged, or the refusal."""

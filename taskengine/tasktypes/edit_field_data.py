@@ -27,7 +27,7 @@ from taskengine.tasktypes._common import (
     target_json,
     typed_options,
 )
-from taskengine.tasktypes._fieldops import Operations, ReplaceItem, compile_edit
+from taskengine.tasktypes._fieldops import Operations, ReplaceItem
 
 if TYPE_CHECKING:
     from taskengine.errors import Violation
@@ -160,9 +160,7 @@ class EditFieldDataExecutor:
         """
         opts = typed_options(options, EditFieldDataOptions)
         _, env = resolve_target(opts.collection, opts.environment, storage)
-        state = EditField(
-            opts.field_key, opts.operations, compile_edit(opts.field_key, opts.operations)
-        )
+        state = EditField.of(opts.field_key, opts.operations)
         compiled = compile_task_filter(opts.filter, opts.collection)
         return Plan(opts.collection, env, compiled, state)
 

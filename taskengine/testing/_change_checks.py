@@ -25,7 +25,7 @@ from taskengine.tasktypes._changes import (
     RemoveFields,
     SetField,
 )
-from taskengine.tasktypes._fieldops import Operations, ReplaceItem, compile_edit
+from taskengine.tasktypes._fieldops import Operations, ReplaceItem
 from taskengine.testing._checks import PLUS_0530, ConformanceError, expect, register, same_value
 
 __all__ = ["check_change_matching_agrees", "check_change_matching_refuses_whole"]
@@ -43,10 +43,6 @@ _ITEMS: list[dict[str, Any]] = [
 ]
 
 
-def _edit(key: str, ops: Operations) -> EditField:
-    return EditField(key, ops, compile_edit(key, ops))
-
-
 _CHANGES: list[tuple[str, ItemChange]] = [
     ("delete", DELETE_MATCHED),
     ("set a string", SetField("s", "DRAFT", needs_ids=True)),
@@ -54,10 +50,10 @@ _CHANGES: list[tuple[str, ItemChange]] = [
     ("remove fields", RemoveFields(("d", "z"), needs_ids=True)),
     ("copy", CopyField("z", "w")),
     ("copy a string", CopyField("s", "t")),
-    ("add to an array", _edit("t", Operations(add_items=("x", 1.0, -0.0)))),
+    ("add to an array", EditField.of("t", Operations(add_items=("x", 1.0, -0.0)))),
     (
         "edit an array",
-        _edit(
+        EditField.of(
             "t",
             Operations(
                 remove_items=("y",),

@@ -33,7 +33,7 @@ from taskengine.tasktypes._changes import (
     RemoveFields,
     SetField,
 )
-from taskengine.tasktypes._fieldops import Operations, ReplaceItem, compile_edit
+from taskengine.tasktypes._fieldops import Operations, ReplaceItem
 
 KEYS = st.sampled_from(sq.KEYS)
 DATES = st.sampled_from(
@@ -43,10 +43,6 @@ DATES = st.sampled_from(
         datetime(2020, 1, 1, 12, 30),
     ]
 )
-
-
-def _edit(key: str, ops: Operations) -> EditField:
-    return EditField(key, ops, compile_edit(key, ops))
 
 
 small_values = sq.values(max_leaves=3).map(sq.storable)
@@ -69,9 +65,11 @@ changes: st.SearchStrategy[ItemChange] = st.one_of(
         RemoveFields, st.lists(KEYS, min_size=1, max_size=2).map(tuple), needs_ids=st.booleans()
     ),
     st.builds(CopyField, KEYS, KEYS).filter(lambda c: c.source != c.target),
-    st.builds(_edit, KEYS, operations),
+    st.builds(EditField.of, KEYS, operations),
     st.builds(
-        _edit, KEYS, st.builds(Operations, add_items=st.lists(small_values, min_size=1, max_size=3))
+        EditField.of,
+        KEYS,
+        st.builds(Operations, add_items=st.lists(small_values, min_size=1, max_size=3)),
     ),
 )
 
@@ -247,7 +245,9 @@ EDGES: list[tuple[list[dict[str, Any]], ItemChange]] = [
     # addItems on arrays, null, missing, and values it must refuse
     (
         [{"t": [1]}, {"t": None}, {}, {"t": "x"}, {"t": {"k": 1}}, {"t": 0}],
-        _edit("t", Operations(add_items=("x", 1.0, -0.0, {"$date": "2030-01-01T00:00:00Z"}))),
+        EditField.of(
+            "t", Operations(add_items=("x", 1.0, -0.0, {"$date": "2030-01-01T00:00:00Z"}))
+        ),
     ),
 ]
 
@@ -274,7 +274,7 @@ def test_a_batch_with_nul_in_an_id_ends_alike() -> None:
     items = [{"_id": f"a\x00{n}", "n": n, "t": []} for n in range(6)]
     items += [{"_id": f"b{n}", "n": n, "t": []} for n in range(6)]
     flt = compile_filter({"n": {"$gte": 2}}, "wix")
-    for change in (DELETE_MATCHED, _edit("t", Operations(add_items=("x",)))):
+    for change in (DELETE_MATCHED, EditField.of("t", Operations(add_items=("x",)))):
         with SQLiteStorage(":memory:") as fast, SQLiteStorage(":memory:") as reference:
             for storage in (fast, reference):
                 storage.create_collection("c")
