@@ -243,7 +243,11 @@ class SQLiteJSON(Backend):
         return self._string(ref, test, test)
 
     def prefix(self, ref: Ref, s: str) -> Bound:
-        """A string starting with ``s``: its first UTF-8 bytes, compared as a BLOB."""
+        """A string starting with ``s``: its first UTF-8 bytes, compared as a BLOB.
+
+        ``IS``, not ``=``: ``substr`` of the empty string's (zero-length) BLOB is NULL,
+        and a condition must never be NULL.
+        """
         if not s:
             return self.type_in(ref, frozenset({"text"}))
         raw = s.encode("utf-8")
@@ -252,7 +256,7 @@ class SQLiteJSON(Backend):
             ref.value,
             " AS BLOB), 1, ",
             self.param(len(raw)),
-            ") = ",
+            ") IS ",
             self.param(raw),
         )
         return self._string(ref, test, test)

@@ -346,3 +346,10 @@ def test_translations_are_cached_per_filter() -> None:
     a = compile_filter({"a": {"$gt": 1}}).to_sql("sqlite", "doc")
     b = compile_filter({"a": {"$gt": 1}}).to_sql("sqlite", "doc")
     assert a is b
+
+
+def test_a_prefix_test_on_the_empty_string_is_false_not_null(conn: sqlite3.Connection) -> None:
+    """``substr`` of an empty string's BLOB is NULL in SQLite; the condition stays 0/1."""
+    for spec, dialect in (({"a": re.compile("^a")}, "mongo"), ({"a": {"$startsWith": "a"}}, "wix")):
+        flt = compile_filter(spec, dialect)  # type: ignore[arg-type]
+        check_bounds(conn, flt, [{"a": ""}, {"a": "a"}, {"a": ["", "ab"]}], condition_of(flt))
