@@ -37,38 +37,38 @@ from taskengine.storage.codec import decode
 __all__ = ["delete_rows"]
 
 _ITEMS: Final = "FROM taskengine_items WHERE coll = %s AND env = %s"
-# The key a window ends on: a range read of the primary key, stepping over WINDOW - 1 keys.
-_EDGE: Final = "SELECT id " + _ITEMS + "{keyed} ORDER BY id LIMIT 1 OFFSET %s"
-# The window's first ``need + 1`` candidates: how many, the ``need``-th, how many undecided.
-_NTH: Final = (
-    "SELECT count(*), (array_agg(id ORDER BY id))[%s], count(*) FILTER (WHERE NOT s)"
-    " FROM (SELECT id, ({sure}) IS TRUE AS s " + _ITEMS + "{keyed} AND ({where})"
-    " ORDER BY id LIMIT %s) AS candidates"
+# One window of a batch, one statement. ``edge``: the key the window ends on, ``size``
+# keys on (a range read of the primary key); the last key of the item set when fewer are
+# left. ``c``: the window's first ``need + 1`` candidates, each with whether it is sure.
+# ``b``: how many, the key the batch's part of this window ends on (the ``need``-th
+# candidate when more follow it, else the window's end), how many undecided. ``d``: the
+# sure rows up to that key, deleted.
+_WINDOW: Final = (
+    "WITH k AS MATERIALIZED (SELECT array_agg(id ORDER BY id) AS ids FROM (SELECT id "
+    + _ITEMS
+    + "{lower} ORDER BY id LIMIT 2 OFFSET %s) AS edges),"
+    " edge AS MATERIALIZED (SELECT coalesce(k.ids[1], (SELECT id "
+    + _ITEMS
+    + " ORDER BY id DESC LIMIT 1)) AS last, coalesce(cardinality(k.ids), 0) = 2 AS more"
+    " FROM k),"
+    " c AS (SELECT id, ({sure}) IS TRUE AS s "
+    + _ITEMS
+    + "{lower} AND id <= (SELECT last FROM edge) AND ({where}) ORDER BY id LIMIT %s),"
+    " b AS MATERIALIZED (SELECT count(*) AS n, count(*) FILTER (WHERE NOT s) AS u,"
+    " CASE WHEN count(*) > %s THEN (array_agg(id ORDER BY id))[%s]"
+    " ELSE (SELECT last FROM edge) END AS bound FROM c),"
+    " d AS (DELETE " + _ITEMS + "{lower} AND id <= (SELECT bound FROM b) AND ({sure}) RETURNING id)"
+    " SELECT b.n, b.u, b.bound, (SELECT more FROM edge), {deleted} FROM b"
 )
+_COUNTED: Final = "(SELECT count(*) FROM d)"
+_LISTED: Final = "(SELECT array_agg(id) FROM d)"
 _UNDECIDED: Final = (
-    "SELECT id, doc " + _ITEMS + "{keyed} AND ({where}) AND ({sure}) IS NOT TRUE"
+    "SELECT id, doc " + _ITEMS + "{lower} AND id <= %s AND ({where}) AND ({sure}) IS NOT TRUE"
     " ORDER BY id FOR UPDATE"
 )
-_DELETE: Final = "DELETE " + _ITEMS + "{keyed} AND ({sure})"
 _DELETE_KEYS: Final = "DELETE " + _ITEMS + " AND id = ANY(%s::text[]) RETURNING id"
-
-
-class _Keys:
-    """A key range ``lo < id <= hi`` (``lo`` may be inclusive, either end open) as SQL."""
-
-    def __init__(self, lower: tuple[str, bool] | None) -> None:
-        self.lower = lower
-        self.upper: str | None = None
-
-    def sql(self) -> tuple[str, tuple[str, ...]]:
-        """The condition (``AND``-ed) and its parameters."""
-        params: tuple[str, ...]
-        text, params = "", ()
-        if self.lower is not None:
-            text, params = (" AND id >= %s" if self.lower[1] else " AND id > %s"), (self.lower[0],)
-        if self.upper is not None:
-            text, params = text + " AND id <= %s", (*params, self.upper)
-        return text, params
+_FIRST: Final = 3
+"""The first window of a batch is this many keys per candidate it needs (plus 16)."""
 
 
 def delete_rows(
@@ -93,68 +93,79 @@ def delete_rows(
     else:
         where = (condition.where, condition.where_params)
         sure = where if condition.exact else (condition.sure, condition.sure_params)
-    start = None if after is None else lower_bound(after)
-    cursor, undecided = _batch_end(conn, coll, env, start, limit, where, sure)
-    batch = _Keys(start)
-    batch.upper = cursor
-    keyed, keys = batch.sql()
-
+    lower = None if after is None else lower_bound(after)
+    need = limit
+    size = min(WINDOW, need * _FIRST + 16)
+    seen = found = 0  # keys and candidates of the batch's windows so far
     done: list[str] = []
     written = 0
-    if undecided and filter is not None:
-        rows = conn.execute(
-            _UNDECIDED.format(keyed=keyed, where=where[0], sure=sure[0]),
-            (coll, env, *keys, *where[1], *sure[1]),
-        ).fetchall()
-        accepted = [stored for stored, text in rows if filter(decode(text))]
-        if accepted:
-            gone = conn.execute(_DELETE_KEYS, (coll, env, accepted)).fetchall()
-            done.extend(unkey(row[0]) for row in gone)
+    while True:
+        keyed, keys = ("", ()) if lower is None else _after(lower)
+        statement = _WINDOW.format(
+            lower=keyed, where=where[0], sure=sure[0], deleted=_LISTED if needs_ids else _COUNTED
+        )
+        params = (
+            *(coll, env, *keys, size - 1),  # k: the window's end and the key after it
+            *(coll, env),  # edge: the last key, when fewer than size are left
+            *(*sure[1], coll, env, *keys, *where[1], need + 1),  # c
+            *(need, need),  # b
+            *(coll, env, *keys, *sure[1]),  # d
+        )
+        row = conn.execute(statement, params).fetchone()
+        assert row is not None  # an aggregate without GROUP BY returns one row
+        n, unsure, bound, more, deleted = int(row[0]), int(row[1]), row[2], bool(row[3]), row[4]
+        if needs_ids:
+            done.extend(unkey(stored) for stored in deleted or ())
+            written += len(deleted or ())
+        else:
+            written += int(deleted)
+        if unsure and filter is not None:
+            gone = _undecided(conn, coll, env, keyed, keys, bound, where, sure, filter)
+            done.extend(gone)
             written += len(gone)
-    statement = _DELETE.format(keyed=keyed, sure=sure[0])
-    params = (coll, env, *keys, *sure[1])
-    if needs_ids:
-        deleted = [unkey(row[0]) for row in conn.execute(statement + " RETURNING id", params)]
-        done.extend(deleted)
-        written += len(deleted)
-    else:
-        written += conn.execute(statement, params).rowcount
+        if n > need:
+            cursor: str | None = bound  # more candidates follow the batch's last one
+            break
+        if not more:
+            cursor = None  # the item set ends within this window
+            break
+        if n == need:
+            cursor = bound  # no candidate between the need-th and the window's end
+            break
+        need -= n
+        seen, found = seen + size, found + n
+        # The next window: as many keys as the candidates seen so far say it needs.
+        size = WINDOW if not found else min(WINDOW, need * seen // found + need // 4 + 16)
+        lower = (bound, False)
     if len(done) > 1:
         done.sort()
     return ChangeResult(None if cursor is None else unkey(cursor), written, tuple(done))
 
 
-def _batch_end(
+def _after(lower: tuple[str, bool]) -> tuple[str, tuple[str]]:
+    """The condition ``id > lower`` (``>=`` when inclusive) and its parameter."""
+    return (" AND id >= %s" if lower[1] else " AND id > %s"), (lower[0],)
+
+
+def _undecided(
     conn: Connection,
     coll: int,
     env: int,
-    start: tuple[str, bool] | None,
-    limit: int,
+    keyed: str,
+    keys: tuple[str, ...],
+    bound: str,
     where: tuple[str, tuple[Any, ...]],
     sure: tuple[str, tuple[Any, ...]],
-) -> tuple[str | None, bool]:
-    """The stored key the batch ends on (``None``: the batch runs to the end of the item
-    set), and whether any of its candidates may be undecided by ``sure``."""
-    need = limit
-    window = _Keys(start)
-    undecided = False
-    while True:
-        window.upper = None
-        keyed, keys = window.sql()
-        edge = conn.execute(_EDGE.format(keyed=keyed), (coll, env, *keys, WINDOW - 1)).fetchone()
-        window.upper = None if edge is None else edge[0]
-        keyed, keys = window.sql()
-        row = conn.execute(
-            _NTH.format(keyed=keyed, where=where[0], sure=sure[0]),
-            (need, *sure[1], coll, env, *keys, *where[1], need + 1),
-        ).fetchone()
-        found, nth, unsure = (0, None, 0) if row is None else (int(row[0]), row[1], int(row[2]))
-        undecided = undecided or unsure > 0
-        if found > need:
-            return nth, undecided  # more candidates follow the batch's last one
-        if found == need and window.upper is not None:
-            return window.upper, undecided  # no candidate between the need-th and the edge
-        if window.upper is None:
-            return None, undecided  # the item set ends within this window
-        need -= found
-        window.lower = (window.upper, False)
+    filter: ItemFilter,
+) -> list[str]:
+    """Read the undecided candidates up to ``bound`` locked, delete the ones ``filter``
+    accepts; their ids."""
+    rows = conn.execute(
+        _UNDECIDED.format(lower=keyed, where=where[0], sure=sure[0]),
+        (coll, env, *keys, bound, *where[1], *sure[1]),
+    ).fetchall()
+    accepted = [stored for stored, text in rows if filter(decode(text))]
+    if not accepted:
+        return []
+    gone = conn.execute(_DELETE_KEYS, (coll, env, accepted)).fetchall()
+    return [unkey(row[0]) for row in gone]
