@@ -1,22 +1,22 @@
 """``PostgresStorage.change_matching`` for deletes: one ``DELETE`` per batch, not one per id.
 
 A batch covers the next ``limit`` *candidate* rows after the checkpoint (rows meeting the
-filter's ``where``, or every row without a filter). Its last key is found window by
-window, as the pushed-down scan does (:mod:`taskengine.storage._pgfilter`): each query is
-bounded by keys, ``id > lo AND id <= hi`` with ``hi`` the key :data:`WINDOW` rows on
-(the plain range read of the primary key), so no plan reads past the window whatever the
-statistics say. One query per window counts its first ``need + 1`` candidates, names the
-``need``-th and says whether any of them is undecided (``where`` but not ``sure``: rows
-whose ``data`` is ``NULL``, or parts of a filter SQL cannot decide). Within the batch's
-key range, ``id > after AND id <= last``:
+filter's ``where``, or every row without a filter), window by window as the pushed-down
+scan reads (:mod:`taskengine.storage._pgfilter`): every part of a statement is bounded by
+keys, ``id > lo AND id <= hi`` with ``hi`` the key ``size`` rows on (a range read of the
+primary key), so no plan reads past its window whatever the statistics say (a table
+filled a moment ago has none). One statement per window finds its end, counts its first
+``need + 1`` candidates, takes the ``need``-th as the batch's last key when more follow,
+says how many are undecided (``where`` but not ``sure``: rows whose ``data`` is ``NULL``,
+or parts of a filter SQL cannot decide), and deletes the rows meeting ``sure`` up to that
+key (``RETURNING id`` only when the change needs the ids, else a count). The undecided
+rows, when there are any, are then read ``FOR UPDATE`` (locked, and read as they are once
+no other transaction holds them), checked with the filter in Python, and the accepted
+ones deleted by id. A batch that needs more candidates goes on with the next window,
+sized by the candidates seen so far (the first: three keys per candidate needed, so a
+dense filter takes one window and one round trip per batch; at most :data:`WINDOW`).
 
-* the undecided rows, when there are any, are read ``FOR UPDATE`` (locked, and read as
-  they are once no other transaction holds them), checked with the filter in Python and
-  the accepted ones deleted by id;
-* every row meeting ``sure`` is deleted by one statement, ``DELETE ... RETURNING id``
-  when the change needs the ids, else only its row count.
-
-Both statements lock what they delete, and a row another transaction deleted first is
+Both deletes lock what they delete, and a row another transaction deleted first is
 skipped (PostgreSQL checks the condition again on the row's latest version), so two
 processes deleting the same items each count only the rows they deleted. Everything runs
 in the caller's transaction (the engine's ``atomic()`` block, with the task's checkpoint),
