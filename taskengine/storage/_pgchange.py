@@ -7,12 +7,12 @@ keys, ``id > lo AND id <= hi`` with ``hi`` the key ``size`` rows on (a range rea
 primary key), so no plan reads past its window whatever the statistics say (a table
 filled a moment ago has none). One statement per window finds its end, counts its first
 ``need + 1`` candidates, takes the ``need``-th as the batch's last key when more follow,
-says how many are undecided (``where`` but not ``sure``: rows whose ``data`` is ``NULL``,
-or parts of a filter SQL cannot decide), and deletes the rows meeting ``sure`` up to that
-key (``RETURNING id`` only when the change needs the ids, else a count). The undecided
-rows, when there are any, are then read ``FOR UPDATE`` (locked, and read as they are once
-no other transaction holds them), checked with the filter in Python, and the accepted
-ones deleted by id. A batch that needs more candidates goes on with the next window,
+and deletes the rows meeting ``sure`` up to that key (``RETURNING id`` only when the
+change needs the ids, else a count). ``sure`` implies ``where``, so when it deleted fewer
+rows than the candidates up to that key, the others are undecided (``where`` but not
+``sure``: rows whose ``data`` is ``NULL``, or parts of a filter SQL cannot decide); they
+are then read ``FOR UPDATE`` (locked, and read as they are once no other transaction
+holds them), checked with the filter in Python, and the accepted ones deleted by id. A batch that needs more candidates goes on with the next window,
 sized by the candidates seen so far (the first: three keys per candidate needed, so a
 dense filter takes one window and one round trip per batch; at most :data:`WINDOW`).
 
@@ -39,10 +39,9 @@ __all__ = ["delete_rows"]
 _ITEMS: Final = "FROM taskengine_items WHERE coll = %s AND env = %s"
 # One window of a batch, one statement. ``edge``: the key the window ends on, ``size``
 # keys on (a range read of the primary key); the last key of the item set when fewer are
-# left. ``c``: the window's first ``need + 1`` candidates, each with whether it is sure.
-# ``b``: how many, the key the batch's part of this window ends on (the ``need``-th
-# candidate when more follow it, else the window's end), how many undecided. ``d``: the
-# sure rows up to that key, deleted.
+# left. ``c``: the window's first ``need + 1`` candidates. ``b``: how many, and the key
+# the batch's part of this window ends on (the ``need``-th candidate when more follow it,
+# else the window's end). ``d``: the sure rows up to that key, deleted.
 _WINDOW: Final = (
     "WITH k AS MATERIALIZED (SELECT array_agg(id ORDER BY id) AS ids FROM (SELECT id "
     + _ITEMS
@@ -51,14 +50,14 @@ _WINDOW: Final = (
     + _ITEMS
     + " ORDER BY id DESC LIMIT 1)) AS last, coalesce(cardinality(k.ids), 0) = 2 AS more"
     " FROM k),"
-    " c AS (SELECT id, ({sure}) IS TRUE AS s "
+    " c AS (SELECT id "
     + _ITEMS
     + "{lower} AND id <= (SELECT last FROM edge) AND ({where}) ORDER BY id LIMIT %s),"
-    " b AS MATERIALIZED (SELECT count(*) AS n, count(*) FILTER (WHERE NOT s) AS u,"
+    " b AS MATERIALIZED (SELECT count(*) AS n,"
     " CASE WHEN count(*) > %s THEN (array_agg(id ORDER BY id))[%s]"
     " ELSE (SELECT last FROM edge) END AS bound FROM c),"
     " d AS (DELETE " + _ITEMS + "{lower} AND id <= (SELECT bound FROM b) AND ({sure}) RETURNING id)"
-    " SELECT b.n, b.u, b.bound, (SELECT more FROM edge), {deleted} FROM b"
+    " SELECT b.n, b.bound, (SELECT more FROM edge), {deleted} FROM b"
 )
 _COUNTED: Final = "(SELECT count(*) FROM d)"
 _LISTED: Final = "(SELECT array_agg(id) FROM d)"
@@ -107,19 +106,21 @@ def delete_rows(
         params = (
             *(coll, env, *keys, size - 1),  # k: the window's end and the key after it
             *(coll, env),  # edge: the last key, when fewer than size are left
-            *(*sure[1], coll, env, *keys, *where[1], need + 1),  # c
+            *(coll, env, *keys, *where[1], need + 1),  # c
             *(need, need),  # b
             *(coll, env, *keys, *sure[1]),  # d
         )
         row = conn.execute(statement, params).fetchone()
         assert row is not None  # an aggregate without GROUP BY returns one row
-        n, unsure, bound, more, deleted = int(row[0]), int(row[1]), row[2], bool(row[3]), row[4]
+        n, bound, more, deleted = int(row[0]), row[1], bool(row[2]), row[3]
         if needs_ids:
             done.extend(unkey(stored) for stored in deleted or ())
-            written += len(deleted or ())
+            count = len(deleted or ())
         else:
-            written += int(deleted)
-        if unsure and filter is not None:
+            count = int(deleted)
+        written += count
+        # Candidates the DELETE left are undecided (or gone meanwhile): read them.
+        if min(n, need) > count and filter is not None:
             gone = _undecided(conn, coll, env, keyed, keys, bound, where, sure, filter)
             done.extend(gone)
             written += len(gone)
