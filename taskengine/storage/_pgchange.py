@@ -12,9 +12,10 @@ change needs the ids, else a count). ``sure`` implies ``where``, so when it dele
 rows than the candidates up to that key, the others are undecided (``where`` but not
 ``sure``: rows whose ``data`` is ``NULL``, or parts of a filter SQL cannot decide); they
 are then read ``FOR UPDATE`` (locked, and read as they are once no other transaction
-holds them), checked with the filter in Python, and the accepted ones deleted by id. A batch that needs more candidates goes on with the next window,
-sized by the candidates seen so far (the first: three keys per candidate needed, so a
-dense filter takes one window and one round trip per batch; at most :data:`WINDOW`).
+holds them), checked with the filter in Python, and the accepted ones deleted by id. A
+batch that needs more candidates goes on with the next window, sized by the candidates
+seen so far (the first: three keys per candidate needed, so a dense filter takes one
+window and one round trip per batch; at most :data:`WINDOW`).
 
 Both deletes lock what they delete, and a row another transaction deleted first is
 skipped (PostgreSQL checks the condition again on the row's latest version), so two

@@ -564,7 +564,7 @@ class PostgresStorage(Storage, ChangingStorage):
         check_after(after)
         env = Environment.coerce(environment)
         condition = None if filter is None else pushed_condition(filter, BACKEND, DOCUMENT)
-        with self.database.transaction() as conn:
+        with self._block() as conn:
             if not change.deletes or (filter is not None and condition is None):
                 return change_by_scan(
                     self, collection, env, after=after, limit=limit, filter=filter, change=change
@@ -579,6 +579,17 @@ class PostgresStorage(Storage, ChangingStorage):
                 condition=condition,
                 needs_ids=change.needs_ids,
             )
+
+    @contextlib.contextmanager
+    def _block(self) -> Iterator[Connection]:
+        """The open transaction's connection (no savepoint: a batch that fails leaves
+        the block's transaction to roll back), or a transaction of its own."""
+        with self.database.read() as conn:
+            if in_transaction(conn):
+                yield conn
+                return
+        with self.database.transaction() as conn:
+            yield conn
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
