@@ -38,7 +38,7 @@ from taskengine.tasktypes._changes import DELETE_MATCHED, RemoveFields, SetField
 
 
 @pytest.fixture(scope="module")
-def shared(postgres_dsn: str) -> Iterator[PgDatabase]:
+def shared_dsn(postgres_dsn: str) -> Iterator[str]:
     """One database for the module (its collections are emptied per example)."""
     name = f"taskengine_pgchange_{uuid.uuid4().hex[:8]}"
     try:
@@ -48,11 +48,17 @@ def shared(postgres_dsn: str) -> Iterator[PgDatabase]:
             raise
         unavailable(f"cannot create a database with {DSN_VARIABLE}: {exc}")
     try:
-        with PgDatabase(dsn) as database:
-            PostgresStorage(database)
-            yield database
+        yield dsn
     finally:
         drop_database(postgres_dsn, name)
+
+
+@pytest.fixture(scope="module")
+def shared(shared_dsn: str) -> Iterator[PgDatabase]:
+    """The module's database, opened once."""
+    with PgDatabase(shared_dsn) as database:
+        PostgresStorage(database)
+        yield database
 
 
 def emptied(database: PgDatabase, *names: str) -> PostgresStorage:
@@ -421,3 +427,51 @@ def test_cancel_mid_task_keeps_counters_equal_to_the_items_deleted(shared: PgDat
     gone = 240 - storage.count("Items", "LIVE").value
     assert done.items_succeeded == gone
     assert 0 < gone < matching
+
+
+def test_two_engines_deleting_the_same_items_count_each_once(
+    shared: PgDatabase, shared_dsn: str
+) -> None:
+    """Two engines on their own sessions run a DELETE_BY_QUERY each on the same items at
+    the same time: every matching item is deleted once and counted once, by one task."""
+    emptied(shared, "Items")
+    storage = PostgresStorage(shared)
+    storage.create_collection("Items", publish_plugin=True)
+    items = [
+        {"_id": f"{k:05d}", "holidays": ["Halloween"] if k % 3 else ["Easter"]} for k in range(1500)
+    ]
+    storage.insert_items("Items", "LIVE", items)
+    matching = sum(1 for item in items if item["holidays"] == ["Halloween"])
+    databases = [PgDatabase(shared_dsn) for _ in range(2)]  # a session each
+    try:
+        engines = [
+            TaskEngine(own, task_store=PostgresTaskStore(own), batch_size=40, listen=False)
+            for own in map(PostgresStorage, databases)
+        ]
+        tasks = [engine.create_task(TASKS["DELETE_BY_QUERY"]) for engine in engines]
+        start = threading.Barrier(2, timeout=10)
+        errors: list[BaseException] = []
+
+        def run(engine: TaskEngine) -> None:
+            try:
+                start.wait()
+                engine.run_until_idle()
+            except BaseException as exc:  # reported by the main thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(engine,)) for engine in engines]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+        assert errors == []
+        done = [engines[0].get_task(task.id) for task in tasks]
+    finally:
+        for database in databases:
+            database.close()
+    assert all(task.status is TaskStatus.COMPLETED for task in done), done
+    assert sum(task.items_succeeded for task in done) == matching
+    assert all(task.items_failed == 0 for task in done)
+    kept = [item["_id"] for item in storage.find("Items", "LIVE")]
+    assert kept == [item["_id"] for item in items if item["holidays"] == ["Easter"]]
