@@ -67,6 +67,8 @@ _UNDECIDED: Final = (
     " ORDER BY id FOR UPDATE"
 )
 _DELETE_KEYS: Final = "DELETE " + _ITEMS + " AND id = ANY(%s::text[]) RETURNING id"
+_SUBSCRIPT: Final = 2**31 - 1
+"""The largest array subscript (an ``integer``); a larger ``need`` is never reached."""
 _FIRST: Final = 3
 """The first window of a batch is this many keys per candidate it needs (plus 16)."""
 
@@ -108,7 +110,7 @@ def delete_rows(
             *(coll, env, *keys, size - 1),  # k: the window's end and the key after it
             *(coll, env),  # edge: the last key, when fewer than size are left
             *(coll, env, *keys, *where[1], need + 1),  # c
-            *(need, need),  # b
+            *(need, min(need, _SUBSCRIPT)),  # b
             *(coll, env, *keys, *sure[1]),  # d
         )
         row = conn.execute(statement, params).fetchone()

@@ -303,10 +303,19 @@ def test_a_filter_without_sql_and_errors(shared: PgDatabase) -> None:
         storage.change_matching(
             "p", "SANDBOX", after=None, limit=4, filter=None, change=DELETE_MATCHED
         )
+    odd = compile_filter({"n": {"$in": [1, 3]}})
+    expected: tuple[Any, ...] = (None, 2, ("1", "3"))
+    for limit in (2**62, 2**31, 2**31 - 1, 2**15):  # past integer subscripts, bigint limits
+        with storage.atomic():
+            result = storage.change_matching(
+                "p", "LIVE", after=None, limit=limit, filter=odd, change=Deletes(True)
+            )
+        assert (result.cursor, result.written, result.done) == expected
+        expected = (None, 0, ())
     result = storage.change_matching(
-        "p", "LIVE", after=None, limit=100, filter=None, change=Deletes(True)
+        "p", "LIVE", after=None, limit=2**62, filter=None, change=Deletes(True)
     )
-    assert (result.cursor, result.written, result.done) == (None, 4, ("1", "3", "4", "5"))
+    assert (result.cursor, result.written, result.done) == (None, 2, ("4", "5"))
 
 
 # --------------------------------------------------------------------------- the engine
