@@ -558,7 +558,9 @@ class PostgresStorage(Storage, ChangingStorage):
         undecided are read locked, checked in Python and deleted by id
         (:mod:`taskengine.storage._pgchange`). A rewrite (PostgreSQL's ``jsonb``
         functions cannot produce the codec's exact text), or a filter without a SQL
-        form, takes :func:`change_by_scan` in one transaction.
+        form, takes :func:`change_by_scan`. Either runs in the caller's transaction (the
+        engine's :meth:`atomic` block, with no savepoint of its own: a batch that fails
+        fails the block) or, outside one, in a transaction of its own.
         """
         check_limit(limit)
         check_after(after)
