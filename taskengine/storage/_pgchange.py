@@ -57,7 +57,12 @@ _WINDOW: Final = (
     " b AS MATERIALIZED (SELECT count(*) AS n,"
     " CASE WHEN count(*) > %s THEN (array_agg(id ORDER BY id))[%s]"
     " ELSE (SELECT last FROM edge) END AS bound FROM c),"
-    " d AS (DELETE " + _ITEMS + "{lower} AND id <= (SELECT bound FROM b) AND ({sure}) RETURNING id)"
+    # The candidates up to that key that are sure, deleted: ``sure`` is checked on the
+    # candidates alone (``data`` is a column of ``t`` only), and again by PostgreSQL on a
+    # row another transaction changed meanwhile. The key range bounds the join whatever
+    # its plan.
+    " d AS (DELETE FROM taskengine_items AS t USING c WHERE t.coll = %s AND t.env = %s{lower_t}"
+    " AND t.id <= (SELECT bound FROM b) AND t.id = c.id AND ({sure}) RETURNING t.id)"
     " SELECT b.n, b.bound, (SELECT more FROM edge), {deleted} FROM b"
 )
 _COUNTED: Final = "(SELECT count(*) FROM d)"
@@ -104,7 +109,11 @@ def delete_rows(
     while True:
         keyed, keys = ("", ()) if lower is None else _after(lower)
         statement = _WINDOW.format(
-            lower=keyed, where=where[0], sure=sure[0], deleted=_LISTED if needs_ids else _COUNTED
+            lower=keyed,
+            lower_t=keyed.replace(" id ", " t.id "),
+            where=where[0],
+            sure=sure[0],
+            deleted=_LISTED if needs_ids else _COUNTED,
         )
         params = (
             *(coll, env, *keys, size - 1),  # k: the window's end and the key after it
