@@ -7,8 +7,9 @@ keys, ``id > lo AND id <= hi`` with ``hi`` the key ``size`` rows on (a range rea
 primary key), so no plan reads past its window whatever the statistics say (a table
 filled a moment ago has none). One statement per window finds its end, counts its first
 ``need + 1`` candidates, takes the ``need``-th as the batch's last key when more follow,
-and deletes the rows meeting ``sure`` up to that key (``RETURNING id`` only when the
-change needs the ids, else a count). ``sure`` implies ``where``, so when it deleted fewer
+and deletes the candidates up to that key that meet ``sure`` (joined on the candidates,
+so ``sure`` is evaluated on them alone; ``RETURNING id`` only when the change needs the
+ids, else a count). ``sure`` implies ``where``, so when it deleted fewer
 rows than the candidates up to that key, the others are undecided (``where`` but not
 ``sure``: rows whose ``data`` is ``NULL``, or parts of a filter SQL cannot decide); they
 are then read ``FOR UPDATE`` (locked, and read as they are once no other transaction
@@ -42,7 +43,7 @@ _ITEMS: Final = "FROM taskengine_items WHERE coll = %s AND env = %s"
 # keys on (a range read of the primary key); the last key of the item set when fewer are
 # left. ``c``: the window's first ``need + 1`` candidates. ``b``: how many, and the key
 # the batch's part of this window ends on (the ``need``-th candidate when more follow it,
-# else the window's end). ``d``: the sure rows up to that key, deleted.
+# else the window's end). ``d``: below.
 _WINDOW: Final = (
     "WITH k AS MATERIALIZED (SELECT array_agg(id ORDER BY id) AS ids FROM (SELECT id "
     + _ITEMS
