@@ -59,11 +59,13 @@ _WINDOW: Final = (
     " CASE WHEN count(*) > %s THEN (array_agg(id ORDER BY id))[%s]"
     " ELSE (SELECT last FROM edge) END AS bound FROM c),"
     # The candidates up to that key that are sure, deleted: ``sure`` is checked on the
-    # candidates alone (``data`` is a column of ``t`` only), and again by PostgreSQL on a
-    # row another transaction changed meanwhile. The key range bounds the join whatever
-    # its plan.
+    # candidates alone (inside a CASE on both tables, so no plan evaluates it while
+    # scanning ``t``'s range; ``data`` is a column of ``t`` only), and again by PostgreSQL
+    # on a row another transaction changed meanwhile. The key range bounds the join
+    # whatever its plan.
     " d AS (DELETE FROM taskengine_items AS t USING c WHERE t.coll = %s AND t.env = %s{lower_t}"
-    " AND t.id <= (SELECT bound FROM b) AND t.id = c.id AND ({sure}) RETURNING t.id)"
+    " AND t.id <= (SELECT bound FROM b) AND t.id = c.id"
+    " AND CASE WHEN t.id = c.id THEN ({sure}) END RETURNING t.id)"
     " SELECT b.n, b.bound, (SELECT more FROM edge), {deleted} FROM b"
 )
 _COUNTED: Final = "(SELECT count(*) FROM d)"
