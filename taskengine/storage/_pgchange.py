@@ -58,14 +58,11 @@ _WINDOW: Final = (
     " b AS MATERIALIZED (SELECT count(*) AS n,"
     " CASE WHEN count(*) > %s THEN (array_agg(id ORDER BY id))[%s]"
     " ELSE (SELECT last FROM edge) END AS bound FROM c),"
-    # The candidates up to that key that are sure, deleted: ``sure`` is checked on the
-    # candidates alone (inside a CASE on both tables, so no plan evaluates it while
-    # scanning ``t``'s range; ``data`` is a column of ``t`` only), and again by PostgreSQL
-    # on a row another transaction changed meanwhile. The key range bounds the join
-    # whatever its plan.
-    " d AS (DELETE FROM taskengine_items AS t USING c WHERE t.coll = %s AND t.env = %s{lower_t}"
-    " AND t.id <= (SELECT bound FROM b) AND t.id = c.id"
-    " AND CASE WHEN t.id = c.id THEN ({sure}) END RETURNING t.id)"
+    # The candidates up to that key that are sure, deleted, found by their keys (an index
+    # probe each: ``sure`` is evaluated on the candidates alone, never over the range),
+    # and checked again by PostgreSQL on a row another transaction changed meanwhile.
+    " d AS (DELETE " + _ITEMS + " AND id = ANY(ARRAY(SELECT id FROM c"
+    " WHERE id <= (SELECT bound FROM b))) AND ({sure}) RETURNING id)"
     " SELECT b.n, b.bound, (SELECT more FROM edge), {deleted} FROM b"
 )
 _COUNTED: Final = "(SELECT count(*) FROM d)"
@@ -113,7 +110,6 @@ def delete_rows(
         keyed, keys = ("", ()) if lower is None else _after(lower)
         statement = _WINDOW.format(
             lower=keyed,
-            lower_t=keyed.replace(" id ", " t.id "),
             where=where[0],
             sure=sure[0],
             deleted=_LISTED if needs_ids else _COUNTED,
@@ -123,7 +119,7 @@ def delete_rows(
             *(coll, env),  # edge: the last key, when fewer than size are left
             *(coll, env, *keys, *where[1], need + 1),  # c
             *(need, min(need, _SUBSCRIPT)),  # b
-            *(coll, env, *keys, *sure[1]),  # d
+            *(coll, env, *sure[1]),  # d
         )
         row = conn.execute(statement, params).fetchone()
         assert row is not None  # an aggregate without GROUP BY returns one row
