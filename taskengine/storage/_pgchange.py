@@ -7,8 +7,8 @@ keys, ``id > lo AND id <= hi`` with ``hi`` the key ``size`` rows on (a range rea
 primary key), so no plan reads past its window whatever the statistics say (a table
 filled a moment ago has none). One statement per window finds its end, counts its first
 ``need + 1`` candidates, takes the ``need``-th as the batch's last key when more follow,
-and deletes the candidates up to that key that meet ``sure`` (joined on the candidates,
-so ``sure`` is evaluated on them alone; ``RETURNING id`` only when the change needs the
+and deletes the candidates up to that key that meet ``sure`` (found by their keys, so
+``sure`` is evaluated on them alone; ``RETURNING id`` only when the change needs the
 ids, else a count). ``sure`` implies ``where``, so when it deleted fewer
 rows than the candidates up to that key, the others are undecided (``where`` but not
 ``sure``: rows whose ``data`` is ``NULL``, or parts of a filter SQL cannot decide); they
