@@ -58,11 +58,14 @@ _WINDOW: Final = (
     " b AS MATERIALIZED (SELECT count(*) AS n,"
     " CASE WHEN count(*) > %s THEN (array_agg(id ORDER BY id))[%s]"
     " ELSE (SELECT last FROM edge) END AS bound FROM c),"
-    # The candidates up to that key that are sure, deleted, found by their keys (an index
-    # probe each: ``sure`` is evaluated on the candidates alone, never over the range),
-    # and checked again by PostgreSQL on a row another transaction changed meanwhile.
-    " d AS (DELETE " + _ITEMS + " AND id = ANY(ARRAY(SELECT id FROM c"
-    " WHERE id <= (SELECT bound FROM b))) AND ({sure}) RETURNING id)"
+    # The candidates up to that key that are sure, deleted, found by their keys (``sure``
+    # is evaluated on the candidates alone, not over the range), and checked again by
+    # PostgreSQL on a row another transaction changed meanwhile. The key range bounds
+    # the statement whatever its plan: without statistics, ``id = ANY(...)`` alone was
+    # planned as a read of the whole item set for every window (quadratic).
+    " d AS (DELETE " + _ITEMS + "{lower} AND id <= (SELECT bound FROM b)"
+    " AND id = ANY(ARRAY(SELECT id FROM c WHERE id <= (SELECT bound FROM b)))"
+    " AND ({sure}) RETURNING id)"
     " SELECT b.n, b.bound, (SELECT more FROM edge), {deleted} FROM b"
 )
 _COUNTED: Final = "(SELECT count(*) FROM d)"
@@ -119,7 +122,7 @@ def delete_rows(
             *(coll, env),  # edge: the last key, when fewer than size are left
             *(coll, env, *keys, *where[1], need + 1),  # c
             *(need, min(need, _SUBSCRIPT)),  # b
-            *(coll, env, *sure[1]),  # d
+            *(coll, env, *keys, *sure[1]),  # d
         )
         row = conn.execute(statement, params).fetchone()
         assert row is not None  # an aggregate without GROUP BY returns one row
