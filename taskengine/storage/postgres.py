@@ -59,6 +59,7 @@ from taskengine.errors import (
     Violation,
 )
 from taskengine.storage._estimate import estimate_accepted
+from taskengine.storage._pgchange import delete_rows
 from taskengine.storage._pgdatabase import (
     Connection,
     PgDatabase,
@@ -88,6 +89,7 @@ from taskengine.storage.base import (
     check_limit,
     check_name,
 )
+from taskengine.storage.changes import ChangeResult, ChangingStorage, ItemChange, change_by_scan
 from taskengine.storage.codec import admit_text, count_accepted, decode, lookup_id
 
 # PgDatabase and its errors are re-exported: the public way to share one database
@@ -178,7 +180,7 @@ _DELETE = (
 _EXISTING = f"SELECT t.id FROM taskengine_items AS t JOIN {_BATCH.format('', '')} ON {_ON_KEY}"
 
 
-class PostgresStorage(Storage):
+class PostgresStorage(Storage, ChangingStorage):
     """Items in a PostgreSQL database: durable, shared by many processes, thread-safe.
 
     Args:
@@ -538,6 +540,58 @@ class PostgresStorage(Storage):
         if len(gone) == len(wanted):
             return WriteResult(tuple(wanted), ())
         return _outcome(wanted, {unkey(k) for k in gone})
+
+    def change_matching(
+        self,
+        collection: str,
+        environment: Environment | str,
+        *,
+        after: str | None,
+        limit: int,
+        filter: ItemFilter | None,
+        change: ItemChange,
+    ) -> ChangeResult:
+        """Change the next batch in the database (see :class:`ChangingStorage`).
+
+        A delete covers the next ``limit`` candidate rows: the rows the filter's SQL form
+        accepts go in one ``DELETE`` over the batch's key range, the ones it leaves
+        undecided are read locked, checked in Python and deleted by id
+        (:mod:`taskengine.storage._pgchange`). A rewrite (PostgreSQL's ``jsonb``
+        functions cannot produce the codec's exact text), or a filter without a SQL
+        form, takes :func:`change_by_scan`. Either runs in the caller's transaction (the
+        engine's :meth:`atomic` block, with no savepoint of its own: a batch that fails
+        fails the block) or, outside one, in a transaction of its own.
+        """
+        check_limit(limit)
+        check_after(after)
+        env = Environment.coerce(environment)
+        condition = None if filter is None else pushed_condition(filter, BACKEND, DOCUMENT)
+        with self._block() as conn:
+            if not change.deletes or (filter is not None and condition is None):
+                return change_by_scan(
+                    self, collection, env, after=after, limit=limit, filter=filter, change=change
+                )
+            return delete_rows(
+                conn,
+                _target(conn, collection, env, lock=True),
+                _ENV_CODE[env],
+                after=after,
+                limit=min(limit, _MAX_FETCH),
+                filter=filter,
+                condition=condition,
+                needs_ids=change.needs_ids,
+            )
+
+    @contextlib.contextmanager
+    def _block(self) -> Iterator[Connection]:
+        """The open transaction's connection (no savepoint: a batch that fails leaves
+        the block's transaction to roll back), or a transaction of its own."""
+        with self.database.read() as conn:
+            if in_transaction(conn):
+                yield conn
+                return
+        with self.database.transaction() as conn:
+            yield conn
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:

@@ -1,0 +1,148 @@
+"""Benchmark: DELETE_BY_QUERY on PostgreSQL, set-based batches against the scan path and SQL.
+
+Run: ``.venv/bin/python benchmarks/bench_pg_setbased.py [--items N] [--rounds R]
+[--quick] [--dsn DSN]``. The setting is ``bench_postgres.py``'s (a throwaway server
+without ``--dsn``, one template database per size, a fresh identical copy per run, rounds
+interleaved, best of each side kept, the end states compared by checksum), with three
+sides in the same run:
+
+* **set**: a ``TaskEngine`` on ``PostgresStorage`` + ``PostgresTaskStore`` (one database,
+  batches of 500): each batch is one ``DELETE`` over its key range
+  (``PostgresStorage.change_matching``);
+* **scan**: the same engine on a subclass with ``change_matching = None``, so the engine
+  takes its scan path (read the page, delete by id), as before set-based batches;
+* **SQL**: the hand-written ``DELETE ... WHERE`` of ``bench_postgres.py``.
+
+It reports engine time ÷ SQL time for both engine sides; it never passes or fails on
+time, only when the sides do not end in the same state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from contextlib import closing
+from typing import Any
+
+import psycopg
+from bench_postgres import (
+    BATCH,
+    LEASE,
+    SPECS,
+    Timing,
+    admin,
+    checksum,
+    fill_items,
+    fresh_copy,
+    make_template,
+    server,
+    server_cpu,
+    sql_run,
+)
+
+from taskengine import PostgresStorage, PostgresTaskStore, TaskEngine
+
+KIND = "DELETE_BY_QUERY"
+
+
+class ScanPath(PostgresStorage):
+    """PostgresStorage without set-based batches: the engine reads and deletes by id."""
+
+    change_matching = None  # type: ignore[assignment]
+
+
+def engine_run(dsn: str, storage_class: type[PostgresStorage]) -> Timing:
+    """One DELETE_BY_QUERY task through a started engine on ``storage_class``."""
+    with storage_class(dsn) as storage:
+        store = PostgresTaskStore(storage)
+        engine = TaskEngine(storage, task_store=store, batch_size=BATCH, lease=LEASE)
+        engine.run_until_idle()  # services up, untimed
+        before = server_cpu(dsn)
+        cpu, start = time.process_time(), time.perf_counter()
+        task = engine.create_task(SPECS[KIND])
+        engine.run_until_idle()
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        spent = server_cpu(dsn) - before
+        done = engine.get_task(task.id)
+        assert done.status.value == "COMPLETED", done.to_json()
+        store.close()
+    return Timing(wall, cpu, spent)
+
+
+SIDES: dict[str, Any] = {
+    "set": lambda run: engine_run(run, PostgresStorage),
+    "scan": lambda run: engine_run(run, ScanPath),
+    "sql": lambda run: sql_run(run, KIND),
+}
+
+
+def compare(dsn: str, template: str, n: int, rounds: int) -> dict[str, Timing]:
+    """Each side ``rounds`` times, interleaved (the order rotates per round); the best."""
+    best: dict[str, Timing] = {}
+    states: set[tuple[int, str]] = set()
+    names = list(SIDES)
+    for round_ in range(rounds):
+        order = names[round_ % 3 :] + names[: round_ % 3]
+        for side in order:
+            with fresh_copy(dsn, template) as run:
+                timing = SIDES[side](run)
+                states.add(checksum(run))
+            print(
+                f"  {n:>9,} {side:5} {timing.wall:8.2f} s wall {timing.client:7.2f} s client"
+                f" CPU {timing.server:7.2f} s server CPU",
+                flush=True,
+            )
+            if side not in best or timing.wall < best[side].wall:
+                best[side] = timing
+    assert len(states) == 1, states  # every side, every run: the same rows, byte for byte
+    return best
+
+
+def report(rows: list[tuple[int, dict[str, Timing]]]) -> None:
+    """The table: wall times, ratios to SQL, and the CPU split."""
+    print()
+    print(
+        "| items | SQL | scan path | set-based | scan ÷ SQL | set ÷ SQL | scan ÷ set"
+        " | set CPU client + server | set CPU ratio |"
+    )
+    print("|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    for n, best in rows:
+        sql, scan, sets = best["sql"], best["scan"], best["set"]
+        cpu_ratio = (sets.client + sets.server) / max(sql.client + sql.server, 1e-3)
+        print(
+            f"| {n:,} | {sql.wall:.2f} s | {scan.wall:.2f} s | {sets.wall:.2f} s"
+            f" | {scan.wall / sql.wall:.1f}x | {sets.wall / sql.wall:.1f}x"
+            f" | {scan.wall / sets.wall:.1f}x | {sets.client:.2f} + {sets.server:.2f} s"
+            f" | {cpu_ratio:.1f}x |"
+        )
+
+
+def main(argv: list[str]) -> None:
+    """Parse arguments and run the comparison."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--items", type=int, action="append", help="items (repeatable)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per side (best kept)")
+    parser.add_argument("--quick", action="store_true", help="20k items, one round")
+    parser.add_argument("--dsn", default=os.environ.get("TASKENGINE_TEST_POSTGRES") or None)
+    args = parser.parse_args(argv)
+    sizes = [20_000] if args.quick else (args.items or [100_000])
+    rounds = 1 if args.quick else args.rounds
+    rows = []
+    with server(args.dsn) as dsn:
+        for n in sizes:
+            started = time.perf_counter()
+            template = make_template(dsn, f"bench_set_{n}", fill_items(n))
+            name = str(psycopg.conninfo.conninfo_to_dict(template)["dbname"])
+            print(f"template of {n:,} items in {time.perf_counter() - started:.1f} s", flush=True)
+            try:
+                rows.append((n, compare(dsn, name, n, rounds)))
+            finally:
+                with closing(admin(dsn)) as conn:
+                    conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    report(rows)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
