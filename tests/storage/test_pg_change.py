@@ -399,7 +399,7 @@ def test_engine_tasks_end_as_on_memory(shared: PgDatabase, kind: str) -> None:
     storage.create_collection("Items", publish_plugin=True)
     storage.insert_items("Items", "LIVE", engine_items())
     store = PostgresTaskStore(storage)
-    engine = TaskEngine(storage, task_store=store, batch_size=16, listen=False)
+    engine = TaskEngine(storage, task_store=store, batch_size=16, set_batch_size=16, listen=False)
     task = engine.create_task(TASKS[kind])
     engine.run_until_idle()
     done = engine.get_task(task.id)
@@ -420,7 +420,7 @@ def test_cancel_mid_task_keeps_counters_equal_to_the_items_deleted(shared: PgDat
     matching = storage.count("Items", "LIVE", flt).value
     store = PostgresTaskStore(storage)
     storage.gate_after = 2
-    engine = TaskEngine(storage, task_store=store, batch_size=16, listen=False)
+    engine = TaskEngine(storage, task_store=store, batch_size=16, set_batch_size=16, listen=False)
     engine.start()
     try:
         task = engine.create_task(TASKS["DELETE_BY_QUERY"])
@@ -454,7 +454,13 @@ def test_two_engines_deleting_the_same_items_count_each_once(
     databases = [PgDatabase(shared_dsn) for _ in range(2)]  # a session each
     try:
         engines = [
-            TaskEngine(own, task_store=PostgresTaskStore(own), batch_size=40, listen=False)
+            TaskEngine(
+                own,
+                task_store=PostgresTaskStore(own),
+                batch_size=40,
+                set_batch_size=40,
+                listen=False,
+            )
             for own in map(PostgresStorage, databases)
         ]
         tasks = [engine.create_task(TASKS["DELETE_BY_QUERY"]) for engine in engines]
