@@ -17,6 +17,7 @@ from taskengine.errors import (
 from taskengine.storage._chunks import ChunkedItems, ChunkView
 from taskengine.storage._estimate import EXACT_UP_TO, SAMPLE
 from taskengine.storage._frozen import Frozen, freeze_item, thaw_item, thawers
+from taskengine.storage._memchange import change_frozen, entry, matching
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -30,7 +31,8 @@ from taskengine.storage.base import (
     check_limit,
     check_name,
 )
-from taskengine.storage.codec import Plan, admit, check_planned, lookup_id, plan_of
+from taskengine.storage.changes import ChangeResult, ChangingStorage, ItemChange
+from taskengine.storage.codec import Plan, check_planned, lookup_id, plan_of
 
 __all__ = ["MemoryStorage"]
 
@@ -46,7 +48,7 @@ class _Collection:
         self.sandbox = ChunkedItems() if info.sandbox_enabled else None
 
 
-class MemoryStorage(Storage):
+class MemoryStorage(Storage, ChangingStorage):
     """Items in process memory: thread-safe, private copies in and out.
 
     Each item set is a :class:`~taskengine.storage._chunks.ChunkedItems`: the ids and the
@@ -65,6 +67,9 @@ class MemoryStorage(Storage):
     long batch: they see the published state (see :meth:`scan`). :meth:`atomic` holds
     the lock for the whole block, publishes its writes when it ends (isolation) and
     keeps an undo log (rollback), so ``atomic_rolls_back`` is true.
+
+    It runs a task's batch itself (:meth:`change_matching`), on the frozen items, with no
+    page of copies in between.
     """
 
     atomic_rolls_back = True
@@ -186,7 +191,7 @@ class MemoryStorage(Storage):
         self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
     ) -> int:
         """Insert new items, all or nothing (see :meth:`Storage.insert_items`)."""
-        admitted = [_entry(item) for item in items]
+        admitted = [entry(item) for item in items]
         with self._lock:
             target = self._items(collection, environment)
             batch = dict(admitted)
@@ -246,7 +251,7 @@ class MemoryStorage(Storage):
             items = list(items)  # read twice below, so any iterable works
         checked = list(map(check_planned, items))
         if None in checked:  # something to normalise or refuse: the general way
-            admitted = list(map(_entry, items))
+            admitted = list(map(entry, items))
         else:
             pairs = cast("list[tuple[str, Plan]]", checked)
             admitted = [
@@ -289,6 +294,55 @@ class MemoryStorage(Storage):
             target.write(dict.fromkeys(done))
             self._written(target, prior)
         return WriteResult(tuple(done), tuple(missing))
+
+    def change_matching(
+        self,
+        collection: str,
+        environment: Environment | str,
+        *,
+        after: str | None,
+        limit: int,
+        filter: ItemFilter | None,
+        change: ItemChange,
+    ) -> ChangeResult:
+        """Apply ``change`` to the next batch (see :meth:`ChangingStorage.change_matching`).
+
+        The batch is the page :meth:`scan` would give (``limit`` stored items after
+        ``after``, those ``filter`` accepts), changed under the lock on the frozen items
+        (:mod:`taskengine.storage._memchange`): a delete thaws an item only for the
+        filter; an update thaws each item once and checks and freezes only the values
+        its result does not share with the stored item. Every id written is reported
+        (``done``), whatever ``change.needs_ids`` says; no item can vanish under the
+        lock, so ``missing`` is empty unless a result names another ``_id``.
+
+        Raises:
+            InvalidItem: a result cannot be stored; nothing of the batch is written.
+        """
+        check_limit(limit)
+        check_after(after)
+        with self._lock:
+            target = self._items(collection, environment)
+            ids, frozen, cursor = target.live().page_ids(after, limit)
+            if change.deletes:
+                prior = matching(ids, frozen, filter)
+                if not prior:
+                    return ChangeResult(cursor, 0)
+                target.write(dict.fromkeys(prior))
+                self._written(target, prior)
+                return ChangeResult(cursor, len(prior), tuple(prior))
+            outcomes = change_frozen(ids, frozen, filter, change)
+            refused = tuple(outcomes.refused)
+            batch = outcomes.writes
+            if not batch:
+                return ChangeResult(cursor, 0, (), outcomes.unchanged, refused)
+            replaced = target.replace(batch)
+            self._written(target, replaced)
+        if len(replaced) == len(batch):
+            written = tuple(batch)
+            return ChangeResult(cursor, len(written), written, outcomes.unchanged, refused)
+        written = tuple(item_id for item_id in batch if item_id in replaced)
+        missing = tuple(item_id for item_id in batch if item_id not in replaced)
+        return ChangeResult(cursor, len(written), written, outcomes.unchanged, refused, missing)
 
     def atomic(self) -> contextlib.AbstractContextManager[None]:
         """A block of writes that commits together or not at all (see :meth:`Storage.atomic`).
@@ -394,21 +448,6 @@ def _thaw_all(frozen: list[Frozen], filter: ItemFilter | None) -> list[Item]:
     if filter is None:
         return [thaw[item[0]](item) for item in frozen]
     return [doc for doc in [thaw[item[0]](item) for item in frozen] if filter(doc)]
-
-
-def _entry(item: object) -> tuple[str, Frozen]:
-    """``(_id, frozen form)`` of an item to store, as :func:`admit` checks and normalises it.
-
-    A plain item is checked in place and frozen (no intermediate copy).
-
-    Raises:
-        InvalidItem: as :func:`admit`.
-    """
-    checked = check_planned(item)
-    if checked is not None:
-        return checked[0], freeze_item(cast("dict[str, Any]", item), checked[1])
-    item_id, doc = admit(item)
-    return item_id, freeze_item(doc, plan_of(doc))
 
 
 def _private(copy: Any, original: Any) -> bool:
