@@ -74,9 +74,7 @@ class ChunkView:
         _, page, cursor = self.page_ids(after, limit)
         return page, cursor
 
-    def page_ids(
-        self, after: str | None, limit: int
-    ) -> tuple[list[str], list[Frozen], str | None]:
+    def page_ids(self, after: str | None, limit: int) -> tuple[list[str], list[Frozen], str | None]:
         """As :meth:`page`, with the ids of the page's items first."""
         maxes, all_keys, all_vals = self.maxes, self.keys, self.vals
         index = 0 if after is None else bisect_right(maxes, after)

@@ -29,6 +29,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from operator import is_
 from typing import Any, TypeAlias, cast
 
 from taskengine._values import DATE_KEY, INT64_MAX, INT64_MIN, encodable
@@ -145,28 +146,37 @@ def _compile(old: tuple[str, ...], shape: int, keys: tuple[str, ...]) -> _Refree
             lines += [f"    if v{index} is not o{before}:", "        return None"]
         elif before is None:
             lines += [
-                f"    v{index} = fresh(v{index})",
-                f"    if v{index} is BAD:",
-                "        return None",
-            ]
-        else:
-            lines += [
-                f"    if v{index} is not o{before}:",
+                f"    if not (type(v{index}) is str and v{index}.isascii()):",
                 f"        v{index} = fresh(v{index})",
                 f"        if v{index} is BAD:",
                 "            return None",
             ]
+        else:
+            # A thawed list of scalars holding the very elements it was thawed from
+            # keeps its frozen tuple (a list with containers never passes: its
+            # elements are fresh containers).
+            v, o = f"v{index}", f"o{before}"
+            lines += [
+                f"    if {v} is not {o}:",
+                f"        if (type({v}) is list and type({o}) is tuple"
+                f" and len({v}) == len({o}) and all(map(is_, {v}, {o}))):",
+                f"            {v} = {o}",
+                f"        elif type({v}) is str and {v}.isascii():",
+                "            pass",
+                "        else:",
+                f"            {v} = fresh({v})",
+                f"            if {v} is BAD:",
+                "                return None",
+            ]
     lines.append(f"    return (SHAPE, {values},)")
     namespace: dict[str, Any] = {"fresh": _fresh, "BAD": _BAD, "SHAPE": shape, "type": type}
-    namespace["str"] = str
+    namespace.update(str=str, list=list, tuple=tuple, len=len, all=all, map=map, is_=is_)
     exec("\n".join(lines), namespace)  # fixed fragments and positional names only
     made: _Refreezer = namespace["refreeze"]
     return made
 
 
-def matching(
-    ids: list[str], frozen: list[Frozen], filter: ItemFilter | None
-) -> dict[str, Frozen]:
+def matching(ids: list[str], frozen: list[Frozen], filter: ItemFilter | None) -> dict[str, Frozen]:
     """The page's items ``filter`` accepts (all of them without a filter), by ``_id``."""
     if filter is None:
         return dict(zip(ids, frozen, strict=True))
