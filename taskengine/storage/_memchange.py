@@ -154,26 +154,46 @@ def _compile(old: tuple[str, ...], shape: int, keys: tuple[str, ...]) -> _Refree
         else:
             # A thawed list of scalars holding the very elements it was thawed from
             # keeps its frozen tuple (a list with containers never passes: its
-            # elements are fresh containers).
+            # elements are fresh containers); a list of ASCII strings is checked in C,
+            # as ``plan_list`` does.
             v, o = f"v{index}", f"o{before}"
             lines += [
                 f"    if {v} is not {o}:",
-                f"        if (type({v}) is list and type({o}) is tuple"
-                f" and len({v}) == len({o}) and all(map(is_, {v}, {o}))):",
-                f"            {v} = {o}",
-                f"        elif type({v}) is str and {v}.isascii():",
-                "            pass",
+                f"        if type({v}) is str:",
+                f"            if not {v}.isascii():",
+                *_fresh_lines(v, "                "),
+                f"        elif type({v}) is list:",
+                f"            if (type({o}) is tuple and len({v}) == len({o})"
+                f" and all(map(is_, {v}, {o}))):",
+                f"                {v} = {o}",
+                "            else:",
+                "                try:",
+                f"                    flat = join({v}).isascii()",
+                "                except TypeError:",
+                "                    flat = False",
+                "                if flat:",
+                f"                    {v} = tuple({v})",
+                "                else:",
+                *_fresh_lines(v, "                    "),
                 "        else:",
-                f"            {v} = fresh({v})",
-                f"            if {v} is BAD:",
-                "                return None",
+                *_fresh_lines(v, "            "),
             ]
     lines.append(f"    return (SHAPE, {values},)")
     namespace: dict[str, Any] = {"fresh": _fresh, "BAD": _BAD, "SHAPE": shape, "type": type}
     namespace.update(str=str, list=list, tuple=tuple, len=len, all=all, map=map, is_=is_)
+    namespace.update(join="".join, TypeError=TypeError)
     exec("\n".join(lines), namespace)  # fixed fragments and positional names only
     made: _Refreezer = namespace["refreeze"]
     return made
+
+
+def _fresh_lines(value: str, indent: str) -> list[str]:
+    """Source lines: ``value`` checked and frozen by :func:`_fresh`; ``None`` if refused."""
+    return [
+        f"{indent}{value} = fresh({value})",
+        f"{indent}if {value} is BAD:",
+        f"{indent}    return None",
+    ]
 
 
 def matching(ids: list[str], frozen: list[Frozen], filter: ItemFilter | None) -> dict[str, Frozen]:
@@ -210,8 +230,11 @@ def change_frozen(
     """
     outcomes = Outcomes()
     writes, refused = outcomes.writes, outcomes.refused
-    thaw, refreezers = thawers, _REFREEZERS
+    thaw = thawers
     unchanged = 0
+    # The last pair of shapes seen and its refreezer: a batch's items mostly share them,
+    # and comparing key tuples of the same strings is cheaper than hashing them.
+    last_shape, last_keys, last = -1, (), cast("_Refreezer | None", None)
     for item_id, item in zip(ids, frozen, strict=True):
         doc = thaw[item[0]](item)
         if filter is not None and not filter(doc):
@@ -222,9 +245,11 @@ def change_frozen(
             continue
         if type(out) is dict:
             keys = tuple(out)
-            refreeze = refreezers.get((item[0], keys))
-            if refreeze is None:
+            if item[0] == last_shape and keys == last_keys:
+                refreeze = last
+            else:
                 refreeze = _refreezer(item[0], keys)
+                last_shape, last_keys, last = item[0], keys, refreeze
             if refreeze is not None:
                 made = refreeze(item, keys, out)
                 if made is not None:
