@@ -234,7 +234,8 @@ def change_frozen(
     unchanged = 0
     # The last pair of shapes seen and its refreezer: a batch's items mostly share them,
     # and comparing key tuples of the same strings is cheaper than hashing them.
-    last_shape, last_keys, last = -1, (), cast("_Refreezer | None", None)
+    last_shape, last = -1, cast("_Refreezer | None", None)
+    last_keys: tuple[str, ...] = ()
     for item_id, item in zip(ids, frozen, strict=True):
         doc = thaw[item[0]](item)
         if filter is not None and not filter(doc):
