@@ -53,7 +53,7 @@ _BAD: Any = object()  # _fresh's answer for a value to leave to the general way
 _Refreezer: TypeAlias = Callable[[Frozen, tuple[str, ...], dict[str, Any]], "Frozen | None"]
 
 _MAX_REFREEZERS = 4096
-_REFREEZERS: dict[tuple[int, tuple[str, ...]], _Refreezer | None] = {}
+_REFREEZERS: dict[tuple[int, tuple[str, ...]], _Refreezer] = {}
 _compile_lock = threading.Lock()
 
 
@@ -106,16 +106,16 @@ def _refreezer(shape: int, keys: tuple[str, ...]) -> _Refreezer | None:
     registers its shape, so the next result of these keys gets one.
     """
     key = (shape, keys)
-    found = _REFREEZERS.get(key, _BAD)
-    if found is not _BAD:
-        return cast("_Refreezer | None", found)
+    found = _REFREEZERS.get(key)
+    if found is not None:
+        return found
     new_shape = registered_shape(keys)
-    if not shape or not new_shape or "_id" not in keys:
-        return None  # not registered yet (or never: shape 0), or refused anyway
+    if not shape or not new_shape or "_id" not in keys or len(_REFREEZERS) >= _MAX_REFREEZERS:
+        return None  # not registered yet (or never: shape 0), refused anyway, or no room
     with _compile_lock:
-        made = _compile(shape_keys[shape], new_shape, keys)
-        if len(_REFREEZERS) < _MAX_REFREEZERS:
-            _REFREEZERS[key] = made
+        made = _REFREEZERS.get(key)
+        if made is None:
+            made = _REFREEZERS[key] = _compile(shape_keys[shape], new_shape, keys)
     return made
 
 

@@ -440,3 +440,19 @@ def test_keys_that_are_not_exactly_str_go_the_general_way() -> None:
     assert _batch(subject, True, None, 5, None, _SubclassKeys()) == expected
     assert _state(subject) == _state(reference)
     subject._check()
+
+
+def test_without_room_for_compiled_refreezers_results_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from taskengine.storage import _memchange
+
+    monkeypatch.setattr(_memchange, "_REFREEZERS", {})
+    monkeypatch.setattr(_memchange, "_MAX_REFREEZERS", 0)
+    items = [{"_id": f"{i:03d}", "tags": ["a", "b"][: i % 3], "n": i} for i in range(30)]
+    reference, subject = _store(items), _store(items)
+    for change in (_edit_tags(), CopyField("n", "m"), SetField("tags", "x"), DELETE_MATCHED):
+        expected = _batch(reference, False, "004", 10, None, change)
+        assert _batch(subject, True, "004", 10, None, change) == expected
+        assert _state(subject) == _state(reference)
+    assert not _memchange._REFREEZERS
