@@ -32,7 +32,7 @@ from taskengine.storage.base import (
     check_limit,
     check_name,
 )
-from taskengine.storage.changes import ChangeResult, ChangingStorage, ItemChange, change_by_scan
+from taskengine.storage.changes import ChangeResult, ChangingStorage, ItemChange
 from taskengine.storage.codec import Plan, check_planned, lookup_id, plan_of
 
 __all__ = ["MemoryStorage"]
@@ -75,6 +75,18 @@ class MemoryStorage(Storage, ChangingStorage):
 
     atomic_rolls_back = True
     scan_filters_exactly = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that overrides :meth:`scan`, :meth:`replace_items` or
+        :meth:`delete_items` and not :meth:`change_matching` loses the capability
+        (``change_matching = None``, as :class:`ChangingStorage` asks), so the engine
+        runs its batches through the methods it overrides."""
+        super().__init_subclass__(**kwargs)
+        if "change_matching" not in cls.__dict__ and any(
+            getattr(cls, name) is not getattr(MemoryStorage, name)
+            for name in ("scan", "replace_items", "delete_items")
+        ):
+            cls.change_matching = None  # type: ignore[assignment]
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -315,23 +327,11 @@ class MemoryStorage(Storage, ChangingStorage):
         filter; an update thaws each item once and checks and freezes only the values
         its result does not share with the stored item. Every id written is reported
         (``done``), whatever ``change.needs_ids`` says; no item can vanish under the
-        lock, so ``missing`` is empty unless a result names another ``_id``. A subclass
-        that overrides :meth:`scan`, :meth:`replace_items` or :meth:`delete_items` gets
-        :func:`~taskengine.storage.changes.change_by_scan`, built on its own methods.
+        lock, so ``missing`` is empty unless a result names another ``_id``.
 
         Raises:
             InvalidItem: a result cannot be stored; nothing of the batch is written.
         """
-        if _overrides(type(self)):
-            return change_by_scan(
-                self,
-                collection,
-                environment,
-                after=after,
-                limit=limit,
-                filter=filter,
-                change=change,
-            )
         check_limit(limit)
         check_after(after)
         with self._lock:
@@ -455,20 +455,6 @@ class MemoryStorage(Storage, ChangingStorage):
         if coll.sandbox is None:
             raise SandboxNotEnabled(collection)
         return coll.sandbox
-
-
-_OVERRIDES: dict[type, bool] = {}
-
-
-def _overrides(cls: type) -> bool:
-    """Whether ``cls`` overrides a method :func:`change_by_scan` is built on."""
-    found = _OVERRIDES.get(cls)
-    if found is None:
-        found = _OVERRIDES[cls] = any(
-            getattr(cls, name) is not getattr(MemoryStorage, name)
-            for name in ("scan", "replace_items", "delete_items")
-        )
-    return found
 
 
 _YOUNG_LIMIT = 5000
