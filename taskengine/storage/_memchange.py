@@ -78,7 +78,10 @@ def _fresh(value: Any) -> Any:
     if kind is str:
         return value if value.isascii() or encodable(value) else _BAD
     if kind is list:
-        plan = plan_list(value)
+        try:
+            plan = plan_list(value)
+        except RecursionError:
+            return _BAD  # the general way refuses it, naming the item
         if plan is None:
             return _BAD
         return tuple(value) if not plan else freeze_value(value, plan)
@@ -91,7 +94,10 @@ def _fresh(value: Any) -> Any:
     if kind is dict:
         if DATE_KEY in value:
             return _BAD
-        plan = plan_dict(value)
+        try:
+            plan = plan_dict(value)
+        except RecursionError:
+            return _BAD
         return _BAD if plan is None else freeze_value(value, plan)
     if kind is datetime:
         tzinfo = value.tzinfo
@@ -250,7 +256,9 @@ def change_frozen(
                 refreeze = last
             else:
                 refreeze = _refreezer(item[0], keys)
-                last_shape, last_keys, last = item[0], keys, refreeze
+                # None (not compiled yet): asked again next time, once the general way
+                # has registered the result's shape.
+                last_shape, last_keys, last = (item[0] if refreeze else -1), keys, refreeze
             if refreeze is not None:
                 made = refreeze(item, keys, out)
                 if made is not None:

@@ -507,3 +507,26 @@ def test_a_subclass_overriding_scan_or_writes_loses_the_capability() -> None:
     assert Replacing.change_matching is None
     assert Deleting.change_matching is not None
     assert Reading.change_matching is MemoryStorage.change_matching
+
+
+def test_a_result_nested_too_deep_is_an_invalid_item() -> None:
+    deep: list[Any] = []
+    for _ in range(100_000):
+        deep = [deep]
+    storage = _store([{"_id": f"{i:03d}", "tags": ["a"]} for i in range(4)])
+    before = _state(storage)
+
+    class SetDeep:
+        deletes = False
+        needs_ids = True
+
+        def __call__(self, item: dict[str, Any], /) -> dict[str, Any]:
+            item["tags"] = deep
+            return item
+
+        def to_sql(self, backend: str, document: str) -> None:
+            return None
+
+    with pytest.raises(InvalidItem):
+        storage.change_matching("c", "SANDBOX", after=None, limit=4, filter=None, change=SetDeep())
+    assert _state(storage) == before
