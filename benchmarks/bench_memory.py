@@ -18,7 +18,10 @@ process's CPU seconds, as the machine may be shared; ``--wall`` for wall-clock):
   installed (``pip install -e '.[bench]'``).
 
 ``--before REV`` also runs the scaling part on the ``MemoryStorage`` of a git revision
-(loaded from ``git show REV:taskengine/storage/memory.py``) to compare. Best of
+(loaded from ``git show REV:taskengine/storage/memory.py``) to compare. Only that module
+is taken from REV (it imports today's ``_chunks``, ``_frozen`` and the rest), and the
+engine uses whatever that class offers: a REV without ``change_matching`` runs the scan
+path. Best of
 ``--repeat`` interleaved rounds. Never passes or fails on time.
 
 Run: ``.venv/bin/python benchmarks/bench_memory.py [--quick] [--full] [--before REV]``

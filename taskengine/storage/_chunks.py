@@ -71,6 +71,11 @@ class ChunkView:
 
         The cursor is the last id of the page when more ids follow, else ``None``.
         """
+        _, page, cursor = self.page_ids(after, limit)
+        return page, cursor
+
+    def page_ids(self, after: str | None, limit: int) -> tuple[list[str], list[Frozen], str | None]:
+        """As :meth:`page`, with the ids of the page's items first."""
         maxes, all_keys, all_vals = self.maxes, self.keys, self.vals
         index = 0 if after is None else bisect_right(maxes, after)
         start = 0 if after is None or index == len(maxes) else bisect_right(all_keys[index], after)
@@ -83,9 +88,9 @@ class ChunkView:
             index += 1
             start = 0
         if len(page) > limit:
-            del page[limit:]
-            return page, ids[limit - 1]
-        return page, None
+            del page[limit:], ids[limit:]
+            return ids, page, ids[limit - 1]
+        return ids, page, None
 
     def snapshot(self) -> list[tuple[Frozen, ...]]:
         """Every frozen item, as the list of chunk tuples of the view (immutable)."""

@@ -39,7 +39,16 @@ from typing import Any, TypeAlias
 
 from taskengine.storage._shapes import Plan
 
-__all__ = ["Frozen", "freeze_item", "freeze_value", "thaw_item", "thaw_value", "thawers"]
+__all__ = [
+    "Frozen",
+    "freeze_item",
+    "freeze_value",
+    "registered_shape",
+    "shape_keys",
+    "thaw_item",
+    "thaw_value",
+    "thawers",
+]
 
 Frozen: TypeAlias = "tuple[Any, ...]"
 """A stored item in frozen form (see the module docstring)."""
@@ -122,6 +131,18 @@ Append-only (a shape's number never changes), so a caller may index it without a
 """
 
 
+shape_keys: list[tuple[str, ...]] = [()]
+"""The key tuple of each shape number (``()`` for shape 0, whose items hold their keys).
+
+Append-only, like :data:`thawers`.
+"""
+
+
+def registered_shape(keys: tuple[str, ...]) -> int | None:
+    """The shape number of ``keys`` when it is registered (never registers it)."""
+    return _SHAPE_OF.get(keys)
+
+
 def thaw_item(item: Frozen) -> dict[str, Any]:
     """A fresh item (dict, with fresh nested lists and dicts) from its frozen form."""
     return thawers[item[0]](item)
@@ -138,6 +159,7 @@ def _register(keys: tuple[str, ...]) -> int:
         if len(thawers) > _MAX_SHAPES:
             return 0
         thawers.append(_compile_thawer(keys))
+        shape_keys.append(keys)
         shape = _SHAPE_OF[keys] = len(thawers) - 1
         return shape
 
