@@ -14,6 +14,7 @@ to install; with ``TASKENGINE_REQUIRE_POSTGRES=1`` (set by ``.ci/run``) they fai
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import uuid
@@ -79,9 +80,10 @@ def postgres_dsn() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def pg_database(postgres_dsn: str) -> Iterator[str]:
-    """The DSN of a new, empty database, dropped after the test."""
+@contextlib.contextmanager
+def scratch_database(postgres_dsn: str) -> Iterator[str]:
+    """The DSN of a new, empty database on the server, dropped afterwards (a module may
+    share one: emptying it costs about a millisecond, a new one 0.1-0.3 s when busy)."""
     import psycopg
 
     name = f"{_prefix}_{next(_counter)}"
@@ -96,3 +98,10 @@ def pg_database(postgres_dsn: str) -> Iterator[str]:
         yield dsn
     finally:
         drop_database(postgres_dsn, name)
+
+
+@pytest.fixture
+def pg_database(postgres_dsn: str) -> Iterator[str]:
+    """The DSN of a new, empty database, dropped after the test."""
+    with scratch_database(postgres_dsn) as dsn:
+        yield dsn

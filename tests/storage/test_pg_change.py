@@ -10,22 +10,18 @@ tasks through an engine on PostgreSQL against the same tasks on MemoryStorage.
 from __future__ import annotations
 
 import contextlib
-import os
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from typing import Any
 from unittest import mock
 
 import attrs
-import psycopg
 import pytest
 import sql_strategies as sq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pg_conftest_plugin import unavailable
-from pg_server import DSN_VARIABLE, create_database, drop_database
+from pg_conftest_plugin import scratch_database
 
 from taskengine import MemoryStorage, PostgresTaskStore, TaskEngine
 from taskengine.filters import compile_filter
@@ -40,17 +36,8 @@ from taskengine.tasktypes._changes import DELETE_MATCHED, RemoveFields, SetField
 @pytest.fixture(scope="module")
 def shared_dsn(postgres_dsn: str) -> Iterator[str]:
     """One database for the module (its collections are emptied per example)."""
-    name = f"taskengine_pgchange_{uuid.uuid4().hex[:8]}"
-    try:
-        dsn = create_database(postgres_dsn, name)
-    except psycopg.Error as exc:
-        if not os.environ.get(DSN_VARIABLE):
-            raise
-        unavailable(f"cannot create a database with {DSN_VARIABLE}: {exc}")
-    try:
+    with scratch_database(postgres_dsn) as dsn:
         yield dsn
-    finally:
-        drop_database(postgres_dsn, name)
 
 
 @pytest.fixture(scope="module")

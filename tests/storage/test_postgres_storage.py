@@ -4,7 +4,6 @@ and an engine run."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import threading
@@ -19,8 +18,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import run_state_machine_as_test
-from pg_conftest_plugin import unavailable
-from pg_server import DSN_VARIABLE, create_database, drop_database
+from pg_conftest_plugin import scratch_database
+from pg_server import drop_database
 from test_storage_atomic import OPS, apply, contents
 
 from taskengine import TaskEngine, TaskStatus
@@ -49,19 +48,9 @@ WAIT = 10.0
 
 @pytest.fixture(scope="module")
 def shared_dsn(postgres_dsn: str) -> Iterator[str]:
-    """The DSN of one database for the whole module, dropped after it (a new database for
-    each test costs 0.1-0.3 s on a busy machine; emptying this one costs about 1 ms)."""
-    name = f"taskengine_pgstorage_{uuid.uuid4().hex[:8]}"
-    try:
-        dsn = create_database(postgres_dsn, name)
-    except psycopg.Error as exc:
-        if not os.environ.get(DSN_VARIABLE):
-            raise
-        unavailable(f"cannot create a database with {DSN_VARIABLE}: {exc}")
-    try:
+    """The DSN of one database for the whole module, dropped after it."""
+    with scratch_database(postgres_dsn) as dsn:
         yield dsn
-    finally:
-        drop_database(postgres_dsn, name)
 
 
 @pytest.fixture(scope="module")

@@ -6,19 +6,15 @@ U+0000: ``data`` is ``NULL``) are among the documents, and must still be decided
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator, Mapping
 from typing import Any
 from unittest import mock
 
-import psycopg
 import pytest
 import sql_strategies as sq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pg_conftest_plugin import unavailable
-from pg_server import DSN_VARIABLE, create_database, drop_database
+from pg_conftest_plugin import scratch_database
 
 from taskengine.errors import CollectionNotFound, SandboxNotEnabled
 from taskengine.filters import Filter, compile_filter
@@ -29,19 +25,9 @@ from taskengine.storage.postgres import PgDatabase, PostgresStorage
 @pytest.fixture(scope="module")
 def shared(postgres_dsn: str) -> Iterator[PgDatabase]:
     """One database for the module (emptied per example, which costs about a millisecond)."""
-    name = f"taskengine_pgpush_{uuid.uuid4().hex[:8]}"
-    try:
-        dsn = create_database(postgres_dsn, name)
-    except psycopg.Error as exc:
-        if not os.environ.get(DSN_VARIABLE):
-            raise
-        unavailable(f"cannot create a database with {DSN_VARIABLE}: {exc}")
-    try:
-        with PgDatabase(dsn) as database:
-            PostgresStorage(database)
-            yield database
-    finally:
-        drop_database(postgres_dsn, name)
+    with scratch_database(postgres_dsn) as dsn, PgDatabase(dsn) as database:
+        PostgresStorage(database)
+        yield database
 
 
 def emptied(database: PgDatabase, *names: str) -> PostgresStorage:
