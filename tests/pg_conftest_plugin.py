@@ -19,7 +19,7 @@ import itertools
 import os
 import uuid
 from collections.abc import Iterator
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 from pg_server import (
@@ -30,6 +30,9 @@ from pg_server import (
     create_database,
     drop_database,
 )
+
+if TYPE_CHECKING:
+    from taskengine.storage.postgres import PgDatabase, PostgresStorage
 
 _FIXTURES = frozenset({"postgres_dsn", "pg_database"})
 _counter = itertools.count()
@@ -105,3 +108,33 @@ def pg_database(postgres_dsn: str) -> Iterator[str]:
     """The DSN of a new, empty database, dropped after the test."""
     with scratch_database(postgres_dsn) as dsn:
         yield dsn
+
+
+@pytest.fixture(scope="module")
+def pg_module_dsn(postgres_dsn: str) -> Iterator[str]:
+    """The DSN of a database shared by the module's tests, dropped after them."""
+    with scratch_database(postgres_dsn) as dsn:
+        yield dsn
+
+
+@pytest.fixture(scope="module")
+def pg_module_database(pg_module_dsn: str) -> Iterator[PgDatabase]:
+    """A ``PgDatabase`` on :func:`pg_module_dsn` with the storage tables (each test
+    empties the collections it uses first: :func:`emptied`)."""
+    from taskengine.storage.postgres import PgDatabase, PostgresStorage
+
+    with PgDatabase(pg_module_dsn) as database:
+        PostgresStorage(database)
+        yield database
+
+
+def emptied(database: PgDatabase, *names: str) -> PostgresStorage:
+    """A storage on ``database`` without the named collections (tests of a module sharing
+    a database each use their own, so the order they run in does not matter)."""
+    from taskengine.storage.postgres import PostgresStorage
+
+    storage = PostgresStorage(database)
+    for name in names:
+        if name in {info.name for info in storage.list_collections()}:
+            storage.drop_collection(name)
+    return storage

@@ -21,7 +21,7 @@ import pytest
 import sql_strategies as sq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pg_conftest_plugin import scratch_database
+from pg_conftest_plugin import emptied
 
 from taskengine import MemoryStorage, PostgresTaskStore, TaskEngine
 from taskengine.filters import compile_filter
@@ -34,27 +34,9 @@ from taskengine.tasktypes._changes import DELETE_MATCHED, RemoveFields, SetField
 
 
 @pytest.fixture(scope="module")
-def shared_dsn(postgres_dsn: str) -> Iterator[str]:
-    """One database for the module (its collections are emptied per example)."""
-    with scratch_database(postgres_dsn) as dsn:
-        yield dsn
-
-
-@pytest.fixture(scope="module")
-def shared(shared_dsn: str) -> Iterator[PgDatabase]:
-    """The module's database, opened once."""
-    with PgDatabase(shared_dsn) as database:
-        PostgresStorage(database)
-        yield database
-
-
-def emptied(database: PgDatabase, *names: str) -> PostgresStorage:
-    """A storage on ``database`` without the named collections."""
-    storage = PostgresStorage(database)
-    for name in names:
-        if name in {info.name for info in storage.list_collections()}:
-            storage.drop_collection(name)
-    return storage
+def shared(pg_module_database: PgDatabase) -> PgDatabase:
+    """The module's database (its collections are emptied per example)."""
+    return pg_module_database
 
 
 @attrs.frozen
@@ -426,7 +408,7 @@ def test_cancel_mid_task_keeps_counters_equal_to_the_items_deleted(shared: PgDat
 
 
 def test_two_engines_deleting_the_same_items_count_each_once(
-    shared: PgDatabase, shared_dsn: str
+    shared: PgDatabase, pg_module_dsn: str
 ) -> None:
     """Two engines on their own sessions run a DELETE_BY_QUERY each on the same items at
     the same time: every matching item is deleted once and counted once, by one task."""
@@ -438,7 +420,7 @@ def test_two_engines_deleting_the_same_items_count_each_once(
     ]
     storage.insert_items("Items", "LIVE", items)
     matching = sum(1 for item in items if item["holidays"] == ["Halloween"])
-    databases = [PgDatabase(shared_dsn) for _ in range(2)]  # a session each
+    databases = [PgDatabase(pg_module_dsn) for _ in range(2)]  # a session each
     try:
         engines = [
             TaskEngine(

@@ -6,7 +6,7 @@ U+0000: ``data`` is ``NULL``) are among the documents, and must still be decided
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 from unittest import mock
 
@@ -14,7 +14,7 @@ import pytest
 import sql_strategies as sq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pg_conftest_plugin import scratch_database
+from pg_conftest_plugin import emptied
 
 from taskengine.errors import CollectionNotFound, SandboxNotEnabled
 from taskengine.filters import Filter, compile_filter
@@ -23,21 +23,9 @@ from taskengine.storage.postgres import PgDatabase, PostgresStorage
 
 
 @pytest.fixture(scope="module")
-def shared(postgres_dsn: str) -> Iterator[PgDatabase]:
+def shared(pg_module_database: PgDatabase) -> PgDatabase:
     """One database for the module (emptied per example, which costs about a millisecond)."""
-    with scratch_database(postgres_dsn) as dsn, PgDatabase(dsn) as database:
-        PostgresStorage(database)
-        yield database
-
-
-def emptied(database: PgDatabase, *names: str) -> PostgresStorage:
-    """A storage on ``database`` without the named collections (the module's tests each
-    use their own, so the order they run in does not matter)."""
-    storage = PostgresStorage(database)
-    for name in names:
-        if name in {info.name for info in storage.list_collections()}:
-            storage.drop_collection(name)
-    return storage
+    return pg_module_database
 
 
 class Counted:
