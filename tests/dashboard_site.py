@@ -98,7 +98,13 @@ def serve_dashboard(
     """
     storage = GatedStorage()
     fill(storage)
-    engine = TaskEngine(storage, workers=workers, batch_size=batch_size, poll_interval=0.2)
+    engine = TaskEngine(
+        storage,
+        workers=workers,
+        batch_size=batch_size,
+        set_batch_size=batch_size,  # one batch per permit on either path
+        poll_interval=0.2,
+    )
     app = make_dashboard_app(engine, token=token)
     server = make_server(app if wrap is None else wrap(app), "127.0.0.1", 0, quiet=True)
     thread = threading.Thread(target=server.serve_forever, name="dashboard-test", daemon=True)
