@@ -159,6 +159,7 @@ def open_engine(config: Mapping[str, Any], counter: Counter) -> tuple[TaskEngine
         "lease": timedelta(seconds=config.get("lease", 2.0)),
         "poll_interval": config.get("poll", 0.1),
         "batch_size": config.get("batch", 500),
+        "set_batch_size": config.get("batch", 500),  # kill points land batch by batch
         "workers": config.get("workers", 1),
         "tick_interval": config.get("tick", 1.0),
         "adopt": True,

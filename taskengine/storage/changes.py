@@ -29,6 +29,7 @@ __all__ = [
     "ItemChange",
     "SQLChange",
     "change_by_scan",
+    "keep_only_if_unchanged",
     "split_outcomes",
 ]
 
@@ -136,7 +137,8 @@ class ChangingStorage(Protocol):
     The engine looks the method up on the adapter's class, never through an instance's
     ``__getattr__``, so a wrapper delegating to another adapter keeps its own writes. A
     subclass that overrides :meth:`Storage.scan` or a write method of an adapter with
-    this capability must override ``change_matching`` too, or set it to ``None``.
+    this capability must override ``change_matching`` too, or set it to ``None``; the
+    bundled adapters do the latter by themselves (:func:`keep_only_if_unchanged`).
     """
 
     def change_matching(
@@ -164,6 +166,18 @@ class ChangingStorage(Protocol):
                 the batch is written.
         """
         ...
+
+
+def keep_only_if_unchanged(cls: type, base: type) -> None:
+    """For an adapter's ``__init_subclass__``: a subclass of ``base`` that overrides
+    :meth:`Storage.scan`, :meth:`Storage.replace_items` or :meth:`Storage.delete_items`
+    but not ``change_matching`` loses the capability (``change_matching = None``), so the
+    engine runs its batches through the methods it overrides."""
+    if "change_matching" not in cls.__dict__ and any(
+        getattr(cls, name) is not getattr(base, name)
+        for name in ("scan", "replace_items", "delete_items")
+    ):
+        cls.change_matching = None  # type: ignore[attr-defined]
 
 
 def split_outcomes(

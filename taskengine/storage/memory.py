@@ -32,7 +32,12 @@ from taskengine.storage.base import (
     check_limit,
     check_name,
 )
-from taskengine.storage.changes import ChangeResult, ChangingStorage, ItemChange
+from taskengine.storage.changes import (
+    ChangeResult,
+    ChangingStorage,
+    ItemChange,
+    keep_only_if_unchanged,
+)
 from taskengine.storage.codec import Plan, check_planned, lookup_id, plan_of
 
 __all__ = ["MemoryStorage"]
@@ -82,11 +87,7 @@ class MemoryStorage(Storage, ChangingStorage):
         (``change_matching = None``, as :class:`ChangingStorage` asks), so the engine
         runs its batches through the methods it overrides."""
         super().__init_subclass__(**kwargs)
-        if "change_matching" not in cls.__dict__ and any(
-            getattr(cls, name) is not getattr(MemoryStorage, name)
-            for name in ("scan", "replace_items", "delete_items")
-        ):
-            cls.change_matching = None  # type: ignore[assignment]
+        keep_only_if_unchanged(cls, MemoryStorage)
 
     def __init__(self) -> None:
         self._lock = threading.RLock()

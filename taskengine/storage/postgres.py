@@ -89,7 +89,13 @@ from taskengine.storage.base import (
     check_limit,
     check_name,
 )
-from taskengine.storage.changes import ChangeResult, ChangingStorage, ItemChange, change_by_scan
+from taskengine.storage.changes import (
+    ChangeResult,
+    ChangingStorage,
+    ItemChange,
+    change_by_scan,
+    keep_only_if_unchanged,
+)
 from taskengine.storage.codec import admit_text, count_accepted, decode, lookup_id
 
 # PgDatabase and its errors are re-exported: the public way to share one database
@@ -202,6 +208,13 @@ class PostgresStorage(Storage, ChangingStorage):
 
     atomic_rolls_back = True
     scan_filters_exactly = True
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that overrides :meth:`scan`, :meth:`replace_items` or
+        :meth:`delete_items` and not :meth:`change_matching` loses the capability
+        (``change_matching = None``), so the engine runs its batches through them."""
+        super().__init_subclass__(**kwargs)
+        keep_only_if_unchanged(cls, PostgresStorage)
 
     def __init__(self, source: str | PgDatabase) -> None:
         if isinstance(source, PgDatabase):

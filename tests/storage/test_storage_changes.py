@@ -352,3 +352,22 @@ def test_set_batch_size_sets_the_rows_per_set_based_batch(
         engine.run_until_idle()
         assert engine.get_task(task.id).items_succeeded == 8
         assert len(seen) == batches
+
+
+def test_a_subclass_overriding_a_write_loses_the_capability() -> None:
+    """A SQLiteStorage subclass that overrides scan or a write (and not change_matching)
+    has ``change_matching = None``: the engine then runs its batches through its methods."""
+
+    class Audited(SQLiteStorage):
+        def replace_items(self, collection: str, environment: Any, items: Any) -> Any:
+            return super().replace_items(collection, environment, items)
+
+    class Tuned(Audited):
+        change_matching = SQLiteStorage.change_matching
+
+    class Plain(SQLiteStorage):
+        pass
+
+    assert Audited.change_matching is None
+    assert Tuned.change_matching is SQLiteStorage.change_matching
+    assert Plain.change_matching is SQLiteStorage.change_matching
