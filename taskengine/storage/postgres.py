@@ -571,16 +571,24 @@ class PostgresStorage(Storage, ChangingStorage):
         undecided are read locked, checked in Python and deleted by id
         (:mod:`taskengine.storage._pgchange`). A rewrite (PostgreSQL's ``jsonb``
         functions cannot produce the codec's exact text), or a filter without a SQL
-        form, takes :func:`change_by_scan`. Either runs in the caller's transaction (the
-        engine's :meth:`atomic` block, with no savepoint of its own: a batch that fails
-        fails the block) or, outside one, in a transaction of its own.
+        form, takes :func:`change_by_scan`, and so does a delete while the items table
+        has no statistics worth the name (never analyzed, or changed by more rows than it
+        held since): the set-based statement's plan then costs 2-3x the scan path's
+        (measured on a freshly filled 100k-item table; 0.6x once analyzed). Either runs
+        in the caller's transaction (the engine's :meth:`atomic` block, with no
+        savepoint of its own: a batch that fails fails the block) or, outside one, in a
+        transaction of its own.
         """
         check_limit(limit)
         check_after(after)
         env = Environment.coerce(environment)
         condition = None if filter is None else pushed_condition(filter, BACKEND, DOCUMENT)
         with self._block() as conn:
-            if not change.deletes or (filter is not None and condition is None):
+            if (
+                not change.deletes
+                or (filter is not None and condition is None)
+                or not _has_statistics(conn)
+            ):
                 return change_by_scan(
                     self, collection, env, after=after, limit=limit, filter=filter, change=change
                 )
@@ -642,6 +650,22 @@ def _name_key(name: object) -> str | None:
     if type(name) is not str or not name or not (name.isascii() or lookup_id(name)):
         return None
     return key(name)
+
+
+_STATISTICS = (
+    "SELECT c.reltuples, s.n_mod_since_analyze FROM pg_class AS c"
+    " LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid"
+    " WHERE c.oid = 'taskengine_items'::regclass"
+)
+
+
+def _has_statistics(conn: Connection) -> bool:
+    """Whether the planner knows the items table: analyzed (``reltuples`` is -1 before,
+    0 before PostgreSQL 14), and not changed by more rows than it held since."""
+    row = conn.execute(_STATISTICS).fetchone()
+    if row is None or row[0] is None or row[0] <= 0:
+        return False
+    return row[1] is None or row[1] <= row[0]
 
 
 def _target(conn: Connection, collection: str, env: Environment, *, lock: bool = False) -> int:

@@ -26,11 +26,22 @@ from pg_conftest_plugin import emptied
 from taskengine import MemoryStorage, PostgresTaskStore, TaskEngine
 from taskengine.filters import compile_filter
 from taskengine.storage import _pgchange, _pgfilter
+from taskengine.storage import postgres as postgres_module
 from taskengine.storage.base import Item, ItemFilter, Storage
 from taskengine.storage.changes import ChangeResult, ItemChange, change_by_scan
 from taskengine.storage.postgres import PgDatabase, PostgresStorage
 from taskengine.task import Task, TaskStatus
 from taskengine.tasktypes._changes import DELETE_MATCHED, RemoveFields, SetField
+
+_HAS_STATISTICS = postgres_module._has_statistics
+
+
+@pytest.fixture(autouse=True)
+def set_based(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' tables are never analyzed, so the storage would take the scan path for
+    deletes; they are about the set-based statement, so it is forced (but in the test of
+    that rule itself)."""
+    monkeypatch.setattr(postgres_module, "_has_statistics", lambda conn: True)
 
 
 @pytest.fixture(scope="module")
@@ -468,9 +479,11 @@ _READ = (
 
 
 def test_a_batch_reads_its_windows_not_the_item_set(pg_database: str) -> None:
-    """On a table never analyzed (no statistics), a batch in the middle of 20,000 items
-    reads about its own window's rows: no statement of it is planned over the whole item
-    set (which made a whole task quadratic)."""
+    """On a table never analyzed (no statistics), a set-based batch in the middle of
+    20,000 items reads about its own window's rows: no statement of it is planned over
+    the whole item set (which made a whole task quadratic). (The storage itself takes the
+    scan path on such a table; the statement is forced here, as in every test but the
+    next.)"""
     with PgDatabase(pg_database) as database:
         storage = PostgresStorage(database)
         storage.create_collection("c")
@@ -487,3 +500,39 @@ def test_a_batch_reads_its_windows_not_the_item_set(pg_database: str) -> None:
         assert result.written == 100
         # The window: 3 keys per candidate needed (316); every part reads it at most once.
         assert after[0] - before[0] < 2000
+
+
+def test_deletes_are_set_based_only_on_a_table_with_statistics(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without statistics (never analyzed) a delete takes the scan path, whose plans do
+    not depend on them; once the table is analyzed, the set-based statement. Both delete
+    the same items."""
+    calls: list[int] = []
+    real = postgres_module.delete_rows
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(postgres_module, "delete_rows", counted)
+    monkeypatch.setattr(postgres_module, "_has_statistics", _HAS_STATISTICS)
+    flt = compile_filter({"n": {"$lt": 2}})
+    with PgDatabase(pg_database) as database:
+        storage = PostgresStorage(database)
+        storage.create_collection("c")
+        storage.insert_items("c", "LIVE", [{"_id": f"{k:04d}", "n": k % 5} for k in range(1000)])
+        with storage.atomic():
+            first = storage.change_matching(
+                "c", "LIVE", after=None, limit=100, filter=flt, change=DELETE_MATCHED
+            )
+        assert calls == []
+        with database.transaction() as conn:
+            conn.execute("ANALYZE taskengine_items")
+        with storage.atomic():
+            second = storage.change_matching(
+                "c", "LIVE", after=first.cursor, limit=100, filter=flt, change=DELETE_MATCHED
+            )
+        assert calls == [1]
+        assert (first.written, second.written) == (100, 100)
+        assert storage.count("c", "LIVE").value == 800
