@@ -62,7 +62,7 @@ if TYPE_CHECKING:
     from taskengine.clock import Clock
     from taskengine.storage.base import Storage
     from taskengine.taskstore import TaskStore
-    from taskengine.tasktype import TaskType
+    from taskengine.tasktype import Executor, TaskType
 
 __all__ = ["Batches"]
 
@@ -272,7 +272,7 @@ class Batches:
         # re-checks, except on adapters that declare exact scans (a second call per item).
         recheck = accept if accept is not None and not self._exact else None
         scan, commit, atomic = storage.scan, self._commit, storage.atomic
-        set_step = self._set_step(hold, task_id, plan, target_lock)
+        set_step = self._set_step(hold, task_id, executor, plan, target_lock)
 
         # The previous batch (its scanned copies) is let go right after the next page is
         # read, as a hand-written ``page = scan(...)`` loop does, so apply and the write
@@ -345,7 +345,12 @@ class Batches:
             checkpoint = cursor
 
     def _set_step(
-        self, hold: Hold, task_id: str, plan: Plan, target_lock: threading.Lock
+        self,
+        hold: Hold,
+        task_id: str,
+        executor: Executor,
+        plan: Plan,
+        target_lock: threading.Lock,
     ) -> (
         Callable[[str | None], tuple[str | None, BatchChanges, WriteResult | None, Task | None]]
         | None
@@ -357,9 +362,7 @@ class Batches:
         the batch's writes and its checkpoint are one block that rolls back (a failed
         batch is retried whole, as on the scan path).
         """
-        task = self.task_store.get(task_id)
-        task_type = None if task is None else self.task_types.get(task.type)
-        make = getattr(getattr(task_type, "executor", None), "item_change", None)
+        make = getattr(executor, "item_change", None)
         # Looked up on the class: a wrapping adapter that delegates unknown attributes to
         # another one (``__getattr__``) must not have its own writes bypassed.
         unbound = getattr(type(self.storage), "change_matching", None)

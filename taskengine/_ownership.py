@@ -41,9 +41,29 @@ from taskengine.errors import LeaseLost, StorageError
 from taskengine.taskstore import read_notice
 
 if TYPE_CHECKING:
+    from taskengine.task import Task
     from taskengine.taskstore import Notices, TaskStore
 
-__all__ = ["Hold", "Ownership", "Watcher", "owner_is_gone"]
+__all__ = [
+    "LEASE_RAN_OUT",
+    "OWNER_EXITED",
+    "WAITING",
+    "Hold",
+    "Ownership",
+    "Watcher",
+    "holder",
+    "is_waiting",
+    "owner_is_gone",
+    "owner_label",
+    "shown_holder",
+]
+
+WAITING = "waiting"
+"""The holder of an unfinished task no engine has claimed (or one released it)."""
+LEASE_RAN_OUT = "waiting (lease ran out)"
+"""The holder of an unfinished task whose lease ran out (its owner died elsewhere, or hung)."""
+OWNER_EXITED = "waiting (owner exited)"
+"""The holder of an unfinished task whose owner is a process of this host that exited."""
 
 _log = logging.getLogger("taskengine.engine")
 
@@ -394,6 +414,44 @@ def _quietly_close(notices: Notices) -> None:
         notices.close()
     except Exception as exc:  # the connection is gone either way
         _log.debug("closing the notification listener failed: %s", exc)
+
+
+def owner_label(owner: str) -> str:
+    """An engine id ``host:pid:hex`` as people name a process: ``host/pid``."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return owner
+    return f"{parts[0]}/{parts[1]}"
+
+
+def holder(store: TaskStore, task: Task, now: datetime) -> str | None:
+    """Who holds an unfinished task at ``now``: the owner's engine id (a live lease), or
+    the reason it waits (:data:`WAITING`, :data:`LEASE_RAN_OUT`, :data:`OWNER_EXITED`).
+    ``None`` for a finished task. The command line's OWNER column and the dashboard show
+    it."""
+    if task.is_finished:
+        return None
+    lease = store.lease_of(task.id)
+    if lease is None:
+        return WAITING
+    if not lease.is_live(now):
+        return LEASE_RAN_OUT
+    if owner_is_gone(lease.owner):
+        return OWNER_EXITED
+    return lease.owner
+
+
+def is_waiting(held_by: str | None) -> bool:
+    """Whether a :func:`holder` answer means that any adopting engine may take the task."""
+    return held_by in (WAITING, LEASE_RAN_OUT, OWNER_EXITED)
+
+
+def shown_holder(held_by: str | None) -> str | None:
+    """A :func:`holder` answer as people read it: an owner as ``host/pid``, why a task
+    waits as it is, ``None`` for a finished task."""
+    if held_by is None or is_waiting(held_by):
+        return held_by
+    return owner_label(held_by)
 
 
 def owner_is_gone(owner: str) -> bool:

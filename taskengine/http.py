@@ -226,14 +226,7 @@ class TaskAPI:
         unknown = [Violation(key, "unknown field") for key in body if key != "task"]
         if unknown:
             raise InvalidRequest(unknown)  # the body is {"task": {...}} and nothing else
-        if "task" not in body:
-            raise InvalidRequest([Violation("task", "required")])
-        spec = body["task"]
-        if not isinstance(spec, dict):
-            raise InvalidRequest(
-                [Violation("task", f"must be an object, got {json_type_name(spec)}")]
-            )
-        return {"task": self.engine.create_task({"task": spec}).to_json()}
+        return {"task": self.engine.create_task({"task": _task_of(body)}).to_json()}
 
     def _read_body(self, environ: WSGIEnviron) -> bytes:
         raw = str(environ.get("CONTENT_LENGTH", "") or "").strip()
@@ -282,6 +275,20 @@ class TaskAPI:
             f"the body has {length} bytes; the limit is {self.max_body}",
             {"limit": self.max_body, "length": length},
         )
+
+
+def _task_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The ``task`` object of a request body.
+
+    Raises:
+        InvalidRequest: ``task`` is missing or not an object.
+    """
+    if "task" not in body:
+        raise InvalidRequest([Violation("task", "required")])
+    spec = body["task"]
+    if not isinstance(spec, dict):
+        raise InvalidRequest([Violation("task", f"must be an object, got {json_type_name(spec)}")])
+    return spec
 
 
 def _drain(stream: Any, length: int) -> None:

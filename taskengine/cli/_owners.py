@@ -16,52 +16,33 @@ which unfinished tasks they leave alone. A task is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import attrs
 
+from taskengine._ownership import (
+    LEASE_RAN_OUT,
+    OWNER_EXITED,
+    WAITING,
+    holder,
+    is_waiting,
+    owner_label,
+)
+
 if TYPE_CHECKING:
     from taskengine.engine import TaskEngine
     from taskengine.task import Task
-    from taskengine.taskstore import TaskStore
 
-__all__ = ["Census", "holder", "owner_label", "take_census"]
-
-WAITING = "waiting"
-LEASE_RAN_OUT = "waiting (lease ran out)"
-OWNER_EXITED = "waiting (owner exited)"
-
-
-def owner_label(owner: str) -> str:
-    """An engine id ``host:pid:hex`` as people name a process: ``host/pid``."""
-    parts = owner.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return owner
-    return f"{parts[0]}/{parts[1]}"
-
-
-def holder(store: TaskStore, task: Task, now: datetime) -> str | None:
-    """Who holds an unfinished task at ``now``: the owner's engine id (a live lease), or
-    the reason it waits (:data:`WAITING`, :data:`LEASE_RAN_OUT`, :data:`OWNER_EXITED`).
-    ``None`` for a finished task."""
-    from taskengine._ownership import owner_is_gone
-
-    if task.is_finished:
-        return None
-    lease = store.lease_of(task.id)
-    if lease is None:
-        return WAITING
-    if not lease.is_live(now):
-        return LEASE_RAN_OUT
-    if owner_is_gone(lease.owner):
-        return OWNER_EXITED
-    return lease.owner
-
-
-def is_waiting(held_by: str | None) -> bool:
-    """Whether a :func:`holder` answer means that any adopting engine may take the task."""
-    return held_by in (WAITING, LEASE_RAN_OUT, OWNER_EXITED)
+__all__ = [
+    "LEASE_RAN_OUT",
+    "OWNER_EXITED",
+    "WAITING",
+    "Census",
+    "holder",
+    "is_waiting",
+    "owner_label",
+    "take_census",
+]
 
 
 @attrs.frozen

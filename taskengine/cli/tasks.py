@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from taskengine._jsonio import dumps
+from taskengine._ownership import shown_holder
 from taskengine.cli._common import DB_HELP, EXIT_OK, format_table, open_engine
-from taskengine.cli._owners import holder, is_waiting, owner_label
+from taskengine.cli._owners import holder
 from taskengine.errors import InvalidRequest, Violation
 
 __all__ = ["add_command", "run_command"]
@@ -126,9 +127,8 @@ def _status_label(task: Mapping[str, Any]) -> str:
 def _owner_cell(held_by: str | None) -> str:
     """The OWNER column: ``host/pid`` of a live owner, why an unfinished task waits, or
     ``-`` for a finished one."""
-    if held_by is None:
-        return "-"
-    return held_by if is_waiting(held_by) else owner_label(held_by)
+    shown = shown_holder(held_by)
+    return "-" if shown is None else shown
 
 
 _OPTIONS = {"paging.limit": "--limit", "paging.offset": "--offset"}

@@ -30,9 +30,8 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
-from taskengine._jsonio import json_type_name, parse_json_object
+from taskengine._jsonio import parse_json_object
 from taskengine.dashboard._data import collections_json, task_json, tasks_json, validate
-from taskengine.errors import InvalidRequest, Violation
 from taskengine.http import (
     MAX_BODY,
     StartResponse,
@@ -43,6 +42,7 @@ from taskengine.http import (
     _not_allowed,
     _paging,
     _respond,
+    _task_of,
 )
 
 if TYPE_CHECKING:
@@ -157,14 +157,7 @@ class DashboardApp:
             if method != "POST":
                 raise _not_allowed(method, ("POST",))
             body = parse_json_object(self.api._read_body(environ), source="body")
-            if "task" not in body:
-                raise InvalidRequest([Violation("task", "required")])
-            spec = body["task"]
-            if not isinstance(spec, dict):
-                raise InvalidRequest(
-                    [Violation("task", f"must be an object, got {json_type_name(spec)}")]
-                )
-            return validate(self.engine, spec)
+            return validate(self.engine, _task_of(body))
         path = DATA_PREFIX + route
         raise _HTTPError(HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no route for {path}", {"path": path})
 

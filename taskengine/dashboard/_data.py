@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from taskengine._ownership import owner_is_gone
+from taskengine._ownership import WAITING, holder, owner_label, shown_holder
 from taskengine._taskjson import read_create
 from taskengine.storage.base import Environment
 
@@ -29,36 +29,14 @@ __all__ = [
     "validate",
 ]
 
-WAITING = "waiting"
-"""The holder of an unfinished task no engine has claimed (or one released it)."""
-LEASE_RAN_OUT = "waiting (lease ran out)"
-OWNER_EXITED = "waiting (owner exited)"
-
-
-def owner_label(owner: str) -> str:
-    """An engine id ``host:pid:hex`` as people name a process: ``host/pid``."""
-    parts = owner.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return owner
-    return f"{parts[0]}/{parts[1]}"
-
 
 def holder_label(store: TaskStore, task: Task, now: datetime) -> str | None:
     """Who holds an unfinished task at ``now``, as ``tasks list`` shows it (``host/pid``,
     ``waiting``, ``waiting (lease ran out)``, ``waiting (owner exited)``); ``None`` for a
-    finished task. The same rule as the command line's OWNER column
-    (``taskengine.cli._owners.holder``); tests/surfaces/test_dashboard.py checks they agree.
+    finished task: :func:`taskengine._ownership.holder`, the command line's OWNER rule,
+    with an owner shown as ``host/pid``.
     """
-    if task.is_finished:
-        return None
-    lease = store.lease_of(task.id)
-    if lease is None:
-        return WAITING
-    if not lease.is_live(now):
-        return LEASE_RAN_OUT
-    if owner_is_gone(lease.owner):
-        return OWNER_EXITED
-    return owner_label(lease.owner)
+    return shown_holder(holder(store, task, now))
 
 
 def tasks_json(engine: TaskEngine, limit: int, offset: int) -> dict[str, Any]:

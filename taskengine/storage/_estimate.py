@@ -23,12 +23,21 @@ answer is a :class:`~taskengine.storage.base.Count` marked ``exact=False``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Final
 
 from taskengine.storage.base import Count, ItemFilter, SQLFilterCondition
 from taskengine.storage.codec import decode
 
-__all__ = ["EXACT_UP_TO", "ROWS", "SAMPLE", "WINDOWS", "Query", "estimate_accepted"]
+__all__ = [
+    "EXACT_UP_TO",
+    "ROWS",
+    "SAMPLE",
+    "WINDOWS",
+    "Query",
+    "estimate_accepted",
+    "estimate_on_reads",
+]
 
 EXACT_UP_TO: Final = 50_000
 """Item sets at most this large are counted exactly (a pass over them is cheap)."""
@@ -42,6 +51,31 @@ SAMPLE: Final = WINDOWS * ROWS
 Query = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
 """Runs one read query on the adapter's connection: ``(sql, params) -> rows`` (the SQL is
 written with the adapter's placeholder, ``mark``)."""
+
+
+def estimate_on_reads(
+    read: Callable[[], AbstractContextManager[Any]],
+    locate: Callable[[Any], int],
+    env_code: int,
+    mark: str,
+    condition: SQLFilterCondition | None,
+    filter: ItemFilter,
+    count_exactly: Callable[[], Count],
+) -> Count:
+    """:func:`estimate_accepted` for a SQL adapter: each query in a read of its own
+    (``read()`` yields a connection), the item set located by ``locate(conn)`` (the
+    collection's row id; it raises when the collection is gone, checked again before
+    every query)."""
+    with read() as conn:
+        target = (locate(conn), env_code)
+
+    def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        with read() as conn:
+            locate(conn)  # still there
+            rows: list[tuple[Any, ...]] = conn.execute(sql, tuple(params)).fetchall()
+            return rows
+
+    return estimate_accepted(query, mark, target, condition, filter, count_exactly)
 
 
 def estimate_accepted(

@@ -84,7 +84,7 @@ def change_rows(
             cursor = bounds[0][0]
             keys.add(" AND id <= ?", (cursor,))
         scope = keys
-        if len(bounds) == 0:
+        if len(bounds) == 0 and not change.deletes:  # (a delete needs no unchanged count)
             size = conn.execute(
                 _Query("SELECT count(*) FROM ").add(keys.sql, keys.params).sql, keys.params
             ).fetchone()[0]

@@ -32,7 +32,7 @@ from taskengine.errors import (
     StorageError,
 )
 from taskengine.storage._database import Database
-from taskengine.storage._estimate import estimate_accepted
+from taskengine.storage._estimate import estimate_on_reads
 from taskengine.storage._sqlchange import change_rows
 from taskengine.storage._sqlfilter import (
     BACKEND,
@@ -299,19 +299,11 @@ class SQLiteStorage(Storage, ChangingStorage):
         env = Environment.coerce(environment)
         if filter is None:
             return self.count(collection, env)
-        with self.database.read() as conn:
-            target = (_target(conn, collection, env), _ENV_CODE[env])
-
-        def query(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-            with self.database.read() as conn:
-                _target(conn, collection, env)  # still there
-                rows: list[tuple[Any, ...]] = conn.execute(sql, tuple(params)).fetchall()
-                return rows
-
-        return estimate_accepted(
-            query,
+        return estimate_on_reads(
+            self.database.read,
+            lambda conn: _target(conn, collection, env),
+            _ENV_CODE[env],
             "?",
-            target,
             pushed_condition(filter),
             filter,
             lambda: self.count(collection, env, filter),
