@@ -21,22 +21,35 @@ import os
 import secrets
 import socket
 from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
 
 from taskengine._values import as_utc, encodable
 
+if TYPE_CHECKING:
+    from taskengine.task import Task
+
 __all__ = [
+    "LEASE_RAN_OUT",
+    "OWNER_EXITED",
+    "WAITING",
     "Held",
     "Lease",
+    "LeaseOf",
     "check_owner",
     "check_role",
     "epoch_ms",
     "fence_time",
     "from_epoch_ms",
+    "holder",
+    "is_waiting",
     "lease_until",
     "new_owner_id",
     "next_term",
+    "owner_is_gone",
+    "owner_label",
+    "shown_holder",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -149,3 +162,94 @@ def fence_time(fence: Lease, task_id: str, now: datetime | None) -> datetime:
     if fence.task_id != task_id:
         raise ValueError(f"the fence is for task {fence.task_id!r}, not {task_id!r}")
     return now
+
+
+# -- who holds a task, as people read it (the CLI's OWNER column, the dashboard) --------
+
+
+class LeaseOf(Protocol):
+    """What :func:`holder` needs of a task store: the lease on a task."""
+
+    def lease_of(self, task_id: str) -> Lease | None:
+        """The lease on ``task_id``, or ``None``."""
+        ...
+
+
+WAITING = "waiting"
+"""The holder of an unfinished task no engine has claimed (or one released it)."""
+LEASE_RAN_OUT = "waiting (lease ran out)"
+"""The holder of an unfinished task whose lease ran out (its owner died elsewhere, or hung)."""
+OWNER_EXITED = "waiting (owner exited)"
+"""The holder of an unfinished task whose owner is a process of this host that exited."""
+
+
+def owner_label(owner: str) -> str:
+    """An engine id ``host:pid:hex`` as people name a process: ``host/pid``."""
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3 or not parts[1].isdigit():
+        return owner
+    return f"{parts[0]}/{parts[1]}"
+
+
+def holder(store: LeaseOf, task: Task, now: datetime) -> str | None:
+    """Who holds an unfinished task at ``now``: the owner's engine id (a live lease), or
+    the reason it waits (:data:`WAITING`, :data:`LEASE_RAN_OUT`, :data:`OWNER_EXITED`).
+    ``None`` for a finished task. The command line's OWNER column and the dashboard show
+    it."""
+    if task.is_finished:
+        return None
+    lease = store.lease_of(task.id)
+    if lease is None:
+        return WAITING
+    if not lease.is_live(now):
+        return LEASE_RAN_OUT
+    if owner_is_gone(lease.owner):
+        return OWNER_EXITED
+    return lease.owner
+
+
+def is_waiting(held_by: str | None) -> bool:
+    """Whether a :func:`holder` answer means that any adopting engine may take the task."""
+    return held_by in (WAITING, LEASE_RAN_OUT, OWNER_EXITED)
+
+
+def shown_holder(held_by: str | None) -> str | None:
+    """A :func:`holder` answer as people read it: an owner as ``host/pid``, why a task
+    waits as it is, ``None`` for a finished task."""
+    if held_by is None or is_waiting(held_by):
+        return held_by
+    return owner_label(held_by)
+
+
+def owner_is_gone(owner: str) -> bool:
+    """Whether ``owner`` (``host:pid:hex``) names a process of this host that has exited.
+
+    Only a certain answer is ``True``: another host, this very process, a live process
+    (or one we may not signal), or an id of another form all count as alive.
+    """
+    parts = owner.rsplit(":", 2)
+    if len(parts) != 3:
+        return False
+    host, pid_text, _ = parts
+    if host != socket.gethostname() or not pid_text.isascii() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid() or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OSError, OverflowError):
+        return False
+    return _is_zombie(pid)
+
+
+def _is_zombie(pid: int) -> bool:
+    """A process that exited but was not reaped yet (Linux ``/proc``; ``False`` elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
+            fields = stat.read().rsplit(")", 1)[-1].split()
+    except OSError:
+        return False
+    return bool(fields) and fields[0] in ("Z", "X")

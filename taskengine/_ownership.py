@@ -28,42 +28,21 @@ may use one task store. The store keeps who owns what (:mod:`taskengine._lease`,
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from taskengine._lease import Lease
+from taskengine._lease import Lease, owner_is_gone
 from taskengine.errors import LeaseLost, StorageError
 from taskengine.taskstore import read_notice
 
 if TYPE_CHECKING:
-    from taskengine.task import Task
     from taskengine.taskstore import Notices, TaskStore
 
-__all__ = [
-    "LEASE_RAN_OUT",
-    "OWNER_EXITED",
-    "WAITING",
-    "Hold",
-    "Ownership",
-    "Watcher",
-    "holder",
-    "is_waiting",
-    "owner_is_gone",
-    "owner_label",
-    "shown_holder",
-]
+__all__ = ["Hold", "Ownership", "Watcher"]
 
-WAITING = "waiting"
-"""The holder of an unfinished task no engine has claimed (or one released it)."""
-LEASE_RAN_OUT = "waiting (lease ran out)"
-"""The holder of an unfinished task whose lease ran out (its owner died elsewhere, or hung)."""
-OWNER_EXITED = "waiting (owner exited)"
-"""The holder of an unfinished task whose owner is a process of this host that exited."""
 
 _log = logging.getLogger("taskengine.engine")
 
@@ -414,75 +393,3 @@ def _quietly_close(notices: Notices) -> None:
         notices.close()
     except Exception as exc:  # the connection is gone either way
         _log.debug("closing the notification listener failed: %s", exc)
-
-
-def owner_label(owner: str) -> str:
-    """An engine id ``host:pid:hex`` as people name a process: ``host/pid``."""
-    parts = owner.rsplit(":", 2)
-    if len(parts) != 3 or not parts[1].isdigit():
-        return owner
-    return f"{parts[0]}/{parts[1]}"
-
-
-def holder(store: TaskStore, task: Task, now: datetime) -> str | None:
-    """Who holds an unfinished task at ``now``: the owner's engine id (a live lease), or
-    the reason it waits (:data:`WAITING`, :data:`LEASE_RAN_OUT`, :data:`OWNER_EXITED`).
-    ``None`` for a finished task. The command line's OWNER column and the dashboard show
-    it."""
-    if task.is_finished:
-        return None
-    lease = store.lease_of(task.id)
-    if lease is None:
-        return WAITING
-    if not lease.is_live(now):
-        return LEASE_RAN_OUT
-    if owner_is_gone(lease.owner):
-        return OWNER_EXITED
-    return lease.owner
-
-
-def is_waiting(held_by: str | None) -> bool:
-    """Whether a :func:`holder` answer means that any adopting engine may take the task."""
-    return held_by in (WAITING, LEASE_RAN_OUT, OWNER_EXITED)
-
-
-def shown_holder(held_by: str | None) -> str | None:
-    """A :func:`holder` answer as people read it: an owner as ``host/pid``, why a task
-    waits as it is, ``None`` for a finished task."""
-    if held_by is None or is_waiting(held_by):
-        return held_by
-    return owner_label(held_by)
-
-
-def owner_is_gone(owner: str) -> bool:
-    """Whether ``owner`` (``host:pid:hex``) names a process of this host that has exited.
-
-    Only a certain answer is ``True``: another host, this very process, a live process
-    (or one we may not signal), or an id of another form all count as alive.
-    """
-    parts = owner.rsplit(":", 2)
-    if len(parts) != 3:
-        return False
-    host, pid_text, _ = parts
-    if host != socket.gethostname() or not pid_text.isascii() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid() or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (PermissionError, OSError, OverflowError):
-        return False
-    return _is_zombie(pid)
-
-
-def _is_zombie(pid: int) -> bool:
-    """A process that exited but was not reaped yet (Linux ``/proc``; ``False`` elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as stat:
-            fields = stat.read().rsplit(")", 1)[-1].split()
-    except OSError:
-        return False
-    return bool(fields) and fields[0] in ("Z", "X")

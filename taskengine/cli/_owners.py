@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 
-from taskengine._ownership import (
+from taskengine._lease import (
     LEASE_RAN_OUT,
     OWNER_EXITED,
     WAITING,

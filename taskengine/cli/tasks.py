@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any, TextIO
 
 from taskengine._jsonio import dumps
-from taskengine._ownership import shown_holder
+from taskengine._lease import shown_holder
 from taskengine.cli._common import DB_HELP, EXIT_OK, format_table, open_engine
 from taskengine.cli._owners import holder
 from taskengine.errors import InvalidRequest, Violation

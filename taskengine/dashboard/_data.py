@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from taskengine._ownership import WAITING, holder, owner_label, shown_holder
+from taskengine._lease import WAITING, holder, owner_label, shown_holder
 from taskengine._taskjson import read_create
 from taskengine.storage.base import Environment
 
@@ -33,7 +33,7 @@ __all__ = [
 def holder_label(store: TaskStore, task: Task, now: datetime) -> str | None:
     """Who holds an unfinished task at ``now``, as ``tasks list`` shows it (``host/pid``,
     ``waiting``, ``waiting (lease ran out)``, ``waiting (owner exited)``); ``None`` for a
-    finished task: :func:`taskengine._ownership.holder`, the command line's OWNER rule,
+    finished task: :func:`taskengine._lease.holder`, the command line's OWNER rule,
     with an owner shown as ``host/pid``.
     """
     return shown_holder(holder(store, task, now))
