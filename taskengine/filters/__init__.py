@@ -26,7 +26,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from taskengine.errors import InvalidFilter
 
@@ -98,6 +98,7 @@ class Filter(functools.partial[bool]):
         d["_dialect"] = dialect
         d["_key"] = key
         d["_hash"] = hash(key)
+        d["_fields"] = _top_level_fields(spec_copy)
         return self
 
     if TYPE_CHECKING:
@@ -114,6 +115,17 @@ class Filter(functools.partial[bool]):
     def dialect(self) -> str:
         """The dialect the spec was compiled in: ``"mongo"`` or ``"wix"``."""
         return self._dialect
+
+    def top_level_fields(self) -> frozenset[str] | None:
+        """The top-level item keys this filter's answer depends on, or ``None`` if any.
+
+        An item's keys outside the set never change the answer, so a storage may hand
+        the filter a dict of only these keys (those the item has, values as stored):
+        ``MemoryStorage`` does, instead of copying whole items it will not keep. A
+        dotted path names both its first part and the whole key (a superset is safe).
+        """
+        fields: frozenset[str] | None = self.__dict__["_fields"]
+        return fields
 
     @property
     def predicate(self) -> Predicate:
@@ -178,6 +190,36 @@ class Filter(functools.partial[bool]):
     def __deepcopy__(self, memo: dict[int, Any]) -> Filter:
         """Filters are immutable: a deep copy is the filter itself."""
         return self
+
+
+_LOGICAL_LISTS: Final = frozenset({"$and", "$or", "$nor"})
+
+
+def _top_level_fields(spec: Mapping[str, Any]) -> frozenset[str] | None:
+    """The top-level keys a (compiled, so valid) spec reads; ``None`` when unsure."""
+    found: set[str] = set()
+    pending: list[object] = [spec]
+    while pending:
+        doc = pending.pop()
+        if not isinstance(doc, Mapping):
+            return None
+        for key, value in doc.items():
+            if not isinstance(key, str):
+                return None
+            if key in _LOGICAL_LISTS:
+                if not isinstance(value, list):
+                    return None
+                pending.extend(value)
+            elif key == "$not":  # wix: an object or a one-element list
+                pending.extend(value if isinstance(value, list) else [value])
+            elif key == "$comment":
+                continue
+            elif key.startswith("$"):
+                return None
+            else:
+                found.add(key)
+                found.add(key.split(".", 1)[0])
+    return frozenset(found)
 
 
 def compile_filter(spec: Mapping[str, Any] | None, dialect: Dialect = "mongo") -> Filter:

@@ -11,6 +11,7 @@ from taskengine.storage.base import (
 from taskengine.storage.changes import (
     ChangeResult,
     ChangingStorage,
+    FieldAssignment,
     ItemChange,
     SQLChange,
     change_by_scan,
@@ -24,6 +25,7 @@ __all__ = [
     "CollectionInfo",
     "Count",
     "Environment",
+    "FieldAssignment",
     "ItemChange",
     "MemoryStorage",
     "Page",

@@ -43,8 +43,10 @@ __all__ = [
     "Frozen",
     "freeze_item",
     "freeze_value",
+    "is_frozen_list",
     "registered_shape",
     "shape_keys",
+    "shape_of",
     "thaw_item",
     "thaw_value",
     "thawers",
@@ -141,6 +143,17 @@ Append-only, like :data:`thawers`.
 def registered_shape(keys: tuple[str, ...]) -> int | None:
     """The shape number of ``keys`` when it is registered (never registers it)."""
     return _SHAPE_OF.get(keys)
+
+
+def is_frozen_list(value: Any) -> bool:
+    """Whether a stored value is a frozen list (a tuple that is not a frozen dict)."""
+    return type(value) is tuple and (not value or value[0] is not _DICT)
+
+
+def shape_of(keys: tuple[str, ...]) -> int:
+    """The shape number of ``keys``, registered now if it is not yet (0: no room)."""
+    shape = _SHAPE_OF.get(keys)
+    return _register(keys) if shape is None else shape
 
 
 def thaw_item(item: Frozen) -> dict[str, Any]:

@@ -19,6 +19,11 @@ under the storage lock:
   :func:`entry`, which is what ``replace_items`` does and raises the same
   :class:`~taskengine.errors.InvalidItem`.
 
+Two shortcuts come first: a compiled filter is run on a dict of only the keys it
+names (:mod:`taskengine.storage._memfilter`), so a rejected item is never thawed; and a
+change said as data (a :class:`~taskengine.storage.changes.FieldAssignment`) is done on
+the frozen tuple itself (:mod:`taskengine.storage._memassign`).
+
 Nothing is written until every result of the batch is frozen, so a refused result
 leaves the batch unwritten; the outcome (items, counters, refusals) is the one
 ``change_by_scan`` gives.
@@ -41,6 +46,8 @@ from taskengine.storage._frozen import (
     shape_keys,
     thawers,
 )
+from taskengine.storage._memassign import GENERAL, assigners
+from taskengine.storage._memfilter import frozen_tests
 from taskengine.storage._shapes import plan_dict, plan_list
 from taskengine.storage.base import ItemFilter
 from taskengine.storage.changes import ItemChange
@@ -206,6 +213,11 @@ def matching(ids: list[str], frozen: list[Frozen], filter: ItemFilter | None) ->
     """The page's items ``filter`` accepts (all of them without a filter), by ``_id``."""
     if filter is None:
         return dict(zip(ids, frozen, strict=True))
+    tests = frozen_tests(filter)
+    if tests is not None:
+        return {
+            item_id: item for item_id, item in zip(ids, frozen, strict=True) if tests[item[0]](item)
+        }
     thaw = thawers
     return {
         item_id: item
@@ -242,9 +254,23 @@ def change_frozen(
     # and comparing key tuples of the same strings is cheaper than hashing them.
     last_shape, last = -1, cast("_Refreezer | None", None)
     last_keys: tuple[str, ...] = ()
+    tests = frozen_tests(filter)  # with them, only the accepted items are thawed
+    assign = assigners(change)  # with them, most items are not thawed at all
     for item_id, item in zip(ids, frozen, strict=True):
+        if tests is not None and not tests[item[0]](item):
+            continue
+        if assign is not None:
+            assigner = assign[item[0]]
+            if assigner is not None:
+                made = assigner(item)
+                if made is None:
+                    unchanged += 1
+                    continue
+                if made is not GENERAL:
+                    writes[item_id] = made
+                    continue
         doc = thaw[item[0]](item)
-        if filter is not None and not filter(doc):
+        if tests is None and filter is not None and not filter(doc):
             continue
         out = change(doc)
         if out is None:

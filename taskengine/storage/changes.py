@@ -26,6 +26,7 @@ from taskengine.storage.base import Environment, Item, ItemFilter, Storage
 __all__ = [
     "ChangeResult",
     "ChangingStorage",
+    "FieldAssignment",
     "ItemChange",
     "SQLChange",
     "change_by_scan",
@@ -232,3 +233,37 @@ def change_by_scan(
         written = storage.replace_items(collection, environment, writes)
         done, missing = written.done, written.missing
     return ChangeResult(page.cursor, len(done), done, unchanged, tuple(refused), missing)
+
+
+@attrs.frozen
+class FieldAssignment:
+    """A change that only sets one top-level field, said as data (optional on an
+    :class:`ItemChange`, as its ``assignment`` attribute).
+
+    The change must be exactly this, in place when ``target`` is present, else as the
+    last key:
+
+    * ``append`` false: the item with ``target`` set to ``value`` (or, when ``source``
+      is given, to the item's ``source`` value); unchanged (``None``) when ``source`` is
+      given and absent, or when ``target`` already holds an identical value (same types,
+      keys in the same order, dates with the same offset). Nothing is refused.
+    * ``append`` true: ``value`` is a non-empty tuple of scalars appended to the array
+      in ``target``; a missing or ``null`` target becomes the array of them. When
+      ``target`` holds anything else, only the change's Python form says what happens.
+
+    A storage may apply it to its own form of the items instead of calling the change
+    (``MemoryStorage`` rewrites its frozen tuples without copying the item); a storage
+    that ignores it calls the change, with the same result.
+
+    Attributes:
+        target: the key set.
+        value: the new value when ``source`` is ``None`` (a ``str`` or a ``datetime``),
+            or the values appended.
+        source: the key whose value is copied, or ``None``.
+        append: whether ``value`` is appended to an array rather than set.
+    """
+
+    target: str
+    value: Any = None
+    source: str | None = None
+    append: bool = False

@@ -19,6 +19,7 @@ from taskengine.storage._chunks import ChunkedItems, ChunkView
 from taskengine.storage._estimate import EXACT_UP_TO, SAMPLE
 from taskengine.storage._frozen import Frozen, freeze_item, thaw_item, thawers
 from taskengine.storage._memchange import change_frozen, entry, matching
+from taskengine.storage._memfilter import accepted, frozen_tests
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -169,10 +170,7 @@ class MemoryStorage(Storage, ChangingStorage):
         view = self._view(collection, environment)
         if filter is None:
             return Count(view.size, exact=True)
-        chunks = view.snapshot()
-        thaw = thawers
-        accepted = sum(1 for chunk in chunks for item in chunk if filter(thaw[item[0]](item)))
-        return Count(accepted, exact=True)
+        return Count(sum(len(accepted(chunk, filter)) for chunk in view.snapshot()), exact=True)
 
     def estimate_count(
         self,
@@ -186,20 +184,18 @@ class MemoryStorage(Storage, ChangingStorage):
         view = self._view(collection, environment)
         if filter is None or view.size <= EXACT_UP_TO:
             return self.count(collection, environment, filter)
-        total, thaw = view.size, thawers
+        total = view.size
         step = total / SAMPLE
         wanted, start = step / 2, 0  # the next sampled position; the chunk's first one
-        sampled = accepted = 0
+        sample: list[Frozen] = []
         for chunk in view.snapshot():
             end = start + len(chunk)
             while wanted < end:
-                item = chunk[int(wanted) - start]
-                sampled += 1
-                if filter(thaw[item[0]](item)):
-                    accepted += 1
+                sample.append(chunk[int(wanted) - start])
                 wanted += step
             start = end
-        return Count(round(total * accepted / max(sampled, 1)), exact=False)
+        hits = len(accepted(sample, filter))
+        return Count(round(total * hits / max(len(sample), 1)), exact=False)
 
     def insert_items(
         self, collection: str, environment: Environment | str, items: Iterable[Mapping[str, Any]]
@@ -324,9 +320,11 @@ class MemoryStorage(Storage, ChangingStorage):
 
         The batch is the page :meth:`scan` would give (``limit`` stored items after
         ``after``, those ``filter`` accepts), changed under the lock on the frozen items
-        (:mod:`taskengine.storage._memchange`): a delete thaws an item only for the
-        filter; an update thaws each item once and checks and freezes only the values
-        its result does not share with the stored item. Every id written is reported
+        (:mod:`taskengine.storage._memchange`): a compiled filter sees only the keys
+        it names; a change said as data (its ``assignment``: publish status, a copy, an
+        append) rewrites the frozen tuple without thawing the item; any other update
+        thaws each item once and checks and freezes only the values its result does not
+        share with the stored item. Every id written is reported
         (``done``), whatever ``change.needs_ids`` says; no item can vanish under the
         lock, so ``missing`` is empty unless a result names another ``_id``.
 
@@ -487,6 +485,9 @@ def _thaw_all(frozen: list[Frozen], filter: ItemFilter | None) -> list[Item]:
     thaw = thawers
     if filter is None:
         return [thaw[item[0]](item) for item in frozen]
+    tests = frozen_tests(filter)
+    if tests is not None:  # only the accepted items are thawed
+        return [thaw[item[0]](item) for item in frozen if tests[item[0]](item)]
     return [doc for doc in [thaw[item[0]](item) for item in frozen] if filter(doc)]
 
 

@@ -29,7 +29,7 @@ from typing import Any, Final
 
 import attrs
 
-from taskengine.storage.changes import split_outcomes
+from taskengine.storage.changes import FieldAssignment, split_outcomes
 from taskengine.storage.codec import encode
 from taskengine.tasktype import BatchChanges, ItemFailure
 from taskengine.tasktypes._fieldops import (
@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 _SQLITE: Final = "sqlite"
+_SCALAR_TYPES: Final = (str, int, float, bool, type(None), datetime)
 # ``->`` (a value's JSON text as stored) came with SQLite 3.38.
 _HAS_ARROW: Final = sqlite3.sqlite_version_info >= (3, 38)
 # Documents a SQL form leaves to Python (see the module docstring): ones holding
@@ -134,6 +135,11 @@ class SetField:
         item[field] = value
         return item
 
+    @property
+    def assignment(self) -> FieldAssignment:
+        """The change as data: ``field`` set to ``value``."""
+        return FieldAssignment(self.field, self.value)
+
     def to_sql(self, backend: str, document: str) -> SqlChange | None:
         """SQLite: ``json_set``; the comparison by type and value (text for a date)."""
         path = _path(self.field)
@@ -201,6 +207,11 @@ class CopyField:
         """The item with the copy made, or ``None`` when nothing changes."""
         return item if copy_item(item, self.source, self.target) else None
 
+    @property
+    def assignment(self) -> FieldAssignment:
+        """The change as data: ``target`` set to the value of ``source``."""
+        return FieldAssignment(self.target, source=self.source)
+
     def to_sql(self, backend: str, document: str) -> SqlChange | None:
         """SQLite: ``json_set(doc, target, doc -> source)``: the value's text as stored."""
         source, target = _path(self.source), _path(self.target)
@@ -246,6 +257,20 @@ class EditField:
             return None
         assert isinstance(outcome, EditRefused)
         return f"{self.field_key}: {outcome.reason}"
+
+    @property
+    def assignment(self) -> FieldAssignment | None:
+        """The change as data when it is ``addItems`` of scalars alone: an append."""
+        ops = self.operations
+        if (
+            not ops.add_items
+            or ops.remove_items
+            or ops.replace_items
+            or ops.remove_duplicates
+            or not all(type(value) in _SCALAR_TYPES for value in ops.add_items)
+        ):
+            return None
+        return FieldAssignment(self.field_key, tuple(ops.add_items), append=True)
 
     def to_sql(self, backend: str, document: str) -> SqlChange | None:
         """SQLite: ``json_insert(doc, key[#], ...)`` for an array, ``json_set`` of the added
