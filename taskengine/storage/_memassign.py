@@ -104,58 +104,68 @@ def _make(assignment: FieldAssignment, shape: int) -> Assigner | None:
     if not shape:
         return None
     keys = shape_keys[shape]
-    target, source, constant = assignment.target, assignment.source, assignment.value
+    target, source = assignment.target, assignment.source
     at = keys.index(target) + 1 if target in keys else 0
-    if assignment.append:
-        return _appender(keys, target, at, constant)
     if source is not None and source not in keys:
         return lambda item: None  # no source: every item of the shape is unchanged
     src = keys.index(source) + 1 if source is not None else 0
-    if at and not src and type(constant) is str:
+    grown = 0
+    if not at:
+        grown = shape_of((*keys, target))
+        if not grown:
+            return None
+    if assignment.append:
+        kind = "grow" if at else "new"
+    elif at:
+        kind = "text" if not src and type(assignment.value) is str else "same"
+    else:
+        kind = "new"
+    return _compile(len(keys) + 1, at, src, grown, kind, assignment.value)
 
-        def set_text(item: Frozen) -> Frozen | None:
-            old = item[at]
-            if type(old) is str and old == constant:
-                return None
-            return (*item[:at], constant, *item[at + 1 :])
 
-        return set_text
+# The new value's lines, by kind (``old`` is the target's stored value, ``V`` the
+# constant or the appended values, ``S`` the source's position: filled in below).
+_BODIES = {
+    "text": ["    if type(old) is str and old == V:", "        return None", "    new = V"],
+    "same": [
+        "    new = S",
+        "    if old is new or same(old, new):",  # a value is identical to itself
+        "        return None",
+    ],
+    "grow": [
+        "    if is_list(old):",
+        "        new = old + V",
+        "    elif old is None:",
+        "        new = V",
+        "    else:",
+        "        return GENERAL",  # not an array: the change refuses it or decides
+    ],
+    "new": ["    new = S"],
+}
+
+
+def _compile(size: int, at: int, src: int, grown: int, kind: str, value: Any) -> Assigner:
+    """One straight line: unpack the item, work out the new value, build the new tuple.
+
+    The source is built from fixed fragments and positional names only.
+    """
+    names = [f"v{index}" for index in range(size)]
+    lines = ["def assign(item):", f"    {', '.join(names)}, = item"]
     if at:
-
-        def replace(item: Frozen) -> Frozen | None:
-            new = item[src] if src else constant
-            old = item[at]
-            if old is new or _same(old, new):  # a value is identical to itself
-                return None
-            return (*item[:at], new, *item[at + 1 :])
-
-        return replace
-    grown = shape_of((*keys, target))
-    if not grown:
-        return None
-
-    def append(item: Frozen) -> Frozen:
-        return (grown, *item[1:], item[src] if src else constant)
-
-    return append
-
-
-def _appender(
-    keys: tuple[str, ...], target: str, at: int, added: tuple[Any, ...]
-) -> Assigner | None:
-    """Append ``added`` to the frozen list at ``at`` (or make it: missing or null)."""
-    if at:
-
-        def grow(item: Frozen) -> Any:
-            old = item[at]
-            if is_frozen_list(old):
-                return (*item[:at], old + added, *item[at + 1 :])
-            if old is None:
-                return (*item[:at], added, *item[at + 1 :])
-            return GENERAL  # not an array: the change refuses it or decides otherwise
-
-        return grow
-    grown = shape_of((*keys, target))
-    if not grown:
-        return None
-    return lambda item: (grown, *item[1:], added)
+        lines.append(f"    old = v{at}")
+    source = f"v{src}" if src else "V"
+    lines += [line.replace("S", source) if "new = S" in line else line for line in _BODIES[kind]]
+    out = [*names[:at], "new", *names[at + 1 :]] if at else ["GROWN", *names[1:], "new"]
+    lines.append(f"    return ({', '.join(out)},)")
+    namespace: dict[str, Any] = {
+        "V": value,
+        "GROWN": grown,
+        "GENERAL": GENERAL,
+        "same": _same,
+        "is_list": is_frozen_list,
+        "type": type,
+        "str": str,
+    }
+    exec("\n".join(lines), namespace)  # fixed fragments and positional names only
+    made: Assigner = namespace["assign"]
+    return made
