@@ -160,6 +160,7 @@ class ChunkedItems:
         keys: tuple[str, ...] = ()
         vals: list[Frozen] | None = None
         index = -1
+        position = -1  # where the last id was found in its chunk
         for key, value in batch.items():
             if not low < key <= top:
                 if vals is not None:
@@ -172,9 +173,13 @@ class ChunkedItems:
                     continue
                 low, top = (maxes[index - 1] if index else ""), maxes[index]
                 keys = all_keys[index]
+                position = -1
             if index < 0:
                 continue
-            position = bisect_left(keys, key)
+            # A batch of a page's ids, in order, mostly holds the next id of the chunk.
+            position += 1
+            if position >= len(keys) or keys[position] != key:
+                position = bisect_left(keys, key)
             if keys[position] == key:
                 if vals is None:
                     vals = list(all_vals[index])

@@ -40,10 +40,10 @@ from typing import Any, TypeAlias
 from taskengine.storage._shapes import Plan
 
 __all__ = [
+    "DICT_HEAD",
     "Frozen",
     "freeze_item",
     "freeze_value",
-    "is_frozen_list",
     "registered_shape",
     "shape_keys",
     "shape_of",
@@ -57,6 +57,9 @@ Frozen: TypeAlias = "tuple[Any, ...]"
 
 _DICT: Any = object()  # first element of a frozen nested dict
 _DEEP: Any = object()  # first element of a frozen list that holds containers
+
+DICT_HEAD: Any = _DICT
+"""The first element of a frozen nested dict (a tuple without it is a frozen list)."""
 
 _MAX_SHAPES = 4096
 _MAX_SHAPE_KEYS = 64
@@ -143,11 +146,6 @@ Append-only, like :data:`thawers`.
 def registered_shape(keys: tuple[str, ...]) -> int | None:
     """The shape number of ``keys`` when it is registered (never registers it)."""
     return _SHAPE_OF.get(keys)
-
-
-def is_frozen_list(value: Any) -> bool:
-    """Whether a stored value is a frozen list (a tuple that is not a frozen dict)."""
-    return type(value) is tuple and (not value or value[0] is not _DICT)
 
 
 def shape_of(keys: tuple[str, ...]) -> int:

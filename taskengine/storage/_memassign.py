@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeAlias
 
 from taskengine._values import INT64_MAX, INT64_MIN, encodable, identical
-from taskengine.storage._frozen import Frozen, is_frozen_list, shape_keys, shape_of, thaw_value
+from taskengine.storage._frozen import DICT_HEAD, Frozen, shape_keys, shape_of, thaw_value
 from taskengine.storage.changes import FieldAssignment
 
 __all__ = ["GENERAL", "Assigner", "assigners"]
@@ -133,7 +133,7 @@ _BODIES = {
         "        return None",
     ],
     "grow": [
-        "    if is_list(old):",
+        "    if type(old) is tuple and (not old or old[0] is not DICT):",  # a list
         "        new = old + V",
         "    elif old is None:",
         "        new = V",
@@ -162,7 +162,8 @@ def _compile(size: int, at: int, src: int, grown: int, kind: str, value: Any) ->
         "GROWN": grown,
         "GENERAL": GENERAL,
         "same": _same,
-        "is_list": is_frozen_list,
+        "DICT": DICT_HEAD,
+        "tuple": tuple,
         "type": type,
         "str": str,
     }
