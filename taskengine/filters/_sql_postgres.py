@@ -110,7 +110,12 @@ class PostgresJSONB(Backend):
         if bound.exact and bound.where in (TRUE, FALSE):
             return bound
         missing = SQL(f"{self.document} IS NULL")
-        return Bound(sql_or([missing, bound.where]), sql_and([sql_not(missing), bound.sure]))
+        return Bound(
+            sql_or([missing, bound.where]),
+            sql_and([sql_not(missing), bound.sure]),
+            # Where the rest is exact, only the rows without jsonb are undecided.
+            gap=missing if bound.exact else None,
+        )
 
     def _only_without_jsonb(self) -> Bound:
         """Never true of an item JSONB holds (it may be of one it cannot: never a constant,
