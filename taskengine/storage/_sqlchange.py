@@ -5,15 +5,15 @@ Which rows a batch covers, and how its statements name them:
 * **without a filter**, the next ``limit`` rows by key: one range read of the key
   (``ORDER BY id LIMIT 2 OFFSET limit - 1``) finds the batch's last key, and every
   statement is bounded by ``id > after AND id <= last``;
-* **with a filter SQL decides exactly** (no undecided rows), a delete, or a rewrite whose
-  SQL form holds on every row (``applies`` is ``TRUE``): the same window of the next
-  ``limit`` keys, and one statement over it with the filter in its ``WHERE`` (the filter
-  runs once per row, nothing is read back). A rewrite counts the matched rows it leaves
-  as they are by a function the statement calls on those rows alone
-  (:data:`_UNCHANGED`);
-* **with another filter**, the next ``limit`` *candidate* rows (meeting its SQL ``where``):
-  one read of their ids and whether each meets ``sure``, and the statements name them by
-  id (``id IN (SELECT value FROM json_each(?))``), so the filter's SQL runs once per row.
+* **with a filter SQL decides exactly** (no undecided rows), for a rewrite whose SQL form
+  holds on every row (``applies`` is ``TRUE``): the same window of the next ``limit``
+  keys, and one ``UPDATE`` over it with the filter in its ``WHERE`` (the filter runs once
+  per row, nothing is read back); the matched rows it leaves as they are are counted by
+  a function the statement calls on those rows alone (:data:`_UNCHANGED`);
+* **with another filter**, or a delete with a filter, the next ``limit`` *candidate* rows
+  (meeting its SQL ``where``): one read of their ids and whether each meets ``sure``, and
+  the statements name them by id (``id IN (SELECT value FROM json_each(?))``), so the
+  filter's SQL runs once per row.
   A batch holding an id with U+0000 (which ``json_each`` cannot carry) is left to
   :func:`~taskengine.storage.changes.change_by_scan`.
 
@@ -97,10 +97,10 @@ def change_rows(
     cursor: str | None = None
     unsure: list[str] = []
     # A window of keys, with the filter (if any) in the statement's WHERE.
+    # (A filtered delete names its candidates by id: at 10% density, 1M items, that
+    # measured 1.47x plain SQL against 1.61x for a window of keys, ten times the batches.)
     windowed = condition is None or (
-        condition.exact
-        and (form is None or form.applies == "TRUE")
-        and (change.deletes or form is not None)
+        condition.exact and form is not None and form.applies == "TRUE"
     )
     tally: _Tally | None = None
     if windowed:
@@ -112,15 +112,10 @@ def change_rows(
             cursor = bounds[0][0]
             keys.add(" AND id <= ?", (cursor,))
         scope = keys
-        if condition is not None:
+        if condition is not None:  # the filter goes in the statement's one test (below)
             size = limit  # (not counted: the statement runs over the window)
-            if change.deletes:
-                scope = _Query(keys.sql, tuple(keys.params)).add(
-                    f" AND ({condition.where})", condition.where_params
-                )
-            else:  # the filter goes in the statement's one test (below)
-                tally = _Tally()
-                conn.create_function(_UNCHANGED, 0, tally)
+            tally = _Tally()
+            conn.create_function(_UNCHANGED, 0, tally)
         elif len(bounds) == 0 and not change.deletes:  # (a delete needs no unchanged count)
             size = conn.execute(
                 _Query("SELECT count(*) FROM ").add(keys.sql, keys.params).sql, keys.params

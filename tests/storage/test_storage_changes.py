@@ -371,3 +371,34 @@ def test_a_subclass_overriding_a_write_loses_the_capability() -> None:
     assert Audited.change_matching is None
     assert Tuned.change_matching is SQLiteStorage.change_matching
     assert Plain.change_matching is SQLiteStorage.change_matching
+
+
+def test_an_exact_filter_updates_a_window_of_keys_in_one_statement() -> None:
+    """An exact filter and a change whose SQL form holds on every row: a batch is the next
+    ``limit`` keys, one ``UPDATE`` with the filter in it, the matched rows it leaves as they
+    are counted (not written), as on the scan path."""
+    items = [
+        {"_id": f"i{n:02d}", "n": n % 10, "s": "DRAFT" if n % 4 == 0 else "X"} for n in range(40)
+    ]
+    flt = compile_filter({"n": {"$gte": 5}}, "wix")
+    condition = flt.to_sql("sqlite", "doc")
+    assert condition is not None
+    assert condition.exact
+    change = SetField("s", "DRAFT", needs_ids=True)
+    with SQLiteStorage(":memory:") as fast, SQLiteStorage(":memory:") as reference:
+        for storage in (fast, reference):
+            storage.create_collection("c")
+            storage.insert_items("c", "LIVE", items)
+        with fast.atomic():
+            first = fast.change_matching(
+                "c", "LIVE", after=None, limit=10, filter=flt, change=change
+            )
+        # i00..i09: n 5..9 match; i08 (n 8) is DRAFT already.
+        assert first.cursor == "i09"
+        assert (first.written, first.unchanged) == (4, 1)
+        assert first.done == ("i05", "i06", "i07", "i09")
+        # Again from the start: the first window's five are unchanged now.
+        assert run_all(SQLiteStorage.change_matching, fast, flt, change, 10)[:2] == (12, 8)
+        expected = run_all(change_by_scan, reference, flt, change, 10)
+        assert expected[:2] == (4 + 12, 1 + 3)
+        assert texts(fast) == texts(reference)
