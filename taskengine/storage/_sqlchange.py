@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from typing import Any, Final
 
 from taskengine.storage.base import Item, ItemFilter, SQLFilterCondition
@@ -45,18 +46,25 @@ _UPDATE_ONE: Final = "UPDATE taskengine_items SET doc = ? WHERE coll = ? AND env
 _DELETE_ONE: Final = "DELETE FROM taskengine_items WHERE coll = ? AND env = ? AND id = ?"
 _UNCHANGED: Final = "taskengine_unchanged"
 """A function of the connection an ``UPDATE`` over a key window calls on each matched row
-it leaves as it is (its ``changes`` false): it counts the row and returns false."""
+it leaves as it is (its ``changes`` false): it counts the row and returns false. It is
+registered once per connection and never replaced (SQLite refuses to replace a function
+while a statement of the connection is active); the count is the calling thread's."""
+_TALLY: Final = threading.local()
 
 
-class _Tally:
-    """The count behind :data:`_UNCHANGED` for one statement."""
+def _unchanged() -> bool:
+    _TALLY.count += 1
+    return False
 
-    def __init__(self) -> None:
-        self.count = 0
 
-    def __call__(self) -> bool:
-        self.count += 1
-        return False
+def _start_tally(conn: sqlite3.Connection) -> None:
+    """Register :data:`_UNCHANGED` on ``conn`` unless it is, and zero this thread's count."""
+    _TALLY.count = 0
+    try:
+        conn.execute(f"SELECT {_UNCHANGED}()").fetchall()
+    except sqlite3.OperationalError:  # no such function: this connection's first time
+        conn.create_function(_UNCHANGED, 0, _unchanged)
+    _TALLY.count = 0
 
 
 class _Query:
@@ -102,7 +110,7 @@ def change_rows(
     windowed = condition is None or (
         condition.exact and form is not None and form.applies == "TRUE"
     )
-    tally: _Tally | None = None
+    tally = False  # whether the statement counts the rows it leaves (see _UNCHANGED)
     if windowed:
         edge = _Query("SELECT id FROM ").add(keys.sql, keys.params)
         bounds = conn.execute(
@@ -114,8 +122,8 @@ def change_rows(
         scope = keys
         if condition is not None:  # the filter goes in the statement's one test (below)
             size = limit  # (not counted: the statement runs over the window)
-            tally = _Tally()
-            conn.create_function(_UNCHANGED, 0, tally)
+            tally = True
+            _start_tally(conn)
         elif len(bounds) == 0 and not change.deletes:  # (a delete needs no unchanged count)
             size = conn.execute(
                 _Query("SELECT count(*) FROM ").add(keys.sql, keys.params).sql, keys.params
@@ -160,7 +168,7 @@ def change_rows(
                 f"UPDATE taskengine_items SET doc = {form.value} WHERE ", form.value_params
             )
             write.add(scope.sql.removeprefix("taskengine_items WHERE "), scope.params)
-            if tally is None:
+            if not tally:
                 write.add(
                     f" AND ({form.applies}) AND ({form.changes})",
                     (*form.applies_params, *form.changes_params),
@@ -192,8 +200,8 @@ def change_rows(
             texts = _texts(conn, read)
             outside = len(texts)
             items += map(decode, texts)
-        if tally is not None:
-            unchanged = tally.count
+        if tally:
+            unchanged = _TALLY.count
         elif form is not None:
             unchanged = size - outside - written
 

@@ -9,6 +9,7 @@ same counters. Values come from ``sql_strategies``, where SQL and Python part mo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -402,3 +403,35 @@ def test_an_exact_filter_updates_a_window_of_keys_in_one_statement() -> None:
         expected = run_all(change_by_scan, reference, flt, change, 10)
         assert expected[:2] == (4 + 12, 1 + 3)
         assert texts(fast) == texts(reference)
+
+
+def test_the_unchanged_count_survives_an_open_cursor_and_threads() -> None:
+    """The counting function is registered once per connection (SQLite refuses to replace
+    one while a statement is active) and counts per thread (a new one too)."""
+    items = [{"_id": f"i{n:02d}", "n": n, "s": "DRAFT"} for n in range(30)]
+    flt = compile_filter({"n": {"$gte": 0}}, "wix")
+    change = SetField("s", "DRAFT")
+    with SQLiteStorage(":memory:") as storage:
+        storage.create_collection("c")
+        storage.insert_items("c", "LIVE", items)
+        results: list[ChangeResult] = []
+
+        def batch(after: str | None) -> None:
+            with storage.atomic():
+                results.append(
+                    storage.change_matching(
+                        "c", "LIVE", after=after, limit=10, filter=flt, change=change
+                    )
+                )
+
+        batch(None)  # registers the function
+        with storage.database.transaction() as conn:
+            pending = conn.execute("SELECT id FROM taskengine_items")
+            pending.fetchone()  # a statement left active on the connection
+            batch(results[0].cursor)
+            pending.fetchall()
+        worker = threading.Thread(target=batch, args=(results[1].cursor,))
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        assert [(r.written, r.unchanged) for r in results] == [(0, 10)] * 3
