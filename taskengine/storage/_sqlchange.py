@@ -22,7 +22,8 @@ Within the batch, the rows sure to match and inside the change's SQL form (its
 WHERE ... AND <changes>`` (``RETURNING id`` only when the change needs the ids). The
 others (undecided by the filter's SQL, or outside ``applies``) are read, checked with the
 filter in Python and changed by the change's Python form, exactly as the scan path does.
-Rows the statement leaves unchanged are counted from the batch's size. Everything runs
+Rows the statement leaves unchanged are counted from the batch's size (over a window of
+keys, by :data:`_UNCHANGED`). Everything runs
 in one transaction (the caller's ``atomic()`` block, with the task's checkpoint), so the
 batch commits whole or not at all.
 """
@@ -105,7 +106,7 @@ def change_rows(
     cursor: str | None = None
     unsure: list[str] = []
     # A window of keys, with the filter (if any) in the statement's WHERE.
-    # (A filtered delete names its candidates by id: at 10% density, 1M items, that
+    # (A filtered delete names its candidates by id: at 10% density, 300k items, that
     # measured 1.47x plain SQL against 1.61x for a window of keys, ten times the batches.)
     windowed = condition is None or (
         condition.exact and form is not None and form.applies == "TRUE"
