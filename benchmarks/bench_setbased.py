@@ -1,7 +1,7 @@
 """Set-based batches on SQLite: the engine beside one hand-written SQL statement.
 
 Run: ``.venv/bin/python benchmarks/bench_setbased.py [--quick] [--items N] [--rounds N]
-[--set-batch-size N ...]``. Never passes or fails on time.
+[--set-batch-size N ...] [--ops OP ...]``. Never passes or fails on time.
 
 The four operations of ``bench_peers.py`` (same seeded items, same task specs, same
 hand-written SQL), each on a fresh copy of one SQLite file:
@@ -100,7 +100,9 @@ def main() -> None:
         default=[],
         help="also run the set-based engine with these set_batch_size values",
     )
+    parser.add_argument("--ops", nargs="*", choices=OPS, help="only these operations")
     args = parser.parse_args()
+    ops = args.ops or OPS
     n = 100_000 if args.quick else args.items
     rounds = args.rounds or (1 if args.quick else 3)
     contenders: dict[str, Any] = {
@@ -122,7 +124,7 @@ def main() -> None:
             fill(storage, make_items(n))
         sqlite3.connect(template).execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
         for round_ in range(rounds):
-            for op in OPS:
+            for op in ops:
                 order = names[round_ % len(names) :] + names[: round_ % len(names)]
                 states = {}
                 for name in order:
@@ -140,12 +142,12 @@ def main() -> None:
                 print(f"round {round_ + 1}/{rounds} {op} done", file=sys.stderr)
     took = time.perf_counter() - began
     lines = [
-        f"| {n:,} items: CPU s (wall s), ÷ plain SQL | " + " | ".join(OPS) + " |",
-        "|---|" + "---:|" * len(OPS),
+        f"| {n:,} items: CPU s (wall s), ÷ plain SQL | " + " | ".join(ops) + " |",
+        "|---|" + "---:|" * len(ops),
     ]
     for name in names:
         cells = []
-        for op in OPS:
+        for op in ops:
             c = statistics.median(cpu[(name, op)])
             w = statistics.median(wall[(name, op)])
             base = statistics.median(cpu[("plain SQL", op)])

@@ -235,6 +235,10 @@ class Bound:
 
     where: SQL
     sure: SQL
+    gap: SQL | None = attrs.field(default=None, eq=False, kw_only=True)
+    """A cheap condition every row meeting ``where`` but not ``sure`` meets, when known
+    (``None``: only ``where AND NOT sure`` itself is). Set on a whole filter's bound by a
+    backend's :meth:`~taskengine.filters._sql_backend.Backend.finish`."""
 
     @property
     def exact(self) -> bool:
@@ -282,6 +286,12 @@ class SQLCondition:
             not ``sure`` must be checked with the filter in Python.
         sure_params: its parameters.
         exact: ``where`` and ``sure`` are the same condition: SQL alone decides.
+        undecided: when not ``None``, a cheap condition every row meeting ``where`` but
+            not ``sure`` meets (``FALSE`` when exact): a storage may write the rows
+            meeting ``sure`` in one pass, then look for the undecided ones among the rows
+            meeting this alone instead of evaluating the filter again (PostgreSQL: the
+            rows JSONB cannot hold, ``data IS NULL``, when the rest is exact).
+        undecided_params: its parameters.
     """
 
     where: str
@@ -289,14 +299,19 @@ class SQLCondition:
     sure: str
     sure_params: tuple[Any, ...]
     exact: bool
+    undecided: str | None = None
+    undecided_params: tuple[Any, ...] = ()
 
     @classmethod
     def of(cls, bound: Bound) -> SQLCondition:
         """The condition of a finished bound."""
+        gap = FALSE if bound.exact else bound.gap
         return cls(
             bound.where.text,
             bound.where.params,
             bound.sure.text,
             bound.sure.params,
             bound.exact,
+            None if gap is None else gap.text,
+            () if gap is None else gap.params,
         )

@@ -208,6 +208,13 @@ class Backend:
         """A string equal to one of ``values``."""
         return any_of([self.text(ref, "=", s) for s in values])
 
+    def contains(self, ref: Ref, values: Sequence[str | int | float | bool]) -> Bound | None:
+        """A field equal to one of the scalar ``values`` or an array with an element equal
+        to one (the value model's equality), as one cheap test; ``None`` when this
+        backend has no such form for these values (the caller then tests value and
+        elements one by one). ``ref`` is a field (:meth:`field`)."""
+        return None
+
     def prefix(self, ref: Ref, s: str) -> Bound:
         """A string starting with ``s`` (case-sensitive)."""
         raise NotImplementedError

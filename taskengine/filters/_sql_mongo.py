@@ -49,10 +49,15 @@ _ARRAY = frozenset({"array"})
 
 @attrs.frozen
 class _Test:
-    """A test on each value the path yields (``expand``: also each array element)."""
+    """A test on each value the path yields (``expand``: also each array element).
+
+    ``equals``: set when the leaf is "equals one of these scalars" (strings, numbers,
+    booleans), so a backend may test the field with one containment test.
+    """
 
     leaf: Leaf
     expand: bool = True
+    equals: tuple[Any, ...] = ()
 
 
 @attrs.frozen
@@ -107,6 +112,11 @@ def _at(ref: Ref, cond: _Cond, b: Backend) -> Bound:
     """A field condition on the value ``ref`` (the path's end)."""
     if isinstance(cond, _Not):
         return negate(all_of([_at(ref, child, b) for child in cond.children]))
+    if cond.equals:
+        # A scalar is never equal to the array itself: the value or an element equals it.
+        contained = b.contains(ref, cond.equals)
+        if contained is not None:
+            return contained
     leaf = cond.leaf
     on_array = [leaf(b.itself(ref))]
     if cond.expand:
@@ -117,7 +127,15 @@ def _at(ref: Ref, cond: _Cond, b: Backend) -> Bound:
 def _literal(value: Any, b: Backend) -> _Cond:
     if isinstance(value, re.Pattern):
         return _Test(_regex(compile_regex(value, None, ""), b))
-    return _Test(_eq(value, b))
+    return _equal_test(value, b)
+
+
+_SCALARS = (str, int, float, bool)
+
+
+def _equal_test(c: Any, b: Backend) -> _Test:
+    """``$eq c``, marked as a scalar equality when ``c`` is one."""
+    return _Test(_eq(c, b), equals=(c,) if c.__class__ in _SCALARS else ())
 
 
 def _operators(ops: Mapping[str, Any], b: Backend) -> list[_Cond]:
@@ -129,15 +147,15 @@ def _operators(ops: Mapping[str, Any], b: Backend) -> list[_Cond]:
 
 def _operator(op: str, arg: Any, ops: Mapping[str, Any], b: Backend) -> Sequence[_Cond]:
     if op == "$eq":
-        return [_Test(_eq(arg, b))]
+        return [_equal_test(arg, b)]
     if op == "$ne":
-        return [_Not((_Test(_eq(arg, b)),))]
+        return [_Not((_equal_test(arg, b),))]
     if op in CMP_OPS:
         return [_Test(_cmp(op, arg, b))]
     if op == "$in":
-        return [_Test(_in(arg, b))]
+        return [_in_test(arg, b)]
     if op == "$nin":
-        return [_Not((_Test(_in(arg, b)),))]
+        return [_Not((_in_test(arg, b),))]
     if op == "$exists":
         test = _Test(lambda ref: exact(sql_not(b.is_missing(ref))))
         return [test] if truthy(arg) else [_Not((test,))]
@@ -193,6 +211,12 @@ def _cmp(op: str, c: Any, b: Backend) -> Leaf:
     if c.__class__ is float and c != c:
         return lambda ref: exact(FALSE)  # only NaN is >= NaN, and none is stored
     return lambda ref: compare(b, ref, sql_op, c)
+
+
+def _in_test(values: list[Any], b: Backend) -> _Test:
+    """``$in``, marked as a scalar equality when every value is a scalar."""
+    scalars = all(c.__class__ in _SCALARS for c in values)
+    return _Test(_in(values, b), equals=tuple(values) if values and scalars else ())
 
 
 def _in(values: list[Any], b: Backend) -> Leaf:

@@ -13,15 +13,25 @@ The text is the storage codec's (``taskengine.storage.codec``): compact, dates a
   characters such as ``K`` (Kelvin) fold to ASCII ones), so the wix string operators are
   sure on ASCII strings only;
 * SQLite's parser has a small fixed stack, so what fits is tried (:meth:`SQLiteJSON.check`).
+
+A field compared with a number reads the field once where it can
+(:meth:`SQLiteJSON.number`): ``json_extract(doc, path) BETWEEN lo AND hi`` holds of the
+numbers in range and of nothing else but ``true``/``false`` (read as 1 and 0, so a range
+holding 0 or 1 also checks the type); strings, arrays and objects come back as text,
+which sorts above every number, and a missing value or ``null`` as ``NULL``. A strict
+bound is the next double over (exact below 2**53, where no integer lies between two
+doubles). The array branch, an element in range, is then tested only on the rows the
+range leaves (:meth:`SQLiteJSON.if_array`), so the common scalar case costs one read.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import random
 import sqlite3
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from taskengine.filters._sql import (
@@ -37,11 +47,28 @@ from taskengine.filters._sql import (
     sql_or,
     typed,
 )
-from taskengine.filters._sql_backend import NUMBER, OPS, Backend, Ref
+from taskengine.filters._sql_backend import NUMBER, OPS, Backend, Ref, both
 
 __all__ = ["SQLiteJSON", "sqlite_parses_reals_exactly"]
 
 _DATE_KEY: Final = '."$date"'  # the path step to a stored date's ISO text
+_LARGEST: Final = 1.7976931348623157e308  # above every stored number (all are finite)
+_EXACT_STEP: Final = 2**53  # below it, the next double over has no integer in between
+
+
+def _range(op: str, c: int | float) -> tuple[int | float, int | float] | None:
+    """``[lo, hi]`` holding exactly the numbers ``x`` with ``x op c``, or ``None``."""
+    if op == "=":
+        return c, c
+    if op == ">=":
+        return c, _LARGEST
+    if op == "<=":
+        return -_LARGEST, c
+    if not abs(c) < _EXACT_STEP:
+        return None
+    if op == ">":
+        return math.nextafter(float(c), math.inf), _LARGEST
+    return -_LARGEST, math.nextafter(float(c), -math.inf)
 
 
 @functools.lru_cache(maxsize=1)
@@ -106,6 +133,7 @@ class SQLiteJSON(Backend):
             exact_reals = sqlite_parses_reals_exactly()
         self.exact_reals = exact_reals
         self._has_nul = SQL(f"instr({document}, '\\u0000') > 0")
+        self._scalar_only: set[SQL] = set()  # conditions false on every array
 
     def check(self, bound: Bound) -> None:
         """Prepare and run the SQL once on a scratch database: SQLite's parser has a
@@ -141,6 +169,32 @@ class SQLiteJSON(Backend):
             SQL(f"{doc}, {path}"),
             path=self._path(parts),
         )
+
+    def if_array(self, ref: Ref, yes: Bound, no: Bound) -> Bound:
+        """``yes`` where ``ref`` is an array, ``no`` elsewhere; when ``no`` is a field's
+        number range (false on every array), tested first: the type is read only on the
+        rows it leaves."""
+        if ref.path is None or ref.known is not None or not no.exact:
+            return super().if_array(ref, yes, no)
+        if no.where not in self._scalar_only:
+            return super().if_array(ref, yes, no)
+        is_array = SQL(f"json_type({self.document}, {self.literal(ref.path)}) = 'array'")
+
+        def make(pick: Callable[[Bound], SQL]) -> SQL:
+            on_array = pick(yes)
+            if on_array == FALSE:
+                return no.where
+            return join(
+                "CASE WHEN ",
+                no.where,
+                " THEN TRUE WHEN ",
+                is_array,
+                " THEN ",
+                on_array,
+                " ELSE FALSE END",
+            )
+
+        return both(make, [yes])
 
     def not_array_at(self, parts: Sequence[str]) -> SQL:
         """True where the value at ``parts`` is not an array."""
@@ -201,8 +255,28 @@ class SQLiteJSON(Backend):
         return typed(ref.type, [(name, then) for name in sorted(types)])
 
     def number(self, ref: Ref, op: str, c: int | float, kinds: frozenset[str] = NUMBER) -> Bound:
-        """A number with ``value op c``; reals are unsure unless SQLite parses them exactly."""
+        """A number with ``value op c``; reals are unsure unless SQLite parses them exactly.
+
+        On a field, where reals are exact, one ``json_extract ... BETWEEN`` (see the
+        module docstring)."""
         assert op in OPS
+        bounds = _range(op, c)
+        if (
+            ref.path is not None
+            and ref.known is None
+            and kinds == NUMBER
+            and self.exact_reals
+            and bounds is not None
+        ):
+            lo, hi = bounds
+            path = self.literal(ref.path)
+            in_range = join(ref.value, " BETWEEN ", self.param(lo), " AND ", self.param(hi))
+            then = TRUE
+            if lo <= 1 and hi >= 0:  # true and false read as 1 and 0
+                then = SQL(f"json_type({self.document}, {path}) IN ('integer', 'real')")
+            test = join("CASE WHEN ", in_range, " THEN ", then, " ELSE FALSE END")
+            self._scalar_only.add(test)
+            return exact(test)
         test = join(ref.value, f" {op} ", self.param(c))
         if self.exact_reals or "real" not in kinds:
             return exact(self._typed(ref, kinds, test))

@@ -81,12 +81,34 @@ def _some(ref: Ref, leaf: Leaf, b: Backend) -> Bound:
     return b.if_array(ref, b.some_element(ref, leaf), leaf(ref))
 
 
+_SCALARS = (str, int, float, bool)
+
+
+def _scalar(c: object) -> bool:
+    return c.__class__ in _SCALARS
+
+
 def _eq(ref: Ref, c: Any, b: Backend) -> Bound:
     if c is None:
         return is_null(b, ref)
     if c.__class__ is list:
         return equal(b, ref, c, ordered=False)
+    if _scalar(c):
+        contained = b.contains(ref, [c])
+        if contained is not None:
+            return contained
     return _some(ref, lambda e: equal(b, e, c, ordered=False), b)
+
+
+def _some_member(ref: Ref, values: list[Any], b: Backend) -> Bound:
+    """``$in``/``$hasSome``: the field (or, on an array, an element) equals one of
+    ``values``; the scalars as one containment test where the backend has one."""
+    scalars = [c for c in values if _scalar(c)]
+    contained = b.contains(ref, scalars) if scalars else None
+    if contained is None:
+        return _some(ref, _member(values, b), b)
+    rest = [c for c in values if not _scalar(c)]
+    return any_of([contained, _some(ref, _member(rest, b), b)]) if rest else contained
 
 
 def _member(values: list[Any], b: Backend) -> Leaf:
@@ -104,6 +126,10 @@ def _has(ref: Ref, c: Any, b: Backend) -> Bound:
     """``$hasAll`` for one value: an element equals it, or the (non-null) field does."""
     if c is None:
         return b.if_array(ref, b.some_element(ref, lambda e: is_null(b, e)), exact(FALSE))
+    return _eq(ref, c, b) if c.__class__ is not list else _some_equal(ref, c, b)
+
+
+def _some_equal(ref: Ref, c: Any, b: Backend) -> Bound:
     return _some(ref, lambda e: equal(b, e, c, ordered=False), b)
 
 
@@ -116,9 +142,9 @@ def _op(ref: Ref, op: str, arg: Any, b: Backend) -> Bound:
         sql_op = _CMP[op]
         return _some(ref, lambda e: compare(b, e, sql_op, arg), b)
     if op in ("$in", "$hasSome"):
-        return _some(ref, _member(arg, b), b)
+        return _some_member(ref, arg, b)
     if op == "$nin":
-        return negate(_some(ref, _member(arg, b), b))
+        return negate(_some_member(ref, arg, b))
     if op == "$hasAll":
         return all_of([_has(ref, c, b) for c in arg])
     if op in ("$startsWith", "$endsWith", "$contains"):

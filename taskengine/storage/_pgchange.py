@@ -18,6 +18,13 @@ batch that needs more candidates goes on with the next window, sized by the cand
 seen so far (the first: three keys per candidate needed, so a dense filter takes one
 window and one round trip per batch; at most :data:`WINDOW`).
 
+**One pass** when the filter says which rows it may leave undecided by a cheap condition
+of their own (its SQL form's ``undecided``: on PostgreSQL the rows JSONB cannot hold,
+``data IS NULL``, when the rest is exact), and without a filter: the batch is the next
+``limit`` *keys*, and one statement finds the window's end, deletes the rows in it that
+meet ``sure`` (evaluated once per row, over a key range) and says whether a row of it
+meets ``undecided``; only then are the undecided ones read, as above.
+
 Both deletes lock what they delete, and a row another transaction deleted first is
 skipped (PostgreSQL checks the condition again on the row's latest version), so two
 processes deleting the same items each count only the rows they deleted. Everything runs
@@ -68,6 +75,23 @@ _WINDOW: Final = (
     " AND ({sure}) RETURNING id)"
     " SELECT b.n, b.bound, (SELECT more FROM edge), {deleted} FROM b"
 )
+# One pass (see the module docstring): ``k`` and ``edge`` as above, with ``size`` the
+# batch's ``limit``; ``d`` deletes the window's rows meeting ``sure``.
+_ONE_PASS: Final = (
+    "WITH k AS MATERIALIZED (SELECT array_agg(id ORDER BY id) AS ids FROM (SELECT id "
+    + _ITEMS
+    + "{lower} ORDER BY id LIMIT 2 OFFSET %s) AS edges),"
+    " edge AS MATERIALIZED (SELECT coalesce(k.ids[1], (SELECT id "
+    + _ITEMS
+    + " ORDER BY id DESC LIMIT 1)) AS last, coalesce(cardinality(k.ids), 0) = 2 AS more"
+    " FROM k),"
+    " d AS (DELETE " + _ITEMS + "{lower} AND id <= (SELECT last FROM edge)"
+    " AND ({sure}) RETURNING id)"
+    " SELECT (SELECT last FROM edge), (SELECT more FROM edge), {deleted}, {undecided}"
+)
+_ANY_UNDECIDED: Final = (
+    "EXISTS (SELECT 1 " + _ITEMS + "{lower} AND id <= (SELECT last FROM edge) AND ({undecided}))"
+)
 _COUNTED: Final = "(SELECT count(*) FROM d)"
 _LISTED: Final = "(SELECT array_agg(id) FROM d)"
 _UNDECIDED: Final = (
@@ -104,6 +128,9 @@ def delete_rows(
         where = (condition.where, condition.where_params)
         sure = where if condition.exact else (condition.sure, condition.sure_params)
     lower = None if after is None else lower_bound(after)
+    undecided = ("FALSE", ()) if condition is None else _undecided_of(condition)
+    if undecided is not None:
+        return _one_pass(conn, coll, env, lower, limit, filter, where, sure, undecided, needs_ids)
     need = limit
     size = min(WINDOW, need * _FIRST + 16)
     seen = found = 0  # keys and candidates of the batch's windows so far
@@ -155,6 +182,65 @@ def delete_rows(
     if len(done) > 1:
         done.sort()
     return ChangeResult(None if cursor is None else unkey(cursor), written, tuple(done))
+
+
+def _undecided_of(condition: SQLFilterCondition) -> tuple[str, tuple[Any, ...]] | None:
+    """The condition's cheap test for its undecided rows (``FALSE`` when exact), if any."""
+    if condition.exact:
+        return ("FALSE", ())
+    text: str | None = getattr(condition, "undecided", None)
+    if text is None:
+        return None
+    params: tuple[Any, ...] = getattr(condition, "undecided_params", ())
+    return (text, params)
+
+
+def _one_pass(
+    conn: Connection,
+    coll: int,
+    env: int,
+    lower: tuple[str, bool] | None,
+    limit: int,
+    filter: ItemFilter | None,
+    where: tuple[str, tuple[Any, ...]],
+    sure: tuple[str, tuple[Any, ...]],
+    undecided: tuple[str, tuple[Any, ...]],
+    needs_ids: bool,
+) -> ChangeResult:
+    """The batch of the next ``limit`` keys in one statement (see the module docstring)."""
+    keyed, keys = ("", ()) if lower is None else _after(lower)
+    checked = undecided[0] != "FALSE" and filter is not None
+    statement = _ONE_PASS.format(
+        lower=keyed,
+        sure=sure[0],
+        deleted=_LISTED if needs_ids else _COUNTED,
+        undecided=_ANY_UNDECIDED.format(lower=keyed, undecided=undecided[0])
+        if checked
+        else "FALSE",
+    )
+    params = (
+        *(coll, env, *keys, limit - 1),  # k
+        *(coll, env),  # edge
+        *(coll, env, *keys, *sure[1]),  # d
+        *((coll, env, *keys, *undecided[1]) if checked else ()),
+    )
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None
+    last, more, deleted, any_undecided = row[0], bool(row[1]), row[2], bool(row[3])
+    if needs_ids:
+        done = [unkey(stored) for stored in deleted or ()]
+        written = len(done)
+    else:
+        done, written = [], int(deleted)
+    if any_undecided and last is not None:
+        assert filter is not None
+        # The undecided rows are among those meeting ``undecided``: tested first.
+        among = (f"({undecided[0]}) AND ({where[0]})", (*undecided[1], *where[1]))
+        gone = _undecided(conn, coll, env, keyed, keys, last, among, sure, filter)
+        done.extend(gone)
+        written += len(gone)
+        done.sort()
+    return ChangeResult(unkey(last) if more else None, written, tuple(done))
 
 
 def _after(lower: tuple[str, bool]) -> tuple[str, tuple[str]]:

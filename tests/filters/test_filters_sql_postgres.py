@@ -36,19 +36,55 @@ def sql_of(spec: dict[str, Any], dialect: str = "mongo") -> SQLCondition:
     return condition
 
 
-def test_number_equality_reads_jsonb_as_numeric() -> None:
-    """{a: 5}: elements of an array or the value itself, as numeric, rows without jsonb unsure."""
-    condition = sql_of({"a": 5})
+def test_number_comparison_reads_jsonb_as_numeric() -> None:
+    """{a: {$gt: 5}}: elements of an array or the value itself, as numeric, rows without
+    jsonb unsure."""
+    condition = sql_of({"a": {"$gt": 5}})
     assert condition.where == (
         "(data IS NULL OR CASE WHEN jsonb_typeof((data -> 'a')) = 'array' THEN EXISTS (SELECT 1"
         " FROM jsonb_array_elements((data -> 'a')) AS e1(value) WHERE CASE WHEN"
-        " jsonb_typeof(e1.value) = 'number' THEN (e1.value)::numeric = CAST(%s AS numeric)"
+        " jsonb_typeof(e1.value) = 'number' THEN (e1.value)::numeric > CAST(%s AS numeric)"
         " ELSE FALSE END) ELSE CASE WHEN COALESCE(jsonb_typeof((data -> 'a')), '') = 'number'"
-        " THEN ((data -> 'a'))::numeric = CAST(%s AS numeric) ELSE FALSE END END)"
+        " THEN ((data -> 'a'))::numeric > CAST(%s AS numeric) ELSE FALSE END END)"
     )
     assert condition.where_params == ("5", "5")
     assert condition.sure.startswith("((NOT data IS NULL) AND CASE WHEN")
     assert not condition.exact
+
+
+@pytest.mark.parametrize(
+    ("spec", "dialect", "params"),
+    [
+        ({"a": 5}, "mongo", ("5",)),
+        ({"a": {"$in": ["x", True, -0.0]}}, "mongo", ('"x"', "true", "-0.0")),
+        ({"a": {"$eq": "é"}}, "wix", ('"é"',)),
+        ({"a": {"$hasSome": [1.5, "y"]}}, "wix", ("1.5", '"y"')),
+        ({"a": {"$hasAll": [1, 2]}}, "wix", ("1", "2")),
+    ],
+)
+def test_scalar_equality_is_jsonb_containment(
+    spec: dict[str, Any], dialect: str, params: tuple[str, ...]
+) -> None:
+    """Equality with scalars is one `@>` per value (the field or an element of it)."""
+    condition = sql_of(spec, dialect)
+    assert "jsonb_array_elements" not in condition.where
+    assert condition.where.count("@> CAST(%s AS jsonb)") == len(params)
+    assert condition.where_params == params
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"a": 2**53},  # beyond exact numerics
+        {"a": "x\x00"},  # no JSONB string holds U+0000
+        {"a": {"$in": [str(i) for i in range(9)]}},  # a long list: hashed per element
+        {"a": {"$in": ["x", None]}},  # null also means missing: not containment alone
+    ],
+)
+def test_containment_only_where_it_is_the_value_models_equality(spec: dict[str, Any]) -> None:
+    """Operands containment cannot decide alone keep the per-element form."""
+    condition = sql_of(spec, "wix")
+    assert "jsonb_array_elements" in condition.where or "jsonb_typeof" in condition.where
 
 
 def test_strings_compare_by_code_point_and_keys_are_escaped() -> None:
@@ -169,3 +205,38 @@ def test_postgres_decides_dates_and_numbers_in_sql(pg: psycopg.Connection[Any]) 
             (*condition.where_params, *condition.sure_params),
         )
         assert cur.fetchall() == [(True, True), (False, False), (False, False)]
+
+
+_EQUALITY_OPS = {
+    "mongo": ["$eq", "$ne", "$in", "$nin"],
+    "wix": ["$eq", "$ne", "$in", "$nin", "$hasSome", "$hasAll"],
+}
+_SCALARS = st.one_of(st.booleans(), sq.ints, sq.reals, sq.texts)
+
+
+@_PG
+@given(
+    st.lists(sq.documents, max_size=6),
+    st.sampled_from(["mongo", "wix"]),
+    st.data(),
+)
+def test_postgres_scalar_equality_by_containment_is_exact(
+    pg: psycopg.Connection[Any], docs: list[dict[str, Any]], dialect: str, data: st.DataObject
+) -> None:
+    """Equality with scalars (the `@>` form): exact on every row JSONB holds, against the
+    Python evaluator, over scalars, arrays, nested arrays and objects at the edges."""
+    op = data.draw(st.sampled_from(_EQUALITY_OPS[dialect]), label="op")
+    pool = sq.linked([sq.storable(doc) for doc in docs]).flatmap(
+        lambda field: st.tuples(
+            st.just(field[0]),
+            st.one_of(st.sampled_from(field[1] or [0]), _SCALARS).filter(
+                lambda v: v.__class__ in (str, int, float, bool)
+            )
+            | _SCALARS,
+        )
+    )
+    path, first = data.draw(pool, label="field")
+    more = data.draw(st.lists(_SCALARS, max_size=3), label="more")
+    operand: Any = first if op in ("$eq", "$ne") else [first, *more]
+    flt = compile_filter({path: {op: operand}}, dialect)  # type: ignore[arg-type]
+    check_pg(pg, flt, docs)

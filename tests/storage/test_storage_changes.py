@@ -9,6 +9,7 @@ same counters. Values come from ``sql_strategies``, where SQL and Python part mo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -371,3 +372,66 @@ def test_a_subclass_overriding_a_write_loses_the_capability() -> None:
     assert Audited.change_matching is None
     assert Tuned.change_matching is SQLiteStorage.change_matching
     assert Plain.change_matching is SQLiteStorage.change_matching
+
+
+def test_an_exact_filter_updates_a_window_of_keys_in_one_statement() -> None:
+    """An exact filter and a change whose SQL form holds on every row: a batch is the next
+    ``limit`` keys, one ``UPDATE`` with the filter in it, the matched rows it leaves as they
+    are counted (not written), as on the scan path."""
+    items = [
+        {"_id": f"i{n:02d}", "n": n % 10, "s": "DRAFT" if n % 4 == 0 else "X"} for n in range(40)
+    ]
+    flt = compile_filter({"n": {"$gte": 5}}, "wix")
+    condition = flt.to_sql("sqlite", "doc")
+    assert condition is not None
+    assert condition.exact
+    change = SetField("s", "DRAFT", needs_ids=True)
+    with SQLiteStorage(":memory:") as fast, SQLiteStorage(":memory:") as reference:
+        for storage in (fast, reference):
+            storage.create_collection("c")
+            storage.insert_items("c", "LIVE", items)
+        with fast.atomic():
+            first = fast.change_matching(
+                "c", "LIVE", after=None, limit=10, filter=flt, change=change
+            )
+        # i00..i09: n 5..9 match; i08 (n 8) is DRAFT already.
+        assert first.cursor == "i09"
+        assert (first.written, first.unchanged) == (4, 1)
+        assert first.done == ("i05", "i06", "i07", "i09")
+        # Again from the start: the first window's five are unchanged now.
+        assert run_all(SQLiteStorage.change_matching, fast, flt, change, 10)[:2] == (12, 8)
+        expected = run_all(change_by_scan, reference, flt, change, 10)
+        assert expected[:2] == (4 + 12, 1 + 3)
+        assert texts(fast) == texts(reference)
+
+
+def test_the_unchanged_count_survives_an_open_cursor_and_threads() -> None:
+    """The counting function is registered once per connection (SQLite refuses to replace
+    one while a statement is active) and counts per thread (a new one too)."""
+    items = [{"_id": f"i{n:02d}", "n": n, "s": "DRAFT"} for n in range(30)]
+    flt = compile_filter({"n": {"$gte": 0}}, "wix")
+    change = SetField("s", "DRAFT")
+    with SQLiteStorage(":memory:") as storage:
+        storage.create_collection("c")
+        storage.insert_items("c", "LIVE", items)
+        results: list[ChangeResult] = []
+
+        def batch(after: str | None) -> None:
+            with storage.atomic():
+                results.append(
+                    storage.change_matching(
+                        "c", "LIVE", after=after, limit=10, filter=flt, change=change
+                    )
+                )
+
+        batch(None)  # registers the function
+        with storage.database.transaction() as conn:
+            pending = conn.execute("SELECT id FROM taskengine_items")
+            pending.fetchone()  # a statement left active on the connection
+            batch(results[0].cursor)
+            pending.fetchall()
+        worker = threading.Thread(target=batch, args=(results[1].cursor,))
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive()
+        assert [(r.written, r.unchanged) for r in results] == [(0, 10)] * 3
