@@ -29,6 +29,7 @@ __all__ = [
     "ItemChange",
     "SQLChange",
     "change_by_scan",
+    "cut_at",
     "keep_only_if_unchanged",
     "split_outcomes",
 ]
@@ -150,9 +151,14 @@ class ChangingStorage(Protocol):
         limit: int,
         filter: ItemFilter | None,
         change: ItemChange,
+        until: str | None = None,
     ) -> ChangeResult:
         """Apply ``change`` to the next batch: the items ``filter`` accepts after
         ``after``, at most ``limit`` of them, in ``_id`` order.
+
+        With ``until`` (a slice's last id, docs/slices.md) items above it are not part of
+        the scan: the batch stops there, and the cursor is ``None`` once the batch
+        reached it.
 
         The batch is one page of :meth:`Storage.scan` with this filter and limit, or a
         prefix of one (a SQL adapter may bound a batch by ``limit`` candidate rows rather
@@ -212,23 +218,40 @@ def change_by_scan(
     limit: int,
     filter: ItemFilter | None,
     change: ItemChange,
+    until: str | None = None,
 ) -> ChangeResult:
-    """The reference set-based batch: one :meth:`Storage.scan` page, the change applied
-    in Python, the writes made with :meth:`Storage.delete_items` /
+    """The reference set-based batch: one :meth:`Storage.scan` page (cut at ``until``),
+    the change applied in Python, the writes made with :meth:`Storage.delete_items` /
     :meth:`Storage.replace_items`."""
     page = storage.scan(collection, environment, after=after, limit=limit, filter=filter)
-    items = page.items
+    items, cursor = page.items, page.cursor
+    if until is not None:
+        items, cursor = cut_at(items, cursor, until)
     if filter is not None and getattr(storage, "scan_filters_exactly", False) is not True:
         items = [item for item in items if filter(item)]
     if change.deletes:
         if not items:
-            return ChangeResult(page.cursor, 0)
+            return ChangeResult(cursor, 0)
         deleted = storage.delete_items(collection, environment, [i["_id"] for i in items])
-        return ChangeResult(page.cursor, len(deleted.done), deleted.done, missing=deleted.missing)
+        return ChangeResult(cursor, len(deleted.done), deleted.done, missing=deleted.missing)
     writes, unchanged, refused = split_outcomes(change, items)
     done: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
     if writes:
         written = storage.replace_items(collection, environment, writes)
         done, missing = written.done, written.missing
-    return ChangeResult(page.cursor, len(done), done, unchanged, tuple(refused), missing)
+    return ChangeResult(cursor, len(done), done, unchanged, tuple(refused), missing)
+
+
+def cut_at(items: list[Item], cursor: str | None, until: str) -> tuple[list[Item], str | None]:
+    """A scan page cut at a slice's last id: the items up to ``until`` (inclusive), and
+    the cursor, ``None`` once the page reached ``until`` (the slice is done).
+
+    Ids compare as Python strings (code point order), the ``_id`` order of every bundled
+    adapter's scan (the storage contract's order).
+    """
+    if cursor is not None and cursor < until:
+        return items, cursor
+    if items and items[-1]["_id"] > until:
+        items = [item for item in items if item["_id"] <= until]
+    return items, None
