@@ -1,0 +1,86 @@
+"""A sliced task run by two engine processes on one PostgreSQL database.
+
+Two engine processes (tests/pg_engine_child.py) pause after their first committed batch,
+holding the slice they run: the parent reads both slices' leases (two owners, the two
+processes), lets them go, and checks the combined end: every item changed exactly once
+(addItems is not idempotent), counters exact, the slices hidden from the list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from pg_processes import PgEngines, PgReader
+from test_ownership_processes import edit_task, wait_for
+
+from taskengine import PostgresStorage, PostgresTaskStore, TaskEngine, TaskStatus
+
+pytestmark = pytest.mark.postgres
+
+ITEMS = 400
+BAD_EVERY = 20
+
+
+@pytest.fixture
+def engines(tmp_path: Path) -> Iterator[PgEngines]:
+    """A starter of engine processes; every one still running is killed afterwards."""
+    started = PgEngines(tmp_path)
+    try:
+        yield started
+    finally:
+        started.kill_all()
+
+
+def test_two_processes_each_run_a_slice_of_one_task(pg_database: str, engines: PgEngines) -> None:
+    """Each process holds one slice (read from the leases), and the task ends exact."""
+    storage = PostgresStorage(pg_database)
+    store = PostgresTaskStore(storage)
+    try:
+        storage.create_collection("Tags")
+        storage.insert_items(
+            "Tags",
+            "LIVE",
+            [{"_id": f"t{k:05d}", "tags": "x" if k % BAD_EVERY == 0 else []} for k in range(ITEMS)],
+        )
+        a = engines.start("a", dsn=pg_database, batch=25, pause_at=1)
+        b = engines.start("b", dsn=pg_database, batch=25, pause_at=1)
+        creator = TaskEngine(storage, task_store=store)  # never started
+        task = creator.create_task(edit_task("Tags", "s"), slices=2)
+        a.expect("paused")
+        b.expect("paused")
+        view = PgReader(pg_database)
+        try:
+            leases = [view.lease(f"{task.id}~{index}") for index in range(2)]
+            assert all(lease is not None for lease in leases)
+            assert {lease.owner for lease in leases if lease is not None} == {a.owner, b.owner}
+            running = creator.get_task(task.id)
+            assert running.status is TaskStatus.RUNNING
+            assert running.is_sliced
+            assert 0 < running.items_succeeded + running.items_failed < ITEMS
+            a.send("go")
+            b.send("go")
+            done = wait_for(
+                "the sliced task to end",
+                lambda: view.task(task.id).is_finished and view.task(task.id),
+            )
+            assert done.status is TaskStatus.COMPLETED
+            assert (done.items_succeeded, done.items_failed) == (
+                ITEMS - ITEMS // BAD_EVERY,
+                ITEMS // BAD_EVERY,
+            )
+            items = view.items("Tags")
+            assert len(items) == ITEMS
+            for k, item in enumerate(items):
+                assert item["tags"] == ("x" if k % BAD_EVERY == 0 else ["s"]), item
+            page = creator.list_tasks()
+            assert [t.id for t in page.tasks] == [task.id]
+            assert page.total == 1
+        finally:
+            view.close()
+        a.stop()
+        b.stop()
+    finally:
+        store.close()
+        storage.close()
