@@ -194,9 +194,8 @@ def sqlite_scenario(items: int, rounds: int) -> tuple[str, float, float, float]:
                         )
                 wall = measure(f"sqlite:{path}", [copy_spec("One")], processes, processes)
                 (base if processes == 1 else fast).append(items / wall)
-                print(
-                    f"  SQLite COPY_FIELD_DATA: {processes} process(es): {items / wall:,.0f} items/s"
-                )
+                rate = items / wall
+                print(f"  SQLite COPY_FIELD_DATA: {processes} process(es): {rate:,.0f} items/s")
     b, f = statistics.median(base), statistics.median(fast)
     return ("SQLite COPY_FIELD_DATA, one task", b, f, f / b)
 
