@@ -133,10 +133,12 @@ class Slices:
             self.ensure(started)
         return started
 
-    def ensure(self, task: Task) -> None:
+    def ensure(self, task: Task) -> int:
         """Insert the slices of a started sliced task that are missing (idempotent), and
-        pass on a cancel the task has (a slice inserted after the cancel)."""
+        pass on a cancel the task has (a slice inserted after the cancel); return how
+        many were inserted."""
         store = self.task_store
+        inserted = 0
         count = len(task.split) + 1
         for index, child_id in enumerate(task.slice_ids):
             if store.get(child_id) is not None:
@@ -158,10 +160,12 @@ class Slices:
             try:
                 store.insert(child)
             except ValueError:
-                pass  # inserted meanwhile by another engine's repair
+                continue  # inserted meanwhile by another engine's repair
+            inserted += 1
         current = store.get(task.id)
         if current is not None and current.cancel_requested:
             self.cancel_slices(current)
+        return inserted
 
     def view(self, task: Task) -> Task:
         """The task as the API shows it: a running sliced task with its slices' progress."""
@@ -234,14 +238,14 @@ class Slices:
 
     def housekeeping(self) -> int:
         """Repair and settle every running sliced task (what a crash may have left);
-        return how many ended."""
-        ended = 0
+        return how many slices were inserted and tasks ended."""
+        changed = 0
         for task in self.task_store.unfinished():
             if task.is_sliced and task.status is TaskStatus.RUNNING:
-                self.ensure(task)
+                changed += self.ensure(task)
                 if self.settle(task.id) is not None:
-                    ended += 1
-        return ended
+                    changed += 1
+        return changed
 
 
 def _fold(task: Task, parts: Sequence[Task], now: datetime, retention: timedelta) -> Task:

@@ -557,7 +557,7 @@ class TaskEngine:
                     return task
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    return task
+                    return self._slices.view(task)
                 period = self.poll_interval
                 self._changed.wait(period if remaining is None else min(remaining, period))
 
