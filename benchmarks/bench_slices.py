@@ -46,6 +46,7 @@ from taskengine import (
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
+from bench_pg_scaleout import server_cpu_total, server_pid
 from bench_postgres import admin, copy_items, fresh_copy, make_doc, make_template, server
 
 BATCH = 500
@@ -103,8 +104,11 @@ def worker(target: str) -> None:
     storage.close()
 
 
-def measure(target: str, specs: list[dict[str, Any]], slices: int, processes: int) -> float:
-    """Create the tasks, run ``processes`` engines until they end; the wall seconds."""
+def measure(
+    target: str, specs: list[dict[str, Any]], slices: int, processes: int
+) -> tuple[float, float]:
+    """Create the tasks, run ``processes`` engines until they end; the wall seconds and
+    the CPU seconds used meanwhile (the engines', plus the server's on PostgreSQL)."""
     storage, store = open_pair(target)
     creator = TaskEngine(storage, task_store=store)  # never started
     ids = [creator.create_task(spec, slices=slices).id for spec in specs]
@@ -120,22 +124,29 @@ def measure(target: str, specs: list[dict[str, Any]], slices: int, processes: in
     for child in children:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready", "an engine did not start"
+    postmaster = None if target.startswith("sqlite:") else server_pid(target)
+    server_before = 0.0 if postmaster is None else server_cpu_total(postmaster)
     start = time.perf_counter()
     for child in children:
         assert child.stdin is not None
         child.stdin.write(" ".join(ids) + "\n")
         child.stdin.flush()
+    cpu = 0.0
     for child in children:
         out, _ = child.communicate(timeout=WAIT)
         assert child.returncode == 0, out
+        cpu += float(out.split()[-1])
     wall = time.perf_counter() - start
+    if postmaster is not None:
+        time.sleep(0.2)  # the postmaster reaps the backends of the exited engines
+        cpu += server_cpu_total(postmaster) - server_before
     for task_id in ids:
         task = creator.get_task(task_id)
         assert task.status.value == "COMPLETED", task
         assert task.is_sliced == (slices > 1), task
     store.close()
     storage.close()
-    return wall
+    return wall, cpu
 
 
 def pg_scenarios(dsn: str, items: int, rounds: int) -> list[tuple[str, float, float, float]]:
@@ -165,9 +176,14 @@ def pg_scenarios(dsn: str, items: int, rounds: int) -> list[tuple[str, float, fl
                 order = [(1, 1), (2, 2)] if round_ % 2 == 0 else [(2, 2), (1, 1)]
                 for processes, slices in order:
                     with fresh_copy(dsn, name) as db:
-                        wall = measure(db, specs, slices if sliced else 1, processes)
+                        wall, cpu = measure(db, specs, slices if sliced else 1, processes)
                     (base if processes == 1 else fast).append(work / wall)
-                    print(f"  {label}: {processes} process(es): {work / wall:,.0f} items/s")
+                    print(
+                        f"  {label}: {processes} process(es): {work / wall:,.0f} items/s,"
+                        f" {wall:.1f} s, cores busy (engines + server) {cpu / wall:.2f},"
+                        f" load {os.getloadavg()[0]:.1f}",
+                        flush=True,
+                    )
             b, f = statistics.median(base), statistics.median(fast)
             rows.append((f"PostgreSQL {label}", b, f, f / b))
     finally:
@@ -192,10 +208,13 @@ def sqlite_scenario(items: int, rounds: int) -> tuple[str, float, float, float]:
                         storage.insert_items(
                             "One", "LIVE", [make_doc(i) for i in range(start, stop)]
                         )
-                wall = measure(f"sqlite:{path}", [copy_spec("One")], processes, processes)
+                wall, cpu = measure(f"sqlite:{path}", [copy_spec("One")], processes, processes)
                 (base if processes == 1 else fast).append(items / wall)
-                rate = items / wall
-                print(f"  SQLite COPY_FIELD_DATA: {processes} process(es): {rate:,.0f} items/s")
+                print(
+                    f"  SQLite COPY_FIELD_DATA: {processes} process(es): {items / wall:,.0f}"
+                    f" items/s, {wall:.1f} s, cores busy {cpu / wall:.2f}",
+                    flush=True,
+                )
     b, f = statistics.median(base), statistics.median(fast)
     return ("SQLite COPY_FIELD_DATA, one task", b, f, f / b)
 
