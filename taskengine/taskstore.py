@@ -89,9 +89,9 @@ class TaskStore(Protocol):
     not in the task JSON). The rules, the same for every store:
 
     * a task is *claimable* at ``now`` when it is unfinished (NEW or RUNNING) and has no
-      live lease: never leased, released, or ``expires_at <= now``; except a RUNNING
-      task with ``slices > 1`` (a sliced task runs as its slices once started), which
-      is never claimable;
+      live lease: never leased, released, or ``expires_at <= now``. :meth:`claimable`
+      never returns a RUNNING task with ``slices > 1`` (a sliced task runs as its
+      slices once started);
     * :meth:`claim` is one atomic compare-and-set (also across processes for a shared
       file): of any number of concurrent claims of a claimable task exactly one wins;
     * the token is the previous claim's token plus one (1 for the first claim), on every
