@@ -1,4 +1,5 @@
-"""A sliced task run by two engine processes on one PostgreSQL database.
+"""Sliced tasks on PostgreSQL: two engine processes each run a slice of one task, and the
+in-place upgrade of a version-1 task store.
 
 Two engine processes (tests/pg_engine_child.py) pause after their first committed batch,
 holding the slice they run: the parent reads both slices' leases (two owners, the two
@@ -9,16 +10,20 @@ processes), lets them go, and checks the combined end: every item changed exactl
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import attrs
 import pytest
 from pg_processes import PgEngines, PgReader
 from test_ownership_processes import edit_task, wait_for
 
 from taskengine import PostgresStorage, PostgresTaskStore, TaskEngine, TaskStatus
+from taskengine.task import RawOptions, Task
 
 pytestmark = pytest.mark.postgres
 
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 ITEMS = 400
 BAD_EVERY = 20
 
@@ -84,3 +89,35 @@ def test_two_processes_each_run_a_slice_of_one_task(pg_database: str, engines: P
     finally:
         store.close()
         storage.close()
+
+
+def test_a_version_one_task_store_gets_the_slice_columns_in_place(pg_database: str) -> None:
+    """A database whose task store is at version 1 (no slice columns) is upgraded when a
+    store opens it: its tasks and leases are kept, none sliced, and slices work after."""
+    first = PostgresTaskStore(pg_database)
+    task = Task(
+        id="old",
+        type="COUNT_ITEMS",
+        options_key="countItemsOptions",
+        options=RawOptions("things", {"dataCollectionId": "things"}),
+        created_at=T0,
+    )
+    first.insert(task)
+    lease = first.claim("old", "me", T0, timedelta(seconds=30))
+    with first.database.transaction() as conn:  # back to version 1, as that release left it
+        conn.execute("DROP INDEX taskengine_tasks_top")
+        for column in ("parent", "slice_until", "slices", "split"):
+            conn.execute(f"ALTER TABLE taskengine_tasks DROP COLUMN {column}")
+        conn.execute("UPDATE taskengine_schema SET version = 1 WHERE component = 'taskstore'")
+    first.close()
+    again = PostgresTaskStore(pg_database)
+    try:
+        assert again.database.schema_version("taskstore") == 2
+        assert again.get("old") == task
+        assert again.lease_of("old") == lease
+        child = attrs.evolve(task, id="old~1", parent="old", checkpoint="a\x00", until="z\x00")
+        again.insert(child)
+        assert again.get("old~1") == child
+        assert again.page(10, 0) == ([task], 1)
+    finally:
+        again.close()
