@@ -175,8 +175,9 @@ class Slices:
         found = [part for part in map(get, task.slice_ids) if part is not None]
         return combined(task, found)
 
-    def cancel_slices(self, task: Task, *, skip: str | None = None) -> None:
-        """Ask every unfinished slice of ``task`` to cancel (a NEW one ends at once)."""
+    def cancel_slices(self, task: Task, *, skip: str | None = None) -> Task | None:
+        """Ask every unfinished slice of ``task`` to cancel (a NEW one ends at once), then
+        settle the task (it ends when no slice was running); return it if it ended."""
         now = self.clock.now()
 
         def change(current: Task) -> Task | None:
@@ -192,6 +193,7 @@ class Slices:
             updated = self.task_store.update(child_id, change)
             if updated is not None:
                 self.saved(updated)
+        return self.settle(task.id)
 
     def slice_ended(self, child: Task) -> None:
         """After a slice's run: a failure that is not a cancel cancels its siblings; the
@@ -208,8 +210,9 @@ class Slices:
             current.status is TaskStatus.FAILED
             and current.failures[0].code != Failure.cancelled().code
         ):
-            self.cancel_slices(parent, skip=current.id)
-        self.settle(parent.id)
+            self.cancel_slices(parent, skip=current.id)  # settles the task too
+        else:
+            self.settle(parent.id)
 
     def settle(self, task_id: str) -> Task | None:
         """End a running sliced task whose slices all ended, with their totals folded in

@@ -534,8 +534,7 @@ class TaskEngine:
         with self._changed:
             self._after_save(updated)
         if updated.is_sliced and not updated.is_finished:
-            self._slices.cancel_slices(updated)
-            updated = self._slices.settle(task_id) or self._slices.view(updated)
+            updated = self._slices.cancel_slices(updated) or self._slices.view(updated)
         return updated
 
     def wait(self, task_id: str, timeout: float | None = None) -> Task:
@@ -598,7 +597,7 @@ class TaskEngine:
         if task is None:
             raise TaskNotFound(task_id)
         if task.expires_at is not None and task.expires_at <= self.clock.now():
-            self.task_store.delete([task.id])
+            self.task_store.delete([*task.slice_ids, task.id])  # its slices go with it
             raise TaskNotFound(task_id)
         return task
 

@@ -486,7 +486,8 @@ def _check_consistency(
         need("startedAt", "required once the task is RUNNING")
     if status.is_finished:
         need("finishedAt", "required once the task is COMPLETED or FAILED")
-        need("expiresAt", "required once the task is COMPLETED or FAILED")
+        if fields.get("parent") is None:  # a slice never expires on its own
+            need("expiresAt", "required once the task is COMPLETED or FAILED")
     else:
         forbid("finishedAt", "must be absent until the task is COMPLETED or FAILED")
         forbid("expiresAt", "must be absent until the task is COMPLETED or FAILED")

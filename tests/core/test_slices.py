@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -316,3 +317,28 @@ def test_a_crash_between_start_and_slices_is_repaired() -> None:
         done.items_failed,
     )
     assert list(storage2.find("Items", "LIVE")) == list(storage.find("Items", "LIVE"))
+
+
+def test_a_cancel_before_the_slices_exist_ends_them_when_they_are_inserted() -> None:
+    """Cancelled after its start but before its slices were inserted (its engine died
+    between): the repair inserts them, ends them at once, and the task ends CANCELLED
+    with nothing changed."""
+    storage = MemoryStorage()
+    populate(storage, [f"{k:03d}" for k in range(12)])
+    store = MemoryTaskStore()
+    engine = TaskEngine(storage, task_store=store, clock=ManualClock(), batch_size=5)
+    created = engine.create_task(spec("copy", 0), slices=3)
+    started = created.started(engine.clock.now(), 12)
+    store.save(attrs.evolve(started, slices=3, split=("003", "007")))
+    cancelled = engine.cancel_task(created.id)
+    assert cancelled.status is TaskStatus.RUNNING
+    assert cancelled.cancel_requested
+    engine.run_until_idle()
+    done = engine.get_task(created.id)
+    assert done.status is TaskStatus.FAILED
+    assert done.failures[0].code == "CANCELLED"
+    assert (done.items_succeeded, done.items_failed) == (0, 0)
+    assert not any("m" in item for item in storage.find("Items", "LIVE"))
+    parts = [engine.get_task(part_id) for part_id in done.slice_ids]
+    assert [part.status for part in parts] == [TaskStatus.FAILED] * 3
+    assert Task.from_json(parts[0].to_json()).parent == created.id
