@@ -209,6 +209,20 @@ def split_outcomes(
     return writes, unchanged, refused
 
 
+def cut_at(items: list[Item], cursor: str | None, until: str) -> tuple[list[Item], str | None]:
+    """A scan page cut at a slice's last id: the items up to ``until`` (inclusive), and
+    the cursor, ``None`` once the page reached ``until`` (the slice is done).
+
+    Ids compare as Python strings (code point order), the ``_id`` order of every bundled
+    adapter's scan (the storage contract's order).
+    """
+    if cursor is not None and cursor < until:
+        return items, cursor
+    if items and items[-1]["_id"] > until:
+        items = [item for item in items if item["_id"] <= until]
+    return items, None
+
+
 def change_by_scan(
     storage: Storage,
     collection: str,
@@ -241,17 +255,3 @@ def change_by_scan(
         written = storage.replace_items(collection, environment, writes)
         done, missing = written.done, written.missing
     return ChangeResult(cursor, len(done), done, unchanged, tuple(refused), missing)
-
-
-def cut_at(items: list[Item], cursor: str | None, until: str) -> tuple[list[Item], str | None]:
-    """A scan page cut at a slice's last id: the items up to ``until`` (inclusive), and
-    the cursor, ``None`` once the page reached ``until`` (the slice is done).
-
-    Ids compare as Python strings (code point order), the ``_id`` order of every bundled
-    adapter's scan (the storage contract's order).
-    """
-    if cursor is not None and cursor < until:
-        return items, cursor
-    if items and items[-1]["_id"] > until:
-        items = [item for item in items if item["_id"] <= until]
-    return items, None
