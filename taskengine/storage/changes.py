@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from taskengine.storage.base import Environment, Item, ItemFilter, Storage
+from taskengine.storage.base import Environment, Item, ItemFilter, Page, Storage
 
 __all__ = [
     "ChangeResult",
@@ -238,20 +238,20 @@ def change_by_scan(
     the change applied in Python, the writes made with :meth:`Storage.delete_items` /
     :meth:`Storage.replace_items`."""
     page = storage.scan(collection, environment, after=after, limit=limit, filter=filter)
-    items, cursor = page.items, page.cursor
     if until is not None:
-        items, cursor = cut_at(items, cursor, until)
+        page = Page(*cut_at(page.items, page.cursor, until))
+    items = page.items
     if filter is not None and getattr(storage, "scan_filters_exactly", False) is not True:
         items = [item for item in items if filter(item)]
     if change.deletes:
         if not items:
-            return ChangeResult(cursor, 0)
+            return ChangeResult(page.cursor, 0)
         deleted = storage.delete_items(collection, environment, [i["_id"] for i in items])
-        return ChangeResult(cursor, len(deleted.done), deleted.done, missing=deleted.missing)
+        return ChangeResult(page.cursor, len(deleted.done), deleted.done, missing=deleted.missing)
     writes, unchanged, refused = split_outcomes(change, items)
     done: tuple[str, ...] = ()
     missing: tuple[str, ...] = ()
     if writes:
         written = storage.replace_items(collection, environment, writes)
         done, missing = written.done, written.missing
-    return ChangeResult(cursor, len(done), done, unchanged, tuple(refused), missing)
+    return ChangeResult(page.cursor, len(done), done, unchanged, tuple(refused), missing)
