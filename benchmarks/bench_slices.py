@@ -39,6 +39,7 @@ from typing import Any
 import psycopg
 
 from taskengine import (
+    MemoryStorage,
     PostgresStorage,
     PostgresTaskStore,
     SQLiteStorage,
@@ -233,6 +234,60 @@ def sqlite_scenario(items: int, rounds: int) -> Row:
     return ("SQLite COPY_FIELD_DATA, one task", b, f, f / b, c1, c2)
 
 
+def split_costs(dsn: str | None, items: int) -> None:
+    """The cost of ``split_points`` (2 and 64 parts) on ``items`` items, per adapter,
+    against a ``count`` of the same item set (the cheapest full look at it)."""
+    print(f"\nsplit_points on {items:,} items (best of 3), beside a count of the set")
+    print("| adapter | count ms | 2 parts ms | 64 parts ms |")
+    print("|---|---:|---:|---:|")
+
+    def row(name: str, storage: Any) -> None:
+        def best(action: Any) -> float:
+            times = []
+            for _ in range(3):
+                start = time.perf_counter()
+                action()
+                times.append(time.perf_counter() - start)
+            return min(times) * 1000
+
+        count = best(lambda: storage.count("One", "LIVE"))
+        two = best(lambda: storage.split_points("One", "LIVE", 2))
+        many = best(lambda: storage.split_points("One", "LIVE", 64))
+        print(f"| {name} | {count:.1f} | {two:.1f} | {many:.1f} |")
+
+    memory = MemoryStorage()
+    memory.create_collection("One")
+    for start in range(0, items, 50_000):
+        memory.insert_items(
+            "One", "LIVE", [make_doc(i) for i in range(start, min(items, start + 50_000))]
+        )
+    row("MemoryStorage", memory)
+    del memory
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        SQLiteStorage(Path(folder) / "split.db") as sqlite,
+    ):
+        sqlite.create_collection("One")
+        for start in range(0, items, 50_000):
+            stop = min(items, start + 50_000)
+            sqlite.insert_items("One", "LIVE", [make_doc(i) for i in range(start, stop)])
+        row("SQLiteStorage", sqlite)
+    with server(dsn) as started:
+
+        def fill(storage: PostgresStorage, created: str) -> None:
+            storage.create_collection("One")
+            copy_items(created, "One", (make_doc(i) for i in range(items)))
+
+        template = make_template(started, "bench_split_tmpl", fill)
+        try:
+            with PostgresStorage(template) as pg:
+                row("PostgresStorage", pg)
+        finally:
+            name = str(psycopg.conninfo.conninfo_to_dict(template)["dbname"])
+            with closing(admin(started)) as conn:
+                conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
 def main(argv: list[str]) -> None:
     """Parse arguments and run the scenarios (or, with ``--worker``, be an engine)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -240,11 +295,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="20k items, one round")
     parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument(
+        "--split", action="store_true", help="only time split_points (1M items by default)"
+    )
     parser.add_argument("--dsn", default=os.environ.get("TASKENGINE_TEST_POSTGRES") or None)
     parser.add_argument("--worker", metavar="TARGET", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         worker(args.worker)
+        return
+    if args.split:
+        split_costs(args.dsn, 1_000_000 if args.items == 200_000 else args.items)
         return
     items = 20_000 if args.quick else args.items
     rounds = 1 if args.quick else args.rounds
