@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
@@ -19,6 +20,7 @@ from pg_processes import PgEngines, PgReader
 from test_ownership_processes import edit_task, wait_for
 
 from taskengine import PostgresStorage, PostgresTaskStore, TaskEngine, TaskStatus
+from taskengine.storage import postgres
 from taskengine.task import RawOptions, Task
 
 pytestmark = pytest.mark.postgres
@@ -121,3 +123,57 @@ def test_a_version_one_task_store_gets_the_slice_columns_in_place(pg_database: s
         assert again.page(10, 0) == ([task], 1)
     finally:
         again.close()
+
+
+def test_a_sliced_set_based_delete_deletes_what_the_unsliced_one_does(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The set-based ``DELETE`` with a slice's ``until`` bound (statistics present), over
+    ids with NUL, U+0001 and non-ASCII characters: the same items go, the same counts."""
+    bounds: list[str | None] = []
+    real = postgres.delete_rows
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        bounds.append(kwargs.get("until"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(postgres, "delete_rows", recorded)
+    storage = PostgresStorage(pg_database)
+    store = PostgresTaskStore(storage)
+    try:
+        ids = sorted(
+            {
+                f"{a}{b}{k}"
+                for k in range(8)
+                for a in ("a", "\x00", "\x01", "é")
+                for b in "x\U0001f600"
+            }
+        )
+        for name in ("Plain", "Sliced"):
+            storage.create_collection(name)
+            storage.insert_items(
+                name, "LIVE", [{"_id": item_id, "n": k % 3} for k, item_id in enumerate(ids)]
+            )
+        with storage.database.transaction() as conn:
+            conn.execute("ANALYZE taskengine_items")
+        engine = TaskEngine(storage, task_store=store, batch_size=3, set_batch_size=3)
+        outcomes = []
+        for name, slices in (("Plain", 1), ("Sliced", 4)):
+            spec = {
+                "type": "DELETE_BY_QUERY",
+                "deleteByQueryOptions": {"dataCollectionId": name, "filter": {"n": {"$ne": 1}}},
+            }
+            task = engine.create_task(spec, slices=slices)
+            engine.run_until_idle()
+            done = engine.get_task(task.id)
+            assert done.status is TaskStatus.COMPLETED
+            assert done.slices == slices
+            kept = [item["_id"] for item in storage.find(name, "LIVE")]
+            outcomes.append((done.items_succeeded, done.items_failed, kept))
+        assert outcomes[0] == outcomes[1]
+        assert outcomes[0][0] == len(ids) - len(outcomes[0][2]) > 0
+        assert None in bounds  # the unsliced task and the last slice: no bound
+        assert any(bound is not None for bound in bounds)  # the set-based path, bounded
+    finally:
+        store.close()
+        storage.close()

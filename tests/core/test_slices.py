@@ -64,9 +64,18 @@ def folder() -> Iterator[Path]:
         yield Path(name)
 
 
+class ScanPathStorage(MemoryStorage):
+    """Memory whose batches take the engine's scan path (it overrides ``scan``)."""
+
+    def scan(self, *args: Any, **kwargs: Any) -> Any:
+        return super().scan(*args, **kwargs)
+
+
 def open_pair(kind: str, folder: Path, name: str) -> tuple[Storage, TaskStore]:
     if kind == "memory":
         return MemoryStorage(), MemoryTaskStore()
+    if kind == "memory-scan":
+        return ScanPathStorage(), MemoryTaskStore()
     storage = SQLiteStorage(folder / f"{name}.db")
     return storage, SQLiteTaskStore(storage)
 
@@ -93,7 +102,7 @@ def outcome(task: Task) -> tuple[Any, ...]:
 
 
 @settings(
-    max_examples=30,
+    max_examples=40,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
@@ -102,7 +111,7 @@ def outcome(task: Task) -> tuple[Any, ...]:
     kind=st.sampled_from(["delete", "copy", "edit"]),
     threshold=st.integers(0, 6),
     slices=st.integers(1, 8),
-    store=st.sampled_from(["memory", "sqlite"]),
+    store=st.sampled_from(["memory", "memory-scan", "sqlite"]),
 )
 def test_a_sliced_task_ends_as_the_unsliced_one(
     folder: Path, item_ids: list[str], kind: str, threshold: int, slices: int, store: str
