@@ -33,6 +33,7 @@ docs/durability.md.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
@@ -53,12 +54,14 @@ from taskengine.errors import (
     TaskFailure,
 )
 from taskengine.storage.base import WriteResult
+from taskengine.storage.changes import cut_at
 from taskengine.task import Failure, Task, TaskStatus
 from taskengine.tasktype import BatchChanges, ItemFailure, Plan
 
 if TYPE_CHECKING:
     from taskengine._lease import Lease
     from taskengine._ownership import Hold, Ownership
+    from taskengine._slices import Slices
     from taskengine.clock import Clock
     from taskengine.storage.base import Storage
     from taskengine.taskstore import TaskStore
@@ -114,6 +117,7 @@ class Batches:
         cancels: ids of running tasks whose cancel was requested.
         ownership: the engine's leases (fences every batch).
         after_save: the engine's bookkeeping after a task change was saved.
+        slices: the engine's handling of sliced tasks (:mod:`taskengine._slices`).
     """
 
     storage: Storage
@@ -130,6 +134,7 @@ class Batches:
     cancels: set[str]
     ownership: Ownership
     after_save: Callable[[Task], None]
+    slices: Slices
     _target_locks: dict[tuple[str, str], threading.Lock] = attrs.field(factory=dict, init=False)
     _shared: bool = attrs.field(init=False)
     _rolls_back: bool = attrs.field(init=False)
@@ -163,6 +168,17 @@ class Batches:
         task = self.task_store.get(task_id)
         if task is None or task.is_finished:
             return
+        try:
+            self._run(task, hold, sync=sync)
+        finally:
+            if task.parent is not None and not hold.lost:
+                try:
+                    self.slices.slice_ended(task)
+                except StorageError as exc:  # the housekeeping settles it later
+                    _log.warning("task %s: could not settle its task: %s", task_id, exc)
+
+    def _run(self, task: Task, hold: Hold, *, sync: bool) -> None:
+        task_id = task.id
         try:
             self._execute(task, hold, sync=sync)
         except (_Stopped, _Gone):
@@ -231,10 +247,33 @@ class Batches:
         task_type = self.task_types.get(task.type)
         if task_type is None:
             raise TaskFailure(codes.STORAGE, f"task type {task.type!r} is not registered")
+        if task.is_sliced:
+            # A started sliced task runs as its slices (it is claimed again only by a
+            # store that does not know them): repair and settle, nothing else.
+            self.slices.ensure(task)
+            self.slices.settle(task.id)
+            return
         options = stored_options(task.options, task_type)
         executor = task_type.executor
         storage = self.storage
         plan: Plan = self._retry(lambda: executor.plan(options, storage), sync)
+        if task.status is TaskStatus.NEW and task.parent is not None:
+            # A slice: its share of its task's estimate was set when it was inserted.
+            now = self.clock.now()
+            started = self.task_store.update(
+                task.id,
+                lambda current: (
+                    current.started(now, current.estimated_item_count)
+                    if current.status is TaskStatus.NEW
+                    else None
+                ),
+                hold.lease,
+                now=now,
+            )
+            if started is None or started.status is not TaskStatus.RUNNING:
+                return  # cancelled (or removed) while planning
+            task = started
+            self._saved(task)
         if task.status is TaskStatus.NEW:
             # The items the task affects (ref), from the adapter's cheap count when it
             # has one (exact for small item sets, else sampled: no second pass over the
@@ -245,19 +284,30 @@ class Batches:
                 sync,
             )
             now = self.clock.now()
-            started = self.task_store.update(
-                task.id,
-                lambda current: (
-                    current.started(now, estimate) if current.status is TaskStatus.NEW else None
-                ),
-                hold.lease,
-                now=now,
-            )
-            if started is None or started.status is not TaskStatus.RUNNING:
-                return  # cancelled (or removed) while planning
-            task = started
-            self._saved(task)
-        checkpoint = task.checkpoint
+            if task.slices > 1:
+                split = self._retry(
+                    lambda: self.slices.start(
+                        task, hold.lease, storage, plan.collection, plan.environment, estimate, now
+                    ),
+                    sync,
+                )
+                if split is None or split.is_sliced:
+                    return  # cancelled meanwhile, or its slices run it
+                task = split  # too few items (or no split points): it runs unsliced
+            else:
+                started = self.task_store.update(
+                    task.id,
+                    lambda current: (
+                        current.started(now, estimate) if current.status is TaskStatus.NEW else None
+                    ),
+                    hold.lease,
+                    now=now,
+                )
+                if started is None or started.status is not TaskStatus.RUNNING:
+                    return  # cancelled (or removed) while planning
+                task = started
+                self._saved(task)
+        checkpoint, until = task.checkpoint, task.until
         batch_size = self.batch_size
         collection, environment, accept = plan.collection, plan.environment, plan.filter
         apply, committed = executor.apply, executor.committed
@@ -272,7 +322,7 @@ class Batches:
         # re-checks, except on adapters that declare exact scans (a second call per item).
         recheck = accept if accept is not None and not self._exact else None
         scan, commit, atomic = storage.scan, self._commit, storage.atomic
-        set_step = self._set_step(hold, task_id, executor, plan, target_lock)
+        set_step = self._set_step(hold, task_id, executor, plan, target_lock, until)
 
         # The previous batch (its scanned copies) is let go right after the next page is
         # read, as a hand-written ``page = scan(...)`` loop does, so apply and the write
@@ -295,18 +345,18 @@ class Batches:
                             filter=accept,
                         )
                         previous.clear()
-                        items = page.items
+                        items, cursor = page.items, page.cursor
+                        if until is not None:  # a slice: its range ends at ``until``
+                            items, cursor = cut_at(items, cursor, until)
                         if recheck is not None:
                             items = [item for item in items if recheck(item)]
                         changes = apply(plan, items) if items else _NOTHING
-                        written, updated = commit(hold, task_id, plan, changes, page.cursor)
+                        written, updated = commit(hold, task_id, plan, changes, cursor)
                     if updated is None:
-                        updated = self._record_after(
-                            hold, task_id, plan, changes, written, page.cursor
-                        )
+                        updated = self._record_after(hold, task_id, plan, changes, written, cursor)
                 except _Gone:
                     return None, _NOTHING, None, None
-            return page.cursor, changes, written, updated
+            return cursor, changes, written, updated
 
         def set_batch() -> tuple[str | None, BatchChanges, WriteResult | None, Task | None]:
             assert set_step is not None
@@ -351,6 +401,7 @@ class Batches:
         executor: Executor,
         plan: Plan,
         target_lock: threading.Lock,
+        until: str | None,
     ) -> (
         Callable[[str | None], tuple[str | None, BatchChanges, WriteResult | None, Task | None]]
         | None
@@ -371,6 +422,12 @@ class Batches:
         change = make(plan)
         if change is None:
             return None
+        bounded: dict[str, str] = {}
+        if until is not None:
+            # A slice needs the ``until`` bound; an adapter without it scans instead.
+            if "until" not in inspect.signature(unbound).parameters:
+                return None
+            bounded["until"] = until
         change_matching = unbound.__get__(self.storage)
         collection, environment, accept = plan.collection, plan.environment, plan.filter
         batch_size, atomic, clock = self.set_batch_size, self.storage.atomic, self.clock
@@ -390,6 +447,7 @@ class Batches:
                             limit=batch_size,
                             filter=accept,
                             change=change,
+                            **bounded,
                         )
                         changes = BatchChanges(
                             failures=[

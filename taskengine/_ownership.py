@@ -49,6 +49,7 @@ _log = logging.getLogger("taskengine.engine")
 _DEAD_CHECK_EVERY = 1.0  # real seconds between looks for leases of exited local processes
 _RECONNECT_FIRST = 0.1  # real seconds before listening again after a lost connection ...
 _RECONNECT_MAX = 10.0  # ... doubled on every failure up to this, reset once one lasts this
+_SLICES_LOOKED_AT = 64  # a non-adopting engine looks this far for its tasks' slices
 _GET_SLICE = 1.0  # the longest wait for a notice: bounds a stop even if close() cannot end it
 
 
@@ -87,6 +88,9 @@ class Ownership:
         self._lock = threading.Lock()
         self._held: dict[str, Hold] = {}
         self._mine: set[str] = set()
+        # Tasks created here (kept only when not adopting): their slices are this
+        # engine's too (docs/slices.md), also after the task's own run ended.
+        self._created: set[str] = set()
         self._roles: dict[str, Lease] = {}
         self._next_dead_check = 0.0
 
@@ -96,13 +100,16 @@ class Ownership:
         """Note a task this engine created (an engine that does not adopt runs only these)."""
         with self._lock:
             self._mine.add(task_id)
+            if not self.adopt:
+                self._created.add(task_id)
 
     def eligible(self, task_id: str) -> bool:
-        """Whether this engine may run the task at all (it adopts, or created the task)."""
+        """Whether this engine may run the task at all (it adopts, or created the task or
+        the task the slice ``task_id`` is part of)."""
         if self.adopt:
             return True
         with self._lock:
-            return task_id in self._mine
+            return task_id in self._mine or _sliced_from(task_id) in self._created
 
     def claim(self, task_id: str, now: datetime) -> Hold | None:
         """Take the task if no live engine owns it; ``None`` when someone does (or it ended)."""
@@ -202,13 +209,16 @@ class Ownership:
         with self._lock:
             held = set(self._held)
             mine = None if self.adopt else set(self._mine)
-        if mine is not None and not mine - held:
+            created = set(self._created)
+        if mine is not None and not mine - held and not created:
             return []
-        found = store.claimable(now, limit + len(held) if mine is None else len(mine) + limit)
+        wanted = limit + len(held) if mine is None else len(mine) + limit + _SLICES_LOOKED_AT
+        found = store.claimable(now, wanted)
         return [
             task_id
             for task_id in found
-            if task_id not in held and (mine is None or task_id in mine)
+            if task_id not in held
+            and (mine is None or task_id in mine or _sliced_from(task_id) in created)
         ][:limit]
 
     def release_orphans(self) -> int:
@@ -386,6 +396,12 @@ class Watcher:
                 if self._current is notices:
                     self._current = None
             _quietly_close(notices)
+
+
+def _sliced_from(task_id: str) -> str:
+    """The id of the task whose slice ``task_id`` would be (``"<id>~<n>"``), else ``""``."""
+    parent, tilde, index = task_id.rpartition("~")
+    return parent if tilde and index.isdigit() else ""
 
 
 def _quietly_close(notices: Notices) -> None:

@@ -3,7 +3,8 @@
 The tasks are rows of ``taskengine_tasks`` in the SQLite task store's row format
 (:mod:`taskengine._taskrow`), with the lease in three columns beside them; leader leases
 are rows of ``taskengine_leaders``, one per role. The schema is the ``taskstore``
-component's in ``taskengine_schema`` (:meth:`PgDatabase.ensure_schema`), version 1:
+component's in ``taskengine_schema`` (:meth:`PgDatabase.ensure_schema`), version 2
+(version 1 had no slice columns: opening it adds them in place, in one transaction):
 
 * ``seq`` (``BIGINT`` identity, the creation order), ``id`` (unique), the task's columns as
   :data:`taskengine._taskrow.COLUMNS` writes them (dates as ISO text, counters and
@@ -12,6 +13,9 @@ component's in ``taskengine_schema`` (:meth:`PgDatabase.ensure_schema`), version
   item id may hold NUL, and PostgreSQL text cannot;
 * ``lease_owner``, ``lease_token`` (0: never claimed), ``lease_expires`` (integer epoch
   milliseconds, compared with ``now`` in SQL);
+* the slice columns (docs/slices.md): ``parent``, ``slice_until`` (``BYTEA``, an item id
+  like the checkpoint), ``slices`` and ``split`` (JSON text), with an index of the tasks
+  that are not slices (the ones lists show);
 * ``taskengine_leaders (role, owner, token, expires)``: a resigned role keeps its row, with
   ``owner`` and ``expires`` ``NULL``, so that its token keeps growing.
 
@@ -85,10 +89,17 @@ _CANCELLED = " cancel"
 _DONE = " done"
 
 _COMPONENT = "taskstore"
-_VERSION = 1
+_VERSION = 2
 _TABLE = "taskengine_tasks"
 _LEADERS = "taskengine_leaders"
 _CHECKPOINT = 11  # the checkpoint's index in a row (rows.COLUMNS order)
+_BYTES = (_CHECKPOINT, rows.UNTIL)  # item ids: UTF-8 bytes (an id may hold NUL)
+_SLICE_COLUMNS = (
+    "parent TEXT",
+    "slice_until BYTEA",
+    "slices INTEGER NOT NULL DEFAULT 1",
+    "split TEXT",
+)
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
     " seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
@@ -110,6 +121,9 @@ _SCHEMA = (
     " lease_owner TEXT,"
     " lease_token BIGINT NOT NULL DEFAULT 0,"
     " lease_expires BIGINT)",
+    # Version 1 had no slice columns; a new table gets them here too.
+    *(f"ALTER TABLE {_TABLE} ADD COLUMN IF NOT EXISTS {column}" for column in _SLICE_COLUMNS),
+    f"CREATE INDEX IF NOT EXISTS {_TABLE}_top ON {_TABLE} (seq) WHERE parent IS NULL",
     # Claimers scan the unfinished tasks in creation order; finished ones pile up until
     # their retention ends, so they stay out of this index.
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_unfinished ON {_TABLE} (seq)"
@@ -147,6 +161,8 @@ _CLAIM = (
 _CLAIMABLE = (
     f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED}"
     " AND (lease_owner IS NULL OR lease_expires <= %s)"
+    # A sliced task that started runs as its slices: it is never claimed again.
+    " AND NOT (status = 'RUNNING' AND slices > 1)"
     " ORDER BY seq LIMIT %s FOR SHARE SKIP LOCKED"
 )
 _RENEW = f"UPDATE {_TABLE} SET lease_expires = %s WHERE id = %s AND {_LIVE}"
@@ -199,6 +215,8 @@ class PostgresTaskStore:
 
     channel = CHANNEL
     """The ``NOTIFY`` channel of new tasks, cancel requests and finished tasks."""
+    keeps_slices = True
+    """It keeps a task's slice fields and hides slices from pages (docs/slices.md)."""
 
     def __init__(self, source: str | PgDatabase | Any) -> None:
         if isinstance(source, PgDatabase):
@@ -243,8 +261,9 @@ class PostgresTaskStore:
             row = rows.encode(task, options, failures)
             self._encoded[task.id] = (task.options, row[13], task.failures, row[14])
         params: list[Any] = list(row)
-        if task.checkpoint is not None:
-            params[_CHECKPOINT] = task.checkpoint.encode("utf-8", "surrogatepass")
+        for index in _BYTES:
+            if params[index] is not None:
+                params[index] = params[index].encode("utf-8", "surrogatepass")
         return params
 
     def insert(self, task: Task) -> None:
@@ -452,9 +471,10 @@ class PostgresTaskStore:
         limit = max(0, min(limit, INT64_MAX))
         offset = max(0, min(offset, INT64_MAX))
         with self.database.read() as conn:
-            counted = conn.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()
+            counted = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE parent IS NULL").fetchone()
             found = conn.execute(
-                f"SELECT {rows.COLUMNS} FROM {_TABLE} ORDER BY seq DESC LIMIT %s OFFSET %s",
+                f"SELECT {rows.COLUMNS} FROM {_TABLE} WHERE parent IS NULL"
+                " ORDER BY seq DESC LIMIT %s OFFSET %s",
                 (limit, offset),
             ).fetchall()
         return [_decode(row) for row in found], 0 if counted is None else int(counted[0])
@@ -495,7 +515,7 @@ class PostgresTaskStore:
     def __len__(self) -> int:
         """How many tasks are stored."""
         with self.database.read() as conn:
-            row = conn.execute(f"SELECT count(*) FROM {_TABLE}").fetchone()
+            row = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE parent IS NULL").fetchone()
         return 0 if row is None else int(row[0])
 
     def shares_transactions_with(self, storage: Storage) -> bool:
@@ -523,13 +543,12 @@ class PostgresTaskStore:
 
 def _decode(row: tuple[Any, ...]) -> Task:
     """The task of a row read as :data:`taskengine._taskrow.COLUMNS`."""
-    checkpoint = row[_CHECKPOINT]
-    if checkpoint is not None:
-        row = (
-            *row[:_CHECKPOINT],
-            bytes(checkpoint).decode("utf-8", "surrogatepass"),
-            *row[_CHECKPOINT + 1 :],
-        )
+    if row[_CHECKPOINT] is not None or row[rows.UNTIL] is not None:
+        values = list(row)
+        for index in _BYTES:
+            if values[index] is not None:
+                values[index] = bytes(values[index]).decode("utf-8", "surrogatepass")
+        row = tuple(values)
     return rows.decode(row)
 
 

@@ -15,12 +15,15 @@ component's entry in the file's ``taskengine_schema`` table
 * 3 — version 2 plus the lease columns (``lease_owner``, ``lease_token``,
   ``lease_expires``): a writer adds the leaders table in place (in one transaction); a
   read-only view reads the file as it is, with no role led;
-* 4 — the current schema: version 3 plus the ``taskengine_leaders`` table of leader
-  leases (``role``, ``owner``, ``token``, ``expires``);
+* 4 — version 3 plus the ``taskengine_leaders`` table of leader leases (``role``,
+  ``owner``, ``token``, ``expires``): a writer adds the slice columns in place (in one
+  transaction); a read-only view reads the file as it is, with no task sliced;
+* 5 — the current schema: version 4 plus the slice columns (``parent``, ``slice_until``,
+  ``slices``, ``split``; docs/slices.md) and an index of the tasks that are not slices;
 * newer — refused with ``StorageError``, and the file is left untouched.
 
-Every upgrade goes straight to the current version, so a file of version 1 or 2 ends at
-version 4 too.
+Every upgrade goes straight to the current version, so a file of version 1 to 4 ends at
+version 5 too.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ if TYPE_CHECKING:
 __all__ = ["SQLiteTaskStore"]
 
 _COMPONENT = "taskstore"
-_VERSION = 4
+_VERSION = 5
 _TABLE = "taskengine_tasks"
 _LEADERS = "taskengine_leaders"
 # Lease expiry is an integer (epoch milliseconds), not ISO text like the task's dates: the
@@ -68,6 +71,14 @@ _LEASE_COLUMNS = (
     "lease_token INTEGER NOT NULL DEFAULT 0",
     "lease_expires INTEGER",
 )
+_SLICE_COLUMNS = (
+    "parent TEXT",
+    "slice_until TEXT",
+    "slices INTEGER NOT NULL DEFAULT 1",
+    "split TEXT",
+)
+# The tasks lists show (slices are hidden): a page and the total walk this index only.
+_TOP_INDEX = f"CREATE INDEX IF NOT EXISTS {_TABLE}_top ON {_TABLE} (seq) WHERE parent IS NULL"
 # A role's row stays when its leader resigns (owner and expires NULL), to keep its token.
 _LEADERS_SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS {_LEADERS} ("
@@ -90,11 +101,12 @@ _SCHEMA = (
     " checkpoint TEXT,"
     " options_key TEXT NOT NULL,"
     " options TEXT NOT NULL,"
-    " failures TEXT NOT NULL, " + ", ".join(_LEASE_COLUMNS) + ")",
+    " failures TEXT NOT NULL, " + ", ".join((*_LEASE_COLUMNS, *_SLICE_COLUMNS)) + ")",
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_status ON {_TABLE} (status)",
     f"CREATE INDEX IF NOT EXISTS {_TABLE}_expiry ON {_TABLE} (expires_at)"
     " WHERE expires_at IS NOT NULL",
     _LEADERS_SCHEMA,
+    _TOP_INDEX,
 )
 _MARKS = ", ".join("?" * len(rows.COLUMNS.split(",")))
 _INSERT = f"INSERT INTO {_TABLE} ({rows.COLUMNS}) VALUES ({_MARKS})"
@@ -106,6 +118,9 @@ _UPDATE = (
 _SQLITE_INT_MAX = INT64_MAX
 _UNFINISHED = "status IN ('NEW', 'RUNNING')"
 _FREE = "(lease_owner IS NULL OR lease_expires <= ?)"
+# A sliced task that started runs as its slices: it is never claimed again.
+_NOT_STARTED_SLICED = "NOT (status = 'RUNNING' AND slices > 1)"
+_TOP = "parent IS NULL"
 _CURRENT = "lease_owner = ? AND lease_token = ?"
 _CLAIM = (
     f"UPDATE {_TABLE} SET lease_owner = ?, lease_token = lease_token + 1, lease_expires = ?"
@@ -174,7 +189,11 @@ class SQLiteTaskStore:
         self._absent = found == 0
         self._leases = found >= 3  # a read-only view of an older file: no task is leased
         self._has_leaders = found >= 4  # ... and no role is led
-        self._columns: str = rows.COLUMNS_V1 if found == 1 else rows.COLUMNS
+        self._slices = found >= 5  # ... and no task is sliced
+        self._columns: str = (
+            rows.COLUMNS_V1 if found == 1 else rows.COLUMNS if self._slices else rows.COLUMNS_V2
+        )
+        self._top = f" WHERE {_TOP}" if self._slices else ""
         self._decode: Callable[[tuple[Any, ...]], Task] = (
             rows.decode_v1 if found == 1 else rows.decode
         )
@@ -192,6 +211,12 @@ class SQLiteTaskStore:
                     upgrade(database, conn)
         database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
         return _VERSION
+
+    @property
+    def keeps_slices(self) -> bool:
+        """Whether the store keeps a task's slice fields and hides slices from pages (a
+        current file; a read-only view of an older one does not): docs/slices.md."""
+        return self._slices
 
     def __repr__(self) -> str:
         return f"<SQLiteTaskStore {self.database.path!r}>"
@@ -311,8 +336,10 @@ class SQLiteTaskStore:
         limit = min(limit + len(self._hidden), _SQLITE_INT_MAX)
         with self.database.read() as conn:
             if self._leases:
+                sliced = f" AND {_NOT_STARTED_SLICED}" if self._slices else ""
                 found = conn.execute(
-                    f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED} AND {_FREE} ORDER BY seq LIMIT ?",
+                    f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED} AND {_FREE}{sliced}"
+                    " ORDER BY seq LIMIT ?",
                     (epoch_ms(now), limit),
                 ).fetchall()
             else:
@@ -436,10 +463,11 @@ class SQLiteTaskStore:
         limit = min(limit, _SQLITE_INT_MAX)
         if self._hidden:
             return self._page_without_hidden(limit, offset)
+        top = self._top
         with self.database.read() as conn:
-            total = int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()[0])
+            total = int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}{top}").fetchone()[0])
             found = conn.execute(
-                f"SELECT {self._columns} FROM {_TABLE} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                f"SELECT {self._columns} FROM {_TABLE}{top} ORDER BY seq DESC LIMIT ? OFFSET ?",
                 (limit, offset),
             ).fetchall()
         return [self._decode(row) for row in found], total
@@ -448,9 +476,12 @@ class SQLiteTaskStore:
         hidden = self._hidden
         kept: list[tuple[Any, ...]] = []
         with self.database.read() as conn:
-            total = int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()[0])
+            top = self._top
+            total = int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}{top}").fetchone()[0])
             skip = offset
-            cursor = conn.execute(f"SELECT id, {self._columns} FROM {_TABLE} ORDER BY seq DESC")
+            cursor = conn.execute(
+                f"SELECT id, {self._columns} FROM {_TABLE}{top} ORDER BY seq DESC"
+            )
             for row in cursor:
                 if row[0] in hidden:
                     total -= 1
@@ -511,8 +542,8 @@ class SQLiteTaskStore:
         if self._absent:
             return 0
         with self.database.read() as conn:
-            total = int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}").fetchone()[0])
-        return total - len(self._hidden)
+            total = int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}{self._top}").fetchone()[0])
+        return total - sum(1 for task_id in self._hidden if "~" not in task_id)
 
     def shares_transactions_with(self, storage: Storage) -> bool:
         """Whether ``storage`` writes through this store's :class:`Database`."""
@@ -556,7 +587,7 @@ def _upgrade_v2(database: Database, conn: sqlite3.Connection) -> None:
     """Add the lease columns to version-2 rows (no task leased) and the leaders table,
     inside the caller's transaction, and record the current version.
     """
-    for column in _LEASE_COLUMNS:
+    for column in (*_LEASE_COLUMNS, *_SLICE_COLUMNS):
         conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN {column}")
     database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
 
@@ -566,6 +597,14 @@ def _upgrade_v3(database: Database, conn: sqlite3.Connection) -> None:
     transaction, and record the current version; rows and task leases are kept.
     """
     conn.execute(_LEADERS_SCHEMA)
+    _upgrade_v4(database, conn)
+
+
+def _upgrade_v4(database: Database, conn: sqlite3.Connection) -> None:
+    """Add the slice columns (no task sliced) and the index of the tasks that are not
+    slices, inside the caller's transaction, and record the current version."""
+    for column in _SLICE_COLUMNS:
+        conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN {column}")
     database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
 
 
@@ -573,6 +612,7 @@ _UPGRADES: dict[int, Callable[[Database, sqlite3.Connection], None]] = {
     1: _upgrade_v1,
     2: _upgrade_v2,
     3: _upgrade_v3,
+    4: _upgrade_v4,
 }
 """The in-place upgrade from each older version to the current one."""
 

@@ -19,6 +19,10 @@ counters               ``estimated_item_count``, ``items_succeeded``, ``items_fa
 ``options_key``        the options' key (``deleteByQueryOptions``)
 ``options``            JSON: the options as the task type writes them
 ``failures``           JSON: ``[[code, description, data or null], ...]``
+``parent``             a slice's task id (docs/slices.md), else ``NULL`` (version 5)
+``slice_until``        a slice's last ``_id``, or ``NULL`` (version 5)
+``slices``             how many slices the task runs in: 1 unless sliced (version 5)
+``split``              JSON (ASCII): a sliced task's split points, or ``NULL`` (version 5)
 =====================  ==================================================================
 
 Inside the two JSON columns a date is ``{"$date": "<ISO-8601>"}`` (the form every task
@@ -40,6 +44,8 @@ from taskengine.task import Failure, RawOptions, Task, TaskStatus, format_timest
 __all__ = [
     "COLUMNS",
     "COLUMNS_V1",
+    "COLUMNS_V2",
+    "UNTIL",
     "Row",
     "decode",
     "decode_v1",
@@ -64,15 +70,27 @@ Row = tuple[
     str,
     str,
     str,
+    str | None,
+    str | None,
+    int,
+    str | None,
 ]
-"""A version-2 row, in :data:`COLUMNS` order."""
+"""A row, in :data:`COLUMNS` order."""
 
-COLUMNS = (
+COLUMNS_V2 = (
     "id, type, status, created_at, started_at, finished_at, expires_at,"
     " estimated_item_count, items_succeeded, items_failed, cancel_requested, checkpoint,"
     " options_key, options, failures"
 )
-"""The version-2 columns a task is written to and read from, in :data:`Row` order."""
+"""The version-2 columns (before slices): what a read-only view of an older file reads."""
+
+COLUMNS = COLUMNS_V2 + ", parent, slice_until, slices, split"
+"""The columns a task is written to and read from, in :data:`Row` order."""
+
+UNTIL = 16
+"""The index of ``slice_until`` in a row (an item id, like ``checkpoint``)."""
+
+_SPLIT_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True)
 
 COLUMNS_V1 = "body, checkpoint"
 """The version-1 columns a task is read from."""
@@ -123,11 +141,15 @@ def encode(task: Task, options: str | None = None, failures: str | None = None) 
         task.options_key,
         encode_json(task.options.to_json()) if options is None else options,
         encode_failures(task.failures) if failures is None else failures,
+        task.parent,
+        task.until,
+        task.slices,
+        _SPLIT_ENCODER.encode(list(task.split)) if task.split else None,
     )
 
 
 def decode(row: tuple[Any, ...]) -> Task:
-    """The task of a version-2 row (columns as :data:`COLUMNS`).
+    """The task of a row (columns as :data:`COLUMNS`, or :data:`COLUMNS_V2`).
 
     Raises:
         StorageError: the row is not a task this format can hold.
@@ -153,9 +175,17 @@ def decode(row: tuple[Any, ...]) -> Task:
             options_key=row[12],
             options=RawOptions(collection, options),
             failures=_decode_failures(row[14]),
+            **(_slice_fields(row) if len(row) > 15 else {}),
         )
     except (ValueError, TypeError, KeyError, IndexError) as exc:
         raise StorageError(f"a stored task cannot be read back: {exc!r}") from exc
+
+
+def _slice_fields(row: tuple[Any, ...]) -> dict[str, Any]:
+    split = () if row[18] is None else tuple(json.loads(row[18]))
+    if not all(type(point) is str for point in split):
+        raise ValueError("split points are not ids")
+    return {"parent": row[15], "until": row[16], "slices": int(row[17]), "split": split}
 
 
 def _decode_failures(text: str) -> tuple[Failure, ...]:

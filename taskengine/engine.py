@@ -33,12 +33,13 @@ from taskengine._lease import new_owner_id
 from taskengine._ownership import Ownership, Watcher
 from taskengine._queue import WorkQueue
 from taskengine._services import Services, load_plugin
+from taskengine._slices import Slices, slice_ids_of
 from taskengine._taskjson import read_create
 from taskengine._values import INT64_MAX
 from taskengine.clock import Clock, SystemClock
 from taskengine.errors import InvalidRequest, TaskNotFound, Violation
 from taskengine.progress import Progress
-from taskengine.task import Failure, Task, TaskStatus
+from taskengine.task import MAX_SLICES, Failure, Task, TaskStatus
 from taskengine.taskstore import (
     NOTICE_CANCEL,
     NOTICE_DONE,
@@ -228,6 +229,7 @@ class TaskEngine:
         self._watcher: Watcher | None = None
         self._recovered = False
 
+        self._slices = Slices(self.task_store, self.clock, retention, self._saved)
         self._batches = Batches(
             storage=self.storage,
             task_store=self.task_store,
@@ -243,6 +245,7 @@ class TaskEngine:
             cancels=self._cancels,
             ownership=self._ownership,
             after_save=self._after_save,
+            slices=self._slices,
         )
         if task_types is None:
             task_types, services = load_plugin(self.DEFAULT_TASK_TYPES)
@@ -409,6 +412,8 @@ class TaskEngine:
                     if found_id not in tried
                 ]
                 if not found:
+                    if self.adopt and self._slices.housekeeping():
+                        continue
                     return ran
                 self._queue.put_missing(found)
                 continue
@@ -421,18 +426,29 @@ class TaskEngine:
 
     # -- the API ------------------------------------------------------------------------
 
-    def create_task(self, spec: Any) -> Task:
+    def create_task(self, spec: Any, *, slices: int = 1) -> Task:
         """Validate and store a new task, queued to run; return it (NEW).
 
         Args:
             spec: the task JSON (``{"type": ..., "<x>Options": {...}}``, optionally
                 wrapped as ``{"task": {...}}``) or typed options of a registered type
                 (e.g. ``EditFieldDataOptions(...)``).
+            slices: run the task as this many ``_id`` ranges (1..64), each a hidden
+                slice any worker of the store may run, with one combined progress
+                (docs/slices.md). ``1`` (the default) runs it as one task. On a task
+                store or storage that cannot keep or split slices the task runs
+                unsliced.
 
         Raises:
+            InvalidRequest: ``slices`` is not an integer in 1..64 (field ``slices``);
+                nothing is stored.
             InvalidTask: every violation by JSON path (``task.type: required``); nothing
                 is stored.
         """
+        if type(slices) is not int or not 1 <= slices <= MAX_SLICES:
+            raise InvalidRequest(
+                [Violation("slices", f"must be an integer in 1..{MAX_SLICES}, got {slices!r}")]
+            )
         task_type, options = read_create(spec, self._types)
         task = Task(
             id=str(uuid.uuid4()),
@@ -440,6 +456,7 @@ class TaskEngine:
             options_key=task_type.options_key,
             options=options,
             created_at=self.clock.now(),
+            slices=slices if self._slices.enabled else 1,
         )
         self._ownership.created(task.id)
         with self._changed:
@@ -449,12 +466,15 @@ class TaskEngine:
         return task
 
     def get_task(self, task_id: str) -> Task:
-        """The task as it is now.
+        """The task as it is now (a sliced task with its slices' progress).
+
+        A slice's own id (``"<id>~<n>"``) gives the slice itself (``sliceOf`` names its
+        task); lists never show slices.
 
         Raises:
             TaskNotFound: no such task, or it has expired.
         """
-        return self._get_live(task_id)
+        return self._slices.view(self._get_live(task_id))
 
     def list_tasks(self, limit: int = 30, offset: int = 0) -> TaskPage:
         """A page of tasks, newest first, with the total number of tasks.
@@ -473,7 +493,7 @@ class TaskEngine:
             raise InvalidRequest(problems)
         self.sweep()
         tasks, total = self.task_store.page(limit, offset)
-        return TaskPage(tuple(tasks), offset, total)
+        return TaskPage(tuple(map(self._slices.view, tasks)), offset, total)
 
     def cancel_task(self, task_id: str) -> Task:
         """Cancel a task and return it as it is now.
@@ -482,12 +502,21 @@ class TaskEngine:
         ``cancelRequested`` at once and ends FAILED/``CANCELLED`` after its current
         batch (counters kept); a finished task is returned unchanged.
 
+        A sliced task that started asks each unfinished slice to cancel too (a NEW
+        one ends at once, a running one after its batch) and ends FAILED/``CANCELLED``
+        when its last slice ended.
+
         Raises:
             TaskNotFound: no such task, or it has expired.
+            InvalidRequest: ``task_id`` is a slice (field ``task_id``): cancel its task.
         """
         task = self._get_live(task_id)
+        if task.parent is not None:
+            raise InvalidRequest(
+                [Violation("task_id", f"a slice of task {task.parent!r}: cancel that task")]
+            )
         if task.is_finished or task.cancel_requested:
-            return task
+            return self._slices.view(task)
         now = self.clock.now()
 
         def change(current: Task) -> Task | None:
@@ -504,6 +533,8 @@ class TaskEngine:
             raise TaskNotFound(task_id)
         with self._changed:
             self._after_save(updated)
+        if updated.is_sliced and not updated.is_finished:
+            updated = self._slices.cancel_slices(updated) or self._slices.view(updated)
         return updated
 
     def wait(self, task_id: str, timeout: float | None = None) -> Task:
@@ -525,7 +556,7 @@ class TaskEngine:
                     return task
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
-                    return task
+                    return self._slices.view(task)
                 period = self.poll_interval
                 self._changed.wait(period if remaining is None else min(remaining, period))
 
@@ -535,7 +566,7 @@ class TaskEngine:
         Raises:
             TaskNotFound: no such task, or it has expired.
         """
-        task = self._get_live(task_id)
+        task = self._slices.view(self._get_live(task_id))
         return Progress.of(task, self._types.get(task.type))
 
     def sweep(self, now: datetime | None = None) -> int:
@@ -550,6 +581,9 @@ class TaskEngine:
             # The store finds them by its expiry index: a sweep costs what it removes.
             expired = self.task_store.expired(moment, _SWEEP_CHUNK)
             if expired:
+                # A task's slices go with it (first: a crash between leaves no orphan).
+                if self._slices.enabled:
+                    self.task_store.delete(slice_ids_of(expired))
                 removed += self.task_store.delete(expired)
             if len(expired) < _SWEEP_CHUNK:
                 return removed
@@ -563,7 +597,7 @@ class TaskEngine:
         if task is None:
             raise TaskNotFound(task_id)
         if task.expires_at is not None and task.expires_at <= self.clock.now():
-            self.task_store.delete([task.id])
+            self.task_store.delete([*task.slice_ids, task.id])  # its slices go with it
             raise TaskNotFound(task_id)
         return task
 
@@ -574,6 +608,7 @@ class TaskEngine:
             self._recovered = True
         if self.adopt:
             self._ownership.release_orphans()
+            self._slices.housekeeping()
             found = self._ownership.candidates(self.clock.now(), max(64, self.workers * 4))
             self._queue.put_missing(found)
 
@@ -698,6 +733,8 @@ class TaskEngine:
         while not self._stopping.is_set():
             try:
                 self.sweep()
+                if self.adopt:
+                    self._slices.housekeeping()
                 self._services.tick(self.clock.now(), self._ownership.lead, raise_errors=False)
             except Exception:
                 _log.exception("housekeeping failed")
@@ -705,6 +742,11 @@ class TaskEngine:
             self._wake.clear()
 
     # -- internals: bookkeeping -------------------------------------------------------
+
+    def _saved(self, task: Task) -> None:
+        """Bookkeeping after a change to a task was saved (takes the engine lock)."""
+        with self._changed:
+            self._after_save(task)
 
     def _after_save(self, task: Task) -> None:
         """Bookkeeping after a task change was saved (engine lock held)."""

@@ -94,8 +94,8 @@ class _HasProgressJSON(Protocol):
 class Engine(Protocol):
     """What the HTTP app needs from an engine (``TaskEngine`` provides it)."""
 
-    def create_task(self, spec: Any) -> _HasJSON:
-        """Validate and store a new task."""
+    def create_task(self, spec: Any, *, slices: int = 1) -> _HasJSON:
+        """Validate and store a new task (``slices``: run it as that many ``_id`` ranges)."""
 
     def get_task(self, task_id: str) -> _HasJSON:
         """The task with this id."""
@@ -226,7 +226,11 @@ class TaskAPI:
         unknown = [Violation(key, "unknown field") for key in body if key != "task"]
         if unknown:
             raise InvalidRequest(unknown)  # the body is {"task": {...}} and nothing else
-        return {"task": self.engine.create_task({"task": _task_of(body)}).to_json()}
+        slices = _slices(environ)
+        spec = {"task": _task_of(body)}
+        if slices is None:
+            return {"task": self.engine.create_task(spec).to_json()}
+        return {"task": self.engine.create_task(spec, slices=slices).to_json()}
 
     def _read_body(self, environ: WSGIEnviron) -> bytes:
         raw = str(environ.get("CONTENT_LENGTH", "") or "").strip()
@@ -413,6 +417,24 @@ def _respond(
         ],
     )
     return [] if head else [payload]
+
+
+def _slices(environ: WSGIEnviron) -> int | None:
+    """The query's ``slices`` (docs/slices.md; the last of repeated values counts), or
+    ``None`` when absent; the engine checks its range.
+
+    Raises:
+        InvalidRequest: a value that is not an integer (field ``slices``).
+    """
+    query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
+    values = query.get("slices", [])
+    raw = values[-1].strip() if values else ""
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidRequest([Violation("slices", f"must be an integer, got {raw!r}")]) from None
 
 
 def _paging(environ: WSGIEnviron) -> tuple[int, int]:

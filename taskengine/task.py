@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCELLED",
     "MAX_FAILURES",
+    "MAX_SLICES",
     "TRANSITIONS",
     "Failure",
     "RawOptions",
@@ -42,6 +43,7 @@ __all__ = [
     "check_transition",
     "format_timestamp",
     "parse_timestamp",
+    "slice_id",
 ]
 
 MAX_FAILURES = 100
@@ -140,6 +142,15 @@ class Task:
             is the whole-task failure (``CANCELLED``, ``WDE0054``, ...).
         cancel_requested: a cancel was asked for while RUNNING.
         checkpoint: the scan cursor after the last committed batch (not in JSON).
+        slices: how many ``_id`` ranges the task runs in (docs/slices.md): asked for at
+            create, and once RUNNING the number of its child tasks (``1`` = unsliced).
+            In JSON as ``"slices"`` when above 1.
+        split: a sliced task's split points once it started (``slices - 1`` ids, in
+            ``_id`` order); empty for any other task (not in JSON).
+        parent: on a slice (a hidden child task), the id of the task it is a slice of
+            (JSON ``"sliceOf"``); ``None`` on every other task.
+        until: on a slice, the last ``_id`` of its range (inclusive; ``None`` = to the
+            end of the collection); the range starts after its first checkpoint.
     """
 
     id: str
@@ -157,6 +168,23 @@ class Task:
     failures: tuple[Failure, ...] = attrs.field(default=(), converter=_clip_failures)
     cancel_requested: bool = False
     checkpoint: str | None = None
+    slices: int = 1
+    split: tuple[str, ...] = ()
+    parent: str | None = None
+    until: str | None = None
+
+    @property
+    def is_sliced(self) -> bool:
+        """``True`` for a task that runs as slices (it has split points): its counters
+        are its slices' until it ends."""
+        return bool(self.split)
+
+    @property
+    def slice_ids(self) -> tuple[str, ...]:
+        """The ids of a sliced task's slices (``"<id>~0"``, ...); empty when not sliced."""
+        if not self.split:
+            return ()
+        return tuple(slice_id(self.id, index) for index in range(len(self.split) + 1))
 
     @property
     def is_finished(self) -> bool:
@@ -225,6 +253,7 @@ class Task:
         """The task ended at ``now`` with ``status``; ``failure`` (for FAILED) goes first.
 
         A pending ``cancel_requested`` is cleared: a finished task no longer shows it.
+        A slice (``parent`` set) gets no ``expires_at``: it is removed with its task.
 
         Raises:
             InvalidTransition: the move is not allowed.
@@ -239,7 +268,8 @@ class Task:
             self,
             status=status,
             finished_at=end,
-            expires_at=utc_ms(end + retention),
+            # A slice never expires on its own: it is removed with its task.
+            expires_at=utc_ms(end + retention) if self.parent is None else None,
             failures=failures,
             cancel_requested=False,  # shown until the task ends; then the failure says it
         )
@@ -261,6 +291,10 @@ class Task:
             out["expiresAt"] = format_timestamp(self.expires_at)
         if self.cancel_requested:
             out["cancelRequested"] = True
+        if self.slices > 1:
+            out["slices"] = self.slices
+        if self.parent is not None:
+            out["sliceOf"] = self.parent
         return out
 
     @classmethod
@@ -303,7 +337,25 @@ _TIMES = {
     "finishedAt": "finished_at",
     "expiresAt": "expires_at",
 }
-_KNOWN = {"id", "type", "status", "failures", "cancelRequested", *_COUNTERS, *_TIMES}
+_KNOWN = {
+    "id",
+    "type",
+    "status",
+    "failures",
+    "cancelRequested",
+    "slices",
+    "sliceOf",
+    *_COUNTERS,
+    *_TIMES,
+}
+
+MAX_SLICES = 64
+"""The most slices a task may be split into."""
+
+
+def slice_id(task_id: str, index: int) -> str:
+    """The id of slice ``index`` of task ``task_id``: ``"<task_id>~<index>"``."""
+    return f"{task_id}~{index}"
 
 
 def _parse_task(
@@ -363,6 +415,15 @@ def _parse_task(
     if not isinstance(cancel, bool):
         out.append(Violation(f"{path}.cancelRequested", "must be a boolean"))
     fields["cancel_requested"] = cancel
+
+    slices = obj.get("slices", 1)
+    if type(slices) is not int or not 1 <= slices <= MAX_SLICES:
+        out.append(Violation(f"{path}.slices", f"must be an integer in 1..{MAX_SLICES}"))
+    fields["slices"] = slices
+    parent = obj.get("sliceOf")
+    if parent is not None and (not isinstance(parent, str) or not parent):
+        out.append(Violation(f"{path}.sliceOf", "must be a non-empty task id"))
+    fields["parent"] = parent
 
     option_keys = options_keys(obj)
     for key in obj:
@@ -425,7 +486,8 @@ def _check_consistency(
         need("startedAt", "required once the task is RUNNING")
     if status.is_finished:
         need("finishedAt", "required once the task is COMPLETED or FAILED")
-        need("expiresAt", "required once the task is COMPLETED or FAILED")
+        if fields.get("parent") is None:  # a slice never expires on its own
+            need("expiresAt", "required once the task is COMPLETED or FAILED")
     else:
         forbid("finishedAt", "must be absent until the task is COMPLETED or FAILED")
         forbid("expiresAt", "must be absent until the task is COMPLETED or FAILED")

@@ -48,7 +48,7 @@ from taskengine._lease import (
 )
 from taskengine._sqlite_taskstore import SQLiteTaskStore
 from taskengine.errors import LeaseLost
-from taskengine.task import Task
+from taskengine.task import Task, TaskStatus
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Storage
@@ -89,7 +89,9 @@ class TaskStore(Protocol):
     not in the task JSON). The rules, the same for every store:
 
     * a task is *claimable* at ``now`` when it is unfinished (NEW or RUNNING) and has no
-      live lease: never leased, released, or ``expires_at <= now``;
+      live lease: never leased, released, or ``expires_at <= now``. :meth:`claimable`
+      never returns a RUNNING task with ``slices > 1`` (a sliced task runs as its
+      slices once started);
     * :meth:`claim` is one atomic compare-and-set (also across processes for a shared
       file): of any number of concurrent claims of a claimable task exactly one wins;
     * the token is the previous claim's token plus one (1 for the first claim), on every
@@ -264,7 +266,11 @@ class TaskStore(Protocol):
         ...
 
     def page(self, limit: int, offset: int) -> tuple[list[Task], int]:
-        """Up to ``limit`` tasks after skipping ``offset``, newest first, and the total."""
+        """Up to ``limit`` tasks after skipping ``offset``, newest first, and the total.
+
+        Slices (tasks whose ``parent`` is set, docs/slices.md) are neither listed nor
+        counted, at a cost of O(page), not O(slices stored).
+        """
         ...
 
     def delete(self, task_ids: Sequence[str]) -> int:
@@ -285,7 +291,7 @@ class TaskStore(Protocol):
         ...
 
     def __len__(self) -> int:
-        """How many tasks are stored."""
+        """How many tasks are stored, slices not counted."""
         ...
 
     def shares_transactions_with(self, storage: Storage) -> bool:
@@ -370,6 +376,7 @@ class MemoryTaskStore:
     """Tasks in process memory (the default): a dict plus a creation-ordered index."""
 
     process_private = True  # only this process writes it (services need no resync)
+    keeps_slices = True  # it keeps a task's slice fields and hides slices (docs/slices.md)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -392,7 +399,8 @@ class MemoryTaskStore:
             if task.id in self._tasks:
                 raise ValueError(f"task {task.id!r} already stored")
             self._seq += 1
-            self._order[self._seq] = task.id
+            if task.parent is None:  # slices are hidden from pages and the total
+                self._order[self._seq] = task.id
             self._put(self._seq, task)
 
     def save(self, task: Task, fence: Lease | None = None, *, now: datetime | None = None) -> None:
@@ -414,7 +422,8 @@ class MemoryTaskStore:
             entry = self._tasks.get(task.id)
             if entry is None:
                 self._seq += 1
-                self._order[self._seq] = task.id
+                if task.parent is None:
+                    self._order[self._seq] = task.id
                 self._put(self._seq, task)
             else:
                 self._put(entry[0], task)
@@ -485,7 +494,7 @@ class MemoryTaskStore:
                 if entry is not None:
                     if entry[1].expires_at is not None:
                         self._expiry.discard((entry[1].expires_at, task_id))
-                    del self._order[entry[0]]
+                    self._order.pop(entry[0], None)
                     self._open.pop(entry[0], None)
                     self._leases.pop(task_id, None)
                     removed += 1
@@ -537,10 +546,18 @@ class MemoryTaskStore:
             for task_id in self._open.values():
                 held = self._leases.get(task_id)
                 if held is None or held[0] is None or held[2] <= at:
+                    if self._started_sliced(task_id):
+                        continue
                     found.append(task_id)
                     if len(found) >= limit:
                         break
         return found
+
+    def _started_sliced(self, task_id: str) -> bool:
+        """Whether the task is a sliced one that started: it runs as its slices and is
+        never claimed again (lock held)."""
+        task = self._tasks[task_id][1]
+        return task.slices > 1 and task.status is TaskStatus.RUNNING
 
     def renew(self, lease: Lease, now: datetime, duration: timedelta) -> Lease:
         """Extend a current lease to ``now + duration`` (see :meth:`TaskStore.renew`).
@@ -625,8 +642,8 @@ class MemoryTaskStore:
         return found
 
     def __len__(self) -> int:
-        """How many tasks are stored."""
-        return len(self._tasks)
+        """How many tasks are stored (slices are not counted: they are part of their task)."""
+        return len(self._order)
 
     def shares_transactions_with(self, storage: Storage) -> bool:
         """Always ``False``: memory has no transactions to share.

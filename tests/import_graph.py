@@ -26,6 +26,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("taskengine.tasktypes",),
     ("taskengine.engine",),
     ("taskengine._batches", "taskengine._queue", "taskengine._services"),
+    ("taskengine._slices",),
     ("taskengine._ownership",),
     ("taskengine._writes",),
     ("taskengine.taskstore", "taskengine.progress"),

@@ -11,6 +11,10 @@ which unfinished tasks they leave alone. A task is
   (``waiting (lease ran out)``: the owner died on another host, or hung), or its owner
   process on this host has exited (``waiting (owner exited)``; an engine that adopts
   tasks releases such a lease at once). Any engine that adopts tasks takes it.
+
+A sliced task that started holds no lease: its slices do (docs/slices.md). It shows the
+holder of its first slice that a live engine holds (else its first slice's waiting
+reason), and the census counts it, not its slices.
 """
 
 from __future__ import annotations
@@ -30,8 +34,11 @@ from taskengine._lease import (
 )
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from taskengine.engine import TaskEngine
     from taskengine.task import Task
+    from taskengine.taskstore import TaskStore
 
 __all__ = [
     "LEASE_RAN_OUT",
@@ -42,6 +49,7 @@ __all__ = [
     "is_waiting",
     "owner_label",
     "take_census",
+    "task_holder",
 ]
 
 
@@ -108,7 +116,9 @@ def take_census(engine: TaskEngine) -> Census:
     owned: list[tuple[Task, str]] = []
     waiting: list[Task] = []
     for task in store.unfinished():
-        held_by = holder(store, task, now)
+        if task.parent is not None:
+            continue  # a slice: its task is counted
+        held_by = task_holder(store, task, now)
         if held_by is None:
             continue
         if is_waiting(held_by):
@@ -116,6 +126,23 @@ def take_census(engine: TaskEngine) -> Census:
         else:
             owned.append((task, held_by))
     return Census(tuple(owned), tuple(waiting))
+
+
+def task_holder(store: TaskStore, task: Task, now: datetime) -> str | None:
+    """:func:`holder` of a task, or for a sliced task that started, of its slices: the
+    first one a live engine holds, else the first unfinished one's waiting reason."""
+    if not task.is_sliced or task.is_finished:
+        return holder(store, task, now)
+    reason: str | None = None
+    for part_id in task.slice_ids:
+        part = store.get(part_id)
+        if part is None or part.is_finished:
+            continue
+        held_by = holder(store, part, now)
+        if not is_waiting(held_by):
+            return held_by
+        reason = reason or held_by
+    return reason or WAITING
 
 
 def _listed(names: Sequence[str], most: int = 3) -> str:

@@ -84,6 +84,14 @@ def add_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="create no task: run the unfinished ones no live engine owns, then exit",
     )
+    run.add_argument(
+        "--slices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the task as N _id ranges (1..64) that this and any 'taskengine worker' "
+        "process on the file run at once, with one combined progress (docs/slices.md)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress output")
     run.add_argument("--batch-size", type=positive, default=None, help=argparse.SUPPRESS)
     run.set_defaults(handler=run_command, check=_check_arguments)
@@ -95,6 +103,8 @@ def _check_arguments(args: argparse.Namespace) -> str | None:
         return "argument --resume: not allowed with a task file"
     if args.resume and args.no_wait:
         return "argument --resume: not allowed with argument --no-wait"
+    if args.resume and args.slices != 1:
+        return "argument --resume: not allowed with argument --slices"
     if not args.resume and args.task_file is None:
         return "the following arguments are required: TASK.json (or --resume)"
     return None
@@ -139,7 +149,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             _check_collection(storage, args.db, collection)
         if args.no_wait:
             _stop_if(pressed)
-            task = engine.create_task(spec)
+            task = engine.create_task(spec, slices=args.slices)
             out.write(dumps(task.to_json(), indent=2) + "\n")
             err.write(
                 f"Queued task {task.id}; a 'taskengine worker', 'taskengine serve' or "
@@ -151,7 +161,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             err.write(notice + "\n")
         engine.start()
         _stop_if(pressed)
-        task = engine.create_task(spec)
+        task = engine.create_task(spec, slices=args.slices)
         err.write(f"Created task {task.id} ({task.type}); Ctrl-C cancels it.\n")
         err.flush()
         printer = None if args.quiet else ProgressPrinter(err, task.type)

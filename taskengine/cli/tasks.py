@@ -14,7 +14,7 @@ from typing import Any, TextIO
 from taskengine._jsonio import dumps
 from taskengine._lease import shown_holder
 from taskengine.cli._common import DB_HELP, EXIT_OK, format_table, open_engine
-from taskengine.cli._owners import holder
+from taskengine.cli._owners import task_holder
 from taskengine.errors import InvalidRequest, Violation
 
 __all__ = ["add_command", "run_command"]
@@ -93,7 +93,7 @@ def run_command(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(dumps(body, indent=2) + "\n")
             return EXIT_OK
         now = engine.clock.now()
-        owners = {task.id: holder(engine.task_store, task, now) for task in page.tasks}
+        owners = {task.id: task_holder(engine.task_store, task, now) for task in page.tasks}
         rows = [
             (
                 t["id"],

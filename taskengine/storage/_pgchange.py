@@ -115,11 +115,13 @@ def delete_rows(
     filter: ItemFilter | None,
     condition: SQLFilterCondition | None,
     needs_ids: bool,
+    until: str | None = None,
 ) -> ChangeResult:
     """Delete the next batch of the item set ``(coll, env)`` inside the open transaction.
 
     ``condition`` is ``filter``'s SQL form (``None`` only when ``filter`` is ``None``);
-    ``limit`` is below 2**62.
+    ``limit`` is below 2**62; ``until`` (a stored key) bounds every part of every
+    statement (a slice's last id, inclusive).
     """
     if condition is None:
         where: tuple[str, tuple[Any, ...]] = ("TRUE", ())
@@ -138,6 +140,8 @@ def delete_rows(
     written = 0
     while True:
         keyed, keys = ("", ()) if lower is None else _after(lower)
+        if until is not None:
+            keyed, keys = keyed + " AND id <= %s", (*keys, until)
         statement = _WINDOW.format(
             lower=keyed,
             where=where[0],

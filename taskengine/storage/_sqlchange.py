@@ -93,16 +93,20 @@ def change_rows(
     change: ItemChange,
     backend: str,
     document: str,
+    until: str | None = None,
 ) -> ChangeResult | None:
     """Change the next batch of the item set ``(coll, env)`` inside the open transaction.
 
-    ``condition`` is ``filter``'s SQL form (``None`` only when ``filter`` is ``None``).
+    ``condition`` is ``filter``'s SQL form (``None`` only when ``filter`` is ``None``);
+    ``until`` bounds the scan (a slice's last id, inclusive).
     Returns ``None``, having written nothing, for a batch this cannot name by id.
     """
     form: SQLChange | None = None if change.deletes else change.to_sql(backend, document)
     keys = _Query(f"{_ITEMS}{'' if after is None else ' AND id > ?'}", (coll, env))
     if after is not None:
         keys.params.append(after)
+    if until is not None:
+        keys.add(" AND id <= ?", (until,))
     cursor: str | None = None
     unsure: list[str] = []
     # A window of keys, with the filter (if any) in the statement's WHERE.

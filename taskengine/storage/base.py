@@ -34,6 +34,7 @@ __all__ = [
     "Page",
     "SQLFilter",
     "SQLFilterCondition",
+    "SplittingStorage",
     "Storage",
     "WriteResult",
     "check_after",
@@ -405,6 +406,30 @@ class Storage(Protocol):
         null context); adapters that can, override it and set ``atomic_rolls_back``.
         """
         return contextlib.nullcontext()
+
+
+@runtime_checkable
+class SplittingStorage(Protocol):
+    """A storage that can split an item set into ``_id`` ranges cheaply (an optional
+    capability, duck-typed: a ``split_points`` method), so a task can run in slices
+    (docs/slices.md). An adapter without it runs sliced tasks unsliced.
+    """
+
+    def split_points(
+        self, collection: str, environment: Environment | str, parts: int
+    ) -> list[str]:
+        """Up to ``parts - 1`` stored ids, strictly ascending in the scan's ``_id`` order,
+        that split the item set into ``parts`` ranges of about equal size: range ``k``
+        holds the ids above point ``k - 1`` (or all from the start) up to point ``k``
+        (inclusive; the last range runs to the end). Fewer points (none) for an item set
+        with fewer items than ``parts``. Costs an index walk, never a decode of every
+        item.
+
+        Raises:
+            CollectionNotFound: no such collection.
+            SandboxNotEnabled: ``SANDBOX`` on a collection without a sandbox.
+        """
+        ...
 
 
 def _iterate_pages(

@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from taskengine.storage.base import Environment, Item, ItemFilter, Storage
+from taskengine.storage.base import Environment, Item, ItemFilter, Page, Storage
 
 __all__ = [
     "ChangeResult",
@@ -30,6 +30,7 @@ __all__ = [
     "ItemChange",
     "SQLChange",
     "change_by_scan",
+    "cut_at",
     "keep_only_if_unchanged",
     "split_outcomes",
 ]
@@ -151,9 +152,14 @@ class ChangingStorage(Protocol):
         limit: int,
         filter: ItemFilter | None,
         change: ItemChange,
+        until: str | None = None,
     ) -> ChangeResult:
         """Apply ``change`` to the next batch: the items ``filter`` accepts after
         ``after``, at most ``limit`` of them, in ``_id`` order.
+
+        With ``until`` (a slice's last id, docs/slices.md) items above it are not part of
+        the scan: the batch stops there, and the cursor is ``None`` once the batch
+        reached it.
 
         The batch is one page of :meth:`Storage.scan` with this filter and limit, or a
         prefix of one (a SQL adapter may bound a batch by ``limit`` candidate rows rather
@@ -204,6 +210,20 @@ def split_outcomes(
     return writes, unchanged, refused
 
 
+def cut_at(items: list[Item], cursor: str | None, until: str) -> tuple[list[Item], str | None]:
+    """A scan page cut at a slice's last id: the items up to ``until`` (inclusive), and
+    the cursor, ``None`` once the page reached ``until`` (the slice is done).
+
+    Ids compare as Python strings (code point order), the ``_id`` order of every bundled
+    adapter's scan (the storage contract's order).
+    """
+    if cursor is not None and cursor < until:
+        return items, cursor
+    if items and items[-1]["_id"] > until:
+        items = [item for item in items if item["_id"] <= until]
+    return items, None
+
+
 def change_by_scan(
     storage: Storage,
     collection: str,
@@ -213,11 +233,14 @@ def change_by_scan(
     limit: int,
     filter: ItemFilter | None,
     change: ItemChange,
+    until: str | None = None,
 ) -> ChangeResult:
-    """The reference set-based batch: one :meth:`Storage.scan` page, the change applied
-    in Python, the writes made with :meth:`Storage.delete_items` /
+    """The reference set-based batch: one :meth:`Storage.scan` page (cut at ``until``),
+    the change applied in Python, the writes made with :meth:`Storage.delete_items` /
     :meth:`Storage.replace_items`."""
     page = storage.scan(collection, environment, after=after, limit=limit, filter=filter)
+    if until is not None:
+        page = Page(*cut_at(page.items, page.cursor, until))
     items = page.items
     if filter is not None and getattr(storage, "scan_filters_exactly", False) is not True:
         items = [item for item in items if filter(item)]

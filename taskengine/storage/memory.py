@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import threading
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any, cast
@@ -315,6 +316,7 @@ class MemoryStorage(Storage, ChangingStorage):
         limit: int,
         filter: ItemFilter | None,
         change: ItemChange,
+        until: str | None = None,
     ) -> ChangeResult:
         """Apply ``change`` to the next batch (see :meth:`ChangingStorage.change_matching`).
 
@@ -336,6 +338,9 @@ class MemoryStorage(Storage, ChangingStorage):
         with self._lock:
             target = self._items(collection, environment)
             ids, frozen, cursor = target.live().page_ids(after, limit)
+            if until is not None and (cursor is None or cursor >= until):
+                cut = bisect_right(ids, until)  # a slice ends at ``until``
+                ids, frozen, cursor = ids[:cut], frozen[:cut], None
             if change.deletes:
                 prior = matching(ids, frozen, filter)
                 if not prior:
@@ -455,6 +460,17 @@ class MemoryStorage(Storage, ChangingStorage):
             raise SandboxNotEnabled(collection)
         return coll.sandbox
 
+    def split_points(
+        self, collection: str, environment: Environment | str, parts: int
+    ) -> list[str]:
+        """Up to ``parts - 1`` ids that split the item set into ``parts`` ranges of about
+        equal size, ascending (see :class:`~taskengine.storage.base.SplittingStorage`).
+
+        Walks the chunk list (one length per 512 items), not the items.
+        """
+        view = self._view(collection, environment)
+        return _split_view(view, parts)
+
 
 _YOUNG_LIMIT = 5000
 """New frozen items stored between two young collections (see :func:`_young`)."""
@@ -478,6 +494,24 @@ def _young(stored: int) -> None:
         _young_count[0] = 0
         if gc.isenabled():
             gc.collect(0)
+
+
+def _split_view(view: ChunkView, parts: int) -> list[str]:
+    """The ids at positions ``size * k // parts - 1`` (k = 1 .. parts - 1) of a view."""
+    size = view.size
+    if parts < 2 or size < parts:
+        return []
+    wanted = [size * k // parts - 1 for k in range(1, parts)]
+    points: list[str] = []
+    start = 0
+    for keys in view.keys:
+        end = start + len(keys)
+        while wanted and wanted[0] < end:
+            points.append(keys[wanted.pop(0) - start])
+        if not wanted:
+            break
+        start = end
+    return points
 
 
 def _thaw_all(frozen: list[Frozen], filter: ItemFilter | None) -> list[Item]:

@@ -157,6 +157,13 @@ _COUNT_ROWS = (
     " ORDER BY id LIMIT %s"
 )
 _COUNT = "SELECT count(*) FROM taskengine_items WHERE coll = %s AND env = %s"
+_POINT_FIRST = (
+    "SELECT id FROM taskengine_items WHERE coll = %s AND env = %s ORDER BY id LIMIT 1 OFFSET %s"
+)
+_POINT_AFTER = (
+    "SELECT id FROM taskengine_items WHERE coll = %s AND env = %s AND id > %s"
+    " ORDER BY id LIMIT 1 OFFSET %s"
+)
 _GET = "SELECT doc FROM taskengine_items WHERE coll = %s AND env = %s AND id = %s"
 _INSERT = (
     "INSERT INTO taskengine_items (coll, env, id, doc)"
@@ -555,6 +562,7 @@ class PostgresStorage(Storage, ChangingStorage):
         limit: int,
         filter: ItemFilter | None,
         change: ItemChange,
+        until: str | None = None,
     ) -> ChangeResult:
         """Change the next batch in the database (see :class:`ChangingStorage`).
 
@@ -579,10 +587,18 @@ class PostgresStorage(Storage, ChangingStorage):
             if (
                 not change.deletes
                 or (filter is not None and condition is None)
+                or (until is not None and lookup_id(until) is None)
                 or not _has_statistics(conn)
             ):
                 return change_by_scan(
-                    self, collection, env, after=after, limit=limit, filter=filter, change=change
+                    self,
+                    collection,
+                    env,
+                    after=after,
+                    limit=limit,
+                    filter=filter,
+                    change=change,
+                    until=until,
                 )
             return delete_rows(
                 conn,
@@ -593,6 +609,7 @@ class PostgresStorage(Storage, ChangingStorage):
                 filter=filter,
                 condition=condition,
                 needs_ids=change.needs_ids,
+                until=None if until is None else key(until),
             )
 
     @contextlib.contextmanager
@@ -617,6 +634,37 @@ class PostgresStorage(Storage, ChangingStorage):
         """
         with self.database.transaction():
             yield
+
+    def split_points(
+        self, collection: str, environment: Environment | str, parts: int
+    ) -> list[str]:
+        """Up to ``parts - 1`` ids that split the item set into ``parts`` ranges of about
+        equal size, ascending (see :class:`~taskengine.storage.base.SplittingStorage`).
+
+        A count and one walk of the primary key index (each point ``OFFSET`` keys after
+        the previous one): no document is read.
+        """
+        env = Environment.coerce(environment)
+        with self.database.read() as conn:
+            coll, code = _target(conn, collection, env), _ENV_CODE[env]
+            row = conn.execute(_COUNT, (coll, code)).fetchone()
+            size = 0 if row is None else int(row[0])
+            if parts < 2 or size < parts:
+                return []
+            points: list[str] = []
+            position = -1
+            for k in range(1, parts):
+                wanted = size * k // parts - 1
+                if points:
+                    args: tuple[Any, ...] = (coll, code, points[-1], wanted - position - 1)
+                    found = conn.execute(_POINT_AFTER, args).fetchone()
+                else:
+                    found = conn.execute(_POINT_FIRST, (coll, code, wanted)).fetchone()
+                if found is None:
+                    break
+                points.append(found[0])
+                position = wanted
+        return [unkey(point) for point in points]
 
 
 def _check_encoding(database: PgDatabase) -> None:

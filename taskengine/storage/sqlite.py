@@ -97,6 +97,13 @@ _UPDATE = "UPDATE taskengine_items SET doc = ? WHERE coll = ? AND env = ? AND id
 _DELETE = "DELETE FROM taskengine_items WHERE coll = ? AND env = ? AND id = ?"
 _GET = "SELECT doc FROM taskengine_items WHERE coll = ? AND env = ? AND id = ?"
 _COUNT = "SELECT count(*) FROM taskengine_items WHERE coll = ? AND env = ?"
+_POINT_FIRST = (
+    "SELECT id FROM taskengine_items WHERE coll = ? AND env = ? ORDER BY id LIMIT 1 OFFSET ?"
+)
+_POINT_AFTER = (
+    "SELECT id FROM taskengine_items WHERE coll = ? AND env = ? AND id > ?"
+    " ORDER BY id LIMIT 1 OFFSET ?"
+)
 _second = operator.itemgetter(1)
 _COUNT_PAGE = 4096  # rows per read of a filtered count (the lock is released between)
 
@@ -445,6 +452,7 @@ class SQLiteStorage(Storage, ChangingStorage):
         limit: int,
         filter: ItemFilter | None,
         change: ItemChange,
+        until: str | None = None,
     ) -> ChangeResult:
         """Change the next batch with SQL statements (see :class:`ChangingStorage`).
 
@@ -461,7 +469,14 @@ class SQLiteStorage(Storage, ChangingStorage):
         if (filter is not None and condition is None) or not _HAS_RETURNING:
             with self.database.transaction():
                 return change_by_scan(
-                    self, collection, env, after=after, limit=limit, filter=filter, change=change
+                    self,
+                    collection,
+                    env,
+                    after=after,
+                    limit=limit,
+                    filter=filter,
+                    change=change,
+                    until=until,
                 )
         with self.database.transaction() as conn:
             result = change_rows(
@@ -475,10 +490,18 @@ class SQLiteStorage(Storage, ChangingStorage):
                 change=change,
                 backend=BACKEND,
                 document=DOCUMENT,
+                until=until,
             )
             if result is None:  # a batch it cannot name by id (U+0000 in one)
                 result = change_by_scan(
-                    self, collection, env, after=after, limit=limit, filter=filter, change=change
+                    self,
+                    collection,
+                    env,
+                    after=after,
+                    limit=limit,
+                    filter=filter,
+                    change=change,
+                    until=until,
                 )
             return result
 
@@ -491,6 +514,38 @@ class SQLiteStorage(Storage, ChangingStorage):
         """
         with self.database.transaction():
             yield
+
+    def split_points(
+        self, collection: str, environment: Environment | str, parts: int
+    ) -> list[str]:
+        """Up to ``parts - 1`` ids that split the item set into ``parts`` ranges of about
+        equal size, ascending (see :class:`~taskengine.storage.base.SplittingStorage`).
+
+        A count and one walk of the primary key (each point ``OFFSET`` rows after the
+        previous one), in SQLite: no document is read or decoded (about 0.1 s at 1M).
+        """
+        env = Environment.coerce(environment)
+        with self.database.read() as conn:
+            coll, code = _target(conn, collection, env), _ENV_CODE[env]
+            size = int(conn.execute(_COUNT, (coll, code)).fetchone()[0])
+            if parts < 2 or size < parts:
+                return []
+            points: list[str] = []
+            position = -1
+            for k in range(1, parts):
+                wanted = size * k // parts - 1
+                if points:
+                    row = conn.execute(
+                        _POINT_AFTER, (coll, code, points[-1], wanted - position - 1)
+                    )
+                else:
+                    row = conn.execute(_POINT_FIRST, (coll, code, wanted))
+                found = row.fetchone()
+                if found is None:
+                    break
+                points.append(found[0])
+                position = wanted
+        return points
 
 
 def _target(conn: sqlite3.Connection, collection: str, env: Environment) -> int:

@@ -141,12 +141,12 @@ def test_shares_transactions_only_with_its_own_database(
 
 
 def test_schema_is_created_once_and_versioned(pg_database: str) -> None:
-    """The first store creates both tables at taskstore version 1; a store opened later
+    """The first store creates both tables at taskstore version 2; a store opened later
     keeps the tasks and leases it finds."""
     first = PostgresTaskStore(pg_database)
     first.insert(make_task("a"))
     lease = first.claim("a", "me", T0, LEASE)
-    assert first.database.schema_version("taskstore") == 1
+    assert first.database.schema_version("taskstore") == 2
     first.close()
     again = PostgresTaskStore(pg_database)
     try:

@@ -23,6 +23,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from taskengine import _sqlite_taskstore, _taskrow
@@ -34,9 +35,10 @@ from taskengine.storage.sqlite import SQLiteStorage
 from taskengine.task import Task, TaskStatus
 from taskengine.taskstore import Lease, SQLiteTaskStore
 
-CURRENT = 4
+CURRENT = 5
 """The task store's schema version written by this code."""
 LEASE_COLUMNS = ["lease_owner", "lease_token", "lease_expires"]
+SLICE_COLUMNS = ["parent", "slice_until", "slices", "split"]
 LEADERS = "taskengine_leaders"
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=timezone.utc)
 """When the version-3 fixture's task leases were taken."""
@@ -131,7 +133,7 @@ def test_opening_an_old_file_upgrades_its_rows_in_place(old_file: Path) -> None:
     version, columns = schema(old_file)
     assert version == CURRENT
     assert "body" not in columns
-    assert columns[-3:] == LEASE_COLUMNS
+    assert columns[-7:] == LEASE_COLUMNS + SLICE_COLUMNS
     assert "checkpoint" in columns
     with closing(sqlite3.connect(old_file)) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
@@ -313,7 +315,7 @@ def test_opening_a_v2_file_adds_the_lease_columns_in_place(v2_file: Path) -> Non
     finally:
         store.close()
     version, columns = schema(v2_file)
-    assert (version, columns[-3:]) == (CURRENT, LEASE_COLUMNS)
+    assert (version, columns[-7:]) == (CURRENT, LEASE_COLUMNS + SLICE_COLUMNS)
     assert LEADERS in tables(v2_file)
 
 
@@ -423,7 +425,7 @@ def test_opening_a_v3_file_adds_the_leaders_table_in_place(v3_file: Path) -> Non
         assert led == Lease("publish-scheduler", "engine-a", 1, NOW + timedelta(seconds=30))
     finally:
         store.close()
-    assert schema(v3_file) == (CURRENT, schema(FIXTURES / "taskstore_v3.db")[1])
+    assert schema(v3_file) == (CURRENT, schema(FIXTURES / "taskstore_v3.db")[1] + SLICE_COLUMNS)
     with closing(sqlite3.connect(v3_file)) as conn:
         columns = [r[1:3] for r in conn.execute(f"PRAGMA table_info({LEADERS})")]
     assert columns == [
@@ -469,3 +471,74 @@ def test_a_read_only_view_reads_a_v3_file_without_upgrading(v3_file: Path) -> No
         database.close()
     assert fingerprint(v3_file) == before
     assert schema(v3_file)[0] == 3
+
+
+@pytest.fixture
+def v4_file(v3_file: Path) -> Path:
+    """A version-4 file: the version-3 fixture with the leaders table (what the release
+    before slices wrote), made here from it as that release's upgrade did."""
+    with closing(sqlite3.connect(v3_file)) as conn:
+        conn.execute(_sqlite_taskstore._LEADERS_SCHEMA)
+        conn.execute("UPDATE taskengine_schema SET version = 4 WHERE component = 'taskstore'")
+        conn.commit()
+    return v3_file
+
+
+def test_opening_a_v4_file_adds_the_slice_columns_in_place(v4_file: Path) -> None:
+    """A writable open adds the slice columns (no task sliced), keeps tasks, leases and
+    order, and then keeps a sliced task and its slice hidden from the list."""
+    store = SQLiteTaskStore(v4_file)
+    try:
+        assert_reads_like_the_old_store(store)
+        assert all(task.slices == 1 for task in store.unfinished())
+        assert store.claimable(NOW, 10) == [IDS["dated"], IDS["running"]]
+        parent = attrs.evolve(
+            expected_task("fresh"), id="sliced", status=TaskStatus.RUNNING, started_at=NOW
+        )
+        parent = attrs.evolve(parent, slices=2, split=("m\x00\u00e9",))
+        child = attrs.evolve(
+            expected_task("fresh"), id="sliced~1", parent="sliced", checkpoint="m", until="z"
+        )
+        store.insert(parent)
+        store.insert(child)
+        assert store.get("sliced") == parent
+        assert store.get("sliced~1") == child
+        listed, total = store.page(100, 0)
+        assert total == len(IDS) + 1 == len(store)
+        assert "sliced~1" not in [task.id for task in listed]
+        assert "sliced" not in store.claimable(NOW, 10)
+    finally:
+        store.close()
+    version, columns = schema(v4_file)
+    assert (version, columns[-4:]) == (CURRENT, SLICE_COLUMNS)
+
+
+def test_a_failed_v4_upgrade_leaves_version_four(
+    v4_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error while adding the slice columns rolls the whole upgrade back."""
+    monkeypatch.setattr(_sqlite_taskstore, "_SLICE_COLUMNS", ("parent TEXT", "((("))
+    with pytest.raises(StorageError):
+        SQLiteTaskStore(v4_file)
+    assert schema(v4_file) == (4, schema(FIXTURES / "taskstore_v3.db")[1])
+    monkeypatch.undo()
+    store = SQLiteTaskStore(v4_file)
+    try:
+        assert_reads_like_the_old_store(store)
+    finally:
+        store.close()
+    assert schema(v4_file)[0] == CURRENT
+
+
+def test_a_read_only_view_reads_a_v4_file_without_upgrading(v4_file: Path) -> None:
+    """Opened read-only, a version-4 file reads as it is (no task sliced), unchanged."""
+    before = fingerprint(v4_file)
+    database = Database(v4_file, read_only=True)
+    try:
+        store = SQLiteTaskStore(database)
+        assert_reads_like_the_old_store(store)
+        assert not store.keeps_slices
+        assert len(store) == len(IDS)
+    finally:
+        database.close()
+    assert fingerprint(v4_file) == before

@@ -640,3 +640,34 @@ def test_ctrl_c_after_the_outcome_keeps_its_exit_code(db: Path, tmp_path: Path) 
     assert proc.returncode == EXIT_OK, err
     assert "Traceback" not in err
     assert json.loads("".join(printed))["status"] == "COMPLETED"
+
+
+def test_run_with_slices_runs_its_own_slices_and_prints_one_task(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run --slices 3`: the non-adopting engine runs its own task's slices; the printed
+    task is the combined one, and the list shows it alone."""
+    spec = tmp_path / "copy.json"
+    spec.write_text(json.dumps(COPY_TASK), encoding="utf-8")
+    code, out, err = run_cli(capsys, "run", "--db", str(db), "--slices", "3", str(spec))
+    assert code == EXIT_OK, err
+    task = json.loads(out)
+    assert (task["status"], task["itemsSucceeded"], task["slices"]) == ("COMPLETED", 50, 3)
+    code, out, err = run_cli(capsys, "tasks", "list", "--db", str(db), "--json")
+    assert code == EXIT_OK, err
+    listed = json.loads(out)
+    assert [t["id"] for t in listed["tasks"]] == [task["id"]]
+
+
+@pytest.mark.parametrize("value", ["0", "65"])
+def test_run_with_bad_slices_creates_nothing(
+    db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    """`--slices` outside 1..64 is refused naming `slices`, and no task is created."""
+    spec = tmp_path / "copy.json"
+    spec.write_text(json.dumps(COPY_TASK), encoding="utf-8")
+    code, _, err = run_cli(capsys, "run", "--db", str(db), "--slices", value, str(spec))
+    assert code != EXIT_OK
+    assert "slices" in err
+    with task_store(db) as store:
+        assert len(store) == 0

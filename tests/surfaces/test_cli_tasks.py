@@ -17,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from cli_runner import (
     COPY_TASK,
@@ -31,6 +32,7 @@ from cli_runner import (
     write,
 )
 
+from taskengine._slices import Slices
 from taskengine.cli import EXIT_BAD_INPUT, EXIT_OK
 from taskengine.engine import TaskEngine
 from taskengine.storage.sqlite import SQLiteStorage
@@ -428,3 +430,35 @@ def test_tasks_list_works_on_a_file_its_user_cannot_write(
             path.unlink()
         folder.rmdir()
         shutil.rmtree(packages)
+
+
+def test_tasks_list_shows_a_sliced_task_once_held_by_its_slices(
+    db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A sliced task that started holds no lease: its OWNER is the live holder of one of
+    its slices (else its slices' waiting reason); the slices are not listed."""
+    storage = SQLiteStorage(db)
+    store = SQLiteTaskStore(storage)
+    try:
+        engine = TaskEngine(storage, task_store=store)  # never started
+        created = engine.create_task({"task": COPY_TASK}, slices=2)
+        started = created.started(datetime.now(timezone.utc), 2)
+        parent = attrs.evolve(started, slices=2, split=("i0025",))
+        store.save(parent)  # started, and its slices inserted, as its engine does
+        Slices(store, engine.clock, timedelta(days=1), lambda task: None).ensure(parent)
+    finally:
+        store.close()
+        storage.close()
+
+    def owners() -> dict[str, str]:
+        code, out, err = run_cli(capsys, "tasks", "list", "--db", str(db))
+        assert code == EXIT_OK, err
+        lines = out.splitlines()
+        column = lines[0].index("OWNER")
+        return {line.split()[0]: line[column:].split("  ")[0].strip() for line in lines[2:-1]}
+
+    assert owners() == {created.id: "waiting"}
+    with task_store(db) as claims:
+        now = datetime.now(timezone.utc)
+        assert claims.claim(f"{created.id}~1", owner_id(os.getpid()), now, timedelta(hours=1))
+    assert owners() == {created.id: f"{socket.gethostname()}/{os.getpid()}"}

@@ -1032,3 +1032,31 @@ def test_error_envelopes_have_the_reference_shape() -> None:
         },
     }
     assert application_error("m", "C", "d")["details"]["applicationError"]["data"] == {}
+
+
+def test_create_with_slices_runs_one_combined_task(engine: TaskEngine, address: str) -> None:
+    """``?slices=3`` runs the task in three slices; GET and the list show one task with
+    the combined counters and ``"slices": 3``, never the slices."""
+    status, body, _ = call(address, "POST", "/cms/v1/tasks?slices=3", copy_task())
+    assert status == 200, body
+    task_id = body["task"]["id"]
+    assert body["task"]["slices"] == 3
+    assert engine.wait(task_id, timeout=30).is_finished
+    status, body, _ = call(address, "GET", f"/cms/v1/tasks/{task_id}")
+    assert (body["task"]["status"], body["task"]["itemsSucceeded"]) == ("COMPLETED", 300)
+    assert body["task"]["slices"] == 3
+    status, page, _ = call(address, "GET", "/cms/v1/tasks")
+    assert [t["id"] for t in page["tasks"]] == [task_id]
+    assert page["metadata"]["total"] == 1
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "65", "1.5"])
+def test_bad_slices_are_400_and_nothing_is_stored(
+    engine: TaskEngine, address: str, value: str
+) -> None:
+    """A ``slices`` that is not an integer in 1..64 gets 400 naming ``slices``."""
+    status, body, _ = call(address, "POST", f"/cms/v1/tasks?slices={value}", copy_task())
+    assert status == 400, body
+    violations = body["details"]["validationError"]["fieldViolations"]
+    assert [v["field"] for v in violations] == ["slices"]
+    assert engine.list_tasks().total == 0

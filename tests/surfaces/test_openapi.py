@@ -86,6 +86,8 @@ def base_url() -> Iterator[str]:
     storage = MemoryStorage()
     storage.create_collection("Items", publish_plugin=True)
     storage.insert_items("Items", "LIVE", [{"_id": f"i{n:03d}", "n": n} for n in range(100)])
+    storage.create_collection("Sliced")  # for the sliced task's test alone
+    storage.insert_items("Sliced", "LIVE", [{"_id": f"s{n:03d}", "n": n} for n in range(30)])
     with TaskEngine(storage, workers=1, batch_size=20) as engine:
         server = make_waitress_server(make_app(engine), "127.0.0.1", 0)
         thread = threading.Thread(target=server.run, daemon=True)
@@ -189,3 +191,33 @@ def test_api_conforms_to_the_document(case: Any, base_url: str) -> None:
     out get a 4xx, and every response's status, content type, headers and body are as the
     document says."""
     case.call_and_validate(base_url=base_url, checks=CHECKS)
+
+
+def test_sliced_tasks_and_slices_match_the_task_schema(base_url: str) -> None:
+    """A sliced task (``?slices=3``: ``"slices"`` in its JSON) and one of its slices
+    (``"sliceOf"``, read by id) validate against the Task schema."""
+    envelope = _validator("TaskEnvelope")
+    copy = {
+        "type": "COPY_FIELD_DATA",
+        "copyFieldDataOptions": {
+            "dataCollectionId": "Sliced",
+            "sourceFieldKey": "n",
+            "targetFieldKey": "m",
+        },
+    }
+    status, body = _get(base_url, "POST", "/cms/v1/tasks?slices=3", {"task": copy})
+    assert status == 200, body
+    envelope.validate(body)
+    task_id = body["task"]["id"]
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # polls until the task has ended
+        status, body = _get(base_url, "GET", f"/cms/v1/tasks/{task_id}")
+        envelope.validate(body)
+        if "finishedAt" in body["task"]:
+            break
+    assert (body["task"]["status"], body["task"]["slices"]) == ("COMPLETED", 3)
+    assert body["task"]["itemsSucceeded"] == 30
+    status, part = _get(base_url, "GET", f"/cms/v1/tasks/{task_id}~0")
+    assert status == 200, part
+    assert part["task"]["sliceOf"] == task_id
+    envelope.validate(part)
