@@ -132,7 +132,9 @@ def delete_rows(
     lower = None if after is None else lower_bound(after)
     undecided = ("FALSE", ()) if condition is None else _undecided_of(condition)
     if undecided is not None:
-        return _one_pass(conn, coll, env, lower, limit, filter, where, sure, undecided, needs_ids)
+        return _one_pass(
+            conn, coll, env, lower, limit, filter, where, sure, undecided, needs_ids, until
+        )
     need = limit
     size = min(WINDOW, need * _FIRST + 16)
     seen = found = 0  # keys and candidates of the batch's windows so far
@@ -210,9 +212,13 @@ def _one_pass(
     sure: tuple[str, tuple[Any, ...]],
     undecided: tuple[str, tuple[Any, ...]],
     needs_ids: bool,
+    until: str | None,
 ) -> ChangeResult:
-    """The batch of the next ``limit`` keys in one statement (see the module docstring)."""
+    """The batch of the next ``limit`` keys in one statement (see the module docstring),
+    none above ``until`` (a slice's last key, inclusive)."""
     keyed, keys = ("", ()) if lower is None else _after(lower)
+    if until is not None:
+        keyed, keys = keyed + " AND id <= %s", (*keys, until)
     checked = undecided[0] != "FALSE" and filter is not None
     statement = _ONE_PASS.format(
         lower=keyed,
