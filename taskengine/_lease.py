@@ -37,6 +37,7 @@ __all__ = [
     "Held",
     "Lease",
     "LeaseOf",
+    "TasksAndLeases",
     "check_owner",
     "check_role",
     "epoch_ms",
@@ -50,6 +51,7 @@ __all__ = [
     "owner_is_gone",
     "owner_label",
     "shown_holder",
+    "task_holder",
 ]
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -175,6 +177,14 @@ class LeaseOf(Protocol):
         ...
 
 
+class TasksAndLeases(LeaseOf, Protocol):
+    """What :func:`task_holder` needs of a task store: tasks by id and their leases."""
+
+    def get(self, task_id: str) -> Task | None:
+        """The task ``task_id``, or ``None``."""
+        ...
+
+
 WAITING = "waiting"
 """The holder of an unfinished task no engine has claimed (or one released it)."""
 LEASE_RAN_OUT = "waiting (lease ran out)"
@@ -206,6 +216,23 @@ def holder(store: LeaseOf, task: Task, now: datetime) -> str | None:
     if owner_is_gone(lease.owner):
         return OWNER_EXITED
     return lease.owner
+
+
+def task_holder(store: TasksAndLeases, task: Task, now: datetime) -> str | None:
+    """:func:`holder` of a task, or for a sliced task that started, of its slices: the
+    first one a live engine holds, else the first unfinished one's waiting reason."""
+    if not task.is_sliced or task.is_finished:
+        return holder(store, task, now)
+    reason: str | None = None
+    for part_id in task.slice_ids:
+        part = store.get(part_id)
+        if part is None or part.is_finished:
+            continue
+        held_by = holder(store, part, now)
+        if not is_waiting(held_by):
+            return held_by
+        reason = reason or held_by
+    return reason or WAITING
 
 
 def is_waiting(held_by: str | None) -> bool:

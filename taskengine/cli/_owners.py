@@ -31,14 +31,12 @@ from taskengine._lease import (
     holder,
     is_waiting,
     owner_label,
+    task_holder,
 )
 
 if TYPE_CHECKING:
-    from datetime import datetime
-
     from taskengine.engine import TaskEngine
     from taskengine.task import Task
-    from taskengine.taskstore import TaskStore
 
 __all__ = [
     "LEASE_RAN_OUT",
@@ -126,23 +124,6 @@ def take_census(engine: TaskEngine) -> Census:
         else:
             owned.append((task, held_by))
     return Census(tuple(owned), tuple(waiting))
-
-
-def task_holder(store: TaskStore, task: Task, now: datetime) -> str | None:
-    """:func:`holder` of a task, or for a sliced task that started, of its slices: the
-    first one a live engine holds, else the first unfinished one's waiting reason."""
-    if not task.is_sliced or task.is_finished:
-        return holder(store, task, now)
-    reason: str | None = None
-    for part_id in task.slice_ids:
-        part = store.get(part_id)
-        if part is None or part.is_finished:
-            continue
-        held_by = holder(store, part, now)
-        if not is_waiting(held_by):
-            return held_by
-        reason = reason or held_by
-    return reason or WAITING
 
 
 def _listed(names: Sequence[str], most: int = 3) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 import attrs
 
-from taskengine.cli._owners import holder, is_waiting
+from taskengine.cli._owners import is_waiting, task_holder
 
 if TYPE_CHECKING:
     from taskengine.engine import TaskEngine
@@ -124,7 +124,7 @@ class Watch:
         store = engine.task_store
         now = engine.clock.now()
         for task in store.unfinished():
-            held_by = holder(store, task, now)
+            held_by = task_holder(store, task, now)
             if held_by == engine.owner or is_waiting(held_by):
                 return False
         return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from taskengine._lease import WAITING, holder, owner_label, shown_holder
+from taskengine._lease import WAITING, owner_label, shown_holder, task_holder
 from taskengine._taskjson import read_create
 from taskengine.storage.base import Environment
 
@@ -33,10 +33,10 @@ __all__ = [
 def holder_label(store: TaskStore, task: Task, now: datetime) -> str | None:
     """Who holds an unfinished task at ``now``, as ``tasks list`` shows it (``host/pid``,
     ``waiting``, ``waiting (lease ran out)``, ``waiting (owner exited)``); ``None`` for a
-    finished task: :func:`taskengine._lease.holder`, the command line's OWNER rule,
-    with an owner shown as ``host/pid``.
+    finished task: :func:`taskengine._lease.task_holder` (for a sliced task that started,
+    its slices'), the command line's OWNER rule, with an owner shown as ``host/pid``.
     """
-    return shown_holder(holder(store, task, now))
+    return shown_holder(task_holder(store, task, now))
 
 
 def tasks_json(engine: TaskEngine, limit: int, offset: int) -> dict[str, Any]:

@@ -566,10 +566,13 @@ class PostgresStorage(Storage, ChangingStorage):
     ) -> ChangeResult:
         """Change the next batch in the database (see :class:`ChangingStorage`).
 
-        A delete covers the next ``limit`` candidate rows: the rows the filter's SQL form
-        accepts go in one ``DELETE`` over the batch's key range, the ones it leaves
-        undecided are read locked, checked in Python and deleted by id
-        (:mod:`taskengine.storage._pgchange`). A rewrite (PostgreSQL's ``jsonb``
+        A delete covers the next ``limit`` keys when the only rows the filter's SQL form
+        can leave undecided are those without ``jsonb`` (one ``DELETE`` over the window,
+        the filter evaluated once per row), else the next ``limit`` candidate rows: the
+        rows the filter's SQL form accepts go in one ``DELETE`` over the batch's key
+        range, the ones it leaves undecided are read locked, checked in Python and
+        deleted by id (:mod:`taskengine.storage._pgchange`); either way no key above
+        ``until``. A rewrite (PostgreSQL's ``jsonb``
         functions cannot produce the codec's exact text), or a filter without a SQL
         form, takes :func:`change_by_scan`, and so does a delete while the items table
         has no statistics worth the name (never analyzed, or changed by more rows than it

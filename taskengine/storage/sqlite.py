@@ -456,9 +456,11 @@ class SQLiteStorage(Storage, ChangingStorage):
     ) -> ChangeResult:
         """Change the next batch with SQL statements (see :class:`ChangingStorage`).
 
-        A batch is the next ``limit`` candidate rows; the rows the filter's and the
-        change's SQL forms decide are written by one ``DELETE``/``UPDATE ... RETURNING``
-        statement, the others in Python as on the scan path
+        A batch is the next ``limit`` keys when the filter's SQL decides every row and
+        the change's SQL form holds on all of them (one statement over the window, the
+        filter evaluated once per row), else the next ``limit`` candidate rows, named by
+        id; either way no key above ``until``. The rows the SQL forms decide are written
+        by one ``DELETE``/``UPDATE`` statement, the others in Python as on the scan path
         (:mod:`taskengine.storage._sqlchange`). A filter without a SQL form, or an
         SQLite without ``RETURNING`` (before 3.35), takes :func:`change_by_scan`.
         """

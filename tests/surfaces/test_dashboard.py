@@ -13,6 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from cli_runner import executable as cli_executable
 from cli_runner import exited_pid, line_reader, make_shop_db, owner_id, wait_for_line
@@ -20,6 +21,7 @@ from dashboard_site import fill
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from taskengine._slices import Slices
 from taskengine.cli._owners import holder, owner_label
 from taskengine.dashboard import STATIC_FILES, make_dashboard_app, page_files
 from taskengine.dashboard._data import holder_label
@@ -173,6 +175,24 @@ def test_tasks_page_and_bad_paging(engine: TaskEngine) -> None:
         assert status == 400
         assert [v["field"] for v in violations] == [field]
     assert call(app, "POST", "/dashboard/v1/tasks")[0] == 405
+
+
+def test_a_sliced_task_that_started_is_held_by_its_slices(engine: TaskEngine) -> None:
+    """A sliced task that started holds no lease itself: the dashboard shows the live
+    holder of one of its slices (as ``tasks list`` does), not ``waiting``."""
+    store = engine.task_store
+    now = engine.clock.now()
+    created = engine.create_task(_copy("Plain"), slices=2)
+    parent = attrs.evolve(created.started(now, 2), slices=2, split=("m",))
+    store.save(parent)  # started, and its slices inserted, as its engine does
+    Slices(store, engine.clock, timedelta(days=1), lambda task: None).ensure(parent)
+    assert holder_label(store, engine.get_task(created.id), now) == "waiting"
+    assert store.claim(f"{created.id}~1", "otherhost:4242:abcd", now, timedelta(seconds=30))
+    assert holder_label(store, engine.get_task(created.id), now) == "otherhost/4242"
+    _, _, body = call(make_dashboard_app(engine), "GET", "/dashboard/v1/tasks")
+    assert [(t["id"], t["owner"]) for t in json.loads(body)["tasks"]] == [
+        (created.id, "otherhost/4242")
+    ]
 
 
 def test_owners_agree_with_tasks_list(engine: TaskEngine) -> None:
