@@ -427,12 +427,12 @@ def _slices(environ: WSGIEnviron) -> int | None:
         InvalidRequest: a value that is not an integer (field ``slices``).
     """
     query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
-    values = query.get("slices", [])
-    raw = values[-1].strip() if values else ""
-    if not raw:
+    values = query.get("slices")
+    if values is None:
         return None
+    raw = values[-1].strip()
     try:
-        return int(raw)
+        return int(raw)  # an empty value (``?slices=``) is not an integer either
     except ValueError:
         raise InvalidRequest([Violation("slices", f"must be an integer, got {raw!r}")]) from None
 

@@ -1050,7 +1050,7 @@ def test_create_with_slices_runs_one_combined_task(engine: TaskEngine, address: 
     assert page["metadata"]["total"] == 1
 
 
-@pytest.mark.parametrize("value", ["abc", "0", "65", "1.5"])
+@pytest.mark.parametrize("value", ["abc", "0", "65", "1.5", "", "2&slices="])
 def test_bad_slices_are_400_and_nothing_is_stored(
     engine: TaskEngine, address: str, value: str
 ) -> None:
