@@ -6,6 +6,7 @@ import contextlib
 import gc
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from itertools import chain
 from typing import Any, cast
 
@@ -19,6 +20,7 @@ from taskengine.storage._chunks import ChunkedItems, ChunkView
 from taskengine.storage._estimate import EXACT_UP_TO, SAMPLE
 from taskengine.storage._frozen import Frozen, freeze_item, thaw_item, thawers
 from taskengine.storage._memchange import change_frozen, entry, matching
+from taskengine.storage._memschedule import ScheduledItems
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -39,6 +41,7 @@ from taskengine.storage.changes import (
     keep_only_if_unchanged,
 )
 from taskengine.storage.codec import Plan, check_planned, lookup_id, plan_of
+from taskengine.storage.schedule import MIN_KEY, key_date, now_key
 
 __all__ = ["MemoryStorage"]
 
@@ -50,8 +53,8 @@ class _Collection:
 
     def __init__(self, info: CollectionInfo) -> None:
         self.info = info
-        self.live = ChunkedItems()
-        self.sandbox = ChunkedItems() if info.sandbox_enabled else None
+        self.live = ScheduledItems()
+        self.sandbox = ScheduledItems() if info.sandbox_enabled else None
 
 
 class MemoryStorage(Storage, ChangingStorage):
@@ -402,6 +405,8 @@ class MemoryStorage(Storage, ChangingStorage):
                     if items is None:
                         continue
                     items.check()
+                    if isinstance(items, ScheduledItems):
+                        items.check_schedule()
                     if self._undo is None:  # outside a block, readers see every write
                         view = items.published
                         assert list(chain.from_iterable(view.keys)) == list(items.ids())
@@ -456,6 +461,37 @@ class MemoryStorage(Storage, ChangingStorage):
         if coll.sandbox is None:
             raise SandboxNotEnabled(collection)
         return coll.sandbox
+
+    def due_items(
+        self,
+        collection: str,
+        environment: Environment | str,
+        now: datetime,
+        *,
+        limit: int,
+    ) -> list[tuple[str, datetime]]:
+        """Items whose scheduled date is at most ``now``, oldest first (see
+        :meth:`taskengine.storage.schedule.ScheduleIndex.due_items`).
+
+        Answered from the heap each item set keeps on its writes
+        (:mod:`taskengine.storage._memschedule`): O((k + stale entries met) log n) for
+        ``k`` answers, under the lock.
+        """
+        check_limit(limit)
+        bound = now_key(now)
+        with self._lock:
+            target = self._items(collection, environment)
+            if bound < MIN_KEY or not isinstance(target, ScheduledItems):
+                return []
+            return target.due(bound, limit)
+
+    def next_due_date(self, collection: str, environment: Environment | str) -> datetime | None:
+        """The earliest scheduled date of the item set, or ``None`` (see
+        :meth:`taskengine.storage.schedule.ScheduleIndex.next_due_date`)."""
+        with self._lock:
+            target = self._items(collection, environment)
+            key = target.next_key() if isinstance(target, ScheduledItems) else None
+        return None if key is None else key_date(key)
 
 
 _YOUNG_LIMIT = 5000
