@@ -26,7 +26,14 @@ from datetime import datetime
 
 from taskengine.storage._chunks import ChunkedItems
 from taskengine.storage._frozen import Frozen, shape_keys
-from taskengine.storage.schedule import DATE_FIELDS, MAX_KEY, MIN_KEY, date_key, key_date
+from taskengine.storage.schedule import (
+    DRAFT_DATE,
+    MAX_KEY,
+    MIN_KEY,
+    PUBLISH_DATE,
+    date_key,
+    key_date,
+)
 
 __all__ = ["ScheduledItems"]
 
@@ -34,40 +41,35 @@ _NO_DATES: tuple[int | None, int | None] = (None, None)
 _COMPACT_AT = 4096  # the heap is never rebuilt below this many entries
 
 # Per shape number: the positions of _publishDate and _draftDate in a frozen item of that
-# shape (None: absent), or None when the shape has neither. Shape numbers are never
-# reused, so the list only grows; reads need no lock (a race computes the same value).
-_slots: list[tuple[int | None, int | None] | None] = []
-_UNKNOWN = object()
+# shape (None: absent), or None when the shape has neither; a shape not looked at yet is
+# past the end. Shape numbers are never reused, so the list only grows; reads need no
+# lock (a race computes the same value).
+_Slots = tuple[int | None, int | None]
+_slots: list[_Slots | None] = []
 
 
-def _positions(keys: tuple[str, ...], first: int) -> tuple[int | None, int | None] | None:
-    found = [keys.index(field) + first if field in keys else None for field in DATE_FIELDS]
-    if found[0] is None and found[1] is None:
-        return None
-    return (found[0], found[1])
+def _positions(keys: tuple[str, ...], first: int) -> _Slots | None:
+    pub = keys.index(PUBLISH_DATE) + first if PUBLISH_DATE in keys else None
+    draft = keys.index(DRAFT_DATE) + first if DRAFT_DATE in keys else None
+    return None if pub is None and draft is None else (pub, draft)
 
 
-def _shape_slots(shape: int) -> tuple[int | None, int | None] | None:
+def _shape_slots(shape: int) -> _Slots | None:
     while len(_slots) <= shape:
-        _slots.append(_UNKNOWN)  # type: ignore[arg-type]
-    slots = _slots[shape]
-    if slots is _UNKNOWN:
-        slots = _slots[shape] = _positions(shape_keys[shape], 1)
-    return slots
+        _slots.append(_positions(shape_keys[len(_slots)], 1) if len(_slots) else None)
+    return _slots[shape]
 
 
 def frozen_keys(item: Frozen) -> tuple[int | None, int | None]:
     """The keys of a frozen item's two date fields (``(None, None)`` without dates)."""
-    shape = item[0]
+    shape: int = item[0]
     if shape:
-        slots = _slots[shape] if shape < len(_slots) else _UNKNOWN
-        if slots is _UNKNOWN:
-            slots = _shape_slots(shape)
+        slots = _slots[shape] if shape < len(_slots) else _shape_slots(shape)
     else:
         slots = _positions(item[1], 2)
     if slots is None:
         return _NO_DATES
-    pub, draft = slots  # type: ignore[misc]
+    pub, draft = slots
     return (
         None if pub is None else date_key(item[pub]),
         None if draft is None else date_key(item[draft]),
@@ -145,7 +147,12 @@ class ScheduledItems(ChunkedItems):
             if found != _NO_DATES:
                 expected[item_id] = found
         assert self._dates == expected, (self._dates, expected)
-        live = {(key, item_id, field) for item_id, pair in expected.items() for field, key in enumerate(pair) if key is not None}
+        live = {
+            (key, item_id, field)
+            for item_id, pair in expected.items()
+            for field, key in enumerate(pair)
+            if key is not None
+        }
         assert live <= set(self._heap)
         assert all(MIN_KEY <= entry[0] <= MAX_KEY for entry in self._heap)
 
@@ -166,11 +173,12 @@ class ScheduledItems(ChunkedItems):
             else:
                 keys[item_id] = new
             for field in (0, 1):
-                if new[field] != old[field]:
-                    if old[field] is not None:
+                key, was = new[field], old[field]
+                if key != was:
+                    if was is not None:
                         self._stale += 1
-                    if new[field] is not None:
-                        push(heap, (new[field], item_id, field))  # type: ignore[arg-type]
+                    if key is not None:
+                        push(heap, (key, item_id, field))
         if self._stale > _COMPACT_AT and 2 * self._stale > len(heap):
             self._compact()
 

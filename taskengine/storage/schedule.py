@@ -140,9 +140,7 @@ class ScheduleIndex(Protocol):
         """
         ...
 
-    def next_due_date(
-        self, collection: str, environment: Environment | str
-    ) -> datetime | None:
+    def next_due_date(self, collection: str, environment: Environment | str) -> datetime | None:
         """The earliest scheduled date of the item set (UTC), ``None`` when there is none.
 
         Raises:
