@@ -32,20 +32,26 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, NamedTuple, cast
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
 
 from taskengine._values import as_utc
 from taskengine.errors import CollectionNotFound, SandboxNotEnabled, StorageError
 from taskengine.filters import compile_filter
-from taskengine.storage.base import CollectionInfo, Environment
+from taskengine.storage.base import Environment
 from taskengine.storage.schedule import date_key, has_schedule_index, key_date, now_key
+from taskengine.tasktypes._publish_store import (
+    CHUNK,
+    RETRY_DELAY,
+    next_in_store,
+    publish_targets,
+    tick_store,
+)
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Storage
-    from taskengine.storage.schedule import ScheduleIndex
 
 __all__ = [
     "DRAFT",
@@ -69,11 +75,8 @@ PUBLISHED: Final = "PUBLISHED"
 DRAFT: Final = "DRAFT"
 """The draft status value."""
 
-RETRY_DELAY: Final = timedelta(seconds=5)
-"""How long a due entry waits before it is retried after a storage error."""
-
 _STATUS_OF: Final = {PUBLISH_DATE: PUBLISHED, DRAFT_DATE: DRAFT}
-_CHUNK: Final = 500
+_CHUNK: Final = CHUNK
 
 
 class ScheduleEntry(NamedTuple):
@@ -145,7 +148,7 @@ class PublishScheduler:
         """
         now = as_utc(now)
         if self.uses_store_index:
-            return self._tick_store(now)
+            return tick_store(self._require_storage(), self._flip, now)
         due: list[ScheduleEntry] = []
         with self._lock:
             timeline = self._timeline
@@ -228,7 +231,7 @@ class PublishScheduler:
         if self.uses_store_index:
             return 0
         found: list[ScheduleEntry] = []
-        for info, env in _targets(storage.list_collections()):
+        for info, env in publish_targets(storage.list_collections()):
             try:
                 for item in storage.find(info.name, env, _has_date):
                     for field in _STATUS_OF:
@@ -247,7 +250,7 @@ class PublishScheduler:
         the store when it keeps the schedule; ``None`` if it fails)."""
         if self.uses_store_index:
             try:
-                return self._next_in_store()
+                return next_in_store(self._require_storage())
             except StorageError:
                 return None
         with self._lock:
@@ -353,68 +356,6 @@ class PublishScheduler:
             if changed:
                 storage.replace_items(collection, environment, changed)
         return len(changed)
-
-    def _tick_store(self, now: datetime) -> datetime | None:
-        """A tick when the store keeps the schedule: drain each item set's due items."""
-        storage = self._require_storage()
-        index = cast("ScheduleIndex", storage)
-        try:
-            targets = _targets(storage.list_collections())
-        except StorageError:
-            return now + RETRY_DELAY
-        following: datetime | None = None
-        for info, env in targets:
-            try:
-                when = self._drain(index, info.name, env.value, now)
-            except (CollectionNotFound, SandboxNotEnabled):
-                continue  # dropped or changed while we listed: nothing to apply
-            except StorageError:
-                when = now + RETRY_DELAY
-            if when is not None and (following is None or when < following):
-                following = when
-        return following
-
-    def _drain(
-        self, index: ScheduleIndex, collection: str, environment: str, now: datetime
-    ) -> datetime | None:
-        """Apply the item set's due dates, oldest first in chunks; its next date."""
-        written = 0
-        while True:
-            due = index.due_items(collection, environment, now, limit=_CHUNK)
-            if not due:
-                break
-            written = self._flip(collection, environment, [item_id for item_id, _ in due], now)
-            if len(due) < _CHUNK or not written:
-                break
-        following = index.next_due_date(collection, environment)
-        if following is not None and following <= now:
-            # Still due: more than a chunk left, or dates that could not be applied.
-            return now if written else now + RETRY_DELAY
-        return following
-
-    def _next_in_store(self) -> datetime | None:
-        storage = self._require_storage()
-        index = cast("ScheduleIndex", storage)
-        found: list[datetime] = []
-        for info, env in _targets(storage.list_collections()):
-            try:
-                when = index.next_due_date(info.name, env)
-            except (CollectionNotFound, SandboxNotEnabled):
-                continue
-            if when is not None:
-                found.append(when)
-        return min(found) if found else None
-
-
-def _targets(infos: list[CollectionInfo]) -> list[tuple[CollectionInfo, Environment]]:
-    """Every item set of the publish-plugin collections: ``(collection, environment)``."""
-    found = []
-    for info in infos:
-        if info.publish_plugin:
-            found.append((info, Environment.LIVE))
-            if info.sandbox_enabled:
-                found.append((info, Environment.SANDBOX))
-    return found
 
 
 _has_date: Final = compile_filter(

@@ -194,7 +194,7 @@ def test_sqlite_keys_equal_python_at_the_edges() -> None:
             rows = conn.execute(
                 f"SELECT id, {sqlite_key('_draftDate')} FROM taskengine_items"
             ).fetchall()
-    got = {item_id: key for item_id, key in rows}
+    got = dict(rows)
     for n, value in enumerate(values):
         key = date_key(value)
         if key is not None:
@@ -237,11 +237,16 @@ def test_rolled_back_block_leaves_the_index_as_it_was(store: Storage) -> None:
     """Writes undone by a failing atomic block are undone in the index too."""
     assert isinstance(store, ScheduleIndex)
     store.insert_items("pub", "LIVE", [{"_id": "a", "_publishDate": T0}, {"_id": "b"}])
-    with pytest.raises(RuntimeError), store.atomic():
-        store.replace_items("pub", "LIVE", [{"_id": "a"}, {"_id": "b", "_draftDate": T0}])
-        store.insert_items("pub", "LIVE", [{"_id": "c", "_draftDate": T0}])
-        store.delete_items("pub", "LIVE", ["a"])
-        raise RuntimeError
+
+    def undone() -> None:
+        with store.atomic():
+            store.replace_items("pub", "LIVE", [{"_id": "a"}, {"_id": "b", "_draftDate": T0}])
+            store.insert_items("pub", "LIVE", [{"_id": "c", "_draftDate": T0}])
+            store.delete_items("pub", "LIVE", ["a"])
+            raise RuntimeError
+
+    with pytest.raises(RuntimeError):
+        undone()
     assert store.due_items("pub", "LIVE", T0, limit=5) == [("a", T0)]
     if isinstance(store, MemoryStorage):
         store._check()
@@ -262,15 +267,14 @@ def test_sqlite_queries_read_the_index(tmp_path: Path) -> None:
     """The due and next-date queries are range reads of the partial indexes."""
     from taskengine.storage.sqlite import _DUE, _NEXT
 
-    with SQLiteStorage(tmp_path / "s.db") as storage:
-        with storage.database.read() as conn:
-            for field in DATE_FIELDS:
-                for sql, params in ((_DUE[field], (1, 0, 0, 0, 1)), (_NEXT[field], (1, 0, 0, 0))):
-                    plan = " ".join(
-                        row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)
-                    )
-                    assert "USING INDEX taskengine_items_" in plan, plan
-                    assert "TEMP B-TREE" not in plan, plan
+    with SQLiteStorage(tmp_path / "s.db") as storage, storage.database.read() as conn:
+        for field in DATE_FIELDS:
+            for sql, params in ((_DUE[field], (1, 0, 0, 0, 1)), (_NEXT[field], (1, 0, 0, 0))):
+                plan = " ".join(
+                    row[-1] for row in conn.execute("EXPLAIN QUERY PLAN " + sql, params)
+                )
+                assert "USING INDEX taskengine_items_" in plan, plan
+                assert "TEMP B-TREE" not in plan, plan
 
 
 def test_sqlite_version_1_file_gets_the_index_in_place(tmp_path: Path) -> None:
@@ -303,7 +307,7 @@ def test_postgres_version_1_database_gets_the_columns_in_place(pg_database: str)
     import psycopg
 
     from taskengine.storage._schedulesql import PG_COLUMN
-    from taskengine.storage.postgres import PostgresStorage, _DUE
+    from taskengine.storage.postgres import _DUE, PostgresStorage
 
     with PostgresStorage(pg_database) as storage:
         storage.create_collection("pub", publish_plugin=True)
@@ -322,4 +326,5 @@ def test_postgres_version_1_database_gets_the_columns_in_place(pg_database: str)
         for field in DATE_FIELDS:
             plan = conn.execute("EXPLAIN " + _DUE[field], (1, 0, 0, 0, 1)).fetchall()
             text = " ".join(row[0] for row in plan)
-            assert "_due" in text and "Index" in text, text
+            assert "_due" in text, text
+            assert "Index" in text, text

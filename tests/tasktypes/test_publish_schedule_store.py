@@ -81,7 +81,8 @@ def _restart_and_check(make: Callable[[], Storage]) -> None:
     engine.run_until_idle()
     if isinstance(storage, _Reads):
         assert storage.walks == 0  # no rebuild pass: the store answered from its index
-    assert scheduler.uses_store_index and len(scheduler) == 0
+    assert scheduler.uses_store_index
+    assert len(scheduler) == 0
     assert storage.get_item("pub", "LIVE", "past") == {"_id": "past", "_publishStatus": "PUBLISHED"}
     assert storage.get_item("pub", "LIVE", "both") == {"_id": "both", "_publishStatus": "DRAFT"}
     assert storage.get_item("pub", "SANDBOX", "box") == {"_id": "box", "_publishStatus": "DRAFT"}
