@@ -9,8 +9,12 @@ with integer arithmetic only (a ``julianday`` or ``timestamptz`` would round or 
 on the session), so the index orders dates as Python compares them.
 
 * **SQLite**: a partial index per field on ``(coll, env, <key of the field>)`` for the
-  rows whose text holds ``"<field>":{"$date":"`` (a cheap ``instr`` on every write;
-  the key, a few ``json_extract`` calls, only for rows holding such a date). The local
+  rows of publish-plugin collections whose text holds ``"<field>":{"$date":"``. A
+  publish-plugin collection gets a *negative* id (version 2 renumbers the existing ones),
+  so the condition starts with ``coll < 0`` and a write to any other collection never
+  reads the document for it; in a publish-plugin collection every write costs an
+  ``instr`` on the old and the new text, and the key (a few ``json_extract`` calls) is
+  computed only for rows holding such a date. The local
   part goes through ``strftime('%s', 'YYYY-MM-DDTHH:MM:SS')`` (exact: whole seconds),
   the fraction and the offset through ``substr``/``CAST``; a date without fraction,
   naive or at ``+00:00`` (what a task stores from a ``Z`` date) takes a shorter branch.
@@ -30,6 +34,7 @@ from taskengine.storage.schedule import DATE_FIELDS, DRAFT_DATE, PUBLISH_DATE
 __all__ = [
     "PG_COLUMN",
     "PG_SCHEMA",
+    "SQLITE_PUBLISH_ID",
     "SQLITE_SCHEMA",
     "pg_due",
     "pg_next",
@@ -48,7 +53,7 @@ def _marker(field: str) -> str:
 
 def sqlite_where(field: str) -> str:
     """The partial-index condition of ``field``'s index (and of its queries)."""
-    return f"instr(doc, '{_marker(field)}') > 0"
+    return f"coll < 0 AND instr(doc, '{_marker(field)}') > 0"
 
 
 def sqlite_key(field: str) -> str:
@@ -71,12 +76,21 @@ def sqlite_key(field: str) -> str:
     )
 
 
-SQLITE_SCHEMA: Final = tuple(
-    f"CREATE INDEX IF NOT EXISTS taskengine_items_{_INDEX_NAME[field]}_due"
-    f" ON taskengine_items (coll, env, {sqlite_key(field)}) WHERE {sqlite_where(field)}"
-    for field in DATE_FIELDS
+SQLITE_PUBLISH_ID: Final = "(SELECT min(coalesce(min(id), 0), 0) - 1 FROM taskengine_collections)"
+"""The id a new publish-plugin collection gets: below every id and below 0."""
+
+SQLITE_SCHEMA: Final = (
+    # Publish-plugin collections of a version 1 file get negative ids (items first).
+    "UPDATE taskengine_items SET coll = -coll WHERE coll IN"
+    " (SELECT id FROM taskengine_collections WHERE publish_plugin AND id > 0)",
+    "UPDATE taskengine_collections SET id = -id WHERE publish_plugin AND id > 0",
+    *(
+        f"CREATE INDEX IF NOT EXISTS taskengine_items_{_INDEX_NAME[field]}_due"
+        f" ON taskengine_items (coll, env, {sqlite_key(field)}) WHERE {sqlite_where(field)}"
+        for field in DATE_FIELDS
+    ),
 )
-"""The statements that create the SQLite indexes (idempotent)."""
+"""The statements of storage schema version 2 on SQLite (idempotent)."""
 
 
 def sqlite_due(field: str) -> str:

@@ -53,8 +53,10 @@ class _Collection:
 
     def __init__(self, info: CollectionInfo) -> None:
         self.info = info
-        self.live = ScheduledItems()
-        self.sandbox = ScheduledItems() if info.sandbox_enabled else None
+        # Only publish-plugin collections index their scheduled dates (ScheduleIndex).
+        kind = ScheduledItems if info.publish_plugin else ChunkedItems
+        self.live = kind()
+        self.sandbox = kind() if info.sandbox_enabled else None
 
 
 class MemoryStorage(Storage, ChangingStorage):

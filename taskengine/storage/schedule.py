@@ -117,10 +117,13 @@ def merge_due(rows: Iterable[tuple[str, int]], limit: int) -> list[tuple[str, da
 class ScheduleIndex(Protocol):
     """An optional storage capability: the scheduled dates, answered from an index.
 
+    It answers for the collections with the publish plugin (the only ones the scheduler
+    asks about); for another collection an adapter may answer nothing (``[]``, ``None``).
     ``SQLiteStorage`` and ``PostgresStorage`` keep a partial index on each date field's
     key (created in place on existing databases); ``MemoryStorage`` keeps a heap of
-    untracked tuples beside its items. An adapter that does not implement it (or sets
-    ``due_items = None``) gets the scheduler's in-memory timeline.
+    untracked tuples beside the items of each publish-plugin collection. An adapter that
+    does not implement it (or sets ``due_items = None``) gets the scheduler's in-memory
+    timeline.
     """
 
     def due_items(

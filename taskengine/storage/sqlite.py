@@ -5,8 +5,9 @@ Layout (component ``"storage"``, schema version 2 in ``taskengine_schema``)::
     taskengine_collections(id INTEGER PRIMARY KEY, name TEXT UNIQUE, sandbox, publish_plugin)
     taskengine_items(coll, env, id TEXT, doc TEXT, PRIMARY KEY (coll, env, id)) WITHOUT ROWID
 
-plus a partial expression index per scheduled-date field (version 2, created in place on
-a version 1 file; :mod:`taskengine.storage._schedulesql`). ``env`` is 0 for ``LIVE`` and
+plus a partial expression index per scheduled-date field over the items of publish-plugin
+collections, which have negative ids (version 2, created in place on a version 1 file;
+:mod:`taskengine.storage._schedulesql`). ``env`` is 0 for ``LIVE`` and
 1 for ``SANDBOX``. Items are clustered by their key, so a
 scan page is one range read (``WHERE coll = ? AND env = ? AND id > ? ORDER BY id LIMIT
 ?``) and each row's JSON is decoded exactly once. SQLite compares ``TEXT`` with the
@@ -36,7 +37,12 @@ from taskengine.errors import (
 )
 from taskengine.storage._database import Database
 from taskengine.storage._estimate import estimate_on_reads
-from taskengine.storage._schedulesql import SQLITE_SCHEMA, sqlite_due, sqlite_next
+from taskengine.storage._schedulesql import (
+    SQLITE_PUBLISH_ID,
+    SQLITE_SCHEMA,
+    sqlite_due,
+    sqlite_next,
+)
 from taskengine.storage._sqlchange import change_rows
 from taskengine.storage._sqlfilter import (
     BACKEND,
@@ -181,8 +187,8 @@ class SQLiteStorage(Storage, ChangingStorage):
             if conn.execute(_SELECT_COLLECTION, (info.name,)).fetchone() is not None:
                 raise CollectionExists(info.name)
             conn.execute(
-                "INSERT INTO taskengine_collections (name, sandbox, publish_plugin)"
-                " VALUES (?, ?, ?)",
+                "INSERT INTO taskengine_collections (id, name, sandbox, publish_plugin)"
+                f" VALUES ({SQLITE_PUBLISH_ID if info.publish_plugin else 'NULL'}, ?, ?, ?)",
                 (info.name, int(info.sandbox_enabled), int(info.publish_plugin)),
             )
         return info

@@ -278,25 +278,47 @@ def test_sqlite_queries_read_the_index(tmp_path: Path) -> None:
 
 
 def test_sqlite_version_1_file_gets_the_index_in_place(tmp_path: Path) -> None:
-    """A file written before the index (storage schema 1) is upgraded when opened."""
+    """A file written before the index (storage schema 1: positive collection ids, no
+    index) is upgraded when opened: publish-plugin collections get negative ids, their
+    items move with them, and their dates are indexed."""
     path = tmp_path / "old.db"
-    with SQLiteStorage(path) as storage:
-        storage.create_collection("pub", publish_plugin=True)
-        storage.insert_items("pub", "LIVE", [{"_id": "a", "_publishDate": T0}, {"_id": "b"}])
     conn = sqlite3.connect(path)
-    conn.execute("DROP INDEX taskengine_items_publish_due")
-    conn.execute("DROP INDEX taskengine_items_draft_due")
-    conn.execute("UPDATE taskengine_schema SET version = 1 WHERE component = 'storage'")
-    conn.commit()
+    conn.executescript(
+        """
+        CREATE TABLE taskengine_schema (component TEXT PRIMARY KEY, version INTEGER NOT NULL)
+            WITHOUT ROWID;
+        INSERT INTO taskengine_schema VALUES ('storage', 1);
+        CREATE TABLE taskengine_collections (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+            sandbox INTEGER NOT NULL, publish_plugin INTEGER NOT NULL);
+        CREATE TABLE taskengine_items (coll INTEGER NOT NULL, env INTEGER NOT NULL,
+            id TEXT NOT NULL, doc TEXT NOT NULL, PRIMARY KEY (coll, env, id)) WITHOUT ROWID;
+        INSERT INTO taskengine_collections VALUES (1, 'plain', 0, 0), (2, 'pub', 1, 1);
+        INSERT INTO taskengine_items VALUES
+            (1, 0, 'p', '{"_id":"p","_publishDate":{"$date":"2020-01-01T00:00:00"}}'),
+            (2, 0, 'a', '{"_id":"a","_publishDate":{"$date":"2026-01-01T00:00:00+00:00"}}'),
+            (2, 1, 's', '{"_id":"s","_draftDate":{"$date":"2026-01-01T01:00:00+01:00"}}'),
+            (2, 0, 'b', '{"_id":"b"}');
+        PRAGMA user_version = 1;
+        """
+    )
     conn.close()
     with SQLiteStorage(path) as storage:
         assert storage.database.schema_version("storage") == 2
         assert storage.due_items("pub", "LIVE", T0, limit=5) == [("a", T0)]
+        assert storage.due_items("pub", "SANDBOX", T0, limit=5) == [("s", T0)]
+        assert [item["_id"] for item in storage.find("pub", "LIVE")] == ["a", "b"]
+        assert storage.get_item("plain", "LIVE", "p") is not None
+        storage.create_collection("pub2", publish_plugin=True)
+        storage.create_collection("plain2")
         with storage.database.read() as conn:
+            ids = dict(conn.execute("SELECT name, id FROM taskengine_collections"))
             names = {
-                row[0]
-                for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+                r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
             }
+    assert ids["plain"] > 0
+    assert ids["plain2"] > 0
+    assert ids["pub"] < 0
+    assert ids["pub2"] < ids["pub"]
     assert {"taskengine_items_publish_due", "taskengine_items_draft_due"} <= names
 
 
