@@ -21,6 +21,7 @@ one happen. An item without a date costs one lookup of its shape's date position
 from __future__ import annotations
 
 import heapq
+import threading
 from collections.abc import Mapping
 from datetime import datetime
 
@@ -42,10 +43,11 @@ _COMPACT_AT = 4096  # the heap is never rebuilt below this many entries
 
 # Per shape number: the positions of _publishDate and _draftDate in a frozen item of that
 # shape (None: absent), or None when the shape has neither; a shape not looked at yet is
-# past the end. Shape numbers are never reused, so the list only grows; reads need no
-# lock (a race computes the same value).
+# past the end. Shape numbers are never reused, so the list only grows (under a lock);
+# reads need none.
 _Slots = tuple[int | None, int | None]
 _slots: list[_Slots | None] = []
+_slots_lock = threading.Lock()
 
 
 def _positions(keys: tuple[str, ...], first: int) -> _Slots | None:
@@ -55,8 +57,9 @@ def _positions(keys: tuple[str, ...], first: int) -> _Slots | None:
 
 
 def _shape_slots(shape: int) -> _Slots | None:
-    while len(_slots) <= shape:
-        _slots.append(_positions(shape_keys[len(_slots)], 1) if len(_slots) else None)
+    with _slots_lock:  # stores of other MemoryStorage instances may grow it at once
+        while len(_slots) <= shape:
+            _slots.append(_positions(shape_keys[len(_slots)], 1) if _slots else None)
     return _slots[shape]
 
 
