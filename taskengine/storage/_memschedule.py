@@ -4,18 +4,18 @@ Every write of a :class:`~taskengine.storage._chunks.ChunkedItems` goes through
 :meth:`ChunkedItems.replace` or :meth:`ChunkedItems.write` (an ``atomic()`` rollback
 too), so the subclass here sees each frozen item stored and keeps, beside the items:
 
-* ``_dates``: ``{id: (publish key, draft key)}`` for the items holding at least one
-  scheduled date (:func:`taskengine.storage.schedule.date_key`), the truth;
-* ``_heap``: a ``heapq`` of ``(key, id, field number)`` tuples, one pushed each time a
-  field's key changes. An entry whose key is no longer the item's (changed, removed,
-  deleted) is stale: dropped when it comes to the top, or when stale entries make up
-  half of the heap (rebuilt from ``_dates``, amortised O(1) per push).
+* ``_heap``: a ``heapq`` of ``(key, id, field number)`` tuples
+  (:func:`taskengine.storage.schedule.date_key`), one pushed each time a field's key
+  changes (the old and new items are compared; a replace has the old ones at hand).
+  The stored items are the truth: an entry whose key is no longer its item's (changed,
+  removed, deleted) is stale, dropped when it comes to the top, or all at once when
+  stale entries outnumber live ones (amortised O(1) per write).
 
-Every entry is a tuple of an ``int`` and two ``str``/``int`` values, which the garbage
-collector stops tracking at its next young collection: a million scheduled dates add two
-containers (the dict and the heap list) to what a full collection walks and never make
-one happen. An item without a date costs one lookup of its shape's date positions
-(cached per shape) on each write, plus a dict lookup when the set holds dates.
+Every entry is a tuple of an ``int``, a ``str`` and an ``int``, which the garbage
+collector stops tracking at its next young collection: a million scheduled dates add one
+container (the heap list) to what a full collection walks and never make one happen. An
+item without a date costs one lookup of its shape's date positions (cached per shape) on
+each write; a write over items costs a lookup of each only while the set holds dates.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import heapq
 import threading
 from collections.abc import Mapping
 from datetime import datetime
+from itertools import chain
 
 from taskengine.storage._chunks import ChunkedItems
 from taskengine.storage._frozen import Frozen, shape_keys
@@ -73,10 +74,27 @@ def frozen_keys(item: Frozen) -> tuple[int | None, int | None]:
     if slots is None:
         return _NO_DATES
     pub, draft = slots
-    return (
-        None if pub is None else date_key(item[pub]),
-        None if draft is None else date_key(item[draft]),
+    keys = (
+        None if pub is None else _key(item[pub]),
+        None if draft is None else _key(item[draft]),
     )
+    return _NO_DATES if keys == _NO_DATES else keys
+
+
+_last: tuple[object, int | None] = (None, None)
+
+
+def _key(value: object) -> int | None:
+    """:func:`date_key`, remembering the last date seen: a task stores one date object
+    on every item it schedules."""
+    global _last
+    last = _last  # one read: another thread may replace the pair, never half of it
+    if last[0] is value:
+        return last[1]
+    key = date_key(value)
+    if key is not None:
+        _last = (value, key)
+    return key
 
 
 class ScheduledItems(ChunkedItems):
@@ -85,113 +103,108 @@ class ScheduledItems(ChunkedItems):
     Not thread-safe, like its base: ``MemoryStorage`` holds its lock around every call.
     """
 
-    __slots__ = ("_dates", "_heap", "_stale")
+    __slots__ = ("_heap", "_live", "_stale")
 
     def __init__(self) -> None:
         super().__init__()
-        self._dates: dict[str, tuple[int | None, int | None]] = {}
         self._heap: list[tuple[int, str, int]] = []
-        self._stale = 0
+        self._live = 0  # date fields stored (each has an entry in the heap)
+        self._stale = 0  # entries of the heap that no longer hold (about)
 
     def replace(self, batch: Mapping[str, Frozen]) -> dict[str, Frozen]:
         """As :meth:`ChunkedItems.replace`; the dates of the items replaced are indexed."""
         prior = super().replace(batch)
-        if len(prior) == len(batch):
-            self._index(batch)
-        else:
-            self._index({key: value for key, value in batch.items() if key in prior})
+        self._index([(item_id, batch[item_id], old) for item_id, old in prior.items()])
         return prior
 
     def write(self, changes: Mapping[str, Frozen | None]) -> None:
         """As :meth:`ChunkedItems.write`; the dates of the items written are indexed."""
+        if self._live:  # an item written over may hold dates: look them up first
+            get = self.get
+            pairs = [(item_id, new, get(item_id)) for item_id, new in changes.items()]
+        else:
+            pairs = [(item_id, new, None) for item_id, new in changes.items()]
         super().write(changes)
-        self._index(changes)
+        self._index(pairs)
 
     def due(self, bound: int, limit: int) -> list[tuple[str, datetime]]:
         """Up to ``limit`` items with a key at most ``bound``: ``(id, earlier key's date)``
         by ``(key, id)``. Stale entries met on the way are dropped."""
-        heap, keys = self._heap, self._dates
+        heap = self._heap
         taken: list[tuple[int, str, int]] = []
         seen: dict[str, int] = {}
         while heap and len(seen) < limit:
             entry = heap[0]
-            key, item_id, field = entry
-            if key > bound:
+            if entry[0] > bound:
                 break
             heapq.heappop(heap)
-            current = keys.get(item_id)
-            if current is None or current[field] != key:
+            if not self._holds(entry):
                 self._stale -= 1
                 continue
             taken.append(entry)
-            if item_id not in seen:
-                seen[item_id] = key
+            seen.setdefault(entry[1], entry[0])
         for entry in taken:
             heapq.heappush(heap, entry)
         return [(item_id, key_date(key)) for item_id, key in seen.items()]
 
     def next_key(self) -> int | None:
         """The smallest key held, or ``None``. Stale entries on top are dropped."""
-        heap, keys = self._heap, self._dates
+        heap = self._heap
         while heap:
-            key, item_id, field = heap[0]
-            current = keys.get(item_id)
-            if current is not None and current[field] == key:
-                return key
+            if self._holds(heap[0]):
+                return heap[0][0]
             heapq.heappop(heap)
             self._stale -= 1
         return None
 
     def check_schedule(self) -> None:
-        """Assert that the index holds exactly the dates of the stored items."""
-        expected = {}
-        for item_id, chunk in zip(self.ids(), (i for c in self.snapshot() for i in c), strict=True):
-            found = frozen_keys(chunk)
-            if found != _NO_DATES:
-                expected[item_id] = found
-        assert self._dates == expected, (self._dates, expected)
-        live = {
+        """Assert that every stored date has its entry and the count of them is right."""
+        expected = {
             (key, item_id, field)
-            for item_id, pair in expected.items()
-            for field, key in enumerate(pair)
+            for item_id, item in zip(self.ids(), chain.from_iterable(self.snapshot()), strict=True)
+            for field, key in enumerate(frozen_keys(item))
             if key is not None
         }
-        assert live <= set(self._heap)
+        assert expected <= set(self._heap), expected - set(self._heap)
+        assert self._live == len(expected), (self._live, len(expected))
         assert all(MIN_KEY <= entry[0] <= MAX_KEY for entry in self._heap)
 
-    def _index(self, changes: Mapping[str, Frozen | None]) -> None:
-        keys, heap = self._dates, self._heap
-        push = heapq.heappush
-        for item_id, item in changes.items():
-            new = _NO_DATES if item is None else frozen_keys(item)
-            old = keys.get(item_id) if keys else None
-            if old is None:
-                if new is _NO_DATES or new == _NO_DATES:
+    def _holds(self, entry: tuple[int, str, int]) -> bool:
+        """Whether the stored item still has this date (the entry is not stale)."""
+        item = self.get(entry[1])
+        return item is not None and frozen_keys(item)[entry[2]] == entry[0]
+
+    def _index(self, pairs: list[tuple[str, Frozen | None, Frozen | None]]) -> None:
+        """Push the new keys of ``(id, new item, old item)`` written (``None``: no item)."""
+        heap, push, live = self._heap, heapq.heappush, self._live
+        for item_id, new_item, old_item in pairs:
+            new = _NO_DATES if new_item is None else frozen_keys(new_item)
+            old = _NO_DATES if old_item is None else frozen_keys(old_item)
+            if old is _NO_DATES:  # the common case: nothing to make stale
+                if new is _NO_DATES:
                     continue
-                old = _NO_DATES
-            elif new == old:
+                pub, draft = new
+                if pub is not None:
+                    push(heap, (pub, item_id, 0))
+                    live += 1
+                if draft is not None:
+                    push(heap, (draft, item_id, 1))
+                    live += 1
                 continue
-            if new == _NO_DATES:
-                del keys[item_id]
-            else:
-                keys[item_id] = new
             for field in (0, 1):
                 key, was = new[field], old[field]
                 if key != was:
                     if was is not None:
+                        live -= 1
                         self._stale += 1
                     if key is not None:
+                        live += 1
                         push(heap, (key, item_id, field))
-        if self._stale > _COMPACT_AT and 2 * self._stale > len(heap):
+        self._live = live
+        if self._stale > _COMPACT_AT and self._stale > live:
             self._compact()
 
     def _compact(self) -> None:
-        keys = self._dates
-        self._heap = [
-            (key, item_id, field)
-            for item_id, pair in keys.items()
-            for field, key in enumerate(pair)
-            if key is not None
-        ]
-        heapq.heapify(self._heap)
+        """Drop the stale entries (they outnumber the live ones: amortised O(1))."""
+        self._heap = sorted(set(filter(self._holds, self._heap)))  # sorted: a heap
         self._stale = 0

@@ -62,15 +62,15 @@ def date_key(value: object) -> int | None:
     """The key of a scheduled date held in a field (see the module docstring), or ``None``.
 
     Never raises: an instant outside years 1..9999 in UTC (``0001-01-01T00:30+01:00``)
-    is ``None``, like any value that is not a ``datetime``.
+    is ``None``, like any value that is not a ``datetime``. (Subtracting two aware
+    datetimes works on their naive parts and offsets, so it never overflows.)
     """
     if not isinstance(value, datetime):
         return None
-    delta = value.replace(tzinfo=None) - _EPOCH
-    offset = value.utcoffset()
-    if offset:
-        delta -= offset
-    key = delta // _MICRO
+    if value.utcoffset() is None:
+        key = (value.replace(tzinfo=None) - _EPOCH) // _MICRO
+    else:
+        key = (value - _UTC_EPOCH) // _MICRO
     return key if MIN_KEY <= key <= MAX_KEY else None
 
 
