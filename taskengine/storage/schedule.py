@@ -19,9 +19,9 @@ the key of either field is at most ``now``'s; its due date is the earlier of the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import datetime, timedelta, timezone
-from typing import Any, Final, Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from taskengine.errors import InvalidRequest, Violation
 from taskengine.storage.base import Environment, Storage, check_limit
@@ -92,12 +92,6 @@ def now_key(now: object) -> int:
     if offset:
         delta -= offset
     return min(max(delta // _MICRO, MIN_KEY - 1), MAX_KEY)
-
-
-def item_key(item: Mapping[str, Any]) -> int | None:
-    """The earlier key of the item's two date fields, or ``None`` when it has neither."""
-    keys = [key for key in map(date_key, map(item.get, DATE_FIELDS)) if key is not None]
-    return min(keys) if keys else None
 
 
 def merge_due(rows: Iterable[tuple[str, int]], limit: int) -> list[tuple[str, datetime]]:
