@@ -21,8 +21,9 @@ on the session), so the index orders dates as Python compares them.
 * **PostgreSQL**: an ``IMMUTABLE`` function ``taskengine_date_key(text)`` and a stored
   generated ``bigint`` column per field (``NULL`` without a date), indexed partially on
   ``(coll, env, <column>, id)``. The column only changes when the date does, so a write
-  that keeps it stays a HOT update; the document is parsed for it only when its text
-  holds the field's date.
+  that keeps it stays a HOT update; the document is parsed for it (as ``json``, its
+  ``\\u0000`` escapes, which ``json`` refuses, replaced) only when its text holds the
+  field's date.
 """
 
 from __future__ import annotations
@@ -70,9 +71,12 @@ def sqlite_key(field: str) -> str:
         f" + CAST(substr({rest}, 8, 2) AS INTEGER)) * 1000000"
         f" + CAST(substr({rest}, 11, 6) AS INTEGER))"
     )
+    # A date is exactly {"$date": "<text>"}: a dict with more keys, or a "$date" that is
+    # not a string, is not one (the object's own text must be the date's).
+    exact = f"json_extract(doc, '$.{field}') = '{{\"$date\":\"' || {x} || '\"}}'"
     return (
-        f"(CASE substr({x}, 20) WHEN '' THEN {local} WHEN '+00:00' THEN {local}"
-        f" ELSE {local} + {frac} - {sign} * {offset} END)"
+        f"(CASE WHEN {exact} THEN CASE substr({x}, 20) WHEN '' THEN {local}"
+        f" WHEN '+00:00' THEN {local} ELSE {local} + {frac} - {sign} * {offset} END END)"
     )
 
 
@@ -117,14 +121,17 @@ PG_COLUMN: Final = {PUBLISH_DATE: "publish_due", DRAFT_DATE: "draft_due"}
 """The generated key column of each field in ``taskengine_items``."""
 
 _PG_FUNCTION: Final = r"""
-CREATE OR REPLACE FUNCTION taskengine_date_key(t text) RETURNS bigint
+CREATE OR REPLACE FUNCTION taskengine_date_key(j json) RETURNS bigint
 LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $fn$
 DECLARE
+    t text := j ->> '$date';
     k bigint;
     r text;
     s integer;
 BEGIN
-    IF t !~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}' THEN
+    -- A date is exactly {"$date": "<ISO text>"} as the codec writes it.
+    IF t IS NULL OR j::text <> '{"$date":"' || t || '"}'
+       OR t !~ '^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}' THEN
         RETURN NULL;
     END IF;
     k := ((make_date(substr(t, 1, 4)::int, substr(t, 6, 2)::int, substr(t, 9, 2)::int)
@@ -150,11 +157,13 @@ $fn$
 
 def _pg_column(field: str) -> str:
     marker = _marker(field).replace("'", "''")
+    # PostgreSQL's JSON functions refuse a document holding the escape \u0000 (a string
+    # with U+0000); \u0001 in its place changes no structure and no date.
     return (
         f"ALTER TABLE taskengine_items ADD COLUMN IF NOT EXISTS {PG_COLUMN[field]} bigint"
-        f" GENERATED ALWAYS AS (CASE WHEN strpos(doc, '{marker}') > 0"
-        " AND strpos(doc, E'\\\\u0000') = 0"
-        f" THEN taskengine_date_key(doc::json -> '{field}' ->> '$date') END) STORED"
+        f" GENERATED ALWAYS AS (CASE WHEN strpos(doc, '{marker}') > 0 THEN"
+        " taskengine_date_key(replace(doc, E'\\\\u0000', E'\\\\u0001')::json"
+        f" -> '{field}') END) STORED"
     )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from taskengine.errors import CollectionNotFound, InvalidRequest, SandboxNotEnabled
@@ -59,7 +59,21 @@ _anywhere = st.datetimes(
     min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=_zones
 )
 _dates = _near | _anywhere
-_not_dates = st.sampled_from(["2026-01-01T00:00:00Z", 17, None, {"$dates": 1}, [T0]])
+_not_dates = st.sampled_from(
+    [
+        "2026-01-01T00:00:00Z",
+        17,
+        None,
+        {"$dates": 1},
+        [T0],
+        # dicts that are not exactly {"$date": ISO}: stored as dicts, not dates
+        {"$date": "2026-01-01T00:00:00+00:00", "x": 1},
+        {"x": 1, "$date": "2026-01-01T00:00:00"},
+        {"$date": 5},
+        {"$date": None},
+        {"$date": ["2026-01-01T00:00:00Z"]},
+    ]
+)
 _field_value = _dates | _not_dates
 
 
@@ -99,6 +113,22 @@ def _scenario(draw: st.DrawFn) -> dict[str, Any]:
 
 _names = itertools.count()
 
+_EDGES: dict[str, Any] = {
+    # a document holding U+0000 (PostgreSQL's JSON functions refuse its escape), a dict
+    # that is not exactly {"$date": ISO}, both fields, equal dates, the sandbox
+    "live": [
+        {"_id": "a", "title": "\x00", "_draftDate": T0},
+        {"_id": "b", "_publishDate": {"$date": "2025-01-01T00:00:00+00:00", "x": 1}},
+        {"_id": "c", "_publishDate": T0, "_draftDate": T0 - timedelta(microseconds=1)},
+        {"_id": "d", "nested": {"_publishDate": T0}, "_draftDate": datetime(2026, 1, 1)},
+    ],
+    "sandbox": [{"_id": "a", "title": "\x00", "_publishDate": T0}],
+    "rewrites": [{"_id": "d", "_draftDate": T0 + timedelta(minutes=1)}],
+    "deletes": ["c"],
+    "now": T0,
+    "limit": 2,
+}
+
 
 def _check_scenario(storage: Storage, case: dict[str, Any]) -> None:
     """Store the scenario in a new collection; the index answers as the reference does."""
@@ -128,6 +158,7 @@ def _check_scenario(storage: Storage, case: dict[str, Any]) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(case=_scenario())
+@example(case=_EDGES)
 def test_memory_due_query_is_the_python_rule(case: dict[str, Any]) -> None:
     """MemoryStorage's heap answers exactly as the reference scan."""
     _check_scenario(MemoryStorage(), case)
@@ -135,6 +166,7 @@ def test_memory_due_query_is_the_python_rule(case: dict[str, Any]) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(case=_scenario())
+@example(case=_EDGES)
 def test_sqlite_due_query_is_the_python_rule(case: dict[str, Any]) -> None:
     """SQLite's key expression orders and bounds dates exactly as Python."""
     with SQLiteStorage(":memory:") as storage:
@@ -146,6 +178,7 @@ def test_sqlite_due_query_is_the_python_rule(case: dict[str, Any]) -> None:
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(case=_scenario())
+@example(case=_EDGES)
 def test_postgres_due_query_is_the_python_rule(pg_module_dsn: str, case: dict[str, Any]) -> None:
     """PostgreSQL's key function and generated columns agree with Python."""
     from taskengine.storage.postgres import PostgresStorage
@@ -337,7 +370,7 @@ def test_postgres_version_1_database_gets_the_columns_in_place(pg_database: str)
     with psycopg.connect(pg_database, autocommit=True) as conn:
         for column in PG_COLUMN.values():
             conn.execute(f"ALTER TABLE taskengine_items DROP COLUMN {column}")
-        conn.execute("DROP FUNCTION taskengine_date_key(text)")
+        conn.execute("DROP FUNCTION taskengine_date_key(json)")
         conn.execute("UPDATE taskengine_schema SET version = 1 WHERE component = 'storage'")
     with PostgresStorage(pg_database) as storage:
         assert storage.database.schema_version("storage") == 2
