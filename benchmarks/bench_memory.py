@@ -21,10 +21,12 @@ process's CPU seconds, as the machine may be shared; ``--wall`` for wall-clock):
 (loaded from ``git show REV:taskengine/storage/memory.py``) to compare. Only that module
 is taken from REV (it imports today's ``_chunks``, ``_frozen`` and the rest), and the
 engine uses whatever that class offers: a REV without ``change_matching`` runs the scan
-path. Best of
+path, one without ``due_items`` (the schedule index) gets the publish scheduler's
+in-memory timeline. ``--kind TYPE`` limits the scaling part to some task types. Best of
 ``--repeat`` interleaved rounds. Never passes or fails on time.
 
-Run: ``.venv/bin/python benchmarks/bench_memory.py [--quick] [--full] [--before REV]``
+Run: ``.venv/bin/python benchmarks/bench_memory.py [--quick] [--full] [--before REV]
+[--kind TYPE]``
 """
 
 from __future__ import annotations
@@ -106,13 +108,18 @@ def load_before(rev: str) -> Callable[[], Storage]:
     return cls
 
 
-def scaling(sizes: list[int], repeat: int, stores: dict[str, Callable[[], Storage]]) -> None:
+def scaling(
+    sizes: list[int],
+    repeat: int,
+    stores: dict[str, Callable[[], Storage]],
+    kinds: list[str] | None = None,
+) -> None:
     """Print µs/item per task type, size and store, and the ratio to 100k."""
     print("\n## Scaling: µs/item through the engine (best of rounds)\n")
     print("| store | task type | items | µs/item | ratio to 100k | full GCs | s in full GCs |")
     print("|---|---|---:|---:|---:|---:|---:|")
     for label, make in stores.items():
-        for kind in SPECS:
+        for kind in kinds or list(SPECS):
             best: dict[int, tuple[float, int, float]] = {}
             for round_no in range(repeat):
                 for n in sizes:
@@ -275,6 +282,9 @@ def main() -> None:
         "--part", choices=["scaling", "readers", "tinydb"], action="append", help="only these"
     )
     parser.add_argument("--wall", action="store_true", help="time wall-clock, not CPU")
+    parser.add_argument(
+        "--kind", choices=list(SPECS), action="append", help="scaling: only these task types"
+    )
     args = parser.parse_args()
     global _clock
     if args.wall:
@@ -289,7 +299,7 @@ def main() -> None:
     try:
         print(f"Python {sys.version.split()[0]}, GC thresholds {gc.get_threshold()}")
         if "scaling" in parts:
-            scaling(sizes, repeat, stores)
+            scaling(sizes, repeat, stores, args.kind)
         if "readers" in parts:
             for label, make in stores.items():
                 readers(sizes[-1], label, make)

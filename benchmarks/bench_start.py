@@ -11,8 +11,13 @@ round runs in a fresh child process (cold caches of the process, warm OS cache):
 
 * **engine**: open ``SQLiteStorage`` + ``SQLiteTaskStore``, ``TaskEngine(...)``,
   ``start()``, ``list_tasks(30)``: the time to the first page;
-* **schedule ready**: from ``start()`` until the publish scheduler holds every scheduled
-  date (its rebuild runs on the housekeeping thread, beside the first page);
+* **schedule ready**: from ``start()`` until the publish scheduler's first tick has
+  returned the next date (on the housekeeping thread, beside the first page);
+
+each with the storage as it is (**store index**: the scheduler asks the storage's
+``ScheduleIndex`` at each tick and reads nothing at start) and with the capability taken
+away by a subclass (**timeline**, as before: the scheduler rebuilds its in-memory
+timeline from a scan of the collection at start), in interleaved rounds;
 Children import taskengine from byte code (compiled by a first, unmeasured round), as
 from an installed package.
 
@@ -40,6 +45,7 @@ from taskengine import SQLiteStorage, SQLiteTaskStore, TaskEngine
 from taskengine.task import TaskStatus
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+MODES = {"index": "store index", "timeline": "timeline (before)"}
 
 
 def build(path: Path, tasks: int, items: int) -> None:
@@ -75,21 +81,29 @@ def build(path: Path, tasks: int, items: int) -> None:
         store.close()
 
 
-def child(path: str) -> None:
+class TimelineSQLite(SQLiteStorage):
+    """SQLiteStorage without the ScheduleIndex capability: the scheduler's timeline."""
+
+    due_items = None  # type: ignore[assignment]
+    next_due_date = None  # type: ignore[assignment]
+
+
+def child(path: str, mode: str) -> None:
     """One round, cold: print the timings as JSON."""
     began = time.perf_counter()
-    storage = SQLiteStorage(path)
+    storage = SQLiteStorage(path) if mode == "index" else TimelineSQLite(path)
     store = SQLiteTaskStore(storage)
     engine = TaskEngine(storage, task_store=store, tick_interval=3600, poll_interval=3600)
     engine.start()
     page = engine.list_tasks(limit=30)
     first_page = time.perf_counter() - began
     assert len(page.tasks) == 30, page
-    scheduler = next(s for s in engine._services._slots if "Publish" in s.role).service
+    slot = next(s for s in engine._services._slots if "Publish" in s.role)
     deadline = time.monotonic() + 120
-    while len(scheduler) == 0 and time.monotonic() < deadline:
+    while slot.due is None and time.monotonic() < deadline:
         time.sleep(0.001)
     ready = time.perf_counter() - began
+    assert slot.due is not None
     engine.stop()
     store.close()
     storage.close()
@@ -103,7 +117,7 @@ def child(path: str) -> None:
     assert total[0] == page.total
     print(
         json.dumps(
-            {"engine": first_page, "ready": ready, "plain": plain, "pending": len(scheduler)}
+            {"engine": first_page, "ready": ready, "plain": plain, "next": slot.due.isoformat()}
         )
     )
 
@@ -115,9 +129,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="index", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child)
+        child(args.child, args.mode)
         return
     if args.quick:
         args.tasks, args.items, args.rounds = 20_000, 100_000, 5
@@ -131,25 +146,44 @@ def main() -> None:
         # folder of this run by a first, unmeasured round.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(Path(folder) / "pycache")
-        runs = []
-        for _ in range(args.rounds + 1):
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", str(path)],
-                check=True,
-                capture_output=True,
-                text=True,
-                env=env,
-            )
-            runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        runs = runs[1:]
-    med = {key: statistics.median(run[key] for run in runs) for key in ("engine", "ready", "plain")}
+        runs: dict[str, list[dict[str, object]]] = {"index": [], "timeline": []}
+        for round_no in range(args.rounds + 1):
+            for mode in MODES:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", str(path), "--mode", mode],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                )
+                if round_no:  # the first round compiles the byte code
+                    runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
     print()
-    print(f"| {args.tasks:,} finished tasks, {args.items:,} items | median ms | ÷ plain SQL |")
-    print("|---|---|---|")
+    print(
+        f"| {args.tasks:,} finished tasks, {args.items:,} items | scheduler | median ms"
+        " | ÷ plain SQL | ÷ timeline |"
+    )
+    print("|---|---|---:|---:|---:|")
+    med = {
+        mode: {
+            key: statistics.median(float(run[key]) for run in runs[mode])  # type: ignore[arg-type]
+            for key in ("engine", "ready", "plain")
+        }
+        for mode in MODES
+    }
     for key, name in (("engine", "start() + first list_tasks(30)"), ("ready", "schedule ready")):
-        print(f"| {name} | {med[key] * 1000:.1f} | {med[key] / med['plain']:.0f}× |")
-    print(f"| plain SQL (page + total) | {med['plain'] * 1000:.2f} | 1× |")
-    print(f"\nscheduled dates found: {runs[0]['pending']:,}")
+        for mode in MODES:
+            got, base = med[mode][key], med["timeline"][key]
+            print(
+                f"| {name} | {MODES[mode]} | {got * 1000:.1f} | {got / med[mode]['plain']:.0f}×"
+                f" | {got / base:.2f} |"
+            )
+    plain = statistics.median(med[mode]["plain"] for mode in MODES)
+    print(f"| plain SQL (page + total) | - | {plain * 1000:.2f} | 1× | - |")
+    print(
+        f"\nnext scheduled date found: {runs['index'][0]['next']} (timeline:"
+        f" {runs['timeline'][0]['next']})"
+    )
 
 
 if __name__ == "__main__":

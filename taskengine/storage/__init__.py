@@ -17,6 +17,7 @@ from taskengine.storage.changes import (
     change_by_scan,
 )
 from taskengine.storage.memory import MemoryStorage
+from taskengine.storage.schedule import ScheduleIndex
 from taskengine.storage.sqlite import SQLiteStorage
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Page",
     "SQLChange",
     "SQLiteStorage",
+    "ScheduleIndex",
     "Storage",
     "WriteResult",
     "change_by_scan",

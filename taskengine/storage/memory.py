@@ -7,6 +7,7 @@ import gc
 import threading
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from itertools import chain
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ from taskengine.storage._estimate import EXACT_UP_TO, SAMPLE
 from taskengine.storage._frozen import Frozen, freeze_item, thaw_item, thawers
 from taskengine.storage._memchange import change_frozen, entry, matching
 from taskengine.storage._memfilter import accepted, frozen_tests
+from taskengine.storage._memschedule import ScheduledItems
 from taskengine.storage.base import (
     CollectionInfo,
     Count,
@@ -41,6 +43,7 @@ from taskengine.storage.changes import (
     keep_only_if_unchanged,
 )
 from taskengine.storage.codec import Plan, check_planned, lookup_id, plan_of
+from taskengine.storage.schedule import MIN_KEY, key_date, now_key
 
 __all__ = ["MemoryStorage"]
 
@@ -52,8 +55,10 @@ class _Collection:
 
     def __init__(self, info: CollectionInfo) -> None:
         self.info = info
-        self.live = ChunkedItems()
-        self.sandbox = ChunkedItems() if info.sandbox_enabled else None
+        # Only publish-plugin collections index their scheduled dates (ScheduleIndex).
+        kind = ScheduledItems if info.publish_plugin else ChunkedItems
+        self.live = kind()
+        self.sandbox = kind() if info.sandbox_enabled else None
 
 
 class MemoryStorage(Storage, ChangingStorage):
@@ -405,6 +410,8 @@ class MemoryStorage(Storage, ChangingStorage):
                     if items is None:
                         continue
                     items.check()
+                    if isinstance(items, ScheduledItems):
+                        items.check_schedule()
                     if self._undo is None:  # outside a block, readers see every write
                         view = items.published
                         assert list(chain.from_iterable(view.keys)) == list(items.ids())
@@ -470,6 +477,37 @@ class MemoryStorage(Storage, ChangingStorage):
         """
         view = self._view(collection, environment)
         return _split_view(view, parts)
+
+    def due_items(
+        self,
+        collection: str,
+        environment: Environment | str,
+        now: datetime,
+        *,
+        limit: int,
+    ) -> list[tuple[str, datetime]]:
+        """Items whose scheduled date is at most ``now``, oldest first (see
+        :meth:`taskengine.storage.schedule.ScheduleIndex.due_items`).
+
+        Answered from the heap each item set keeps on its writes
+        (:mod:`taskengine.storage._memschedule`): O((k + stale entries met) log n) for
+        ``k`` answers, under the lock.
+        """
+        check_limit(limit)
+        bound = now_key(now)
+        with self._lock:
+            target = self._items(collection, environment)
+            if bound < MIN_KEY or not isinstance(target, ScheduledItems):
+                return []
+            return target.due(bound, limit)
+
+    def next_due_date(self, collection: str, environment: Environment | str) -> datetime | None:
+        """The earliest scheduled date of the item set, or ``None`` (see
+        :meth:`taskengine.storage.schedule.ScheduleIndex.next_due_date`)."""
+        with self._lock:
+            target = self._items(collection, environment)
+            key = target.next_key() if isinstance(target, ScheduledItems) else None
+        return None if key is None else key_date(key)
 
 
 _YOUNG_LIMIT = 5000

@@ -1,12 +1,17 @@
 """``PostgresStorage``: items in a PostgreSQL database, shareable with the task store.
 
-Layout (component ``"storage"``, schema version 1 in ``taskengine_schema``)::
+Layout (component ``"storage"``, schema version 2 in ``taskengine_schema``)::
 
     taskengine_collections(id INTEGER IDENTITY PRIMARY KEY, name TEXT COLLATE "C" UNIQUE,
                            sandbox BOOLEAN, publish_plugin BOOLEAN)
     taskengine_items(coll INTEGER, env SMALLINT, id TEXT COLLATE "C", doc TEXT,
                      data JSONB GENERATED ALWAYS AS (...) STORED,
+                     publish_due, draft_due BIGINT GENERATED ALWAYS AS (...) STORED,
                      PRIMARY KEY (coll, env, id))
+
+The two ``*_due`` columns and their partial indexes (version 2, added in place to a
+version 1 database, rewriting the table once) hold the scheduled dates' keys
+(:mod:`taskengine.storage._schedulesql`).
 
 ``env`` is 0 for ``LIVE`` and 1 for ``SANDBOX``. **Exactness**: ``doc`` holds the codec's
 JSON text of the item (:func:`taskengine.storage.codec.admit_text`, dates as ``{"$date":
@@ -47,6 +52,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from taskengine.errors import (
@@ -75,6 +81,7 @@ from taskengine.storage._pgfilter import (
     scan_pushed,
 )
 from taskengine.storage._pgkeys import key, keys, lower_bound, unkey
+from taskengine.storage._schedulesql import PG_SCHEMA, pg_due, pg_next
 from taskengine.storage._sqlfilter import pushed_condition
 from taskengine.storage.base import (
     CollectionInfo,
@@ -97,13 +104,21 @@ from taskengine.storage.changes import (
     keep_only_if_unchanged,
 )
 from taskengine.storage.codec import admit_text, count_accepted, decode, lookup_id
+from taskengine.storage.schedule import (
+    DATE_FIELDS,
+    MAX_KEY,
+    MIN_KEY,
+    key_date,
+    merge_due,
+    now_key,
+)
 
 # PgDatabase and its errors are re-exported: the public way to share one database
 # between components or to catch a PostgreSQL failure in particular.
 __all__ = ["PgDatabase", "PostgresError", "PostgresStorage", "TransactionConflict"]
 
 COMPONENT = "storage"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS taskengine_collections ("
     " id INTEGER GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
@@ -121,6 +136,7 @@ SCHEMA = (
     " (CASE WHEN strpos(doc, E'\\\\u0000') = 0 THEN doc::jsonb END) STORED,"
     " PRIMARY KEY (coll, env, id))"
     " WITH (fillfactor = 90)",
+    *PG_SCHEMA,  # version 2: the scheduled dates (ScheduleIndex)
 )
 
 _ENV_CODE = {Environment.LIVE: 0, Environment.SANDBOX: 1}
@@ -638,6 +654,44 @@ class PostgresStorage(Storage, ChangingStorage):
         with self.database.transaction():
             yield
 
+    def due_items(
+        self,
+        collection: str,
+        environment: Environment | str,
+        now: datetime,
+        *,
+        limit: int,
+    ) -> list[tuple[str, datetime]]:
+        """Items whose scheduled date is at most ``now``, oldest first (see
+        :meth:`taskengine.storage.schedule.ScheduleIndex.due_items`): two range reads of
+        the date indexes, ``O(limit)`` rows."""
+        check_limit(limit)
+        high = now_key(now)
+        env = Environment.coerce(environment)
+        rows: list[tuple[str, int]] = []
+        with self.database.read() as conn:
+            coll = _target(conn, collection, env)
+            if high >= MIN_KEY:
+                for field in DATE_FIELDS:
+                    params = (coll, _ENV_CODE[env], MIN_KEY, high, limit)
+                    found = conn.execute(_DUE[field], params).fetchall()
+                    rows.extend((unkey(item_id), int(due)) for item_id, due in found)
+        return merge_due(rows, limit)
+
+    def next_due_date(self, collection: str, environment: Environment | str) -> datetime | None:
+        """The earliest scheduled date of the item set, or ``None`` (see
+        :meth:`taskengine.storage.schedule.ScheduleIndex.next_due_date`)."""
+        env = Environment.coerce(environment)
+        keys: list[int] = []
+        with self.database.read() as conn:
+            coll = _target(conn, collection, env)
+            for field in DATE_FIELDS:
+                row = conn.execute(_NEXT[field], (coll, _ENV_CODE[env], MIN_KEY, MAX_KEY))
+                found = row.fetchone()
+                if found is not None and found[0] is not None:
+                    keys.append(int(found[0]))
+        return key_date(min(keys)) if keys else None
+
     def split_points(
         self, collection: str, environment: Environment | str, parts: int
     ) -> list[str]:
@@ -668,6 +722,10 @@ class PostgresStorage(Storage, ChangingStorage):
                 points.append(found[0])
                 position = wanted
         return [unkey(point) for point in points]
+
+
+_DUE = {field: pg_due(field) for field in DATE_FIELDS}
+_NEXT = {field: pg_next(field) for field in DATE_FIELDS}
 
 
 def _check_encoding(database: PgDatabase) -> None:

@@ -1,11 +1,14 @@
 """``SQLiteStorage``: items as JSON text in a SQLite file (or ``":memory:"``).
 
-Layout (component ``"storage"``, schema version 1 in ``taskengine_schema``)::
+Layout (component ``"storage"``, schema version 2 in ``taskengine_schema``)::
 
     taskengine_collections(id INTEGER PRIMARY KEY, name TEXT UNIQUE, sandbox, publish_plugin)
     taskengine_items(coll, env, id TEXT, doc TEXT, PRIMARY KEY (coll, env, id)) WITHOUT ROWID
 
-``env`` is 0 for ``LIVE`` and 1 for ``SANDBOX``. Items are clustered by their key, so a
+plus a partial expression index per scheduled-date field over the items of publish-plugin
+collections, which have negative ids (version 2, created in place on a version 1 file;
+:mod:`taskengine.storage._schedulesql`). ``env`` is 0 for ``LIVE`` and
+1 for ``SANDBOX``. Items are clustered by their key, so a
 scan page is one range read (``WHERE coll = ? AND env = ? AND id > ? ORDER BY id LIMIT
 ?``) and each row's JSON is decoded exactly once. SQLite compares ``TEXT`` with the
 ``BINARY`` collation, i.e. by UTF-8 bytes, which is code point order: the same order as
@@ -22,6 +25,7 @@ import operator
 import os
 import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from taskengine.errors import (
@@ -33,6 +37,12 @@ from taskengine.errors import (
 )
 from taskengine.storage._database import Database
 from taskengine.storage._estimate import estimate_on_reads
+from taskengine.storage._schedulesql import (
+    SQLITE_PUBLISH_ID,
+    SQLITE_SCHEMA,
+    sqlite_due,
+    sqlite_next,
+)
 from taskengine.storage._sqlchange import change_rows
 from taskengine.storage._sqlfilter import (
     BACKEND,
@@ -63,11 +73,19 @@ from taskengine.storage.changes import (
     keep_only_if_unchanged,
 )
 from taskengine.storage.codec import admit_text, count_accepted, decode, lookup_id
+from taskengine.storage.schedule import (
+    DATE_FIELDS,
+    MAX_KEY,
+    MIN_KEY,
+    key_date,
+    merge_due,
+    now_key,
+)
 
 __all__ = ["SQLiteStorage"]
 
 COMPONENT = "storage"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS taskengine_collections ("
     " id INTEGER PRIMARY KEY,"
@@ -80,6 +98,7 @@ SCHEMA = (
     " id TEXT NOT NULL,"
     " doc TEXT NOT NULL,"
     " PRIMARY KEY (coll, env, id)) WITHOUT ROWID",
+    *SQLITE_SCHEMA,  # version 2: the scheduled dates (ScheduleIndex)
 )
 
 _ENV_CODE = {Environment.LIVE: 0, Environment.SANDBOX: 1}
@@ -175,8 +194,8 @@ class SQLiteStorage(Storage, ChangingStorage):
             if conn.execute(_SELECT_COLLECTION, (info.name,)).fetchone() is not None:
                 raise CollectionExists(info.name)
             conn.execute(
-                "INSERT INTO taskengine_collections (name, sandbox, publish_plugin)"
-                " VALUES (?, ?, ?)",
+                "INSERT INTO taskengine_collections (id, name, sandbox, publish_plugin)"
+                f" VALUES ({SQLITE_PUBLISH_ID if info.publish_plugin else 'NULL'}, ?, ?, ?)",
                 (info.name, int(info.sandbox_enabled), int(info.publish_plugin)),
             )
         return info
@@ -517,6 +536,46 @@ class SQLiteStorage(Storage, ChangingStorage):
         with self.database.transaction():
             yield
 
+    def due_items(
+        self,
+        collection: str,
+        environment: Environment | str,
+        now: datetime,
+        *,
+        limit: int,
+    ) -> list[tuple[str, datetime]]:
+        """Items whose scheduled date is at most ``now``, oldest first (see
+        :meth:`taskengine.storage.schedule.ScheduleIndex.due_items`): two range reads of
+        the date indexes, ``O(limit)`` rows."""
+        check_limit(limit)
+        high = now_key(now)
+        env = Environment.coerce(environment)
+        if high < MIN_KEY:
+            with self.database.read() as conn:
+                _target(conn, collection, env)
+            return []
+        rows: list[tuple[str, int]] = []
+        with self.database.read() as conn:
+            coll = _target(conn, collection, env)
+            for field in DATE_FIELDS:
+                params = (coll, _ENV_CODE[env], MIN_KEY, high, limit)
+                rows.extend(conn.execute(_DUE[field], params).fetchall())
+        return merge_due(rows, limit)
+
+    def next_due_date(self, collection: str, environment: Environment | str) -> datetime | None:
+        """The earliest scheduled date of the item set, or ``None`` (see
+        :meth:`taskengine.storage.schedule.ScheduleIndex.next_due_date`)."""
+        env = Environment.coerce(environment)
+        keys: list[int] = []
+        with self.database.read() as conn:
+            coll = _target(conn, collection, env)
+            for field in DATE_FIELDS:
+                row = conn.execute(_NEXT[field], (coll, _ENV_CODE[env], MIN_KEY, MAX_KEY))
+                found = row.fetchone()[0]
+                if found is not None:
+                    keys.append(int(found))
+        return key_date(min(keys)) if keys else None
+
     def split_points(
         self, collection: str, environment: Environment | str, parts: int
     ) -> list[str]:
@@ -548,6 +607,10 @@ class SQLiteStorage(Storage, ChangingStorage):
                 points.append(found[0])
                 position = wanted
         return points
+
+
+_DUE = {field: sqlite_due(field) for field in DATE_FIELDS}
+_NEXT = {field: sqlite_next(field) for field in DATE_FIELDS}
 
 
 def _target(conn: sqlite3.Connection, collection: str, env: Environment) -> int:

@@ -1,20 +1,29 @@
-"""The publish-status schedule timeline: items flip status when their date passes.
+"""The publish-status schedule: items flip status when their date passes.
 
 ``UPDATE_PUBLISH_STATUS`` with ``SCHEDULE_PUBLISHED_STATUS`` / ``SCHEDULE_DRAFT_STATUS``
 stores a date on each matching item (``_publishDate`` / ``_draftDate``; see docs/task-types.md).
 :class:`PublishScheduler` is the engine :class:`~taskengine.tasktype.Service` that makes
-those dates happen:
+those dates happen. Where the dates are comes in two ways:
 
-* it keeps a ``sortedcontainers`` timeline of ``(due, collection, environment, item id,
-  field)`` entries, so finding what is due is ``O(log n)``;
-* on :meth:`PublishScheduler.start` it rebuilds the timeline from storage (every
-  collection with the publish plugin, both environments), so schedules survive a
-  restart and overdue ones are applied on the first :meth:`PublishScheduler.tick`;
-* on :meth:`PublishScheduler.tick` it re-reads each due item from storage (storage is the
-  truth: a date that was changed, cancelled or deleted since is honoured), flips
-  ``_publishStatus`` for every date of the item that has passed (oldest first, so the
-  latest date wins) and removes those dates, in one batched write per collection;
-* the executor tells it about new and cancelled dates after each committed batch.
+* **from the store**, when the storage implements
+  :class:`~taskengine.storage.schedule.ScheduleIndex` (every bundled adapter): the store
+  keeps the schedule as an index on its own writes, so :meth:`PublishScheduler.start`
+  reads nothing and each :meth:`PublishScheduler.tick` asks it, per publish-plugin
+  collection and environment, for the due items (oldest first, in chunks) and the next
+  date. Nothing is held in memory, and dates written by other engines or tools are seen
+  at the next tick;
+* **from a timeline** otherwise: a ``sortedcontainers`` timeline of ``(due, collection,
+  environment, item id, field)`` entries, rebuilt on :meth:`PublishScheduler.start`
+  from every publish-plugin collection (both environments) and told about new and
+  cancelled dates by the executor after each committed batch.
+
+Either way, on :meth:`PublishScheduler.tick` each due item is re-read from storage
+(storage is the truth: a date that was changed, cancelled or deleted since is honoured),
+``_publishStatus`` is flipped for every date of the item that has passed (oldest first,
+so the latest date wins) and those dates are removed, in one batched write per chunk.
+Overdue dates are applied on the first tick. A storage error postpones the work by
+:data:`RETRY_DELAY`. Only ``datetime`` values are dates
+(:func:`taskengine.storage.schedule.date_key`).
 
 The scheduler never reads a clock: the engine passes ``now`` to ``tick``.
 """
@@ -23,7 +32,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from sortedcontainers import SortedList  # type: ignore[import-untyped]
@@ -32,7 +41,14 @@ from taskengine._values import as_utc
 from taskengine.errors import CollectionNotFound, SandboxNotEnabled, StorageError
 from taskengine.filters import compile_filter
 from taskengine.storage.base import Environment
-from taskengine.tasktypes._common import parse_date
+from taskengine.storage.schedule import date_key, has_schedule_index, key_date, now_key
+from taskengine.tasktypes._publish_store import (
+    CHUNK,
+    RETRY_DELAY,
+    next_in_store,
+    publish_targets,
+    tick_store,
+)
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Storage
@@ -59,11 +75,8 @@ PUBLISHED: Final = "PUBLISHED"
 DRAFT: Final = "DRAFT"
 """The draft status value."""
 
-RETRY_DELAY: Final = timedelta(seconds=5)
-"""How long a due entry waits before it is retried after a storage error."""
-
 _STATUS_OF: Final = {PUBLISH_DATE: PUBLISHED, DRAFT_DATE: DRAFT}
-_CHUNK: Final = 500
+_CHUNK: Final = CHUNK
 
 
 class ScheduleEntry(NamedTuple):
@@ -110,22 +123,32 @@ class PublishScheduler:
         self._timeline: SortedList = SortedList()
         self._index: dict[tuple[str, str, str, str], ScheduleEntry] = {}
 
+    @property
+    def uses_store_index(self) -> bool:
+        """Whether the dates come from the storage's
+        :class:`~taskengine.storage.schedule.ScheduleIndex` (no timeline is kept)."""
+        return self._storage is not None and has_schedule_index(self._storage)
+
     # ------------------------------------------------------------------ service protocol
 
     def start(self, storage: Storage) -> None:
-        """Attach to the engine's ``storage`` (unless given one) and rebuild the timeline."""
+        """Attach to the engine's ``storage`` (unless given one); rebuild the timeline
+        unless the storage keeps the schedule itself (then nothing is read)."""
         if self._storage is None:
             self._storage = storage
-        self.rebuild()
+        if not self.uses_store_index:
+            self.rebuild()
 
     def tick(self, now: datetime) -> datetime | None:
-        """Apply every entry due at ``now``; return when the next one is due, or ``None``.
+        """Apply every date due at ``now``; return when the next one is due, or ``None``.
 
         Each due item is re-read from storage; only dates still stored and passed are
-        applied. Storage errors never escape: the entries are retried after
-        :data:`RETRY_DELAY` (or dropped when their collection or sandbox is gone).
+        applied. Storage errors never escape: the work is retried after
+        :data:`RETRY_DELAY` (dropped when its collection or sandbox is gone).
         """
         now = as_utc(now)
+        if self.uses_store_index:
+            return tick_store(self._require_storage(), self._flip, now)
         due: list[ScheduleEntry] = []
         with self._lock:
             timeline = self._timeline
@@ -162,6 +185,8 @@ class PublishScheduler:
         if field not in _STATUS_OF:
             raise ValueError(f"field must be {PUBLISH_DATE!r} or {DRAFT_DATE!r}, got {field!r}")
         env = _env_name(environment)
+        if self.uses_store_index:
+            return  # the store indexed them when they were written
         new, kind = tuple.__new__, ScheduleEntry  # skips NamedTuple's Python-level __new__
         fresh: list[ScheduleEntry] = []
         append = fresh.append
@@ -183,6 +208,8 @@ class PublishScheduler:
     ) -> None:
         """Take the items' pending entries for ``fields`` off the timeline."""
         env = _env_name(environment)
+        if self.uses_store_index:
+            return
         with self._lock:
             for item_id in item_ids:
                 for field in fields:
@@ -194,50 +221,49 @@ class PublishScheduler:
         """Add every date stored in publish-plugin collections; return how many.
 
         Existing entries are kept (an entry whose date no longer exists is harmless: the
-        item is re-read before anything is written).
+        item is re-read before anything is written). Nothing is read, and 0 returned,
+        when the storage keeps the schedule itself (:attr:`uses_store_index`).
 
         Raises:
             StorageError: the storage failed while reading.
         """
         storage = self._require_storage()
+        if self.uses_store_index:
+            return 0
         found: list[ScheduleEntry] = []
-        for info in storage.list_collections():
-            if not info.publish_plugin:
-                continue
-            environments = [Environment.LIVE]
-            if info.sandbox_enabled:
-                environments.append(Environment.SANDBOX)
-            for env in environments:
-                try:
-                    items = storage.find(info.name, env, _has_date)
-                    for item in items:
-                        for field in _STATUS_OF:
-                            if field in item:
-                                when = parse_date(item[field])
-                                if when is not None:
-                                    found.append(
-                                        ScheduleEntry(
-                                            as_utc(when), info.name, env.value, item["_id"], field
-                                        )
-                                    )
-                except (CollectionNotFound, SandboxNotEnabled):
-                    continue  # dropped or changed while we listed: nothing to schedule
+        for info, env in publish_targets(storage.list_collections()):
+            try:
+                for item in storage.find(info.name, env, _has_date):
+                    for field in _STATUS_OF:
+                        key = date_key(item.get(field))
+                        if key is not None:
+                            entry = (key_date(key), info.name, env.value, item["_id"], field)
+                            found.append(ScheduleEntry(*entry))
+            except (CollectionNotFound, SandboxNotEnabled):
+                continue  # dropped or changed while we listed: nothing to schedule
         with self._lock:
             self._put_many(found)
         return len(found)
 
     def next_due(self) -> datetime | None:
-        """When the earliest pending entry is due, or ``None`` when there is none."""
+        """When the earliest pending date is due, or ``None`` when there is none (asked of
+        the store when it keeps the schedule; ``None`` if it fails)."""
+        if self.uses_store_index:
+            try:
+                return next_in_store(self._require_storage())
+            except StorageError:
+                return None
         with self._lock:
             return self._timeline[0].due if self._timeline else None
 
     def pending(self) -> list[ScheduleEntry]:
-        """Every pending entry, earliest first (a snapshot)."""
+        """Every pending entry of the timeline, earliest first (a snapshot; always empty
+        when the store keeps the schedule)."""
         with self._lock:
             return list(self._timeline)
 
     def __len__(self) -> int:
-        """How many entries are pending."""
+        """How many entries are pending on the timeline (0 when the store keeps them)."""
         with self._lock:
             return len(self._timeline)
 
@@ -284,19 +310,9 @@ class PublishScheduler:
         now: datetime,
         due: list[ScheduleEntry],
     ) -> None:
-        storage = self._require_storage()
         later: list[ScheduleEntry] = []
         try:
-            with storage.atomic():
-                changed: list[dict[str, Any]] = []
-                for item_id in ids:
-                    item = storage.get_item(collection, environment, item_id)
-                    if item is None:
-                        continue  # deleted since: storage is the truth
-                    if _flip_due(item, now, later, collection, environment):
-                        changed.append(item)
-                if changed:
-                    storage.replace_items(collection, environment, changed)
+            self._flip(collection, environment, ids, now, later)
         except (CollectionNotFound, SandboxNotEnabled):
             return  # the collection (or its sandbox) is gone: so are its schedules
         except StorageError:
@@ -317,6 +333,30 @@ class PublishScheduler:
                 for entry in later:
                     self._put(entry)
 
+    def _flip(
+        self,
+        collection: str,
+        environment: str,
+        ids: list[str],
+        now: datetime,
+        later: list[ScheduleEntry] | None = None,
+    ) -> int:
+        """Re-read the items and apply their passed dates, in one atomic block; return
+        how many were written (their future dates go to ``later`` when given)."""
+        storage = self._require_storage()
+        bound = now_key(now)
+        with storage.atomic():
+            changed: list[dict[str, Any]] = []
+            for item_id in ids:
+                item = storage.get_item(collection, environment, item_id)
+                if item is None:
+                    continue  # deleted since: storage is the truth
+                if _flip_due(item, bound, later, collection, environment):
+                    changed.append(item)
+            if changed:
+                storage.replace_items(collection, environment, changed)
+        return len(changed)
+
 
 _has_date: Final = compile_filter(
     {"$or": [{PUBLISH_DATE: {"$exists": True}}, {DRAFT_DATE: {"$exists": True}}]}
@@ -327,24 +367,23 @@ adapters run it inside the database and read only the items that hold a date."""
 
 def _flip_due(
     item: dict[str, Any],
-    now: datetime,
-    later: list[ScheduleEntry],
+    now: int,
+    later: list[ScheduleEntry] | None,
     collection: str,
     environment: str,
 ) -> bool:
-    """Apply the item's passed dates in date order (the latest wins); note future ones."""
-    passed: list[tuple[datetime, str]] = []
+    """Apply the item's passed dates in date order (the latest wins); note future ones
+    in ``later`` (when given). ``now`` is a key (:func:`~taskengine.storage.schedule.now_key`)."""
+    passed: list[tuple[int, str]] = []
     for field in _STATUS_OF:
-        if field not in item:
-            continue
-        when = parse_date(item[field])
-        if when is None:
+        key = date_key(item.get(field))
+        if key is None:
             continue  # not a date: not ours to interpret
-        when = as_utc(when)
-        if when <= now:
-            passed.append((when, field))
-        else:
-            later.append(ScheduleEntry(when, collection, environment, item["_id"], field))
+        if key <= now:
+            passed.append((key, field))
+        elif later is not None:
+            entry = (key_date(key), collection, environment, item["_id"], field)
+            later.append(ScheduleEntry(*entry))
     if not passed:
         return False
     passed.sort()

@@ -1,8 +1,9 @@
 """``UPDATE_PUBLISH_STATUS``: set, schedule or unschedule the publish status (docs/task-types.md).
 
 ``SET_*`` writes ``_publishStatus``; ``SCHEDULE_*`` writes ``_publishDate`` /
-``_draftDate`` and, once the batch committed, puts the dates on the
-:class:`~taskengine.tasktypes._publish_schedule.PublishScheduler`'s timeline;
+``_draftDate`` (a store with a schedule index indexes them with the write; otherwise,
+once the batch committed, they go on the
+:class:`~taskengine.tasktypes._publish_schedule.PublishScheduler`'s timeline);
 ``CANCEL_SCHEDULING`` removes both dates (and their timeline entries). Items already in
 the requested state succeed without a write. The collection must have the publish plugin
 (``WDE0119`` otherwise).
@@ -237,9 +238,10 @@ class UpdatePublishStatusExecutor:
         return state.change
 
     def committed(self, plan: Plan, changes: BatchChanges, written: WriteResult) -> None:
-        """Put newly stored dates on the timeline; take cancelled ones off."""
+        """Put newly stored dates on the timeline; take cancelled ones off (nothing to do
+        when the store keeps the schedule itself)."""
         scheduler = self.scheduler
-        if scheduler is None:
+        if scheduler is None or scheduler.uses_store_index:
             return
         state: _PublishState = plan.state
         op = state.operation

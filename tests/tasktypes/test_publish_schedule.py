@@ -1,4 +1,9 @@
-"""The publish-status schedule timeline (see docs/task-types.md, scheduled changes)."""
+"""The publish-status schedule timeline (see docs/task-types.md, scheduled changes).
+
+These tests exercise the in-memory timeline, which the scheduler keeps for adapters
+without a schedule index: the bundled adapters with the capability taken away. The
+store-index mode is tested in test_publish_schedule_store.py.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +23,20 @@ from taskengine.tasktypes._publish_schedule import PublishScheduler
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
 
+class TimelineMemory(MemoryStorage):
+    """MemoryStorage without the ScheduleIndex capability (a third-party adapter's case)."""
+
+    due_items = None  # type: ignore[assignment]
+    next_due_date = None  # type: ignore[assignment]
+
+
+class TimelineSQLite(SQLiteStorage):
+    """SQLiteStorage without the ScheduleIndex capability."""
+
+    due_items = None  # type: ignore[assignment]
+    next_due_date = None  # type: ignore[assignment]
+
+
 def at(minutes: int) -> datetime:
     """T0 plus some minutes."""
     return T0 + timedelta(minutes=minutes)
@@ -27,7 +46,7 @@ def at(minutes: int) -> datetime:
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Storage]:
     """Both adapters with a publish-plugin collection 'pub' (sandboxed) and a plain one."""
     store: Storage
-    store = MemoryStorage() if request.param == "memory" else SQLiteStorage(tmp_path / "s.db")
+    store = TimelineMemory() if request.param == "memory" else TimelineSQLite(tmp_path / "s.db")
     store.create_collection("pub", sandbox=True, publish_plugin=True)
     store.create_collection("plain")
     yield store
@@ -172,7 +191,7 @@ def test_schedule_replaces_previous_due(storage: Storage) -> None:
 def test_schedule_rejects_other_fields() -> None:
     """Only _publishDate and _draftDate can be scheduled."""
     with pytest.raises(ValueError, match="_publishDate"):
-        PublishScheduler(MemoryStorage()).schedule("c", "LIVE", "_other", [])
+        PublishScheduler(TimelineMemory()).schedule("c", "LIVE", "_other", [])
 
 
 def test_naive_dates_are_utc(storage: Storage) -> None:
@@ -193,7 +212,7 @@ def test_no_storage_is_an_error() -> None:
 
 def test_concurrent_schedule_while_ticking() -> None:
     """Threads scheduling while another ticks lose nothing: every item flips once due."""
-    storage = MemoryStorage()
+    storage = TimelineMemory()
     storage.create_collection("pub", publish_plugin=True)
     ids = [f"i{n:04d}" for n in range(400)]
     storage.insert_items("pub", "LIVE", [{"_id": i, "_publishDate": at(1)} for i in ids])
@@ -232,7 +251,7 @@ def test_concurrent_schedule_while_ticking() -> None:
 )
 def test_ticks_match_reference(items: list[tuple[Any, Any, Any]], ticks: list[int]) -> None:
     """After any ticks, each item's status is the one of its latest passed date."""
-    storage = MemoryStorage()
+    storage = TimelineMemory()
     storage.create_collection("pub", publish_plugin=True)
     docs = []
     for n, (status, pub, draft) in enumerate(items):

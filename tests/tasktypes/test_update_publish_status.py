@@ -160,8 +160,14 @@ def test_publish_schedule_and_cancel_apply(targets: Storage) -> None:
 
 
 def test_publish_committed_feeds_scheduler(targets: Storage) -> None:
-    """committed puts written ids on the timeline, and a cancel takes them off."""
-    scheduler = PublishScheduler(targets)
+    """committed puts written ids on the timeline (kept for a storage without a schedule
+    index), and a cancel takes them off."""
+
+    class TimelineMemory(MemoryStorage):
+        due_items = None  # type: ignore[assignment]
+        next_due_date = None  # type: ignore[assignment]
+
+    scheduler = PublishScheduler(TimelineMemory())
     ex = UpdatePublishStatusExecutor(scheduler)
     plan = plan_for(
         targets,
@@ -178,6 +184,11 @@ def test_publish_committed_feeds_scheduler(targets: Storage) -> None:
     )
     ex.committed(cancel, changes, WriteResult(("a",), ()))
     assert scheduler.pending() == []
+    # With a store that keeps the schedule, nothing is held in memory.
+    indexed = PublishScheduler(targets)
+    assert indexed.uses_store_index
+    UpdatePublishStatusExecutor(indexed).committed(plan, changes, WriteResult(("a",), ()))
+    assert indexed.pending() == []
 
 
 def test_example_schedule_publish_overdue(storage: Storage, engine: TaskEngine) -> None:
