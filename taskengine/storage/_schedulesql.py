@@ -28,9 +28,19 @@ on the session), so the index orders dates as Python compares them.
 
 from __future__ import annotations
 
-from typing import Final
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, Final
 
-from taskengine.storage.schedule import DATE_FIELDS, DRAFT_DATE, PUBLISH_DATE
+from taskengine.storage.schedule import (
+    DATE_FIELDS,
+    DRAFT_DATE,
+    MAX_KEY,
+    MIN_KEY,
+    PUBLISH_DATE,
+    key_date,
+    merge_due,
+)
 
 __all__ = [
     "PG_COLUMN",
@@ -39,6 +49,8 @@ __all__ = [
     "SQLITE_SCHEMA",
     "pg_due",
     "pg_next",
+    "read_due",
+    "read_next_date",
     "sqlite_due",
     "sqlite_key",
     "sqlite_next",
@@ -201,3 +213,35 @@ def pg_next(field: str) -> str:
         f"SELECT min({column}) FROM taskengine_items"
         f" WHERE coll = %s AND env = %s AND {column} BETWEEN %s AND %s"
     )
+
+
+def read_due(
+    conn: Any,
+    queries: Mapping[str, str],
+    where: tuple[int, int],
+    high: int,
+    limit: int,
+    unkey: Callable[[str], str] = str,
+) -> list[tuple[str, datetime]]:
+    """``due_items`` of an SQL adapter: each date field's query (``queries``: the
+    adapter's :func:`sqlite_due` or :func:`pg_due`) over ``where`` (its ``coll, env``
+    codes) up to the key ``high``, merged oldest first; stored ids read by ``unkey``."""
+    rows: list[tuple[str, int]] = []
+    if high >= MIN_KEY:
+        for field in DATE_FIELDS:
+            found = conn.execute(queries[field], (*where, MIN_KEY, high, limit)).fetchall()
+            rows.extend((unkey(item_id), int(due)) for item_id, due in found)
+    return merge_due(rows, limit)
+
+
+def read_next_date(
+    conn: Any, queries: Mapping[str, str], where: tuple[int, int]
+) -> datetime | None:
+    """``next_due_date`` of an SQL adapter: the least key of each date field's query
+    (:func:`sqlite_next` or :func:`pg_next`) over ``where``, as a date."""
+    keys: list[int] = []
+    for field in DATE_FIELDS:
+        found = conn.execute(queries[field], (*where, MIN_KEY, MAX_KEY)).fetchone()
+        if found is not None and found[0] is not None:
+            keys.append(int(found[0]))
+    return key_date(min(keys)) if keys else None

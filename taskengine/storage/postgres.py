@@ -81,7 +81,13 @@ from taskengine.storage._pgfilter import (
     scan_pushed,
 )
 from taskengine.storage._pgkeys import key, keys, lower_bound, unkey
-from taskengine.storage._schedulesql import PG_SCHEMA, pg_due, pg_next
+from taskengine.storage._schedulesql import (
+    PG_SCHEMA,
+    pg_due,
+    pg_next,
+    read_due,
+    read_next_date,
+)
 from taskengine.storage._sqlfilter import pushed_condition
 from taskengine.storage.base import (
     CollectionInfo,
@@ -106,10 +112,6 @@ from taskengine.storage.changes import (
 from taskengine.storage.codec import admit_text, count_accepted, decode, lookup_id
 from taskengine.storage.schedule import (
     DATE_FIELDS,
-    MAX_KEY,
-    MIN_KEY,
-    key_date,
-    merge_due,
     now_key,
 )
 
@@ -668,29 +670,16 @@ class PostgresStorage(Storage, ChangingStorage):
         check_limit(limit)
         high = now_key(now)
         env = Environment.coerce(environment)
-        rows: list[tuple[str, int]] = []
         with self.database.read() as conn:
-            coll = _target(conn, collection, env)
-            if high >= MIN_KEY:
-                for field in DATE_FIELDS:
-                    params = (coll, _ENV_CODE[env], MIN_KEY, high, limit)
-                    found = conn.execute(_DUE[field], params).fetchall()
-                    rows.extend((unkey(item_id), int(due)) for item_id, due in found)
-        return merge_due(rows, limit)
+            where = (_target(conn, collection, env), _ENV_CODE[env])
+            return read_due(conn, _DUE, where, high, limit, unkey)
 
     def next_due_date(self, collection: str, environment: Environment | str) -> datetime | None:
         """The earliest scheduled date of the item set, or ``None`` (see
         :meth:`taskengine.storage.schedule.ScheduleIndex.next_due_date`)."""
         env = Environment.coerce(environment)
-        keys: list[int] = []
         with self.database.read() as conn:
-            coll = _target(conn, collection, env)
-            for field in DATE_FIELDS:
-                row = conn.execute(_NEXT[field], (coll, _ENV_CODE[env], MIN_KEY, MAX_KEY))
-                found = row.fetchone()
-                if found is not None and found[0] is not None:
-                    keys.append(int(found[0]))
-        return key_date(min(keys)) if keys else None
+            return read_next_date(conn, _NEXT, (_target(conn, collection, env), _ENV_CODE[env]))
 
     def split_points(
         self, collection: str, environment: Environment | str, parts: int

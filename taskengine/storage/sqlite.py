@@ -40,6 +40,8 @@ from taskengine.storage._estimate import estimate_on_reads
 from taskengine.storage._schedulesql import (
     SQLITE_PUBLISH_ID,
     SQLITE_SCHEMA,
+    read_due,
+    read_next_date,
     sqlite_due,
     sqlite_next,
 )
@@ -75,10 +77,6 @@ from taskengine.storage.changes import (
 from taskengine.storage.codec import admit_text, count_accepted, decode, lookup_id
 from taskengine.storage.schedule import (
     DATE_FIELDS,
-    MAX_KEY,
-    MIN_KEY,
-    key_date,
-    merge_due,
     now_key,
 )
 
@@ -550,31 +548,16 @@ class SQLiteStorage(Storage, ChangingStorage):
         check_limit(limit)
         high = now_key(now)
         env = Environment.coerce(environment)
-        if high < MIN_KEY:
-            with self.database.read() as conn:
-                _target(conn, collection, env)
-            return []
-        rows: list[tuple[str, int]] = []
         with self.database.read() as conn:
-            coll = _target(conn, collection, env)
-            for field in DATE_FIELDS:
-                params = (coll, _ENV_CODE[env], MIN_KEY, high, limit)
-                rows.extend(conn.execute(_DUE[field], params).fetchall())
-        return merge_due(rows, limit)
+            where = (_target(conn, collection, env), _ENV_CODE[env])
+            return read_due(conn, _DUE, where, high, limit)
 
     def next_due_date(self, collection: str, environment: Environment | str) -> datetime | None:
         """The earliest scheduled date of the item set, or ``None`` (see
         :meth:`taskengine.storage.schedule.ScheduleIndex.next_due_date`)."""
         env = Environment.coerce(environment)
-        keys: list[int] = []
         with self.database.read() as conn:
-            coll = _target(conn, collection, env)
-            for field in DATE_FIELDS:
-                row = conn.execute(_NEXT[field], (coll, _ENV_CODE[env], MIN_KEY, MAX_KEY))
-                found = row.fetchone()[0]
-                if found is not None:
-                    keys.append(int(found))
-        return key_date(min(keys)) if keys else None
+            return read_next_date(conn, _NEXT, (_target(conn, collection, env), _ENV_CODE[env]))
 
     def split_points(
         self, collection: str, environment: Environment | str, parts: int
