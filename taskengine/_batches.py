@@ -239,6 +239,23 @@ class Batches:
         if updated is not None:
             self._saved(updated)
 
+    def _start(self, task: Task, hold: Hold, estimate: int | None) -> Task | None:
+        """Move the held NEW task to RUNNING with ``estimate`` (``None``: the one it has);
+        the started task, or ``None`` when it was cancelled or removed meanwhile."""
+        now = self.clock.now()
+
+        def change(current: Task) -> Task | None:
+            if current.status is not TaskStatus.NEW:
+                return None
+            count = current.estimated_item_count if estimate is None else estimate
+            return current.started(now, count)
+
+        started = self.task_store.update(task.id, change, hold.lease, now=now)
+        if started is None or started.status is not TaskStatus.RUNNING:
+            return None
+        self._saved(started)
+        return started
+
     def _saved(self, task: Task) -> None:
         with self.changed:
             self.after_save(task)
@@ -259,21 +276,10 @@ class Batches:
         plan: Plan = self._retry(lambda: executor.plan(options, storage), sync)
         if task.status is TaskStatus.NEW and task.parent is not None:
             # A slice: its share of its task's estimate was set when it was inserted.
-            now = self.clock.now()
-            started = self.task_store.update(
-                task.id,
-                lambda current: (
-                    current.started(now, current.estimated_item_count)
-                    if current.status is TaskStatus.NEW
-                    else None
-                ),
-                hold.lease,
-                now=now,
-            )
-            if started is None or started.status is not TaskStatus.RUNNING:
+            started = self._start(task, hold, None)
+            if started is None:
                 return  # cancelled (or removed) while planning
             task = started
-            self._saved(task)
         if task.status is TaskStatus.NEW:
             # The items the task affects (ref), from the adapter's cheap count when it
             # has one (exact for small item sets, else sampled: no second pass over the
@@ -295,18 +301,10 @@ class Batches:
                     return  # cancelled meanwhile, or its slices run it
                 task = split  # too few items (or no split points): it runs unsliced
             else:
-                started = self.task_store.update(
-                    task.id,
-                    lambda current: (
-                        current.started(now, estimate) if current.status is TaskStatus.NEW else None
-                    ),
-                    hold.lease,
-                    now=now,
-                )
-                if started is None or started.status is not TaskStatus.RUNNING:
+                started = self._start(task, hold, estimate)
+                if started is None:
                     return  # cancelled (or removed) while planning
                 task = started
-                self._saved(task)
         checkpoint, until = task.checkpoint, task.until
         batch_size = self.batch_size
         collection, environment, accept = plan.collection, plan.environment, plan.filter

@@ -181,11 +181,7 @@ class Slices:
         now = self.clock.now()
 
         def change(current: Task) -> Task | None:
-            if current.is_finished or current.cancel_requested:
-                return None
-            if current.status is TaskStatus.NEW:
-                return current.finished(TaskStatus.FAILED, now, self.retention, Failure.cancelled())
-            return current.cancel_was_requested()
+            return current.cancel_asked(now, self.retention)
 
         for child_id in task.slice_ids:
             if child_id == skip:

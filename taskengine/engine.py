@@ -39,7 +39,7 @@ from taskengine._values import INT64_MAX
 from taskengine.clock import Clock, SystemClock
 from taskengine.errors import InvalidRequest, TaskNotFound, Violation
 from taskengine.progress import Progress
-from taskengine.task import MAX_SLICES, Failure, Task, TaskStatus
+from taskengine.task import MAX_SLICES, Task
 from taskengine.taskstore import (
     NOTICE_CANCEL,
     NOTICE_DONE,
@@ -522,11 +522,7 @@ class TaskEngine:
         def change(current: Task) -> Task | None:
             # One atomic step in the store: a checkpoint or a start by the task's owner
             # (maybe another process) cannot come between the read and the write.
-            if current.is_finished or current.cancel_requested:
-                return None
-            if current.status is TaskStatus.NEW:
-                return current.finished(TaskStatus.FAILED, now, self.retention, Failure.cancelled())
-            return current.cancel_was_requested()
+            return current.cancel_asked(now, self.retention)
 
         updated = self.task_store.update(task_id, change)
         if updated is None:

@@ -243,6 +243,16 @@ class Task:
             raise InvalidTransition(self.id, self.status, TaskStatus.FAILED)
         return attrs.evolve(self, cancel_requested=True)
 
+    def cancel_asked(self, now: datetime, retention: timedelta) -> Task | None:
+        """The task once a cancel is asked at ``now``, or ``None`` when that changes
+        nothing (finished, or asked before): a NEW task ends FAILED (``CANCELLED``) at
+        once, a RUNNING one shows ``cancel_requested`` until its next batch ends it."""
+        if self.is_finished or self.cancel_requested:
+            return None
+        if self.status is TaskStatus.NEW:
+            return self.finished(TaskStatus.FAILED, now, retention, Failure.cancelled())
+        return self.cancel_was_requested()
+
     def finished(
         self,
         status: TaskStatus,

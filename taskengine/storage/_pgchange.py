@@ -46,12 +46,10 @@ from taskengine.storage.codec import decode
 __all__ = ["delete_rows"]
 
 _ITEMS: Final = "FROM taskengine_items WHERE coll = %s AND env = %s"
-# One window of a batch, one statement. ``edge``: the key the window ends on, ``size``
-# keys on (a range read of the primary key); the last key of the item set when fewer are
-# left. ``c``: the window's first ``need + 1`` candidates. ``b``: how many, and the key
-# the batch's part of this window ends on (the ``need``-th candidate when more follow it,
-# else the window's end). ``d``: below.
-_WINDOW: Final = (
+# ``k`` and ``edge``: the key a window of keys after ``{lower}`` ends on (its size the first
+# parameter after them; a range read of the primary key), or the item set's last key when
+# fewer are left, and whether more keys follow it.
+_EDGE: Final = (
     "WITH k AS MATERIALIZED (SELECT array_agg(id ORDER BY id) AS ids FROM (SELECT id "
     + _ITEMS
     + "{lower} ORDER BY id LIMIT 2 OFFSET %s) AS edges),"
@@ -59,7 +57,14 @@ _WINDOW: Final = (
     + _ITEMS
     + " ORDER BY id DESC LIMIT 1)) AS last, coalesce(cardinality(k.ids), 0) = 2 AS more"
     " FROM k),"
-    " c AS (SELECT id "
+)
+# One window of a batch, one statement. ``edge`` (:data:`_EDGE`): the key the window
+# ends on, ``size`` keys on. ``c``: the window's first ``need + 1`` candidates. ``b``: how
+# many, and the key the batch's part of this window ends on (the ``need``-th candidate
+# when more follow it, else the window's end). ``d``: below.
+_WINDOW: Final = (
+    _EDGE
+    + " c AS (SELECT id "
     + _ITEMS
     + "{lower} AND id <= (SELECT last FROM edge) AND ({where}) ORDER BY id LIMIT %s),"
     " b AS MATERIALIZED (SELECT count(*) AS n,"
@@ -78,14 +83,7 @@ _WINDOW: Final = (
 # One pass (see the module docstring): ``k`` and ``edge`` as above, with ``size`` the
 # batch's ``limit``; ``d`` deletes the window's rows meeting ``sure``.
 _ONE_PASS: Final = (
-    "WITH k AS MATERIALIZED (SELECT array_agg(id ORDER BY id) AS ids FROM (SELECT id "
-    + _ITEMS
-    + "{lower} ORDER BY id LIMIT 2 OFFSET %s) AS edges),"
-    " edge AS MATERIALIZED (SELECT coalesce(k.ids[1], (SELECT id "
-    + _ITEMS
-    + " ORDER BY id DESC LIMIT 1)) AS last, coalesce(cardinality(k.ids), 0) = 2 AS more"
-    " FROM k),"
-    " d AS (DELETE " + _ITEMS + "{lower} AND id <= (SELECT last FROM edge)"
+    _EDGE + " d AS (DELETE " + _ITEMS + "{lower} AND id <= (SELECT last FROM edge)"
     " AND ({sure}) RETURNING id)"
     " SELECT (SELECT last FROM edge), (SELECT more FROM edge), {deleted}, {undecided}"
 )

@@ -21,6 +21,7 @@ storage may share with the task store.
 from __future__ import annotations
 
 import contextlib
+import functools
 import operator
 import os
 import sqlite3
@@ -485,18 +486,20 @@ class SQLiteStorage(Storage, ChangingStorage):
         check_after(after)
         env = Environment.coerce(environment)
         condition = pushed_condition(filter) if filter is not None else None
+        by_scan = functools.partial(
+            change_by_scan,
+            self,
+            collection,
+            env,
+            after=after,
+            limit=limit,
+            filter=filter,
+            change=change,
+            until=until,
+        )
         if (filter is not None and condition is None) or not _HAS_RETURNING:
             with self.database.transaction():
-                return change_by_scan(
-                    self,
-                    collection,
-                    env,
-                    after=after,
-                    limit=limit,
-                    filter=filter,
-                    change=change,
-                    until=until,
-                )
+                return by_scan()
         with self.database.transaction() as conn:
             result = change_rows(
                 conn,
@@ -512,16 +515,7 @@ class SQLiteStorage(Storage, ChangingStorage):
                 until=until,
             )
             if result is None:  # a batch it cannot name by id (U+0000 in one)
-                result = change_by_scan(
-                    self,
-                    collection,
-                    env,
-                    after=after,
-                    limit=limit,
-                    filter=filter,
-                    change=change,
-                    until=until,
-                )
+                result = by_scan()
             return result
 
     @contextlib.contextmanager
