@@ -114,7 +114,21 @@ class ScheduledItems(ChunkedItems):
     def replace(self, batch: Mapping[str, Frozen]) -> dict[str, Frozen]:
         """As :meth:`ChunkedItems.replace`; the dates of the items replaced are indexed."""
         prior = super().replace(batch)
-        self._index([(item_id, batch[item_id], old) for item_id, old in prior.items()])
+        slots, known = _slots, len(_slots)
+        pairs: list[tuple[str, Frozen | None, Frozen | None]] = []
+        for item_id, old in prior.items():
+            new = batch[item_id]
+            shape, was = new[0], old[0]
+            if (
+                0 < shape < known
+                and 0 < was < known
+                and slots[shape] is None
+                and slots[was] is None
+            ):
+                continue  # neither item's shape has a date field: nothing to index
+            pairs.append((item_id, new, old))
+        if pairs:
+            self._index(pairs)
         return prior
 
     def write(self, changes: Mapping[str, Frozen | None]) -> None:
