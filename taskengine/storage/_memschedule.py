@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import heapq
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from itertools import chain
 
@@ -81,6 +81,16 @@ def frozen_keys(item: Frozen) -> tuple[int | None, int | None]:
     return _NO_DATES if keys == _NO_DATES else keys
 
 
+def _may_hold_dates(items: Iterable[Frozen]) -> bool:
+    """Whether any of these frozen items may hold a date field: a shape with one, a shape
+    not looked at yet, or shape 0 (items holding their own keys). One set of the shapes,
+    made in C: a batch of one shape costs a few lookups, not one per item."""
+    slots, known = _slots, len(_slots)
+    return any(
+        not 0 < shape < known or slots[shape] is not None for shape in {item[0] for item in items}
+    )
+
+
 _last: tuple[object, int | None] = (None, None)
 
 
@@ -114,21 +124,8 @@ class ScheduledItems(ChunkedItems):
     def replace(self, batch: Mapping[str, Frozen]) -> dict[str, Frozen]:
         """As :meth:`ChunkedItems.replace`; the dates of the items replaced are indexed."""
         prior = super().replace(batch)
-        slots, known = _slots, len(_slots)
-        pairs: list[tuple[str, Frozen | None, Frozen | None]] = []
-        for item_id, old in prior.items():
-            new = batch[item_id]
-            shape, was = new[0], old[0]
-            if (
-                0 < shape < known
-                and 0 < was < known
-                and slots[shape] is None
-                and slots[was] is None
-            ):
-                continue  # neither item's shape has a date field: nothing to index
-            pairs.append((item_id, new, old))
-        if pairs:
-            self._index(pairs)
+        if _may_hold_dates(batch.values()) or _may_hold_dates(prior.values()):
+            self._index([(item_id, batch[item_id], old) for item_id, old in prior.items()])
         return prior
 
     def write(self, changes: Mapping[str, Frozen | None]) -> None:
