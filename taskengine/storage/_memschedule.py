@@ -13,9 +13,11 @@ too), so the subclass here sees each frozen item stored and keeps, beside the it
 
 Every entry is a tuple of an ``int``, a ``str`` and an ``int``, which the garbage
 collector stops tracking at its next young collection: a million scheduled dates add one
-container (the heap list) to what a full collection walks and never make one happen. An
-item without a date costs one lookup of its shape's date positions (cached per shape) on
-each write; a write over items costs a lookup of each only while the set holds dates.
+container (the heap list) to what a full collection walks and never make one happen. A
+replace whose items' shapes (old and new, one set of them made in C) hold no date field
+costs a few lookups for the whole batch; other writes look up each item's shape's date
+positions (cached per shape), and a write over items looks up the old ones only while
+the set holds dates.
 """
 
 from __future__ import annotations
