@@ -123,6 +123,24 @@ def sample_activity(dsn: str, stop: threading.Event, counts: collections.Counter
                     counts[str(state)] += 1
 
 
+def start_engines(script: str, target: str, processes: int) -> list[subprocess.Popen[str]]:
+    """``processes`` engine processes (``script --worker target``), each past its
+    ``ready`` line (started, waiting for the word to go on standard input)."""
+    children = [
+        subprocess.Popen(
+            [sys.executable, script, "--worker", target],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(processes)
+    ]
+    for child in children:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "ready", "an engine did not start"
+    return children
+
+
 def run(dsn: str, template: str, processes: int, tasks: int, items: int) -> dict[str, Any]:
     """One measure: ``processes`` engines on a fresh copy; figures and checks."""
     with fresh_copy(dsn, template) as db:
@@ -131,18 +149,7 @@ def run(dsn: str, template: str, processes: int, tasks: int, items: int) -> dict
             creator = TaskEngine(storage, task_store=store)  # never started
             ids = [creator.create_task(copy_spec(f"C{n}")).id for n in range(tasks)]
             store.close()
-        children = [
-            subprocess.Popen(
-                [sys.executable, __file__, "--worker", db],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            for _ in range(processes)
-        ]
-        for child in children:
-            assert child.stdout is not None
-            assert child.stdout.readline().strip() == "ready", "an engine did not start"
+        children = start_engines(__file__, db, processes)
         postmaster = server_pid(db)
         counts: collections.Counter[str] = collections.Counter()
         stop = threading.Event()

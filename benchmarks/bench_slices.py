@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,23 +49,11 @@ from taskengine import (
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from bench_pg_scaleout import server_cpu_total, server_pid
+from bench_pg_scaleout import copy_spec, server_cpu_total, server_pid, start_engines
 from bench_postgres import admin, copy_items, fresh_copy, make_doc, make_template, server
 
 BATCH = 500
 WAIT = 3600.0
-
-
-def copy_spec(collection: str) -> dict[str, Any]:
-    """COPY_FIELD_DATA of ``fullName`` to ``fullNameCopy``."""
-    return {
-        "type": "COPY_FIELD_DATA",
-        "copyFieldDataOptions": {
-            "dataCollectionId": collection,
-            "sourceFieldKey": "fullName",
-            "targetFieldKey": "fullNameCopy",
-        },
-    }
 
 
 def delete_spec(collection: str) -> dict[str, Any]:
@@ -116,18 +103,7 @@ def measure(
     storage, store = open_pair(target)
     creator = TaskEngine(storage, task_store=store)  # never started
     ids = [creator.create_task(spec, slices=slices).id for spec in specs]
-    children = [
-        subprocess.Popen(
-            [sys.executable, __file__, "--worker", target],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(processes)
-    ]
-    for child in children:
-        assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready", "an engine did not start"
+    children = start_engines(__file__, target, processes)
     postmaster = None if target.startswith("sqlite:") else server_pid(target)
     server_before = 0.0 if postmaster is None else server_cpu_total(postmaster)
     start = time.perf_counter()
