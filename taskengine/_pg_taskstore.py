@@ -498,6 +498,16 @@ class PostgresTaskStore:
             ).fetchall()
         return [_decode(row) for row in found]
 
+    def started_sliced(self) -> list[Task]:
+        """Every sliced task that started and has not ended, oldest first (what the
+        engine's slice housekeeping looks at: docs/slices.md): only those rows are read."""
+        with self.database.read() as conn:
+            found = conn.execute(
+                f"SELECT {rows.COLUMNS} FROM {_TABLE}"
+                " WHERE status = 'RUNNING' AND slices > 1 ORDER BY seq"
+            ).fetchall()
+        return [_decode(row) for row in found]
+
     def expired(self, now: datetime, limit: int) -> list[str]:
         """Ids of tasks expired at ``now``, earliest first (see :meth:`TaskStore.expired`).
 

@@ -239,12 +239,25 @@ class Slices:
         """Repair and settle every running sliced task (what a crash may have left);
         return how many slices were inserted and tasks ended."""
         changed = 0
-        for task in self.task_store.unfinished():
-            if task.is_sliced and task.status is TaskStatus.RUNNING:
-                changed += self.ensure(task)
-                if self.settle(task.id) is not None:
-                    changed += 1
+        for task in self._started_sliced():
+            changed += self.ensure(task)
+            if self.settle(task.id) is not None:
+                changed += 1
         return changed
+
+    def _started_sliced(self) -> list[Task]:
+        """The running sliced tasks: from the store's own query when it has one
+        (``started_sliced``: the bundled SQL stores read those rows only), else picked
+        out of every unfinished task."""
+        query = getattr(self.task_store, "started_sliced", None)
+        if query is not None:
+            found: list[Task] = query()
+            return found
+        return [
+            task
+            for task in self.task_store.unfinished()
+            if task.is_sliced and task.status is TaskStatus.RUNNING
+        ]
 
 
 def _fold(task: Task, parts: Sequence[Task], now: datetime, retention: timedelta) -> Task:

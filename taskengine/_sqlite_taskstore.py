@@ -521,6 +521,18 @@ class SQLiteTaskStore:
             ).fetchall()
         return [self._decode(row) for row in found]
 
+    def started_sliced(self) -> list[Task]:
+        """Every sliced task that started and has not ended, oldest first (what the
+        engine's slice housekeeping looks at: docs/slices.md): only those rows are read."""
+        if self._absent or not self._slices:
+            return []
+        with self.database.read() as conn:
+            found = conn.execute(
+                f"SELECT {self._columns} FROM {_TABLE}"
+                " WHERE status = 'RUNNING' AND slices > 1 ORDER BY seq"
+            ).fetchall()
+        return [self._decode(row) for row in found]
+
     def expired(self, now: datetime, limit: int) -> list[str]:
         """Ids of tasks expired at ``now``, earliest first (see :meth:`TaskStore.expired`).
 

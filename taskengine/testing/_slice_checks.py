@@ -106,3 +106,24 @@ def check_a_started_sliced_task_is_not_claimable(store: TaskStore, clock: Manual
     claimable = store.claimable(clock.now(), 10)
     expect(parent.id not in claimable, "a started sliced task is claimable")
     expect(asking.id in claimable, "a NEW task asking for slices is not claimable")
+
+
+@register
+def check_started_sliced_lists_the_running_sliced_tasks(
+    store: TaskStore, clock: ManualClock
+) -> None:
+    """A store's optional ``started_sliced()`` returns exactly the unfinished tasks that
+    are sliced and RUNNING (what the engine's housekeeping would pick out of
+    ``unfinished()``), oldest first: not a NEW task asking for slices, not a slice, not
+    an ended sliced task."""
+    query = getattr(store, "started_sliced", None)
+    if query is None or not _keeps(store):
+        return
+    store.insert(attrs.evolve(make_task(30, clock), slices=4))  # NEW, asking for slices
+    first, _ = _sliced(store, clock, 31)
+    ended, _ = _sliced(store, clock, 32)
+    store.save(ended.finished(TaskStatus.COMPLETED, clock.now(), timedelta(days=1)))
+    second, _ = _sliced(store, clock, 33)
+    picked = [t.id for t in store.unfinished() if t.is_sliced and t.status is TaskStatus.RUNNING]
+    got = [task.id for task in query()]
+    expect(got == picked == [first.id, second.id], f"started_sliced() gave {got!r}")
