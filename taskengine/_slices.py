@@ -43,14 +43,9 @@ if TYPE_CHECKING:
     from taskengine.storage.base import Environment, Storage
     from taskengine.taskstore import TaskStore
 
-__all__ = ["Slices", "combined", "slice_ids_of"]
+__all__ = ["Slices", "combined"]
 
 _log = logging.getLogger("taskengine.engine")
-
-
-def slice_ids_of(task_ids: Sequence[str]) -> list[str]:
-    """Every id a slice of these tasks may have (removed with them by the sweep)."""
-    return [slice_id(task_id, index) for task_id in task_ids for index in range(MAX_SLICES)]
 
 
 def combined(task: Task, slices: Sequence[Task]) -> Task:
@@ -166,6 +161,15 @@ class Slices:
         if current is not None and current.cancel_requested:
             self.cancel_slices(current)
         return inserted
+
+    def slices_of(self, task_ids: Sequence[str]) -> list[str]:
+        """The ids the slices of these tasks may have (the sweep removes them first). A
+        store that says how many slices each task asked for (``slice_counts``: the
+        bundled ones) names exactly those; of any other store, every id a slice may
+        have (:data:`MAX_SLICES` per task)."""
+        counts = getattr(self.task_store, "slice_counts", None)
+        wanted = dict.fromkeys(task_ids, MAX_SLICES) if counts is None else counts(task_ids)
+        return [slice_id(task_id, index) for task_id, n in wanted.items() for index in range(n)]
 
     def view(self, task: Task) -> Task:
         """The task as the API shows it: a running sliced task with its slices' progress."""

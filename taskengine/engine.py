@@ -33,7 +33,7 @@ from taskengine._lease import new_owner_id
 from taskengine._ownership import Ownership, Watcher
 from taskengine._queue import WorkQueue
 from taskengine._services import Services, load_plugin
-from taskengine._slices import Slices, slice_ids_of
+from taskengine._slices import Slices
 from taskengine._taskjson import read_create
 from taskengine._values import INT64_MAX
 from taskengine.clock import Clock, SystemClock
@@ -579,7 +579,7 @@ class TaskEngine:
             if expired:
                 # A task's slices go with it (first: a crash between leaves no orphan).
                 if self._slices.enabled:
-                    self.task_store.delete(slice_ids_of(expired))
+                    self.task_store.delete(self._slices.slices_of(expired))
                 removed += self.task_store.delete(expired)
             if len(expired) < _SWEEP_CHUNK:
                 return removed

@@ -626,6 +626,13 @@ class MemoryTaskStore:
             return None
         return Lease(role, held[0], held[1], from_epoch_ms(held[2]))
 
+    def slice_counts(self, task_ids: Sequence[str]) -> dict[str, int]:
+        """The ``slices`` of each of these tasks that has more than one (what the sweep
+        removes with them, docs/slices.md)."""
+        with self._lock:
+            found = [self._tasks.get(task_id) for task_id in task_ids]
+        return {entry[1].id: entry[1].slices for entry in found if entry and entry[1].slices > 1}
+
     def unfinished(self) -> list[Task]:
         """Every NEW or RUNNING task, oldest first."""
         with self._lock:

@@ -127,3 +127,23 @@ def check_started_sliced_lists_the_running_sliced_tasks(
     picked = [t.id for t in store.unfinished() if t.is_sliced and t.status is TaskStatus.RUNNING]
     got = [task.id for task in query()]
     expect(got == picked == [first.id, second.id], f"started_sliced() gave {got!r}")
+
+
+@register
+def check_slice_counts_name_the_sliced_tasks(store: TaskStore, clock: ManualClock) -> None:
+    """A store's optional ``slice_counts(ids)`` gives the ``slices`` of exactly those of
+    the tasks that have more than one (unknown ids and unsliced tasks left out), so the
+    sweep removes those slices and no more."""
+    query = getattr(store, "slice_counts", None)
+    if query is None or not _keeps(store):
+        return
+    plain = make_task(40, clock)
+    store.insert(plain)
+    parent, _ = _sliced(store, clock, 41)
+    asking = attrs.evolve(make_task(42, clock), slices=3)
+    store.insert(asking)
+    got = query([plain.id, parent.id, asking.id, "no such task"])
+    expect(
+        got == {parent.id: len(_POINTS) + 1, asking.id: 3},
+        f"slice_counts() gave {got!r}",
+    )
