@@ -14,7 +14,9 @@ name its keys, sees the whole thawed item, as before.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, TypeAlias
 
@@ -27,6 +29,9 @@ FrozenTest: TypeAlias = Callable[[Frozen], bool]
 """The filter's answer for one frozen item."""
 
 _MAX_FIELDS = 16  # more keys than this: thawing the whole item costs about the same
+
+_CACHE: weakref.WeakKeyDictionary[Any, _Tests] = weakref.WeakKeyDictionary()
+_cache_lock = threading.Lock()
 
 
 class _Tests(dict[int, FrozenTest]):
@@ -50,16 +55,35 @@ class _Tests(dict[int, FrozenTest]):
 
 def frozen_tests(filter: ItemFilter | None) -> dict[int, FrozenTest] | None:
     """Per-shape tests for ``filter`` (``tests[item[0]](item)``), or ``None`` when the
-    filter must see whole items (no filter, or one that cannot name its keys)."""
+    filter must see whole items (no filter, or one that cannot name its keys).
+
+    Kept while the filter lives: every page of a scan, chunk of a count and batch of a
+    task reuses the functions already made for its shapes.
+    """
     if filter is None:
         return None
+    try:
+        with _cache_lock:
+            cached = _CACHE.get(filter)
+    except TypeError:  # not hashable, or no weak reference to it
+        cached = None
+    if cached is not None:
+        return cached
     named = getattr(filter, "top_level_fields", None)
     if named is None:
         return None
     fields = named()
     if fields is None or len(fields) > _MAX_FIELDS:
         return None
-    return _Tests(filter, frozenset(fields))
+    # The cached tests must not hold the filter itself (the cache would keep it alive):
+    # a compiled filter's bare predicate answers the same.
+    predicate = getattr(filter, "predicate", None)
+    if not callable(predicate):
+        return _Tests(filter, frozenset(fields))
+    made = _Tests(predicate, frozenset(fields))
+    with contextlib.suppress(TypeError), _cache_lock:
+        _CACHE[filter] = made
+    return made
 
 
 def accepted(frozen: Iterable[Frozen], filter: ItemFilter) -> list[Frozen]:

@@ -76,7 +76,6 @@ DRAFT: Final = "DRAFT"
 """The draft status value."""
 
 _STATUS_OF: Final = {PUBLISH_DATE: PUBLISHED, DRAFT_DATE: DRAFT}
-_CHUNK: Final = CHUNK
 
 
 class ScheduleEntry(NamedTuple):
@@ -162,8 +161,8 @@ class PublishScheduler:
                 groups.setdefault((entry.collection, entry.environment), {})[entry.item_id] = None
             for (collection, environment), ids in groups.items():
                 id_list = list(ids)
-                for start in range(0, len(id_list), _CHUNK):
-                    chunk = id_list[start : start + _CHUNK]
+                for start in range(0, len(id_list), CHUNK):
+                    chunk = id_list[start : start + CHUNK]
                     self._apply_chunk(collection, environment, chunk, now, due)
         return self.next_due()
 
