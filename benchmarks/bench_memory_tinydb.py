@@ -1,6 +1,7 @@
 """MemoryStorage against TinyDB's in-memory storage, in CPU time.
 
-Run: ``.venv/bin/python benchmarks/bench_memory_tinydb.py [--items N ...] [--rounds N]``
+Run: ``.venv/bin/python benchmarks/bench_memory_tinydb.py [--items N ...] [--rounds N]
+[--ops OP ...]``
 after ``pip install -e '.[bench]'``. Never passes or fails on time.
 
 The four operations of ``bench_peers.py`` (same seeded items, task specs and TinyDB
@@ -59,12 +60,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--items", type=int, nargs="+", default=[100_000])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--ops", nargs="+", choices=OPS, default=list(OPS))
     args = parser.parse_args()
     print("| items | operation | taskengine µs/item | TinyDB µs/item | taskengine ÷ TinyDB |")
     print("|---:|---|---:|---:|---:|")
     for count in args.items:
         items = make_items(count)
-        for op in OPS:
+        for op in args.ops:
             ours: list[float] = []
             theirs: list[float] = []
             for round_ in range(args.rounds):

@@ -24,7 +24,7 @@ import copy
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -126,6 +126,22 @@ class Filter(functools.partial[bool]):
         """
         fields: frozenset[str] | None = self.__dict__["_fields"]
         return fields
+
+    def row_predicate(
+        self, positions: Mapping[str, int], thaw: Callable[[Any], Any] | None = None
+    ) -> Callable[[Sequence[Any]], bool] | None:
+        """This filter over rows (tuples of an item's top-level values), or ``None``.
+
+        The row holds the value of key ``k`` at ``row[positions[k]]``; a key not in
+        ``positions`` is absent from the item. A value whose class is ``tuple`` is
+        passed through ``thaw`` first (a storage's form of a container; left as it is
+        when ``thaw`` is ``None``). The answer is the filter's on the item the row
+        stands for, without building it: ``MemoryStorage`` asks once per item shape.
+        ``None`` when this filter cannot be generated that way (use it on items).
+        """
+        from taskengine.filters._rows import row_predicate
+
+        return row_predicate(self.func, positions, thaw)
 
     @property
     def predicate(self) -> Predicate:

@@ -8,6 +8,10 @@ and calls the filter on it: a filter on one field of a five-field item looks at 
 one-key dict instead of a fresh copy of the item with its lists. The answer is the
 same, since the keys left out cannot change it.
 
+A filter that can also be generated over rows (``Filter.row_predicate``: a compiled
+filter that is one expression) gets, per shape, that form over the frozen tuple
+itself: the values read by position, no dict built, one call per item.
+
 A filter without the method (any callable is an ``ItemFilter``), or one that cannot
 name its keys, sees the whole thawed item, as before.
 """
@@ -15,6 +19,7 @@ name its keys, sees the whole thawed item, as before.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import threading
 import weakref
 from collections.abc import Callable, Iterable
@@ -28,6 +33,9 @@ __all__ = ["FrozenTest", "frozen_tests"]
 FrozenTest: TypeAlias = Callable[[Frozen], bool]
 """The filter's answer for one frozen item."""
 
+_RowMaker: TypeAlias = Callable[[], Callable[..., FrozenTest | None] | None]
+"""A weak reference to a filter's ``row_predicate`` (``None`` once the filter is gone)."""
+
 _MAX_FIELDS = 16  # more keys than this: thawing the whole item costs about the same
 
 _CACHE: weakref.WeakKeyDictionary[Any, _Tests] = weakref.WeakKeyDictionary()
@@ -37,20 +45,34 @@ _cache_lock = threading.Lock()
 class _Tests(dict[int, FrozenTest]):
     """The test of each item shape, made on first use (``tests[item[0]](item)``)."""
 
-    __slots__ = ("_fields", "_filter", "_lock")
+    __slots__ = ("_fields", "_filter", "_lock", "_rows")
 
-    def __init__(self, filter: ItemFilter, fields: frozenset[str]) -> None:
+    def __init__(
+        self, filter: ItemFilter, fields: frozenset[str], rows: _RowMaker | None = None
+    ) -> None:
         super().__init__()
         self._filter = filter
         self._fields = fields
+        self._rows = rows
         self._lock = threading.Lock()
 
     def __missing__(self, shape: int) -> FrozenTest:
         with self._lock:
             made = self.get(shape)
             if made is None:
-                made = self[shape] = _compile(self._filter, self._fields, shape)
+                made = self[shape] = self._make(shape)
         return made
+
+    def _make(self, shape: int) -> FrozenTest:
+        """The filter's row form over the shape's tuples when it has one, else
+        :func:`_compile`."""
+        maker = None if self._rows is None or not shape else self._rows()
+        if maker is not None:
+            keys = shape_keys[shape]
+            made = maker({key: index + 1 for index, key in enumerate(keys)}, thaw_value)
+            if made is not None:
+                return made
+        return _compile(self._filter, self._fields, shape)
 
 
 def frozen_tests(filter: ItemFilter | None) -> dict[int, FrozenTest] | None:
@@ -80,7 +102,10 @@ def frozen_tests(filter: ItemFilter | None) -> dict[int, FrozenTest] | None:
     predicate = getattr(filter, "predicate", None)
     if not callable(predicate):
         return _Tests(filter, frozenset(fields))
-    made = _Tests(predicate, frozenset(fields))
+    # The filter's row form (``Filter.row_predicate``), held weakly for the same reason.
+    rows = getattr(filter, "row_predicate", None)
+    maker = weakref.WeakMethod(rows) if inspect.ismethod(rows) else None
+    made = _Tests(predicate, frozenset(fields), maker)
     with contextlib.suppress(TypeError), _cache_lock:
         _CACHE[filter] = made
     return made
