@@ -150,42 +150,50 @@ class ChunkedItems:
     def replace(self, batch: Mapping[str, Frozen]) -> dict[str, Frozen]:
         """Overwrite the stored ids of ``batch``; return what they held (others: ignored).
 
-        One bisection per id at most (ids in order mostly stay in the chunk found for
-        the one before), and one new item tuple per chunk touched.
+        One bisection per id at most, one new item tuple per chunk touched. A batch of a
+        page's ids comes in order, so the next id is first looked for a few places on
+        from the last one found, before any bisection.
         """
         maxes, all_keys, all_vals = self._maxes, self._keys, self._vals
         count = len(maxes)
         prior: dict[str, Frozen] = {}
         low, top = "", ""  # the bounds of the current chunk: low < id <= top
         keys: tuple[str, ...] = ()
-        vals: list[Frozen] | None = None
-        index = -1
-        position = -1  # where the last id was found in its chunk
+        size = 0  # len(keys)
+        vals: list[Frozen] = []  # the current chunk's items, being overwritten
+        index = -1  # the current chunk (-1: none)
+        position = -1  # where the last id was found in it
         for key, value in batch.items():
+            # The next place, then the one after (a filtered batch skips items).
+            position += 1
+            if position < size and keys[position] == key:
+                prior[key] = vals[position]
+                vals[position] = value
+                continue
+            position += 1
+            if position < size and keys[position] == key:
+                prior[key] = vals[position]
+                vals[position] = value
+                continue
             if not low < key <= top:
-                if vals is not None:
+                if index >= 0:
                     all_vals[index] = tuple(vals)
-                    vals = None
                 index = bisect_left(maxes, key)
-                if index == count:
+                if index == count:  # above every stored id
                     low, top = maxes[-1] if maxes else "", "\U0010ffff" * 8
-                    index = -1
+                    index, keys, size, vals, position = -1, (), 0, [], -1
                     continue
                 low, top = (maxes[index - 1] if index else ""), maxes[index]
                 keys = all_keys[index]
-                position = -1
+                size = len(keys)
+                vals = list(all_vals[index])
             if index < 0:
                 continue
-            # A batch of a page's ids, in order, mostly holds the next id of the chunk.
-            position += 1
-            if position >= len(keys) or keys[position] != key:
-                position = bisect_left(keys, key)
+            position = bisect_left(keys, key)  # low < key <= top: position < size
             if keys[position] == key:
-                if vals is None:
-                    vals = list(all_vals[index])
                 prior[key] = vals[position]
                 vals[position] = value
-        if vals is not None:
+        if index >= 0:
             all_vals[index] = tuple(vals)
         return prior
 

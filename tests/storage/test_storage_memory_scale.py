@@ -154,6 +154,8 @@ _ops = st.lists(
     st.one_of(
         st.tuples(st.just("write"), st.dictionaries(_keys, st.one_of(st.none(), _keys))),
         st.tuples(st.just("replace"), st.dictionaries(_keys, _keys)),
+        # A task's batch: stored ids in order, some skipped (what a filter leaves out).
+        st.tuples(st.just("replace stored"), st.lists(st.booleans(), min_size=1), _keys),
         st.tuples(st.just("page"), st.one_of(st.none(), _keys), st.integers(1, 40)),
     ),
     max_size=30,
@@ -178,8 +180,14 @@ def test_chunked_items_agree_with_a_dict(ops: list[tuple[Any, ...]], load: int) 
                     else:
                         model[key] = value
                 chunked.check()
-            elif op[0] == "replace":
-                batch = {key: (value,) for key, value in op[1].items()}
+            elif op[0].startswith("replace"):
+                if op[0] == "replace":
+                    batch = {key: (value,) for key, value in op[1].items()}
+                else:
+                    mask, value = op[1], op[2]
+                    stored = sorted(model)
+                    chosen = [k for n, k in enumerate(stored) if mask[n % len(mask)]]
+                    batch = dict.fromkeys(chosen, (value,))
                 prior = chunked.replace(batch)
                 assert prior == {key: model[key] for key in batch if key in model}
                 model.update({key: batch[key] for key in prior})
