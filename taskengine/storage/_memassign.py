@@ -82,7 +82,26 @@ def assigners(change: object) -> dict[int, Assigner | None] | None:
             return None
     elif type(assignment.source) is not str:
         return None
-    return _Assigners(assignment)
+    # Kept per assignment: a task asks again for every batch, with an equal one. The
+    # key is type-strict (``1``, ``True`` and ``1.0`` are equal, and so are ``0.0`` and
+    # ``-0.0``, or one instant at two offsets: each needs its own assigners).
+    values = value if assignment.append else (value,)
+    key = (
+        assignment.target,
+        assignment.source,
+        assignment.append,
+        tuple((type(each), repr(each)) for each in values),
+    )
+    made = _CACHE.get(key)
+    if made is None:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()  # atomic, unlike evicting one entry while threads look
+        made = _CACHE.setdefault(key, _Assigners(assignment))
+    return made
+
+
+_CACHE: dict[tuple[Any, ...], _Assigners] = {}
+_CACHE_SIZE = 64
 
 
 def _storable_scalar(value: Any) -> bool:

@@ -126,7 +126,8 @@ class ScheduledItems(ChunkedItems):
     def replace(self, batch: Mapping[str, Frozen]) -> dict[str, Frozen]:
         """As :meth:`ChunkedItems.replace`; the dates of the items replaced are indexed."""
         prior = super().replace(batch)
-        if _may_hold_dates(batch.values()) or _may_hold_dates(prior.values()):
+        # An item replaced held a date only if some stored item did (``_live``).
+        if _may_hold_dates(batch.values()) or (self._live and _may_hold_dates(prior.values())):
             self._index([(item_id, batch[item_id], old) for item_id, old in prior.items()])
         return prior
 

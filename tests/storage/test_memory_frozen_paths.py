@@ -176,3 +176,27 @@ def test_equal_values_that_are_not_identical_are_written() -> None:
         "c", "LIVE", after=None, limit=100, filter=None, change=CopyField("a", "b")
     )
     assert (copied.written, copied.unchanged) == (5, 2)
+
+
+def test_equal_assignments_that_are_not_identical_write_their_own_values() -> None:
+    # Assigners are kept per assignment across batches: one made for ``1`` must not do
+    # the work of ``True``, ``1.0`` or of the same instant at another offset.
+    changes: list[ItemChange] = [
+        EditField.of("tags", Operations(add_items=[1])),
+        EditField.of("tags", Operations(add_items=[True])),
+        EditField.of("tags", Operations(add_items=[1.0])),
+        EditField.of("tags", Operations(add_items=[0.0])),
+        EditField.of("tags", Operations(add_items=[-0.0])),
+        SetField("when", WHEN),
+        SetField("when", WHEN.astimezone(timezone.utc)),
+        SetField("when", WHEN),
+    ]
+    items = [{"_id": f"{n:02d}", "tags": ["x"]} for n in range(3)]
+    fast, slow = _store(items), _store(items)
+    for change in changes:
+        fast.change_matching("c", "LIVE", after=None, limit=100, filter=None, change=change)
+        slow.change_matching("c", "LIVE", after=None, limit=100, filter=None, change=_Whole(change))
+    stored = fast.scan("c", "LIVE").items
+    assert repr(stored) == repr(slow.scan("c", "LIVE").items)
+    assert repr(stored[0]["tags"]) == "['x', 1, True, 1.0, 0.0, -0.0]"
+    assert stored[0]["when"].utcoffset() == WHEN.utcoffset()
