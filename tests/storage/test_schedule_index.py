@@ -383,3 +383,23 @@ def test_postgres_version_1_database_gets_the_columns_in_place(pg_database: str)
             text = " ".join(row[0] for row in plan)
             assert "_due" in text, text
             assert "Index" in text, text
+
+
+@pytest.mark.parametrize("rewrite", ["remove", "set"])
+def test_memory_batch_that_takes_dates_away_unindexes_them(rewrite: str) -> None:
+    # A set-based batch replacing dated items by undated ones (cancel scheduling, or a
+    # date field set to a string) must take their entries out of the index.
+    from taskengine.tasktypes._changes import RemoveFields, SetField
+
+    storage = MemoryStorage()
+    storage.create_collection("c", publish_plugin=True)
+    # Undated items of the shape the dated ones get: a shape the index knows holds none.
+    storage.insert_items("c", "LIVE", [{"_id": f"u{n}", "n": n} for n in range(3)])
+    storage.insert_items(
+        "c", "LIVE", [{"_id": f"{n:02d}", "_publishDate": T0, "n": n} for n in range(6)]
+    )
+    change = RemoveFields(DATE_FIELDS) if rewrite == "remove" else SetField("_publishDate", "x")
+    storage.change_matching("c", "LIVE", after=None, limit=100, filter=None, change=change)
+    storage._check()
+    assert storage.due_items("c", "LIVE", T0 + timedelta(days=1), limit=10) == []
+    assert storage.next_due_date("c", "LIVE") is None
