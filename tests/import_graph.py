@@ -25,6 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("taskengine._servers",),
     ("taskengine.tasktypes",),
     ("taskengine.engine",),
+    ("taskengine._runner", "taskengine._settings", "taskengine._paging"),
     ("taskengine._batches", "taskengine._queue", "taskengine._services"),
     ("taskengine._slices",),
     ("taskengine._ownership",),
