@@ -27,6 +27,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("taskengine.engine",),
     ("taskengine._runner", "taskengine._settings", "taskengine._paging"),
     ("taskengine._batches", "taskengine._queue", "taskengine._services"),
+    ("taskengine._setstep",),
+    ("taskengine._recorder",),
     ("taskengine._slices",),
     ("taskengine._ownership",),
     ("taskengine._writes",),
