@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("taskengine.cli",),
     ("taskengine.dashboard",),
     ("taskengine.http", "taskengine.testing"),
-    ("taskengine._servers",),
+    ("taskengine._servers", "taskengine._httpwire"),
     ("taskengine.tasktypes",),
     ("taskengine.engine",),
     ("taskengine._runner", "taskengine._settings", "taskengine._paging"),
