@@ -31,6 +31,7 @@ from taskengine._lease import new_owner_id
 from taskengine._ownership import Ownership
 from taskengine._paging import MAX_OFFSET, MAX_PAGE, TaskPage, check_paging
 from taskengine._queue import WorkQueue
+from taskengine._retention import live_task, sweep_expired
 from taskengine._runner import Runner
 from taskengine._services import Services, load_plugin
 from taskengine._settings import check_settings
@@ -52,8 +53,6 @@ __all__ = [
     "TaskEngine",
     "TaskPage",
 ]
-
-_SWEEP_CHUNK = 500  # expired tasks deleted per store call in a sweep
 
 
 class TaskEngine:
@@ -465,30 +464,12 @@ class TaskEngine:
         before every list; reads of an expired task also remove it.
         """
         moment = self.clock.now() if now is None else now
-        removed = 0
-        while True:
-            # The store finds them by its expiry index: a sweep costs what it removes.
-            expired = self.task_store.expired(moment, _SWEEP_CHUNK)
-            if expired:
-                # A task's slices go with it (first: a crash between leaves no orphan).
-                if self._slices.enabled:
-                    self.task_store.delete(self._slices.slices_of(expired))
-                removed += self.task_store.delete(expired)
-            if len(expired) < _SWEEP_CHUNK:
-                return removed
+        return sweep_expired(self.task_store, self._slices, moment)
 
     # -- internals: reads ---------------------------------------------------------------
 
     def _get_live(self, task_id: str) -> Task:
-        if not isinstance(task_id, str):
-            raise TaskNotFound(repr(task_id))
-        task = self.task_store.get(task_id)
-        if task is None:
-            raise TaskNotFound(task_id)
-        if task.expires_at is not None and task.expires_at <= self.clock.now():
-            self.task_store.delete([*task.slice_ids, task.id])  # its slices go with it
-            raise TaskNotFound(task_id)
-        return task
+        return live_task(self.task_store, self.clock, task_id)
 
     # -- internals: bookkeeping -------------------------------------------------------
 

@@ -25,7 +25,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("taskengine._servers", "taskengine._httpwire"),
     ("taskengine.tasktypes",),
     ("taskengine.engine",),
-    ("taskengine._runner", "taskengine._settings", "taskengine._paging"),
+    ("taskengine._runner", "taskengine._settings", "taskengine._paging", "taskengine._retention"),
     ("taskengine._batches", "taskengine._queue", "taskengine._services"),
     ("taskengine._setstep",),
     ("taskengine._recorder",),
