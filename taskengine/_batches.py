@@ -29,22 +29,26 @@ last committed batch. On any other adapter a batch whose write failed is *settle
 (:mod:`taskengine._writes`), and so is one whose items committed but whose task save
 failed (a task store that does not share the storage's transactions). See
 docs/durability.md.
+
+Recording a batch in its task, settling and the retry policy are
+:mod:`taskengine._recorder`; a batch the storage runs itself (set-based) is
+:mod:`taskengine._setstep`.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import TYPE_CHECKING, TypeVar
 
 import attrs
 
 from taskengine import codes
+from taskengine._recorder import Gone, Recorder, Stopped, Unsettled, retry
+from taskengine._setstep import make_set_step
 from taskengine._taskjson import stored_options
-from taskengine._writes import WHOLE_TASK, settle_writes, write_changes
 from taskengine.errors import (
     CollectionNotFound,
     InvalidItem,
@@ -56,16 +60,15 @@ from taskengine.errors import (
 from taskengine.storage.base import WriteResult
 from taskengine.storage.changes import cut_at
 from taskengine.task import Failure, Task, TaskStatus
-from taskengine.tasktype import BatchChanges, ItemFailure, Plan
+from taskengine.tasktype import BatchChanges, Plan
 
 if TYPE_CHECKING:
-    from taskengine._lease import Lease
     from taskengine._ownership import Hold, Ownership
     from taskengine._slices import Slices
     from taskengine.clock import Clock
     from taskengine.storage.base import Storage
     from taskengine.taskstore import TaskStore
-    from taskengine.tasktype import Executor, TaskType
+    from taskengine.tasktype import TaskType
 
 __all__ = ["Batches"]
 
@@ -73,24 +76,6 @@ _log = logging.getLogger("taskengine.engine")
 
 _NOTHING = BatchChanges()
 _T = TypeVar("_T")
-
-
-class _Stopped(Exception):
-    """The engine is stopping: leave the task RUNNING where it is."""
-
-
-class _Gone(Exception):
-    """The task is no longer RUNNING under this run (finished or removed): stop."""
-
-
-class _Unsettled(Exception):
-    """A batch's write failed after it may have written something: settle, never redo."""
-
-    def __init__(self, changes: BatchChanges, cursor: str | None, error: StorageError) -> None:
-        super().__init__(str(error))
-        self.changes = changes
-        self.cursor = cursor
-        self.error = error
 
 
 @attrs.define
@@ -140,6 +125,7 @@ class Batches:
     _rolls_back: bool = attrs.field(init=False)
     _exact: bool = attrs.field(init=False)
     _inside: bool = attrs.field(init=False)
+    _recorder: Recorder = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         # Capabilities are declared by the adapter (see the Storage protocol) and the
@@ -154,6 +140,18 @@ class Batches:
         # would wait inside the block for the write lock the block itself holds.
         self._inside = self._shared or (
             self._rolls_back and getattr(self.task_store, "process_private", False) is True
+        )
+        self._recorder = Recorder(
+            storage=self.storage,
+            task_store=self.task_store,
+            clock=self.clock,
+            retention=self.retention,
+            max_retries=self.max_retries,
+            retry_delay=self.retry_delay,
+            stopping=self.stopping,
+            ownership=self.ownership,
+            inside=self._inside,
+            rolls_back=self._rolls_back,
         )
 
     def run(self, task_id: str, hold: Hold, *, sync: bool) -> None:
@@ -181,7 +179,7 @@ class Batches:
         task_id = task.id
         try:
             self._execute(task, hold, sync=sync)
-        except (_Stopped, _Gone):
+        except (Stopped, Gone):
             return
         except LeaseLost:
             hold.lost = True
@@ -319,8 +317,22 @@ class Batches:
         # The protocol lets an adapter return items its filter rejects, so the engine
         # re-checks, except on adapters that declare exact scans (a second call per item).
         recheck = accept if accept is not None and not self._exact else None
-        scan, commit, atomic = storage.scan, self._commit, storage.atomic
-        set_step = self._set_step(hold, task_id, executor, plan, target_lock, until)
+        scan, commit, atomic = storage.scan, self._recorder.commit, storage.atomic
+        set_step = None
+        if self._inside and self._rolls_back:
+            set_step = make_set_step(
+                self.storage,
+                self.set_batch_size,
+                self.clock,
+                self.ownership,
+                self._recorder,
+                hold,
+                task_id,
+                executor,
+                plan,
+                target_lock,
+                until,
+            )
 
         # The previous batch (its scanned copies) is let go right after the next page is
         # read, as a hand-written ``page = scan(...)`` loop does, so apply and the write
@@ -351,8 +363,10 @@ class Batches:
                         changes = apply(plan, items) if items else _NOTHING
                         written, updated = commit(hold, task_id, plan, changes, cursor)
                     if updated is None:
-                        updated = self._record_after(hold, task_id, plan, changes, written, cursor)
-                except _Gone:
+                        updated = self._recorder.record_after(
+                            hold, task_id, plan, changes, written, cursor
+                        )
+                except Gone:
                     return None, _NOTHING, None, None
             return cursor, changes, written, updated
 
@@ -368,13 +382,13 @@ class Batches:
                 self.finish(task_id, Failure.cancelled(), hold)
                 return
             if stopping.is_set() and not sync:
-                raise _Stopped
+                raise Stopped
             gave_up: StorageError | None = None
             try:
                 cursor, changes, written, updated = self._retry(batch, sync)
-            except _Unsettled as unsettled:
+            except Unsettled as unsettled:
                 cursor, changes = unsettled.cursor, unsettled.changes
-                written, updated, gave_up = self._settle(
+                written, updated, gave_up = self._recorder.settle(
                     hold, task_id, plan, unsettled, target_lock
                 )
             if written is not None and (
@@ -392,83 +406,6 @@ class Batches:
             del changes, written
             checkpoint = cursor
 
-    def _set_step(
-        self,
-        hold: Hold,
-        task_id: str,
-        executor: Executor,
-        plan: Plan,
-        target_lock: threading.Lock,
-        until: str | None,
-    ) -> (
-        Callable[[str | None], tuple[str | None, BatchChanges, WriteResult | None, Task | None]]
-        | None
-    ):
-        """The batch step done by the storage itself (a set-based batch), when it can be.
-
-        It can when the executor states its change as an ``ItemChange``
-        (``executor.item_change(plan)``), the storage implements ``change_matching``, and
-        the batch's writes and its checkpoint are one block that rolls back (a failed
-        batch is retried whole, as on the scan path).
-        """
-        make = getattr(executor, "item_change", None)
-        # Looked up on the class: a wrapping adapter that delegates unknown attributes to
-        # another one (``__getattr__``) must not have its own writes bypassed.
-        unbound = getattr(type(self.storage), "change_matching", None)
-        if make is None or unbound is None or not (self._inside and self._rolls_back):
-            return None
-        change = make(plan)
-        if change is None:
-            return None
-        bounded: dict[str, str] = {}
-        if until is not None:
-            # A slice needs the ``until`` bound; an adapter without it scans instead.
-            if "until" not in inspect.signature(unbound).parameters:
-                return None
-            bounded["until"] = until
-        change_matching = unbound.__get__(self.storage)
-        collection, environment, accept = plan.collection, plan.environment, plan.filter
-        batch_size, atomic, clock = self.set_batch_size, self.storage.atomic, self.clock
-
-        def set_step(
-            checkpoint: str | None,
-        ) -> tuple[str | None, BatchChanges, WriteResult | None, Task | None]:
-            with target_lock:
-                try:
-                    with atomic():
-                        now = clock.now()
-                        fence = self.ownership.fence(hold, now)
-                        result = change_matching(
-                            collection,
-                            environment,
-                            after=checkpoint,
-                            limit=batch_size,
-                            filter=accept,
-                            change=change,
-                            **bounded,
-                        )
-                        changes = BatchChanges(
-                            failures=[
-                                ItemFailure(item_id, codes.ITEM_VALIDATION, reason)
-                                for item_id, reason in result.refused
-                            ],
-                            unchanged=result.unchanged,
-                        )
-                        written = WriteResult(result.done, result.missing)
-                        # Items written without their ids reported (the change did not
-                        # ask for them) count as succeeded all the same.
-                        counted = attrs.evolve(
-                            changes, unchanged=result.unchanged + result.written - len(result.done)
-                        )
-                        updated = self._record(
-                            fence, task_id, plan, counted, written, result.cursor, now
-                        )
-                except _Gone:
-                    return None, _NOTHING, None, None
-            return result.cursor, changes, written, updated
-
-        return set_step
-
     def _target_lock(self, collection: str, environment: str) -> threading.Lock:
         with self.changed:
             lock = self._target_locks.get((collection, environment))
@@ -477,167 +414,4 @@ class Batches:
             return lock
 
     def _retry(self, action: Callable[[], _T], sync: bool) -> _T:
-        attempt = 0
-        while True:
-            try:
-                return action()
-            except WHOLE_TASK:
-                raise
-            except StorageError as exc:
-                if attempt >= self.max_retries:
-                    raise
-                delay = self.retry_delay * (2**attempt)
-                attempt += 1
-                _log.info("storage error, retry %d in %.3fs: %s", attempt, delay, exc)
-                if self.stopping.wait(delay) and not sync:
-                    raise _Stopped from exc
-
-    def _commit(
-        self, hold: Hold, task_id: str, plan: Plan, changes: BatchChanges, cursor: str | None
-    ) -> tuple[WriteResult, Task | None]:
-        """Inside the batch's atomic() block: fence, write the batch, and (when the block
-        holds the task too) record it. Return what was written and the task afterwards
-        (``None`` when it is to be recorded after the block)."""
-        now = self.clock.now()
-        fence = self.ownership.fence(hold, now)
-        try:
-            written = write_changes(self.storage, plan, changes)
-            if not self._inside:
-                return written, None
-            return written, self._record(fence, task_id, plan, changes, written, cursor, now)
-        except WHOLE_TASK:
-            raise
-        except StorageError as exc:
-            if self._rolls_back:
-                raise  # the block undoes the batch: it is retried whole
-            raise _Unsettled(changes, cursor, exc) from exc
-
-    def _record_after(
-        self,
-        hold: Hold,
-        task_id: str,
-        plan: Plan,
-        changes: BatchChanges,
-        written: WriteResult,
-        cursor: str | None,
-    ) -> Task:
-        """Record a batch whose items committed in a block that could not hold the task."""
-        now = self.clock.now()
-        try:
-            return self._record(hold.lease, task_id, plan, changes, written, cursor, now)
-        except StorageError as exc:  # the items are written, the task is not
-            raise _Unsettled(changes, cursor, exc) from exc
-
-    def _record(
-        self,
-        fence: Lease,
-        task_id: str,
-        plan: Plan,
-        changes: BatchChanges,
-        written: WriteResult,
-        cursor: str | None,
-        now: datetime,
-    ) -> Task:
-        """The fenced update of the task after a batch: counters, checkpoint, maybe its end."""
-
-        def change(current: Task) -> Task:
-            if current.status is not TaskStatus.RUNNING:
-                raise _Gone
-            return self._outcome(current, plan, changes, written, cursor)
-
-        updated = self.task_store.update(task_id, change, fence, now=now)
-        if updated is None:
-            raise _Gone
-        return updated
-
-    def _settle(
-        self,
-        hold: Hold,
-        task_id: str,
-        plan: Plan,
-        unsettled: _Unsettled,
-        target_lock: threading.Lock,
-    ) -> tuple[WriteResult | None, Task | None, StorageError | None]:
-        """Settle a batch whose write failed (:func:`settle_writes`), then record it.
-
-        Returns ``(written, the task as recorded or None when it is gone, the error to
-        fail the task with or None)``;
-        the error (``WDE0054``) comes when the retries ran out with items unverified.
-        """
-        changes = unsettled.changes
-        written, unknown, error = settle_writes(
-            self.storage,
-            plan,
-            changes,
-            unsettled.error,
-            target_lock,
-            max_retries=self.max_retries,
-            retry_delay=self.retry_delay,
-        )
-        done, missing = written.done, written.missing
-
-        def change(current: Task) -> Task:
-            if current.status is not TaskStatus.RUNNING:
-                raise _Gone
-            if unknown:
-                return current.with_batch(
-                    len(done), len(missing), _vanished(missing), current.checkpoint
-                )
-            return self._outcome(current, plan, changes, written, unsettled.cursor)
-
-        def record() -> Task | None:
-            now = self.clock.now()
-            try:
-                return self.task_store.update(task_id, change, hold.lease, now=now)
-            except _Gone:
-                return None
-
-        updated = self._retry(record, sync=True)
-        if updated is None:
-            return None, None, None
-        if unknown:
-            gave_up = StorageError(
-                f"{error}; a batch could not be completed: {len(done) + len(missing)} of its "
-                f"items are counted (proven written or gone), {unknown} left unwritten or "
-                "unverified"
-            )
-            gave_up.__cause__ = error
-            return written, updated, gave_up
-        return written, updated, None
-
-    def _outcome(
-        self,
-        task: Task,
-        plan: Plan,
-        changes: BatchChanges,
-        written: WriteResult,
-        cursor: str | None,
-    ) -> Task:
-        """The task after a batch whose writes did ``written``: counters, checkpoint, end."""
-        done, missing = written.done, written.missing
-        failures = [Failure(f.code, f.description, {"itemId": f.item_id}) for f in changes.failures]
-        failures.extend(_vanished(missing))
-        updated = task.with_batch(
-            len(done) + changes.unchanged,
-            len(changes.failures) + len(missing),
-            failures,
-            cursor,
-        )
-        if updated.cancel_requested:
-            updated = updated.finished(
-                TaskStatus.FAILED, self.clock.now(), self.retention, Failure.cancelled()
-            )
-        elif cursor is None:
-            updated = updated.finished(TaskStatus.COMPLETED, self.clock.now(), self.retention)
-            processed = updated.items_succeeded + updated.items_failed
-            if plan.filter is not None and updated.estimated_item_count != processed:
-                # The re-estimate: every item the filter accepted has been processed.
-                updated = attrs.evolve(updated, estimated_item_count=processed)
-        return updated
-
-
-def _vanished(missing: Iterable[str]) -> list[Failure]:
-    return [
-        Failure(codes.ITEM_VANISHED, f"item {item_id!r} no longer exists", {"itemId": item_id})
-        for item_id in missing
-    ]
+        return retry(action, self.max_retries, self.retry_delay, self.stopping, sync=sync)

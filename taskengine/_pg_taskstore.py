@@ -2,22 +2,8 @@
 
 The tasks are rows of ``taskengine_tasks`` in the SQLite task store's row format
 (:mod:`taskengine._taskrow`), with the lease in three columns beside them; leader leases
-are rows of ``taskengine_leaders``, one per role. The schema is the ``taskstore``
-component's in ``taskengine_schema`` (:meth:`PgDatabase.ensure_schema`), version 2
-(version 1 had no slice columns: opening it adds them in place, in one transaction):
-
-* ``seq`` (``BIGINT`` identity, the creation order), ``id`` (unique), the task's columns as
-  :data:`taskengine._taskrow.COLUMNS` writes them (dates as ISO text, counters and
-  ``cancel_requested`` as integers, options and failures as JSON text), except
-  ``checkpoint``, which is ``BYTEA`` (the cursor's UTF-8): a scan cursor is an item id, an
-  item id may hold NUL, and PostgreSQL text cannot;
-* ``lease_owner``, ``lease_token`` (0: never claimed), ``lease_expires`` (integer epoch
-  milliseconds, compared with ``now`` in SQL);
-* the slice columns (docs/slices.md): ``parent``, ``slice_until`` (``BYTEA``, an item id
-  like the checkpoint), ``slices`` and ``split`` (JSON text), with an index of the tasks
-  that are not slices (the ones lists show);
-* ``taskengine_leaders (role, owner, token, expires)``: a resigned role keeps its row, with
-  ``owner`` and ``expires`` ``NULL``, so that its token keeps growing.
+are rows of ``taskengine_leaders``, one per role: the tables and their versions are
+:mod:`taskengine._pg_taskschema`, the ownership operations :mod:`taskengine._pg_leases`.
 
 Every operation is one statement, or one transaction, whose conditions PostgreSQL
 checks on the row it changes: under ``READ COMMITTED`` a statement that finds the row
@@ -55,22 +41,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
-
-import attrs
 
 from taskengine import _taskrow as rows
 from taskengine._lease import (
     Lease,
-    check_owner,
-    check_role,
     epoch_ms,
     fence_time,
-    from_epoch_ms,
-    lease_until,
 )
-from taskengine._values import INT64_MAX, encodable
+from taskengine._pg_leases import LIVE, UNFINISHED, PgLeases, storable
+from taskengine._pg_taskschema import TABLE, open_schema
+from taskengine._values import INT64_MAX
 from taskengine.errors import LeaseLost, StorageError
 from taskengine.storage._pgdatabase import Listener, PgDatabase
 from taskengine.task import Task, TaskStatus, format_timestamp
@@ -88,112 +70,31 @@ CHANNEL = "taskengine_tasks"
 _CANCELLED = " cancel"
 _DONE = " done"
 
-_COMPONENT = "taskstore"
-_VERSION = 2
-_TABLE = "taskengine_tasks"
-_LEADERS = "taskengine_leaders"
 _CHECKPOINT = 11  # the checkpoint's index in a row (rows.COLUMNS order)
 _BYTES = (_CHECKPOINT, rows.UNTIL)  # item ids: UTF-8 bytes (an id may hold NUL)
-_SLICE_COLUMNS = (
-    "parent TEXT",
-    "slice_until BYTEA",
-    "slices INTEGER NOT NULL DEFAULT 1",
-    "split TEXT",
-)
-_SCHEMA = (
-    f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
-    " seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-    ' id TEXT COLLATE "C" NOT NULL UNIQUE,'
-    " type TEXT NOT NULL,"
-    " status TEXT NOT NULL,"
-    " created_at TEXT NOT NULL,"
-    " started_at TEXT,"
-    " finished_at TEXT,"
-    " expires_at TEXT,"
-    " estimated_item_count BIGINT NOT NULL,"
-    " items_succeeded BIGINT NOT NULL,"
-    " items_failed BIGINT NOT NULL,"
-    " cancel_requested SMALLINT NOT NULL,"
-    " checkpoint BYTEA,"
-    " options_key TEXT NOT NULL,"
-    " options TEXT NOT NULL,"
-    " failures TEXT NOT NULL,"
-    " lease_owner TEXT,"
-    " lease_token BIGINT NOT NULL DEFAULT 0,"
-    " lease_expires BIGINT)",
-    # Version 1 had no slice columns; a new table gets them here too.
-    *(f"ALTER TABLE {_TABLE} ADD COLUMN IF NOT EXISTS {column}" for column in _SLICE_COLUMNS),
-    f"CREATE INDEX IF NOT EXISTS {_TABLE}_top ON {_TABLE} (seq) WHERE parent IS NULL",
-    # Claimers scan the unfinished tasks in creation order; finished ones pile up until
-    # their retention ends, so they stay out of this index.
-    f"CREATE INDEX IF NOT EXISTS {_TABLE}_unfinished ON {_TABLE} (seq)"
-    " WHERE status IN ('NEW', 'RUNNING')",
-    f"CREATE INDEX IF NOT EXISTS {_TABLE}_expiry ON {_TABLE} (expires_at)"
-    " WHERE expires_at IS NOT NULL",
-    f"CREATE TABLE IF NOT EXISTS {_LEADERS} ("
-    ' role TEXT COLLATE "C" PRIMARY KEY, owner TEXT, token BIGINT NOT NULL, expires BIGINT)',
-)
 _NAMES = [column.strip() for column in rows.COLUMNS.split(",")]
 _MARKS = ", ".join(["%s"] * len(_NAMES))
 _SET = ", ".join(f"{name} = %s" for name in _NAMES[1:])
 _INSERT = (
-    f"WITH added AS (INSERT INTO {_TABLE} ({rows.COLUMNS}) VALUES ({_MARKS})"
+    f"WITH added AS (INSERT INTO {TABLE} ({rows.COLUMNS}) VALUES ({_MARKS})"
     " ON CONFLICT (id) DO NOTHING RETURNING id)"
     f" SELECT pg_notify('{CHANNEL}', id) FROM added"
 )
 _UPSERT = (
-    f"INSERT INTO {_TABLE} ({rows.COLUMNS}) VALUES ({_MARKS}) ON CONFLICT (id) DO UPDATE SET "
+    f"INSERT INTO {TABLE} ({rows.COLUMNS}) VALUES ({_MARKS}) ON CONFLICT (id) DO UPDATE SET "
     + ", ".join(f"{name} = EXCLUDED.{name}" for name in _NAMES[1:])
 )
-_UPDATE = f"UPDATE {_TABLE} SET {_SET} WHERE id = %s"
-_UNFINISHED = "status IN ('NEW', 'RUNNING')"
-_CURRENT = "lease_owner = %s AND lease_token = %s"
-_LIVE = f"{_CURRENT} AND lease_expires > %s"
-_FENCED_SAVE = f"{_UPDATE} AND {_LIVE}"
-_LOCK = f"SELECT {rows.COLUMNS} FROM {_TABLE} WHERE id = %s"
-_FENCED_LOCK = f"{_LOCK} AND {_LIVE}"
-_FENCE = f"SELECT 1 FROM {_TABLE} WHERE id = %s AND {_LIVE} FOR NO KEY UPDATE"
-_CLAIM = (
-    f"UPDATE {_TABLE} SET lease_owner = %s, lease_token = lease_token + 1, lease_expires = %s"
-    f" WHERE id = %s AND {_UNFINISHED} AND (lease_owner IS NULL OR lease_expires <= %s)"
-    " RETURNING lease_token"
-)
-_CLAIMABLE = (
-    f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED}"
-    " AND (lease_owner IS NULL OR lease_expires <= %s)"
-    # A sliced task that started runs as its slices: it is never claimed again.
-    " AND NOT (status = 'RUNNING' AND slices > 1)"
-    " ORDER BY seq LIMIT %s FOR SHARE SKIP LOCKED"
-)
-_RENEW = f"UPDATE {_TABLE} SET lease_expires = %s WHERE id = %s AND {_LIVE}"
-_RELEASE = (
-    f"UPDATE {_TABLE} SET lease_owner = NULL, lease_expires = NULL WHERE id = %s AND {_CURRENT}"
-)
-_LEASE = f"SELECT lease_owner, lease_token, lease_expires FROM {_TABLE} WHERE id = %s"
+_UPDATE = f"UPDATE {TABLE} SET {_SET} WHERE id = %s"
+_FENCED_SAVE = f"{_UPDATE} AND {LIVE}"
+_LOCK = f"SELECT {rows.COLUMNS} FROM {TABLE} WHERE id = %s"
+_FENCED_LOCK = f"{_LOCK} AND {LIVE}"
 _DELETE = (
-    f"DELETE FROM {_TABLE} WHERE id IN"
-    f" (SELECT id FROM {_TABLE} WHERE id = ANY(%s) ORDER BY id FOR UPDATE)"
+    f"DELETE FROM {TABLE} WHERE id IN"
+    f" (SELECT id FROM {TABLE} WHERE id = ANY(%s) ORDER BY id FOR UPDATE)"
 )
-# A new term (token + 1) unless ``owner`` leads live already (a renewal keeps the token);
-# refused (no row) while another owner leads live. SET reads the row as it was.
-_LEAD = (
-    f"INSERT INTO {_LEADERS} AS held (role, owner, token, expires)"
-    " VALUES (%(role)s, %(owner)s, 1, %(until)s)"
-    " ON CONFLICT (role) DO UPDATE SET"
-    " token = CASE WHEN held.owner = EXCLUDED.owner AND held.expires > %(at)s"
-    " THEN held.token ELSE held.token + 1 END,"
-    " owner = EXCLUDED.owner, expires = EXCLUDED.expires"
-    " WHERE held.owner IS NULL OR held.expires <= %(at)s OR held.owner = EXCLUDED.owner"
-    " RETURNING token"
-)
-_RESIGN = (
-    f"UPDATE {_LEADERS} SET owner = NULL, expires = NULL"
-    " WHERE role = %s AND owner = %s AND token = %s"
-)
-_LEADER = f"SELECT owner, token, expires FROM {_LEADERS} WHERE role = %s"
 
 
-class PostgresTaskStore:
+class PostgresTaskStore(PgLeases):
     """Tasks in a PostgreSQL database: durable, and shared by engines on many machines.
 
     Args:
@@ -234,7 +135,7 @@ class PostgresTaskStore:
         # so the update after every batch encodes only what changed (tasks are immutable).
         self._encoded: dict[str, tuple[object, str, object, str]] = {}
         try:
-            self.database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
+            open_schema(self.database)
         except BaseException:
             if self._owned:
                 self.database.close()
@@ -245,7 +146,7 @@ class PostgresTaskStore:
 
     def _row(self, task: Task) -> list[Any]:
         """The row of ``task`` as query parameters (the checkpoint as UTF-8 bytes)."""
-        if not _storable(task.id):
+        if not storable(task.id):
             raise StorageError(f"a task id PostgreSQL cannot store: {task.id!r}")
         if task.status is not TaskStatus.RUNNING:
             self._encoded.pop(task.id, None)
@@ -298,7 +199,7 @@ class PostgresTaskStore:
             return
         at = epoch_ms(fence_time(fence, task.id, now))
         written = 0
-        if _storable(task.id) and _storable(fence.owner):
+        if storable(task.id) and storable(fence.owner):
             args = (*self._row(task)[1:], task.id, fence.owner, fence.token, at)
             with self.database.transaction() as conn:
                 written = conn.execute(_FENCED_SAVE, args).rowcount
@@ -323,7 +224,7 @@ class PostgresTaskStore:
             LeaseLost: ``fence`` is not current and unexpired at ``now``.
         """
         at = None if fence is None else epoch_ms(fence_time(fence, task_id, now))
-        if not _storable(task_id) or (fence is not None and not _storable(fence.owner)):
+        if not storable(task_id) or (fence is not None and not storable(fence.owner)):
             if fence is not None:
                 raise LeaseLost(fence.task_id, fence.owner, fence.token)
             return None
@@ -351,116 +252,11 @@ class PostgresTaskStore:
                 self.database.notify(CHANNEL, task_id + _CANCELLED)
             return updated
 
-    # -- ownership (see TaskStore) -----------------------------------------------------
-
-    def claim(self, task_id: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
-        """Take the task if it is unfinished and not leased, in one ``UPDATE ...
-        RETURNING`` (see :meth:`TaskStore.claim`)."""
-        _check_name(check_owner(owner), "lease owner")
-        until = lease_until(now, duration)
-        if not _storable(task_id):
-            return None
-        with self.database.transaction() as conn:
-            found = conn.execute(_CLAIM, (owner, until, task_id, epoch_ms(now))).fetchone()
-        return None if found is None else Lease(task_id, owner, int(found[0]), from_epoch_ms(until))
-
-    def claimable(self, now: datetime, limit: int) -> list[str]:
-        """Unfinished, unleased task ids, oldest first (see :meth:`TaskStore.claimable`).
-
-        Rows a transaction in progress is changing (a claim, an update, a batch past its
-        fence check) are skipped. Called inside a transaction, the rows listed stay
-        share-locked (no claim can take them) until it ends.
-        """
-        if limit <= 0:
-            return []
-        with self.database.read() as conn:
-            found = conn.execute(_CLAIMABLE, (epoch_ms(now), min(limit, INT64_MAX))).fetchall()
-        return [row[0] for row in found]
-
-    def renew(self, lease: Lease, now: datetime, duration: timedelta) -> Lease:
-        """Extend a current lease to ``now + duration`` (see :meth:`TaskStore.renew`).
-
-        Raises:
-            LeaseLost: the lease is not current and unexpired at ``now``.
-        """
-        until = lease_until(now, duration)
-        renewed = 0
-        if _storable(lease.task_id) and _storable(lease.owner):
-            args = (until, lease.task_id, lease.owner, lease.token, epoch_ms(now))
-            with self.database.transaction() as conn:
-                renewed = conn.execute(_RENEW, args).rowcount
-        if not renewed:
-            raise LeaseLost(lease.task_id, lease.owner, lease.token)
-        return attrs.evolve(lease, expires_at=from_epoch_ms(until))
-
-    def release(self, lease: Lease) -> None:
-        """Give the task up now if the lease is current (see :meth:`TaskStore.release`)."""
-        if not (_storable(lease.task_id) and _storable(lease.owner)):
-            return
-        with self.database.transaction() as conn:
-            conn.execute(_RELEASE, (lease.task_id, lease.owner, lease.token))
-
-    def lease_of(self, task_id: str) -> Lease | None:
-        """The task's lease, live or expired (see :meth:`TaskStore.lease_of`)."""
-        if not _storable(task_id):
-            return None
-        with self.database.read() as conn:
-            row = conn.execute(_LEASE, (task_id,)).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return Lease(task_id, row[0], int(row[1]), from_epoch_ms(int(row[2])))
-
-    def check_fence(self, lease: Lease, now: datetime) -> None:
-        """Raise unless the lease is current and unexpired (see :meth:`TaskStore.check_fence`).
-
-        The check locks the task's row: inside a transaction (or the shared storage's
-        ``atomic()``) no claim can take the task until it ends, so the check and the
-        writes that follow commit or roll back together.
-
-        Raises:
-            LeaseLost: it is not.
-        """
-        row = None
-        if _storable(lease.task_id) and _storable(lease.owner):
-            args = (lease.task_id, lease.owner, lease.token, epoch_ms(now))
-            with self.database.read() as conn:
-                row = conn.execute(_FENCE, args).fetchone()
-        if row is None:
-            raise LeaseLost(lease.task_id, lease.owner, lease.token)
-
-    def lead(self, role: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
-        """Lead the role unless another owner leads it live, in one ``INSERT ... ON
-        CONFLICT DO UPDATE`` (see :meth:`TaskStore.lead`)."""
-        _check_name(check_role(role), "leader role")
-        _check_name(check_owner(owner), "lease owner")
-        until = lease_until(now, duration)
-        args = {"role": role, "owner": owner, "until": until, "at": epoch_ms(now)}
-        with self.database.transaction() as conn:
-            found = conn.execute(_LEAD, args).fetchone()
-        return None if found is None else Lease(role, owner, int(found[0]), from_epoch_ms(until))
-
-    def resign(self, lease: Lease) -> None:
-        """Give the role up now if the lease is current (see :meth:`TaskStore.resign`)."""
-        if not (_storable(lease.task_id) and _storable(lease.owner)):
-            return
-        with self.database.transaction() as conn:
-            conn.execute(_RESIGN, (lease.task_id, lease.owner, lease.token))
-
-    def leader_of(self, role: str) -> Lease | None:
-        """The role's current term, live or expired (see :meth:`TaskStore.leader_of`)."""
-        if not _storable(role):
-            return None
-        with self.database.read() as conn:
-            row = conn.execute(_LEADER, (role,)).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return Lease(role, row[0], int(row[1]), from_epoch_ms(int(row[2])))
-
     # -- reads and housekeeping ----------------------------------------------------------
 
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or ``None``."""
-        if not _storable(task_id):
+        if not storable(task_id):
             return None
         with self.database.read() as conn:
             row = conn.execute(_LOCK, (task_id,)).fetchone()
@@ -471,9 +267,9 @@ class PostgresTaskStore:
         limit = max(0, min(limit, INT64_MAX))
         offset = max(0, min(offset, INT64_MAX))
         with self.database.read() as conn:
-            counted = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE parent IS NULL").fetchone()
+            counted = conn.execute(f"SELECT count(*) FROM {TABLE} WHERE parent IS NULL").fetchone()
             found = conn.execute(
-                f"SELECT {rows.COLUMNS} FROM {_TABLE} WHERE parent IS NULL"
+                f"SELECT {rows.COLUMNS} FROM {TABLE} WHERE parent IS NULL"
                 " ORDER BY seq DESC LIMIT %s OFFSET %s",
                 (limit, offset),
             ).fetchall()
@@ -481,7 +277,7 @@ class PostgresTaskStore:
 
     def delete(self, task_ids: Sequence[str]) -> int:
         """Remove tasks, their leases with them (see :meth:`TaskStore.delete`)."""
-        wanted = sorted({task_id for task_id in task_ids if _storable(task_id)})
+        wanted = sorted({task_id for task_id in task_ids if storable(task_id)})
         if not wanted:
             return 0
         with self.database.transaction() as conn:
@@ -494,19 +290,19 @@ class PostgresTaskStore:
         """Every NEW or RUNNING task, oldest first."""
         with self.database.read() as conn:
             found = conn.execute(
-                f"SELECT {rows.COLUMNS} FROM {_TABLE} WHERE {_UNFINISHED} ORDER BY seq"
+                f"SELECT {rows.COLUMNS} FROM {TABLE} WHERE {UNFINISHED} ORDER BY seq"
             ).fetchall()
         return [_decode(row) for row in found]
 
     def slice_counts(self, task_ids: Sequence[str]) -> dict[str, int]:
         """The ``slices`` of each of these tasks that has more than one (what the sweep
         removes with them, docs/slices.md): one indexed read."""
-        wanted = [task_id for task_id in task_ids if _storable(task_id)]
+        wanted = [task_id for task_id in task_ids if storable(task_id)]
         if not wanted:
             return {}
         with self.database.read() as conn:
             found = conn.execute(
-                f"SELECT id, slices FROM {_TABLE} WHERE id = ANY(%s) AND slices > 1", (wanted,)
+                f"SELECT id, slices FROM {TABLE} WHERE id = ANY(%s) AND slices > 1", (wanted,)
             ).fetchall()
         return {task_id: int(n) for task_id, n in found}
 
@@ -515,7 +311,7 @@ class PostgresTaskStore:
         engine's slice housekeeping looks at: docs/slices.md): only those rows are read."""
         with self.database.read() as conn:
             found = conn.execute(
-                f"SELECT {rows.COLUMNS} FROM {_TABLE}"
+                f"SELECT {rows.COLUMNS} FROM {TABLE}"
                 " WHERE status = 'RUNNING' AND slices > 1 ORDER BY seq"
             ).fetchall()
         return [_decode(row) for row in found]
@@ -528,7 +324,7 @@ class PostgresTaskStore:
         """
         with self.database.read() as conn:
             found = conn.execute(
-                f"SELECT id FROM {_TABLE} WHERE expires_at IS NOT NULL AND expires_at <= %s"
+                f"SELECT id FROM {TABLE} WHERE expires_at IS NOT NULL AND expires_at <= %s"
                 " ORDER BY expires_at, id LIMIT %s",
                 (format_timestamp(now), max(0, int(limit))),
             ).fetchall()
@@ -537,7 +333,7 @@ class PostgresTaskStore:
     def __len__(self) -> int:
         """How many tasks are stored."""
         with self.database.read() as conn:
-            row = conn.execute(f"SELECT count(*) FROM {_TABLE} WHERE parent IS NULL").fetchone()
+            row = conn.execute(f"SELECT count(*) FROM {TABLE} WHERE parent IS NULL").fetchone()
         return 0 if row is None else int(row[0])
 
     def shares_transactions_with(self, storage: Storage) -> bool:
@@ -572,19 +368,3 @@ def _decode(row: tuple[Any, ...]) -> Task:
                 values[index] = bytes(values[index]).decode("utf-8", "surrogatepass")
         row = tuple(values)
     return rows.decode(row)
-
-
-def _storable(text: object) -> bool:
-    """Whether ``text`` is a string PostgreSQL text can hold (no NUL, no lone surrogate):
-    any other id, owner or role is never stored, so it matches nothing."""
-    return type(text) is str and "\x00" not in text and (text.isascii() or encodable(text))
-
-
-def _check_name(name: str, kind: str) -> None:
-    """Refuse an owner or role with a NUL, which PostgreSQL text cannot hold.
-
-    Raises:
-        ValueError: it has one.
-    """
-    if "\x00" in name:
-        raise ValueError(f"a {kind} must not contain NUL for PostgreSQL, got {name!r}")

@@ -1,55 +1,29 @@
 """``SQLiteTaskStore``: tasks in a SQLite file, in the task store's own versioned rows.
 
 The rows are written and read by :mod:`taskengine._taskrow` (the format, column by
-column, is documented there and in docs/durability.md). The version is the ``taskstore``
-component's entry in the file's ``taskengine_schema`` table
-(:meth:`~taskengine.storage._database.Database.ensure_schema`):
-
-* 0 — no task table yet: a writer creates it; a read-only view reads as empty;
-* 1 — the public task JSON in one ``body`` column (releases before the row format): a
-  writer upgrades the file in place, in one transaction (a crash during the upgrade
-  leaves the file as it was); a read-only view reads it as it is, without upgrading;
-* 2 — the rows without lease columns: a writer adds them in place (``ALTER TABLE ADD
-  COLUMN``, in one transaction); a read-only view reads the file as it is, with no task
-  leased;
-* 3 — version 2 plus the lease columns (``lease_owner``, ``lease_token``,
-  ``lease_expires``): a writer adds the leaders table in place (in one transaction); a
-  read-only view reads the file as it is, with no role led;
-* 4 — version 3 plus the ``taskengine_leaders`` table of leader leases (``role``,
-  ``owner``, ``token``, ``expires``): a writer adds the slice columns in place (in one
-  transaction); a read-only view reads the file as it is, with no task sliced;
-* 5 — the current schema: version 4 plus the slice columns (``parent``, ``slice_until``,
-  ``slices``, ``split``; docs/slices.md) and an index of the tasks that are not slices;
-* newer — refused with ``StorageError``, and the file is left untouched.
-
-Every upgrade goes straight to the current version, so a file of version 1 to 4 ends at
-version 5 too.
+column, is documented there and in docs/durability.md); the tables, their versions and
+the in-place upgrades from older files are :mod:`taskengine._sqlite_taskschema`. The
+store's operations are one transaction each on its :class:`Database` (shared with
+``SQLiteStorage`` when given one), so each is atomic across processes sharing the file.
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
-
-import attrs
 
 from taskengine import _taskrow as rows
 from taskengine._lease import (
-    Held,
     Lease,
-    check_owner,
-    check_role,
     epoch_ms,
     fence_time,
-    from_epoch_ms,
-    lease_until,
-    next_term,
 )
-from taskengine._values import INT64_MAX, encodable
+from taskengine._sqlite_leases import CURRENT, FENCE, SQLiteLeases, bindable
+from taskengine._sqlite_taskschema import MARKS, TABLE, open_schema
+from taskengine._values import INT64_MAX
 from taskengine.errors import LeaseLost
 from taskengine.storage._database import Database
 from taskengine.task import Task, TaskStatus, format_timestamp
@@ -59,90 +33,18 @@ if TYPE_CHECKING:
 
 __all__ = ["SQLiteTaskStore"]
 
-_COMPONENT = "taskstore"
-_VERSION = 5
-_TABLE = "taskengine_tasks"
-_LEADERS = "taskengine_leaders"
-# Lease expiry is an integer (epoch milliseconds), not ISO text like the task's dates: the
-# claim compares it with ``now`` in SQL, and integers compare exactly whatever the text
-# form of a date; the task's own dates stay text as the row format documents them.
-_LEASE_COLUMNS = (
-    "lease_owner TEXT",
-    "lease_token INTEGER NOT NULL DEFAULT 0",
-    "lease_expires INTEGER",
-)
-_SLICE_COLUMNS = (
-    "parent TEXT",
-    "slice_until TEXT",
-    "slices INTEGER NOT NULL DEFAULT 1",
-    "split TEXT",
-)
-# The tasks lists show (slices are hidden): a page and the total walk this index only.
-_TOP_INDEX = f"CREATE INDEX IF NOT EXISTS {_TABLE}_top ON {_TABLE} (seq) WHERE parent IS NULL"
-# A role's row stays when its leader resigns (owner and expires NULL), to keep its token.
-_LEADERS_SCHEMA = (
-    f"CREATE TABLE IF NOT EXISTS {_LEADERS} ("
-    "role TEXT PRIMARY KEY, owner TEXT, token INTEGER NOT NULL, expires INTEGER)"
-)
-_SCHEMA = (
-    f"CREATE TABLE IF NOT EXISTS {_TABLE} ("
-    " seq INTEGER PRIMARY KEY AUTOINCREMENT,"
-    " id TEXT NOT NULL UNIQUE,"
-    " type TEXT NOT NULL,"
-    " status TEXT NOT NULL,"
-    " created_at TEXT NOT NULL,"
-    " started_at TEXT,"
-    " finished_at TEXT,"
-    " expires_at TEXT,"
-    " estimated_item_count INTEGER NOT NULL,"
-    " items_succeeded INTEGER NOT NULL,"
-    " items_failed INTEGER NOT NULL,"
-    " cancel_requested INTEGER NOT NULL,"
-    " checkpoint TEXT,"
-    " options_key TEXT NOT NULL,"
-    " options TEXT NOT NULL,"
-    " failures TEXT NOT NULL, " + ", ".join((*_LEASE_COLUMNS, *_SLICE_COLUMNS)) + ")",
-    f"CREATE INDEX IF NOT EXISTS {_TABLE}_status ON {_TABLE} (status)",
-    f"CREATE INDEX IF NOT EXISTS {_TABLE}_expiry ON {_TABLE} (expires_at)"
-    " WHERE expires_at IS NOT NULL",
-    _LEADERS_SCHEMA,
-    _TOP_INDEX,
-)
-_MARKS = ", ".join("?" * len(rows.COLUMNS.split(",")))
-_INSERT = f"INSERT INTO {_TABLE} ({rows.COLUMNS}) VALUES ({_MARKS})"
+_INSERT = f"INSERT INTO {TABLE} ({rows.COLUMNS}) VALUES ({MARKS})"
 _UPDATE = (
-    f"UPDATE {_TABLE} SET "
+    f"UPDATE {TABLE} SET "
     + ", ".join(f"{column.strip()} = ?" for column in rows.COLUMNS.split(",")[1:])
     + " WHERE id = ?"
 )
 _SQLITE_INT_MAX = INT64_MAX
-_UNFINISHED = "status IN ('NEW', 'RUNNING')"
-_FREE = "(lease_owner IS NULL OR lease_expires <= ?)"
-# A sliced task that started runs as its slices: it is never claimed again.
-_NOT_STARTED_SLICED = "NOT (status = 'RUNNING' AND slices > 1)"
 _TOP = "parent IS NULL"
-_CURRENT = "lease_owner = ? AND lease_token = ?"
-_CLAIM = (
-    f"UPDATE {_TABLE} SET lease_owner = ?, lease_token = lease_token + 1, lease_expires = ?"
-    f" WHERE id = ? AND {_UNFINISHED} AND {_FREE}"
-)
-# RETURNING reads the new token in the claiming statement itself (SQLite 3.35+); before
-# that, the token is read back in the same transaction, which is just as atomic.
-_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
-_RENEW = f"UPDATE {_TABLE} SET lease_expires = ? WHERE id = ? AND {_CURRENT} AND lease_expires > ?"
-_RELEASE = (
-    f"UPDATE {_TABLE} SET lease_owner = NULL, lease_expires = NULL WHERE id = ? AND {_CURRENT}"
-)
-_FENCE = f"SELECT 1 FROM {_TABLE} WHERE id = ? AND {_CURRENT} AND lease_expires > ?"
-_FENCED_UPDATE = f"{_UPDATE} AND {_CURRENT} AND lease_expires > ?"
-_LEADER = f"SELECT owner, token, expires FROM {_LEADERS} WHERE role = ?"
-_SET_LEADER = f"INSERT OR REPLACE INTO {_LEADERS} (role, owner, token, expires) VALUES (?, ?, ?, ?)"
-_RESIGN = (
-    f"UPDATE {_LEADERS} SET owner = NULL, expires = NULL WHERE role = ? AND owner = ? AND token = ?"
-)
+_FENCED_UPDATE = f"{_UPDATE} AND {CURRENT} AND lease_expires > ?"
 
 
-class SQLiteTaskStore:
+class SQLiteTaskStore(SQLiteLeases):
     """Tasks in a SQLite database (durable across restarts and crashes).
 
     Args:
@@ -181,7 +83,7 @@ class SQLiteTaskStore:
         # so the save after every batch encodes only what changed (tasks are immutable).
         self._encoded: dict[str, tuple[object, str, object, str]] = {}
         try:
-            found = self._open_schema()
+            found = open_schema(self.database)
         except BaseException:
             if self._owned:
                 self.database.close()
@@ -197,20 +99,6 @@ class SQLiteTaskStore:
         self._decode: Callable[[tuple[Any, ...]], Task] = (
             rows.decode_v1 if found == 1 else rows.decode
         )
-
-    def _open_schema(self) -> int:
-        """Create, upgrade or check the task table; return the format it is read in."""
-        database = self.database
-        if database.read_only:
-            return database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
-        if database.schema_version(_COMPONENT) in _UPGRADES:
-            with database.transaction() as conn:
-                # Another process may have upgraded the file since the version was read.
-                upgrade = _UPGRADES.get(database.schema_version(_COMPONENT))
-                if upgrade is not None:
-                    upgrade(database, conn)
-        database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
-        return _VERSION
 
     @property
     def keeps_slices(self) -> bool:
@@ -240,7 +128,7 @@ class SQLiteTaskStore:
         """Store a new task (see :meth:`TaskStore.insert`)."""
         row = self._row(task)
         with self.database.transaction() as conn:
-            if conn.execute(f"SELECT 1 FROM {_TABLE} WHERE id = ?", (task.id,)).fetchone():
+            if conn.execute(f"SELECT 1 FROM {TABLE} WHERE id = ?", (task.id,)).fetchone():
                 raise ValueError(f"task {task.id!r} already stored")
             conn.execute(_INSERT, row)
 
@@ -283,18 +171,18 @@ class SQLiteTaskStore:
             LeaseLost: ``fence`` is not current and unexpired at ``now``.
         """
         at = None if fence is None else epoch_ms(fence_time(fence, task_id, now))
-        if self._absent or task_id in self._hidden or not _encodable(task_id):
+        if self._absent or task_id in self._hidden or not bindable(task_id):
             if fence is not None:
                 raise LeaseLost(fence.task_id, fence.owner, fence.token)
             return None
         with self.database.transaction() as conn:
             if fence is not None and (
                 not self._leases
-                or conn.execute(_FENCE, (task_id, fence.owner, fence.token, at)).fetchone() is None
+                or conn.execute(FENCE, (task_id, fence.owner, fence.token, at)).fetchone() is None
             ):
                 raise LeaseLost(fence.task_id, fence.owner, fence.token)
             found = conn.execute(
-                f"SELECT {self._columns} FROM {_TABLE} WHERE id = ?", (task_id,)
+                f"SELECT {self._columns} FROM {TABLE} WHERE id = ?", (task_id,)
             ).fetchone()
             if found is None:
                 return None
@@ -308,149 +196,15 @@ class SQLiteTaskStore:
             conn.execute(_UPDATE, (*row[1:], row[0]))
             return updated
 
-    # -- ownership (see TaskStore) -----------------------------------------------------
-
-    def claim(self, task_id: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
-        """Take the task if it is unfinished and not leased (see :meth:`TaskStore.claim`)."""
-        check_owner(owner)
-        until = lease_until(now, duration)
-        if not _encodable(task_id):
-            return None
-        args = (owner, until, task_id, epoch_ms(now))
-        with self.database.transaction() as conn:
-            if _RETURNING:
-                found = conn.execute(f"{_CLAIM} RETURNING lease_token", args).fetchall()
-                token = found[0][0] if found else None
-            elif conn.execute(_CLAIM, args).rowcount:
-                token = conn.execute(
-                    f"SELECT lease_token FROM {_TABLE} WHERE id = ?", (task_id,)
-                ).fetchone()[0]
-            else:
-                token = None
-        return None if token is None else Lease(task_id, owner, int(token), from_epoch_ms(until))
-
-    def claimable(self, now: datetime, limit: int) -> list[str]:
-        """Unfinished, unleased task ids, oldest first (see :meth:`TaskStore.claimable`)."""
-        if self._absent or limit <= 0:
-            return []
-        limit = min(limit + len(self._hidden), _SQLITE_INT_MAX)
-        with self.database.read() as conn:
-            if self._leases:
-                sliced = f" AND {_NOT_STARTED_SLICED}" if self._slices else ""
-                found = conn.execute(
-                    f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED} AND {_FREE}{sliced}"
-                    " ORDER BY seq LIMIT ?",
-                    (epoch_ms(now), limit),
-                ).fetchall()
-            else:
-                found = conn.execute(
-                    f"SELECT id FROM {_TABLE} WHERE {_UNFINISHED} ORDER BY seq LIMIT ?", (limit,)
-                ).fetchall()
-        ids = [row[0] for row in found if row[0] not in self._hidden]
-        return ids[: limit - len(self._hidden)]
-
-    def renew(self, lease: Lease, now: datetime, duration: timedelta) -> Lease:
-        """Extend a current lease to ``now + duration`` (see :meth:`TaskStore.renew`).
-
-        Raises:
-            LeaseLost: the lease is not current and unexpired at ``now``.
-        """
-        until = lease_until(now, duration)
-        renewed = 0
-        if _encodable(lease.task_id):
-            args = (until, lease.task_id, lease.owner, lease.token, epoch_ms(now))
-            with self.database.transaction() as conn:
-                renewed = conn.execute(_RENEW, args).rowcount
-        if not renewed:
-            raise LeaseLost(lease.task_id, lease.owner, lease.token)
-        return attrs.evolve(lease, expires_at=from_epoch_ms(until))
-
-    def release(self, lease: Lease) -> None:
-        """Give the task up now if the lease is current (see :meth:`TaskStore.release`)."""
-        if not _encodable(lease.task_id):
-            return
-        with self.database.transaction() as conn:
-            conn.execute(_RELEASE, (lease.task_id, lease.owner, lease.token))
-
-    def lease_of(self, task_id: str) -> Lease | None:
-        """The task's lease, live or expired (see :meth:`TaskStore.lease_of`)."""
-        if not self._leases or task_id in self._hidden or not _encodable(task_id):
-            return None
-        with self.database.read() as conn:
-            row = conn.execute(
-                f"SELECT lease_owner, lease_token, lease_expires FROM {_TABLE} WHERE id = ?",
-                (task_id,),
-            ).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return Lease(task_id, row[0], int(row[1]), from_epoch_ms(int(row[2])))
-
-    def check_fence(self, lease: Lease, now: datetime) -> None:
-        """Raise unless the lease is current and unexpired (see :meth:`TaskStore.check_fence`).
-
-        Inside :meth:`transaction` (or the shared storage's ``atomic()``) the check holds
-        the write lock taken by ``BEGIN IMMEDIATE``, so no claim can come between it and
-        the writes that follow, and they commit or roll back together.
-
-        Raises:
-            LeaseLost: it is not.
-        """
-        row = None
-        if self._leases and _encodable(lease.task_id):
-            args = (lease.task_id, lease.owner, lease.token, epoch_ms(now))
-            with self.database.read() as conn:
-                row = conn.execute(_FENCE, args).fetchone()
-        if row is None:
-            raise LeaseLost(lease.task_id, lease.owner, lease.token)
-
-    def lead(self, role: str, owner: str, now: datetime, duration: timedelta) -> Lease | None:
-        """Lead the role unless another owner leads it live (see :meth:`TaskStore.lead`).
-
-        The read and the write are one ``BEGIN IMMEDIATE`` transaction: it holds the
-        file's write lock throughout, so processes sharing the file never both win. On a
-        read-only view of a file older than version 4, ``None``.
-        """
-        check_role(role)
-        check_owner(owner)
-        until = lease_until(now, duration)
-        if not self._has_leaders:
-            return None
-        with self.database.transaction() as conn:
-            row = conn.execute(_LEADER, (role,)).fetchone()
-            held: Held | None = None
-            if row is not None:
-                held = (row[0], int(row[1]), 0 if row[2] is None else int(row[2]))
-            term = next_term(held, owner, epoch_ms(now), until)
-            if term is not None:
-                conn.execute(_SET_LEADER, (role, *term))
-        return None if term is None else Lease(role, owner, term[1], from_epoch_ms(until))
-
-    def resign(self, lease: Lease) -> None:
-        """Give the role up now if the lease is current (see :meth:`TaskStore.resign`)."""
-        if not self._has_leaders or not _encodable(lease.task_id):
-            return
-        with self.database.transaction() as conn:
-            conn.execute(_RESIGN, (lease.task_id, lease.owner, lease.token))
-
-    def leader_of(self, role: str) -> Lease | None:
-        """The role's current term, live or expired (see :meth:`TaskStore.leader_of`)."""
-        if not self._has_leaders or not _encodable(role):
-            return None
-        with self.database.read() as conn:
-            row = conn.execute(_LEADER, (role,)).fetchone()
-        if row is None or row[0] is None:
-            return None
-        return Lease(role, row[0], int(row[1]), from_epoch_ms(int(row[2])))
-
     def get(self, task_id: str) -> Task | None:
         """The stored snapshot, or ``None``."""
         if self._absent or task_id in self._hidden:
             return None
-        if not _encodable(task_id):
+        if not bindable(task_id):
             return None  # no stored id has a lone surrogate (SQLite could not bind it)
         with self.database.read() as conn:
             row = conn.execute(
-                f"SELECT {self._columns} FROM {_TABLE} WHERE id = ?", (task_id,)
+                f"SELECT {self._columns} FROM {TABLE} WHERE id = ?", (task_id,)
             ).fetchone()
         return None if row is None else self._decode(row)
 
@@ -465,9 +219,9 @@ class SQLiteTaskStore:
             return self._page_without_hidden(limit, offset)
         top = self._top
         with self.database.read() as conn:
-            total = int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}{top}").fetchone()[0])
+            total = int(conn.execute(f"SELECT COUNT(*) FROM {TABLE}{top}").fetchone()[0])
             found = conn.execute(
-                f"SELECT {self._columns} FROM {_TABLE}{top} ORDER BY seq DESC LIMIT ? OFFSET ?",
+                f"SELECT {self._columns} FROM {TABLE}{top} ORDER BY seq DESC LIMIT ? OFFSET ?",
                 (limit, offset),
             ).fetchall()
         return [self._decode(row) for row in found], total
@@ -477,11 +231,9 @@ class SQLiteTaskStore:
         kept: list[tuple[Any, ...]] = []
         with self.database.read() as conn:
             top = self._top
-            total = int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}{top}").fetchone()[0])
+            total = int(conn.execute(f"SELECT COUNT(*) FROM {TABLE}{top}").fetchone()[0])
             skip = offset
-            cursor = conn.execute(
-                f"SELECT id, {self._columns} FROM {_TABLE}{top} ORDER BY seq DESC"
-            )
+            cursor = conn.execute(f"SELECT id, {self._columns} FROM {TABLE}{top} ORDER BY seq DESC")
             for row in cursor:
                 if row[0] in hidden:
                     total -= 1
@@ -500,11 +252,11 @@ class SQLiteTaskStore:
         removed = 0
         with self.database.transaction() as conn:
             for start in range(0, len(task_ids), 500):
-                chunk = [i for i in task_ids[start : start + 500] if _encodable(i)]
+                chunk = [i for i in task_ids[start : start + 500] if bindable(i)]
                 if not chunk:
                     continue
                 marks = ",".join("?" * len(chunk))
-                cursor = conn.execute(f"DELETE FROM {_TABLE} WHERE id IN ({marks})", chunk)
+                cursor = conn.execute(f"DELETE FROM {TABLE} WHERE id IN ({marks})", chunk)
                 removed += max(0, cursor.rowcount)
         for task_id in task_ids:
             self._encoded.pop(task_id, None)
@@ -516,7 +268,7 @@ class SQLiteTaskStore:
             return []
         with self.database.read() as conn:
             found = conn.execute(
-                f"SELECT {self._columns} FROM {_TABLE}"
+                f"SELECT {self._columns} FROM {TABLE}"
                 " WHERE status IN ('NEW', 'RUNNING') ORDER BY seq"
             ).fetchall()
         return [self._decode(row) for row in found]
@@ -529,11 +281,11 @@ class SQLiteTaskStore:
         counts: dict[str, int] = {}
         with self.database.read() as conn:
             for start in range(0, len(task_ids), 500):
-                chunk = [i for i in task_ids[start : start + 500] if _encodable(i)]
+                chunk = [i for i in task_ids[start : start + 500] if bindable(i)]
                 if chunk:
                     marks = ",".join("?" * len(chunk))
                     found = conn.execute(
-                        f"SELECT id, slices FROM {_TABLE} WHERE id IN ({marks}) AND slices > 1",
+                        f"SELECT id, slices FROM {TABLE} WHERE id IN ({marks}) AND slices > 1",
                         chunk,
                     )
                     counts.update((task_id, int(n)) for task_id, n in found)
@@ -546,7 +298,7 @@ class SQLiteTaskStore:
             return []
         with self.database.read() as conn:
             found = conn.execute(
-                f"SELECT {self._columns} FROM {_TABLE}"
+                f"SELECT {self._columns} FROM {TABLE}"
                 " WHERE status = 'RUNNING' AND slices > 1 ORDER BY seq"
             ).fetchall()
         return [self._decode(row) for row in found]
@@ -561,7 +313,7 @@ class SQLiteTaskStore:
             return []
         with self.database.read() as conn:
             found = conn.execute(
-                f"SELECT id FROM {_TABLE} WHERE expires_at IS NOT NULL AND expires_at <= ?"
+                f"SELECT id FROM {TABLE} WHERE expires_at IS NOT NULL AND expires_at <= ?"
                 " ORDER BY expires_at, id LIMIT ?",
                 (format_timestamp(now), max(0, int(limit))),
             ).fetchall()
@@ -572,7 +324,7 @@ class SQLiteTaskStore:
         if self._absent:
             return 0
         with self.database.read() as conn:
-            total = int(conn.execute(f"SELECT COUNT(*) FROM {_TABLE}{self._top}").fetchone()[0])
+            total = int(conn.execute(f"SELECT COUNT(*) FROM {TABLE}{self._top}").fetchone()[0])
         return total - sum(1 for task_id in self._hidden if "~" not in task_id)
 
     def shares_transactions_with(self, storage: Storage) -> bool:
@@ -587,65 +339,3 @@ class SQLiteTaskStore:
         """Close the database if the store opened it itself. Idempotent."""
         if self._owned:
             self.database.close()
-
-
-def _upgrade_v1(database: Database, conn: sqlite3.Connection) -> None:
-    """Rewrite version-1 rows (the task JSON) as version-2 rows, inside the caller's
-    transaction; ``seq`` (the creation order) and the AUTOINCREMENT high mark are kept.
-    """
-    old = f"{_TABLE}_v1"
-    conn.execute(f"DROP INDEX IF EXISTS {_TABLE}_status")
-    conn.execute(f"DROP INDEX IF EXISTS {_TABLE}_expiry")
-    conn.execute(f"ALTER TABLE {_TABLE} RENAME TO {old}")
-    database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
-    insert = f"INSERT INTO {_TABLE} (seq, {rows.COLUMNS}) VALUES (?, {_MARKS})"
-    cursor = conn.execute(f"SELECT seq, {rows.COLUMNS_V1} FROM {old} ORDER BY seq")
-    while batch := cursor.fetchmany(500):
-        conn.executemany(insert, [(row[0], *rows.encode(rows.decode_v1(row[1:]))) for row in batch])
-    mark = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (old,)).fetchone()
-    if mark is not None:
-        conn.execute("DELETE FROM sqlite_sequence WHERE name = ?", (_TABLE,))
-        conn.execute(
-            "INSERT INTO sqlite_sequence (name, seq)"
-            f" SELECT ?, MAX(?, COALESCE((SELECT MAX(seq) FROM {_TABLE}), 0))",
-            (_TABLE, mark[0]),
-        )
-    conn.execute(f"DROP TABLE {old}")
-
-
-def _upgrade_v2(database: Database, conn: sqlite3.Connection) -> None:
-    """Add the lease columns to version-2 rows (no task leased) and the leaders table,
-    inside the caller's transaction, and record the current version.
-    """
-    for column in (*_LEASE_COLUMNS, *_SLICE_COLUMNS):
-        conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN {column}")
-    database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
-
-
-def _upgrade_v3(database: Database, conn: sqlite3.Connection) -> None:
-    """Add the leaders table (no role led) to a version-3 file, inside the caller's
-    transaction, and record the current version; rows and task leases are kept.
-    """
-    conn.execute(_LEADERS_SCHEMA)
-    _upgrade_v4(database, conn)
-
-
-def _upgrade_v4(database: Database, conn: sqlite3.Connection) -> None:
-    """Add the slice columns (no task sliced) and the index of the tasks that are not
-    slices, inside the caller's transaction, and record the current version."""
-    for column in _SLICE_COLUMNS:
-        conn.execute(f"ALTER TABLE {_TABLE} ADD COLUMN {column}")
-    database.ensure_schema(_COMPONENT, _VERSION, _SCHEMA)
-
-
-_UPGRADES: dict[int, Callable[[Database, sqlite3.Connection], None]] = {
-    1: _upgrade_v1,
-    2: _upgrade_v2,
-    3: _upgrade_v3,
-    4: _upgrade_v4,
-}
-"""The in-place upgrade from each older version to the current one."""
-
-
-def _encodable(text: object) -> bool:
-    return type(text) is not str or text.isascii() or encodable(text)

@@ -1,6 +1,8 @@
-"""``TaskEngine``: the public API, task lifecycle, the queue, worker threads, retention.
+"""``TaskEngine``: the public API, task lifecycle, cancellation, retention.
 
-The engine owns the tasks' state and one lock; how a task runs batch by batch (retries,
+The engine owns the tasks' state and one lock; its threads (workers, housekeeping, the
+owner loop, the listener) and ``run_until_idle``'s loop are :mod:`taskengine._runner`,
+how a task runs batch by batch (retries,
 settling after failed writes) is :mod:`taskengine._batches`, how it shares a task store
 with other engines (leases, heartbeat, takeover) is :mod:`taskengine._ownership`, and
 reading task JSON is :mod:`taskengine._taskjson`. The engine imports no task type: with
@@ -16,77 +18,41 @@ SQLite database, which serialises everything anyway).
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import attrs
-
 from taskengine._batches import Batches
 from taskengine._lease import new_owner_id
-from taskengine._ownership import Ownership, Watcher
+from taskengine._ownership import Ownership
+from taskengine._paging import MAX_OFFSET, MAX_PAGE, TaskPage, check_paging
 from taskengine._queue import WorkQueue
+from taskengine._retention import live_task, sweep_expired
+from taskengine._runner import Runner
 from taskengine._services import Services, load_plugin
+from taskengine._settings import check_settings
 from taskengine._slices import Slices
 from taskengine._taskjson import read_create
-from taskengine._values import INT64_MAX
 from taskengine.clock import Clock, SystemClock
 from taskengine.errors import InvalidRequest, TaskNotFound, Violation
 from taskengine.progress import Progress
 from taskengine.task import MAX_SLICES, Task
-from taskengine.taskstore import (
-    NOTICE_CANCEL,
-    NOTICE_DONE,
-    MemoryTaskStore,
-    Notices,
-    TaskStore,
-)
+from taskengine.taskstore import MemoryTaskStore, TaskStore
 from taskengine.tasktype import Service, TaskType
 
 if TYPE_CHECKING:
     from taskengine.storage.base import Storage
 
 __all__ = [
+    "MAX_OFFSET",
     "MAX_PAGE",
     "TaskEngine",
     "TaskPage",
 ]
-
-_log = logging.getLogger("taskengine.engine")
-
-MAX_PAGE = 100
-"""The largest ``limit`` :meth:`TaskEngine.list_tasks` accepts."""
-MAX_OFFSET = INT64_MAX
-"""The largest ``offset`` :meth:`TaskEngine.list_tasks` accepts (SQLite's largest integer)."""
-_SWEEP_CHUNK = 500  # expired tasks deleted per store call in a sweep
-
-
-@attrs.frozen
-class TaskPage:
-    """One page of :meth:`TaskEngine.list_tasks`: tasks newest first, and the total.
-
-    Attributes:
-        tasks: the tasks on this page.
-        offset: how many newer tasks were skipped.
-        total: how many tasks exist (not expired).
-    """
-
-    tasks: tuple[Task, ...]
-    offset: int
-    total: int
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"tasks": [...], "metadata": {"count", "offset", "total"}}`` (ref)."""
-        return {
-            "tasks": [task.to_json() for task in self.tasks],
-            "metadata": {"count": len(self.tasks), "offset": self.offset, "total": self.total},
-        }
 
 
 class TaskEngine:
@@ -167,36 +133,20 @@ class TaskEngine:
         owner: str | None = None,
         listen: bool = True,
     ) -> None:
-        problems: list[Violation] = []
-        for name, value, low in (
-            ("workers", workers, 1),
-            ("batch_size", batch_size, 1),
-            ("max_retries", max_retries, 0),
-            *([] if set_batch_size is None else [("set_batch_size", set_batch_size, 1)]),
-        ):
-            if type(value) is not int or value < low:
-                problems.append(Violation(name, f"must be an integer >= {low}, got {value!r}"))
-        if not isinstance(retention, timedelta) or retention < timedelta(0):
-            problems.append(Violation("retention", "must be a non-negative timedelta"))
-        for name, number in (("retry_delay", retry_delay), ("tick_interval", tick_interval)):
-            if not isinstance(number, (int, float)) or isinstance(number, bool) or number < 0:
-                problems.append(Violation(name, "must be a non-negative number of seconds"))
-        if (
-            not isinstance(poll_interval, (int, float))
-            or isinstance(poll_interval, bool)
-            or not 0 < poll_interval <= 3600
-        ):
-            problems.append(Violation("poll_interval", "must be a number of seconds in (0, 3600]"))
-        if not isinstance(lease, timedelta) or lease < timedelta(milliseconds=10):
-            problems.append(Violation("lease", "must be a timedelta of at least 10 ms"))
-        for name, flag in (("adopt", adopt), ("listen", listen)):
-            flag_value: object = flag
-            if type(flag_value) is not bool:
-                problems.append(Violation(name, "must be True or False"))
-        if owner is not None and (type(owner) is not str or not owner.strip()):
-            problems.append(Violation("owner", "must be a non-empty string"))
-        if problems:
-            raise InvalidRequest(problems)
+        check_settings(
+            workers=workers,
+            batch_size=batch_size,
+            set_batch_size=set_batch_size,
+            retention=retention,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            tick_interval=tick_interval,
+            lease=lease,
+            poll_interval=poll_interval,
+            adopt=adopt,
+            owner=owner,
+            listen=listen,
+        )
         self.storage: Storage = storage
         self.task_store: TaskStore = task_store if task_store is not None else MemoryTaskStore()
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -223,11 +173,8 @@ class TaskEngine:
             storage,
             resync=None if getattr(self.task_store, "process_private", False) else lease,
         )
-        self._threads: list[threading.Thread] = []
         self._stopping = threading.Event()
         self._wake = threading.Event()
-        self._watcher: Watcher | None = None
-        self._recovered = False
 
         self._slices = Slices(self.task_store, self.clock, retention, self._saved)
         self._batches = Batches(
@@ -246,6 +193,26 @@ class TaskEngine:
             ownership=self._ownership,
             after_save=self._after_save,
             slices=self._slices,
+        )
+        self._runner = Runner(
+            task_store=self.task_store,
+            clock=self.clock,
+            workers=workers,
+            lease=lease,
+            poll_interval=self.poll_interval,
+            tick_interval=self.tick_interval,
+            adopt=adopt,
+            listen=listen,
+            changed=self._changed,
+            stopping=self._stopping,
+            wake=self._wake,
+            cancels=self._cancels,
+            queue=self._queue,
+            ownership=self._ownership,
+            services=self._services,
+            slices=self._slices,
+            batches=self._batches,
+            sweep=self.sweep,
         )
         if task_types is None:
             task_types, services = load_plugin(self.DEFAULT_TASK_TYPES)
@@ -292,15 +259,14 @@ class TaskEngine:
     @property
     def running(self) -> bool:
         """Whether worker threads are running (between :meth:`start` and :meth:`stop`)."""
-        return bool(self._threads)
+        return self._runner.running
 
     @property
     def listening(self) -> bool:
         """Whether the started engine hears the task store's notifications now: ``False``
         on a store that offers none, with ``listen=False``, and while a lost connection
         is being opened again (the engine polls meanwhile)."""
-        watcher = self._watcher
-        return watcher is not None and watcher.listening
+        return self._runner.listening
 
     def owned(self) -> tuple[str, ...]:
         """Ids of the tasks this engine holds a lease on now (the tasks it is running)."""
@@ -315,32 +281,7 @@ class TaskEngine:
         behind are found within ``poll_interval`` (tasks created elsewhere at once, when
         the store notifies). Idempotent while running.
         """
-        if self._threads:
-            return
-        self._stopping.clear()
-        self._recover()
-        self._services.activate()
-        threads = [
-            threading.Thread(target=self._worker, name=f"taskengine-worker-{n}", daemon=True)
-            for n in range(self.workers)
-        ]
-        threads.append(
-            threading.Thread(target=self._housekeeper, name="taskengine-housekeeper", daemon=True)
-        )
-        threads.append(
-            threading.Thread(target=self._owner_loop, name="taskengine-owner", daemon=True)
-        )
-        opener: Callable[[], Notices] | None = (
-            getattr(self.task_store, "listen", None) if self.listen else None
-        )
-        if opener is not None:
-            self._watcher = Watcher(opener, self._heard, self._caught_up)
-            threads.append(
-                threading.Thread(target=self._watcher.run, name="taskengine-listener", daemon=True)
-            )
-        self._threads = threads
-        for thread in threads:
-            thread.start()
+        self._runner.start()
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop the workers after their current batch; RUNNING tasks stay resumable.
@@ -352,19 +293,7 @@ class TaskEngine:
         Args:
             timeout: seconds to wait for each thread (``None`` = as long as it takes).
         """
-        self._stopping.set()
-        self._wake.set()
-        self._queue.wake_all()
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.close()
-        threads, self._threads = self._threads, []
-        for thread in threads:
-            thread.join(timeout)
-        if not any(thread.is_alive() for thread in threads):
-            self._ownership.release_all()
-        with self._changed:
-            self._changed.notify_all()
+        self._runner.stop(timeout)
 
     def __enter__(self) -> TaskEngine:
         """Start the engine (see :meth:`start`)."""
@@ -391,38 +320,7 @@ class TaskEngine:
         Raises:
             InvalidRequest: the engine is started (worker threads own the queue).
         """
-        if self._threads:
-            raise InvalidRequest(
-                [Violation("run_until_idle", "the engine is started; stop it first")]
-            )
-        self._stopping.clear()
-        if not self._recovered:
-            self._recover()
-        self._services.activate()
-        ran = 0
-        tried: set[str] = set()
-        while True:
-            self.sweep()
-            self._services.tick(self.clock.now(), self._ownership.lead, raise_errors=True)
-            task_id = self._queue.claim()
-            if task_id is None:
-                found = [
-                    found_id
-                    for found_id in self._ownership.candidates(self.clock.now(), self.workers + 8)
-                    if found_id not in tried
-                ]
-                if not found:
-                    if self.adopt and self._slices.housekeeping():
-                        continue
-                    return ran
-                self._queue.put_missing(found)
-                continue
-            tried.add(task_id)
-            try:
-                if self._run_claimed(task_id, sync=True):
-                    ran += 1
-            finally:
-                self._queue.release(task_id)
+        return self._runner.run_until_idle()
 
     # -- the API ------------------------------------------------------------------------
 
@@ -484,13 +382,7 @@ class TaskEngine:
                 ``offset`` not in ``0..MAX_OFFSET`` (field ``paging.offset``), the same on
                 every task store.
         """
-        problems: list[Violation] = []
-        if type(limit) is not int or not 1 <= limit <= MAX_PAGE:
-            problems.append(Violation("paging.limit", f"must be an integer in 1..{MAX_PAGE}"))
-        if type(offset) is not int or not 0 <= offset <= MAX_OFFSET:
-            problems.append(Violation("paging.offset", f"must be an integer in 0..{MAX_OFFSET}"))
-        if problems:
-            raise InvalidRequest(problems)
+        check_paging(limit, offset)
         self.sweep()
         tasks, total = self.task_store.page(limit, offset)
         return TaskPage(tuple(map(self._slices.view, tasks)), offset, total)
@@ -572,170 +464,12 @@ class TaskEngine:
         before every list; reads of an expired task also remove it.
         """
         moment = self.clock.now() if now is None else now
-        removed = 0
-        while True:
-            # The store finds them by its expiry index: a sweep costs what it removes.
-            expired = self.task_store.expired(moment, _SWEEP_CHUNK)
-            if expired:
-                # A task's slices go with it (first: a crash between leaves no orphan).
-                if self._slices.enabled:
-                    self.task_store.delete(self._slices.slices_of(expired))
-                removed += self.task_store.delete(expired)
-            if len(expired) < _SWEEP_CHUNK:
-                return removed
+        return sweep_expired(self.task_store, self._slices, moment)
 
     # -- internals: reads ---------------------------------------------------------------
 
     def _get_live(self, task_id: str) -> Task:
-        if not isinstance(task_id, str):
-            raise TaskNotFound(repr(task_id))
-        task = self.task_store.get(task_id)
-        if task is None:
-            raise TaskNotFound(task_id)
-        if task.expires_at is not None and task.expires_at <= self.clock.now():
-            self.task_store.delete([*task.slice_ids, task.id])  # its slices go with it
-            raise TaskNotFound(task_id)
-        return task
-
-    # -- internals: workers -------------------------------------------------------------
-
-    def _recover(self) -> None:
-        with self._lock:
-            self._recovered = True
-        if self.adopt:
-            self._ownership.release_orphans()
-            self._slices.housekeeping()
-            found = self._ownership.candidates(self.clock.now(), max(64, self.workers * 4))
-            self._queue.put_missing(found)
-
-    def _run_claimed(self, task_id: str, *, sync: bool) -> bool:
-        """Claim the task and run it (see :meth:`Batches.run`); ``False`` only when it is
-        unfinished and could not be claimed (another engine owns it)."""
-        hold = self._ownership.claim(task_id, self.clock.now())
-        if hold is None:
-            task = self.task_store.get(task_id)
-            return task is None or task.is_finished
-        try:
-            task = self.task_store.get(task_id)
-            if task is not None and task.cancel_requested and not task.is_finished:
-                with self._lock:
-                    self._cancels.add(task_id)
-            with self._heartbeat_unless_started():
-                self._batches.run(task_id, hold, sync=sync)
-        finally:
-            self._ownership.release(hold)
-        return True
-
-    @contextlib.contextmanager
-    def _heartbeat_unless_started(self) -> Iterator[None]:
-        """Renew the engine's leases while a task runs in ``run_until_idle``.
-
-        A started engine's owner thread renews them; ``run_until_idle`` has no such
-        thread, so without this a count or a batch longer than the lease would lose the
-        task to another engine (and leave it NEW, or stop it mid-way, until then).
-        """
-        if self._threads:
-            yield
-            return
-        done = threading.Event()
-        period = min(self.poll_interval, self.lease.total_seconds() / 6)
-
-        def beat() -> None:
-            while not done.wait(period):
-                try:
-                    self._ownership.heartbeat(self.clock.now())
-                except Exception:
-                    _log.exception("renewing leases failed")
-
-        thread = threading.Thread(target=beat, name="taskengine-heartbeat", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            done.set()
-            thread.join()
-
-    def _worker(self) -> None:
-        while not self._stopping.is_set():
-            self._queue.wait(self._stopping)
-            if self._stopping.is_set():
-                return
-            task_id = self._queue.claim()
-            if task_id is None:
-                continue
-            try:
-                self._run_claimed(task_id, sync=False)
-            except Exception:
-                _log.exception("worker failed on task %s", task_id)
-            finally:
-                self._queue.release(task_id)
-
-    def _owner_loop(self) -> None:
-        """Renew leases, and look for work other engines created or left behind."""
-        period = min(self.poll_interval, self.lease.total_seconds() / 6)
-        while not self._stopping.is_set():
-            try:
-                now = self.clock.now()
-                self._ownership.heartbeat(now)
-                self._look_for_work(now)
-            except Exception:
-                _log.exception("looking for work failed")
-            self._stopping.wait(period)
-
-    def _look_for_work(self, now: datetime) -> None:
-        found = self._ownership.candidates(now, self.workers * 2)
-        if found:
-            self._queue.put_missing(found)
-
-    # -- internals: notifications (the listener thread) --------------------------------
-
-    def _heard(self, task_id: str, kind: str) -> None:
-        """Act on a store notice: claim a new task, stop a cancelled one, wake waiters.
-
-        A notice is a hint: a claim decides whether the task is ours, and a cancel is
-        read back from the store before the runner is told.
-        """
-        if kind != NOTICE_DONE:
-            if self._ownership.holds(task_id):
-                # A held task cannot be new: a bare id is a cancel from a store that
-                # named no kinds.
-                self._check_cancel(task_id)
-            elif (
-                kind != NOTICE_CANCEL
-                and self._ownership.eligible(task_id)
-                and not self._ownership.knows(task_id)
-            ):
-                self._queue.put_missing((task_id,))
-        with self._changed:
-            self._changed.notify_all()
-
-    def _check_cancel(self, task_id: str) -> None:
-        """Read a held task; a cancel requested stops its runner before its next batch."""
-        task = self.task_store.get(task_id)
-        if task is not None and task.cancel_requested and not task.is_finished:
-            with self._lock:
-                self._cancels.add(task_id)
-            _log.debug("task %s: a cancel was requested elsewhere; stopping it", task_id)
-
-    def _caught_up(self) -> None:
-        """After (re)connecting the listener: what it may have missed, looked up now."""
-        self._look_for_work(self.clock.now())
-        for task_id in self._ownership.held():
-            self._check_cancel(task_id)
-        with self._changed:
-            self._changed.notify_all()
-
-    def _housekeeper(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.sweep()
-                if self.adopt:
-                    self._slices.housekeeping()
-                self._services.tick(self.clock.now(), self._ownership.lead, raise_errors=False)
-            except Exception:
-                _log.exception("housekeeping failed")
-            self._wake.wait(self._services.seconds_until_due(self.clock.now(), self.tick_interval))
-            self._wake.clear()
+        return live_task(self.task_store, self.clock, task_id)
 
     # -- internals: bookkeeping -------------------------------------------------------
 

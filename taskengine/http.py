@@ -28,13 +28,27 @@ from __future__ import annotations
 import hmac
 import importlib.resources
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from functools import lru_cache
 from http import HTTPStatus
 from typing import Any, Protocol
-from urllib.parse import parse_qs
 
-from taskengine._jsonio import dumps, json_type_name, parse_json_object
+from taskengine._httpwire import (
+    HTTPError,
+    StartResponse,
+    WSGIEnviron,
+    application_error,
+    base_url,
+    drain,
+    error_answer,
+    not_allowed,
+    paging_param,
+    respond,
+    slices_param,
+    task_of,
+    validation_error,
+)
+from taskengine._jsonio import parse_json_object
 from taskengine._servers import (
     DEFAULT_THREADS,
     DEFAULT_TIMEOUT,
@@ -47,8 +61,6 @@ from taskengine._servers import (
 from taskengine._servers import DRAIN_LIMIT as _DRAIN_LIMIT
 from taskengine.errors import (
     InvalidRequest,
-    StorageError,
-    TaskNotFound,
     Violation,
 )
 
@@ -57,9 +69,12 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "MAX_BODY",
     "OPENAPI_PATH",
+    "StartResponse",
     "TaskAPI",
     "ThreadingWSGIServer",
+    "WSGIEnviron",
     "application_error",
+    "base_url",
     "is_loopback",
     "make_app",
     "make_server",
@@ -78,9 +93,6 @@ OPENAPI_PATH = "/openapi.json"
 """Where the app serves :func:`openapi_document` (without asking for the token)."""
 
 _log = logging.getLogger("taskengine.http")
-
-StartResponse = Callable[..., Any]
-WSGIEnviron = dict[str, Any]
 
 
 class _HasJSON(Protocol):
@@ -108,25 +120,6 @@ class Engine(Protocol):
 
     def get_progress(self, task_id: str) -> _HasProgressJSON:
         """The progress view of a task."""
-
-
-class _HTTPError(Exception):
-    """A response decided before the handler ran (auth, routing, body limits)."""
-
-    def __init__(
-        self,
-        status: HTTPStatus,
-        code: str,
-        description: str,
-        data: Mapping[str, Any] | None = None,
-        headers: Iterable[tuple[str, str]] = (),
-    ) -> None:
-        super().__init__(description)
-        self.status = status
-        self.code = code
-        self.description = description
-        self.data = data
-        self.headers = list(headers)
 
 
 class TaskAPI:
@@ -158,9 +151,9 @@ class TaskAPI:
         try:
             status, body, headers = self._dispatch(environ)
         except Exception as exc:
-            status, body, headers = _error_answer(exc, environ)
+            status, body, headers = error_answer(exc, environ)
         head = str(environ.get("REQUEST_METHOD", "")).upper() == "HEAD"
-        return _respond(start_response, status, body, headers, head=head)
+        return respond(start_response, status, body, headers, head=head)
 
     def _dispatch(
         self, environ: WSGIEnviron
@@ -175,7 +168,7 @@ class TaskAPI:
             # The document describes the API and holds nothing secret; clients read it to
             # learn how to authenticate, so it is served without the token.
             if method != "GET":
-                raise _not_allowed(method, ("GET", "HEAD"))
+                raise not_allowed(method, ("GET", "HEAD"))
             return HTTPStatus.OK, openapi_document(), []
         self._authenticate(environ)
         for prefix in TASK_PREFIXES:
@@ -184,7 +177,7 @@ class TaskAPI:
                     return HTTPStatus.OK, self._list(environ), []
                 if method == "POST":
                     return HTTPStatus.OK, self._create(environ), []
-                raise _not_allowed(method, ("GET", "HEAD", "POST"))
+                raise not_allowed(method, ("GET", "HEAD", "POST"))
             if path.startswith(prefix + "/"):
                 task_id = path[len(prefix) + 1 :]
                 if "/" in task_id:
@@ -193,14 +186,14 @@ class TaskAPI:
                     return HTTPStatus.OK, {"task": self.engine.get_task(task_id).to_json()}, []
                 if method == "DELETE":
                     return HTTPStatus.OK, {"task": self.engine.cancel_task(task_id).to_json()}, []
-                raise _not_allowed(method, ("DELETE", "GET", "HEAD"))
+                raise not_allowed(method, ("DELETE", "GET", "HEAD"))
         if path.startswith(PROGRESS_PREFIX) and "/" not in path[len(PROGRESS_PREFIX) :]:
             task_id = path[len(PROGRESS_PREFIX) :]
             if method != "GET":
-                raise _not_allowed(method, ("GET", "HEAD"))
+                raise not_allowed(method, ("GET", "HEAD"))
             progress = self.engine.get_progress(task_id)
             return HTTPStatus.OK, progress.to_json(base_url(environ)), []
-        raise _HTTPError(HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no route for {path}", {"path": path})
+        raise HTTPError(HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no route for {path}", {"path": path})
 
     def _authenticate(self, environ: WSGIEnviron) -> None:
         if self._token is None:
@@ -210,7 +203,7 @@ class TaskAPI:
         offered = rest.strip() if scheme.lower() == "bearer" else header
         # compare_digest: the time taken must not reveal how much of the token matched.
         if not offered or not hmac.compare_digest(offered.encode("utf-8"), self._token):
-            raise _HTTPError(
+            raise HTTPError(
                 HTTPStatus.UNAUTHORIZED,
                 "UNAUTHENTICATED",
                 "missing or wrong token: send 'Authorization: Bearer <token>'",
@@ -218,7 +211,7 @@ class TaskAPI:
             )
 
     def _list(self, environ: WSGIEnviron) -> dict[str, Any]:
-        limit, offset = _paging(environ)
+        limit, offset = paging_param(environ)
         return self.engine.list_tasks(limit=limit, offset=offset).to_json()
 
     def _create(self, environ: WSGIEnviron) -> dict[str, Any]:
@@ -226,8 +219,8 @@ class TaskAPI:
         unknown = [Violation(key, "unknown field") for key in body if key != "task"]
         if unknown:
             raise InvalidRequest(unknown)  # the body is {"task": {...}} and nothing else
-        slices = _slices(environ)
-        spec = {"task": _task_of(body)}
+        slices = slices_param(environ)
+        spec = {"task": task_of(body)}
         if slices is None:
             return {"task": self.engine.create_task(spec).to_json()}
         return {"task": self.engine.create_task(spec, slices=slices).to_json()}
@@ -243,7 +236,7 @@ class TaskAPI:
                 return b""
             data: bytes = stream.read(self.max_body + 1)
             if len(data) > self.max_body:
-                _drain(stream, _DRAIN_LIMIT)
+                drain(stream, _DRAIN_LIMIT)
                 raise self._too_large(None)
             return data
         try:
@@ -258,49 +251,27 @@ class TaskAPI:
             # Read (and drop) what the client sends, within reason, so that it gets to
             # read the 413 instead of a connection reset.
             if stream is not None and length <= _DRAIN_LIMIT:
-                _drain(stream, length)
+                drain(stream, length)
             raise self._too_large(length)
         if length == 0 or stream is None:
             return b""
         data = stream.read(length)
         return data
 
-    def _too_large(self, length: int | None) -> _HTTPError:
+    def _too_large(self, length: int | None) -> HTTPError:
         if length is None:
-            return _HTTPError(
+            return HTTPError(
                 HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                 "PAYLOAD_TOO_LARGE",
                 f"the body has more than {self.max_body} bytes; the limit is {self.max_body}",
                 {"limit": self.max_body},
             )
-        return _HTTPError(
+        return HTTPError(
             HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
             "PAYLOAD_TOO_LARGE",
             f"the body has {length} bytes; the limit is {self.max_body}",
             {"limit": self.max_body, "length": length},
         )
-
-
-def _task_of(body: dict[str, Any]) -> dict[str, Any]:
-    """The ``task`` object of a request body.
-
-    Raises:
-        InvalidRequest: ``task`` is missing or not an object.
-    """
-    if "task" not in body:
-        raise InvalidRequest([Violation("task", "required")])
-    spec = body["task"]
-    if not isinstance(spec, dict):
-        raise InvalidRequest([Violation("task", f"must be an object, got {json_type_name(spec)}")])
-    return spec
-
-
-def _drain(stream: Any, length: int) -> None:
-    while length > 0:
-        chunk = stream.read(min(length, 65536))
-        if not chunk:
-            return
-        length -= len(chunk)
 
 
 @lru_cache(maxsize=1)
@@ -316,147 +287,3 @@ def make_app(engine: Engine, *, token: str | None = None, max_body: int = MAX_BO
     the app only creates, reads and cancels them.
     """
     return TaskAPI(engine, token=token, max_body=max_body)
-
-
-def base_url(environ: WSGIEnviron) -> str:
-    """``scheme://host[:port]`` plus the app's mount point, from the request."""
-    scheme = str(environ.get("wsgi.url_scheme", "http"))
-    host = str(environ.get("HTTP_HOST", "")).strip()
-    if not host:
-        host = str(environ.get("SERVER_NAME", "localhost"))
-        port = str(environ.get("SERVER_PORT", ""))
-        if port and port != {"http": "80", "https": "443"}.get(scheme):
-            host = f"{host}:{port}"
-    return f"{scheme}://{host}{environ.get('SCRIPT_NAME', '')}".rstrip("/")
-
-
-def validation_error(message: str, violations: tuple[Violation, ...]) -> dict[str, Any]:
-    """The reference envelope for a request with field violations (HTTP 400)."""
-    return {
-        "message": message,
-        "details": {"validationError": {"fieldViolations": [v.to_json() for v in violations]}},
-    }
-
-
-def application_error(
-    message: str, code: str, description: str, data: Mapping[str, Any] | None = None
-) -> dict[str, Any]:
-    """The reference envelope for an application error (401, 404, 405, 413, 415, 500)."""
-    return {
-        "message": message,
-        "details": {
-            "applicationError": {
-                "code": code,
-                "description": description,
-                "data": dict(data) if data is not None else {},
-            }
-        },
-    }
-
-
-def _error_answer(
-    exc: Exception, environ: WSGIEnviron
-) -> tuple[HTTPStatus, dict[str, Any], list[tuple[str, str]]]:
-    """The status, envelope and headers answering ``exc`` (see docs/http.md)."""
-    if isinstance(exc, _HTTPError):
-        message = _message(exc.status, exc.description)
-        body = application_error(message, exc.code, exc.description, exc.data)
-        return exc.status, body, exc.headers
-    if isinstance(exc, InvalidRequest):
-        return HTTPStatus.BAD_REQUEST, validation_error(str(exc), exc.violations), []
-    if isinstance(exc, TaskNotFound):
-        description = "no task with this id (never created, or expired)"
-        body = application_error(str(exc), "TASK_NOT_FOUND", description, {"taskId": exc.task_id})
-        return HTTPStatus.NOT_FOUND, body, []
-    if isinstance(exc, StorageError):
-        _log.exception("storage error while handling %s", _request_line(environ))
-        description = "the storage failed; try again later"
-        body = application_error("storage error", "STORAGE_ERROR", description)
-        return HTTPStatus.INTERNAL_SERVER_ERROR, body, []
-    # Anything else is a bug: log it in full, answer without details.
-    _log.exception("unexpected error while handling %s", _request_line(environ))
-    description = "the server failed to handle the request"
-    body = application_error("internal error", "INTERNAL", description)
-    return HTTPStatus.INTERNAL_SERVER_ERROR, body, []
-
-
-def _not_allowed(method: str, allowed: tuple[str, ...]) -> _HTTPError:
-    return _HTTPError(
-        HTTPStatus.METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
-        f"{method} is not allowed here; use {', '.join(allowed)}",
-        {"method": method, "allowed": list(allowed)},
-        headers=[("Allow", ", ".join(allowed))],
-    )
-
-
-def _message(status: HTTPStatus, description: str) -> str:
-    return f"{status.phrase}: {description}"
-
-
-def _request_line(environ: WSGIEnviron) -> str:
-    return f"{environ.get('REQUEST_METHOD', '?')} {environ.get('PATH_INFO', '?')}"
-
-
-def _respond(
-    start_response: StartResponse,
-    status: HTTPStatus,
-    body: Mapping[str, Any] | bytes,
-    headers: list[tuple[str, str]],
-    *,
-    head: bool = False,
-) -> list[bytes]:
-    payload = body if isinstance(body, bytes) else dumps(body).encode("utf-8")
-    start_response(
-        f"{status.value} {status.phrase}",
-        [
-            ("Content-Type", "application/json; charset=utf-8"),
-            ("Content-Length", str(len(payload))),
-            ("Cache-Control", "no-store"),
-            *headers,
-        ],
-    )
-    return [] if head else [payload]
-
-
-def _slices(environ: WSGIEnviron) -> int | None:
-    """The query's ``slices`` (docs/slices.md; the last of repeated values counts), or
-    ``None`` when absent; the engine checks its range.
-
-    Raises:
-        InvalidRequest: a value that is not an integer (field ``slices``).
-    """
-    query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
-    values = query.get("slices")
-    if values is None:
-        return None
-    raw = values[-1].strip()
-    try:
-        return int(raw)  # an empty value (``?slices=``) is not an integer either
-    except ValueError:
-        raise InvalidRequest([Violation("slices", f"must be an integer, got {raw!r}")]) from None
-
-
-def _paging(environ: WSGIEnviron) -> tuple[int, int]:
-    """``(limit, offset)`` from the query's ``paging.limit`` and ``paging.offset``
-    (defaults 30 and 0; the last of repeated values counts).
-
-    Raises:
-        InvalidRequest: a value that is not an integer, by its field.
-    """
-    query = parse_qs(str(environ.get("QUERY_STRING", "")), keep_blank_values=True)
-    violations: list[Violation] = []
-    paging: dict[str, int] = {}
-    for name, default in (("limit", 30), ("offset", 0)):
-        values = query.get(f"paging.{name}", [])
-        raw = values[-1].strip() if values else ""
-        if not raw:
-            paging[name] = default
-            continue
-        try:
-            paging[name] = int(raw)
-        except ValueError:
-            violations.append(Violation(f"paging.{name}", f"must be an integer, got {raw!r}"))
-    if violations:
-        raise InvalidRequest(violations)
-    return paging["limit"], paging["offset"]

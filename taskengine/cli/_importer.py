@@ -41,9 +41,10 @@ from taskengine.errors import (
     StorageError,
     TaskEngineError,
 )
+from taskengine.storage._sqlitems import ENV_CODE, target
 from taskengine.storage.base import CollectionInfo, Environment, Storage
 from taskengine.storage.codec import admit, admit_text
-from taskengine.storage.sqlite import _ENV_CODE, SQLiteStorage, _target
+from taskengine.storage.sqlite import SQLiteStorage
 
 __all__ = ["MAX_LISTED", "ImportRejected", "check_flags", "import_jsonl"]
 
@@ -149,13 +150,13 @@ def import_jsonl(
                 created = None
                 if info is None:
                     created = storage.create_collection(collection, **flags)
-                coll = _target(conn, collection, env)
+                coll = target(conn, collection, env)
                 try:
                     with database.transaction():  # a savepoint: the conflict is reported below
                         conn.execute(
                             f"INSERT INTO taskengine_items (coll, env, id, doc)"
                             f" SELECT ?, ?, id, doc FROM {_STAGE}.rows ORDER BY id",
-                            (coll, _ENV_CODE[env]),
+                            (coll, ENV_CODE[env]),
                         )
                 except StorageError as exc:
                     if not isinstance(exc.__cause__, sqlite3.IntegrityError):
@@ -263,11 +264,11 @@ def _find_repeats(conn: sqlite3.Connection) -> None:
 
 def _find_stored(conn: sqlite3.Connection, collection: str, env: Environment) -> None:
     """Stage a problem for every line whose ``_id`` the collection already holds."""
-    coll = _target(conn, collection, env)
+    coll = target(conn, collection, env)
     cursor = conn.execute(
         f"SELECT r.line, r.id FROM {_STAGE}.rows AS r JOIN taskengine_items AS i"
         " ON i.coll = ? AND i.env = ? AND i.id = r.id",
-        (coll, _ENV_CODE[env]),
+        (coll, ENV_CODE[env]),
     )
     _stage_problems(
         conn,

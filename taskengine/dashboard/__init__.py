@@ -30,20 +30,19 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from taskengine._httpwire import (
+    HTTPError,
+    StartResponse,
+    WSGIEnviron,
+    error_answer,
+    not_allowed,
+    paging_param,
+    respond,
+    task_of,
+)
 from taskengine._jsonio import parse_json_object
 from taskengine.dashboard._data import collections_json, task_json, tasks_json, validate
-from taskengine.http import (
-    MAX_BODY,
-    StartResponse,
-    TaskAPI,
-    WSGIEnviron,
-    _error_answer,
-    _HTTPError,
-    _not_allowed,
-    _paging,
-    _respond,
-    _task_of,
-)
+from taskengine.http import MAX_BODY, TaskAPI
 
 if TYPE_CHECKING:
     from taskengine.engine import TaskEngine
@@ -112,7 +111,7 @@ class DashboardApp:
         if self.prefix:
             if path != self.prefix and not path.startswith(self.prefix + "/"):
                 return self._answer_error(
-                    _HTTPError(
+                    HTTPError(
                         HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no route for {path}", {"path": path}
                     ),
                     environ,
@@ -133,7 +132,7 @@ class DashboardApp:
                 body = self._data(method, path[len(DATA_PREFIX) :], environ)
             except Exception as exc:
                 return self._answer_error(exc, environ, start_response, head)
-            return _respond(start_response, HTTPStatus.OK, body, [], head=head)
+            return respond(start_response, HTTPStatus.OK, body, [], head=head)
         return self.api(environ, start_response)
 
     def _data(self, method: str, route: str, environ: WSGIEnviron) -> dict[str, Any]:
@@ -142,31 +141,31 @@ class DashboardApp:
         self.api._authenticate(environ)
         if route == "tasks":
             if method != "GET":
-                raise _not_allowed(method, ("GET", "HEAD"))
-            limit, offset = _paging(environ)
+                raise not_allowed(method, ("GET", "HEAD"))
+            limit, offset = paging_param(environ)
             return tasks_json(self.engine, limit, offset)
         if route.startswith("tasks/") and "/" not in route[6:] and route[6:]:
             if method != "GET":
-                raise _not_allowed(method, ("GET", "HEAD"))
+                raise not_allowed(method, ("GET", "HEAD"))
             return task_json(self.engine, route[6:])
         if route == "collections":
             if method != "GET":
-                raise _not_allowed(method, ("GET", "HEAD"))
+                raise not_allowed(method, ("GET", "HEAD"))
             return collections_json(self.engine)
         if route == "validate":
             if method != "POST":
-                raise _not_allowed(method, ("POST",))
+                raise not_allowed(method, ("POST",))
             body = parse_json_object(self.api._read_body(environ), source="body")
-            return validate(self.engine, _task_of(body))
+            return validate(self.engine, task_of(body))
         path = DATA_PREFIX + route
-        raise _HTTPError(HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no route for {path}", {"path": path})
+        raise HTTPError(HTTPStatus.NOT_FOUND, "NOT_FOUND", f"no route for {path}", {"path": path})
 
     def _static(
         self, path: str, method: str, start_response: StartResponse, environ: WSGIEnviron
     ) -> list[bytes]:
         if method not in ("GET", "HEAD"):
             return self._answer_error(
-                _not_allowed(method, ("GET", "HEAD")), environ, start_response, False
+                not_allowed(method, ("GET", "HEAD")), environ, start_response, False
             )
         name, content_type = STATIC_FILES[path]
         payload = page_files()[name]
@@ -198,8 +197,8 @@ class DashboardApp:
     def _answer_error(
         exc: Exception, environ: WSGIEnviron, start_response: StartResponse, head: bool
     ) -> list[bytes]:
-        status, body, headers = _error_answer(exc, environ)
-        return _respond(start_response, status, body, headers, head=head)
+        status, body, headers = error_answer(exc, environ)
+        return respond(start_response, status, body, headers, head=head)
 
 
 def make_dashboard_app(

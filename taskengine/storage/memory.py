@@ -1,25 +1,26 @@
-"""``MemoryStorage``: the default adapter, items frozen into untracked tuples, in sorted chunks."""
+"""``MemoryStorage``: the default adapter, items frozen into untracked tuples, in sorted chunks.
+
+The storage protocol's reads, writes and set-based batches over the state that
+:class:`~taskengine.storage._itemsets.ItemSets` (its base) owns: the collections, the
+lock, atomic blocks and the published views readers see.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import gc
-import threading
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
-from itertools import chain
 from typing import Any, cast
 
 from taskengine.errors import (
     CollectionExists,
-    CollectionNotFound,
     DuplicateItem,
-    SandboxNotEnabled,
 )
-from taskengine.storage._chunks import ChunkedItems, ChunkView
+from taskengine.storage._chunks import ChunkView
 from taskengine.storage._estimate import EXACT_UP_TO, SAMPLE
-from taskengine.storage._frozen import Frozen, freeze_item, thaw_item, thawers
+from taskengine.storage._frozen import Frozen, freeze_item, thawers
+from taskengine.storage._itemsets import Collection, ItemSets
 from taskengine.storage._memchange import change_frozen, entry, matching
 from taskengine.storage._memfilter import accepted, frozen_tests
 from taskengine.storage._memschedule import ScheduledItems
@@ -42,7 +43,7 @@ from taskengine.storage.changes import (
     ItemChange,
     keep_only_if_unchanged,
 )
-from taskengine.storage.codec import Plan, check_planned, lookup_id, plan_of
+from taskengine.storage.codec import Plan, check_planned, lookup_id
 from taskengine.storage.schedule import MIN_KEY, key_date, now_key
 
 __all__ = ["MemoryStorage"]
@@ -50,18 +51,7 @@ __all__ = ["MemoryStorage"]
 _STR_ONLY = {str}
 
 
-class _Collection:
-    __slots__ = ("info", "live", "sandbox")
-
-    def __init__(self, info: CollectionInfo) -> None:
-        self.info = info
-        # Only publish-plugin collections index their scheduled dates (ScheduleIndex).
-        kind = ScheduledItems if info.publish_plugin else ChunkedItems
-        self.live = kind()
-        self.sandbox = kind() if info.sandbox_enabled else None
-
-
-class MemoryStorage(Storage, ChangingStorage):
+class MemoryStorage(ItemSets, Storage, ChangingStorage):
     """Items in process memory: thread-safe, private copies in and out.
 
     Each item set is a :class:`~taskengine.storage._chunks.ChunkedItems`: the ids and the
@@ -96,17 +86,6 @@ class MemoryStorage(Storage, ChangingStorage):
         super().__init_subclass__(**kwargs)
         keep_only_if_unchanged(cls, MemoryStorage)
 
-    def __init__(self) -> None:
-        self._lock = threading.RLock()
-        self._collections: dict[str, _Collection] = {}
-        # The undo log of the outermost atomic() block, None outside one. Each record is
-        # (item set, {_id: prior entry or None}) or (None, {name: prior collection or
-        # None}); entries and collections are replaced, never changed in place, so a
-        # record holds references, not copies.
-        self._undo: list[tuple[ChunkedItems | None, dict[str, Any]]] | None = None
-        # The thread inside an atomic() block (it reads its own writes), None outside.
-        self._owner: int | None = None
-
     def create_collection(
         self, name: str, *, sandbox: bool = False, publish_plugin: bool = False
     ) -> CollectionInfo:
@@ -117,7 +96,7 @@ class MemoryStorage(Storage, ChangingStorage):
                 raise CollectionExists(info.name)
             if self._undo is not None:
                 self._undo.append((None, {info.name: None}))
-            self._collections[info.name] = _Collection(info)
+            self._collections[info.name] = Collection(info)
         return info
 
     def collection_info(self, name: str) -> CollectionInfo:
@@ -368,105 +347,6 @@ class MemoryStorage(Storage, ChangingStorage):
         missing = tuple(item_id for item_id in batch if item_id not in replaced)
         return ChangeResult(cursor, len(written), written, outcomes.unchanged, refused, missing)
 
-    def atomic(self) -> contextlib.AbstractContextManager[None]:
-        """A block of writes that commits together or not at all (see :meth:`Storage.atomic`).
-
-        Holds the storage lock throughout, so other threads see the block whole or not at
-        all. Every write inside records what it overwrites (a reference per item, no
-        copy); an exception undoes the writes of the block it leaves, in reverse order.
-        Nested blocks behave as ``SQLiteStorage``'s savepoints: a failing inner block
-        whose exception is caught undoes only its own writes; the outermost block undoes
-        everything. Outside a block, writes keep no log.
-        """
-        return _Atomic(self)
-
-    def _undo_to(self, mark: int) -> None:
-        """Undo the records after the first ``mark`` of the log (lock held), newest first."""
-        log = self._undo
-        assert log is not None
-        while len(log) > mark:
-            target, prior = log.pop()
-            if target is None:
-                for name, coll in prior.items():
-                    if coll is None:
-                        self._collections.pop(name, None)
-                    else:
-                        self._collections[name] = coll
-                continue
-            target.write(prior)
-
-    def _check(self) -> None:
-        """Assert the invariants of every item set.
-
-        The chunks are sorted, non-empty and within size (``ChunkedItems.check``);
-        every frozen item thaws to its ``_id``,
-        to fresh containers each time, and freezes back to itself.
-        """
-        with self._lock:
-            for name, coll in self._collections.items():
-                assert coll.info.name == name
-                assert (coll.sandbox is not None) == coll.info.sandbox_enabled
-                for items in (coll.live, coll.sandbox):
-                    if items is None:
-                        continue
-                    items.check()
-                    if isinstance(items, ScheduledItems):
-                        items.check_schedule()
-                    if self._undo is None:  # outside a block, readers see every write
-                        view = items.published
-                        assert list(chain.from_iterable(view.keys)) == list(items.ids())
-                        assert list(chain.from_iterable(view.vals)) == list(
-                            chain.from_iterable(items.snapshot())
-                        )
-                        assert view.size == len(items)
-                    for item_id, frozen in zip(
-                        items.ids(), chain.from_iterable(items.snapshot()), strict=True
-                    ):
-                        doc = thaw_item(frozen)
-                        assert doc["_id"] == item_id
-                        assert _private(thaw_item(frozen), doc)
-                        assert freeze_item(doc, plan_of(doc)) == frozen
-
-    def _written(self, target: ChunkedItems, prior: dict[str, Any]) -> None:
-        """After a write (lock held): log it inside a block, else publish it now."""
-        if self._undo is None:
-            target.publish()
-        else:
-            self._undo.append((target, prior))
-
-    def _view(self, collection: str, environment: Environment | str) -> ChunkView:
-        """What a read sees, without the lock: the published view of the item set, or
-        for the thread inside an atomic() block, the current state (its own writes)."""
-        items = self._items(collection, environment)
-        if self._owner == threading.get_ident():
-            return items.live()
-        return items.published
-
-    def _touched(self) -> list[ChunkedItems]:
-        """The item sets the writes in the undo log changed (lock held, inside a block).
-
-        A write undone by an inner block is no longer in the log: its item set holds
-        what was published before (the same items, perhaps chunked differently).
-        """
-        assert self._undo is not None
-        touched = {id(target): target for target, _ in self._undo if target is not None}
-        return list(touched.values())
-
-    def _collection(self, name: str) -> _Collection:
-        try:
-            return self._collections[name]
-        except (KeyError, TypeError):
-            raise CollectionNotFound(name) from None
-
-    def _items(self, collection: str, environment: Environment | str) -> ChunkedItems:
-        env = Environment.coerce(environment)
-        coll = self._collection(collection)
-        if env is Environment.LIVE:
-            return coll.live
-        if coll.sandbox is None:
-            raise SandboxNotEnabled(collection)
-        return coll.sandbox
-
     def split_points(
         self, collection: str, environment: Environment | str, parts: int
     ) -> list[str]:
@@ -561,57 +441,3 @@ def _thaw_all(frozen: list[Frozen], filter: ItemFilter | None) -> list[Item]:
     if tests is not None:  # only the accepted items are thawed
         return [thaw[item[0]](item) for item in frozen if tests[item[0]](item)]
     return [doc for doc in [thaw[item[0]](item) for item in frozen] if filter(doc)]
-
-
-def _private(copy: Any, original: Any) -> bool:
-    """Whether ``copy`` equals ``original`` and shares no dict or list with it."""
-    if type(original) is dict:
-        return (
-            type(copy) is dict
-            and copy is not original
-            and copy.keys() == original.keys()
-            and all(_private(copy[key], value) for key, value in original.items())
-        )
-    if type(original) is list:
-        return (
-            type(copy) is list
-            and copy is not original
-            and len(copy) == len(original)
-            and all(map(_private, copy, original))
-        )
-    return copy is original
-
-
-class _Atomic:
-    """One level of :meth:`MemoryStorage.atomic`: the lock, and a mark in the undo log."""
-
-    __slots__ = ("_mark", "_storage")
-
-    def __init__(self, storage: MemoryStorage) -> None:
-        self._storage = storage
-        self._mark = -1  # -1: the outermost level, which owns the log
-
-    def __enter__(self) -> None:
-        storage = self._storage
-        storage._lock.acquire()
-        if storage._undo is None:
-            storage._undo = []
-            storage._owner = threading.get_ident()
-        else:
-            self._mark = len(storage._undo)
-
-    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
-        storage = self._storage
-        touched = storage._touched() if self._mark < 0 else []
-        try:
-            if exc_type is not None:
-                storage._undo_to(max(self._mark, 0))
-        finally:
-            try:
-                for target in touched:  # the outermost block ends: readers see it now
-                    target.publish()
-            finally:
-                if self._mark < 0:
-                    storage._undo = None
-                    storage._owner = None
-                storage._lock.release()

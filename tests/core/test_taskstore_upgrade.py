@@ -26,7 +26,7 @@ from typing import Any
 import attrs
 import pytest
 
-from taskengine import _sqlite_taskstore, _taskrow
+from taskengine import _sqlite_taskschema, _taskrow
 from taskengine.cli import main
 from taskengine.engine import TaskEngine
 from taskengine.errors import StorageError
@@ -324,7 +324,7 @@ def test_a_failed_v2_upgrade_leaves_version_two(
 ) -> None:
     """An error while adding the lease columns rolls the whole upgrade back."""
     monkeypatch.setattr(
-        _sqlite_taskstore,
+        _sqlite_taskschema,
         "_LEASE_COLUMNS",
         ("lease_owner TEXT", "lease_token INTEGER NOT NULL DEFAULT 0", "lease_expires ((("),
     )
@@ -440,7 +440,7 @@ def test_a_failed_v3_upgrade_leaves_version_three(
     v3_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An error while adding the leaders table rolls the whole upgrade back."""
-    monkeypatch.setattr(_sqlite_taskstore, "_LEADERS_SCHEMA", "CREATE TABLE (((")
+    monkeypatch.setattr(_sqlite_taskschema, "_LEADERS_SCHEMA", "CREATE TABLE (((")
     with pytest.raises(StorageError):
         SQLiteTaskStore(v3_file)
     assert schema(v3_file)[0] == 3
@@ -478,7 +478,7 @@ def v4_file(v3_file: Path) -> Path:
     """A version-4 file: the version-3 fixture with the leaders table (what the release
     before slices wrote), made here from it as that release's upgrade did."""
     with closing(sqlite3.connect(v3_file)) as conn:
-        conn.execute(_sqlite_taskstore._LEADERS_SCHEMA)
+        conn.execute(_sqlite_taskschema._LEADERS_SCHEMA)
         conn.execute("UPDATE taskengine_schema SET version = 4 WHERE component = 'taskstore'")
         conn.commit()
     return v3_file
@@ -517,7 +517,7 @@ def test_a_failed_v4_upgrade_leaves_version_four(
     v4_file: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An error while adding the slice columns rolls the whole upgrade back."""
-    monkeypatch.setattr(_sqlite_taskstore, "_SLICE_COLUMNS", ("parent TEXT", "((("))
+    monkeypatch.setattr(_sqlite_taskschema, "_SLICE_COLUMNS", ("parent TEXT", "((("))
     with pytest.raises(StorageError):
         SQLiteTaskStore(v4_file)
     assert schema(v4_file) == (4, schema(FIXTURES / "taskstore_v3.db")[1])
