@@ -80,20 +80,26 @@ _WINDOW: Final = (
     " AND ({sure}) RETURNING id)"
     " SELECT b.n, b.bound, (SELECT more FROM edge), {deleted} FROM b"
 )
-# One pass (see the module docstring): ``k`` and ``edge`` as above, with ``size`` the
-# batch's ``limit``; ``d`` deletes the window's rows meeting ``sure``.
-_ONE_PASS: Final = (
-    _EDGE + " d AS (DELETE " + _ITEMS + "{lower} AND id <= (SELECT last FROM edge)"
-    " AND ({sure}) RETURNING id)"
-    " SELECT (SELECT last FROM edge), (SELECT more FROM edge), {deleted}, {undecided}"
+# One pass (see the module docstring), first statement: ``e``, the key ``size`` keys on
+# (the window's last) and the one after it, if any (a range read of the primary key, or
+# nothing when fewer keys are left: the window is then the rest of the item set); and
+# whether a row of the window meets ``undecided`` (the partial index of the rows without
+# jsonb answers that without reading the window).
+_EDGE_ROWS: Final = (
+    "WITH e AS MATERIALIZED (SELECT id " + _ITEMS + "{lower} ORDER BY id LIMIT 2 OFFSET %s)"
+    " SELECT (SELECT min(id) FROM e), (SELECT count(*) FROM e), {undecided}"
 )
 _ANY_UNDECIDED: Final = (
-    "EXISTS (SELECT 1 " + _ITEMS + "{lower} AND id <= (SELECT last FROM edge) AND ({undecided}))"
+    "EXISTS (SELECT 1 " + _ITEMS + "{lower} AND ((SELECT min(id) FROM e) IS NULL"
+    " OR id <= (SELECT min(id) FROM e)) AND ({undecided}))"
 )
+# Second statement: the window's rows meeting ``sure``, deleted (its count is the
+# statement's row count: no ``RETURNING`` unless the change needs the ids).
+_DELETE_WINDOW: Final = "DELETE " + _ITEMS + "{lower} AND ({sure})"
 _COUNTED: Final = "(SELECT count(*) FROM d)"
 _LISTED: Final = "(SELECT array_agg(id) FROM d)"
 _UNDECIDED: Final = (
-    "SELECT id, doc " + _ITEMS + "{lower} AND id <= %s AND ({where}) AND ({sure}) IS NOT TRUE"
+    "SELECT id, doc " + _ITEMS + "{lower} AND ({where}) AND ({sure}) IS NOT TRUE"
     " ORDER BY id FOR UPDATE"
 )
 _DELETE_KEYS: Final = "DELETE " + _ITEMS + " AND id = ANY(%s::text[]) RETURNING id"
@@ -212,43 +218,47 @@ def _one_pass(
     needs_ids: bool,
     until: str | None,
 ) -> ChangeResult:
-    """The batch of the next ``limit`` keys in one statement (see the module docstring),
-    none above ``until`` (a slice's last key, inclusive)."""
+    """The batch of the next ``limit`` keys in two statements (see the module
+    docstring), none above ``until`` (a slice's last key, inclusive)."""
     keyed, keys = ("", ()) if lower is None else _after(lower)
     if until is not None:
         keyed, keys = keyed + " AND id <= %s", (*keys, until)
     checked = undecided[0] != "FALSE" and filter is not None
-    statement = _ONE_PASS.format(
+    statement = _EDGE_ROWS.format(
         lower=keyed,
-        sure=sure[0],
-        deleted=_LISTED if needs_ids else _COUNTED,
         undecided=_ANY_UNDECIDED.format(lower=keyed, undecided=undecided[0])
         if checked
         else "FALSE",
     )
     params = (
-        *(coll, env, *keys, limit - 1),  # k
-        *(coll, env),  # edge
-        *(coll, env, *keys, *sure[1]),  # d
+        *(coll, env, *keys, limit - 1),  # e
         *((coll, env, *keys, *undecided[1]) if checked else ()),
     )
     row = conn.execute(statement, params).fetchone()
     assert row is not None
-    last, more, deleted, any_undecided = row[0], bool(row[1]), row[2], bool(row[3])
+    last: str | None = row[0]
+    more, any_undecided = int(row[1]) == 2, bool(row[2])
+    if last is not None:
+        keyed, keys = keyed + " AND id <= %s", (*keys, last)
+    cursor = conn.execute(
+        _DELETE_WINDOW.format(lower=keyed, sure=sure[0]) + (" RETURNING id" if needs_ids else ""),
+        (coll, env, *keys, *sure[1]),
+    )
     if needs_ids:
-        done = [unkey(stored) for stored in deleted or ()]
+        done = [unkey(stored) for (stored,) in cursor.fetchall()]
         written = len(done)
     else:
-        done, written = [], int(deleted)
-    if any_undecided and last is not None:
+        done, written = [], cursor.rowcount
+    if any_undecided:
         assert filter is not None
         # The undecided rows are among those meeting ``undecided``: tested first.
         among = (f"({undecided[0]}) AND ({where[0]})", (*undecided[1], *where[1]))
-        gone = _undecided(conn, coll, env, keyed, keys, last, among, sure, filter)
+        gone = _undecided(conn, coll, env, keyed, keys, None, among, sure, filter)
         done.extend(gone)
         written += len(gone)
+    if len(done) > 1:
         done.sort()
-    return ChangeResult(unkey(last) if more else None, written, tuple(done))
+    return ChangeResult(unkey(last) if more and last is not None else None, written, tuple(done))
 
 
 def _after(lower: tuple[str, bool]) -> tuple[str, tuple[str]]:
@@ -262,16 +272,18 @@ def _undecided(
     env: int,
     keyed: str,
     keys: tuple[str, ...],
-    bound: str,
+    bound: str | None,
     where: tuple[str, tuple[Any, ...]],
     sure: tuple[str, tuple[Any, ...]],
     filter: ItemFilter,
 ) -> list[str]:
-    """Read the undecided candidates up to ``bound`` locked, delete the ones ``filter``
-    accepts; their ids."""
+    """Read the undecided candidates of the range ``keyed`` up to ``bound`` (when not
+    ``None``) locked, delete the ones ``filter`` accepts; their ids."""
+    if bound is not None:
+        keyed, keys = keyed + " AND id <= %s", (*keys, bound)
     rows = conn.execute(
         _UNDECIDED.format(lower=keyed, where=where[0], sure=sure[0]),
-        (coll, env, *keys, bound, *where[1], *sure[1]),
+        (coll, env, *keys, *where[1], *sure[1]),
     ).fetchall()
     accepted = [stored for stored, text in rows if filter(decode(text))]
     if not accepted:

@@ -1,6 +1,6 @@
 """``PostgresStorage``: items in a PostgreSQL database, shareable with the task store.
 
-Layout (component ``"storage"``, schema version 2 in ``taskengine_schema``)::
+Layout (component ``"storage"``, schema version 3 in ``taskengine_schema``)::
 
     taskengine_collections(id INTEGER IDENTITY PRIMARY KEY, name TEXT COLLATE "C" UNIQUE,
                            sandbox BOOLEAN, publish_plugin BOOLEAN)
@@ -11,7 +11,11 @@ Layout (component ``"storage"``, schema version 2 in ``taskengine_schema``)::
 
 The two ``*_due`` columns and their partial indexes (version 2, added in place to a
 version 1 database, rewriting the table once) hold the scheduled dates' keys
-(:mod:`taskengine.storage._schedulesql`).
+(:mod:`taskengine.storage._schedulesql`). Version 3 adds ``taskengine_items_undecided``, a
+partial index of the rows whose ``data`` is ``NULL`` (built in place on an older
+database, one read of the table), nearly always empty: a set-based delete asks it
+whether a key window holds a row its filter's SQL cannot decide
+(:mod:`taskengine.storage._pgchange`) without reading the window's rows again.
 
 ``env`` is 0 for ``LIVE`` and 1 for ``SANDBOX``. **Exactness**: ``doc`` holds the codec's
 JSON text of the item (:func:`taskengine.storage.codec.admit_text`, dates as ``{"$date":
@@ -120,7 +124,9 @@ from taskengine.storage.schedule import (
 __all__ = ["PgDatabase", "PostgresError", "PostgresStorage", "TransactionConflict"]
 
 COMPONENT = "storage"
-SCHEMA_VERSION = 2
+UNDECIDED_INDEX = "taskengine_items_undecided"
+"""The partial index of the rows without ``jsonb`` (schema version 3)."""
+SCHEMA_VERSION = 3
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS taskengine_collections ("
     " id INTEGER GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
@@ -139,6 +145,11 @@ SCHEMA = (
     " PRIMARY KEY (coll, env, id))"
     " WITH (fillfactor = 90)",
     *PG_SCHEMA,  # version 2: the scheduled dates (ScheduleIndex)
+    # Version 3: the rows without jsonb, which a filter's SQL form leaves undecided. The
+    # predicate is the SQL conditions' ``undecided`` text itself, so the planner proves a
+    # query's ``data IS NULL`` implies it and reads this (nearly always empty) index.
+    f"CREATE INDEX IF NOT EXISTS {UNDECIDED_INDEX}"
+    " ON taskengine_items (coll, env, id) WHERE data IS NULL",
 )
 
 _ENV_CODE = {Environment.LIVE: 0, Environment.SANDBOX: 1}
