@@ -68,7 +68,6 @@ from taskengine.errors import (
     StorageError,
     Violation,
 )
-from taskengine.storage._estimate import estimate_on_reads
 from taskengine.storage._pgchange import delete_rows
 from taskengine.storage._pgdatabase import (
     Connection,
@@ -76,6 +75,7 @@ from taskengine.storage._pgdatabase import (
     PostgresError,
     TransactionConflict,
 )
+from taskengine.storage._pgestimate import estimate_in_one_query
 from taskengine.storage._pgfilter import (
     BACKEND,
     DOCUMENT,
@@ -441,19 +441,16 @@ class PostgresStorage(Storage, ChangingStorage):
     ) -> Count:
         """How many items ``filter`` accepts, for a task's estimate: exact up to 50,000
         items, else estimated from a sample of 4,096 (see
-        :mod:`taskengine.storage._estimate`)."""
+        :mod:`taskengine.storage._estimate`), read in one query
+        (:mod:`taskengine.storage._pgestimate`)."""
         env = Environment.coerce(environment)
         if filter is None:
             return self.count(collection, env)
-        return estimate_on_reads(
-            self.database.read,
-            lambda conn: _target(conn, collection, env),
-            _ENV_CODE[env],
-            "%s",
-            pushed_condition(filter, BACKEND, DOCUMENT),
-            filter,
-            lambda: self.count(collection, env, filter),
-        )
+        condition = pushed_condition(filter, BACKEND, DOCUMENT)
+        with self.database.read() as conn:
+            coll = _target(conn, collection, env)
+            estimate = estimate_in_one_query(conn, coll, _ENV_CODE[env], condition, filter)
+        return self.count(collection, env, filter) if estimate is None else estimate
 
     def _reader(self, collection: str, env: Environment) -> PgReader:
         """Opens a read of one item set: ``(connection, collection row id, env code)``."""
