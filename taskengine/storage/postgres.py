@@ -592,9 +592,11 @@ class PostgresStorage(Storage, ChangingStorage):
     ) -> ChangeResult:
         """Change the next batch in the database (see :class:`ChangingStorage`).
 
-        A delete covers the next ``limit`` keys when the only rows the filter's SQL form
-        can leave undecided are those without ``jsonb`` (one ``DELETE`` over the window,
-        the filter evaluated once per row), else the next ``limit`` candidate rows: the
+        A delete covers key windows holding at most ``limit`` candidate rows when the
+        only rows the filter's SQL form can leave undecided are those without ``jsonb``
+        (one ``DELETE`` per window, the filter evaluated once per row: the first window
+        ``limit`` keys, the next sized by the candidates it held,
+        :mod:`taskengine.storage._pgonepass`), else the next ``limit`` candidate rows: the
         rows the filter's SQL form accepts go in one ``DELETE`` over the batch's key
         range, the ones it leaves undecided are read locked, checked in Python and
         deleted by id (:mod:`taskengine.storage._pgchange`); either way no key above
