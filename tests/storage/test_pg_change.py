@@ -222,8 +222,8 @@ def test_one_delete_per_batch_over_many_windows(
     engine-shaped run deletes exactly the accepted items, the filter called only on the
     undecided rows. Without the condition's ``undecided`` test a batch is 250 candidates
     (windows of candidates); with it, key windows in one pass, the undecided rows found
-    by ``data IS NULL``: 250 keys (75 candidates), then a window sized for the 175 still
-    needed less three standard deviations (450 keys, 135 candidates), so 700 keys a
+    by ``data IS NULL``: 250 keys (75 candidates), then windows sized for the candidates
+    still needed (at most two keys each): 350 keys (105), 140 keys (42), so 740 keys a
     batch."""
     storage = emptied(shared, "big")
     storage.create_collection("big")
