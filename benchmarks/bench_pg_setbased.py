@@ -1,7 +1,7 @@
 """Benchmark: DELETE_BY_QUERY on PostgreSQL, set-based batches against the scan path and SQL.
 
 Run: ``.venv/bin/python benchmarks/bench_pg_setbased.py [--items N] [--rounds R]
-[--quick] [--dsn DSN] [--sides set,sql]``. The setting is ``bench_postgres.py``'s (a
+[--quick] [--dsn DSN] [--sides set,sql] [--drafts]``. The setting is ``bench_postgres.py``'s (a
 throwaway server without ``--dsn``, one template database per size, a fresh identical
 copy per run, rounds interleaved, best of each side kept, the end states compared by
 checksum), with up to three sides in the same run:
@@ -13,7 +13,9 @@ checksum), with up to three sides in the same run:
   takes its scan path (read the page, delete by id), as before set-based batches;
 * **SQL**: the hand-written ``DELETE ... WHERE`` of ``bench_postgres.py``.
 
-It reports engine time ÷ SQL time for both engine sides; it never passes or fails on
+``--drafts`` deletes the DRAFT items instead (a tenth of them, evenly spread;
+``includeDraftItems``), against ``DELETE ... WHERE data->'_publishStatus' @>
+'"DRAFT"'``. It reports engine time ÷ SQL time for both engine sides; it never passes or fails on
 time, only when the sides do not end in the same state.
 
 The template is vacuumed once more after ``make_template`` (:func:`settle`), after a
@@ -36,6 +38,7 @@ from typing import Any
 import psycopg
 from bench_postgres import (
     BATCH,
+    HAND_SQL,
     LEASE,
     SPECS,
     Timing,
@@ -52,6 +55,19 @@ from bench_postgres import (
 from taskengine import PostgresStorage, PostgresTaskStore, TaskEngine
 
 KIND = "DELETE_BY_QUERY"
+DRAFTS = {
+    "type": KIND,
+    "deleteByQueryOptions": {
+        "dataCollectionId": "Items",
+        "filter": {"_publishStatus": "DRAFT"},
+        "publishPluginOptions": {"includeDraftItems": True},
+    },
+}
+DRAFTS_SQL = (
+    "DELETE FROM taskengine_items WHERE coll = %(coll)s AND env = 0"
+    " AND data->'_publishStatus' @> '\"DRAFT\"'"
+)
+SPEC: dict[str, Any] = SPECS[KIND]
 
 
 class ScanPath(PostgresStorage):
@@ -68,7 +84,7 @@ def engine_run(dsn: str, storage_class: type[PostgresStorage]) -> Timing:
         engine.run_until_idle()  # services up, untimed
         before = server_cpu(dsn)
         cpu, start = time.process_time(), time.perf_counter()
-        task = engine.create_task(SPECS[KIND])
+        task = engine.create_task(SPEC)
         engine.run_until_idle()
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         spent = server_cpu(dsn) - before
@@ -161,7 +177,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--sides", default="set,scan,sql", help="comma-separated, of set, scan and sql"
     )
+    parser.add_argument("--drafts", action="store_true", help="delete the DRAFT items (10%%)")
     args = parser.parse_args(argv)
+    if args.drafts:
+        global SPEC
+        SPEC = DRAFTS
+        HAND_SQL[KIND] = DRAFTS_SQL
     names = args.sides.split(",")
     if not {"set", "sql"} <= set(names) or not set(names) <= set(SIDES):
         parser.error("--sides: set and sql, and scan if wanted")
