@@ -20,10 +20,10 @@ window and one round trip per batch; at most :data:`WINDOW`).
 
 **One pass** when the filter says which rows it may leave undecided by a cheap condition
 of their own (its SQL form's ``undecided``: on PostgreSQL the rows JSONB cannot hold,
-``data IS NULL``, when the rest is exact), and without a filter: the batch is the next
-``limit`` *keys*, and one statement finds the window's end, deletes the rows in it that
-meet ``sure`` (evaluated once per row, over a key range) and says whether a row of it
-meets ``undecided``; only then are the undecided ones read, as above.
+``data IS NULL``, when the rest is exact), and without a filter: the batch is a few
+windows of *keys*, one ``DELETE`` of the rows meeting ``sure`` each, the first ``limit``
+keys and the next sized by the candidates it held
+(:mod:`taskengine.storage._pgonepass`).
 
 Both deletes lock what they delete, and a row another transaction deleted first is
 skipped (PostgreSQL checks the condition again on the row's latest version), so two
@@ -39,9 +39,9 @@ from typing import Any, Final
 from taskengine.storage._pgdatabase import Connection
 from taskengine.storage._pgfilter import WINDOW
 from taskengine.storage._pgkeys import lower_bound, unkey
+from taskengine.storage._pgonepass import delete_accepted, key_after, one_pass, read_undecided
 from taskengine.storage.base import ItemFilter, SQLFilterCondition
 from taskengine.storage.changes import ChangeResult
-from taskengine.storage.codec import decode
 
 __all__ = ["delete_rows"]
 
@@ -80,23 +80,8 @@ _WINDOW: Final = (
     " AND ({sure}) RETURNING id)"
     " SELECT b.n, b.bound, (SELECT more FROM edge), {deleted} FROM b"
 )
-# One pass (see the module docstring): ``k`` and ``edge`` as above, with ``size`` the
-# batch's ``limit``; ``d`` deletes the window's rows meeting ``sure``.
-_ONE_PASS: Final = (
-    _EDGE + " d AS (DELETE " + _ITEMS + "{lower} AND id <= (SELECT last FROM edge)"
-    " AND ({sure}) RETURNING id)"
-    " SELECT (SELECT last FROM edge), (SELECT more FROM edge), {deleted}, {undecided}"
-)
-_ANY_UNDECIDED: Final = (
-    "EXISTS (SELECT 1 " + _ITEMS + "{lower} AND id <= (SELECT last FROM edge) AND ({undecided}))"
-)
 _COUNTED: Final = "(SELECT count(*) FROM d)"
 _LISTED: Final = "(SELECT array_agg(id) FROM d)"
-_UNDECIDED: Final = (
-    "SELECT id, doc " + _ITEMS + "{lower} AND id <= %s AND ({where}) AND ({sure}) IS NOT TRUE"
-    " ORDER BY id FOR UPDATE"
-)
-_DELETE_KEYS: Final = "DELETE " + _ITEMS + " AND id = ANY(%s::text[]) RETURNING id"
 _SUBSCRIPT: Final = 2**31 - 1
 """The largest array subscript (an ``integer``); a larger ``need`` is never reached."""
 _FIRST: Final = 3
@@ -130,7 +115,7 @@ def delete_rows(
     lower = None if after is None else lower_bound(after)
     undecided = ("FALSE", ()) if condition is None else _undecided_of(condition)
     if undecided is not None:
-        return _one_pass(
+        return one_pass(
             conn, coll, env, lower, limit, filter, where, sure, undecided, needs_ids, until
         )
     need = limit
@@ -139,7 +124,7 @@ def delete_rows(
     done: list[str] = []
     written = 0
     while True:
-        keyed, keys = ("", ()) if lower is None else _after(lower)
+        keyed, keys = ("", ()) if lower is None else key_after(lower)
         if until is not None:
             keyed, keys = keyed + " AND id <= %s", (*keys, until)
         statement = _WINDOW.format(
@@ -166,7 +151,9 @@ def delete_rows(
         written += count
         # Candidates the DELETE left are undecided (or gone meanwhile): read them.
         if min(n, need) > count and filter is not None:
-            gone = _undecided(conn, coll, env, keyed, keys, bound, where, sure, filter)
+            bounded = (keyed + " AND id <= %s", (*keys, bound))
+            rows = read_undecided(conn, coll, env, *bounded, where, sure)
+            gone = delete_accepted(conn, coll, env, rows, filter)
             done.extend(gone)
             written += len(gone)
         if n > need:
@@ -197,84 +184,3 @@ def _undecided_of(condition: SQLFilterCondition) -> tuple[str, tuple[Any, ...]] 
         return None
     params: tuple[Any, ...] = getattr(condition, "undecided_params", ())
     return (text, params)
-
-
-def _one_pass(
-    conn: Connection,
-    coll: int,
-    env: int,
-    lower: tuple[str, bool] | None,
-    limit: int,
-    filter: ItemFilter | None,
-    where: tuple[str, tuple[Any, ...]],
-    sure: tuple[str, tuple[Any, ...]],
-    undecided: tuple[str, tuple[Any, ...]],
-    needs_ids: bool,
-    until: str | None,
-) -> ChangeResult:
-    """The batch of the next ``limit`` keys in one statement (see the module docstring),
-    none above ``until`` (a slice's last key, inclusive)."""
-    keyed, keys = ("", ()) if lower is None else _after(lower)
-    if until is not None:
-        keyed, keys = keyed + " AND id <= %s", (*keys, until)
-    checked = undecided[0] != "FALSE" and filter is not None
-    statement = _ONE_PASS.format(
-        lower=keyed,
-        sure=sure[0],
-        deleted=_LISTED if needs_ids else _COUNTED,
-        undecided=_ANY_UNDECIDED.format(lower=keyed, undecided=undecided[0])
-        if checked
-        else "FALSE",
-    )
-    params = (
-        *(coll, env, *keys, limit - 1),  # k
-        *(coll, env),  # edge
-        *(coll, env, *keys, *sure[1]),  # d
-        *((coll, env, *keys, *undecided[1]) if checked else ()),
-    )
-    row = conn.execute(statement, params).fetchone()
-    assert row is not None
-    last, more, deleted, any_undecided = row[0], bool(row[1]), row[2], bool(row[3])
-    if needs_ids:
-        done = [unkey(stored) for stored in deleted or ()]
-        written = len(done)
-    else:
-        done, written = [], int(deleted)
-    if any_undecided and last is not None:
-        assert filter is not None
-        # The undecided rows are among those meeting ``undecided``: tested first.
-        among = (f"({undecided[0]}) AND ({where[0]})", (*undecided[1], *where[1]))
-        gone = _undecided(conn, coll, env, keyed, keys, last, among, sure, filter)
-        done.extend(gone)
-        written += len(gone)
-        done.sort()
-    return ChangeResult(unkey(last) if more else None, written, tuple(done))
-
-
-def _after(lower: tuple[str, bool]) -> tuple[str, tuple[str]]:
-    """The condition ``id > lower`` (``>=`` when inclusive) and its parameter."""
-    return (" AND id >= %s" if lower[1] else " AND id > %s"), (lower[0],)
-
-
-def _undecided(
-    conn: Connection,
-    coll: int,
-    env: int,
-    keyed: str,
-    keys: tuple[str, ...],
-    bound: str,
-    where: tuple[str, tuple[Any, ...]],
-    sure: tuple[str, tuple[Any, ...]],
-    filter: ItemFilter,
-) -> list[str]:
-    """Read the undecided candidates up to ``bound`` locked, delete the ones ``filter``
-    accepts; their ids."""
-    rows = conn.execute(
-        _UNDECIDED.format(lower=keyed, where=where[0], sure=sure[0]),
-        (coll, env, *keys, bound, *where[1], *sure[1]),
-    ).fetchall()
-    accepted = [stored for stored, text in rows if filter(decode(text))]
-    if not accepted:
-        return []
-    gone = conn.execute(_DELETE_KEYS, (coll, env, accepted)).fetchall()
-    return [unkey(row[0]) for row in gone]

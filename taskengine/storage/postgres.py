@@ -1,6 +1,6 @@
 """``PostgresStorage``: items in a PostgreSQL database, shareable with the task store.
 
-Layout (component ``"storage"``, schema version 2 in ``taskengine_schema``)::
+Layout (component ``"storage"``, schema version 3 in ``taskengine_schema``)::
 
     taskengine_collections(id INTEGER IDENTITY PRIMARY KEY, name TEXT COLLATE "C" UNIQUE,
                            sandbox BOOLEAN, publish_plugin BOOLEAN)
@@ -11,7 +11,11 @@ Layout (component ``"storage"``, schema version 2 in ``taskengine_schema``)::
 
 The two ``*_due`` columns and their partial indexes (version 2, added in place to a
 version 1 database, rewriting the table once) hold the scheduled dates' keys
-(:mod:`taskengine.storage._schedulesql`).
+(:mod:`taskengine.storage._schedulesql`). Version 3 adds ``taskengine_items_undecided``, a
+partial index of the rows whose ``data`` is ``NULL`` (built in place on an older
+database, one read of the table), nearly always empty: a set-based delete asks it
+whether a key window holds a row its filter's SQL cannot decide
+(:mod:`taskengine.storage._pgchange`) without reading the window's rows again.
 
 ``env`` is 0 for ``LIVE`` and 1 for ``SANDBOX``. **Exactness**: ``doc`` holds the codec's
 JSON text of the item (:func:`taskengine.storage.codec.admit_text`, dates as ``{"$date":
@@ -64,7 +68,6 @@ from taskengine.errors import (
     StorageError,
     Violation,
 )
-from taskengine.storage._estimate import estimate_on_reads
 from taskengine.storage._pgchange import delete_rows
 from taskengine.storage._pgdatabase import (
     Connection,
@@ -72,6 +75,7 @@ from taskengine.storage._pgdatabase import (
     PostgresError,
     TransactionConflict,
 )
+from taskengine.storage._pgestimate import estimate_in_one_query
 from taskengine.storage._pgfilter import (
     BACKEND,
     DOCUMENT,
@@ -120,7 +124,9 @@ from taskengine.storage.schedule import (
 __all__ = ["PgDatabase", "PostgresError", "PostgresStorage", "TransactionConflict"]
 
 COMPONENT = "storage"
-SCHEMA_VERSION = 2
+UNDECIDED_INDEX = "taskengine_items_undecided"
+"""The partial index of the rows without ``jsonb`` (schema version 3)."""
+SCHEMA_VERSION = 3
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS taskengine_collections ("
     " id INTEGER GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
@@ -139,6 +145,11 @@ SCHEMA = (
     " PRIMARY KEY (coll, env, id))"
     " WITH (fillfactor = 90)",
     *PG_SCHEMA,  # version 2: the scheduled dates (ScheduleIndex)
+    # Version 3: the rows without jsonb, which a filter's SQL form leaves undecided. The
+    # predicate is the SQL conditions' ``undecided`` text itself, so the planner proves a
+    # query's ``data IS NULL`` implies it and reads this (nearly always empty) index.
+    f"CREATE INDEX IF NOT EXISTS {UNDECIDED_INDEX}"
+    " ON taskengine_items (coll, env, id) WHERE data IS NULL",
 )
 
 _ENV_CODE = {Environment.LIVE: 0, Environment.SANDBOX: 1}
@@ -430,19 +441,16 @@ class PostgresStorage(Storage, ChangingStorage):
     ) -> Count:
         """How many items ``filter`` accepts, for a task's estimate: exact up to 50,000
         items, else estimated from a sample of 4,096 (see
-        :mod:`taskengine.storage._estimate`)."""
+        :mod:`taskengine.storage._estimate`), read in one query
+        (:mod:`taskengine.storage._pgestimate`)."""
         env = Environment.coerce(environment)
         if filter is None:
             return self.count(collection, env)
-        return estimate_on_reads(
-            self.database.read,
-            lambda conn: _target(conn, collection, env),
-            _ENV_CODE[env],
-            "%s",
-            pushed_condition(filter, BACKEND, DOCUMENT),
-            filter,
-            lambda: self.count(collection, env, filter),
-        )
+        condition = pushed_condition(filter, BACKEND, DOCUMENT)
+        with self.database.read() as conn:
+            coll = _target(conn, collection, env)
+            estimate = estimate_in_one_query(conn, coll, _ENV_CODE[env], condition, filter)
+        return self.count(collection, env, filter) if estimate is None else estimate
 
     def _reader(self, collection: str, env: Environment) -> PgReader:
         """Opens a read of one item set: ``(connection, collection row id, env code)``."""
@@ -584,9 +592,11 @@ class PostgresStorage(Storage, ChangingStorage):
     ) -> ChangeResult:
         """Change the next batch in the database (see :class:`ChangingStorage`).
 
-        A delete covers the next ``limit`` keys when the only rows the filter's SQL form
-        can leave undecided are those without ``jsonb`` (one ``DELETE`` over the window,
-        the filter evaluated once per row), else the next ``limit`` candidate rows: the
+        A delete covers key windows holding at most ``limit`` candidate rows when the
+        only rows the filter's SQL form can leave undecided are those without ``jsonb``
+        (one ``DELETE`` per window, the filter evaluated once per row: the first window
+        ``limit`` keys, the next sized by the candidates it held,
+        :mod:`taskengine.storage._pgonepass`), else the next ``limit`` candidate rows: the
         rows the filter's SQL form accepts go in one ``DELETE`` over the batch's key
         range, the ones it leaves undecided are read locked, checked in Python and
         deleted by id (:mod:`taskengine.storage._pgchange`); either way no key above

@@ -362,7 +362,7 @@ def test_postgres_version_1_database_gets_the_columns_in_place(pg_database: str)
     import psycopg
 
     from taskengine.storage._schedulesql import PG_COLUMN
-    from taskengine.storage.postgres import _DUE, PostgresStorage
+    from taskengine.storage.postgres import _DUE, SCHEMA_VERSION, PostgresStorage
 
     with PostgresStorage(pg_database) as storage:
         storage.create_collection("pub", publish_plugin=True)
@@ -373,7 +373,7 @@ def test_postgres_version_1_database_gets_the_columns_in_place(pg_database: str)
         conn.execute("DROP FUNCTION taskengine_date_key(json)")
         conn.execute("UPDATE taskengine_schema SET version = 1 WHERE component = 'storage'")
     with PostgresStorage(pg_database) as storage:
-        assert storage.database.schema_version("storage") == 2
+        assert storage.database.schema_version("storage") == SCHEMA_VERSION
         assert storage.due_items("pub", "LIVE", T0, limit=5) == [("a", T0)]
         assert storage.next_due_date("pub", "LIVE") == T0
     with psycopg.connect(pg_database, autocommit=True) as conn:
