@@ -69,19 +69,27 @@ values = st.recursive(
 )
 
 
+simple = st.sampled_from(["x", "y", "", "é\U0001f600", True, False, None, *_DATES])
+
+
 @st.composite
 def documents(draw: st.DrawFn) -> dict[str, Any]:
-    """A document of the keys the changes touch, sometimes repeating a top-level pair in
-    a nested object (before or after it) or as the text of a string."""
+    """A document of the keys the changes touch, often with a spliceable value where a
+    change looks, and sometimes a top-level pair repeated in a nested object (before or
+    after it, in an array or not)."""
     doc: dict[str, Any] = draw(st.dictionaries(st.sampled_from(KEYS), values, max_size=4))
+    for key in draw(st.lists(st.sampled_from(["t", "s", "_publishDate"]), max_size=3)):
+        doc[key] = draw(simple)
     if doc and draw(st.booleans()):
         key = draw(st.sampled_from(sorted(doc)))
-        nested = {key: doc[key]}
-        where = draw(st.sampled_from(["x", "n", "zz"]))
+        nested: Any = {key: doc[key]}
         if draw(st.booleans()):
+            nested = [nested]
+        where = draw(st.sampled_from(["x", "n", "zz"]))
+        if where != key and draw(st.booleans()):
             doc = {where: nested, **{k: v for k, v in doc.items() if k != where}}
-        else:
-            doc[where] = [nested] if draw(st.booleans()) else nested
+        elif where != key:
+            doc[where] = nested
     return doc
 
 
