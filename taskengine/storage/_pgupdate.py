@@ -56,7 +56,7 @@ _DERIVED: Final = (
     " WHEN 'string' THEN {v}::text WHEN 'boolean' THEN {v}::text WHEN 'null' THEN 'null'"
     " WHEN 'object' THEN CASE WHEN jsonb_typeof({v}->'$date') = 'string'"
     " AND ({v} - '$date') = '{{}}'::jsonb"
-    ' THEN \'{{"$date":\' || ({v}->\'$date\')::text || \'}}\' END END AS t) AS x)'
+    " THEN '{{\"$date\":' || ({v}->'$date')::text || '}}' END END AS t) AS x)"
 )
 # Whether ``{p}`` occurs in ``doc`` exactly once.
 _ONCE: Final = "(strpos(c.doc, {p}) > 0 AND strpos(substr(c.doc, strpos(c.doc, {p}) + 1), {p}) = 0)"
@@ -240,7 +240,8 @@ def update_rows(
     else:
         where = (condition.where, condition.where_params)
         sure = where if condition.exact else (condition.sure, condition.sure_params)
-    lower, keys = "", ()
+    lower = ""
+    keys: tuple[str, ...] = ()
     if after is not None:
         bound, inclusive = lower_bound(after)
         lower, keys = (" AND id >= %s" if inclusive else " AND id > %s"), (bound,)

@@ -146,12 +146,23 @@ def run(
         with storage.atomic():
             if reference:
                 result: ChangeResult = change_by_scan(
-                    storage, name, "LIVE", after=after, limit=limit, filter=flt, change=change,
+                    storage,
+                    name,
+                    "LIVE",
+                    after=after,
+                    limit=limit,
+                    filter=flt,
+                    change=change,
                     until=until,
                 )
             else:
                 result = storage.change_matching(
-                    name, "LIVE", after=after, limit=limit, filter=flt, change=change,
+                    name,
+                    "LIVE",
+                    after=after,
+                    limit=limit,
+                    filter=flt,
+                    change=change,
                     until=until,
                 )
         assert result.missing == ()
@@ -224,7 +235,11 @@ def _python_rows(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             [{"n": {"t": "x"}, "t": "x"}, {"t": 'q"'}, {"t": 1.0}, {"t": "x", "z": "\x00"}],
             ["i0", "i1", "i2", "i3"],
         ),
-        (CopyField("s", "t"), [{"s": 10**16}, {"s": "a\\b"}, {"s": "x", "t": [1]}], ["i0", "i1", "i2"]),
+        (
+            CopyField("s", "t"),
+            [{"s": 10**16}, {"s": "a\\b"}, {"s": "x", "t": [1]}],
+            ["i0", "i1", "i2"],
+        ),
         (EditField.of("t", Operations(add_items=("a",))), [{}, {"t": None}, {"t": []}], ["i2"]),
     ],
 )
@@ -266,9 +281,7 @@ def test_two_transactions_on_the_same_rows(shared: PgDatabase) -> None:
 
     thread = threading.Thread(target=second)
     with storage.atomic():
-        first = storage.change_matching(
-            "a", "LIVE", after=None, limit=10, filter=None, change=copy
-        )
+        first = storage.change_matching("a", "LIVE", after=None, limit=10, filter=None, change=copy)
         assert first.written == 5
         thread.start()
         deadline = time.monotonic() + 30
