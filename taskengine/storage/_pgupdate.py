@@ -5,7 +5,8 @@ the codec's exact text, the rows it cannot decide done in Python in the same bat
 ``jsonb`` generated from it. ``jsonb`` cannot print the codec's text (key order, number
 forms), so the new document is made by editing ``doc`` as text, for changes that set one
 top-level field (:class:`~taskengine.storage.changes.FieldAssignment`: publish status
-and schedule dates, ``COPY_FIELD_DATA``, ``addItems`` alone), row by row where the edit is
+and schedule dates, ``COPY_FIELD_DATA``, ``addItems`` alone) or remove top-level fields
+(a ``removes`` attribute: cancel scheduling), row by row where the edit is
 provably exact (:func:`update_form` says which changes qualify):
 
 * the old value's codec text is derived from ``jsonb`` only where the two print alike:
@@ -19,7 +20,9 @@ provably exact (:func:`update_form` says which changes qualify):
   value, or the pattern inside a key holding ``\\"``, make two: Python's), and replacing
   it is exact;
 * an absent field is set as the last key, as the Python form's ``dict`` puts it:
-  ``,"key":NEW`` before the final ``}``.
+  ``,"key":NEW`` before the final ``}``;
+* a removed field's pair is cut out with the comma before it (after it when it is the
+  first key), one key after the other (cancel scheduling: the two dates).
 
 A batch is the next ``limit`` *candidate* rows (meeting the filter's SQL ``where``; every
 row without a filter) after the cursor, none above ``until``, read ``FOR UPDATE`` in one
@@ -58,8 +61,9 @@ _DERIVED: Final = (
     " AND ({v} - '$date') = '{{}}'::jsonb"
     " THEN '{{\"$date\":' || ({v}->'$date')::text || '}}' END END AS t) AS x)"
 )
-# Whether ``{p}`` occurs in ``doc`` exactly once.
-_ONCE: Final = "(strpos(c.doc, {p}) > 0 AND strpos(substr(c.doc, strpos(c.doc, {p}) + 1), {p}) = 0)"
+# Whether ``{p}`` occurs in ``{d}`` (``doc`` unless said) exactly once.
+_ONCE_IN: Final = "(strpos({d}, {p}) > 0 AND strpos(substr({d}, strpos({d}, {p}) + 1), {p}) = 0)"
+_ONCE: Final = _ONCE_IN.replace("{d}", "c.doc")
 # ``doc`` with the pair ``{pair}`` as its last key.
 _APPEND: Final = (
     "CASE WHEN c.doc = '{{}}' THEN '{{' || {pair} || '}}'"
@@ -128,10 +132,17 @@ def update_form(change: ItemChange) -> UpdateForm | None:
 
     Changes with a :class:`FieldAssignment` (an ``assignment`` attribute) qualify when
     their keys need no escape: a string or date set, a copy, an append of scalars (done in
-    SQL where the target is missing or ``null``).
+    SQL where the target is missing or ``null``); so do changes with a ``removes``
+    attribute, a tuple of top-level keys they remove, and nothing else (unchanged when
+    none is present).
     """
+    if change.deletes:
+        return None
+    removes = getattr(change, "removes", None)
+    if isinstance(removes, tuple) and removes and all(type(key) is str for key in removes):
+        return _remove_form(removes)
     assignment = getattr(change, "assignment", None)
-    if change.deletes or not isinstance(assignment, FieldAssignment):
+    if not isinstance(assignment, FieldAssignment):
         return None
     target = _key_text(assignment.target)
     if target is None:
@@ -294,3 +305,46 @@ def update_rows(
         done.sort()
     cursor = None if bound_key is None else unkey(bound_key)
     return ChangeResult(cursor, written, tuple(done), unchanged, refused)
+
+
+def _remove_form(keys: tuple[str, ...]) -> UpdateForm | None:
+    """The keys removed one after the other, each from the text the previous step left
+    (so each step's exactly-once test is on the codec text of the item without the keys
+    removed before it). A pair is removed with the comma before it, or after it when it
+    is the first key. Each step is a subquery the planner keeps (``OFFSET 0``): pulled
+    up, every step would repeat the previous one's text expression several times, and
+    the expression grows exponentially with the keys (four took the planner minutes)."""
+    texts = [_key_text(key) for key in keys]
+    if any(text is None for text in texts):
+        return None
+    old = _DERIVED.format(v="(c.data -> %s)")
+    laterals = ""
+    params: list[Any] = []
+    for n, (key, key_text) in enumerate(zip(keys, texts, strict=True), start=1):
+        prev = f"s{n - 1}.t"
+        pattern = f"(%s || ':' || o{n}.old)"
+        laterals += (
+            f" CROSS JOIN LATERAL (SELECT NOT (c.data ? %s) AS absent, {old} AS old"
+            f" OFFSET 0) AS o{n}"
+            f" CROSS JOIN LATERAL (SELECT strpos({prev}, {pattern}) AS pos,"
+            f" length({pattern}) AS len OFFSET 0) AS f{n}"
+            f" CROSS JOIN LATERAL (SELECT o{n}.absent OR (o{n}.old IS NOT NULL"
+            f" AND {_ONCE_IN.format(d=prev, p=pattern)}) AS ok,"
+            f" CASE WHEN o{n}.absent THEN {prev} WHEN coalesce(f{n}.pos, 0) = 0 THEN NULL"
+            f" WHEN substr({prev}, f{n}.pos - 1, 1) = ','"
+            f" THEN overlay({prev} placing '' from f{n}.pos - 1 for f{n}.len + 1)"
+            f" WHEN substr({prev}, f{n}.pos + f{n}.len, 1) = ','"
+            f" THEN overlay({prev} placing '' from f{n}.pos for f{n}.len + 1)"
+            f" ELSE overlay({prev} placing '' from f{n}.pos for f{n}.len) END AS t"
+            f" OFFSET 0) AS s{n}"
+        )
+        params += [key, *[key] * old.count("%s"), key_text, key_text, *[key_text] * 3]
+    last = len(keys)
+    oks = " AND ".join(f"s{n}.ok" for n in range(1, last + 1))
+    absents = " AND ".join(f"o{n}.absent" for n in range(1, last + 1))
+    row = (
+        f"SELECT c.data IS NOT NULL AND {oks} AS ok, NOT ({absents}) AS ch, s{last}.t AS new"
+        f" FROM (SELECT c.doc AS t) AS s0{laterals}"
+    )
+    assert row.count("%s") == len(params), (row.count("%s"), len(params))
+    return UpdateForm(row, tuple(params))

@@ -104,7 +104,11 @@ CHANGES: list[ItemChange] = [
     CopyField("t", "t"),
     EditField.of("t", Operations(add_items=("x", 1.0, -0.0))),
     EditField.of("t", Operations(add_items=(_DATES[1],))),
-    RemoveFields(("_publishDate", "t"), needs_ids=True),  # no splice: the scan path
+    RemoveFields(("_publishDate", "t"), needs_ids=True),
+    RemoveFields(("t", "t")),
+    RemoveFields(("s",)),
+    RemoveFields(("x", "_publishDate", "t", "s")),
+    RemoveFields(('q"',)),  # a key that needs an escape: no splice, the scan path
 ]
 SPECS: list[dict[str, Any] | None] = [
     None,
@@ -241,6 +245,16 @@ def _python_rows(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             ["i0", "i1", "i2"],
         ),
         (EditField.of("t", Operations(add_items=("a",))), [{}, {"t": None}, {"t": []}], ["i2"]),
+        (
+            RemoveFields(("t", "s")),
+            [{"t": "x"}, {"s": True, "t": _DATES[1]}, {"a": 1, "t": None, "b": 2}, {"a": 1}],
+            [],
+        ),
+        (
+            RemoveFields(("t", "s")),
+            [{"t": 1}, {"t": "x", "n": [{"t": "x"}]}, {"s": None, "t": {"a": 1}}],
+            ["i0", "i1", "i2"],
+        ),
     ],
 )
 def test_which_rows_go_through_python(
