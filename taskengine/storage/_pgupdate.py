@@ -26,9 +26,9 @@ provably exact (:func:`update_form` says which changes qualify):
 
 A batch is the next ``limit`` *candidate* rows (meeting the filter's SQL ``where``; every
 row without a filter) after the cursor, none above ``until``, read ``FOR UPDATE`` in one
-statement that also writes the sure rows inside the splice's conditions (``UPDATE ...
-FROM`` the locked rows, their new text computed once) and returns the counters and the
-rest: rows the filter's SQL leaves undecided (checked with the filter in Python) and rows
+statement that also writes the sure rows inside the splice's conditions (an ``UPDATE``
+of their keys, the new text computed from the row it updates) and returns the counters
+and the rest: rows the filter's SQL leaves undecided (checked with the filter in Python) and rows
 outside the conditions (``data IS NULL`` among them), which the change's Python form
 does, written by id in a second statement. Everything runs in the caller's transaction
 (the engine's ``atomic()`` block, with the task's checkpoint). Two processes changing
