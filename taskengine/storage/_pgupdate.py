@@ -61,6 +61,14 @@ _DERIVED: Final = (
     " AND ({v} - '$date') = '{{}}'::jsonb"
     " THEN '{{\"$date\":' || ({v}->'$date')::text || '}}' END END AS t) AS x)"
 )
+# A number's codec text read from ``doc`` itself (jsonb prints ``1e+16`` as
+# ``10000000000000000``): where the key (the parameter, ``"key":``) occurs exactly once,
+# it is the top-level key, and its number runs to the next ``,`` or ``}``.
+_NUMBER: Final = (
+    "(SELECT CASE WHEN y.at > 0 AND strpos(substr(c.doc, y.at + 1), %s) = 0"
+    " THEN substring(substr(c.doc, y.at + length(%s)) from '^[-0-9.eE+]+') END"
+    " FROM (SELECT strpos(c.doc, %s) AS at) AS y)"
+)
 # Whether ``{p}`` occurs in ``{d}`` (``doc`` unless said) exactly once.
 _ONCE_IN: Final = "(strpos({d}, {p}) > 0 AND strpos(substr({d}, strpos({d}, {p}) + 1), {p}) = 0)"
 _ONCE: Final = _ONCE_IN.replace("{d}", "c.doc")
@@ -163,7 +171,8 @@ def update_form(change: ItemChange) -> UpdateForm | None:
 
 
 def _set_form(key: str, key_text: str, new: str | None, source: str | None) -> UpdateForm:
-    """``key`` set to the text ``new`` or to the derivable value of ``source``."""
+    """``key`` set to the text ``new`` or to the derivable value of ``source`` (a copied
+    number's text is read from ``doc``: :data:`_NUMBER`)."""
     old = _DERIVED.format(v="(c.data -> %s)")
     pair = "(%s || ':' || o.old)"
     value = "%s::text" if source is None else "s.v"
@@ -195,8 +204,14 @@ def _set_form(key: str, key_text: str, new: str | None, source: str | None) -> U
     s_params: list[Any] = []
     if source is not None:
         derived = _DERIVED.format(v="(c.data -> %s)")
-        row += f" CROSS JOIN LATERAL (SELECT (c.data ? %s) AS has, {derived} AS v) AS s"
-        s_params = [source] + [source] * derived.count("%s")
+        row += (
+            " CROSS JOIN LATERAL (SELECT (c.data ? %s) AS has,"
+            f" CASE WHEN jsonb_typeof(c.data -> %s) = 'number' THEN {_NUMBER}"
+            f" ELSE {derived} END AS v) AS s"
+        )
+        source_text = _key_text(source)
+        s_params = [source, source, *[f"{source_text}:"] * 3]
+        s_params += [source] * derived.count("%s")
     params = (*ok_params, *ch_params, *new_params, *o_params, *s_params)
     assert row.count("%s") == len(params), (row.count("%s"), len(params))
     return UpdateForm(row, params)
