@@ -12,8 +12,9 @@ provably exact (:func:`update_form` says which changes qualify):
 * the old value's codec text is derived from ``jsonb`` only where the two print alike:
   ``true``, ``false``, ``null``, a string and a date (``{"$date":"..."}``) whose text holds
   no backslash (no escapes: the codec and PostgreSQL escape the same characters, but only
-  strings without any are taken); numbers, arrays, other objects and escaped strings are
-  left to Python;
+  strings without any are taken); a copied number's text is read from ``doc`` itself
+  where its key occurs exactly once (:data:`_NUMBER`); a number being replaced, arrays,
+  other objects and escaped strings are left to Python;
 * a top-level key whose text needs no escape is ``"key":`` in the text; the pair
   ``"key":OLD`` of the top-level value is in ``doc`` once, so when that text occurs in
   ``doc`` exactly once it is the top-level pair (a nested pair with the same key and
