@@ -85,6 +85,7 @@ from taskengine.storage._pgfilter import (
     scan_pushed,
 )
 from taskengine.storage._pgkeys import key, keys, lower_bound, unkey
+from taskengine.storage._pgupdate import update_form, update_rows
 from taskengine.storage._schedulesql import (
     PG_SCHEMA,
     pg_due,
@@ -600,8 +601,10 @@ class PostgresStorage(Storage, ChangingStorage):
         rows the filter's SQL form accepts go in one ``DELETE`` over the batch's key
         range, the ones it leaves undecided are read locked, checked in Python and
         deleted by id (:mod:`taskengine.storage._pgchange`); either way no key above
-        ``until``. A rewrite (PostgreSQL's ``jsonb``
-        functions cannot produce the codec's exact text), or a filter without a SQL
+        ``until``. A rewrite that sets one top-level field (publish status and dates,
+        a copy, an append) is one ``UPDATE`` per batch splicing the stored text where
+        that is exact, the other rows of the batch through the change's Python form
+        (:mod:`taskengine.storage._pgupdate`). Another rewrite, or a filter without a SQL
         form, takes :func:`change_by_scan`, and so does a delete while the items table
         has no statistics worth the name (never analyzed, or changed by more rows than it
         held since): the set-based statement's plan then costs 2-3x the scan path's
@@ -615,6 +618,24 @@ class PostgresStorage(Storage, ChangingStorage):
         env = Environment.coerce(environment)
         condition = None if filter is None else pushed_condition(filter, BACKEND, DOCUMENT)
         with self._block() as conn:
+            form = None if change.deletes else update_form(change)
+            if (
+                form is not None
+                and (filter is None or condition is not None)
+                and (until is None or lookup_id(until) is not None)
+            ):
+                return update_rows(
+                    conn,
+                    _target(conn, collection, env, lock=True),
+                    _ENV_CODE[env],
+                    after=after,
+                    limit=min(limit, _MAX_FETCH),
+                    filter=filter,
+                    condition=condition,
+                    change=change,
+                    form=form,
+                    until=None if until is None else key(until),
+                )
             if (
                 not change.deletes
                 or (filter is not None and condition is None)

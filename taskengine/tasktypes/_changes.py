@@ -16,8 +16,11 @@ value for value, against the Python form:
 * field keys become JSON paths bound as parameters, ``$."key"``; a key holding ``"``,
   ``\\`` or a control character has no SQL form.
 
-PostgreSQL stores the codec's text too, and rewriting it exactly in SQL is not offered:
-there only ``DELETE_BY_QUERY`` runs set-based (a delete needs no new document).
+PostgreSQL stores the codec's text too; its ``jsonb`` cannot print that text, so there a
+rewrite is not a ``to_sql`` form but a splice of the stored text that the storage builds
+from the change as data (``assignment``, or ``removes`` of :class:`RemoveFields`), exact
+row by row where it is provable and the Python form elsewhere
+(:mod:`taskengine.storage._pgupdate`).
 """
 
 from __future__ import annotations
@@ -165,6 +168,12 @@ class RemoveFields:
     fields: tuple[str, ...]
     needs_ids: bool = attrs.field(default=False, kw_only=True)
     deletes: bool = attrs.field(default=False, init=False)
+
+    @property
+    def removes(self) -> tuple[str, ...]:
+        """The change as data: the top-level keys it removes (PostgreSQL splices them out
+        of the stored text, :mod:`taskengine.storage._pgupdate`)."""
+        return self.fields
 
     def __call__(self, item: dict[str, Any], /) -> dict[str, Any] | str | None:
         """The item without the fields, or ``None`` when it has none of them."""

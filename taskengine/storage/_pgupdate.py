@@ -1,0 +1,366 @@
+"""``PostgresStorage.change_matching`` for rewrites: one ``UPDATE`` per batch that splices
+the codec's exact text, the rows it cannot decide done in Python in the same batch.
+
+``doc`` holds the codec's JSON text (:mod:`taskengine.storage.codec`) and ``data`` the
+``jsonb`` generated from it. ``jsonb`` cannot print the codec's text (key order, number
+forms), so the new document is made by editing ``doc`` as text, for changes that set one
+top-level field (:class:`~taskengine.storage.changes.FieldAssignment`: publish status
+and schedule dates, ``COPY_FIELD_DATA``, ``addItems`` alone) or remove top-level fields
+(a ``removes`` attribute: cancel scheduling), row by row where the edit is
+provably exact (:func:`update_form` says which changes qualify):
+
+* the old value's codec text is derived from ``jsonb`` only where the two print alike:
+  ``true``, ``false``, ``null``, a string and a date (``{"$date":"..."}``) whose text holds
+  no backslash (no escapes: the codec and PostgreSQL escape the same characters, but only
+  strings without any are taken); a copied number's text is read from ``doc`` itself
+  where its key occurs exactly once (:data:`_NUMBER`); a number being replaced, arrays,
+  other objects and escaped strings are left to Python;
+* a top-level key whose text needs no escape is ``"key":`` in the text; the pair
+  ``"key":OLD`` of the top-level value is in ``doc`` once, so when that text occurs in
+  ``doc`` exactly once it is the top-level pair (a nested pair with the same key and
+  value, or the pattern inside a key holding ``\\"``, make two: Python's), and replacing
+  it is exact;
+* an absent field is set as the last key, as the Python form's ``dict`` puts it:
+  ``,"key":NEW`` before the final ``}``;
+* a removed field's pair is cut out with the comma before it (after it when it is the
+  first key), one key after the other (cancel scheduling: the two dates).
+
+A batch is the next ``limit`` *candidate* rows (meeting the filter's SQL ``where``; every
+row without a filter) after the cursor, none above ``until``, read ``FOR UPDATE`` in one
+statement that also writes the sure rows inside the splice's conditions (an ``UPDATE``
+of their keys, the new text computed from the row it updates) and returns the counters
+and the rest: rows the filter's SQL leaves undecided (checked with the filter in Python) and rows
+outside the conditions (``data IS NULL`` among them), which the change's Python form
+does, written by id in a second statement. Everything runs in the caller's transaction
+(the engine's ``atomic()`` block, with the task's checkpoint). Two processes changing
+the same rows stay correct: the second waits for the first's locks and computes from the
+row as the first left it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+import attrs
+
+from taskengine.storage._pgdatabase import Connection
+from taskengine.storage._pgkeys import lower_bound, unkey
+from taskengine.storage.base import ItemFilter, SQLFilterCondition
+from taskengine.storage.changes import ChangeResult, FieldAssignment, ItemChange, split_outcomes
+from taskengine.storage.codec import admit_text, decode, encode
+
+__all__ = ["UpdateForm", "update_form", "update_rows"]
+
+_ITEMS: Final = "FROM taskengine_items WHERE coll = %s AND env = %s"
+# The codec text of a jsonb value ``{v}`` where it is derivable (see the module
+# docstring), else NULL: a date's text is rebuilt compactly (jsonb prints ``": "``).
+_DERIVED: Final = (
+    "(SELECT CASE WHEN strpos(x.t, '\\') = 0 THEN x.t END FROM (SELECT CASE jsonb_typeof({v})"
+    " WHEN 'string' THEN {v}::text WHEN 'boolean' THEN {v}::text WHEN 'null' THEN 'null'"
+    " WHEN 'object' THEN CASE WHEN jsonb_typeof({v}->'$date') = 'string'"
+    " AND ({v} - '$date') = '{{}}'::jsonb"
+    " THEN '{{\"$date\":' || ({v}->'$date')::text || '}}' END END AS t) AS x)"
+)
+# A number's codec text read from ``doc`` itself (jsonb prints ``1e+16`` as
+# ``10000000000000000``): where the key (the parameter, ``"key":``) occurs exactly once,
+# it is the top-level key, and its number runs to the next ``,`` or ``}``.
+_NUMBER: Final = (
+    "(SELECT CASE WHEN y.at > 0 AND strpos(substr(c.doc, y.at + 1), %s) = 0"
+    " THEN substring(substr(c.doc, y.at + length(%s)) from '^[-0-9.eE+]+') END"
+    " FROM (SELECT strpos(c.doc, %s) AS at) AS y)"
+)
+# Whether ``{p}`` occurs in ``{d}`` (``doc`` unless said) exactly once.
+_ONCE_IN: Final = "(strpos({d}, {p}) > 0 AND strpos(substr({d}, strpos({d}, {p}) + 1), {p}) = 0)"
+_ONCE: Final = _ONCE_IN.replace("{d}", "c.doc")
+# ``doc`` with the pair ``{pair}`` as its last key.
+_APPEND: Final = (
+    "CASE WHEN c.doc = '{{}}' THEN '{{' || {pair} || '}}'"
+    " ELSE left(c.doc, -1) || ',' || {pair} || '}}' END"
+)
+# One statement per batch. ``c``: the batch's candidates (one more, to know whether more
+# follow), locked. ``b``: how many, and the key the batch ends on when more follow.
+# ``p``: the batch's rows, each with ``ok`` (sure and inside the splice's conditions) and
+# ``ch`` (the value differs). ``u``: the rows written, by key, with their new text.
+_BATCH: Final = (
+    "WITH c AS MATERIALIZED (SELECT id, doc, data, coalesce(({sure}), FALSE) AS s "
+    + _ITEMS
+    + "{lower} AND ({where}) ORDER BY id LIMIT %s FOR UPDATE),"
+    " b AS MATERIALIZED (SELECT count(*) AS n,"
+    " CASE WHEN count(*) > %s THEN (array_agg(id ORDER BY id))[%s] END AS bound FROM c),"
+    " p AS MATERIALIZED (SELECT c.id, c.doc, c.s, coalesce(c.s AND r.ok, FALSE) AS ok,"
+    " r.ch FROM c CROSS JOIN LATERAL ({row}) AS r"
+    " WHERE c.id <= coalesce((SELECT bound FROM b), c.id)),"
+    # The new text is computed again from the row being updated, by a subquery: joined
+    # to ``p`` instead, a table without statistics was planned as a nested loop over
+    # ``p`` for every row (0.4 s a batch of 500). Bounded by the batch's keys on both
+    # sides, or such a plan reads from the batch's first key to the end.
+    " u AS (UPDATE taskengine_items AS t SET doc = (SELECT r.new FROM (SELECT t.doc,"
+    " t.data) AS c CROSS JOIN LATERAL ({row}) AS r)"
+    " WHERE t.coll = %s AND t.env = %s"
+    " AND t.id = ANY(ARRAY(SELECT id FROM p WHERE ok AND ch)){range}"
+    " AND t.id <= (SELECT max(id) FROM p) RETURNING t.id)"
+    " SELECT b.n, b.bound, (SELECT count(*) FROM p WHERE ok AND NOT ch), {written},"
+    " (SELECT array_agg(id ORDER BY id) FROM p WHERE NOT ok),"
+    " (SELECT array_agg(doc ORDER BY id) FROM p WHERE NOT ok),"
+    " (SELECT array_agg(s ORDER BY id) FROM p WHERE NOT ok) FROM b"
+)
+_COUNTED: Final = "(SELECT count(*) FROM u)"
+_LISTED: Final = "(SELECT array_agg(id) FROM u)"
+# The Python form's writes, by key (joined on every key column: see postgres._BATCH).
+_WRITE: Final = (
+    "UPDATE taskengine_items AS t SET doc = u.doc FROM unnest(array_fill(%s::integer,"
+    " ARRAY[%s]), array_fill(%s::smallint, ARRAY[%s]), %s::text[], %s::text[])"
+    " AS u(coll, env, id, doc) WHERE t.coll = u.coll AND t.env = u.env AND t.id = u.id"
+)
+
+
+@attrs.frozen
+class UpdateForm:
+    """A change's splice: the per-row SQL (``ok``, ``ch``, ``new`` over ``c.doc`` and
+    ``c.data``) and its parameters in placeholder order."""
+
+    row: str
+    params: tuple[Any, ...]
+
+
+def _key_text(key: str) -> str | None:
+    """The codec text of a top-level key, ``None`` when it needs an escape."""
+    if not key or '"' in key or "\\" in key or any(ord(c) < 0x20 for c in key):
+        return None
+    return f'"{key}"'
+
+
+def _text(value: Any) -> str:
+    """The codec text of a value."""
+    return encode({"v": value})[5:-1]
+
+
+def update_form(change: ItemChange) -> UpdateForm | None:
+    """The splice of ``change``, or ``None`` when it has none (it takes the scan path).
+
+    Changes with a :class:`FieldAssignment` (an ``assignment`` attribute) qualify when
+    their keys need no escape: a string or date set, a copy, an append of scalars (done in
+    SQL where the target is missing or ``null``); so do changes with a ``removes``
+    attribute, a tuple of top-level keys they remove, and nothing else (unchanged when
+    none is present).
+    """
+    if change.deletes:
+        return None
+    removes = getattr(change, "removes", None)
+    if isinstance(removes, tuple) and removes and all(type(key) is str for key in removes):
+        return _remove_form(removes)
+    assignment = getattr(change, "assignment", None)
+    if not isinstance(assignment, FieldAssignment):
+        return None
+    target = _key_text(assignment.target)
+    if target is None:
+        return None
+    if assignment.append:
+        values = assignment.value
+        if not isinstance(values, tuple) or not values:
+            return None
+        return _append_form(assignment.target, target, "[" + ",".join(map(_text, values)) + "]")
+    if assignment.source is not None:
+        source = _key_text(assignment.source)
+        if source is None:
+            return None
+        return _set_form(assignment.target, target, None, assignment.source)
+    if type(assignment.value) is not str and type(assignment.value) is not datetime:
+        return None
+    return _set_form(assignment.target, target, _text(assignment.value), None)
+
+
+def _set_form(key: str, key_text: str, new: str | None, source: str | None) -> UpdateForm:
+    """``key`` set to the text ``new`` or to the derivable value of ``source`` (a copied
+    number's text is read from ``doc``: :data:`_NUMBER`)."""
+    old = _DERIVED.format(v="(c.data -> %s)")
+    pair = "(%s || ':' || o.old)"
+    value = "%s::text" if source is None else "s.v"
+    new_pair = f"(%s || ':' || {value})"
+    once = _ONCE.format(p=pair)
+    # Placeholders in text order: ok (pattern x3 in _ONCE), ch (value), new (append pair
+    # key + value, replace pattern, replace new pair), o (key, derived key x5), s.
+    ok_params: list[Any] = []
+    row = "SELECT CASE WHEN c.data IS NULL THEN FALSE"
+    if source is not None:
+        row += " WHEN NOT s.has THEN TRUE WHEN s.v IS NULL THEN FALSE"
+    row += f" WHEN o.absent THEN TRUE ELSE o.old IS NOT NULL AND {once} END AS ok,"
+    ok_params += [key_text] * 3
+    ch_params: list[Any] = []
+    if source is not None:
+        row += " coalesce(s.has, FALSE) AND"
+    row += f" (o.absent OR o.old IS DISTINCT FROM {value}) AS ch,"
+    if source is None:
+        ch_params.append(new)
+    pair_params: list[Any] = [key_text] + ([new] if source is None else [])
+    # The new pair twice in the append, then the pattern and the new pair in replace().
+    new_params = [*pair_params, *pair_params, key_text, *pair_params]
+    row += (
+        f" CASE WHEN o.absent THEN {_APPEND.format(pair=new_pair)}"
+        f" ELSE replace(c.doc, {pair}, {new_pair}) END AS new"
+        f" FROM (SELECT NOT (c.data ? %s) AS absent, {old} AS old) AS o"
+    )
+    o_params: list[Any] = [key] + [key] * old.count("%s")
+    s_params: list[Any] = []
+    if source is not None:
+        derived = _DERIVED.format(v="(c.data -> %s)")
+        row += (
+            " CROSS JOIN LATERAL (SELECT (c.data ? %s) AS has,"
+            f" CASE WHEN jsonb_typeof(c.data -> %s) = 'number' THEN {_NUMBER}"
+            f" ELSE {derived} END AS v) AS s"
+        )
+        source_text = _key_text(source)
+        s_params = [source, source, *[f"{source_text}:"] * 3]
+        s_params += [source] * derived.count("%s")
+    params = (*ok_params, *ch_params, *new_params, *o_params, *s_params)
+    assert row.count("%s") == len(params), (row.count("%s"), len(params))
+    return UpdateForm(row, params)
+
+
+def _append_form(key: str, key_text: str, array: str) -> UpdateForm:
+    """``key`` (missing or ``null``) made the array ``array`` (codec text); an array or
+    anything else left to Python."""
+    pattern = "(%s || ':null')"
+    new_pair = "(%s || ':' || %s::text)"
+    row = (
+        "SELECT CASE WHEN c.data IS NULL THEN FALSE WHEN o.absent THEN TRUE"
+        f" ELSE o.isnull AND {_ONCE.format(p=pattern)} END AS ok, TRUE AS ch,"
+        f" CASE WHEN o.absent THEN {_APPEND.format(pair=new_pair)}"
+        f" ELSE replace(c.doc, {pattern}, {new_pair}) END AS new"
+        " FROM (SELECT NOT (c.data ? %s) AS absent,"
+        " jsonb_typeof(c.data -> %s) IS NOT DISTINCT FROM 'null' AS isnull) AS o"
+    )
+    new_pair_params = (key_text, array)
+    params = (
+        *[key_text] * 3,  # ok: the pattern in _ONCE
+        *new_pair_params * 2,  # new: the append
+        *(key_text, *new_pair_params),  # new: replace()
+        *(key, key),  # o
+    )
+    assert row.count("%s") == len(params)
+    return UpdateForm(row, params)
+
+
+def update_rows(
+    conn: Connection,
+    coll: int,
+    env: int,
+    *,
+    after: str | None,
+    limit: int,
+    filter: ItemFilter | None,
+    condition: SQLFilterCondition | None,
+    change: ItemChange,
+    form: UpdateForm,
+    until: str | None = None,
+) -> ChangeResult:
+    """Rewrite the next batch of the item set ``(coll, env)`` inside the open transaction.
+
+    ``condition`` is ``filter``'s SQL form (``None`` only when ``filter`` is ``None``),
+    ``form`` the change's splice (:func:`update_form`); ``limit`` is below 2**62;
+    ``until`` (a stored key) bounds the batch (a slice's last id, inclusive).
+    """
+    if condition is None:
+        where: tuple[str, tuple[Any, ...]] = ("TRUE", ())
+        sure = where
+    else:
+        where = (condition.where, condition.where_params)
+        sure = where if condition.exact else (condition.sure, condition.sure_params)
+    lower = ""
+    keys: tuple[str, ...] = ()
+    if after is not None:
+        bound, inclusive = lower_bound(after)
+        lower, keys = (" AND id >= %s" if inclusive else " AND id > %s"), (bound,)
+    if until is not None:
+        lower, keys = lower + " AND id <= %s", (*keys, until)
+    statement = _BATCH.format(
+        sure=sure[0],
+        lower=lower,
+        where=where[0],
+        row=form.row,
+        range=lower.replace(" id ", " t.id "),
+        written=_LISTED if change.needs_ids else _COUNTED,
+    )
+    params = (
+        *sure[1],
+        *(coll, env, *keys, *where[1], limit + 1),  # c
+        *(limit, min(limit, 2**31 - 1)),  # b
+        *form.params,  # p
+        *(*form.params, coll, env, *keys),  # u
+    )
+    row = conn.execute(statement, params).fetchone()
+    assert row is not None  # an aggregate without GROUP BY returns one row
+    bound_key, unchanged = row[1], int(row[2])
+    if change.needs_ids:
+        done = [unkey(stored) for stored in row[3] or ()]
+        written = len(done)
+    else:
+        done, written = [], int(row[3])
+    refused: tuple[tuple[str, str], ...] = ()
+    if row[4]:
+        # Undecided by the filter's SQL, or outside the splice: the scan path's way.
+        items = [
+            item
+            for item, sure_row in zip(map(decode, row[5]), row[6], strict=True)
+            if sure_row or filter is None or filter(item)
+        ]
+        writes, kept, refusals = split_outcomes(change, items)
+        unchanged += kept
+        refused = tuple(refusals)
+        if writes:
+            encoded = [admit_text(item) for item in writes]
+            stored = dict(zip([unkey(k) for k in row[4]], row[4], strict=True))
+            ids = [stored[item_id] for item_id, _ in encoded]
+            conn.execute(
+                _WRITE, (coll, len(ids), env, len(ids), ids, [text for _, text in encoded])
+            )
+            done.extend(item_id for item_id, _ in encoded)
+            written += len(encoded)
+    if len(done) > 1:
+        done.sort()
+    cursor = None if bound_key is None else unkey(bound_key)
+    return ChangeResult(cursor, written, tuple(done), unchanged, refused)
+
+
+def _remove_form(keys: tuple[str, ...]) -> UpdateForm | None:
+    """The keys removed one after the other, each from the text the previous step left
+    (so each step's exactly-once test is on the codec text of the item without the keys
+    removed before it). A pair is removed with the comma before it, or after it when it
+    is the first key. Each step is a subquery the planner keeps (``OFFSET 0``): pulled
+    up, every step would repeat the previous one's text expression several times, and
+    the expression grows exponentially with the keys (four took the planner minutes)."""
+    texts = [_key_text(key) for key in keys]
+    if any(text is None for text in texts):
+        return None
+    old = _DERIVED.format(v="(c.data -> %s)")
+    laterals = ""
+    params: list[Any] = []
+    for n, (key, key_text) in enumerate(zip(keys, texts, strict=True), start=1):
+        prev = f"s{n - 1}.t"
+        pattern = f"(%s || ':' || o{n}.old)"
+        laterals += (
+            f" CROSS JOIN LATERAL (SELECT NOT (c.data ? %s) AS absent, {old} AS old"
+            f" OFFSET 0) AS o{n}"
+            f" CROSS JOIN LATERAL (SELECT strpos({prev}, {pattern}) AS pos,"
+            f" length({pattern}) AS len OFFSET 0) AS f{n}"
+            f" CROSS JOIN LATERAL (SELECT o{n}.absent OR (o{n}.old IS NOT NULL"
+            f" AND {_ONCE_IN.format(d=prev, p=pattern)}) AS ok,"
+            f" CASE WHEN o{n}.absent THEN {prev} WHEN coalesce(f{n}.pos, 0) = 0 THEN NULL"
+            f" WHEN substr({prev}, f{n}.pos - 1, 1) = ','"
+            f" THEN overlay({prev} placing '' from f{n}.pos - 1 for f{n}.len + 1)"
+            f" WHEN substr({prev}, f{n}.pos + f{n}.len, 1) = ','"
+            f" THEN overlay({prev} placing '' from f{n}.pos for f{n}.len + 1)"
+            f" ELSE overlay({prev} placing '' from f{n}.pos for f{n}.len) END AS t"
+            f" OFFSET 0) AS s{n}"
+        )
+        params += [key, *[key] * old.count("%s"), key_text, key_text, *[key_text] * 3]
+    last = len(keys)
+    oks = " AND ".join(f"s{n}.ok" for n in range(1, last + 1))
+    absents = " AND ".join(f"o{n}.absent" for n in range(1, last + 1))
+    row = (
+        f"SELECT c.data IS NOT NULL AND {oks} AS ok, NOT ({absents}) AS ch, s{last}.t AS new"
+        f" FROM (SELECT c.doc AS t) AS s0{laterals}"
+    )
+    assert row.count("%s") == len(params), (row.count("%s"), len(params))
+    return UpdateForm(row, tuple(params))
