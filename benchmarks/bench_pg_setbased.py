@@ -18,12 +18,8 @@ checksum), with up to three sides in the same run:
 '"DRAFT"'``. It reports engine time ÷ SQL time for both engine sides; it never passes or fails on
 time, only when the sides do not end in the same state.
 
-The template is vacuumed once more after ``make_template`` (:func:`settle`), after a
-commit that flushes the WAL: the throwaway server commits asynchronously, and a VACUUM
-right after the load cannot mark pages whose rows' commit is not flushed yet as
-all-visible, so every page stayed "not all-visible" and every index-only read of keys
-went to the table too (a table autovacuum has been through is all-visible). It prints
-the share of all-visible pages.
+``make_template`` leaves its template all-visible (``bench_postgres.settle``); this
+benchmark prints the share of all-visible pages.
 """
 
 from __future__ import annotations
@@ -49,6 +45,7 @@ from bench_postgres import (
     make_template,
     server,
     server_cpu,
+    settle,
     sql_run,
 )
 
@@ -99,22 +96,6 @@ SIDES: dict[str, Any] = {
     "scan": lambda run: engine_run(run, ScanPath),
     "sql": lambda run: sql_run(run, KIND),
 }
-
-
-def settle(template: str) -> float:
-    """VACUUM the template after a commit that flushes the WAL (see the module
-    docstring); the share of its items table's pages now all-visible."""
-    with closing(psycopg.connect(template, autocommit=True)) as conn:
-        conn.execute("SET synchronous_commit = on")
-        conn.execute("CREATE TEMPORARY TABLE flushed (a integer)")  # a write, flushed
-        conn.execute("DROP TABLE flushed")
-        conn.execute("VACUUM taskengine_items")
-        conn.execute("CHECKPOINT")
-        row = conn.execute(
-            "SELECT relpages, relallvisible FROM pg_class WHERE relname = 'taskengine_items'"
-        ).fetchone()
-    assert row is not None
-    return float(row[1]) / max(float(row[0]), 1.0)
 
 
 def compare(dsn: str, template: str, n: int, rounds: int, names: list[str]) -> dict[str, Timing]:
