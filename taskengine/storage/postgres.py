@@ -620,27 +620,9 @@ class PostgresStorage(Storage, ChangingStorage):
         with self._block() as conn:
             form = None if change.deletes else update_form(change)
             if (
-                form is not None
-                and (filter is None or condition is not None)
-                and (until is None or lookup_id(until) is not None)
-            ):
-                return update_rows(
-                    conn,
-                    _target(conn, collection, env, lock=True),
-                    _ENV_CODE[env],
-                    after=after,
-                    limit=min(limit, _MAX_FETCH),
-                    filter=filter,
-                    condition=condition,
-                    change=change,
-                    form=form,
-                    until=None if until is None else key(until),
-                )
-            if (
-                not change.deletes
-                or (filter is not None and condition is None)
+                (filter is not None and condition is None)
                 or (until is not None and lookup_id(until) is None)
-                or not _has_statistics(conn)
+                or (form is None and (not change.deletes or not _has_statistics(conn)))
             ):
                 return change_by_scan(
                     self,
@@ -652,16 +634,32 @@ class PostgresStorage(Storage, ChangingStorage):
                     change=change,
                     until=until,
                 )
+            coll, code = _target(conn, collection, env, lock=True), _ENV_CODE[env]
+            bound = None if until is None else key(until)
+            limit = min(limit, _MAX_FETCH)
+            if form is not None:
+                return update_rows(
+                    conn,
+                    coll,
+                    code,
+                    after=after,
+                    limit=limit,
+                    filter=filter,
+                    condition=condition,
+                    change=change,
+                    form=form,
+                    until=bound,
+                )
             return delete_rows(
                 conn,
-                _target(conn, collection, env, lock=True),
-                _ENV_CODE[env],
+                coll,
+                code,
                 after=after,
-                limit=min(limit, _MAX_FETCH),
+                limit=limit,
                 filter=filter,
                 condition=condition,
                 needs_ids=change.needs_ids,
-                until=None if until is None else key(until),
+                until=bound,
             )
 
     @contextlib.contextmanager
