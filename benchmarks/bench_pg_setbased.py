@@ -33,23 +33,20 @@ from typing import Any
 
 import psycopg
 from bench_postgres import (
-    BATCH,
     HAND_SQL,
-    LEASE,
     SPECS,
+    ScanPath,
     Timing,
     admin,
     checksum,
+    engine_run,
     fill_items,
     fresh_copy,
     make_template,
     server,
-    server_cpu,
     settle,
     sql_run,
 )
-
-from taskengine import PostgresStorage, PostgresTaskStore, TaskEngine
 
 KIND = "DELETE_BY_QUERY"
 DRAFTS = {
@@ -67,33 +64,9 @@ DRAFTS_SQL = (
 SPEC: dict[str, Any] = SPECS[KIND]
 
 
-class ScanPath(PostgresStorage):
-    """PostgresStorage without set-based batches: the engine reads and deletes by id."""
-
-    change_matching = None  # type: ignore[assignment]
-
-
-def engine_run(dsn: str, storage_class: type[PostgresStorage]) -> Timing:
-    """One DELETE_BY_QUERY task through a started engine on ``storage_class``."""
-    with storage_class(dsn) as storage:
-        store = PostgresTaskStore(storage)
-        engine = TaskEngine(storage, task_store=store, batch_size=BATCH, lease=LEASE)
-        engine.run_until_idle()  # services up, untimed
-        before = server_cpu(dsn)
-        cpu, start = time.process_time(), time.perf_counter()
-        task = engine.create_task(SPEC)
-        engine.run_until_idle()
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        spent = server_cpu(dsn) - before
-        done = engine.get_task(task.id)
-        assert done.status.value == "COMPLETED", done.to_json()
-        store.close()
-    return Timing(wall, cpu, spent)
-
-
 SIDES: dict[str, Any] = {
-    "set": lambda run: engine_run(run, PostgresStorage),
-    "scan": lambda run: engine_run(run, ScanPath),
+    "set": lambda run: engine_run(run, KIND, spec=SPEC),
+    "scan": lambda run: engine_run(run, KIND, storage_class=ScanPath, spec=SPEC),
     "sql": lambda run: sql_run(run, KIND),
 }
 

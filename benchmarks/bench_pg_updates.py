@@ -35,23 +35,19 @@ from typing import Any
 import psycopg
 from bench_postgres import (
     _WHERE,
-    BATCH,
     DATE_JSON,
     HAND_SQL,
-    LEASE,
-    SPECS,
+    ScanPath,
     Timing,
     admin,
     checksum,
+    engine_run,
     fill_items,
     fresh_copy,
     make_template,
     process_cpu,
     server,
-    server_cpu,
 )
-
-from taskengine import PostgresStorage, PostgresTaskStore, TaskEngine
 
 KINDS = ["UPDATE_PUBLISH_STATUS", "COPY_FIELD_DATA"]
 JSONB_SQL: dict[str, str] = {
@@ -67,30 +63,6 @@ JSONB_SQL: dict[str, str] = {
         " AND (data->'fullNameCopy') IS DISTINCT FROM (data->'fullName')"
     ),
 }
-
-
-class ScanPath(PostgresStorage):
-    """PostgresStorage without set-based batches: the engine reads and writes by id."""
-
-    change_matching = None  # type: ignore[assignment]
-
-
-def engine_run(dsn: str, kind: str, storage_class: type[PostgresStorage]) -> Timing:
-    """One task of ``kind`` through a started engine on ``storage_class``."""
-    with storage_class(dsn) as storage:
-        store = PostgresTaskStore(storage)
-        engine = TaskEngine(storage, task_store=store, batch_size=BATCH, lease=LEASE)
-        engine.run_until_idle()  # services up, untimed
-        before = server_cpu(dsn)
-        cpu, start = time.process_time(), time.perf_counter()
-        task = engine.create_task(SPECS[kind])
-        engine.run_until_idle()
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        spent = server_cpu(dsn) - before
-        done = engine.get_task(task.id)
-        assert done.status.value == "COMPLETED", done.to_json()
-        store.close()
-    return Timing(wall, cpu, spent)
 
 
 def statement_run(dsn: str, statement: str) -> tuple[Timing, int]:
@@ -109,8 +81,8 @@ def statement_run(dsn: str, statement: str) -> tuple[Timing, int]:
 
 
 SIDES: dict[str, Any] = {
-    "set": lambda run, kind: (engine_run(run, kind, PostgresStorage), None),
-    "scan": lambda run, kind: (engine_run(run, kind, ScanPath), None),
+    "set": lambda run, kind: (engine_run(run, kind), None),
+    "scan": lambda run, kind: (engine_run(run, kind, storage_class=ScanPath), None),
     "sql": lambda run, kind: statement_run(run, HAND_SQL[kind]),
     "jsonb": lambda run, kind: statement_run(run, JSONB_SQL[kind]),
 }

@@ -327,9 +327,23 @@ class Timing:
         self.wall, self.client, self.server = wall, client, server
 
 
-def engine_run(dsn: str, kind: str, profile: cProfile.Profile | None = None) -> Timing:
-    """One task of ``kind`` through a started engine on the database (see the module)."""
-    with PostgresStorage(dsn) as storage:
+class ScanPath(PostgresStorage):
+    """PostgresStorage without set-based batches: the engine reads and writes by id."""
+
+    change_matching = None  # type: ignore[assignment]
+
+
+def engine_run(
+    dsn: str,
+    kind: str,
+    profile: cProfile.Profile | None = None,
+    *,
+    storage_class: type[PostgresStorage] = PostgresStorage,
+    spec: dict[str, Any] | None = None,
+) -> Timing:
+    """One task of ``kind`` (``spec`` when given) through a started engine on the
+    database (see the module), its items in a ``storage_class``."""
+    with storage_class(dsn) as storage:
         store = PostgresTaskStore(storage)
         engine = TaskEngine(storage, task_store=store, batch_size=BATCH, lease=LEASE)
         engine.run_until_idle()  # services up (the publish scheduler's rebuild), untimed
@@ -337,7 +351,7 @@ def engine_run(dsn: str, kind: str, profile: cProfile.Profile | None = None) -> 
         cpu, start = time.process_time(), time.perf_counter()
         if profile is not None:
             profile.enable()
-        task = engine.create_task(SPECS[kind])
+        task = engine.create_task(SPECS[kind] if spec is None else spec)
         engine.run_until_idle()
         if profile is not None:
             profile.disable()
