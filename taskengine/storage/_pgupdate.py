@@ -13,8 +13,10 @@ provably exact (:func:`update_form` says which changes qualify):
   ``true``, ``false``, ``null``, a string and a date (``{"$date":"..."}``) whose text holds
   no backslash (no escapes: the codec and PostgreSQL escape the same characters, but only
   strings without any are taken); a copied number's text is read from ``doc`` itself
-  where its key occurs exactly once (:data:`_NUMBER`); a number being replaced, arrays,
-  other objects and escaped strings are left to Python;
+  where its key occurs exactly once (:data:`_NUMBER`); an array's text is derived where
+  every element's is (:data:`_DERIVED_ARRAY`: an append splices the new elements before
+  its closing bracket); a number being replaced, other arrays, other objects and escaped
+  strings are left to Python;
 * a top-level key whose text needs no escape is ``"key":`` in the text; the pair
   ``"key":OLD`` of the top-level value is in ``doc`` once, so when that text occurs in
   ``doc`` exactly once it is the top-level pair (a nested pair with the same key and
@@ -141,7 +143,7 @@ def update_form(change: ItemChange) -> UpdateForm | None:
 
     Changes with a :class:`FieldAssignment` (an ``assignment`` attribute) qualify when
     their keys need no escape: a string or date set, a copy, an append of scalars (done in
-    SQL where the target is missing or ``null``); so do changes with a ``removes``
+    SQL where the target is missing, ``null`` or an array of derivable texts); so do changes with a ``removes``
     attribute, a tuple of top-level keys they remove, and nothing else (unchanged when
     none is present).
     """
@@ -218,27 +220,51 @@ def _set_form(key: str, key_text: str, new: str | None, source: str | None) -> U
     return UpdateForm(row, params)
 
 
+# The codec text of a jsonb array ``{v}`` whose elements are all derivable (see
+# _DERIVED), else NULL.
+_DERIVED_ARRAY: Final = (
+    "(SELECT CASE WHEN count(*) = 0 THEN '[]' WHEN bool_and(x.d IS NOT NULL)"
+    " THEN '[' || string_agg(x.d, ',' ORDER BY e.n) || ']' END"
+    " FROM jsonb_array_elements({v}) WITH ORDINALITY AS e(v, n)"
+    " CROSS JOIN LATERAL (SELECT "
+    + _DERIVED.format(v="e.v").replace("{", "{{").replace("}", "}}")  # formatted again
+    + " AS d) AS x)"
+)
+
+
 def _append_form(key: str, key_text: str, array: str) -> UpdateForm:
-    """``key`` (missing or ``null``) made the array ``array`` (codec text); an array or
-    anything else left to Python."""
-    pattern = "(%s || ':null')"
-    new_pair = "(%s || ':' || %s::text)"
+    """``array`` (codec text of the values) appended to ``key``: made the array when the
+    key is missing or ``null``, spliced before the closing bracket of an array whose
+    elements' texts are derivable (:data:`_DERIVED_ARRAY`) where the pair ``"key":[...]``
+    occurs once; anything else left to Python."""
+    # o.old: the pair's value as text (``null``, or the array), NULL when not derivable;
+    # computed once a row (``OFFSET 0``: pulled up, each use would derive it again).
+    pattern = "(%s || ':' || o.old)"
+    grown = (
+        "CASE WHEN o.old = '[]' OR o.old = 'null' THEN %s::text"
+        " ELSE left(o.old, -1) || ',' || substr(%s::text, 2) END"
+    )
+    new_pair = f"(%s || ':' || {grown})"
+    old = (
+        "CASE jsonb_typeof(c.data -> %s) WHEN 'null' THEN 'null'"
+        f" WHEN 'array' THEN {_DERIVED_ARRAY.format(v='(c.data -> %s)')} END"
+    )
     row = (
         "SELECT CASE WHEN c.data IS NULL THEN FALSE WHEN o.absent THEN TRUE"
-        f" ELSE o.isnull AND {_ONCE.format(p=pattern)} END AS ok, TRUE AS ch,"
-        f" CASE WHEN o.absent THEN {_APPEND.format(pair=new_pair)}"
+        f" ELSE o.old IS NOT NULL AND {_ONCE.format(p=pattern)} END AS ok, TRUE AS ch,"
+        f" CASE WHEN o.absent THEN {_APPEND.format(pair='(%s || %s || %s::text)')}"
         f" ELSE replace(c.doc, {pattern}, {new_pair}) END AS new"
-        " FROM (SELECT NOT (c.data ? %s) AS absent,"
-        " jsonb_typeof(c.data -> %s) IS NOT DISTINCT FROM 'null' AS isnull) AS o"
+        f" FROM (SELECT NOT (c.data ? %s) AS absent, {old} AS old OFFSET 0) AS o"
     )
-    new_pair_params = (key_text, array)
+    append_params = (key_text, ":", array)
     params = (
         *[key_text] * 3,  # ok: the pattern in _ONCE
-        *new_pair_params * 2,  # new: the append
-        *(key_text, *new_pair_params),  # new: replace()
-        *(key, key),  # o
+        *append_params * 2,  # new: the pair as the last key
+        key_text,  # new: replace()'s pattern
+        *(key_text, array, array),  # new: replace()'s new pair
+        *(key, key, key),  # o
     )
-    assert row.count("%s") == len(params)
+    assert row.count("%s") == len(params), (row.count("%s"), len(params))
     return UpdateForm(row, params)
 
 

@@ -254,7 +254,26 @@ def _python_rows(monkeypatch: pytest.MonkeyPatch) -> list[str]:
             [{"s": "a\\b"}, {"s": "x", "t": [1]}, {"n": {"s": 1}, "s": 1}, {"s": 1, "t": 1}],
             ["i0", "i1", "i2", "i3"],
         ),
-        (EditField.of("t", Operations(add_items=("a",))), [{}, {"t": None}, {"t": []}], ["i2"]),
+        # Appended: a missing key, null, arrays of derivable texts (strings, true, null,
+        # dates); not: a number or an escaped string in the array, not an array, the
+        # same array nested too.
+        (
+            EditField.of("t", Operations(add_items=("a",))),
+            [{}, {"t": None}, {"t": []}, {"t": ["b", True, None, _DATES[1]]}],
+            [],
+        ),
+        (
+            EditField.of("t", Operations(add_items=("a",))),
+            [
+                {"t": [1]},
+                {"t": ["a\\b"]},
+                {"t": "x"},
+                {"n": {"t": ["b"]}, "t": ["b"]},
+                # Without its number the array's text would be the nested one's.
+                {"n": {"t": ["b"]}, "t": [1, "b"]},
+            ],
+            ["i0", "i1", "i2", "i3", "i4"],
+        ),
         (
             RemoveFields(("t", "s")),
             [{"t": "x"}, {"s": True, "t": _DATES[1]}, {"a": 1, "t": None, "b": 2}, {"a": 1}],
