@@ -144,8 +144,8 @@ def update_form(change: ItemChange) -> UpdateForm | None:
     Changes with a :class:`FieldAssignment` (an ``assignment`` attribute) qualify when
     their keys need no escape: a string or date set, a copy, an append of scalars (done in
     SQL where the target is missing, ``null`` or an array of derivable texts); so do
-    changes with a ``removes`` attribute, a tuple of top-level keys they remove, and nothing else (unchanged when
-    none is present).
+    changes with a ``removes`` attribute, a tuple of top-level keys they remove, and
+    nothing else (unchanged when none is present).
     """
     if change.deletes:
         return None
