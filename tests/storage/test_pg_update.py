@@ -77,11 +77,12 @@ simple = st.sampled_from(["x", "y", "", "é\U0001f600", True, False, None, *_DAT
 @st.composite
 def documents(draw: st.DrawFn) -> dict[str, Any]:
     """A document of the keys the changes touch, often with a spliceable value where a
-    change looks, sometimes a nested key shadowing a top-level one, and sometimes a
-    top-level pair repeated in a nested object (before or after it, in an array or not)."""
+    change looks (an array of them for appends), sometimes a nested key shadowing a
+    top-level one, and sometimes a top-level pair repeated in a nested object (before or
+    after it, in an array or not)."""
     doc: dict[str, Any] = draw(st.dictionaries(st.sampled_from(KEYS), values, max_size=4))
     for key in draw(st.lists(st.sampled_from(["t", "s", "_publishDate"]), max_size=3)):
-        doc[key] = draw(st.one_of(simple, scalars))
+        doc[key] = draw(st.one_of(simple, scalars, st.lists(simple, max_size=3)))
     if draw(st.booleans()):  # a nested key shadowing a top-level one, any value
         shadow = {draw(st.sampled_from(["s", "t"])): draw(scalars)}
         doc = {"n": shadow, **{k: v for k, v in doc.items() if k != "n"}}
