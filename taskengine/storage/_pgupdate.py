@@ -109,7 +109,7 @@ _BATCH: Final = (
 )
 _COUNTED: Final = "(SELECT count(*) FROM u)"
 _LISTED: Final = "(SELECT array_agg(id) FROM u)"
-# The Python form's writes, by key (joined on every key column: see postgres._BATCH).
+# The Python form's writes, by key (joined on every key column: see _pgitems._BATCH).
 _WRITE: Final = (
     "UPDATE taskengine_items AS t SET doc = u.doc FROM unnest(array_fill(%s::integer,"
     " ARRAY[%s]), array_fill(%s::smallint, ARRAY[%s]), %s::text[], %s::text[])"

@@ -18,9 +18,10 @@ from pg_conftest_plugin import emptied
 from taskengine.filters import compile_filter
 from taskengine.storage import _estimate, _pgestimate
 from taskengine.storage._pgfilter import BACKEND, DOCUMENT
+from taskengine.storage._pgitems import _ENV_CODE, _target
 from taskengine.storage._sqlfilter import pushed_condition
 from taskengine.storage.base import Environment
-from taskengine.storage.postgres import _ENV_CODE, PgDatabase, PostgresStorage, _target
+from taskengine.storage.postgres import PgDatabase, PostgresStorage
 
 pytestmark = pytest.mark.postgres
 

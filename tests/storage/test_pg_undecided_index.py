@@ -16,13 +16,8 @@ import pytest
 
 from taskengine.filters import compile_filter
 from taskengine.storage import postgres as postgres_module
-from taskengine.storage.postgres import (
-    COMPONENT,
-    SCHEMA_VERSION,
-    UNDECIDED_INDEX,
-    PgDatabase,
-    PostgresStorage,
-)
+from taskengine.storage._pgitems import COMPONENT, SCHEMA_VERSION, UNDECIDED_INDEX
+from taskengine.storage.postgres import PgDatabase, PostgresStorage
 from taskengine.tasktypes._changes import DELETE_MATCHED
 
 pytestmark = pytest.mark.postgres

@@ -29,15 +29,10 @@ from taskengine.errors import (
     StorageError,
 )
 from taskengine.storage import MemoryStorage, Storage
+from taskengine.storage._pgitems import COMPONENT, SCHEMA_VERSION
 from taskengine.storage._pgkeys import key, keys, lower_bound, unkey
 from taskengine.storage.codec import admit_text
-from taskengine.storage.postgres import (
-    COMPONENT,
-    SCHEMA_VERSION,
-    PgDatabase,
-    PostgresError,
-    PostgresStorage,
-)
+from taskengine.storage.postgres import PgDatabase, PostgresError, PostgresStorage
 from taskengine.testing import StorageConformance, agreement_machine, same_value
 
 WAIT = 10.0

@@ -361,8 +361,9 @@ def test_postgres_version_1_database_gets_the_columns_in_place(pg_database: str)
     the queries use the partial indexes."""
     import psycopg
 
+    from taskengine.storage._pgitems import SCHEMA_VERSION
     from taskengine.storage._schedulesql import PG_COLUMN
-    from taskengine.storage.postgres import _DUE, SCHEMA_VERSION, PostgresStorage
+    from taskengine.storage.postgres import _DUE, PostgresStorage
 
     with PostgresStorage(pg_database) as storage:
         storage.create_collection("pub", publish_plugin=True)
