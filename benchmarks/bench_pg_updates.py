@@ -45,8 +45,8 @@ from bench_postgres import (
     fill_items,
     fresh_copy,
     make_template,
-    process_cpu,
     server,
+    statement_run,
 )
 
 KINDS = ["UPDATE_PUBLISH_STATUS", "COPY_FIELD_DATA"]
@@ -63,21 +63,6 @@ JSONB_SQL: dict[str, str] = {
         " AND (data->'fullNameCopy') IS DISTINCT FROM (data->'fullName')"
     ),
 }
-
-
-def statement_run(dsn: str, statement: str) -> tuple[Timing, int]:
-    """One statement in autocommit; its timing and the rows it changed."""
-    with closing(psycopg.connect(dsn, autocommit=True)) as conn:
-        row = conn.execute("SELECT id FROM taskengine_collections WHERE name = 'Items'")
-        found = row.fetchone()
-        assert found is not None
-        pid = conn.info.backend_pid
-        before = process_cpu(pid)
-        cpu, start = time.process_time(), time.perf_counter()
-        changed = conn.execute(statement, {"coll": found[0]}).rowcount
-        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
-        spent = process_cpu(pid) - before
-    return Timing(wall, cpu, spent), changed
 
 
 SIDES: dict[str, Any] = {

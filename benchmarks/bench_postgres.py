@@ -365,6 +365,12 @@ def engine_run(
 
 def sql_run(dsn: str, kind: str) -> Timing:
     """The hand-written statement of ``kind`` on the database, in autocommit."""
+    return statement_run(dsn, HAND_SQL[kind])[0]
+
+
+def statement_run(dsn: str, statement: str) -> tuple[Timing, int]:
+    """One statement on the ``Items`` collection (``%(coll)s``) in autocommit; its timing
+    and the rows it changed."""
     with closing(psycopg.connect(dsn, autocommit=True)) as conn:
         row = conn.execute("SELECT id FROM taskengine_collections WHERE name = 'Items'")
         found = row.fetchone()
@@ -372,10 +378,10 @@ def sql_run(dsn: str, kind: str) -> Timing:
         pid = conn.info.backend_pid
         before = process_cpu(pid)
         cpu, start = time.process_time(), time.perf_counter()
-        conn.execute(HAND_SQL[kind], {"coll": found[0]})
+        changed = conn.execute(statement, {"coll": found[0]}).rowcount
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu
         spent = process_cpu(pid) - before
-    return Timing(wall, cpu, spent)
+    return Timing(wall, cpu, spent), changed
 
 
 def compare(
