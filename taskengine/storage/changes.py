@@ -24,6 +24,7 @@ import attrs
 from taskengine.storage.base import Environment, Item, ItemFilter, Page, Storage
 
 __all__ = [
+    "ArrayEdit",
     "ChangeResult",
     "ChangingStorage",
     "FieldAssignment",
@@ -290,3 +291,42 @@ class FieldAssignment:
     value: Any = None
     source: str | None = None
     append: bool = False
+
+
+@attrs.frozen
+class ArrayEdit:
+    """A change that only edits the array in one top-level field, said as data (optional
+    on an :class:`ItemChange`, as its ``array_edit`` attribute): ``EDIT_FIELD_DATA``.
+
+    The change must be exactly this, with equality the filter language's
+    (``taskengine._values.values_equal``: type-strict, ``1 == 1.0``, dates by instant,
+    dicts by content), applied in this order to the field's value (a missing or ``null``
+    field is the empty array):
+
+    * ``replace``: each element equal to the first ``from`` of a pair becomes that pair's
+      ``to`` (the first matching pair wins); a value that is not an array is replaced
+      whole when it equals a ``from``;
+    * ``remove``: elements equal to one of these are dropped;
+    * ``add``: these are appended in order;
+    * ``dedupe``: of equal elements, the first is kept.
+
+    The last three need an array: on any other value (not missing, not ``null``) the item
+    is refused and left as it was. The item is unchanged (``None``, nothing written, a
+    missing field not created) when a missing or ``null`` field stays empty or the new
+    value is identical to the old one (same types, keys in the same order, dates with
+    the same offset); otherwise the field is set in place, or as the last key when it was
+    missing. A storage that ignores this calls the change, with the same result.
+
+    Attributes:
+        field: the key of the field edited.
+        replace: ``(from, to)`` pairs, in order.
+        remove: the values removed.
+        add: the values appended.
+        dedupe: whether duplicates are removed.
+    """
+
+    field: str
+    replace: tuple[tuple[Any, Any], ...] = ()
+    remove: tuple[Any, ...] = ()
+    add: tuple[Any, ...] = ()
+    dedupe: bool = False

@@ -32,7 +32,7 @@ from typing import Any, Final
 
 import attrs
 
-from taskengine.storage.changes import FieldAssignment, split_outcomes
+from taskengine.storage.changes import ArrayEdit, FieldAssignment, split_outcomes
 from taskengine.storage.codec import encode
 from taskengine.tasktype import BatchChanges, ItemFailure
 from taskengine.tasktypes._fieldops import (
@@ -280,6 +280,18 @@ class EditField:
         ):
             return None
         return FieldAssignment(self.field_key, tuple(ops.add_items), append=True)
+
+    @property
+    def array_edit(self) -> ArrayEdit:
+        """The change as data: every operation on the field, in order."""
+        ops = self.operations
+        return ArrayEdit(
+            self.field_key,
+            tuple((rule.from_, rule.to) for rule in ops.replace_items),
+            tuple(ops.remove_items),
+            tuple(ops.add_items),
+            ops.remove_duplicates,
+        )
 
     def to_sql(self, backend: str, document: str) -> SqlChange | None:
         """SQLite: ``json_insert(doc, key[#], ...)`` for an array, ``json_set`` of the added

@@ -1,0 +1,200 @@
+"""``EDIT_FIELD_DATA`` on PostgreSQL as a text splice (:class:`ArrayEdit`), for
+:mod:`taskengine.storage._pgupdate`: the field's new array text is rebuilt in SQL from
+the ``jsonb`` elements and spliced into ``doc`` where that is provably exact, the rest
+done by the change's Python form in the same batch.
+
+A row is exact (``ok``) where the field is missing, ``null``, or an array whose every
+element's codec text is derivable from ``jsonb`` (``_pgupdate._DERIVED``: strings
+without a backslash, booleans, ``null``, dates) and, for ``null`` and arrays, the pair
+``"key":OLD`` occurs in ``doc`` exactly once (it is then the top-level pair). On such
+elements text equality is value equality (``values_equal``) except for dates (one
+instant at two offsets), so:
+
+* each ``from`` and removed value is compared by its codec text when it is a string, a
+  boolean or ``null``; a number, an object or an array equals no such element and is left
+  out; a date equals no element but a date, so when one is among them (or duplicates are
+  removed, which compares elements with each other) a row holding a date element goes
+  to Python;
+* the values written (``to``, added) may be anything storable: their texts are the
+  codec's of their stored form, whether a replaced value is then removed is decided in
+  Python (``values_equal`` against the removed values), and for ``removeDuplicates``
+  each carries an equality key (:func:`equality_key`) equal to an element's derived text
+  exactly where the values are equal;
+* the first matching pair wins (``array_position`` over the ``from`` texts), the added
+  values follow the elements, and duplicates are dropped keeping the first of each key
+  among the kept elements (``row_number()`` over the key).
+
+A value that is neither an array nor missing nor ``null`` goes to Python (a refusal, or
+a replace of the whole value). Rows whose array text does not change, and missing or
+``null`` fields that stay empty, are unchanged (``ch`` false), not written.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final
+
+from taskengine._values import date_instant, values_equal
+from taskengine.errors import InvalidItem
+from taskengine.storage._pgupdate import (
+    _APPEND,
+    _DERIVED,
+    _ONCE,
+    UpdateForm,
+    _key_text,
+    _text,
+)
+from taskengine.storage.changes import ArrayEdit
+from taskengine.storage.codec import admit
+
+__all__ = ["edit_form", "equality_key"]
+
+# Past every element's ordinal: the added values' order.
+_ADDED: Final = 2**40
+
+
+def equality_key(value: Any) -> str:
+    """A text equal for two stored values exactly when they are ``values_equal``; for a
+    string, a boolean and ``null`` it is the codec text (what ``_DERIVED`` gives)."""
+    if value is None or type(value) is bool or type(value) is str:
+        return _text(value)
+    if type(value) is int:
+        return f"N{value}"
+    if type(value) is float:
+        return f"N{int(value)}" if value.is_integer() else f"N{value!r}"
+    if isinstance(value, datetime):
+        instant = date_instant(value)
+        assert instant is not None
+        micros = (instant.days * 86400 + instant.seconds) * 10**6 + instant.microseconds
+        return f"D{micros}"
+    if type(value) is list:
+        return "[" + ",".join(map(equality_key, value)) + "]"
+    assert type(value) is dict
+    return "{" + ",".join(f"{_text(k)}:{equality_key(value[k])}" for k in sorted(value)) + "}"
+
+
+def _stored(values: list[Any]) -> list[Any] | None:
+    """``values`` as stored (the codec's normal form), ``None`` when one is not storable."""
+    try:
+        return list(admit({"_id": "_", "v": values})[1]["v"])
+    except InvalidItem:
+        return None
+
+
+def _text_key(value: Any) -> str | None:
+    """The codec text a derivable element equal to ``value`` has, ``None`` when no such
+    element can equal it (a number, an object, an array: not derivable; a date: see
+    the module docstring)."""
+    return _text(value) if value is None or type(value) in (bool, str) else None
+
+
+def edit_form(edit: object) -> UpdateForm | None:
+    """The splice of an :class:`ArrayEdit`, ``None`` when ``edit`` is not one or has none
+    (a key needing an escape, a value not storable, a ``from`` or removed object shaped
+    like a date)."""
+    if not isinstance(edit, ArrayEdit):
+        return None
+    key_text = _key_text(edit.field)
+    compared = [pair[0] for pair in edit.replace] + list(edit.remove)
+    written = _stored([pair[1] for pair in edit.replace] + list(edit.add))
+    if key_text is None or written is None or _stored(compared) is None:
+        return None
+    if any(type(v) is dict and "$date" in v for v in compared):
+        return None
+    dates_matter = edit.dedupe or any(isinstance(v, datetime) for v in compared)
+    tos, added = written[: len(edit.replace)], written[len(edit.replace) :]
+    rules = [
+        (text, to, any(values_equal(pair[1], r) for r in edit.remove))
+        for pair, to in zip(edit.replace, tos, strict=True)
+        if (text := _text_key(pair[0])) is not None
+    ]
+    removed = [text for v in edit.remove if (text := _text_key(v)) is not None]
+    return _form(edit.field, key_text, rules, removed, added, dedupe=edit.dedupe, dated=dates_matter)
+
+
+def _form(
+    key: str,
+    key_text: str,
+    rules: list[tuple[str, Any, bool]],
+    removed: list[str],
+    added: list[Any],
+    *,
+    dedupe: bool,
+    dated: bool,
+) -> UpdateForm:
+    """The per-row SQL: ``o`` the field's type, ``a`` its old and new array texts (one
+    pass over the elements, the added values after them)."""
+    # y: every element (src) with its derived text d, new text t, equality key k, and
+    # whether it is dropped; then the added values. Parameters in placeholder order.
+    params: list[Any] = []
+    new_text = new_key = "d.d"
+    match = "NULL::integer"
+    drop = "coalesce(d.d = ANY(%s::text[]), FALSE)" if removed else "FALSE"
+    if rules:
+        new_text = "CASE WHEN m.i IS NULL THEN d.d ELSE (%s::text[])[m.i] END"
+        if dedupe:
+            new_key = new_text
+        drop = f"CASE WHEN m.i IS NULL THEN {drop} ELSE (%s::boolean[])[m.i] END"
+        match = "array_position(%s::text[], d.d)"
+    if rules:
+        params.append([_text(to) for _, to, _ in rules])
+        if dedupe:
+            params.append([equality_key(to) for _, to, _ in rules])
+        if removed:
+            params.append(removed)
+        params.append([gone for _, _, gone in rules])
+    elif removed:
+        params.append(removed)
+    params.append(key)  # the elements' array
+    if rules:
+        params.append([text for text, _, _ in rules])
+    derived = _DERIVED.format(v="e.v")
+    elements = (
+        f"SELECT e.n, TRUE AS src, d.d, {new_text} AS t, {new_key} AS k, {drop} AS gone"
+        " FROM jsonb_array_elements(CASE WHEN o.kind = 'array' THEN c.data -> %s"
+        " ELSE '[]'::jsonb END) WITH ORDINALITY AS e(v, n)"
+        f" CROSS JOIN LATERAL (SELECT {derived} AS d) AS d"
+        f" CROSS JOIN LATERAL (SELECT {match} AS i) AS m"
+    )
+    if added:
+        elements += (
+            f" UNION ALL SELECT {_ADDED} + a.n, FALSE, NULL, a.t, a.k, FALSE"
+            " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS a(t, k, n)"
+        )
+        params += [[_text(v) for v in added], [equality_key(v) for v in added]]
+    keep = "NOT y.gone"
+    if dedupe:
+        keep += " AND row_number() OVER (PARTITION BY y.k, y.gone ORDER BY y.n) = 1"
+    aggregate = (
+        "SELECT bool_and(x.d IS NOT NULL) FILTER (WHERE x.src) AS derivable,"
+        + (" bool_or(left(x.d, 1) = '{') AS dated," if dated else " FALSE AS dated,")
+        + " '[' || coalesce(string_agg(x.d, ',' ORDER BY x.n) FILTER (WHERE x.src), '')"
+        " || ']' AS old,"
+        " '[' || coalesce(string_agg(x.t, ',' ORDER BY x.n) FILTER (WHERE x.keep), '')"
+        " || ']' AS new"
+        f" FROM (SELECT y.n, y.src, y.d, y.t, {keep} AS keep FROM ({elements}) AS y) AS x"
+    )
+    # ok, ch, new over o (the field's jsonb type) and a; the pattern is ``"key":OLD``.
+    old = "CASE WHEN o.kind = 'null' THEN 'null' ELSE a.old END"
+    pattern = f"(%s || ':' || {old})"
+    row = (
+        "SELECT CASE WHEN c.data IS NULL THEN FALSE WHEN o.kind IS NULL THEN TRUE"
+        " WHEN o.kind = 'null' OR (o.kind = 'array' AND coalesce(a.derivable, TRUE)"
+        f" AND NOT coalesce(a.dated, FALSE)) THEN {_ONCE.format(p=pattern)}"
+        " ELSE FALSE END AS ok,"
+        " CASE WHEN o.kind = 'array' THEN a.new <> a.old ELSE a.new <> '[]' END AS ch,"
+        f" CASE WHEN o.kind IS NULL THEN {_APPEND.format(pair='(%s || %s || a.new)')}"
+        f" ELSE replace(c.doc, {pattern}, (%s || ':' || a.new)) END AS new"
+        " FROM (SELECT jsonb_typeof(c.data -> %s) AS kind OFFSET 0) AS o"
+        f" CROSS JOIN LATERAL ({aggregate} OFFSET 0) AS a"
+    )
+    row_params = (
+        *[key_text] * 3,  # ok: the pattern in _ONCE
+        *(key_text, ":") * 2,  # new: the pair as the last key
+        key_text,  # new: replace()'s pattern
+        key_text,  # new: replace()'s new pair
+        key,  # o
+        *params,  # a
+    )
+    assert row.count("%s") == len(row_params), (row.count("%s"), len(row_params))
+    return UpdateForm(row, row_params)
