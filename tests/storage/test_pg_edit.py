@@ -155,6 +155,14 @@ def batches(
     raise AssertionError("the batches did not reach the end")
 
 
+def totals(
+    results: list[tuple[str | None, int, int, tuple[tuple[str, str], ...]]],
+) -> tuple[int, int, list[tuple[str, str]]]:
+    """Written, unchanged and refused over all the batches."""
+    refused = sorted(item for result in results for item in result[3])
+    return sum(r[1] for r in results), sum(r[2] for r in results), refused
+
+
 def fill(shared: PgDatabase, docs: list[dict[str, Any]]) -> PostgresStorage:
     """Collections ``a`` and ``b``, each holding ``docs`` as items ``i0``, ``i1``, ..."""
     storage = emptied(shared, "a", "b")
@@ -181,6 +189,21 @@ _TAGS = EditField.of(
 )
 @example([{"t": ["Goob", "outdated", "x", "x"]}, {}, {"t": None}, {"t": []}], _TAGS, None, 2)
 @example([{"n": {"t": ["x"]}, "t": ["x"]}, {"t": ["x"], "n": {"t": ["x"]}}], _TAGS, None, 3)
+# A replaced value removed, then added again: the removed one is no duplicate of it.
+@example(
+    [{"t": ["y", "x"]}, {"t": ["y"]}],
+    EditField.of(
+        "t",
+        Operations(
+            add_items=["x"],
+            remove_items=["x"],
+            replace_items=[ReplaceItem("y", "x")],
+            remove_duplicates=True,
+        ),
+    ),
+    None,
+    2,
+)
 @given(
     st.lists(documents(), max_size=6),
     edits(),
@@ -194,11 +217,16 @@ def test_the_edit_equals_the_scan_path(
     spec: dict[str, Any] | None,
     limit: int,
 ) -> None:
-    """Every batch's counters and the stored texts equal ``change_by_scan``'s."""
+    """Every batch's counters (their sums with a filter) and the stored texts equal
+    ``change_by_scan``'s."""
     storage = fill(shared, docs)
     flt = None if spec is None else compile_filter(spec)
     got = batches(storage, "a", limit, flt, change, reference=False)
-    assert got == batches(storage, "b", limit, flt, change, reference=True)
+    expected = batches(storage, "b", limit, flt, change, reference=True)
+    if flt is None:
+        assert got == expected
+    else:  # a batch may be ``limit`` candidate rows (docs with U+0000 are undecided)
+        assert totals(got) == totals(expected)
     assert stored(storage, "a") == stored(storage, "b")
 
 
@@ -249,6 +277,12 @@ def _edit(
             [],
         ),
         (_edit(remove=(1, {"a": 1}, [True]), replace=((1.0, "y"),)), [{"t": ["x", True]}], []),
+        # The first matching pair wins, on the value before any replace (a swap swaps).
+        (
+            _edit(replace=(("x", "a"), ("x", "b"), ("a", "x"))),
+            [{"t": ["x", "a", "b"]}, {"t": ["b", "x"]}],
+            [],
+        ),
         # Dates pass through unless they are compared: by a removed date, or by dedupe.
         (_edit(remove=("x",), replace=(("y", "z"),)), [{"t": [_DATES[1], "x", "y"]}], []),
         (_edit(remove=(_DATES[0],)), [{"t": [_DATES[1]]}, {"t": ["x"]}], ["i0"]),
@@ -322,8 +356,29 @@ stored_values = st.recursive(
 )
 
 
-@given(stored_values, stored_values)
+def twin(value: Any) -> Any:
+    """An equal value of another form where there is one: a number of the other type, a
+    date at another offset, a dict in reverse key order (recursively)."""
+    if type(value) is int:
+        return float(value)
+    if type(value) is float and value.is_integer():
+        return int(value)
+    if isinstance(value, datetime):
+        return value.astimezone(timezone(timedelta(hours=-3)))
+    if type(value) is list:
+        return [twin(v) for v in value]
+    if type(value) is dict:
+        return {k: twin(value[k]) for k in reversed(value)}
+    return value
+
+
+@example(1, 1.0)
+@example(-0.0, 0)
+@example(2**63 - 1, 2**63 - 1.0)
+@example(_DATES[0], _DATES[2])
+@given(stored_values, st.one_of(stored_values, st.just(None)))
 def test_equality_keys_are_equality(a: Any, b: Any) -> None:
-    """Two stored values have the same key exactly when they are ``values_equal``."""
-    a, b = admit({"_id": "_", "v": [a, b]})[1]["v"]
+    """Two stored values have the same key exactly when they are ``values_equal`` (``b``
+    ``None``: ``a``'s twin)."""
+    a, b = admit({"_id": "_", "v": [a, twin(a) if b is None else b]})[1]["v"]
     assert (equality_key(a) == equality_key(b)) == values_equal(a, b)
