@@ -109,7 +109,9 @@ def edit_form(edit: object) -> UpdateForm | None:
         if (text := _text_key(pair[0])) is not None
     ]
     removed = [text for v in edit.remove if (text := _text_key(v)) is not None]
-    return _form(edit.field, key_text, rules, removed, added, dedupe=edit.dedupe, dated=dates_matter)
+    return _form(
+        edit.field, key_text, rules, removed, added, dedupe=edit.dedupe, dated=dates_matter
+    )
 
 
 def _form(
