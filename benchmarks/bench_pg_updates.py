@@ -4,12 +4,14 @@ Run: ``.venv/bin/python benchmarks/bench_pg_updates.py [--items N] [--rounds R]
 [--kind KIND] [--quick] [--dsn DSN]``. The setting is ``bench_postgres.py``'s (a
 throwaway server without ``--dsn``, one template database per size, a fresh identical
 copy per run, rounds interleaved, best of each side kept), for ``UPDATE_PUBLISH_STATUS``
-(schedule a publish date on the Halloween half) and ``COPY_FIELD_DATA`` (every item),
-with four sides in the same run:
+(schedule a publish date on the Halloween half), ``COPY_FIELD_DATA`` (every item) and
+``EDIT_FIELD_DATA`` (the Halloween half's tags: a replace, a remove, an add and
+``removeDuplicates``), with four sides in the same run:
 
 * **set**: a ``TaskEngine`` on ``PostgresStorage`` + ``PostgresTaskStore`` (one database,
   batches of 500): each batch is one ``UPDATE`` splicing the stored text
-  (``PostgresStorage.change_matching``, :mod:`taskengine.storage._pgupdate`);
+  (``PostgresStorage.change_matching``, :mod:`taskengine.storage._pgupdate`; the array
+  edit's new text rebuilt from the ``jsonb`` elements, :mod:`taskengine.storage._pgedit`);
 * **scan**: the same engine on a subclass with ``change_matching = None`` (read the page,
   change it in Python, write it back by id), as before;
 * **sql**: the hand-written text-splicing ``UPDATE`` of ``bench_postgres.py`` (specialised
@@ -34,6 +36,8 @@ from typing import Any
 
 import psycopg
 from bench_postgres import (
+    _NEW_TAGS,
+    _OLD_TAGS,
     _WHERE,
     DATE_JSON,
     HAND_SQL,
@@ -49,7 +53,7 @@ from bench_postgres import (
     statement_run,
 )
 
-KINDS = ["UPDATE_PUBLISH_STATUS", "COPY_FIELD_DATA"]
+KINDS = ["UPDATE_PUBLISH_STATUS", "COPY_FIELD_DATA", "EDIT_FIELD_DATA"]
 JSONB_SQL: dict[str, str] = {
     "UPDATE_PUBLISH_STATUS": (
         "UPDATE taskengine_items SET doc ="
@@ -61,6 +65,11 @@ JSONB_SQL: dict[str, str] = {
         " jsonb_set(data, '{fullNameCopy}', data->'fullName')::text"
         " WHERE coll = %(coll)s AND env = 0 AND data ? 'fullName'"
         " AND (data->'fullNameCopy') IS DISTINCT FROM (data->'fullName')"
+    ),
+    "EDIT_FIELD_DATA": (
+        f"UPDATE taskengine_items SET doc = jsonb_set(data, '{{tags}}', {_NEW_TAGS}::jsonb)::text"
+        f" WHERE {_WHERE} AND jsonb_typeof(data->'tags') = 'array'"
+        f" AND {_OLD_TAGS} <> {_NEW_TAGS}"
     ),
 }
 

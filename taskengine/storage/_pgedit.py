@@ -31,6 +31,7 @@ a replace of the whole value). Rows whose array text does not change, and missin
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, Final
 
@@ -38,7 +39,6 @@ from taskengine._values import date_instant, values_equal
 from taskengine.errors import InvalidItem
 from taskengine.storage._pgupdate import (
     _APPEND,
-    _DERIVED,
     _ONCE,
     UpdateForm,
     _key_text,
@@ -114,6 +114,25 @@ def edit_form(edit: object) -> UpdateForm | None:
     )
 
 
+# The codec text of the jsonb element ``e.v`` where it is derivable, else NULL: what
+# ``_pgupdate._DERIVED`` gives, as one expression (no subquery: it is computed once per
+# element, in a subquery the planner keeps).
+_ELEMENT: Final = (
+    "CASE WHEN jsonb_typeof(e.v) IN ('string', 'boolean', 'null')"
+    " THEN CASE WHEN strpos(e.v::text, '\\') = 0 THEN e.v::text END"
+    " WHEN jsonb_typeof(e.v) = 'object' THEN CASE WHEN jsonb_typeof(e.v -> '$date') = 'string'"
+    " AND (e.v - '$date') = '{}'::jsonb AND strpos((e.v -> '$date')::text, '\\') = 0"
+    " THEN '{\"$date\":' || (e.v -> '$date')::text || '}' END END"
+)
+_NAMED: Final = re.compile(r"%\((\w+)\)s")
+
+
+def _positional(sql: str, named: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``sql`` with its ``%(name)s`` placeholders made ``%s``, and their values in order."""
+    params = [named[name] for name in _NAMED.findall(sql)]
+    return _NAMED.sub("%s", sql), params
+
+
 def _form(
     key: str,
     key_text: str,
@@ -125,45 +144,46 @@ def _form(
     dated: bool,
 ) -> UpdateForm:
     """The per-row SQL: ``o`` the field's type, ``a`` its old and new array texts (one
-    pass over the elements, the added values after them)."""
-    # y: every element (src) with its derived text d, new text t, equality key k, and
-    # whether it is dropped; then the added values. Parameters in placeholder order.
-    params: list[Any] = []
-    new_text = new_key = "d.d"
-    match = "NULL::integer"
-    drop = "coalesce(d.d = ANY(%s::text[]), FALSE)" if removed else "FALSE"
+    pass over the elements, the added values after them).
+
+    ``y`` lists every element (``src``) with its derived text ``d``, new text ``t``,
+    equality key ``k`` and whether it is dropped (``gone``), then the added values;
+    ``m.i`` is the first matching pair's position (``NULL``: none, so that
+    ``array[m.i]`` is ``NULL`` and the element's own text is kept)."""
+    named: dict[str, Any] = {
+        "key": key,
+        "key_text": key_text,
+        "from": [text for text, _, _ in rules],
+        "to": [_text(to) for _, to, _ in rules],
+        "to_key": [equality_key(to) for _, to, _ in rules],
+        "to_gone": [gone for _, _, gone in rules],
+        "removed": removed,
+        "added": [_text(v) for v in added],
+        "added_key": [equality_key(v) for v in added],
+    }
+    drop = "coalesce(d.d = ANY(%(removed)s::text[]), FALSE)" if removed else "FALSE"
     if rules:
-        new_text = "CASE WHEN m.i IS NULL THEN d.d ELSE (%s::text[])[m.i] END"
+        text, ekey = "coalesce((%(to)s::text[])[m.i], d.d)", "d.d"
         if dedupe:
-            new_key = new_text
-        drop = f"CASE WHEN m.i IS NULL THEN {drop} ELSE (%s::boolean[])[m.i] END"
-        match = "array_position(%s::text[], d.d)"
-    if rules:
-        params.append([_text(to) for _, to, _ in rules])
-        if dedupe:
-            params.append([equality_key(to) for _, to, _ in rules])
-        if removed:
-            params.append(removed)
-        params.append([gone for _, _, gone in rules])
-    elif removed:
-        params.append(removed)
-    params.append(key)  # the elements' array
-    if rules:
-        params.append([text for text, _, _ in rules])
-    derived = _DERIVED.format(v="e.v")
+            ekey = "coalesce((%(to_key)s::text[])[m.i], d.d)"
+        drop = f"coalesce((%(to_gone)s::boolean[])[m.i], {drop})"
+        match = "array_position(%(from)s::text[], d.d)"
+    else:
+        text = ekey = "d.d"
+        match = "NULL::integer"
     elements = (
-        f"SELECT e.n, TRUE AS src, d.d, {new_text} AS t, {new_key} AS k, {drop} AS gone"
-        " FROM jsonb_array_elements(CASE WHEN o.kind = 'array' THEN c.data -> %s"
-        " ELSE '[]'::jsonb END) WITH ORDINALITY AS e(v, n)"
-        f" CROSS JOIN LATERAL (SELECT {derived} AS d) AS d"
-        f" CROSS JOIN LATERAL (SELECT {match} AS i) AS m"
+        f"SELECT d.n, TRUE AS src, d.d, {text} AS t, {ekey} AS k, {drop} AS gone"
+        f" FROM (SELECT e.n, {_ELEMENT} AS d"
+        " FROM jsonb_array_elements(CASE WHEN o.kind = 'array' THEN c.data -> %(key)s"
+        " ELSE '[]'::jsonb END) WITH ORDINALITY AS e(v, n) OFFSET 0) AS d"
+        f" CROSS JOIN LATERAL (SELECT {match} AS i OFFSET 0) AS m"
     )
     if added:
         elements += (
             f" UNION ALL SELECT {_ADDED} + a.n, FALSE, NULL, a.t, a.k, FALSE"
-            " FROM unnest(%s::text[], %s::text[]) WITH ORDINALITY AS a(t, k, n)"
+            " FROM unnest(%(added)s::text[], %(added_key)s::text[]) WITH ORDINALITY"
+            " AS a(t, k, n)"
         )
-        params += [[_text(v) for v in added], [equality_key(v) for v in added]]
     keep = "NOT y.gone"
     if dedupe:
         keep += " AND row_number() OVER (PARTITION BY y.k, y.gone ORDER BY y.n) = 1"
@@ -178,25 +198,18 @@ def _form(
     )
     # ok, ch, new over o (the field's jsonb type) and a; the pattern is ``"key":OLD``.
     old = "CASE WHEN o.kind = 'null' THEN 'null' ELSE a.old END"
-    pattern = f"(%s || ':' || {old})"
-    row = (
+    pattern = f"(%(key_text)s || ':' || {old})"
+    pair = "(%(key_text)s || ':' || a.new)"
+    row, params = _positional(
         "SELECT CASE WHEN c.data IS NULL THEN FALSE WHEN o.kind IS NULL THEN TRUE"
         " WHEN o.kind = 'null' OR (o.kind = 'array' AND coalesce(a.derivable, TRUE)"
         f" AND NOT coalesce(a.dated, FALSE)) THEN {_ONCE.format(p=pattern)}"
         " ELSE FALSE END AS ok,"
         " CASE WHEN o.kind = 'array' THEN a.new <> a.old ELSE a.new <> '[]' END AS ch,"
-        f" CASE WHEN o.kind IS NULL THEN {_APPEND.format(pair='(%s || %s || a.new)')}"
-        f" ELSE replace(c.doc, {pattern}, (%s || ':' || a.new)) END AS new"
-        " FROM (SELECT jsonb_typeof(c.data -> %s) AS kind OFFSET 0) AS o"
-        f" CROSS JOIN LATERAL ({aggregate} OFFSET 0) AS a"
+        f" CASE WHEN o.kind IS NULL THEN {_APPEND.format(pair=pair)}"
+        f" ELSE replace(c.doc, {pattern}, {pair}) END AS new"
+        " FROM (SELECT jsonb_typeof(c.data -> %(key)s) AS kind OFFSET 0) AS o"
+        f" CROSS JOIN LATERAL ({aggregate} OFFSET 0) AS a",
+        named,
     )
-    row_params = (
-        *[key_text] * 3,  # ok: the pattern in _ONCE
-        *(key_text, ":") * 2,  # new: the pair as the last key
-        key_text,  # new: replace()'s pattern
-        key_text,  # new: replace()'s new pair
-        key,  # o
-        *params,  # a
-    )
-    assert row.count("%s") == len(row_params), (row.count("%s"), len(row_params))
-    return UpdateForm(row, row_params)
+    return UpdateForm(row, tuple(params))
