@@ -297,8 +297,17 @@ def _edit(
                 {"t": "Goob"},
                 {"n": {"t": ["x"]}, "t": ["x"]},
                 {"t": ["x"], "z": "\x00"},
+                # Without its number the array's text would be the nested one's.
+                {"n": {"t": ["x"]}, "t": [1, "x"]},
             ],
-            ["i0", "i1", "i2", "i3", "i4"],
+            ["i0", "i1", "i2", "i3", "i4", "i5"],
+        ),
+        # A replaced value is removed when it equals a removed value (the element itself
+        # does not), and kept otherwise (though the element equals a removed value).
+        (
+            _edit(remove=("x", 1), replace=(("y", "x"), ("x", "z"), ("a", 1.0))),
+            [{"t": ["y", "x", "a", "b"]}],
+            [],
         ),
         (_edit(replace=(("Goob", "Good"),)), [{"t": "Goob"}, {"t": True}], ["i0", "i1"]),
     ],
