@@ -39,7 +39,6 @@ from taskengine._values import date_instant, values_equal
 from taskengine.errors import InvalidItem
 from taskengine.storage._pgupdate import (
     _APPEND,
-    _ONCE,
     UpdateForm,
     _key_text,
     _text,
@@ -187,29 +186,36 @@ def _form(
     keep = "NOT y.gone"
     if dedupe:
         keep += " AND row_number() OVER (PARTITION BY y.k, y.gone ORDER BY y.n) = 1"
+    # The old array's text is not rebuilt: it is in ``doc`` after ``"key":[`` where that
+    # occurs once, and as long as its derived elements' texts with their commas.
     aggregate = (
         "SELECT bool_and(x.d IS NOT NULL) FILTER (WHERE x.src) AS derivable,"
         + (" bool_or(left(x.d, 1) = '{') AS dated," if dated else " FALSE AS dated,")
-        + " '[' || coalesce(string_agg(x.d, ',' ORDER BY x.n) FILTER (WHERE x.src), '')"
-        " || ']' AS old,"
+        + " (1 + coalesce(sum(length(x.d) + 1) FILTER (WHERE x.src), 1))::integer AS len,"
         " '[' || coalesce(string_agg(x.t, ',' ORDER BY x.n) FILTER (WHERE x.keep), '')"
         " || ']' AS new"
         f" FROM (SELECT y.n, y.src, y.d, y.t, {keep} AS keep FROM ({elements}) AS y) AS x"
     )
-    # ok, ch, new over o (the field's jsonb type) and a; the pattern is ``"key":OLD``.
-    old = "CASE WHEN o.kind = 'null' THEN 'null' ELSE a.old END"
-    pattern = f"(%(key_text)s || ':' || {old})"
-    pair = "(%(key_text)s || ':' || a.new)"
+    # ok, ch, new over o (the field's jsonb type, and where ``"key":null`` or ``"key":[``
+    # first occurs) and a.
+    head = len(key_text) + 1  # ``"key":``
+    old = "CASE WHEN o.kind = 'null' THEN 4 ELSE a.len END"
     row, params = _positional(
         "SELECT CASE WHEN c.data IS NULL THEN FALSE WHEN o.kind IS NULL THEN TRUE"
         " WHEN o.kind = 'null' OR (o.kind = 'array' AND coalesce(a.derivable, TRUE)"
-        f" AND NOT coalesce(a.dated, FALSE)) THEN {_ONCE.format(p=pattern)}"
+        " AND NOT coalesce(a.dated, FALSE))"
+        " THEN o.at > 0 AND strpos(substr(c.doc, o.at + 1), o.head) = 0"
         " ELSE FALSE END AS ok,"
-        " CASE WHEN o.kind = 'array' THEN a.new <> a.old ELSE a.new <> '[]' END AS ch,"
-        f" CASE WHEN o.kind IS NULL THEN {_APPEND.format(pair=pair)}"
-        f" ELSE replace(c.doc, {pattern}, {pair}) END AS new"
-        " FROM (SELECT jsonb_typeof(c.data -> %(key)s) AS kind OFFSET 0) AS o"
+        " CASE WHEN o.kind = 'array' THEN a.new <> substr(c.doc, o.at + %(head)s, a.len)"
+        " ELSE a.new <> '[]' END AS ch,"
+        " CASE WHEN o.kind IS NULL"
+        f" THEN {_APPEND.format(pair='(%(key_text)s || %(colon)s || a.new)')}"
+        " ELSE overlay(c.doc placing %(key_text)s || ':' || a.new from o.at"
+        f" for %(head)s + {old}) END AS new"
+        " FROM (SELECT k.kind, k.head, strpos(c.doc, k.head) AS at FROM (SELECT w.kind,"
+        " %(key_text)s || CASE WHEN w.kind = 'null' THEN ':null' ELSE ':[' END AS head"
+        " FROM (SELECT jsonb_typeof(c.data -> %(key)s) AS kind) AS w) AS k OFFSET 0) AS o"
         f" CROSS JOIN LATERAL ({aggregate} OFFSET 0) AS a",
-        named,
+        {**named, "head": head, "colon": ":"},
     )
     return UpdateForm(row, tuple(params))

@@ -18,7 +18,8 @@ value for value, against the Python form:
 
 PostgreSQL stores the codec's text too; its ``jsonb`` cannot print that text, so there a
 rewrite is not a ``to_sql`` form but a splice of the stored text that the storage builds
-from the change as data (``assignment``, or ``removes`` of :class:`RemoveFields`), exact
+from the change as data (``assignment``, ``array_edit`` of :class:`EditField`, or
+``removes`` of :class:`RemoveFields`), exact
 row by row where it is provable and the Python form elsewhere
 (:mod:`taskengine.storage._pgupdate`).
 """
@@ -243,7 +244,8 @@ class EditField:
 
     A refused edit (the field is not an array) fails the item with ``"key: reason"``.
     The SQL form covers ``addItems`` alone (appending to an array, or making one of a
-    missing or null field); other operations are done in Python.
+    missing or null field); other operations are done in Python. PostgreSQL splices
+    every edit from :attr:`array_edit` (``addItems`` alone from :attr:`assignment`).
     """
 
     field_key: str
