@@ -157,8 +157,6 @@ def _form(
         "to_key": [equality_key(to) for _, to, _ in rules],
         "to_gone": [gone for _, _, gone in rules],
         "removed": removed,
-        "added": [_text(v) for v in added],
-        "added_key": [equality_key(v) for v in added],
     }
     drop = "coalesce(d.d = ANY(%(removed)s::text[]), FALSE)" if removed else "FALSE"
     if rules:
@@ -177,12 +175,17 @@ def _form(
         " ELSE '[]'::jsonb END) WITH ORDINALITY AS e(v, n) OFFSET 0) AS d"
         f" CROSS JOIN LATERAL (SELECT {match} AS i OFFSET 0) AS m"
     )
-    if added:
-        elements += (
-            f" UNION ALL SELECT {_ADDED} + a.n, FALSE, NULL, a.t, a.k, FALSE"
-            " FROM unnest(%(added)s::text[], %(added_key)s::text[]) WITH ORDINALITY"
-            " AS a(t, k, n)"
+    tail = "NULL"
+    if added and dedupe:  # among the elements, for the duplicates (constants: no scan)
+        elements += " UNION ALL VALUES " + ", ".join(
+            f"({_ADDED + n}, FALSE, NULL, %(added_{n})s::text, %(added_key_{n})s::text, FALSE)"
+            for n in range(len(added))
         )
+        for n, value in enumerate(added):
+            named[f"added_{n}"], named[f"added_key_{n}"] = _text(value), equality_key(value)
+    elif added:  # after the elements' texts
+        tail = "%(added)s::text"
+        named["added"] = ",".join(map(_text, added))
     keep = "NOT y.gone"
     if dedupe:
         keep += " AND row_number() OVER (PARTITION BY y.k, y.gone ORDER BY y.n) = 1"
@@ -192,8 +195,8 @@ def _form(
         "SELECT bool_and(x.d IS NOT NULL) FILTER (WHERE x.src) AS derivable,"
         + (" bool_or(left(x.d, 1) = '{') AS dated," if dated else " FALSE AS dated,")
         + " (1 + coalesce(sum(length(x.d) + 1) FILTER (WHERE x.src), 1))::integer AS len,"
-        " '[' || coalesce(string_agg(x.t, ',' ORDER BY x.n) FILTER (WHERE x.keep), '')"
-        " || ']' AS new"
+        " '[' || concat_ws(',', string_agg(x.t, ',' ORDER BY x.n) FILTER (WHERE x.keep),"
+        f" {tail}) || ']' AS new"
         f" FROM (SELECT y.n, y.src, y.d, y.t, {keep} AS keep FROM ({elements}) AS y) AS x"
     )
     # ok, ch, new over o (the field's jsonb type, and where ``"key":null`` or ``"key":[``
