@@ -54,7 +54,9 @@ _ADDED: Final = 2**40
 
 def equality_key(value: Any) -> str:
     """A text equal for two stored values exactly when they are ``values_equal``; for a
-    string, a boolean and ``null`` it is the codec text (what ``_DERIVED`` gives)."""
+    string, a boolean and ``null`` it is the codec text (what ``_DERIVED`` gives), and
+    no other value's key is such a text (numbers ``N``, dates ``D``, arrays ``[``,
+    objects ``O{``)."""
     if value is None or type(value) is bool or type(value) is str:
         return _text(value)
     if type(value) is int:
@@ -69,7 +71,8 @@ def equality_key(value: Any) -> str:
     if type(value) is list:
         return "[" + ",".join(map(equality_key, value)) + "]"
     assert type(value) is dict
-    return "{" + ",".join(f"{_text(k)}:{equality_key(value[k])}" for k in sorted(value)) + "}"
+    # ``O{``: never a date's derived text, ``{"$date":...}``.
+    return "O{" + ",".join(f"{_text(k)}:{equality_key(value[k])}" for k in sorted(value)) + "}"
 
 
 def _stored(values: list[Any]) -> list[Any] | None:
@@ -84,7 +87,7 @@ def _text_key(value: Any) -> str | None:
     """The codec text a derivable element equal to ``value`` has, ``None`` when no such
     element can equal it (a number, an object, an array: not derivable; a date: see
     the module docstring)."""
-    return _text(value) if value is None or type(value) in (bool, str) else None
+    return _text(value) if value is None or isinstance(value, bool | str) else None
 
 
 def edit_form(edit: object) -> UpdateForm | None:
@@ -94,23 +97,56 @@ def edit_form(edit: object) -> UpdateForm | None:
     if not isinstance(edit, ArrayEdit):
         return None
     key_text = _key_text(edit.field)
-    compared = [pair[0] for pair in edit.replace] + list(edit.remove)
+    given = [pair[0] for pair in edit.replace] + list(edit.remove)
+    compared = _stored(given)
     written = _stored([pair[1] for pair in edit.replace] + list(edit.add))
-    if key_text is None or written is None or _stored(compared) is None:
+    if key_text is None or compared is None or written is None:
         return None
-    if any(type(v) is dict and "$date" in v for v in compared):
+    if any(isinstance(v, dict) and "$date" in v for v in given):
         return None
     dates_matter = edit.dedupe or any(isinstance(v, datetime) for v in compared)
+    froms, removes = compared[: len(edit.replace)], compared[len(edit.replace) :]
     tos, added = written[: len(edit.replace)], written[len(edit.replace) :]
+    # Whether a replaced value is then removed: the Python form's own comparison.
     rules = [
         (text, to, any(values_equal(pair[1], r) for r in edit.remove))
-        for pair, to in zip(edit.replace, tos, strict=True)
-        if (text := _text_key(pair[0])) is not None
+        for pair, from_, to in zip(edit.replace, froms, tos, strict=True)
+        if (text := _text_key(from_)) is not None
     ]
-    removed = [text for v in edit.remove if (text := _text_key(v)) is not None]
+    removed = [text for v in removes if (text := _text_key(v)) is not None]
+    plain = _plain_steps(froms, tos, removes, added)
     return _form(
-        edit.field, key_text, rules, removed, added, dedupe=edit.dedupe, dated=dates_matter
+        edit.field,
+        key_text,
+        rules,
+        removed,
+        added,
+        dedupe=edit.dedupe,
+        dated=dates_matter,
+        plain=plain,
     )
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` is a string whose codec text is itself in quotes (no escapes)."""
+    return isinstance(value, str) and _text(value) == f'"{value}"'
+
+
+def _plain_steps(
+    froms: list[Any], tos: list[Any], removes: list[Any], added: list[Any]
+) -> tuple[list[tuple[str, str]], list[str], list[str]] | None:
+    """The edit on an array of plain strings (:func:`_is_plain`) as ``array_replace``
+    pairs, ``array_remove`` values and added strings, ``None`` when it has no such form:
+    a pair from a plain string to anything else, an added value that is not a plain
+    string, or a pair whose ``from`` is an earlier pair's ``to`` (``array_replace`` one
+    after the other would replace a replaced value again). Values that are not plain
+    strings equal no element of such an array and are left out."""
+    pairs = [(a, b) for a, b in zip(froms, tos, strict=True) if _is_plain(a)]
+    if not all(_is_plain(b) for _, b in pairs) or not all(map(_is_plain, added)):
+        return None
+    if any(b == later for n, (_, b) in enumerate(pairs) for later, _ in pairs[n + 1 :]):
+        return None
+    return pairs, [v for v in removes if _is_plain(v)], list(added)
 
 
 # The codec text of the jsonb element ``e.v`` where it is derivable, else NULL: what
@@ -141,6 +177,7 @@ def _form(
     *,
     dedupe: bool,
     dated: bool,
+    plain: tuple[list[tuple[str, str]], list[str], list[str]] | None,
 ) -> UpdateForm:
     """The per-row SQL: ``o`` the field's type, ``a`` its old and new array texts (one
     pass over the elements, the added values after them).
@@ -199,26 +236,88 @@ def _form(
         f" {tail}) || ']' AS new"
         f" FROM (SELECT y.n, y.src, y.d, y.t, {keep} AS keep FROM ({elements}) AS y) AS x"
     )
+    fast, fast_named = _plain_sql(plain, dedupe)
     # ok, ch, new over o (the field's jsonb type, and where ``"key":null`` or ``"key":[``
-    # first occurs) and a.
+    # first occurs), f and p (the array of plain strings), a (any other array) and z
+    # (the new array's text and the old one's length).
     head = len(key_text) + 1  # ``"key":``
-    old = "CASE WHEN o.kind = 'null' THEN 4 ELSE a.len END"
+    old = "CASE WHEN o.kind = 'null' THEN 4 ELSE z.len END"
     row, params = _positional(
         "SELECT CASE WHEN c.data IS NULL THEN FALSE WHEN o.kind IS NULL THEN TRUE"
-        " WHEN o.kind = 'null' OR (o.kind = 'array' AND coalesce(a.derivable, TRUE)"
-        " AND NOT coalesce(a.dated, FALSE))"
+        " WHEN o.kind = 'null' OR (o.kind = 'array' AND (f.plain"
+        " OR (coalesce(a.v[1]::boolean, TRUE) AND NOT coalesce(a.v[2]::boolean, FALSE))))"
         " THEN o.at > 0 AND strpos(substr(c.doc, o.at + 1), o.head) = 0"
         " ELSE FALSE END AS ok,"
-        " CASE WHEN o.kind = 'array' THEN a.new <> substr(c.doc, o.at + %(head)s, a.len)"
-        " ELSE a.new <> '[]' END AS ch,"
+        " CASE WHEN o.kind = 'array' THEN z.new <> substr(c.doc, o.at + %(head)s, z.len)"
+        " ELSE z.new <> '[]' END AS ch,"
         " CASE WHEN o.kind IS NULL"
-        f" THEN {_APPEND.format(pair='(%(key_text)s || %(colon)s || a.new)')}"
-        " ELSE overlay(c.doc placing %(key_text)s || ':' || a.new from o.at"
+        f" THEN {_APPEND.format(pair='(%(key_text)s || %(colon)s || z.new)')}"
+        " ELSE overlay(c.doc placing %(key_text)s || ':' || z.new from o.at"
         f" for %(head)s + {old}) END AS new"
         " FROM (SELECT k.kind, k.head, strpos(c.doc, k.head) AS at FROM (SELECT w.kind,"
         " %(key_text)s || CASE WHEN w.kind = 'null' THEN ':null' ELSE ':[' END AS head"
         " FROM (SELECT jsonb_typeof(c.data -> %(key)s) AS kind) AS w) AS k OFFSET 0) AS o"
-        f" CROSS JOIN LATERAL ({aggregate} OFFSET 0) AS a",
-        {**named, "head": head, "colon": ":"},
+        f" {fast}"
+        # Only where the plain form does not apply (the subquery in a CASE branch).
+        " CROSS JOIN LATERAL (SELECT CASE WHEN f.plain THEN NULL ELSE (SELECT ARRAY["
+        f"g.derivable::text, g.dated::text, g.len::text, g.new] FROM ({aggregate}) AS g)"
+        " END AS v OFFSET 0) AS a"
+        " CROSS JOIN LATERAL (SELECT CASE WHEN f.plain THEN pn.new ELSE a.v[4] END AS new,"
+        " CASE WHEN f.plain THEN length(f.old) ELSE a.v[3]::integer END AS len OFFSET 0) AS z",
+        {**named, **fast_named, "head": head, "colon": ":"},
     )
     return UpdateForm(row, tuple(params))
+
+
+# An array of plain strings, as the codec writes it: ``[]`` or ``["a","b"]``, no quote
+# nor backslash inside a string. A text of this form starting where the array does is
+# the whole array (a JSON value ends where it ends).
+_PLAIN_ARRAY: Final = r'^\[("[^"\\]*"(,"[^"\\]*")*)?\]$'
+
+
+def _plain_sql(
+    plain: tuple[list[tuple[str, str]], list[str], list[str]] | None, dedupe: bool
+) -> tuple[str, dict[str, Any]]:
+    """The laterals ``f`` (``old``: the array's text in ``doc``, as long as ``jsonb``'s
+    without the space after each comma; ``plain``: whether it is an array of plain
+    strings) and ``pn`` (``new``: the edited array's text, from ``text[]`` functions),
+    and their parameters; without a plain form, ``f.plain`` is false."""
+    if plain is None:
+        return (
+            "CROSS JOIN LATERAL (SELECT NULL::text AS old, FALSE AS plain) AS f"
+            " CROSS JOIN LATERAL (SELECT NULL::text AS new) AS pn",
+            {},
+        )
+    pairs, removes, added = plain
+    named: dict[str, Any] = {"plain_re": _PLAIN_ARRAY}
+    array = (
+        "CASE WHEN f.old = '[]' THEN '{}'::text[] WHEN f.old = '[\"\"]' THEN '{\"\"}'::text[]"
+        " ELSE string_to_array(substr(f.old, 3, length(f.old) - 4), '\",\"') END"
+    )
+    for n, (a, b) in enumerate(pairs):
+        array = f"array_replace({array}, %(plain_from_{n})s::text, %(plain_to_{n})s::text)"
+        named[f"plain_from_{n}"], named[f"plain_to_{n}"] = a, b
+    for n, value in enumerate(removes):
+        array = f"array_remove({array}, %(plain_removed_{n})s::text)"
+        named[f"plain_removed_{n}"] = value
+    if added:
+        array = f"{array} || %(plain_added)s::text[]"
+        named["plain_added"] = added
+    kept = "pa.arr"
+    if dedupe:  # the first of equal strings
+        kept = (
+            "ARRAY(SELECT pu.x FROM unnest(pa.arr) WITH ORDINALITY AS pu(x, n)"
+            " WHERE array_position(pa.arr, pu.x) = pu.n ORDER BY pu.n)"
+        )
+    sql = (
+        "CROSS JOIN LATERAL (SELECT s.old, coalesce(s.old ~ %(plain_re)s, FALSE) AS plain"
+        " FROM (SELECT CASE WHEN o.kind = 'array' THEN substr(c.doc, o.at + %(head)s,"
+        " length((c.data -> %(key)s)::text)"
+        " - greatest(jsonb_array_length(c.data -> %(key)s) - 1, 0)) END AS old) AS s"
+        " OFFSET 0) AS f"
+        f" CROSS JOIN LATERAL (SELECT CASE WHEN f.plain THEN {array} END AS arr OFFSET 0) AS pa"
+        f" CROSS JOIN LATERAL (SELECT CASE WHEN f.plain THEN (SELECT CASE WHEN"
+        f" cardinality(pk.kept) = 0 THEN '[]' ELSE '[\"' || array_to_string(pk.kept, '\",\"')"
+        f" || '\"]' END FROM (SELECT {kept} AS kept) AS pk) END AS new OFFSET 0) AS pn"
+    )
+    return sql, named
