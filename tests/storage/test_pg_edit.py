@@ -283,6 +283,15 @@ def _edit(
             [{"t": ["x", "a", "b"]}, {"t": ["b", "x"]}],
             [],
         ),
+        # Arrays of plain strings (the text[] form): empty strings, commas and brackets
+        # inside strings, an empty array; and replaced one after the other only where
+        # no pair's "from" is an earlier pair's "to".
+        (
+            _edit(add=("", "a,b"), remove=("x]",), replace=(("", "e"), ("[", "")), dedupe=True),
+            [{"t": [""]}, {"t": ["", ""]}, {"t": []}, {"t": ["a,b", "x]", "[", "é\U0001f600"]}],
+            [],
+        ),
+        (_edit(replace=(("x", "y"), ("y", "z"))), [{"t": ["x", "y"]}, {"t": ["y", "x", "x"]}], []),
         # Dates pass through unless they are compared: by a removed date, or by dedupe.
         (_edit(remove=("x",), replace=(("y", "z"),)), [{"t": [_DATES[1], "x", "y"]}], []),
         (_edit(remove=(_DATES[0],)), [{"t": [_DATES[1]]}, {"t": ["x"]}], ["i0"]),
