@@ -1,13 +1,15 @@
 """``EDIT_FIELD_DATA`` on PostgreSQL as a text splice (:class:`ArrayEdit`), for
-:mod:`taskengine.storage._pgupdate`: the field's new array text is rebuilt in SQL from
-the ``jsonb`` elements and spliced into ``doc`` where that is provably exact, the rest
-done by the change's Python form in the same batch.
+:mod:`taskengine.storage._pgupdate`: the field's new array text is built in SQL and
+spliced into ``doc`` where that is provably exact, the rest done by the change's Python
+form in the same batch.
 
 A row is exact (``ok``) where the field is missing, ``null``, or an array whose every
 element's codec text is derivable from ``jsonb`` (``_pgupdate._DERIVED``: strings
-without a backslash, booleans, ``null``, dates) and, for ``null`` and arrays, the pair
-``"key":OLD`` occurs in ``doc`` exactly once (it is then the top-level pair). On such
-elements text equality is value equality (``values_equal``) except for dates (one
+without a backslash, booleans, ``null``, dates) and, for ``null`` and arrays, the text
+``"key":null`` or ``"key":[`` occurs in ``doc`` exactly once (it is then the top-level
+pair: a nested pair with that key makes two, and a string holds no unescaped quote). The
+old array's text is read from ``doc`` there; the new one replaces it (``overlay``). On
+such elements text equality is value equality (``values_equal``) except for dates (one
 instant at two offsets), so:
 
 * each ``from`` and removed value is compared by its codec text when it is a string, a
@@ -23,6 +25,13 @@ instant at two offsets), so:
 * the first matching pair wins (``array_position`` over the ``from`` texts), the added
   values follow the elements, and duplicates are dropped keeping the first of each key
   among the kept elements (``row_number()`` over the key).
+
+The common case, an array of *plain* strings (no character the codec escapes), takes a
+cheaper form where the edit allows it (:func:`_plain_steps`): the array's text in
+``doc`` (as long as ``jsonb``'s text without the space after each comma) is checked to
+be such an array by a regular expression, split into a ``text[]`` and edited with
+``array_replace``, ``array_remove`` and ``||``, the first of equal strings kept; only
+the other arrays go through the elements one by one.
 
 A value that is neither an array nor missing nor ``null`` goes to Python (a refusal, or
 a replace of the whole value). Rows whose array text does not change, and missing or
