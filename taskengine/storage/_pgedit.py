@@ -59,6 +59,9 @@ __all__ = ["edit_form", "equality_key"]
 
 # Past every element's ordinal: the added values' order.
 _ADDED: Final = 2**40
+# The most nested array_replace/array_remove calls of the text[] form (each is one call
+# deeper in the expression, with its own parameters); longer edits take the general form.
+_PLAIN_STEPS: Final = 64
 
 
 def equality_key(value: Any) -> str:
@@ -153,9 +156,12 @@ def _plain_steps(
     pairs = [(a, b) for a, b in zip(froms, tos, strict=True) if _is_plain(a)]
     if not all(_is_plain(b) for _, b in pairs) or not all(map(_is_plain, added)):
         return None
+    removes = [v for v in removes if _is_plain(v)]
+    if len(pairs) + len(removes) > _PLAIN_STEPS:
+        return None
     if any(b == later for n, (_, b) in enumerate(pairs) for later, _ in pairs[n + 1 :]):
         return None
-    return pairs, [v for v in removes if _is_plain(v)], list(added)
+    return pairs, removes, list(added)
 
 
 # The codec text of the jsonb element ``e.v`` where it is derivable, else NULL: what
@@ -222,13 +228,14 @@ def _form(
         f" CROSS JOIN LATERAL (SELECT {match} AS i OFFSET 0) AS m"
     )
     tail = "NULL"
-    if added and dedupe:  # among the elements, for the duplicates (constants: no scan)
-        elements += " UNION ALL VALUES " + ", ".join(
-            f"({_ADDED + n}, FALSE, NULL, %(added_{n})s::text, %(added_key_{n})s::text, FALSE)"
-            for n in range(len(added))
+    if added and dedupe:  # among the elements, for the duplicates
+        elements += (
+            f" UNION ALL SELECT {_ADDED} + a.n, FALSE, NULL, a.t, a.k, FALSE"
+            " FROM unnest(%(added)s::text[], %(added_key)s::text[]) WITH ORDINALITY"
+            " AS a(t, k, n)"
         )
-        for n, value in enumerate(added):
-            named[f"added_{n}"], named[f"added_key_{n}"] = _text(value), equality_key(value)
+        named["added"] = [_text(v) for v in added]
+        named["added_key"] = [equality_key(v) for v in added]
     elif added:  # after the elements' texts
         tail = "%(added)s::text"
         named["added"] = ",".join(map(_text, added))

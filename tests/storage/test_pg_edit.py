@@ -292,6 +292,16 @@ def _edit(
             [],
         ),
         (_edit(replace=(("x", "y"), ("y", "z"))), [{"t": ["x", "y"]}, {"t": ["y", "x", "x"]}], []),
+        # Long edits: the text[] form's nesting is bounded, the rest takes the general form.
+        (
+            _edit(
+                remove=tuple(f"r{n}" for n in range(3000)),
+                add=tuple(f"a{n}" for n in range(3000)),
+                dedupe=True,
+            ),
+            [{"t": ["r1", "a5", "x"]}, {"t": None}],
+            [],
+        ),
         # Dates pass through unless they are compared: by a removed date, or by dedupe.
         (_edit(remove=("x",), replace=(("y", "z"),)), [{"t": [_DATES[1], "x", "y"]}], []),
         (_edit(remove=(_DATES[0],)), [{"t": [_DATES[1]]}, {"t": ["x"]}], ["i0"]),
