@@ -25,7 +25,7 @@ from taskengine._values import values_equal
 from taskengine.filters import compile_filter
 from taskengine.storage import _pgupdate
 from taskengine.storage import postgres as postgres_module
-from taskengine.storage._pgedit import edit_form, equality_key
+from taskengine.storage._pgedit import _plain_steps, edit_form, equality_key
 from taskengine.storage.base import Item, ItemFilter
 from taskengine.storage.changes import ArrayEdit, ChangeResult, ItemChange, change_by_scan
 from taskengine.storage.codec import admit
@@ -292,6 +292,15 @@ def _edit(
             [],
         ),
         (_edit(replace=(("x", "y"), ("y", "z"))), [{"t": ["x", "y"]}, {"t": ["y", "x", "x"]}], []),
+        # Values that are not plain strings (escapes) leave the text[] form to the
+        # general one; a replaced value removed then added again is no duplicate of it
+        # (general form: the boolean).
+        (_edit(replace=(("x", 'q"'),), add=("b\\",)), [{"t": ["x", "y"]}, {"t": []}], []),
+        (
+            _edit(add=("x",), remove=("x",), replace=(("y", "x"),), dedupe=True),
+            [{"t": ["y", True, "x"]}, {"t": ["y", "x"]}],
+            [],
+        ),
         # Long edits: the text[] form's nesting is bounded, the rest takes the general form.
         (
             _edit(
@@ -373,6 +382,22 @@ def test_an_unchanged_row_is_not_written(shared: PgDatabase) -> None:
 def test_edits_without_a_splice(edit: ArrayEdit) -> None:
     """These take the scan path."""
     assert edit_form(edit) is None
+
+
+def test_which_edits_have_the_text_form() -> None:
+    """Plain strings everywhere (numbers and the like are left out of the comparisons):
+    the text[] form; a pair replacing a replaced value, an escaped or non-string value
+    written: only the general one."""
+    assert _plain_steps(["Goob", 1, 'q"'], ["Good", "a", "b"], ["outdated", None], ["x"]) == (
+        [("Goob", "Good")],
+        ["outdated"],
+        ["x"],
+    )
+    assert _plain_steps(["x", "y"], ["y", "z"], [], []) is None
+    assert _plain_steps(["x"], ['q"'], [], []) is None
+    assert _plain_steps(["x"], [1], [], []) is None
+    assert _plain_steps([], [], [], ["b\\"]) is None
+    assert _plain_steps([], [], [], [True]) is None
 
 
 stored_values = st.recursive(
