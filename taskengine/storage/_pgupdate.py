@@ -97,21 +97,24 @@ _BATCH: Final = (
     # (no sort: ``array_agg(id ORDER BY id)`` cost 6 ms a batch of 5,000).
     " b AS MATERIALIZED (SELECT count(*) AS n, CASE WHEN count(*) > %s"
     " THEN max(id) FILTER (WHERE id < (SELECT max(id) FROM c)) END AS bound FROM c),"
-    " p AS MATERIALIZED (SELECT id, ctid, doc, s, new,"
+    " p AS NOT MATERIALIZED (SELECT id, ctid, doc, s, new,"
     " coalesce(s AND new IS NOT NULL, FALSE) AS ok, new IS DISTINCT FROM doc AS ch FROM c"
     " WHERE id <= coalesce((SELECT bound FROM b), id)),"
     " u AS (UPDATE taskengine_items AS t SET doc = p.new FROM p"
     " WHERE t.ctid = p.ctid AND p.ok AND p.ch AND t.coll = %s AND t.env = %s"
-    " AND t.id = p.id RETURNING t.id)"
-    " SELECT b.n, b.bound, (SELECT count(*) FROM p WHERE ok AND NOT ch), {written},"
-    " (SELECT array_agg(id ORDER BY id) FROM p WHERE NOT ok),"
-    " (SELECT array_agg(doc ORDER BY id) FROM p WHERE NOT ok),"
-    " (SELECT array_agg(s ORDER BY id) FROM p WHERE NOT ok),"
+    " AND t.id = p.id RETURNING t.id),"
+    # One pass over the batch for the counters and the rows left to Python.
+    " a AS MATERIALIZED (SELECT count(*) FILTER (WHERE ok AND NOT ch) AS unchanged,"
+    " count(*) FILTER (WHERE ok AND ch) AS changing,"
+    " array_agg(id ORDER BY id) FILTER (WHERE NOT ok) AS ids,"
+    " array_agg(doc ORDER BY id) FILTER (WHERE NOT ok) AS docs,"
+    " array_agg(s ORDER BY id) FILTER (WHERE NOT ok) AS sure FROM p)"
+    " SELECT b.n, b.bound, a.unchanged, {written}, a.ids, a.docs, a.sure,"
     # Rows another transaction changed before this one locked them: their new version
     # is not in this statement's snapshot, so no ``ctid`` finds it; written by key.
-    " CASE WHEN (SELECT count(*) FROM u) < (SELECT count(*) FROM p WHERE ok AND ch)"
+    " CASE WHEN (SELECT count(*) FROM u) < a.changing"
     " THEN (SELECT array_agg(ARRAY[id, new] ORDER BY id) FROM p"
-    " WHERE ok AND ch AND id NOT IN (SELECT id FROM u)) END FROM b"
+    " WHERE ok AND ch AND id NOT IN (SELECT id FROM u)) END FROM b, a"
 )
 _COUNTED: Final = "(SELECT count(*) FROM u)"
 _LISTED: Final = "(SELECT array_agg(id) FROM u)"
