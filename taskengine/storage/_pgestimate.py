@@ -14,6 +14,7 @@ the rows it leaves undecided send their document back, to be checked in Python.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from taskengine.storage._estimate import EXACT_UP_TO, ROWS, WINDOWS
@@ -32,7 +33,8 @@ _SAMPLE: Final = (
     "WITH RECURSIVE s(n, id) AS ((SELECT 1, id " + _ITEMS + " ORDER BY id LIMIT 1)"
     " UNION ALL SELECT s.n + 1, (SELECT id " + _ITEMS + " AND id > s.id ORDER BY id"
     " LIMIT 1 OFFSET %s) FROM s WHERE s.n < %s AND s.id IS NOT NULL)"
-    " SELECT w.sure IS TRUE, CASE WHEN w.sure IS NOT TRUE AND w.maybe IS TRUE THEN w.doc END"
+    " SELECT w.sure IS TRUE, CASE WHEN w.sure IS NOT TRUE AND w.maybe IS TRUE THEN w.doc END,"
+    " s.id"
     " FROM s CROSS JOIN LATERAL (SELECT ({sure}) AS sure, ({where}) AS maybe, doc "
     + _ITEMS
     + " AND id >= s.id ORDER BY id LIMIT %s) AS w WHERE s.id IS NOT NULL"
@@ -45,11 +47,16 @@ def estimate_in_one_query(
     env: int,
     condition: SQLFilterCondition | None,
     filter: ItemFilter,
+    walked: Callable[[int, list[str]], None] | None = None,
 ) -> Count | None:
     """How many items of the item set ``(coll, env)`` ``filter`` accepts, estimated: the
     sample's share times the number of items (``condition``: the filter's SQL form,
     ``None`` to check every sampled row in Python); ``None`` when the item set holds at
-    most :data:`EXACT_UP_TO` items (the caller counts them exactly)."""
+    most :data:`EXACT_UP_TO` items (the caller counts them exactly).
+
+    ``walked`` is told the number of items and the windows' first keys (stored keys,
+    ascending, spaced evenly): :mod:`taskengine.storage._pgsplit` splits by them.
+    """
     row = conn.execute(_COUNT, (coll, env)).fetchone()
     total = 0 if row is None else int(row[0])
     if total <= EXACT_UP_TO:
@@ -68,5 +75,7 @@ def estimate_in_one_query(
     rows = conn.execute(_SAMPLE.format(sure=sure[0], where=where[0]), params).fetchall()
     if not rows:
         return Count(0, exact=True)
-    accepted = sum(1 for sure_row, text in rows if sure_row or (text and filter(decode(text))))
+    if walked is not None:
+        walked(total, list(dict.fromkeys(start for _, _, start in rows)))
+    accepted = sum(1 for sure_row, text, _ in rows if sure_row or (text and filter(decode(text))))
     return Count(round(total * accepted / len(rows)), exact=False)

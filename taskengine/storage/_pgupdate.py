@@ -28,15 +28,15 @@ provably exact (:func:`update_form` says which changes qualify):
   first key), one key after the other (cancel scheduling: the two dates).
 
 A batch is the next ``limit`` *candidate* rows (meeting the filter's SQL ``where``; every
-row without a filter) after the cursor, none above ``until``, read ``FOR UPDATE`` in one
-statement that also writes the sure rows inside the splice's conditions (an ``UPDATE``
-of their keys, the new text computed from the row it updates) and returns the counters
-and the rest: rows the filter's SQL leaves undecided (checked with the filter in Python) and rows
-outside the conditions (``data IS NULL`` among them), which the change's Python form
-does, written by id in a second statement. Everything runs in the caller's transaction
-(the engine's ``atomic()`` block, with the task's checkpoint). Two processes changing
-the same rows stay correct: the second waits for the first's locks and computes from the
-row as the first left it.
+row without a filter) after the cursor, none above ``until``, read ``FOR UPDATE`` with
+each row's new text in one statement that also writes the sure rows inside the splice's
+conditions (an ``UPDATE`` of the rows locked, found by ``ctid``) and returns the
+counters and the rest: rows the filter's SQL leaves undecided (checked with the filter
+in Python) and rows outside the conditions (``data IS NULL`` among them), which the
+change's Python form does, written by id in a second statement. Everything runs in the
+caller's transaction (the engine's ``atomic()`` block, with the task's checkpoint). Two
+processes changing the same rows stay correct: the second waits for the first's locks
+and computes from the row as the first left it.
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ from taskengine.storage.codec import admit_text, decode, encode
 
 __all__ = ["UpdateForm", "update_form", "update_rows"]
 
-_ITEMS: Final = "FROM taskengine_items WHERE coll = %s AND env = %s"
 # The codec text of a jsonb value ``{v}`` where it is derivable (see the module
 # docstring), else NULL: a date's text is rebuilt compactly (jsonb prints ``": "``).
 _DERIVED: Final = (
@@ -81,31 +80,41 @@ _APPEND: Final = (
     " ELSE left(c.doc, -1) || ',' || {pair} || '}}' END"
 )
 # One statement per batch. ``c``: the batch's candidates (one more, to know whether more
-# follow), locked. ``b``: how many, and the key the batch ends on when more follow.
+# follow), locked, each with its new text (``NULL``: Python's) computed from the row as
+# locked: a row another transaction changed is read again when its lock is granted, and
+# so is its new text (a target-list expression, not a joined subquery, whose old row
+# would be kept). ``b``: how many, and the key the batch ends on when more follow.
 # ``p``: the batch's rows, each with ``ok`` (sure and inside the splice's conditions) and
-# ``ch`` (the value differs). ``u``: the rows written, by key, with their new text.
+# ``ch`` (the text changes). ``u``: the rows written, found by their ``ctid`` (a probe
+# of the key cost 6 ms more a batch of 5,000); a locked row cannot move, but a row
+# another transaction changed before the lock was granted has a version this
+# statement's snapshot does not see: those are returned and written by key.
 _BATCH: Final = (
-    "WITH c AS MATERIALIZED (SELECT id, doc, data, coalesce(({sure}), FALSE) AS s "
-    + _ITEMS
-    + "{lower} AND ({where}) ORDER BY id LIMIT %s FOR UPDATE),"
-    " b AS MATERIALIZED (SELECT count(*) AS n,"
-    " CASE WHEN count(*) > %s THEN (array_agg(id ORDER BY id))[%s] END AS bound FROM c),"
-    " p AS MATERIALIZED (SELECT c.id, c.doc, c.s, coalesce(c.s AND r.ok, FALSE) AS ok,"
-    " r.ch FROM c CROSS JOIN LATERAL ({row}) AS r"
-    " WHERE c.id <= coalesce((SELECT bound FROM b), c.id)),"
-    # The new text is computed again from the row being updated, by a subquery: joined
-    # to ``p`` instead, a table without statistics was planned as a nested loop over
-    # ``p`` for every row (0.4 s a batch of 500). Bounded by the batch's keys on both
-    # sides, or such a plan reads from the batch's first key to the end.
-    " u AS (UPDATE taskengine_items AS t SET doc = (SELECT r.new FROM (SELECT t.doc,"
-    " t.data) AS c CROSS JOIN LATERAL ({row}) AS r)"
-    " WHERE t.coll = %s AND t.env = %s"
-    " AND t.id = ANY(ARRAY(SELECT id FROM p WHERE ok AND ch)){range}"
-    " AND t.id <= (SELECT max(id) FROM p) RETURNING t.id)"
-    " SELECT b.n, b.bound, (SELECT count(*) FROM p WHERE ok AND NOT ch), {written},"
-    " (SELECT array_agg(id ORDER BY id) FROM p WHERE NOT ok),"
-    " (SELECT array_agg(doc ORDER BY id) FROM p WHERE NOT ok),"
-    " (SELECT array_agg(s ORDER BY id) FROM p WHERE NOT ok) FROM b"
+    "WITH c AS MATERIALIZED (SELECT id, ctid, doc, coalesce(({sure}), FALSE) AS s,"
+    " ({new}) AS new FROM taskengine_items AS c WHERE coll = %s AND env = %s"
+    "{lower} AND ({where}) ORDER BY id LIMIT %s FOR UPDATE),"
+    # The batch ends on the ``limit``-th candidate: the largest below the one more read
+    # (no sort: ``array_agg(id ORDER BY id)`` cost 6 ms a batch of 5,000).
+    " b AS MATERIALIZED (SELECT count(*) AS n, CASE WHEN count(*) > %s"
+    " THEN max(id) FILTER (WHERE id < (SELECT max(id) FROM c)) END AS bound FROM c),"
+    " p AS NOT MATERIALIZED (SELECT id, ctid, doc, s, new,"
+    " coalesce(s AND new IS NOT NULL, FALSE) AS ok, new IS DISTINCT FROM doc AS ch FROM c"
+    " WHERE id <= coalesce((SELECT bound FROM b), id)),"
+    " u AS (UPDATE taskengine_items AS t SET doc = p.new FROM p"
+    " WHERE t.ctid = p.ctid AND p.ok AND p.ch AND t.coll = %s AND t.env = %s"
+    " AND t.id = p.id RETURNING t.id),"
+    # One pass over the batch for the counters and the rows left to Python.
+    " a AS MATERIALIZED (SELECT count(*) FILTER (WHERE ok AND NOT ch) AS unchanged,"
+    " count(*) FILTER (WHERE ok AND ch) AS changing,"
+    " array_agg(id ORDER BY id) FILTER (WHERE NOT ok) AS ids,"
+    " array_agg(doc ORDER BY id) FILTER (WHERE NOT ok) AS docs,"
+    " array_agg(s ORDER BY id) FILTER (WHERE NOT ok) AS sure FROM p)"
+    " SELECT b.n, b.bound, a.unchanged, {written}, a.ids, a.docs, a.sure,"
+    # Rows another transaction changed before this one locked them: their new version
+    # is not in this statement's snapshot, so no ``ctid`` finds it; written by key.
+    " CASE WHEN (SELECT count(*) FROM u) < a.changing"
+    " THEN (SELECT array_agg(ARRAY[id, new] ORDER BY id) FROM p"
+    " WHERE ok AND ch AND id NOT IN (SELECT id FROM u)) END FROM b, a"
 )
 _COUNTED: Final = "(SELECT count(*) FROM u)"
 _LISTED: Final = "(SELECT array_agg(id) FROM u)"
@@ -119,11 +128,28 @@ _WRITE: Final = (
 
 @attrs.frozen
 class UpdateForm:
-    """A change's splice: the per-row SQL (``ok``, ``ch``, ``new`` over ``c.doc`` and
-    ``c.data``) and its parameters in placeholder order."""
+    """A change's splice: the per-row SQL over ``c.doc`` and ``c.data`` and its parameters
+    in placeholder order.
+
+    ``row`` is a query of one row with columns ``ok`` (the splice is exact), ``ch`` (the
+    value changes) and ``new`` (the new text), or, when ``new_only``, an expression of the
+    new text alone, ``NULL`` where the splice is not exact, equal to ``doc`` where the
+    value does not change (cheaper: one expression a row, no subquery).
+    """
 
     row: str
     params: tuple[Any, ...]
+    new_only: bool = False
+
+    @property
+    def new(self) -> str:
+        """The new text as one expression (``NULL``: Python's; ``doc``: unchanged)."""
+        if self.new_only:
+            return self.row
+        return (
+            "SELECT CASE WHEN r.ok THEN CASE WHEN r.ch THEN r.new ELSE c.doc END END"
+            f" FROM ({self.row}) AS r"
+        )
 
 
 def _key_text(key: str) -> str | None:
@@ -176,51 +202,58 @@ def update_form(change: ItemChange) -> UpdateForm | None:
     return _set_form(assignment.target, target, _text(assignment.value), None)
 
 
+def _flat_derived(v: str, number: str = "") -> str:
+    """:data:`_DERIVED` of the SQL ``v`` as one expression, without a subquery (a
+    subquery costs a plan node run per row): ``v`` is read again where it is used.
+    ``number`` is the SQL of a number's text (none when empty)."""
+    numbers = f" WHEN 'number' THEN {number}" if number else ""
+    return (
+        f"CASE jsonb_typeof({v}){numbers} WHEN 'string' THEN CASE WHEN strpos({v}::text, '\\') = 0"
+        f" THEN {v}::text END WHEN 'boolean' THEN {v}::text WHEN 'null' THEN 'null'"
+        f" WHEN 'object' THEN CASE WHEN jsonb_typeof({v}->'$date') = 'string'"
+        f" AND ({v} - '$date') = '{{}}'::jsonb AND strpos(({v}->'$date')::text, '\\') = 0"
+        f" THEN '{{\"$date\":' || ({v}->'$date')::text || '}}' END END"
+    )
+
+
 def _set_form(key: str, key_text: str, new: str | None, source: str | None) -> UpdateForm:
     """``key`` set to the text ``new`` or to the derivable value of ``source`` (a copied
-    number's text is read from ``doc``: :data:`_NUMBER`)."""
-    old = _DERIVED.format(v="(c.data -> %s)")
-    pair = "(%s || ':' || o.old)"
-    value = "%s::text" if source is None else "s.v"
-    new_pair = f"(%s || ':' || {value})"
-    once = _ONCE.format(p=pair)
-    # Placeholders in text order: ok (pattern x3 in _ONCE), ch (value), new (append pair
-    # key + value, replace pattern, replace new pair), o (key, derived key x5), s.
-    ok_params: list[Any] = []
-    row = "SELECT CASE WHEN c.data IS NULL THEN FALSE"
-    if source is not None:
-        row += " WHEN NOT s.has THEN TRUE WHEN s.v IS NULL THEN FALSE"
-    row += f" WHEN o.absent THEN TRUE ELSE o.old IS NOT NULL AND {once} END AS ok,"
-    ok_params += [key_text] * 3
-    ch_params: list[Any] = []
-    if source is not None:
-        row += " coalesce(s.has, FALSE) AND"
-    row += f" (o.absent OR o.old IS DISTINCT FROM {value}) AS ch,"
+    number's text is read from ``doc``: :data:`_NUMBER`).
+
+    The form is the new text alone (``new_only``), ``NULL`` where the splice is not
+    exact: the pair is replaced only where it occurs once, so the text changes exactly
+    when the value's does.
+    """
+    params: list[Any] = []
     if source is None:
-        ch_params.append(new)
-    pair_params: list[Any] = [key_text] + ([new] if source is None else [])
-    # The new pair twice in the append, then the pattern and the new pair in replace().
-    new_params = [*pair_params, *pair_params, key_text, *pair_params]
-    row += (
-        f" CASE WHEN o.absent THEN {_APPEND.format(pair=new_pair)}"
-        f" ELSE replace(c.doc, {pair}, {new_pair}) END AS new"
-        f" FROM (SELECT NOT (c.data ? %s) AS absent, {old} AS old) AS o"
-    )
-    o_params: list[Any] = [key] + [key] * old.count("%s")
-    s_params: list[Any] = []
-    if source is not None:
-        derived = _DERIVED.format(v="(c.data -> %s)")
-        row += (
-            " CROSS JOIN LATERAL (SELECT (c.data ? %s) AS has,"
-            f" CASE WHEN jsonb_typeof(c.data -> %s) = 'number' THEN {_NUMBER}"
-            f" ELSE {derived} END AS v) AS s"
-        )
+        value = "%s::text"
+        value_params: list[Any] = [new]
+    else:
+        v = "(c.data -> %s)"
+        value = f"({_flat_derived(v, _NUMBER)})"
         source_text = _key_text(source)
-        s_params = [source, source, *[f"{source_text}:"] * 3]
-        s_params += [source] * derived.count("%s")
-    params = (*ok_params, *ch_params, *new_params, *o_params, *s_params)
-    assert row.count("%s") == len(params), (row.count("%s"), len(params))
-    return UpdateForm(row, params)
+        value_params = [source, *[f"{source_text}:"] * 3]
+        value_params += [source] * (_flat_derived(v).count("%s") - 1)
+    new_pair = f"(%s || ':' || {value})"
+    pair_params = [key_text, *value_params]
+    old = _flat_derived("(c.data -> %s)")
+    text = "CASE WHEN c.data IS NULL THEN NULL"
+    if source is not None:
+        text += " WHEN NOT (c.data ? %s) THEN c.doc"
+        params.append(source)
+    # An absent key: the pair appended. Else the pair replaced where it occurs once
+    # (``z.p`` is NULL where the old value's text is not derivable: so is the result).
+    text += (
+        f" WHEN NOT (c.data ? %s) THEN {_APPEND.format(pair=new_pair)}"
+        " ELSE (SELECT CASE WHEN strpos(c.doc, z.p) > 0"
+        " AND strpos(substr(c.doc, strpos(c.doc, z.p) + 1), z.p) = 0"
+        f" THEN replace(c.doc, z.p, {new_pair}) END"
+        f" FROM (SELECT %s || ':' || ({old}) AS p OFFSET 0) AS z) END"
+    )
+    params += [key, *pair_params, *pair_params, *pair_params, key_text]
+    params += [key] * old.count("%s")
+    assert text.count("%s") == len(params), (text.count("%s"), len(params))
+    return UpdateForm(text, tuple(params), new_only=True)
 
 
 # The codec text of a jsonb array ``{v}`` whose elements are all derivable (see
@@ -304,19 +337,17 @@ def update_rows(
     if until is not None:
         lower, keys = lower + " AND id <= %s", (*keys, until)
     statement = _BATCH.format(
+        new=form.new,
         sure=sure[0],
         lower=lower,
         where=where[0],
-        row=form.row,
-        range=lower.replace(" id ", " t.id "),
         written=_LISTED if change.needs_ids else _COUNTED,
     )
     params = (
-        *sure[1],
-        *(coll, env, *keys, *where[1], limit + 1),  # c
-        *(limit, min(limit, 2**31 - 1)),  # b
-        *form.params,  # p
-        *(*form.params, coll, env, *keys),  # u
+        *(*sure[1], *form.params, coll, env, *keys, *where[1], limit + 1),  # c
+        limit,  # b
+        coll,  # u
+        env,
     )
     row = conn.execute(statement, params).fetchone()
     assert row is not None  # an aggregate without GROUP BY returns one row
@@ -326,6 +357,12 @@ def update_rows(
         written = len(done)
     else:
         done, written = [], int(row[3])
+    if row[7]:
+        keys_, texts = [pair[0] for pair in row[7]], [pair[1] for pair in row[7]]
+        conn.execute(_WRITE, (coll, len(keys_), env, len(keys_), keys_, texts))
+        if change.needs_ids:
+            done.extend(map(unkey, keys_))
+        written += len(keys_)
     refused: tuple[tuple[str, str], ...] = ()
     if row[4]:
         # Undecided by the filter's SQL, or outside the splice: the scan path's way.

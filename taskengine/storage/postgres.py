@@ -93,8 +93,6 @@ from taskengine.storage._pgitems import (
     _GET,
     _INSERT,
     _MAX_FETCH,
-    _POINT_AFTER,
-    _POINT_FIRST,
     _SCAN_AFTER,
     _SCAN_FIRST,
     _SCAN_FROM,
@@ -112,6 +110,7 @@ from taskengine.storage._pgitems import (
     _target,
 )
 from taskengine.storage._pgkeys import key, keys, lower_bound, unkey
+from taskengine.storage._pgsplit import WalkMemo, points_from_walk, walk_points
 from taskengine.storage._pgupdate import update_form, update_rows
 from taskengine.storage._schedulesql import (
     pg_due,
@@ -188,6 +187,7 @@ class PostgresStorage(Storage, ChangingStorage):
         else:
             self.database = PgDatabase(source)
             self._owns_database = True
+        self._walks = WalkMemo()
         try:
             _check_encoding(self.database)
             self.database.ensure_schema(COMPONENT, SCHEMA_VERSION, SCHEMA)
@@ -378,7 +378,15 @@ class PostgresStorage(Storage, ChangingStorage):
         condition = pushed_condition(filter, BACKEND, DOCUMENT)
         with self.database.read() as conn:
             coll = _target(conn, collection, env)
-            estimate = estimate_in_one_query(conn, coll, _ENV_CODE[env], condition, filter)
+            code = _ENV_CODE[env]
+            estimate = estimate_in_one_query(
+                conn,
+                coll,
+                code,
+                condition,
+                filter,
+                lambda total, starts: self._walks.keep(coll, code, total, starts),
+            )
         return self.count(collection, env, filter) if estimate is None else estimate
 
     def _reader(self, collection: str, env: Environment) -> PgReader:
@@ -648,28 +656,16 @@ class PostgresStorage(Storage, ChangingStorage):
         equal size, ascending (see :class:`~taskengine.storage.base.SplittingStorage`).
 
         A count and one walk of the primary key index (each point ``OFFSET`` keys after
-        the previous one): no document is read.
+        the previous one): no document is read; or, right after an estimate of the same
+        item set, the keys that estimate walked (:mod:`taskengine.storage._pgsplit`).
         """
         env = Environment.coerce(environment)
         with self.database.read() as conn:
             coll, code = _target(conn, collection, env), _ENV_CODE[env]
-            row = conn.execute(_COUNT, (coll, code)).fetchone()
-            size = 0 if row is None else int(row[0])
-            if parts < 2 or size < parts:
-                return []
-            points: list[str] = []
-            position = -1
-            for k in range(1, parts):
-                wanted = size * k // parts - 1
-                if points:
-                    args: tuple[Any, ...] = (coll, code, points[-1], wanted - position - 1)
-                    found = conn.execute(_POINT_AFTER, args).fetchone()
-                else:
-                    found = conn.execute(_POINT_FIRST, (coll, code, wanted)).fetchone()
-                if found is None:
-                    break
-                points.append(found[0])
-                position = wanted
+            walk = self._walks.take(coll, code) if parts >= 2 else None
+            points = None if walk is None else points_from_walk(walk, parts)
+            if points is None:
+                points = walk_points(conn, coll, code, parts)
         return [unkey(point) for point in points]
 
 

@@ -310,36 +310,49 @@ def test_which_rows_go_through_python(
 
 def test_two_transactions_on_the_same_rows(shared: PgDatabase) -> None:
     """A batch waits for another transaction's locks on its rows and works from the rows
-    as that one left them: the second copy finds the values set (unchanged)."""
+    as that one left them: a copy after the source was set elsewhere copies the new
+    value (a new text computed from the rows as first read would copy the old one, and
+    the rows' new versions are not in the waiting statement's snapshot), and a copy
+    after the same copy finds the values copied (unchanged)."""
     storage = emptied(shared, "a")
     storage.create_collection("a")
     storage.insert_items("a", "LIVE", [{"_id": f"i{n}", "s": f"v{n}"} for n in range(5)])
-    copy = CopyField("s", "t")
     results: list[ChangeResult] = []
+    scenarios = [
+        (SetField("s", "w"), CopyField("s", "t"), (5, 0), ("w", "w", None)),
+        (CopyField("s", "u"), CopyField("s", "u"), (0, 5), ("w", "w", "w")),
+    ]
+    for first_change, later_change, expected, values in scenarios:
+        results.clear()
 
-    def second() -> None:  # its own thread: its own connection and transaction
+        def later(change: ItemChange = later_change) -> None:  # its own connection
+            with storage.atomic():
+                results.append(
+                    storage.change_matching(
+                        "a", "LIVE", after=None, limit=10, filter=None, change=change
+                    )
+                )
+
+        thread = threading.Thread(target=later)
         with storage.atomic():
-            results.append(
-                storage.change_matching("a", "LIVE", after=None, limit=10, filter=None, change=copy)
+            first = storage.change_matching(
+                "a", "LIVE", after=None, limit=10, filter=None, change=first_change
             )
-
-    thread = threading.Thread(target=second)
-    with storage.atomic():
-        first = storage.change_matching("a", "LIVE", after=None, limit=10, filter=None, change=copy)
-        assert first.written == 5
-        thread.start()
-        deadline = time.monotonic() + 30
-        with storage.database.read() as conn:  # this transaction's connection
-            while not conn.execute(
-                "SELECT count(*) FROM pg_locks WHERE NOT granted"  # (not a snapshot)
-            ).fetchone()[0]:
-                assert time.monotonic() < deadline, "the second batch never waited"
-                assert not results, "the second batch did not wait for the locks"
-                time.sleep(0.01)
-    thread.join(30)
-    assert not thread.is_alive()
-    assert (results[0].written, results[0].unchanged) == (0, 5)
-    assert [item["t"] for item in storage.find("a", "LIVE")] == [f"v{n}" for n in range(5)]
+            assert first.written == 5
+            thread.start()
+            deadline = time.monotonic() + 30
+            with storage.database.read() as conn:  # this transaction's connection
+                while not conn.execute(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted"  # (not a snapshot)
+                ).fetchone()[0]:
+                    assert time.monotonic() < deadline, "the later batch never waited"
+                    assert not results, "the later batch did not wait for the locks"
+                    time.sleep(0.01)
+        thread.join(30)
+        assert not thread.is_alive()
+        assert (results[0].written, results[0].unchanged) == expected
+        found = [(item["s"], item["t"], item.get("u")) for item in storage.find("a", "LIVE")]
+        assert found == [values] * 5
 
 
 def test_rewrites_are_set_based_only_on_a_table_with_statistics(
