@@ -334,6 +334,6 @@ def _plain_sql(
         f" CROSS JOIN LATERAL (SELECT CASE WHEN f.plain THEN {array} END AS arr OFFSET 0) AS pa"
         f" CROSS JOIN LATERAL (SELECT CASE WHEN f.plain THEN (SELECT CASE WHEN"
         f" cardinality(pk.kept) = 0 THEN '[]' ELSE '[\"' || array_to_string(pk.kept, '\",\"')"
-        f" || '\"]' END FROM (SELECT {kept} AS kept) AS pk) END AS new OFFSET 0) AS pn"
+        f" || '\"]' END FROM (SELECT {kept} AS kept OFFSET 0) AS pk) END AS new OFFSET 0) AS pn"
     )
     return sql, named
