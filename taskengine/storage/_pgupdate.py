@@ -171,8 +171,9 @@ def update_form(change: ItemChange) -> UpdateForm | None:
     their keys need no escape: a string or date set, a copy, an append of scalars (done in
     SQL where the target is missing, ``null`` or an array of derivable texts); so do
     changes with a ``removes`` attribute, a tuple of top-level keys they remove, and
-    nothing else (unchanged when none is present); other array edits (an ``array_edit``
-    attribute) are :func:`taskengine.storage._pgedit.edit_form`'s.
+    nothing else (unchanged when none is present). Other array edits (an ``array_edit``
+    attribute) are :func:`taskengine.storage._pgedit.edit_form`'s (the storage asks it
+    when this has none).
     """
     if change.deletes:
         return None
@@ -181,9 +182,7 @@ def update_form(change: ItemChange) -> UpdateForm | None:
         return _remove_form(removes)
     assignment = getattr(change, "assignment", None)
     if not isinstance(assignment, FieldAssignment):
-        from taskengine.storage._pgedit import edit_form  # it imports this module
-
-        return edit_form(getattr(change, "array_edit", None))
+        return None
     target = _key_text(assignment.target)
     if target is None:
         return None

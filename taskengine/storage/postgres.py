@@ -74,6 +74,7 @@ from taskengine.storage._pgdatabase import (
     PostgresError,
     TransactionConflict,
 )
+from taskengine.storage._pgedit import edit_form
 from taskengine.storage._pgestimate import estimate_in_one_query
 from taskengine.storage._pgfilter import (
     BACKEND,
@@ -556,7 +557,9 @@ class PostgresStorage(Storage, ChangingStorage):
         env = Environment.coerce(environment)
         condition = None if filter is None else pushed_condition(filter, BACKEND, DOCUMENT)
         with self._block() as conn:
-            form = None if change.deletes else update_form(change)
+            form = None
+            if not change.deletes:
+                form = update_form(change) or edit_form(getattr(change, "array_edit", None))
             if (
                 (filter is not None and condition is None)
                 or (until is not None and lookup_id(until) is None)
