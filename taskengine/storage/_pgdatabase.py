@@ -88,11 +88,15 @@ _CLIENT_KEEPALIVE: dict[str, Any] = {
 # vanished inside a transaction ends, and its row locks (a batch's fence, its items) are
 # released, so another engine can take the task over once the lease runs out. Settings a
 # server does not know (tcp_user_timeout before PostgreSQL 12) are left out; on a Unix
-# socket they do nothing.
-_SERVER_KEEPALIVE = (
+# socket they do nothing. JIT is off the same way: it compiles a statement whose
+# estimated cost passes ``jit_above_cost``, and a set-based batch's per-row expressions
+# (an array edit's) are costed that high: compiling took 49 ms of a 155 ms batch of
+# 5,000 rows, and no statement here runs long enough to win it back.
+_SERVER_SETTINGS = (
     "SELECT set_config(s.name, v.value, false) FROM pg_settings AS s JOIN (VALUES"
     " ('tcp_keepalives_idle', '10'), ('tcp_keepalives_interval', '5'),"
-    " ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000')) AS v(name, value)"
+    " ('tcp_keepalives_count', '3'), ('tcp_user_timeout', '30000'), ('jit', 'off'))"
+    " AS v(name, value)"
     " ON s.name = v.name WHERE s.source = 'default'"
 )
 
@@ -426,8 +430,9 @@ class PgDatabase:
 
 
 def _configure(conn: Connection) -> None:
-    """Prepare a new connection: the server's end of its keepalives (``_SERVER_KEEPALIVE``)."""
-    conn.execute(_SERVER_KEEPALIVE)
+    """Prepare a new connection: the server's end of its keepalives, and no JIT
+    (``_SERVER_SETTINGS``)."""
+    conn.execute(_SERVER_SETTINGS)
 
 
 def _rollback(conn: Connection, depth: int, savepoint: str) -> None:

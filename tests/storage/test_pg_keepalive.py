@@ -4,7 +4,8 @@ Unless the DSN sets them, every connection (pooled, and a listener's) asks libpq
 keepalives (idle 10 s, 3 probes 5 s apart) and a 30 s TCP user timeout, and sets the
 server's ``tcp_keepalives_*`` and ``tcp_user_timeout`` for its session, so that a server
 ends the session of a client that vanished mid-transaction (its locks go with it). What
-this buys in a real partition is shown by tests/core/test_pg_partition.py.
+this buys in a real partition is shown by tests/core/test_pg_partition.py. JIT is off
+for the session the same way, unless set.
 """
 
 from __future__ import annotations
@@ -85,3 +86,19 @@ def test_the_dsn_overrides_them(pg_database: str) -> None:
             "tcp_keepalives_count": ("3", "session"),
             "tcp_user_timeout": ("4000", "client"),
         }
+
+
+def jit(conn: Any) -> tuple[str, str]:
+    """The session's ``jit`` setting and its source."""
+    row = conn.execute("SELECT setting, source FROM pg_settings WHERE name = 'jit'").fetchone()
+    return (str(row[0]), str(row[1]))
+
+
+def test_jit_is_off_unless_the_dsn_sets_it(pg_database: str) -> None:
+    """A set-based batch's per-row expressions are costed past ``jit_above_cost``, and
+    compiling them cost a third of a batch: sessions run without JIT, unless asked."""
+    with PgDatabase(pg_database) as database, database.read() as conn:
+        assert jit(conn) == ("off", "session")
+    asked = make_conninfo(pg_database, options="-c jit=on")
+    with PgDatabase(asked) as database, database.read() as conn:
+        assert jit(conn) == ("on", "client")
