@@ -16,8 +16,11 @@ ratio is items/s against the baseline of the same round):
 * SQLite (one file, one writer at a time): COPY_FIELD_DATA, one process unsliced against
   two with ``slices=2``; about 1x is what one writer allows.
 
-Each engine process is a started ``TaskEngine`` (one worker thread, batches of 500) that
-waits for every task of the run to finish; timed from "go" until the last process exits.
+Each engine process is a started ``TaskEngine`` (one worker thread, batches of 500,
+polling every 0.05 s and, as by default, listening to a store that notifies: on
+PostgreSQL a slice inserted by one engine is claimed by the other at once;
+``--no-listen`` polls only) that waits for every task of the run to finish; timed from
+"go" until the last process exits.
 Beside items/s it reports items per CPU second (the engines' CPU, plus the server's on
 PostgreSQL, read from ``/proc``) and the cores busy: on a machine shared with other work
 the wall-clock speed-up is bounded by the CPU the run was given, which these show.
@@ -54,6 +57,7 @@ from bench_postgres import admin, copy_items, fresh_copy, make_doc, make_templat
 
 BATCH = 500
 WAIT = 3600.0
+_LISTEN = "BENCH_SLICES_LISTEN"  # "0": the engine processes poll only (--no-listen)
 
 
 def delete_spec(collection: str) -> dict[str, Any]:
@@ -81,7 +85,11 @@ def worker(target: str) -> None:
     for them all to finish, then stop."""
     storage, store = open_pair(target)
     engine = TaskEngine(
-        storage, task_store=store, batch_size=BATCH, poll_interval=0.05, listen=False
+        storage,
+        task_store=store,
+        batch_size=BATCH,
+        poll_interval=0.05,
+        listen=os.environ.get(_LISTEN, "1") != "0",
     )
     print("ready", flush=True)
     ids = sys.stdin.readline().split()
@@ -271,6 +279,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="20k items, one round")
     parser.add_argument("--no-sqlite", action="store_true")
+    parser.add_argument("--no-listen", action="store_true", help="engines poll only")
     parser.add_argument(
         "--split", action="store_true", help="only time split_points (1M items by default)"
     )
@@ -285,7 +294,9 @@ def main(argv: list[str]) -> None:
         return
     items = 20_000 if args.quick else args.items
     rounds = 1 if args.quick else args.rounds
-    print(f"{items:,} items, {rounds} round(s), {os.cpu_count()} cores")
+    os.environ[_LISTEN] = "0" if args.no_listen else "1"  # the engine processes inherit it
+    listening = "polling only" if args.no_listen else "listening"
+    print(f"{items:,} items, {rounds} round(s), {os.cpu_count()} cores, engines {listening}")
     with server(args.dsn) as dsn:
         rows = pg_scenarios(dsn, items, rounds)
     if not args.no_sqlite:
