@@ -37,6 +37,7 @@ __all__ = [
     "Query",
     "estimate_accepted",
     "estimate_on_reads",
+    "split_by_walk",
 ]
 
 EXACT_UP_TO: Final = 50_000
@@ -130,3 +131,28 @@ def estimate_accepted(
     if sampled == 0:
         return Count(0, exact=True)
     return Count(round(total * accepted / sampled), exact=False)
+
+
+def split_by_walk(
+    size: int,
+    parts: int,
+    first: Callable[[int], str | None],
+    after: Callable[[str, int], str | None],
+) -> list[str]:
+    """Up to ``parts - 1`` keys splitting an item set of ``size`` items into ``parts``
+    ranges of about equal size, ascending (the SQL adapters' ``split_points``): one walk
+    of the keys, each point ``OFFSET`` keys after the previous one. ``first(n)`` is the
+    key ``n`` keys after the first one, ``after(key, n)`` the key ``n`` keys after the
+    one following ``key``; either is ``None`` past the end."""
+    if parts < 2 or size < parts:
+        return []
+    points: list[str] = []
+    position = -1
+    for k in range(1, parts):
+        wanted = size * k // parts - 1
+        found = after(points[-1], wanted - position - 1) if points else first(wanted)
+        if found is None:
+            break
+        points.append(found)
+        position = wanted
+    return points

@@ -20,6 +20,7 @@ from typing import Any, Final
 
 import attrs
 
+from taskengine.storage._estimate import split_by_walk
 from taskengine.storage._pgdatabase import Connection
 from taskengine.storage._pgitems import _COUNT, _POINT_AFTER, _POINT_FIRST
 
@@ -83,23 +84,17 @@ def points_from_walk(walk: KeyWalk, parts: int) -> list[str] | None:
 
 def walk_points(conn: Connection, coll: int, env: int, parts: int) -> list[str]:
     """Up to ``parts - 1`` stored keys splitting ``(coll, env)`` into ``parts`` ranges of
-    about equal size, ascending: a count and one walk of the primary key index (each
-    point ``OFFSET`` keys after the previous one); no document is read."""
+    about equal size, ascending: a count and one walk of the primary key index
+    (:func:`~taskengine.storage._estimate.split_by_walk`); no document is read."""
+
+    def key_at(statement: str, *args: Any) -> str | None:
+        row = conn.execute(statement, (coll, env, *args)).fetchone()
+        return None if row is None else str(row[0])
+
     row = conn.execute(_COUNT, (coll, env)).fetchone()
-    size = 0 if row is None else int(row[0])
-    if parts < 2 or size < parts:
-        return []
-    points: list[str] = []
-    position = -1
-    for k in range(1, parts):
-        wanted = size * k // parts - 1
-        if points:
-            args: tuple[Any, ...] = (coll, env, points[-1], wanted - position - 1)
-            found = conn.execute(_POINT_AFTER, args).fetchone()
-        else:
-            found = conn.execute(_POINT_FIRST, (coll, env, wanted)).fetchone()
-        if found is None:
-            break
-        points.append(found[0])
-        position = wanted
-    return points
+    return split_by_walk(
+        0 if row is None else int(row[0]),
+        parts,
+        lambda offset: key_at(_POINT_FIRST, offset),
+        lambda last, offset: key_at(_POINT_AFTER, last, offset),
+    )

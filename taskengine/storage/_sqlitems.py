@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import Any
 
 from taskengine.errors import (
     CollectionExists,
@@ -26,6 +27,7 @@ from taskengine.errors import (
     StorageError,
 )
 from taskengine.storage._database import Database
+from taskengine.storage._estimate import split_by_walk
 from taskengine.storage._schedulesql import SQLITE_PUBLISH_ID, SQLITE_SCHEMA
 from taskengine.storage.base import CollectionInfo, Environment, WriteResult
 from taskengine.storage.codec import lookup_id
@@ -237,25 +239,19 @@ def delete_rows(
 
 def split_points(conn: sqlite3.Connection, coll: int, env: int, parts: int) -> list[str]:
     """Up to ``parts - 1`` ids splitting the item set into ``parts`` ranges of about equal
-    size, ascending: a count and one walk of the primary key (each point ``OFFSET`` rows
-    after the previous one); no document is read."""
-    size = int(conn.execute(COUNT, (coll, env)).fetchone()[0])
-    if parts < 2 or size < parts:
-        return []
-    points: list[str] = []
-    position = -1
-    for k in range(1, parts):
-        wanted = size * k // parts - 1
-        if points:
-            row = conn.execute(_POINT_AFTER, (coll, env, points[-1], wanted - position - 1))
-        else:
-            row = conn.execute(_POINT_FIRST, (coll, env, wanted))
-        found = row.fetchone()
-        if found is None:
-            break
-        points.append(found[0])
-        position = wanted
-    return points
+    size, ascending: a count and one walk of the primary key (:func:`split_by_walk`); no
+    document is read."""
+
+    def key_at(statement: str, *args: Any) -> str | None:
+        row = conn.execute(statement, (coll, env, *args)).fetchone()
+        return None if row is None else str(row[0])
+
+    return split_by_walk(
+        int(conn.execute(COUNT, (coll, env)).fetchone()[0]),
+        parts,
+        lambda offset: key_at(_POINT_FIRST, offset),
+        lambda last, offset: key_at(_POINT_AFTER, last, offset),
+    )
 
 
 def target(conn: sqlite3.Connection, collection: str, env: Environment) -> int:

@@ -12,6 +12,7 @@ from pg_conftest_plugin import emptied
 
 from taskengine.filters import compile_filter
 from taskengine.storage import _pgsplit
+from taskengine.storage._estimate import WINDOWS
 from taskengine.storage._pgkeys import key
 from taskengine.storage._pgsplit import KeyWalk, WalkMemo, points_from_walk
 from taskengine.storage.postgres import PgDatabase, PostgresStorage
@@ -61,8 +62,8 @@ def test_points_split_the_set_evenly_with_or_without_an_estimate_before(
         assert len(points) == parts - 1
         assert points == sorted(set(points))
         sizes = shares(points, ids)
-        # the walk: exact shares; the estimate's: within one window (ITEMS / 128) of them
-        assert max(sizes) - min(sizes) <= 2 * (ITEMS // 128) + 1, sizes
+        # the walk: exact shares; the estimate's: within a window (ITEMS / WINDOWS) of them
+        assert max(sizes) - min(sizes) <= ITEMS // WINDOWS + 1, sizes
     assert shares(walked, ids) == [
         ITEMS * (k + 1) // parts - ITEMS * k // parts for k in range(parts)
     ]
