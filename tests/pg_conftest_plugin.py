@@ -19,7 +19,7 @@ import itertools
 import os
 import uuid
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
 from pg_server import (
@@ -138,3 +138,19 @@ def emptied(database: PgDatabase, *names: str) -> PostgresStorage:
         if name in {info.name for info in storage.list_collections()}:
             storage.drop_collection(name)
     return storage
+
+
+def rows_left_to_python(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The ids of the rows a PostgreSQL splice (``storage/_pgupdate.py``) leaves to the
+    change's Python form, in the order met, from now to the end of the test."""
+    from taskengine.storage import _pgupdate
+
+    seen: list[str] = []
+    original = _pgupdate.split_outcomes
+
+    def spy(change: Any, items: list[Any]) -> Any:
+        seen.extend(item["_id"] for item in items)
+        return original(change, items)
+
+    monkeypatch.setattr(_pgupdate, "split_outcomes", spy)
+    return seen

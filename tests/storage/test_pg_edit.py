@@ -19,14 +19,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from pg_conftest_plugin import emptied
+from pg_conftest_plugin import emptied, rows_left_to_python
 
 from taskengine._values import values_equal
 from taskengine.filters import compile_filter
-from taskengine.storage import _pgupdate
 from taskengine.storage import postgres as postgres_module
 from taskengine.storage._pgedit import _plain_steps, edit_form, equality_key
-from taskengine.storage.base import Item, ItemFilter
+from taskengine.storage.base import ItemFilter
 from taskengine.storage.changes import ArrayEdit, ChangeResult, ItemChange, change_by_scan
 from taskengine.storage.codec import admit
 from taskengine.storage.postgres import PgDatabase, PostgresStorage
@@ -230,19 +229,6 @@ def test_the_edit_equals_the_scan_path(
     assert stored(storage, "a") == stored(storage, "b")
 
 
-def _python_rows(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The ids of the rows the splice leaves to the Python form, as they are met."""
-    seen: list[str] = []
-    original = _pgupdate.split_outcomes
-
-    def spy(change: ItemChange, items: list[Item]) -> Any:
-        seen.extend(item["_id"] for item in items)
-        return original(change, items)
-
-    monkeypatch.setattr(_pgupdate, "split_outcomes", spy)
-    return seen
-
-
 def _edit(
     add: tuple[Any, ...] = (),
     remove: tuple[Any, ...] = (),
@@ -350,7 +336,7 @@ def test_which_rows_go_through_python(
     """The splice writes the rows it can prove exact and hands the others to Python, with
     the scan path's result either way."""
     storage = fill(shared, docs)
-    seen = _python_rows(monkeypatch)
+    seen = rows_left_to_python(monkeypatch)
     got = batches(storage, "a", 10, None, change, reference=False)
     assert seen == in_python
     assert got == batches(storage, "b", 10, None, change, reference=True)

@@ -19,12 +19,11 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from pg_conftest_plugin import emptied
+from pg_conftest_plugin import emptied, rows_left_to_python
 
 from taskengine.filters import compile_filter
-from taskengine.storage import _pgupdate
 from taskengine.storage import postgres as postgres_module
-from taskengine.storage.base import Item, ItemFilter
+from taskengine.storage.base import ItemFilter
 from taskengine.storage.changes import ChangeResult, ItemChange, change_by_scan
 from taskengine.storage.postgres import PgDatabase, PostgresStorage
 from taskengine.tasktypes._changes import CopyField, EditField, RemoveFields, SetField
@@ -224,19 +223,6 @@ def test_the_splice_equals_the_scan_path(
     assert stored(storage, "a") == stored(storage, "b")
 
 
-def _python_rows(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The ids of the rows the splice leaves to the Python form, as they are met."""
-    seen: list[str] = []
-    original = _pgupdate.split_outcomes
-
-    def spy(change: ItemChange, items: list[Item]) -> Any:
-        seen.extend(item["_id"] for item in items)
-        return original(change, items)
-
-    monkeypatch.setattr(_pgupdate, "split_outcomes", spy)
-    return seen
-
-
 @pytest.mark.parametrize(
     ("change", "docs", "in_python"),
     [
@@ -301,7 +287,7 @@ def test_which_rows_go_through_python(
     for name in ("a", "b"):
         storage.create_collection(name)
         storage.insert_items(name, "LIVE", items)
-    seen = _python_rows(monkeypatch)
+    seen = rows_left_to_python(monkeypatch)
     got = run(storage, "a", 10, None, change, reference=False)
     assert seen == in_python
     assert got[:3] == run(storage, "b", 10, None, change, reference=True)[:3]
