@@ -37,6 +37,7 @@ __all__ = [
     "Query",
     "estimate_accepted",
     "estimate_on_reads",
+    "split_by_query",
     "split_by_walk",
 ]
 
@@ -156,3 +157,21 @@ def split_by_walk(
         points.append(found)
         position = wanted
     return points
+
+
+def split_by_query(
+    query: Query, count: str, first: str, after: str, coll: int, env: int, parts: int
+) -> list[str]:
+    """:func:`split_by_walk` of the item set ``(coll, env)`` through ``query``: ``count``
+    its size, ``first`` the key ``OFFSET`` keys in, ``after`` the key ``OFFSET`` keys
+    after the one following a key (each takes ``coll, env`` first, then those)."""
+
+    def key_at(statement: str, *args: Any) -> str | None:
+        rows = query(statement, (coll, env, *args))
+        return str(rows[0][0]) if rows else None
+
+    rows = query(count, (coll, env))
+    size = int(rows[0][0]) if rows else 0
+    return split_by_walk(
+        size, parts, lambda n: key_at(first, n), lambda last, n: key_at(after, last, n)
+    )

@@ -4,7 +4,7 @@ spliced into ``doc`` where that is provably exact, the rest done by the change's
 form in the same batch.
 
 A row is exact (``ok``) where the field is missing, ``null``, or an array whose every
-element's codec text is derivable from ``jsonb`` (``_pgupdate._DERIVED``: strings
+element's codec text is derivable from ``jsonb`` (``_pgupdate.derived_text``: strings
 without a backslash, booleans, ``null``, dates) and, for ``null`` and arrays, the text
 ``"key":null`` or ``"key":[`` occurs in ``doc`` exactly once (it is then the top-level
 pair: a nested pair with that key makes two, and a string holds no unescaped quote). The
@@ -51,6 +51,7 @@ from taskengine.storage._pgupdate import (
     UpdateForm,
     _key_text,
     _text,
+    derived_text,
 )
 from taskengine.storage.changes import ArrayEdit
 from taskengine.storage.codec import admit
@@ -66,7 +67,7 @@ _PLAIN_STEPS: Final = 64
 
 def equality_key(value: Any) -> str:
     """A text equal for two stored values exactly when they are ``values_equal``; for a
-    string, a boolean and ``null`` it is the codec text (what ``_DERIVED`` gives), and
+    string, a boolean and ``null`` it is the codec text (what ``derived_text`` gives), and
     no other value's key is such a text (numbers ``N``, dates ``D``, arrays ``[``,
     objects ``O{``)."""
     if value is None or type(value) is bool or type(value) is str:
@@ -164,16 +165,9 @@ def _plain_steps(
     return pairs, removes, list(added)
 
 
-# The codec text of the jsonb element ``e.v`` where it is derivable, else NULL: what
-# ``_pgupdate._DERIVED`` gives, as one expression (no subquery: it is computed once per
-# element, in a subquery the planner keeps).
-_ELEMENT: Final = (
-    "CASE WHEN jsonb_typeof(e.v) IN ('string', 'boolean', 'null')"
-    " THEN CASE WHEN strpos(e.v::text, '\\') = 0 THEN e.v::text END"
-    " WHEN jsonb_typeof(e.v) = 'object' THEN CASE WHEN jsonb_typeof(e.v -> '$date') = 'string'"
-    " AND (e.v - '$date') = '{}'::jsonb AND strpos((e.v -> '$date')::text, '\\') = 0"
-    " THEN '{\"$date\":' || (e.v -> '$date')::text || '}' END END"
-)
+# The codec text of the jsonb element ``e.v`` where it is derivable, else NULL (computed
+# once per element, in a subquery the planner keeps).
+_ELEMENT: Final = derived_text("e.v")
 _NAMED: Final = re.compile(r"%\((\w+)\)s")
 
 

@@ -47,15 +47,15 @@ def estimate_in_one_query(
     env: int,
     condition: SQLFilterCondition | None,
     filter: ItemFilter,
-    walked: Callable[[int, list[str]], None] | None = None,
+    walked: Callable[[list[str]], None] | None = None,
 ) -> Count | None:
     """How many items of the item set ``(coll, env)`` ``filter`` accepts, estimated: the
     sample's share times the number of items (``condition``: the filter's SQL form,
     ``None`` to check every sampled row in Python); ``None`` when the item set holds at
     most :data:`EXACT_UP_TO` items (the caller counts them exactly).
 
-    ``walked`` is told the number of items and the windows' first keys (stored keys,
-    ascending, spaced evenly): :mod:`taskengine.storage._pgsplit` splits by them.
+    ``walked`` is told the windows' first keys (stored keys, ascending, spaced evenly):
+    :mod:`taskengine.storage._pgsplit` splits by them.
     """
     row = conn.execute(_COUNT, (coll, env)).fetchone()
     total = 0 if row is None else int(row[0])
@@ -76,6 +76,6 @@ def estimate_in_one_query(
     if not rows:
         return Count(0, exact=True)
     if walked is not None:
-        walked(total, list(dict.fromkeys(start for _, _, start in rows)))
+        walked(list(dict.fromkeys(start for _, _, start in rows)))
     accepted = sum(1 for sure_row, text, _ in rows if sure_row or (text and filter(decode(text))))
     return Count(round(total * accepted / len(rows)), exact=False)

@@ -16,11 +16,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Final
 
 import attrs
 
-from taskengine.storage._estimate import split_by_walk
+from taskengine.storage._estimate import split_by_query
 from taskengine.storage._pgdatabase import Connection
 from taskengine.storage._pgitems import _COUNT, _POINT_AFTER, _POINT_FIRST
 
@@ -32,12 +32,11 @@ FRESH_FOR: Final = 5.0
 
 @attrs.frozen
 class KeyWalk:
-    """Keys spaced evenly over an item set: ``starts[i]`` is about ``i * total / len``
-    keys in (stored keys, ascending), taken when the set held ``total`` items."""
+    """Keys spaced evenly over an item set: ``starts[i]`` is about ``i / len(starts)`` of
+    the way through it (stored keys, ascending), taken at ``at`` (monotonic seconds)."""
 
     coll: int
     env: int
-    total: int
     starts: tuple[str, ...]
     at: float
 
@@ -52,10 +51,10 @@ class WalkMemo:
         self._lock = threading.Lock()
         self._walk: KeyWalk | None = None
 
-    def keep(self, coll: int, env: int, total: int, starts: Sequence[str]) -> None:
-        """Keep a walk of the item set ``(coll, env)`` of ``total`` items."""
+    def keep(self, coll: int, env: int, starts: Sequence[str]) -> None:
+        """Keep a walk of the item set ``(coll, env)``."""
         with self._lock:
-            self._walk = KeyWalk(coll, env, total, tuple(starts), self._clock())
+            self._walk = KeyWalk(coll, env, tuple(starts), self._clock())
 
     def take(self, coll: int, env: int) -> KeyWalk | None:
         """The kept walk of ``(coll, env)`` if it is fresh (then it is forgotten)."""
@@ -85,16 +84,13 @@ def points_from_walk(walk: KeyWalk, parts: int) -> list[str] | None:
 def walk_points(conn: Connection, coll: int, env: int, parts: int) -> list[str]:
     """Up to ``parts - 1`` stored keys splitting ``(coll, env)`` into ``parts`` ranges of
     about equal size, ascending: a count and one walk of the primary key index
-    (:func:`~taskengine.storage._estimate.split_by_walk`); no document is read."""
-
-    def key_at(statement: str, *args: Any) -> str | None:
-        row = conn.execute(statement, (coll, env, *args)).fetchone()
-        return None if row is None else str(row[0])
-
-    row = conn.execute(_COUNT, (coll, env)).fetchone()
-    return split_by_walk(
-        0 if row is None else int(row[0]),
+    (:func:`~taskengine.storage._estimate.split_by_query`); no document is read."""
+    return split_by_query(
+        lambda sql, args: conn.execute(sql, args).fetchall(),
+        _COUNT,
+        _POINT_FIRST,
+        _POINT_AFTER,
+        coll,
+        env,
         parts,
-        lambda offset: key_at(_POINT_FIRST, offset),
-        lambda last, offset: key_at(_POINT_AFTER, last, offset),
     )

@@ -52,17 +52,25 @@ from taskengine.storage.base import ItemFilter, SQLFilterCondition
 from taskengine.storage.changes import ChangeResult, FieldAssignment, ItemChange, split_outcomes
 from taskengine.storage.codec import admit_text, decode, encode
 
-__all__ = ["UpdateForm", "update_form", "update_rows"]
+__all__ = ["UpdateForm", "derived_text", "update_form", "update_rows"]
 
-# The codec text of a jsonb value ``{v}`` where it is derivable (see the module
-# docstring), else NULL: a date's text is rebuilt compactly (jsonb prints ``": "``).
-_DERIVED: Final = (
-    "(SELECT CASE WHEN strpos(x.t, '\\') = 0 THEN x.t END FROM (SELECT CASE jsonb_typeof({v})"
-    " WHEN 'string' THEN {v}::text WHEN 'boolean' THEN {v}::text WHEN 'null' THEN 'null'"
-    " WHEN 'object' THEN CASE WHEN jsonb_typeof({v}->'$date') = 'string'"
-    " AND ({v} - '$date') = '{{}}'::jsonb"
-    " THEN '{{\"$date\":' || ({v}->'$date')::text || '}}' END END AS t) AS x)"
-)
+
+def derived_text(v: str, number: str = "") -> str:
+    """The codec text of the ``jsonb`` value of the SQL ``v`` where it is derivable (see
+    the module docstring), else ``NULL``: one expression, without a subquery (a subquery
+    costs a plan node run per row), ``v`` read again where it is used; a date's text is
+    rebuilt compactly (``jsonb`` prints ``": "``). ``number`` is the SQL of a number's
+    text (none when empty)."""
+    numbers = f" WHEN 'number' THEN {number}" if number else ""
+    return (
+        f"CASE jsonb_typeof({v}){numbers} WHEN 'string' THEN CASE WHEN strpos({v}::text, '\\') = 0"
+        f" THEN {v}::text END WHEN 'boolean' THEN {v}::text WHEN 'null' THEN 'null'"
+        f" WHEN 'object' THEN CASE WHEN jsonb_typeof({v}->'$date') = 'string'"
+        f" AND ({v} - '$date') = '{{}}'::jsonb AND strpos(({v}->'$date')::text, '\\') = 0"
+        f" THEN '{{\"$date\":' || ({v}->'$date')::text || '}}' END END"
+    )
+
+
 # A number's codec text read from ``doc`` itself (jsonb prints ``1e+16`` as
 # ``10000000000000000``): where the key (the parameter, ``"key":``) occurs exactly once,
 # it is the top-level key, and its number runs to the next ``,`` or ``}``.
@@ -201,20 +209,6 @@ def update_form(change: ItemChange) -> UpdateForm | None:
     return _set_form(assignment.target, target, _text(assignment.value), None)
 
 
-def _flat_derived(v: str, number: str = "") -> str:
-    """:data:`_DERIVED` of the SQL ``v`` as one expression, without a subquery (a
-    subquery costs a plan node run per row): ``v`` is read again where it is used.
-    ``number`` is the SQL of a number's text (none when empty)."""
-    numbers = f" WHEN 'number' THEN {number}" if number else ""
-    return (
-        f"CASE jsonb_typeof({v}){numbers} WHEN 'string' THEN CASE WHEN strpos({v}::text, '\\') = 0"
-        f" THEN {v}::text END WHEN 'boolean' THEN {v}::text WHEN 'null' THEN 'null'"
-        f" WHEN 'object' THEN CASE WHEN jsonb_typeof({v}->'$date') = 'string'"
-        f" AND ({v} - '$date') = '{{}}'::jsonb AND strpos(({v}->'$date')::text, '\\') = 0"
-        f" THEN '{{\"$date\":' || ({v}->'$date')::text || '}}' END END"
-    )
-
-
 def _set_form(key: str, key_text: str, new: str | None, source: str | None) -> UpdateForm:
     """``key`` set to the text ``new`` or to the derivable value of ``source`` (a copied
     number's text is read from ``doc``: :data:`_NUMBER`).
@@ -229,13 +223,13 @@ def _set_form(key: str, key_text: str, new: str | None, source: str | None) -> U
         value_params: list[Any] = [new]
     else:
         v = "(c.data -> %s)"
-        value = f"({_flat_derived(v, _NUMBER)})"
+        value = f"({derived_text(v, _NUMBER)})"
         source_text = _key_text(source)
         value_params = [source, *[f"{source_text}:"] * 3]
-        value_params += [source] * (_flat_derived(v).count("%s") - 1)
+        value_params += [source] * (derived_text(v).count("%s") - 1)
     new_pair = f"(%s || ':' || {value})"
     pair_params = [key_text, *value_params]
-    old = _flat_derived("(c.data -> %s)")
+    old = derived_text("(c.data -> %s)")
     text = "CASE WHEN c.data IS NULL THEN NULL"
     if source is not None:
         text += " WHEN NOT (c.data ? %s) THEN c.doc"
@@ -244,8 +238,7 @@ def _set_form(key: str, key_text: str, new: str | None, source: str | None) -> U
     # (``z.p`` is NULL where the old value's text is not derivable: so is the result).
     text += (
         f" WHEN NOT (c.data ? %s) THEN {_APPEND.format(pair=new_pair)}"
-        " ELSE (SELECT CASE WHEN strpos(c.doc, z.p) > 0"
-        " AND strpos(substr(c.doc, strpos(c.doc, z.p) + 1), z.p) = 0"
+        f" ELSE (SELECT CASE WHEN {_ONCE.format(p='z.p')}"
         f" THEN replace(c.doc, z.p, {new_pair}) END"
         f" FROM (SELECT %s || ':' || ({old}) AS p OFFSET 0) AS z) END"
     )
@@ -256,13 +249,13 @@ def _set_form(key: str, key_text: str, new: str | None, source: str | None) -> U
 
 
 # The codec text of a jsonb array ``{v}`` whose elements are all derivable (see
-# _DERIVED), else NULL.
+# derived_text), else NULL.
 _DERIVED_ARRAY: Final = (
     "(SELECT CASE WHEN count(*) = 0 THEN '[]' WHEN bool_and(x.d IS NOT NULL)"
     " THEN '[' || string_agg(x.d, ',' ORDER BY e.n) || ']' END"
     " FROM jsonb_array_elements({v}) WITH ORDINALITY AS e(v, n)"
     " CROSS JOIN LATERAL (SELECT "
-    + _DERIVED.format(v="e.v").replace("{", "{{").replace("}", "}}")  # formatted again
+    + derived_text("e.v").replace("{", "{{").replace("}", "}}")  # formatted again
     + " AS d) AS x)"
 )
 
@@ -301,6 +294,11 @@ def _append_form(key: str, key_text: str, array: str) -> UpdateForm:
     )
     assert row.count("%s") == len(params), (row.count("%s"), len(params))
     return UpdateForm(row, params)
+
+
+def _write(conn: Connection, coll: int, env: int, keys: list[str], texts: list[str]) -> None:
+    """Store ``texts`` as the documents of the rows of stored ``keys``."""
+    conn.execute(_WRITE, (coll, len(keys), env, len(keys), keys, texts))
 
 
 def update_rows(
@@ -357,11 +355,11 @@ def update_rows(
     else:
         done, written = [], int(row[3])
     if row[7]:
-        keys_, texts = [pair[0] for pair in row[7]], [pair[1] for pair in row[7]]
-        conn.execute(_WRITE, (coll, len(keys_), env, len(keys_), keys_, texts))
+        late = [pair[0] for pair in row[7]]
+        _write(conn, coll, env, late, [pair[1] for pair in row[7]])
         if change.needs_ids:
-            done.extend(map(unkey, keys_))
-        written += len(keys_)
+            done.extend(map(unkey, late))
+        written += len(late)
     refused: tuple[tuple[str, str], ...] = ()
     if row[4]:
         # Undecided by the filter's SQL, or outside the splice: the scan path's way.
@@ -376,9 +374,12 @@ def update_rows(
         if writes:
             encoded = [admit_text(item) for item in writes]
             stored = dict(zip([unkey(k) for k in row[4]], row[4], strict=True))
-            ids = [stored[item_id] for item_id, _ in encoded]
-            conn.execute(
-                _WRITE, (coll, len(ids), env, len(ids), ids, [text for _, text in encoded])
+            _write(
+                conn,
+                coll,
+                env,
+                [stored[item_id] for item_id, _ in encoded],
+                [t for _, t in encoded],
             )
             done.extend(item_id for item_id, _ in encoded)
             written += len(encoded)
@@ -398,7 +399,7 @@ def _remove_form(keys: tuple[str, ...]) -> UpdateForm | None:
     texts = [_key_text(key) for key in keys]
     if any(text is None for text in texts):
         return None
-    old = _DERIVED.format(v="(c.data -> %s)")
+    old = derived_text("(c.data -> %s)")
     laterals = ""
     params: list[Any] = []
     for n, (key, key_text) in enumerate(zip(keys, texts, strict=True), start=1):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
 
 from taskengine.errors import (
     CollectionExists,
@@ -27,7 +26,7 @@ from taskengine.errors import (
     StorageError,
 )
 from taskengine.storage._database import Database
-from taskengine.storage._estimate import split_by_walk
+from taskengine.storage._estimate import split_by_query
 from taskengine.storage._schedulesql import SQLITE_PUBLISH_ID, SQLITE_SCHEMA
 from taskengine.storage.base import CollectionInfo, Environment, WriteResult
 from taskengine.storage.codec import lookup_id
@@ -239,18 +238,16 @@ def delete_rows(
 
 def split_points(conn: sqlite3.Connection, coll: int, env: int, parts: int) -> list[str]:
     """Up to ``parts - 1`` ids splitting the item set into ``parts`` ranges of about equal
-    size, ascending: a count and one walk of the primary key (:func:`split_by_walk`); no
+    size, ascending: a count and one walk of the primary key (:func:`split_by_query`); no
     document is read."""
-
-    def key_at(statement: str, *args: Any) -> str | None:
-        row = conn.execute(statement, (coll, env, *args)).fetchone()
-        return None if row is None else str(row[0])
-
-    return split_by_walk(
-        int(conn.execute(COUNT, (coll, env)).fetchone()[0]),
+    return split_by_query(
+        lambda sql, args: conn.execute(sql, args).fetchall(),
+        COUNT,
+        _POINT_FIRST,
+        _POINT_AFTER,
+        coll,
+        env,
         parts,
-        lambda offset: key_at(_POINT_FIRST, offset),
-        lambda last, offset: key_at(_POINT_AFTER, last, offset),
     )
 
 

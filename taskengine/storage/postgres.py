@@ -386,7 +386,7 @@ class PostgresStorage(Storage, ChangingStorage):
                 code,
                 condition,
                 filter,
-                lambda total, starts: self._walks.keep(coll, code, total, starts),
+                lambda starts: self._walks.keep(coll, code, starts),
             )
         return self.count(collection, env, filter) if estimate is None else estimate
 

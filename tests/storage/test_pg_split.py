@@ -97,10 +97,10 @@ def test_a_walk_serves_once_its_own_item_set_while_fresh(
 def test_a_walk_older_than_its_freshness_is_not_used() -> None:
     now = [100.0]
     memo = WalkMemo(lambda: now[0])
-    memo.keep(1, 0, 10, ["a", "b"])
+    memo.keep(1, 0, ["a", "b"])
     now[0] += _pgsplit.FRESH_FOR + 0.1
     assert memo.take(1, 0) is None
-    memo.keep(1, 0, 10, ["a", "b"])
+    memo.keep(1, 0, ["a", "b"])
     now[0] += _pgsplit.FRESH_FOR
     assert memo.take(1, 0) is not None
     assert memo.take(1, 0) is None
@@ -108,6 +108,6 @@ def test_a_walk_older_than_its_freshness_is_not_used() -> None:
 
 def test_points_from_a_walk_are_ascending_and_none_when_too_coarse() -> None:
     starts = tuple(key(f"{n:03d}") for n in range(128))
-    walk = KeyWalk(1, 0, 128 * 10, starts, 0.0)
+    walk = KeyWalk(1, 0, starts, 0.0)
     assert points_from_walk(walk, 4) == [starts[32], starts[64], starts[96]]
-    assert points_from_walk(KeyWalk(1, 0, 3, starts[:3], 0.0), 4) is None
+    assert points_from_walk(KeyWalk(1, 0, starts[:3], 0.0), 4) is None
