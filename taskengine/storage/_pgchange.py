@@ -34,12 +34,14 @@ so the batch commits whole or not at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from taskengine.storage._pgdatabase import Connection
 from taskengine.storage._pgfilter import WINDOW
 from taskengine.storage._pgkeys import lower_bound, unkey
 from taskengine.storage._pgonepass import delete_accepted, key_after, one_pass, read_undecided
+from taskengine.storage._pgsplit import KeyWalk
 from taskengine.storage.base import ItemFilter, SQLFilterCondition
 from taskengine.storage.changes import ChangeResult
 
@@ -99,12 +101,16 @@ def delete_rows(
     condition: SQLFilterCondition | None,
     needs_ids: bool,
     until: str | None = None,
+    grid: KeyWalk | None = None,
+    stale: Callable[[KeyWalk], None] | None = None,
 ) -> ChangeResult:
     """Delete the next batch of the item set ``(coll, env)`` inside the open transaction.
 
     ``condition`` is ``filter``'s SQL form (``None`` only when ``filter`` is ``None``);
     ``limit`` is below 2**62; ``until`` (a stored key) bounds every part of every
-    statement (a slice's last id, inclusive).
+    statement (a slice's last id, inclusive). ``grid`` and ``stale``: a walk of the keys
+    the one-pass windows may end on, and whom to tell when it proved stale
+    (:func:`~taskengine.storage._pgonepass.one_pass`).
     """
     if condition is None:
         where: tuple[str, tuple[Any, ...]] = ("TRUE", ())
@@ -116,7 +122,19 @@ def delete_rows(
     undecided = ("FALSE", ()) if condition is None else _undecided_of(condition)
     if undecided is not None:
         return one_pass(
-            conn, coll, env, lower, limit, filter, where, sure, undecided, needs_ids, until
+            conn,
+            coll,
+            env,
+            lower,
+            limit,
+            filter,
+            where,
+            sure,
+            undecided,
+            needs_ids,
+            until,
+            grid,
+            stale,
         )
     need = limit
     size = min(WINDOW, need * _FIRST + 16)

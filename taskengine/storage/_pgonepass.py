@@ -41,13 +41,16 @@ in the caller's transaction (the engine's ``atomic()`` block, with the task's ch
 
 from __future__ import annotations
 
+import bisect
 import math
+from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
 
 from taskengine.storage._pgdatabase import Connection
 from taskengine.storage._pgkeys import unkey
+from taskengine.storage._pgsplit import KeyWalk
 from taskengine.storage.base import ItemFilter
 from taskengine.storage.changes import ChangeResult
 from taskengine.storage.codec import decode
@@ -66,6 +69,12 @@ _ANY_UNDECIDED: Final = (
     " OR id <= (SELECT min(id) FROM e)) AND ({undecided}))"
 )
 _DELETE_WINDOW: Final = "DELETE " + _ITEMS + "{lower} AND ({sure})"
+# A window ending on a key of the grid: its delete, and whether a row of it meets
+# ``undecided`` (the rows as they were before the delete; it deletes none of them).
+_DELETE_CHECKED: Final = (
+    "WITH d AS (" + _DELETE_WINDOW + " RETURNING id) SELECT {deleted},"
+    " EXISTS (SELECT 1 " + _ITEMS + "{lower} AND ({undecided})) FROM d"
+)
 _UNDECIDED: Final = (
     "SELECT id, doc " + _ITEMS + "{lower} AND ({where}) AND ({sure}) IS NOT TRUE"
     " ORDER BY id FOR UPDATE"
@@ -109,10 +118,16 @@ def one_pass(
     undecided: Clause,
     needs_ids: bool,
     until: str | None,
+    grid: KeyWalk | None = None,
+    stale: Callable[[KeyWalk], None] | None = None,
 ) -> ChangeResult:
     """Delete the next batch after ``lower`` (see the module docstring): windows of keys
     holding at most ``limit`` candidates in all, none above ``until`` (a slice's last
-    stored key, inclusive). ``undecided`` is ``("FALSE", ())`` when nothing is."""
+    stored key, inclusive). ``undecided`` is ``("FALSE", ())`` when nothing is.
+
+    ``grid``: keys of the item set at fixed steps (an estimate's walk), on which windows
+    end without reading their keys; ``stale(grid)`` is told when a window ending on it
+    held more keys than it said."""
     checked = undecided if undecided[0] != "FALSE" and filter is not None else None
     need = size = limit
     seen = found = 0  # keys and candidates of the windows kept
@@ -120,23 +135,37 @@ def one_pass(
     written = 0
     cursor: str | None = None
     speculate = True  # until a window is rolled back
-    for _ in range(WINDOWS):
+    kept = 0
+    while kept < WINDOWS:
         speculative = size > need
-        if speculative:
+        edge = None if grid is None else grid_edge(grid, lower, until, size)
+        guarded = speculative or edge is not None
+        if guarded:
             conn.execute(f"SAVEPOINT {_SAVEPOINT}")
-        window = _run_window(conn, coll, env, lower, until, size, where, sure, checked, needs_ids)
+        window = _run_window(
+            conn, coll, env, lower, until, size, where, sure, checked, needs_ids, edge
+        )
         candidates = window.deleted + len(window.undecided)
-        if speculative and candidates > need:
+        if guarded and candidates > need:
             # More candidates than the batch may take: this window is not part of it; the
             # batch goes on with a window that cannot hold too many.
             conn.execute(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}; RELEASE SAVEPOINT {_SAVEPOINT}")
-            size, speculate = need, False
+            if speculative:
+                size, speculate = need, False
+            else:
+                # At most ``need`` keys by the grid, so keys were added since its walk:
+                # the windows are found by reading keys from now on.
+                assert grid is not None
+                if stale is not None:
+                    stale(grid)
+                grid = None
             continue
+        kept += 1
         gone: list[str] = []
         if window.undecided:
             assert filter is not None
             gone = delete_accepted(conn, coll, env, window.undecided, filter)
-        if speculative:
+        if guarded:
             conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
         done.extend(window.ids)
         done.extend(gone)
@@ -170,6 +199,37 @@ def _next_size(need: int, seen: int, found: int) -> int:
     return max(need, min(most, int(target * seen / found)))
 
 
+def grid_edge(
+    grid: KeyWalk, lower: tuple[str, bool] | None, until: str | None, size: int
+) -> tuple[str | None, bool] | None:
+    """Where a window of at most ``size`` keys after ``lower`` ends by ``grid`` (a walk
+    of fixed steps, as it was): ``(its last key, True)``, or ``(None, False)`` when it
+    reaches the item set's end (or ``until``); ``None`` when it would be less than two
+    steps of the grid (read its keys instead).
+
+    ``grid.starts[i]`` was the key at position ``i * spacing``. After a key between
+    ``starts[i - 1]`` and ``starts[i]`` the window ends on ``starts[i - 1 + size //
+    spacing]``: at most ``size // spacing`` steps of keys; from the item set's start, on
+    ``starts[(size - 1) // spacing]``. When that is past the last key kept, the window
+    is the rest (fewer keys: the last step holds at most ``spacing``).
+    """
+    spacing, starts = grid.spacing, grid.starts
+    if (size - 1) // spacing < 2:
+        return None
+    if lower is None:
+        first = 0
+    else:
+        find = bisect.bisect_left if lower[1] else bisect.bisect_right
+        first = find(starts, lower[0])  # starts[first] is the first point after lower
+    end = (size - 1) // spacing if first == 0 else first - 1 + size // spacing
+    if end >= len(starts):
+        return (None, False)
+    last = starts[end]
+    if until is not None and last >= until:
+        return (None, False)
+    return (last, True)
+
+
 def _run_window(
     conn: Connection,
     coll: int,
@@ -181,12 +241,17 @@ def _run_window(
     sure: Clause,
     undecided: Clause | None,
     needs_ids: bool,
+    edge: tuple[str | None, bool] | None = None,
 ) -> _Window:
-    """The window of the next ``size`` keys after ``lower``: its ``sure`` rows deleted,
-    its undecided rows read locked."""
+    """The window of the next ``size`` keys after ``lower`` (or up to ``edge``, from
+    :func:`grid_edge`): its ``sure`` rows deleted, its undecided rows read locked."""
     keyed, keys = ("", ()) if lower is None else key_after(lower)
     if until is not None:
         keyed, keys = keyed + " AND id <= %s", (*keys, until)
+    if edge is not None:
+        return _run_grid_window(
+            conn, coll, env, keyed, keys, edge, where, sure, undecided, needs_ids
+        )
     statement = _EDGE_ROWS.format(
         lower=keyed,
         undecided="FALSE"
@@ -215,6 +280,51 @@ def _run_window(
     rows: list[tuple[str, str]] = []
     if any_undecided and undecided is not None:
         # The undecided rows are among those meeting ``undecided``: tested first.
+        among = (f"({undecided[0]}) AND ({where[0]})", (*undecided[1], *where[1]))
+        rows = read_undecided(conn, coll, env, keyed, keys, among, sure)
+    return _Window(last, more, ids, deleted, rows)
+
+
+def _run_grid_window(
+    conn: Connection,
+    coll: int,
+    env: int,
+    keyed: str,
+    keys: tuple[str, ...],
+    edge: tuple[str | None, bool],
+    where: Clause,
+    sure: Clause,
+    undecided: Clause | None,
+    needs_ids: bool,
+) -> _Window:
+    """:func:`_run_window` for a window whose end the grid gave: one statement."""
+    last, more = edge
+    if last is not None:
+        keyed, keys = keyed + " AND id <= %s", (*keys, last)
+    deleted_sql = "array_agg(id)" if needs_ids else "count(*)"
+    if undecided is None:
+        statement = _DELETE_WINDOW.format(lower=keyed, sure=sure[0])
+        cursor = conn.execute(
+            statement + (" RETURNING id" if needs_ids else ""), (coll, env, *keys, *sure[1])
+        )
+        if needs_ids:
+            ids = [unkey(stored) for (stored,) in cursor.fetchall()]
+            return _Window(last, more, ids, len(ids), [])
+        return _Window(last, more, [], cursor.rowcount, [])
+    statement = _DELETE_CHECKED.format(
+        lower=keyed, sure=sure[0], deleted=deleted_sql, undecided=undecided[0]
+    )
+    row = conn.execute(
+        statement, (coll, env, *keys, *sure[1], coll, env, *keys, *undecided[1])
+    ).fetchone()
+    assert row is not None  # an aggregate without GROUP BY: one row
+    if needs_ids:
+        ids = [unkey(stored) for stored in row[0] or ()]
+        deleted = len(ids)
+    else:
+        ids, deleted = [], int(row[0])
+    rows: list[tuple[str, str]] = []
+    if row[1]:
         among = (f"({undecided[0]}) AND ({where[0]})", (*undecided[1], *where[1]))
         rows = read_undecided(conn, coll, env, keyed, keys, among, sure)
     return _Window(last, more, ids, deleted, rows)

@@ -28,42 +28,77 @@ __all__ = ["KeyWalk", "WalkMemo", "points_from_walk", "walk_points"]
 
 FRESH_FOR: Final = 5.0
 """Seconds a kept walk serves split points."""
+GRID_FRESH_FOR: Final = 600.0
+"""Seconds a kept walk serves a delete's windows (:mod:`taskengine.storage._pgonepass`)."""
+KEPT: Final = 16
+"""Item sets whose last walk is kept (the oldest is forgotten first)."""
 
 
 @attrs.frozen
 class KeyWalk:
     """Keys spaced evenly over an item set: ``starts[i]`` is about ``i / len(starts)`` of
-    the way through it (stored keys, ascending), taken at ``at`` (monotonic seconds)."""
+    the way through it (stored keys, ascending), taken at ``at`` (monotonic seconds).
+
+    ``spacing`` is how many keys lie from one start to the next (``starts[i]`` was the
+    key at position ``i * spacing``, counting from 0) when the walk was a grid of fixed
+    steps, else 0 (unknown)."""
 
     coll: int
     env: int
     starts: tuple[str, ...]
     at: float
+    spacing: int = 0
 
 
 class WalkMemo:
-    """The last estimate's walk, for the split points asked right after it (thread-safe;
-    a walk serves once, within :data:`FRESH_FOR` seconds, for its own item set)."""
+    """The last walk of each item set (at most :data:`KEPT` of them; thread-safe): for
+    the split points asked right after it (a walk serves one split, within
+    :data:`FRESH_FOR` seconds) and for a delete's windows (:meth:`grid`)."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         """An empty memo reading ``clock`` (seconds, monotonic)."""
         self._clock = clock
         self._lock = threading.Lock()
-        self._walk: KeyWalk | None = None
+        self._walks: dict[tuple[int, int], KeyWalk] = {}
+        self._split: set[tuple[int, int]] = set()  # walks that have not served a split
 
-    def keep(self, coll: int, env: int, starts: Sequence[str]) -> None:
-        """Keep a walk of the item set ``(coll, env)``."""
+    def keep(self, coll: int, env: int, starts: Sequence[str], spacing: int = 0) -> None:
+        """Keep a walk of the item set ``(coll, env)`` (see :class:`KeyWalk`)."""
+        walk = KeyWalk(coll, env, tuple(starts), self._clock(), spacing)
         with self._lock:
-            self._walk = KeyWalk(coll, env, tuple(starts), self._clock())
+            self._walks.pop((coll, env), None)
+            self._walks[coll, env] = walk
+            self._split.add((coll, env))
+            while len(self._walks) > KEPT:
+                oldest = next(iter(self._walks))
+                del self._walks[oldest]
+                self._split.discard(oldest)
 
     def take(self, coll: int, env: int) -> KeyWalk | None:
-        """The kept walk of ``(coll, env)`` if it is fresh (then it is forgotten)."""
+        """The kept walk of ``(coll, env)`` for split points, if it is fresh and has not
+        served one yet."""
         with self._lock:
-            walk = self._walk
-            if walk is None or (walk.coll, walk.env) != (coll, env):
+            walk = self._walks.get((coll, env))
+            if walk is None or (coll, env) not in self._split:
                 return None
-            self._walk = None
+            self._split.discard((coll, env))
         return walk if self._clock() - walk.at <= FRESH_FOR else None
+
+    def grid(self, coll: int, env: int) -> KeyWalk | None:
+        """The kept walk of ``(coll, env)`` for a delete's windows: one of fixed steps
+        (``spacing`` known), at most :data:`GRID_FRESH_FOR` seconds old."""
+        with self._lock:
+            walk = self._walks.get((coll, env))
+        if walk is None or not walk.spacing or self._clock() - walk.at > GRID_FRESH_FOR:
+            return None
+        return walk
+
+    def drop(self, walk: KeyWalk) -> None:
+        """Forget ``walk`` (it proved stale), unless a newer one replaced it."""
+        with self._lock:
+            if self._walks.get((walk.coll, walk.env)) is walk:
+                del self._walks[walk.coll, walk.env]
+                self._split.discard((walk.coll, walk.env))
 
 
 def points_from_walk(walk: KeyWalk, parts: int) -> list[str] | None:

@@ -386,7 +386,7 @@ class PostgresStorage(Storage, ChangingStorage):
                 code,
                 condition,
                 filter,
-                lambda starts: self._walks.keep(coll, code, starts),
+                lambda points, spacing: self._walks.keep(coll, code, points, spacing),
             )
         return self.count(collection, env, filter) if estimate is None else estimate
 
@@ -602,6 +602,8 @@ class PostgresStorage(Storage, ChangingStorage):
                 condition=condition,
                 needs_ids=change.needs_ids,
                 until=bound,
+                grid=self._walks.grid(coll, code),
+                stale=self._walks.drop,
             )
 
     @contextlib.contextmanager

@@ -19,6 +19,7 @@ from pg_conftest_plugin import emptied
 from taskengine.filters import compile_filter
 from taskengine.storage import _pgonepass
 from taskengine.storage import postgres as postgres_module
+from taskengine.storage._pgsplit import KeyWalk
 from taskengine.storage.changes import change_by_scan
 from taskengine.storage.postgres import PgDatabase, PostgresStorage
 from taskengine.tasktypes._changes import DELETE_MATCHED
@@ -73,8 +74,72 @@ def test_batches_never_exceed_the_limit_and_end_as_the_scan_path(
     """Whatever the runs of matching items, each batch deletes at most ``limit`` items,
     exactly the matching ones of its key range, reports their ids when asked, and the
     whole run deletes what ``change_by_scan`` deletes."""
-    items = _items(pattern)
     storage = emptied(shared, "a", "b")
+    _batches_end_as_the_scan_path(storage, _items(pattern), limit, needs_ids, data)
+
+
+# Any ascending keys: the items' own, others, a few or none of them.
+_KEYS = st.lists(st.integers(-1, 45), max_size=30).map(
+    lambda numbers: sorted({f"{n:03d}" for n in numbers})
+)
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.one_of(_RUNS, st.lists(st.integers(0, 3), max_size=40)),
+    st.integers(1, 12),
+    st.booleans(),
+    st.integers(1, 4),
+    st.data(),
+)
+def test_windows_ending_on_any_grid_keep_the_limit_and_end_as_the_scan_path(
+    shared: PgDatabase,
+    pattern: list[int],
+    limit: int,
+    needs_ids: bool,
+    spacing: int,
+    data: st.DataObject,
+) -> None:
+    """Windows ending on the keys of an estimate's walk (``grid_edge``): whether the walk
+    is of these items (every ``spacing``-th key) or stale (any keys at all, said to be
+    ``spacing`` apart), no batch covers more than ``limit`` candidates and the run ends
+    as ``change_by_scan``'s."""
+    items = _items(pattern)
+    own = [item["_id"] for item in items][::spacing]
+    starts = data.draw(st.one_of(st.just(own), _KEYS), label="walk")
+    storage = emptied(shared, "a", "b")
+    walk = KeyWalk(0, 0, tuple(starts), 0.0, spacing)
+    stale: list[KeyWalk] = []
+    storage._walks.grid = lambda coll, env: walk  # type: ignore[method-assign]
+    storage._walks.drop = stale.append  # type: ignore[method-assign]
+    used: list[Any] = []
+    real = _pgonepass.grid_edge
+
+    def spy(*args: Any) -> Any:
+        edge = real(*args)
+        used.append(edge)
+        return edge
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_pgonepass, "grid_edge", spy)
+        _batches_end_as_the_scan_path(storage, items, limit, needs_ids, data)
+    if starts == own and (limit - 1) // spacing >= 2:
+        assert stale == [], "a walk of these very items was taken for stale"
+        assert any(edge is not None for edge in used), "no window ended on the walk"
+
+
+def _batches_end_as_the_scan_path(
+    storage: PostgresStorage,
+    items: list[dict[str, Any]],
+    limit: int,
+    needs_ids: bool,
+    data: st.DataObject,
+) -> None:
+    """Delete the matching ``items`` from collection ``a`` batch by batch (up to an
+    ``until`` drawn from ``data``), checking every batch, then from ``b`` by
+    ``change_by_scan``: the same items are left."""
     for name in ("a", "b"):
         storage.create_collection(name)
         storage.insert_items(name, "LIVE", items)
@@ -182,3 +247,51 @@ def test_a_sparse_filter_takes_few_batches(shared: PgDatabase) -> None:
     assert written == 300
     assert batches == 6, batches
     assert _pgonepass.SPREAD == 2
+
+
+@pytest.mark.parametrize("accept", [MATCH, None])
+def test_a_walk_of_the_items_ends_every_window_without_reading_keys(
+    shared: PgDatabase, accept: Any
+) -> None:
+    """40 matching items, a walk of every third key, batches of 10: from the start the
+    window ends on the fourth key kept (10 keys), after a kept key on the third one on (9
+    keys), no statement reads the window's keys (no ``OFFSET``), and the walk is never
+    taken for stale; with a filter that may leave rows undecided (the window's delete
+    also says whether it has such rows) or without one (a plain delete)."""
+    storage = emptied(shared, "g")
+    storage.create_collection("g")
+    items = _items([1] * 40)
+    storage.insert_items("g", "LIVE", items)
+    walk = KeyWalk(0, 0, tuple(item["_id"] for item in items[::3]), 0.0, 3)
+    stale: list[KeyWalk] = []
+    storage._walks.grid = lambda coll, env: walk  # type: ignore[method-assign]
+    storage._walks.drop = stale.append  # type: ignore[method-assign]
+    statements: list[str] = []
+    written: list[int] = []
+    after: str | None = None
+    with pytest.MonkeyPatch.context() as patch:
+        real = _pgonepass._run_window
+
+        def spy(conn: Any, *args: Any) -> Any:
+            class Seen:
+                def execute(self, sql: str, params: Any = ()) -> Any:
+                    statements.append(sql)
+                    return conn.execute(sql, params)
+
+            return real(Seen(), *args)
+
+        patch.setattr(_pgonepass, "_run_window", spy)
+        while True:
+            with storage.atomic():
+                result = storage.change_matching(
+                    "g", "LIVE", after=after, limit=10, filter=accept, change=DELETE_MATCHED
+                )
+            written.append(result.written)
+            if result.cursor is None:
+                break
+            after = result.cursor
+    assert written == [10, 9, 9, 9, 3]
+    assert stale == []
+    assert statements
+    assert not any("OFFSET" in sql for sql in statements)
+    assert _ids(storage, "g") == []
