@@ -69,12 +69,9 @@ _ANY_UNDECIDED: Final = (
     " OR id <= (SELECT min(id) FROM e)) AND ({undecided}))"
 )
 _DELETE_WINDOW: Final = "DELETE " + _ITEMS + "{lower} AND ({sure})"
-# A window ending on a key of the grid: its delete, and whether a row of it meets
-# ``undecided`` (the rows as they were before the delete; it deletes none of them).
-_DELETE_CHECKED: Final = (
-    "WITH d AS (" + _DELETE_WINDOW + " RETURNING id) SELECT {deleted},"
-    " EXISTS (SELECT 1 " + _ITEMS + "{lower} AND ({undecided})) FROM d"
-)
+# Whether a row of a window (``{lower}``) meets ``undecided``, for a window whose end the
+# grid gave (the partial index ``taskengine_items_undecided`` answers it).
+_ANY_UNDECIDED_IN: Final = "SELECT EXISTS (SELECT 1 " + _ITEMS + "{lower} AND ({undecided}))"
 _UNDECIDED: Final = (
     "SELECT id, doc " + _ITEMS + "{lower} AND ({where}) AND ({sure}) IS NOT TRUE"
     " ORDER BY id FOR UPDATE"
@@ -165,8 +162,6 @@ def one_pass(
         if window.undecided:
             assert filter is not None
             gone = delete_accepted(conn, coll, env, window.undecided, filter)
-        if guarded:
-            conn.execute(f"RELEASE SAVEPOINT {_SAVEPOINT}")
         done.extend(window.ids)
         done.extend(gone)
         written += window.deleted + len(gone)
@@ -268,6 +263,26 @@ def _run_window(
     more, any_undecided = int(row[1]) == 2, bool(row[2])
     if last is not None:
         keyed, keys = keyed + " AND id <= %s", (*keys, last)
+    checked = undecided if any_undecided else None
+    return _delete_window(conn, coll, env, keyed, keys, last, more, where, sure, checked, needs_ids)
+
+
+def _delete_window(
+    conn: Connection,
+    coll: int,
+    env: int,
+    keyed: str,
+    keys: tuple[str, ...],
+    last: str | None,
+    more: bool,
+    where: Clause,
+    sure: Clause,
+    undecided: Clause | None,
+    needs_ids: bool,
+) -> _Window:
+    """Delete the ``sure`` rows of the window ``keyed`` (its keys bound), then read
+    locked the rows it left that meet ``undecided`` and ``where`` (``None``: it has none
+    of them)."""
     cursor = conn.execute(
         _DELETE_WINDOW.format(lower=keyed, sure=sure[0]) + (" RETURNING id" if needs_ids else ""),
         (coll, env, *keys, *sure[1]),
@@ -278,7 +293,7 @@ def _run_window(
     else:
         ids, deleted = [], cursor.rowcount
     rows: list[tuple[str, str]] = []
-    if any_undecided and undecided is not None:
+    if undecided is not None:
         # The undecided rows are among those meeting ``undecided``: tested first.
         among = (f"({undecided[0]}) AND ({where[0]})", (*undecided[1], *where[1]))
         rows = read_undecided(conn, coll, env, keyed, keys, among, sure)
@@ -297,37 +312,20 @@ def _run_grid_window(
     undecided: Clause | None,
     needs_ids: bool,
 ) -> _Window:
-    """:func:`_run_window` for a window whose end the grid gave: one statement."""
+    """:func:`_run_window` for a window whose end the grid gave: its delete, after a look
+    for undecided rows when there may be some."""
     last, more = edge
     if last is not None:
         keyed, keys = keyed + " AND id <= %s", (*keys, last)
-    deleted_sql = "array_agg(id)" if needs_ids else "count(*)"
-    if undecided is None:
-        statement = _DELETE_WINDOW.format(lower=keyed, sure=sure[0])
-        cursor = conn.execute(
-            statement + (" RETURNING id" if needs_ids else ""), (coll, env, *keys, *sure[1])
-        )
-        if needs_ids:
-            ids = [unkey(stored) for (stored,) in cursor.fetchall()]
-            return _Window(last, more, ids, len(ids), [])
-        return _Window(last, more, [], cursor.rowcount, [])
-    statement = _DELETE_CHECKED.format(
-        lower=keyed, sure=sure[0], deleted=deleted_sql, undecided=undecided[0]
-    )
-    row = conn.execute(
-        statement, (coll, env, *keys, *sure[1], coll, env, *keys, *undecided[1])
-    ).fetchone()
-    assert row is not None  # an aggregate without GROUP BY: one row
-    if needs_ids:
-        ids = [unkey(stored) for stored in row[0] or ()]
-        deleted = len(ids)
-    else:
-        ids, deleted = [], int(row[0])
-    rows: list[tuple[str, str]] = []
-    if row[1]:
-        among = (f"({undecided[0]}) AND ({where[0]})", (*undecided[1], *where[1]))
-        rows = read_undecided(conn, coll, env, keyed, keys, among, sure)
-    return _Window(last, more, ids, deleted, rows)
+    any_undecided = False
+    if undecided is not None:
+        found = conn.execute(
+            _ANY_UNDECIDED_IN.format(lower=keyed, undecided=undecided[0]),
+            (coll, env, *keys, *undecided[1]),
+        ).fetchone()
+        any_undecided = found is not None and bool(found[0])
+    checked = undecided if any_undecided else None
+    return _delete_window(conn, coll, env, keyed, keys, last, more, where, sure, checked, needs_ids)
 
 
 def key_after(lower: tuple[str, bool]) -> tuple[str, tuple[str]]:

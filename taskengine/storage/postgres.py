@@ -56,6 +56,7 @@ then commit in one transaction. Importing this module needs the ``postgres`` ext
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -189,6 +190,7 @@ class PostgresStorage(Storage, ChangingStorage):
             self.database = PgDatabase(source)
             self._owns_database = True
         self._walks = WalkMemo()
+        self._statistics_until = 0.0  # monotonic time until which the statistics are known
         try:
             _check_encoding(self.database)
             self.database.ensure_schema(COMPONENT, SCHEMA_VERSION, SCHEMA)
@@ -564,7 +566,7 @@ class PostgresStorage(Storage, ChangingStorage):
                 (filter is not None and condition is None)
                 or (until is not None and lookup_id(until) is None)
                 or (form is None and not change.deletes)
-                or not _has_statistics(conn)
+                or not self._statistics_known(conn)
             ):
                 return change_by_scan(
                     self,
@@ -605,6 +607,18 @@ class PostgresStorage(Storage, ChangingStorage):
                 grid=self._walks.grid(coll, code),
                 stale=self._walks.drop,
             )
+
+    def _statistics_known(self, conn: Connection) -> bool:
+        """Whether the items table has statistics worth the name (``_has_statistics``),
+        a yes trusted for :data:`STATISTICS_FRESH_FOR` seconds (a batch of a task then
+        skips the catalog read: 0.27 ms, a fortieth of a 5,000-row delete)."""
+        now = time.monotonic()
+        if now < self._statistics_until:
+            return True
+        if not _has_statistics(conn):
+            return False
+        self._statistics_until = now + STATISTICS_FRESH_FOR
+        return True
 
     @contextlib.contextmanager
     def _block(self) -> Iterator[Connection]:
@@ -674,5 +688,7 @@ class PostgresStorage(Storage, ChangingStorage):
         return [unkey(point) for point in points]
 
 
+STATISTICS_FRESH_FOR = 5.0
+"""Seconds a ``PostgresStorage`` trusts its last look finding the items table analyzed."""
 _DUE = {field: pg_due(field) for field in DATE_FIELDS}
 _NEXT = {field: pg_next(field) for field in DATE_FIELDS}

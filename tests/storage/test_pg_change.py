@@ -13,6 +13,7 @@ import contextlib
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
+from types import SimpleNamespace
 from typing import Any
 from unittest import mock
 
@@ -550,3 +551,35 @@ def test_deletes_are_set_based_only_on_a_table_with_statistics(
         assert (first.written, second.written) == (100, 76)
         assert storage.count("c", "LIVE").value == 824
         assert storage.count("c", "LIVE", flt).value == 400 - 176
+
+
+def test_a_yes_from_the_statistics_is_trusted_for_a_while(
+    pg_database: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The catalog is read again for every batch while it says "no statistics"; once it
+    says yes, batches skip it for ``STATISTICS_FRESH_FOR`` seconds, then read it again."""
+    answers = [False, True, True]
+    looks: list[int] = []
+
+    def looked(conn: Any) -> bool:
+        looks.append(1)
+        return answers[len(looks) - 1]
+
+    now = [1000.0]
+    monkeypatch.setattr(postgres_module, "_has_statistics", looked)
+    monkeypatch.setattr(postgres_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    flt = compile_filter({"n": {"$lt": 2}})
+    with PgDatabase(pg_database) as database:
+        storage = PostgresStorage(database)
+        storage.create_collection("c")
+        storage.insert_items("c", "LIVE", [{"_id": f"{k:04d}", "n": k % 5} for k in range(100)])
+        after: str | None = None
+        seen: list[int] = []
+        for step in (0.0, 0.0, 1.0, postgres_module.STATISTICS_FRESH_FOR):
+            now[0] += step
+            with storage.atomic():
+                after = storage.change_matching(
+                    "c", "LIVE", after=after, limit=10, filter=flt, change=DELETE_MATCHED
+                ).cursor
+            seen.append(len(looks))
+    assert seen == [1, 2, 2, 3]
