@@ -17,6 +17,20 @@ Only when a row of the window meets ``undecided`` are those rows read (locked, a
 are once no other transaction holds them), checked with the filter in Python and the
 accepted ones deleted by id.
 
+**Windows on the estimate's grid.** The task's estimate walked the item set's keys just
+before its first batch, keeping every 512th (:mod:`taskengine.storage._pgestimate`), and
+the storage keeps that walk (:class:`~taskengine.storage._pgsplit.WalkMemo`). While it is
+there, a window ends on one of its keys (:func:`grid_edge`: as many whole steps of the
+walk as ``size`` allows) and statement 1 is not run: a look at the partial index for
+undecided rows when the filter may leave some, then the ``DELETE``. The keys are not
+read a second time (at 1M items, 187 reads of a window's keys took 0.14 s; the walk
+replaces a count and a coarser walk the estimate took anyway). A walk may be stale
+(keys added since), so such a window runs in a savepoint like a speculative one, and one
+holding more candidates than the batch may take is rolled back, the walk forgotten, and
+the window read again by keys: any walk leaves results and the ``limit`` rule intact (a
+property test gives windows arbitrary keys). Savepoints are released with the batch, not
+one by one (a round trip less a window).
+
 **How many keys.** A batch may cover at most ``limit`` *candidates* (rows meeting
 ``where``: the sure ones and the undecided ones). The first window is ``limit`` keys,
 which cannot hold more. It tells the share of candidates among keys: when fewer than

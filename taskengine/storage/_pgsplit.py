@@ -2,13 +2,14 @@
 size, from a walk of the primary key, or from the walk a task's estimate took just before.
 
 A sliced task asks for its estimate (:mod:`taskengine.storage._pgestimate`) and then for
-its split points, one after the other, before any slice can start: both walk the item
-set's keys (a count, then ``OFFSET`` steps over the primary key). The estimate's walk
-already holds :data:`~taskengine.storage._estimate.WINDOWS` keys spaced evenly over the
-item set; kept for a few seconds (:class:`WalkMemo`), it gives the split points without a
-second count and walk (about 0.16 s of 1M items, time no slice can use). Split points
-only balance the slices: any ascending ids are correct, so a walk a few seconds old (a
-few items written since) costs at most some balance.
+its split points, one after the other, before any slice can start. The estimate walks
+the item set's keys once, keeping every 512th (a *grid*, with the exact count); kept for
+a few seconds (:class:`WalkMemo`), it gives the split points without a second count and
+walk (about 0.1 s of 1M items, time no slice can use). Split points only balance the
+slices: any ascending ids are correct, so a walk a few seconds old (a few items written
+since) costs at most some balance. The same kept walk serves a delete's key windows
+(:mod:`taskengine.storage._pgonepass`) for longer: there a stale walk is found out and
+dropped.
 """
 
 from __future__ import annotations

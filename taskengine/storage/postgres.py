@@ -373,8 +373,9 @@ class PostgresStorage(Storage, ChangingStorage):
     ) -> Count:
         """How many items ``filter`` accepts, for a task's estimate: exact up to 50,000
         items, else estimated from a sample of 4,096 (see
-        :mod:`taskengine.storage._estimate`), read in one query
-        (:mod:`taskengine.storage._pgestimate`)."""
+        :mod:`taskengine.storage._estimate`), found by one walk of the keys that also
+        counts them and read in one query (:mod:`taskengine.storage._pgestimate`). The
+        walk is kept for the split points and delete windows that follow."""
         env = Environment.coerce(environment)
         if filter is None:
             return self.count(collection, env)
@@ -535,7 +536,8 @@ class PostgresStorage(Storage, ChangingStorage):
         A delete covers key windows holding at most ``limit`` candidate rows when the
         only rows the filter's SQL form can leave undecided are those without ``jsonb``
         (one ``DELETE`` per window, the filter evaluated once per row: the first window
-        ``limit`` keys, the next sized by the candidates it held,
+        ``limit`` keys, the next sized by the candidates it held, each ending on a key
+        the estimate's walk kept when there is one,
         :mod:`taskengine.storage._pgonepass`), else the next ``limit`` candidate rows: the
         rows the filter's SQL form accepts go in one ``DELETE`` over the batch's key
         range, the ones it leaves undecided are read locked, checked in Python and

@@ -95,3 +95,39 @@ def test_one_query_gives_the_estimate_of_the_window_reads(
         assert (got.value, got.exact) == (exact, True)
     else:
         assert got.exact is False
+
+
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.integers(0, 60), st.integers(1, 9), st.booleans())
+def test_the_walk_keeps_every_grid_th_key_and_counts_them_all(
+    shared: PgDatabase, size: int, grid: int, other: bool
+) -> None:
+    """One pass over the keys: the keys at positions 0, grid, 2 grid, ... of this item
+    set alone (another collection's keys interleave with them), and the exact count; an
+    estimate hands the same keys and spacing on."""
+    storage = emptied(shared, "w", "x")
+    storage.create_collection("w")
+    storage.create_collection("x")
+    ids = [f"{n:03d}" for n in range(0, 2 * size, 2)]
+    storage.insert_items("w", "LIVE", [{"_id": item_id} for item_id in ids])
+    if other:
+        storage.insert_items("x", "LIVE", [{"_id": f"{n:03d}"} for n in range(1, 2 * size, 2)])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_pgestimate, "GRID", grid)
+        with storage.database.read() as conn:
+            coll = _target(conn, "w", Environment.LIVE)
+            points, total = _pgestimate.walk_grid(conn, coll, _ENV_CODE[Environment.LIVE])
+            told: list[Any] = []
+            _pgestimate.estimate_in_one_query(
+                conn,
+                coll,
+                _ENV_CODE[Environment.LIVE],
+                None,
+                lambda item: True,
+                lambda keys, spacing: told.append((keys, spacing)),
+            )
+    assert points == ids[::grid]
+    assert total == size
+    assert told == ([(ids[::grid], grid)] if ids else [])
