@@ -154,3 +154,21 @@ def rows_left_to_python(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
     monkeypatch.setattr(_pgupdate, "split_outcomes", spy)
     return seen
+
+
+def grid_edges(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every answer of ``_pgonepass.grid_edge`` (where a delete window ends by the
+    estimate's walk; ``None``: the window reads its keys), from now to the end of the
+    patch."""
+    from taskengine.storage import _pgonepass
+
+    seen: list[Any] = []
+    original = _pgonepass.grid_edge
+
+    def spy(*args: Any) -> Any:
+        edge = original(*args)
+        seen.append(edge)
+        return edge
+
+    monkeypatch.setattr(_pgonepass, "grid_edge", spy)
+    return seen

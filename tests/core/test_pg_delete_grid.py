@@ -5,12 +5,10 @@ its walk to the storage, the storage to the delete, and the task ends exact, row
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+from pg_conftest_plugin import grid_edges
 
 from taskengine import PostgresStorage, PostgresTaskStore, TaskEngine, TaskStatus
-from taskengine.storage import _pgonepass
 from taskengine.storage import postgres as postgres_module
 
 pytestmark = pytest.mark.postgres
@@ -23,15 +21,7 @@ def test_an_engine_delete_ends_its_windows_on_the_estimates_walk(
 ) -> None:
     # A table filled a moment ago has no statistics: the set-based path is forced.
     monkeypatch.setattr(postgres_module, "_has_statistics", lambda conn: True)
-    edges: list[Any] = []
-    real = _pgonepass.grid_edge
-
-    def spy(*args: Any) -> Any:
-        edge = real(*args)
-        edges.append(edge)
-        return edge
-
-    monkeypatch.setattr(_pgonepass, "grid_edge", spy)
+    edges = grid_edges(monkeypatch)
     items = [
         {"_id": f"{k:05d}", "n": k % 5, **({"z": "\x00"} if k % 97 == 0 else {})}
         for k in range(ITEMS)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pg_conftest_plugin import emptied
+from pg_conftest_plugin import emptied, grid_edges
 
 from taskengine.filters import compile_filter
 from taskengine.storage import _pgonepass
@@ -114,16 +114,8 @@ def test_windows_ending_on_any_grid_keep_the_limit_and_end_as_the_scan_path(
     stale: list[KeyWalk] = []
     storage._walks.grid = lambda coll, env: walk  # type: ignore[method-assign]
     storage._walks.drop = stale.append  # type: ignore[method-assign]
-    used: list[Any] = []
-    real = _pgonepass.grid_edge
-
-    def spy(*args: Any) -> Any:
-        edge = real(*args)
-        used.append(edge)
-        return edge
-
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(_pgonepass, "grid_edge", spy)
+        used = grid_edges(patch)
         _batches_end_as_the_scan_path(storage, items, limit, needs_ids, data)
     if starts == own and (limit - 1) // spacing >= 2:
         assert stale == [], "a walk of these very items was taken for stale"
