@@ -33,6 +33,9 @@ GRID_FRESH_FOR: Final = 600.0
 """Seconds a kept walk serves a delete's windows (:mod:`taskengine.storage._pgonepass`)."""
 KEPT: Final = 16
 """Item sets whose last walk is kept (the oldest is forgotten first)."""
+KEPT_KEYS: Final = 1_000_000
+"""Keys kept in all walks at most (the oldest walks are forgotten first): 1,000,000 keys
+of 8 characters take about 70 MB; a walk of 512M items has that many."""
 
 
 @attrs.frozen
@@ -70,9 +73,10 @@ class WalkMemo:
             self._walks.pop((coll, env), None)
             self._walks[coll, env] = walk
             self._split.add((coll, env))
-            while len(self._walks) > KEPT:
+            kept = sum(len(walk.starts) for walk in self._walks.values())
+            while len(self._walks) > KEPT or kept > KEPT_KEYS:
                 oldest = next(iter(self._walks))
-                del self._walks[oldest]
+                kept -= len(self._walks.pop(oldest).starts)
                 self._split.discard(oldest)
 
     def take(self, coll: int, env: int) -> KeyWalk | None:

@@ -111,3 +111,32 @@ def test_points_from_a_walk_are_ascending_and_none_when_too_coarse() -> None:
     walk = KeyWalk(1, 0, starts, 0.0)
     assert points_from_walk(walk, 4) == [starts[32], starts[64], starts[96]]
     assert points_from_walk(KeyWalk(1, 0, starts[:3], 0.0), 4) is None
+
+
+def test_the_memo_forgets_the_oldest_walks_beyond_its_bounds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """At most KEPT item sets and KEPT_KEYS keys in all: the oldest walks go first (a
+    walk kept again counts as new), a walk alone above the keys' bound is not kept, and
+    a kept walk serves a delete's windows until it is dropped."""
+    monkeypatch.setattr(_pgsplit, "KEPT", 3)
+    monkeypatch.setattr(_pgsplit, "KEPT_KEYS", 10)
+    memo = WalkMemo(lambda: 0.0)
+    for coll in (1, 2, 3):
+        memo.keep(coll, 0, ["a", "b"], 512)
+    memo.keep(1, 0, ["a", "b", "c"], 512)  # now the newest
+    memo.keep(4, 0, ["a"], 512)  # four item sets: 2, the oldest, goes
+    assert [memo.grid(coll, 0) is not None for coll in (1, 2, 3, 4)] == [True, False, True, True]
+    memo.keep(5, 0, ["a"] * 7)  # four item sets: 3 goes; then 3 + 1 + 7 keys: 1 goes too
+    assert memo.take(3, 0) is None
+    assert memo.take(1, 0) is None
+    assert memo.take(4, 0) is not None
+    assert memo.take(5, 0) is not None
+    memo.keep(6, 0, ["a"] * 11, 512)  # alone above the bound
+    assert memo.grid(6, 0) is None
+    memo.keep(7, 0, ["a", "b"], 512)
+    walk = memo.grid(7, 0)
+    assert walk is not None
+    assert memo.grid(7, 0) is walk  # not used up
+    memo.drop(walk)
+    assert memo.grid(7, 0) is None
