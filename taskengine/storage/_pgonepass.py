@@ -138,7 +138,7 @@ def one_pass(
 
     ``grid``: keys of the item set at fixed steps (an estimate's walk), on which windows
     end without reading their keys; ``stale(grid)`` is told when a window ending on it
-    held more keys than it said."""
+    held more candidates than its keys by the walk could (keys were added since)."""
     checked = undecided if undecided[0] != "FALSE" and filter is not None else None
     need = size = limit
     seen = found = 0  # keys and candidates of the windows kept
