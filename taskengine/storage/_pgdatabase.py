@@ -61,7 +61,14 @@ except ImportError as exc:  # pragma: no cover - tested in a subprocess
     raise missing_extra(exc) from exc
 
 # The errors and the listener are part of this module's interface.
-__all__ = ["Listener", "Notification", "PgDatabase", "PostgresError", "TransactionConflict"]
+__all__ = [
+    "Listener",
+    "Notification",
+    "PgDatabase",
+    "PostgresError",
+    "TransactionConflict",
+    "TransactionStatus",
+]
 
 Connection: TypeAlias = "psycopg.Connection[tuple[Any, ...]]"
 

@@ -22,6 +22,7 @@ from taskengine.storage._pgdatabase import (
     Connection,
     PgDatabase,
     PostgresError,
+    TransactionStatus,
 )
 from taskengine.storage._pgkeys import key, lower_bound, unkey
 from taskengine.storage._schedulesql import (
@@ -164,6 +165,17 @@ _STATISTICS = (
     " LEFT JOIN pg_stat_user_tables AS s ON s.relid = c.oid"
     " WHERE c.oid = 'taskengine_items'::regclass"
 )
+
+
+def _analyze(conn: Connection) -> bool:
+    """``ANALYZE`` the items table on ``conn`` unless it is inside a transaction (then
+    nothing: a failing statement would abort the caller's work), without waiting for a
+    lock another ``ANALYZE`` or ``VACUUM`` holds (``SKIP_LOCKED``); whether it ran. A
+    role that may not analyze the table gets a server warning, not an error."""
+    if conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    conn.execute("ANALYZE (SKIP_LOCKED) taskengine_items")
+    return True
 
 
 def _has_statistics(conn: Connection) -> bool:

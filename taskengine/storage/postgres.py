@@ -102,6 +102,7 @@ from taskengine.storage._pgitems import (
     COMPONENT,
     SCHEMA,
     SCHEMA_VERSION,
+    _analyze,
     _check_encoding,
     _first_duplicate,
     _has_statistics,
@@ -191,6 +192,7 @@ class PostgresStorage(Storage, ChangingStorage):
             self._owns_database = True
         self._walks = WalkMemo()
         self._statistics_until = 0.0  # monotonic time until which the statistics are known
+        self._analyze_after = 0.0  # monotonic time before which no ANALYZE runs again
         try:
             _check_encoding(self.database)
             self.database.ensure_schema(COMPONENT, SCHEMA_VERSION, SCHEMA)
@@ -375,23 +377,48 @@ class PostgresStorage(Storage, ChangingStorage):
         items, else estimated from a sample of 4,096 (see
         :mod:`taskengine.storage._estimate`), found by one walk of the keys that also
         counts them and read in one query (:mod:`taskengine.storage._pgestimate`). The
-        walk is kept for the split points and delete windows that follow."""
+        walk is kept for the split points and delete windows that follow. Over more
+        than :data:`ANALYZE_ABOVE` items, a table without statistics is analyzed first
+        (see ``_analyze_if_unknown``)."""
         env = Environment.coerce(environment)
         if filter is None:
-            return self.count(collection, env)
+            counted = self.count(collection, env)
+            self._analyze_if_unknown(counted.value)
+            return counted
         condition = pushed_condition(filter, BACKEND, DOCUMENT)
+        walked = [0]
+
+        def keep(points: list[str], spacing: int) -> None:
+            self._walks.keep(coll, code, points, spacing)
+            walked[0] = (len(points) - 1) * spacing + 1  # at most the items walked
+
         with self.database.read() as conn:
             coll = _target(conn, collection, env)
             code = _ENV_CODE[env]
-            estimate = estimate_in_one_query(
-                conn,
-                coll,
-                code,
-                condition,
-                filter,
-                lambda points, spacing: self._walks.keep(coll, code, points, spacing),
-            )
+            estimate = estimate_in_one_query(conn, coll, code, condition, filter, keep)
+        self._analyze_if_unknown(walked[0])
         return self.count(collection, env, filter) if estimate is None else estimate
+
+    def _analyze_if_unknown(self, items: int) -> None:
+        """Before a task over ``items`` items: ``ANALYZE`` the items table when the item
+        set is large (above :data:`ANALYZE_ABOVE`) and the table has no statistics worth
+        the name (never analyzed, or changed by more rows than it held since: a table
+        filled a moment ago), so that the task's batches run set-based instead of
+        taking the scan path (measured on 1M items just loaded: a ``DELETE_BY_QUERY`` in
+        4.6-5.0 s on the scan path, 0.2 s of ``ANALYZE`` and 1.3 s set-based). At most
+        once per :data:`ANALYZE_EVERY` seconds per storage (a role that may not analyze
+        the table gets a warning and keeps the scan path), never inside a transaction of
+        the caller's, never waiting for another ``ANALYZE`` or ``VACUUM``."""
+        if items <= ANALYZE_ABOVE:
+            return
+        now = time.monotonic()
+        if now < self._analyze_after:
+            return
+        with self.database.read() as conn:
+            if self._statistics_known(conn):
+                return
+            if _analyze(conn):
+                self._analyze_after = now + ANALYZE_EVERY
 
     def _reader(self, collection: str, env: Environment) -> PgReader:
         """Opens a read of one item set: ``(connection, collection row id, env code)``."""
@@ -551,7 +578,8 @@ class PostgresStorage(Storage, ChangingStorage):
         held since): the set-based statements' plans then cost 2-4x the scan path's
         (measured on freshly filled tables: a delete at 100k items, 0.6x once analyzed;
         publish status at 30k, 2.02 s against 0.52 s, 0.37 s against 0.77 s once
-        analyzed). Either runs
+        analyzed); a task's estimate over a large item set analyzes such a table first
+        (:meth:`estimate_count`). Either runs
         in the caller's transaction (the engine's :meth:`atomic` block, with no
         savepoint of its own: a batch that fails fails the block) or, outside one, in a
         transaction of its own.
@@ -690,6 +718,10 @@ class PostgresStorage(Storage, ChangingStorage):
         return [unkey(point) for point in points]
 
 
+ANALYZE_ABOVE = 50_000
+"""Item sets larger than this get the items table analyzed before a task, when needed."""
+ANALYZE_EVERY = 60.0
+"""Seconds between two ``ANALYZE`` runs of one ``PostgresStorage`` at most."""
 STATISTICS_FRESH_FOR = 5.0
 """Seconds a ``PostgresStorage`` trusts its last look finding the items table analyzed."""
 _DUE = {field: pg_due(field) for field in DATE_FIELDS}
