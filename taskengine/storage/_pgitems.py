@@ -169,10 +169,13 @@ _STATISTICS = (
 
 def _analyze(conn: Connection) -> bool:
     """``ANALYZE`` the items table on ``conn`` unless it is inside a transaction (then
-    nothing: a failing statement would abort the caller's work), without waiting for a
-    lock another ``ANALYZE`` or ``VACUUM`` holds (``SKIP_LOCKED``); whether it ran. A
-    role that may not analyze the table gets a server warning, not an error."""
+    nothing: a failing statement would abort the caller's work) or the server predates
+    PostgreSQL 12, without waiting for a lock another ``ANALYZE`` or ``VACUUM`` holds
+    (``SKIP_LOCKED``); whether it ran. A role that may not analyze the table gets a
+    server warning, not an error."""
     if conn.info.transaction_status != TransactionStatus.IDLE:
+        return False
+    if conn.info.server_version < 120000:  # no SKIP_LOCKED
         return False
     conn.execute("ANALYZE (SKIP_LOCKED) taskengine_items")
     return True

@@ -56,6 +56,7 @@ then commit in one transaction. Importing this module needs the ``postgres`` ext
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
@@ -414,11 +415,14 @@ class PostgresStorage(Storage, ChangingStorage):
         now = time.monotonic()
         if now < self._analyze_after:
             return
-        with self.database.read() as conn:
-            if self._statistics_known(conn):
-                return
-            if _analyze(conn):
-                self._analyze_after = now + ANALYZE_EVERY
+        try:
+            with self.database.read() as conn:
+                if self._statistics_known(conn) or not _analyze(conn):
+                    return
+        except PostgresError as exc:
+            # Only an optimization: the task goes on (on the scan path) whatever failed.
+            _log.warning("could not analyze the items table on %s: %s", self.database.location, exc)
+        self._analyze_after = now + ANALYZE_EVERY
 
     def _reader(self, collection: str, env: Environment) -> PgReader:
         """Opens a read of one item set: ``(connection, collection row id, env code)``."""
@@ -718,6 +722,7 @@ class PostgresStorage(Storage, ChangingStorage):
         return [unkey(point) for point in points]
 
 
+_log = logging.getLogger("taskengine.storage")
 ANALYZE_ABOVE = 50_000
 """Item sets larger than this get the items table analyzed before a task, when needed."""
 ANALYZE_EVERY = 60.0

@@ -83,3 +83,25 @@ def test_analyze_runs_at_most_once_a_while(
         filled.estimate_count("c", "LIVE", EVEN)
         seen.append(sum(runs))
     assert seen == [1, 1, 1, 2]
+
+
+def test_a_failing_analyze_leaves_the_estimate_and_waits_before_the_next(
+    filled: PostgresStorage, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Analyzing is only an optimization: when it fails, the estimate is still given, a
+    warning says why, and the next try waits ANALYZE_EVERY seconds."""
+    tries: list[int] = []
+
+    def failing(conn: Any) -> bool:
+        tries.append(1)
+        conn.execute("ANALYZE no_such_table")  # a PostgreSQL error
+        return True
+
+    monkeypatch.setattr(postgres_module, "_analyze", failing)
+    with caplog.at_level("WARNING", logger="taskengine.storage"):
+        first = filled.estimate_count("c", "LIVE", EVEN)
+        second = filled.estimate_count("c", "LIVE", EVEN)
+    assert (first.value, second.value) == (300, 300)
+    assert tries == [1]
+    assert "could not analyze the items table" in caplog.text
+    assert "no_such_table" in caplog.text
