@@ -64,9 +64,10 @@ def walk_grid(conn: Connection, coll: int, env: int) -> tuple[list[str], int]:
     """The keys of the item set ``(coll, env)`` at positions ``0, GRID, 2 * GRID, ...``
     (stored keys, ascending) and the number of items: one pass over its keys."""
     row = conn.execute(_WALK, (coll, env, coll, env, GRID - 1, coll, env)).fetchone()
-    points = [] if row is None or row[0] is None else [str(point) for point in row[0]]
-    total = 0 if not points else (len(points) - 1) * GRID + int(row[1])  # type: ignore[index]
-    return points, total
+    if row is None or row[0] is None:
+        return [], 0  # an empty item set
+    points = [str(point) for point in row[0]]
+    return points, (len(points) - 1) * GRID + int(row[1])
 
 
 def estimate_in_one_query(

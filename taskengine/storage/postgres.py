@@ -387,17 +387,16 @@ class PostgresStorage(Storage, ChangingStorage):
             self._analyze_if_unknown(counted.value)
             return counted
         condition = pushed_condition(filter, BACKEND, DOCUMENT)
-        walked = [0]
-
-        def keep(points: list[str], spacing: int) -> None:
-            self._walks.keep(coll, code, points, spacing)
-            walked[0] = (len(points) - 1) * spacing + 1  # at most the items walked
-
+        walks: list[tuple[list[str], int]] = []
         with self.database.read() as conn:
             coll = _target(conn, collection, env)
             code = _ENV_CODE[env]
-            estimate = estimate_in_one_query(conn, coll, code, condition, filter, keep)
-        self._analyze_if_unknown(walked[0])
+            estimate = estimate_in_one_query(
+                conn, coll, code, condition, filter, lambda *walk: walks.append(walk)
+            )
+        for points, spacing in walks:  # one walk, or none of an empty item set
+            self._walks.keep(coll, code, points, spacing)
+            self._analyze_if_unknown((len(points) - 1) * spacing + 1)  # at most the items
         return self.count(collection, env, filter) if estimate is None else estimate
 
     def _analyze_if_unknown(self, items: int) -> None:
