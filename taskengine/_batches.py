@@ -47,7 +47,7 @@ import attrs
 
 from taskengine import codes
 from taskengine._recorder import Gone, Recorder, Stopped, Unsettled, retry
-from taskengine._setstep import make_set_step
+from taskengine._setstep import SetBatchSizing, make_set_step
 from taskengine._taskjson import stored_options
 from taskengine.errors import (
     CollectionNotFound,
@@ -93,7 +93,7 @@ class Batches:
         clock: where timestamps come from.
         retention: how long finished tasks are kept.
         batch_size: items per batch (one scan page, one write, one checkpoint).
-        set_batch_size: rows per set-based batch (one the storage runs itself).
+        set_batch_sizing: the rows of a set-based batch (one the storage runs itself).
         max_retries: retries of a batch hit by a ``StorageError``.
         retry_delay: seconds before the first retry (doubled each time).
         task_types: the engine's registered types by name (the live mapping).
@@ -110,7 +110,7 @@ class Batches:
     clock: Clock
     retention: timedelta
     batch_size: int
-    set_batch_size: int
+    set_batch_sizing: SetBatchSizing
     max_retries: int
     retry_delay: float
     task_types: Mapping[str, TaskType]
@@ -322,7 +322,7 @@ class Batches:
         if self._inside and self._rolls_back:
             set_step = make_set_step(
                 self.storage,
-                self.set_batch_size,
+                self.set_batch_sizing,
                 self.clock,
                 self.ownership,
                 self._recorder,

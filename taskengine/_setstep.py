@@ -7,6 +7,13 @@ change as an :class:`~taskengine.storage.changes.ItemChange` and the storage off
 SQLite) instead of scan, apply and write, with the same fence and the same record of the
 task (:class:`~taskengine._recorder.Recorder`) inside one ``atomic()`` block.
 
+A set-based batch's size is a :class:`SetBatchSizing`: a fixed number of rows, or (the
+default) a number adapted batch by batch so that a batch takes about a given time, as
+pt-online-schema-change's ``--chunk-time`` does: a batch's cost per row differs by orders
+of magnitude between adapters, filters and changes, while what the size is there for
+(how soon a cancel, a stop or a progress reader is served, how long the storage is held)
+is a matter of time.
+
 Lock order (as for the batch loop): target lock -> ``storage.atomic()`` -> task store.
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 
 import inspect
 import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -32,14 +40,49 @@ if TYPE_CHECKING:
     from taskengine.task import Task
     from taskengine.tasktype import Executor, Plan
 
-__all__ = ["make_set_step"]
+__all__ = ["SetBatchSizing", "make_set_step"]
 
 _NOTHING = BatchChanges()
+_timer = time.perf_counter  # a batch's time (a module name, so a test can stand in a clock)
+
+
+@attrs.frozen
+class SetBatchSizing:
+    """How many rows a set-based batch covers (the ``limit`` of ``change_matching``).
+
+    Attributes:
+        start: the first batch's rows.
+        low: the fewest rows a batch is given.
+        high: the most rows a batch is given.
+        seconds: the time a batch aims at; ``None`` keeps every batch at ``start`` rows.
+    """
+
+    start: int
+    low: int
+    high: int
+    seconds: float | None
+
+    @classmethod
+    def fixed(cls, rows: int) -> SetBatchSizing:
+        """Every batch ``rows`` rows."""
+        return cls(rows, rows, rows, None)
+
+    def next(self, rows: int, elapsed: float) -> int:
+        """The rows of the batch after one of ``rows`` rows that took ``elapsed`` seconds.
+
+        The rows scale by ``seconds / elapsed``, by a factor of at most 2 up and at most 4
+        down a batch (one slow or fast batch does not swing the size), within
+        ``[low, high]``.
+        """
+        if self.seconds is None:
+            return self.start
+        factor = 2.0 if elapsed * 2.0 <= self.seconds else max(0.25, self.seconds / elapsed)
+        return min(self.high, max(self.low, int(rows * factor)))
 
 
 def make_set_step(
     storage: Storage,
-    set_batch_size: int,
+    sizing: SetBatchSizing,
     clock: Clock,
     ownership: Ownership,
     recorder: Recorder,
@@ -82,12 +125,15 @@ def make_set_step(
         bounded["until"] = until
     change_matching = unbound.__get__(storage)
     collection, environment, accept = plan.collection, plan.environment, plan.filter
-    batch_size, atomic = set_batch_size, storage.atomic
+    atomic, sized, clock_time = storage.atomic, sizing.next, _timer
+    rows = sizing.start
 
     def set_step(
         checkpoint: str | None,
     ) -> tuple[str | None, BatchChanges, WriteResult | None, Task | None]:
+        nonlocal rows
         with target_lock:
+            began = clock_time()
             try:
                 with atomic():
                     now = clock.now()
@@ -96,7 +142,7 @@ def make_set_step(
                         collection,
                         environment,
                         after=checkpoint,
-                        limit=batch_size,
+                        limit=rows,
                         filter=accept,
                         change=change,
                         **bounded,
@@ -119,6 +165,7 @@ def make_set_step(
                     )
             except Gone:
                 return None, _NOTHING, None, None
+            rows = sized(rows, clock_time() - began)
         return result.cursor, changes, written, updated
 
     return set_step

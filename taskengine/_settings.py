@@ -19,6 +19,7 @@ def check_settings(
     workers: int,
     batch_size: int,
     set_batch_size: int | None,
+    set_batch_seconds: float,
     retention: timedelta,
     max_retries: int,
     retry_delay: float,
@@ -49,6 +50,12 @@ def check_settings(
     for name, number in (("retry_delay", retry_delay), ("tick_interval", tick_interval)):
         if not isinstance(number, (int, float)) or isinstance(number, bool) or number < 0:
             problems.append(Violation(name, "must be a non-negative number of seconds"))
+    if (
+        not isinstance(set_batch_seconds, (int, float))
+        or isinstance(set_batch_seconds, bool)
+        or not 0 < set_batch_seconds <= 3600
+    ):
+        problems.append(Violation("set_batch_seconds", "must be a number of seconds in (0, 3600]"))
     if (
         not isinstance(poll_interval, (int, float))
         or isinstance(poll_interval, bool)

@@ -34,6 +34,7 @@ from taskengine._queue import WorkQueue
 from taskengine._retention import live_task, sweep_expired
 from taskengine._runner import Runner
 from taskengine._services import Services, load_plugin
+from taskengine._setstep import SetBatchSizing
 from taskengine._settings import check_settings
 from taskengine._slices import Slices
 from taskengine._taskjson import read_create
@@ -66,11 +67,18 @@ class TaskEngine:
         workers: worker threads started by :meth:`start`.
         batch_size: items per batch (one scan page, one write, one checkpoint).
         set_batch_size: rows per batch that the storage runs itself (set-based batches,
-            ``ChangingStorage``: one statement per batch on SQLite); default ten times
-            ``batch_size``. Such a batch costs a fraction of a scan-path batch per item,
-            so a larger one keeps checkpoints about as frequent in time, with a tenth of
-            the commits (measured at 1M items on SQLite: 10-20% less time than with
-            ``batch_size`` rows).
+            ``ChangingStorage``: one statement per batch on SQLite), every such batch;
+            default ``None``: sized by time (see ``set_batch_seconds``). Such a batch
+            costs a fraction of a scan-path batch per item, so a larger one keeps
+            checkpoints about as frequent in time, with far fewer commits.
+        set_batch_seconds: with ``set_batch_size=None``, the time a set-based batch aims
+            at: the first covers ten times ``batch_size`` rows, and each next one as
+            many as the one before would have covered in this time (at most twice as
+            many, at least a quarter), between ``batch_size`` and a hundred times
+            ``batch_size`` rows. A cancel, a stop or a lost lease takes effect between
+            batches, so this is also about how long they wait. Default 0.1 s (measured
+            at 1M items on PostgreSQL: a ``DELETE_BY_QUERY`` 1.9x a hand-written
+            ``DELETE`` with batches of 5,000 rows, 1.5-1.6x with 50,000).
         retention: how long finished tasks are kept (their ``expiresAt``).
         clock: where timestamps come from; default the system clock.
         task_types: the task types to register; ``None`` registers the built-in ones
@@ -121,6 +129,7 @@ class TaskEngine:
         workers: int = 1,
         batch_size: int = 500,
         set_batch_size: int | None = None,
+        set_batch_seconds: float = 0.1,
         retention: timedelta = timedelta(days=30),
         clock: Clock | None = None,
         task_types: Iterable[TaskType] | None = None,
@@ -137,6 +146,7 @@ class TaskEngine:
             workers=workers,
             batch_size=batch_size,
             set_batch_size=set_batch_size,
+            set_batch_seconds=set_batch_seconds,
             retention=retention,
             max_retries=max_retries,
             retry_delay=retry_delay,
@@ -153,6 +163,9 @@ class TaskEngine:
         self.workers = workers
         self.batch_size = batch_size
         self.set_batch_size = 10 * batch_size if set_batch_size is None else set_batch_size
+        self.set_batch_seconds: float | None = (
+            float(set_batch_seconds) if set_batch_size is None else None
+        )
         self.retention = retention
         self.max_retries = max_retries
         self.retry_delay = float(retry_delay)
@@ -183,7 +196,13 @@ class TaskEngine:
             clock=self.clock,
             retention=retention,
             batch_size=batch_size,
-            set_batch_size=self.set_batch_size,
+            set_batch_sizing=(
+                SetBatchSizing.fixed(set_batch_size)
+                if set_batch_size is not None
+                else SetBatchSizing(
+                    self.set_batch_size, batch_size, 100 * batch_size, float(set_batch_seconds)
+                )
+            ),
             max_retries=max_retries,
             retry_delay=self.retry_delay,
             task_types=self._types,

@@ -303,6 +303,10 @@ def test_bad_settings_are_rejected() -> None:
     with pytest.raises(InvalidRequest) as info:
         TaskEngine(MemoryStorage(), task_types=[], set_batch_size=0)
     assert [v.field for v in info.value.violations] == ["set_batch_size"]
+    for seconds in (0, -1.0, 3601, True, "0.1"):
+        with pytest.raises(InvalidRequest) as info:
+            TaskEngine(MemoryStorage(), task_types=[], set_batch_seconds=seconds)  # type: ignore[arg-type]
+        assert [v.field for v in info.value.violations] == ["set_batch_seconds"]
 
 
 def test_duplicate_task_type_is_rejected(executor: CountExecutor) -> None:
