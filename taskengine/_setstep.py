@@ -123,6 +123,8 @@ def make_set_step(
         if "until" not in inspect.signature(unbound).parameters:
             return None
         bounded["until"] = until
+    if getattr(storage, "batches_by_time", False) is not True:
+        sizing = SetBatchSizing.fixed(sizing.start)
     change_matching = unbound.__get__(storage)
     collection, environment, accept = plan.collection, plan.environment, plan.filter
     atomic, sized, clock_time = storage.atomic, sizing.next, _timer

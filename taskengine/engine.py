@@ -71,7 +71,9 @@ class TaskEngine:
             default ``None``: sized by time (see ``set_batch_seconds``). Such a batch
             costs a fraction of a scan-path batch per item, so a larger one keeps
             checkpoints about as frequent in time, with far fewer commits.
-        set_batch_seconds: with ``set_batch_size=None``, the time a set-based batch aims
+        set_batch_seconds: with ``set_batch_size=None``, on a storage that declares
+            ``batches_by_time`` (SQLite, PostgreSQL; not memory, where every set-based
+            batch covers ten times ``batch_size`` rows), the time a set-based batch aims
             at: the first covers ten times ``batch_size`` rows, and each next one as
             many as the one before would have covered in this time (at most twice as
             many, at least a quarter), between ``batch_size`` and a hundred times

@@ -229,11 +229,12 @@ class Storage(Protocol):
       batch's items back, rewrites only those it can prove were not written, and when the
       retries run out fails the task with counters that count exactly the items it found
       written, so no change is ever applied twice.
-    * **Declared capabilities.** Two class attributes say what the adapter guarantees
-      beyond this contract; the engine reads them and never guesses from the adapter's
-      class: :attr:`atomic_rolls_back` (above) and :attr:`scan_filters_exactly` (a scan
-      with a filter returns only items the filter accepts, so the engine need not check
-      each item again). Both default to ``False``, which is always safe.
+    * **Declared capabilities.** Class attributes say what the adapter guarantees or
+      prefers beyond this contract; the engine reads them and never guesses from the
+      adapter's class: :attr:`atomic_rolls_back` (above), :attr:`scan_filters_exactly`
+      (a scan with a filter returns only items the filter accepts, so the engine need not
+      check each item again) and :attr:`batches_by_time` (set-based batches may grow
+      with their speed). All default to ``False``, which is always safe.
     """
 
     atomic_rolls_back: bool = False
@@ -242,6 +243,18 @@ class Storage(Protocol):
     Declare ``True`` only when it holds for every write method (the conformance suite
     checks it); the default ``False`` is always safe. A subclass that overrides
     :meth:`atomic` or a write method of an adapter that rolls back must say again.
+    """
+
+    batches_by_time: bool = False
+    """Whether the engine may size this adapter's set-based batches
+    (``ChangingStorage.change_matching``) by time, as ``TaskEngine(set_batch_seconds=...)``
+    says, instead of keeping every one at ``set_batch_size`` rows.
+
+    Declare ``True`` where much of a batch's cost is per batch (round trips to a server,
+    a commit), so that larger batches go faster, and a batch of ``set_batch_seconds``
+    keeps nobody waiting too long (``SQLiteStorage``, ``PostgresStorage``). The default
+    ``False`` keeps the rows fixed: ``MemoryStorage`` says so, as a batch there costs
+    little beyond its rows and holds the lock its readers wait for.
     """
 
     scan_filters_exactly: bool = False

@@ -176,6 +176,7 @@ class PostgresStorage(Storage, ChangingStorage):
 
     atomic_rolls_back = True
     scan_filters_exactly = True
+    batches_by_time = True
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """A subclass that overrides :meth:`scan`, :meth:`replace_items` or

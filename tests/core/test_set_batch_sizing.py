@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from taskengine import SQLiteStorage, SQLiteTaskStore, TaskEngine, _setstep
+from taskengine import MemoryStorage, SQLiteStorage, SQLiteTaskStore, TaskEngine, _setstep
 from taskengine._setstep import SetBatchSizing
 
 sizings = st.builds(
@@ -65,6 +65,24 @@ class Limits(SQLiteStorage):
         return super().change_matching(*args, **kwargs)
 
 
+class FixedLimits(Limits):
+    """The same, declaring that its batches are not to be sized by time."""
+
+    batches_by_time = False
+
+
+class MemoryLimits(MemoryStorage):
+    """MemoryStorage that records the ``limit`` of every set-based batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits: list[int] = []
+
+    def change_matching(self, *args: Any, **kwargs: Any) -> Any:
+        self.limits.append(kwargs["limit"])
+        return super().change_matching(*args, **kwargs)
+
+
 @pytest.fixture
 def storage() -> Iterator[Limits]:
     with Limits() as storage:
@@ -74,14 +92,14 @@ def storage() -> Iterator[Limits]:
 
 
 def copy_all(
-    storage: Limits, monkeypatch: pytest.MonkeyPatch, took: float, **settings: Any
+    storage: Limits | MemoryLimits, monkeypatch: pytest.MonkeyPatch, took: float, **settings: Any
 ) -> None:
     """A COPY_FIELD_DATA over the 1,000 items, each batch ``took`` seconds by the timer."""
     ticks = iter(range(10**6))
     monkeypatch.setattr(_setstep, "_timer", lambda: next(ticks) * took)
-    engine = TaskEngine(
-        storage, task_store=SQLiteTaskStore(storage.database), batch_size=2, **settings
-    )
+    if isinstance(storage, SQLiteStorage):
+        settings["task_store"] = SQLiteTaskStore(storage.database)
+    engine = TaskEngine(storage, batch_size=2, **settings)
     task = engine.create_task(
         {
             "type": "COPY_FIELD_DATA",
@@ -131,3 +149,17 @@ def test_a_set_batch_size_is_kept_whatever_the_time(
     engine = TaskEngine(storage, batch_size=2, set_batch_size=300)
     assert (engine.set_batch_size, engine.set_batch_seconds) == (300, None)
     assert TaskEngine(storage, batch_size=2).set_batch_seconds == 0.1
+
+
+@pytest.mark.parametrize("kind", [FixedLimits, MemoryLimits])
+def test_a_storage_not_sized_by_time_keeps_ten_times_batch_size(
+    kind: type[FixedLimits | MemoryLimits], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a storage without ``batches_by_time`` (MemoryStorage, or an adapter that says
+    ``False``) every set-based batch covers ten times ``batch_size``, fast or slow."""
+    storage = kind()
+    storage.create_collection("c")
+    storage.insert_items("c", "LIVE", [{"_id": f"i{n:04}", "v": n} for n in range(1000)])
+    copy_all(storage, monkeypatch, took=0.001)
+    assert storage.limits == [20] * 50
+    assert (SQLiteStorage.batches_by_time, MemoryStorage.batches_by_time) == (True, False)
