@@ -286,6 +286,28 @@ class PgDatabase:
             except psycopg.Error as exc:
                 raise self._error("read", exc) from exc
 
+    @contextlib.contextmanager
+    def spare(self, timeout: float = 0.05) -> Iterator[Connection | None]:
+        """A second pooled connection for the calling thread's work, in autocommit mode,
+        to hand to a helper thread (never the thread's own transaction); ``None`` when
+        the pool has none free within ``timeout`` seconds (the caller then does without).
+
+        Errors of statements run on it are the caller's to handle (raw ``psycopg``).
+
+        Raises:
+            StorageError: the database is closed.
+        """
+        self._ensure_open()
+        try:
+            conn = self._pool.getconn(timeout=timeout)
+        except psycopg.Error:
+            yield None
+            return
+        try:
+            yield conn
+        finally:
+            self._pool.putconn(conn)
+
     def ensure_schema(self, component: str, version: int, statements: Sequence[str]) -> int:
         """Run a component's ``CREATE ... IF NOT EXISTS`` statements once per version.
 

@@ -77,7 +77,7 @@ from taskengine.storage._pgdatabase import (
     TransactionConflict,
 )
 from taskengine.storage._pgedit import edit_form
-from taskengine.storage._pgestimate import estimate_in_one_query
+from taskengine.storage._pgestimate import estimate_in_one_query, middle_key
 from taskengine.storage._pgfilter import (
     BACKEND,
     DOCUMENT,
@@ -378,10 +378,12 @@ class PostgresStorage(Storage, ChangingStorage):
         """How many items ``filter`` accepts, for a task's estimate: exact up to 50,000
         items, else estimated from a sample of 4,096 (see
         :mod:`taskengine.storage._estimate`), found by one walk of the keys that also
-        counts them and read in one query (:mod:`taskengine.storage._pgestimate`). The
-        walk is kept for the split points and delete windows that follow. Over more
-        than :data:`ANALYZE_ABOVE` items, a table without statistics is analyzed first
-        (see ``_analyze_if_unknown``)."""
+        counts them and read in one query (:mod:`taskengine.storage._pgestimate`; over
+        :data:`~taskengine.storage._pgestimate.HALVES_ABOVE` items by the table's
+        statistics, its two halves at once on two connections). The walk is kept for
+        the split points and delete windows that follow. Over more than
+        :data:`ANALYZE_ABOVE` items, a table without statistics is analyzed first (see
+        ``_analyze_if_unknown``)."""
         env = Environment.coerce(environment)
         if filter is None:
             counted = self.count(collection, env)
@@ -392,9 +394,20 @@ class PostgresStorage(Storage, ChangingStorage):
         with self.database.read() as conn:
             coll = _target(conn, collection, env)
             code = _ENV_CODE[env]
-            estimate = estimate_in_one_query(
-                conn, coll, code, condition, filter, lambda *walk: walks.append(walk)
-            )
+            # Two halves at once only outside a transaction: a helper's connection would
+            # not see the transaction's own writes.
+            split = None if in_transaction(conn) else middle_key(conn, coll, code)
+            with self.database.spare() if split is not None else _NO_SPARE as spare:
+                estimate = estimate_in_one_query(
+                    conn,
+                    coll,
+                    code,
+                    condition,
+                    filter,
+                    lambda *walk: walks.append(walk),
+                    split,
+                    spare,
+                )
         for points, spacing in walks:  # one walk, or none of an empty item set
             self._walks.keep(coll, code, points, spacing)
             self._analyze_if_unknown((len(points) - 1) * spacing + 1)  # at most the items
@@ -723,6 +736,7 @@ class PostgresStorage(Storage, ChangingStorage):
 
 
 _log = logging.getLogger("taskengine.storage")
+_NO_SPARE: contextlib.nullcontext[None] = contextlib.nullcontext()
 ANALYZE_ABOVE = 50_000
 """Item sets larger than this get the items table analyzed before a task, when needed."""
 ANALYZE_EVERY = 60.0

@@ -131,3 +131,120 @@ def test_the_walk_keeps_every_grid_th_key_and_counts_them_all(
     assert points == ids[::grid]
     assert total == size
     assert told == ([(ids[::grid], grid)] if ids else [])
+
+
+def _walk_of(storage: PostgresStorage, name: str, split: str | None, broken: bool = False) -> Any:
+    """``walk_keys`` of the item set ``name`` (LIVE), in two halves at ``split`` on a spare
+    connection (closed first when ``broken``) unless ``split`` is ``None``."""
+    with storage.database.read() as conn, storage.database.spare() as spare:
+        assert spare is not None
+        if broken:
+            spare.close()
+        coll = _target(conn, name, Environment.LIVE)
+        return _pgestimate.walk_keys(conn, coll, _ENV_CODE[Environment.LIVE], split, spare)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.integers(0, 80),
+    st.integers(1, 9),
+    st.one_of(st.none(), st.integers(-5, 200).map(lambda n: f"{n:03d}"), st.text(max_size=3)),
+    st.booleans(),
+)
+def test_a_walk_in_two_halves_keeps_keys_at_their_positions(
+    shared: PgDatabase, size: int, grid: int, split: str | None, broken: bool
+) -> None:
+    """Whatever the split key (inside, outside, between keys, none) and even when the
+    helper's connection is broken: every kept key is the key at its position, the first
+    key is kept, kept keys are 1 to GRID positions apart, and the count is exact."""
+    storage = emptied(shared, "h", "x")
+    storage.create_collection("h")
+    storage.create_collection("x")
+    ids = [f"{n:03d}" for n in range(0, 2 * size, 2)]
+    storage.insert_items("h", "LIVE", [{"_id": item_id} for item_id in ids])
+    storage.insert_items("x", "LIVE", [{"_id": f"{n:03d}"} for n in range(1, 2 * size, 2)])
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_pgestimate, "GRID", grid)
+        walk = _walk_of(storage, "h", split, broken)
+    assert walk.total == size
+    assert walk.points == [ids[at] for at in walk.positions]
+    assert walk.positions[:1] == ([0] if ids else [])
+    ends = [*walk.positions[1:], size] if ids else []
+    steps = [b - a for a, b in zip(walk.positions, ends, strict=True)]
+    assert all(0 < step <= grid for step in steps)  # the last: the keys from the last point
+    if split is None:
+        assert walk.positions == list(range(0, size, grid))
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.integers(41, 300),
+    st.lists(st.integers(0, 9), min_size=1, max_size=30),
+    st.sampled_from(range(len(SPECS))),
+    st.integers(0, 320),
+)
+def test_an_estimate_from_two_halves_is_the_estimate_of_the_window_reads(
+    shared: PgDatabase, size: int, values: list[int], spec: int, split: int
+) -> None:
+    """The sample read from a walk in two halves is the same windows: the same Count."""
+    storage = emptied(shared, "e")
+    storage.create_collection("e")
+    storage.insert_items(
+        "e", "LIVE", [{"_id": f"i{n:04d}", "k": values[n % len(values)]} for n in range(size)]
+    )
+    accept = compile_filter(SPECS[spec])
+    with storage.database.read() as conn, storage.database.spare() as spare:
+        coll = _target(conn, "e", Environment.LIVE)
+        got = _pgestimate.estimate_in_one_query(
+            conn,
+            coll,
+            _ENV_CODE[Environment.LIVE],
+            pushed_condition(accept, BACKEND, DOCUMENT),
+            accept,
+            split=f"i{split:04d}",
+            spare=spare,
+        )
+    assert got == _by_windows(storage, "e", accept)
+
+
+def test_a_large_item_set_is_walked_in_two_halves_by_its_statistics(
+    shared: PgDatabase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``estimate_count`` walks in two halves, split inside the item set, once the
+    table's statistics put it above ``HALVES_ABOVE`` items (and never inside a
+    transaction); the estimate is the window reads' all the same."""
+    storage = emptied(shared, "m")
+    storage.create_collection("m")
+    ids = [f"k{n:04d}" for n in range(400)]
+    storage.insert_items(
+        "m", "LIVE", [{"_id": item_id, "k": n % 7} for n, item_id in enumerate(ids)]
+    )
+    with storage.database.read() as conn:
+        conn.execute("ANALYZE taskengine_items")
+        coll = _target(conn, "m", Environment.LIVE)
+        code = _ENV_CODE[Environment.LIVE]
+        assert _pgestimate.middle_key(conn, coll, code) is None  # 400 items: one piece
+        monkeypatch.setattr(_pgestimate, "HALVES_ABOVE", 100)
+        middle = _pgestimate.middle_key(conn, coll, code)
+    assert middle is not None
+    assert ids[0] < middle <= ids[-1]
+    assert abs(ids.index(middle) - 200) <= 120  # about the middle, by a histogram
+    walked: list[tuple[str | None, str | None]] = []
+    real = _pgestimate.walk_grid
+
+    def spy(conn: Any, coll: int, env: int, lower: Any = None, upper: Any = None) -> Any:
+        walked.append((lower, upper))
+        return real(conn, coll, env, lower, upper)
+
+    monkeypatch.setattr(_pgestimate, "walk_grid", spy)
+    accept = compile_filter({"k": 3})
+    assert storage.estimate_count("m", "LIVE", accept) == _by_windows(storage, "m", accept)
+    assert sorted(walked, key=str) == sorted([(None, middle), (middle, None)], key=str)
+    walked.clear()
+    with storage.atomic():
+        storage.estimate_count("m", "LIVE", accept)
+    assert walked == [(None, None)]
