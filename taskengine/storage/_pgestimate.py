@@ -69,7 +69,9 @@ _WALKS: Final = {
     for upper in (False, True)
 }
 # The table's row estimate, its number of histogram bounds for ``id``, and those of them
-# inside the item set's keys (above its first, at most its last), ascending.
+# inside the item set's keys (above its first, at most its last), ascending. Read only
+# when ``_ROWS`` (the table's row estimate alone) is above HALVES_ABOVE: the statistics
+# view costs about 1 ms a query, a tenth of that for ``_ROWS``.
 _MIDDLE: Final = (
     "SELECT c.reltuples, cardinality(h.b), ARRAY(SELECT k FROM unnest(h.b) AS k"
     " WHERE k > m.lo AND k <= m.hi ORDER BY k)"
@@ -80,6 +82,7 @@ _MIDDLE: Final = (
     " CROSS JOIN (SELECT min(id) AS lo, max(id) AS hi " + _ITEMS + ") AS m"
     " WHERE c.oid = 'taskengine_items'::regclass"
 )
+_ROWS: Final = "SELECT reltuples FROM pg_class WHERE oid = 'taskengine_items'::regclass"
 # ``s``: each window's position as a point of the walk and the keys after it; ``k``: the
 # window's first key (an index read of at most GRID keys); ``w``: the window's rows, the
 # filter's parts evaluated once a row, the document only when the row is undecided
@@ -132,6 +135,9 @@ def middle_key(conn: Connection, coll: int, env: int) -> str | None:
     at once: the middle one of the table's histogram bounds for ``id`` inside the item
     set's keys. ``None`` when the table has no statistics, or when by them the item set
     holds at most :data:`HALVES_ABOVE` items (a walk in one piece is then quick)."""
+    table = conn.execute(_ROWS).fetchone()
+    if table is None or float(table[0]) <= HALVES_ABOVE:
+        return None
     row = conn.execute(_MIDDLE, (coll, env)).fetchone()
     if row is None:
         return None
