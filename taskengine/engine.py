@@ -198,12 +198,8 @@ class TaskEngine:
             clock=self.clock,
             retention=retention,
             batch_size=batch_size,
-            set_batch_sizing=(
-                SetBatchSizing.fixed(set_batch_size)
-                if set_batch_size is not None
-                else SetBatchSizing(
-                    self.set_batch_size, batch_size, 100 * batch_size, float(set_batch_seconds)
-                )
+            set_batch_sizing=SetBatchSizing(
+                self.set_batch_size, batch_size, 100 * batch_size, self.set_batch_seconds
             ),
             max_retries=max_retries,
             retry_delay=self.retry_delay,
